@@ -1,0 +1,77 @@
+# opsdb build. `make` builds ./opsdb; `make test` installs what is missing, builds with the
+# sanitizers and -Werror, and runs every test; `make run` builds and starts the server.
+
+CC      ?= cc
+PKGS    := sqlite3 libmicrohttpd jansson yaml-0.1 zlib
+WARN    := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wno-format-nonliteral -Werror
+CSTD    := -std=c11 -D_GNU_SOURCE -Isrc
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread
+
+SRC      := $(sort $(wildcard src/*/*.c))
+MAIN_SRC := src/main.c
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+
+REL_DIR  := build/release
+ASAN_DIR := build/asan
+REL_CFLAGS  := -O2 -g
+ASAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
+REL_OBJ  := $(SRC:%.c=$(REL_DIR)/%.o)
+ASAN_OBJ := $(SRC:%.c=$(ASAN_DIR)/%.o)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(ASAN_DIR)/%)
+
+.PHONY: all run test deps test-deps unit e2e lint clean docs check-docs
+all: opsdb
+
+opsdb: $(REL_OBJ) $(REL_DIR)/src/main.o
+	$(CC) $(REL_CFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(REL_DIR)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) $(REL_CFLAGS) $(PKG_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(ASAN_DIR)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) $(ASAN_CFLAGS) $(PKG_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(ASAN_DIR)/opsdb: $(ASAN_OBJ) $(ASAN_DIR)/src/main.o
+	$(CC) $(ASAN_CFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(ASAN_DIR)/test_%: tests/unit/test_%.c $(ASAN_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) $(ASAN_CFLAGS) $(PKG_CFLAGS) -o $@ $< $(ASAN_OBJ) $(PKG_LIBS) -lcmocka
+
+deps:
+	@scripts/install-deps.sh build
+
+test-deps:
+	@scripts/install-deps.sh test
+
+run: deps
+	$(MAKE) opsdb
+	mkdir -p data
+	./opsdb serve
+
+# The whole suite: banned calls, generated docs, unit tests and end-to-end tests, all against
+# the sanitizer build. Ends with the runner's summary line.
+test: test-deps
+	$(MAKE) $(ASAN_DIR)/opsdb $(UNIT_BIN) opsdb
+	scripts/check-banned.sh
+	scripts/run-tests.sh $(ASAN_DIR) $(UNIT_BIN)
+
+unit: $(UNIT_BIN)
+	@for t in $(UNIT_BIN); do $$t || exit 1; done
+
+lint:
+	scripts/check-banned.sh
+	clang-format --dry-run --Werror $(SRC) $(MAIN_SRC) src/*/*.h
+
+docs: opsdb
+	./opsdb schema --markdown > docs/schema.md
+	./opsdb config --markdown > docs/config.md
+
+clean:
+	rm -rf build opsdb
+
+-include $(REL_OBJ:.o=.d) $(ASAN_OBJ:.o=.d)

@@ -1,0 +1,57 @@
+/*
+ * cli: one file per command. Each command parses its own flags and calls the subsystems; the
+ * table in main.c lists them.
+ */
+#ifndef OPSDB_CLI_H
+#define OPSDB_CLI_H
+
+#include "core/core.h"
+
+struct command {
+    const char *name;
+    const char *summary;
+    const char *usage; /* full --help text */
+    int (*run)(int argc, char **argv);
+};
+
+const struct command *cli_commands(size_t *count);
+
+/* Flags every command takes: --db, --config, --set name=value (repeatable), --help. The
+ * configuration is built as: defaults, the YAML file, then these flags, then OPSDB_* variables. */
+#define CLI_MAX_SETS 64
+struct cli_common {
+    const char *config_path;
+    size_t nsets;
+    char *set_name[CLI_MAX_SETS];
+    const char *set_value[CLI_MAX_SETS];
+    bool help;
+};
+
+/* Handles a common flag at argv[*i] (advancing *i past its value); returns 1 if it was one, 0 if
+ * not, -1 (after printing why) if it was malformed. */
+int cli_common_flag(struct cli_common *c, int argc, char **argv, int *i);
+/* Builds the configuration; prints the error and returns non-zero on failure. */
+int cli_load_config(struct cli_common *c, struct config *cfg);
+void cli_common_release(struct cli_common *c);
+/* Prints "opsdb: <message>" to stderr; returns 1 (the exit code for runtime failures). */
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints the usage error and the hint to --help; returns 2. */
+int cli_usage(const struct command *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+const struct command *cli_command(const char *name);
+/* Prints the command's --help text; returns 0. */
+int cli_help(const char *name);
+/* Writes a buffer to stdout. */
+void cli_write(const struct buf *b);
+
+int cmd_init(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_ingest(int argc, char **argv);
+int cmd_query(int argc, char **argv);
+int cmd_view(int argc, char **argv);
+int cmd_schema(int argc, char **argv);
+int cmd_config(int argc, char **argv);
+int cmd_version(int argc, char **argv);
+
+#define OPSDB_VERSION "0.1.0"
+
+#endif

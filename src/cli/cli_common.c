@@ -1,0 +1,131 @@
+/*
+ * What every command shares: the common flags, building the configuration in its precedence
+ * order, and the shape of error messages and exit codes (1 runtime failure, 2 usage error).
+ */
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int cli_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "opsdb: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    return 1;
+}
+
+int cli_usage(const struct command *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "opsdb %s: ", cmd ? cmd->name : "");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\nrun 'opsdb %s --help' for usage\n", cmd ? cmd->name : "");
+    va_end(ap);
+    return 2;
+}
+
+static int add_set(struct cli_common *c, const char *name, size_t name_len, const char *value)
+{
+    if (c->nsets >= CLI_MAX_SETS)
+        return cli_fail("too many --set flags (at most %d)", CLI_MAX_SETS);
+    c->set_name[c->nsets] = strndup(name, name_len);
+    c->set_value[c->nsets++] = value;
+    return 0;
+}
+
+int cli_common_flag(struct cli_common *c, int argc, char **argv, int *i)
+{
+    const char *a = argv[*i];
+    static const char *const shorthands[] = {"--db", "db", "--listen", "listen", NULL};
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+        c->help = true;
+        return 1;
+    }
+    for (int k = 0; shorthands[k]; k += 2) {
+        size_t n = strlen(shorthands[k]);
+        if (strncmp(a, shorthands[k], n) == 0 && (a[n] == '\0' || a[n] == '=')) {
+            const char *v = a[n] == '=' ? a + n + 1 : (*i + 1 < argc ? argv[++*i] : NULL);
+            if (!v)
+                return cli_fail("%s needs a value", shorthands[k]), -1;
+            return add_set(c, shorthands[k + 1], strlen(shorthands[k + 1]), v) == 0 ? 1 : -1;
+        }
+    }
+    if (strcmp(a, "--config") == 0 || strncmp(a, "--config=", 9) == 0) {
+        const char *v = a[8] == '=' ? a + 9 : (*i + 1 < argc ? argv[++*i] : NULL);
+        if (!v)
+            return cli_fail("--config needs a file"), -1;
+        c->config_path = v;
+        return 1;
+    }
+    if (strcmp(a, "--set") == 0) {
+        const char *v = *i + 1 < argc ? argv[++*i] : NULL;
+        const char *eq = v ? strchr(v, '=') : NULL;
+        if (!eq || eq == v)
+            return cli_fail("--set needs name=value, e.g. --set query.timeout=10s"), -1;
+        return add_set(c, v, (size_t)(eq - v), eq + 1) == 0 ? 1 : -1;
+    }
+    return 0;
+}
+
+int cli_load_config(struct cli_common *c, struct config *cfg)
+{
+    struct err e;
+    config_defaults(cfg);
+    if (c->config_path && config_load_file(cfg, c->config_path, &e) != 0)
+        return cli_fail("%s", e.msg);
+    for (size_t i = 0; i < c->nsets; i++)
+        if (config_set(cfg, c->set_name[i], c->set_value[i], &e) != 0)
+            return cli_fail("%s", e.msg);
+    if (config_apply_env(cfg, &e) != 0)
+        return cli_fail("%s", e.msg);
+    static const char *const levels[] = {"debug", "info", "warn", "error"};
+    for (int l = 0; l < 4; l++)
+        if (strcmp(cfg->log_level, levels[l]) == 0)
+            log_set_level((enum log_level)l);
+    return 0;
+}
+
+void cli_common_release(struct cli_common *c)
+{
+    for (size_t i = 0; i < c->nsets; i++)
+        free(c->set_name[i]);
+    c->nsets = 0;
+}
+
+void cli_write(const struct buf *b)
+{
+    if (b->len && fwrite(b->data, 1, b->len, stdout) != b->len)
+        perror("opsdb: writing output");
+}
+
+const struct command *cli_command(const char *name)
+{
+    size_t n;
+    const struct command *cmds = cli_commands(&n);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(cmds[i].name, name) == 0)
+            return &cmds[i];
+    return NULL;
+}
+
+int cli_help(const char *name)
+{
+    const struct command *c = cli_command(name);
+    if (!c)
+        return cli_fail("no command '%s' (run 'opsdb --help')", name);
+    printf("%s", c->usage);
+    printf("\nCommon options:\n"
+           "  --db PATH          database file (default ./data/operational_data.db)\n"
+           "  --config FILE      YAML configuration file (see docs/config.md)\n"
+           "  --set NAME=VALUE   set one configuration option, e.g. --set query.timeout=10s\n"
+           "  --help             this help\n"
+           "Environment variables OPSDB_<OPTION> (e.g. OPSDB_DB) override flags and file.\n");
+    return 0;
+}

@@ -1,0 +1,74 @@
+/*
+ * Record batches: rows of one table as typed values, in one arena, so a whole request is parsed,
+ * validated, handed to the writer and freed as a unit.
+ */
+#include "core.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void batch_init(struct batch *b, const struct table *t)
+{
+    b->table = t;
+    b->nrows = 0;
+    b->cap_rows = 0;
+    b->values = NULL;
+    arena_init(&b->arena);
+}
+
+void batch_release(struct batch *b)
+{
+    arena_release(&b->arena);
+    b->values = NULL;
+    b->nrows = b->cap_rows = 0;
+}
+
+struct value *batch_add_row(struct batch *b)
+{
+    size_t ncol = b->table->ncolumns;
+    if (b->nrows == b->cap_rows) {
+        /* Grow into a fresh arena block; the old block is abandoned to the arena, which costs
+         * at most the final size again in total (geometric growth). */
+        size_t cap = b->cap_rows ? b->cap_rows * 2 : 64;
+        struct value *v = arena_alloc(&b->arena, cap * ncol * sizeof *v);
+        if (b->nrows)
+            memcpy(v, b->values, b->nrows * ncol * sizeof *v);
+        b->values = v;
+        b->cap_rows = cap;
+    }
+    struct value *row = b->values + b->nrows * ncol;
+    memset(row, 0, ncol * sizeof *row);
+    b->nrows++;
+    return row;
+}
+
+void batch_drop_last(struct batch *b)
+{
+    if (b->nrows)
+        b->nrows--;
+}
+
+void rejects_init(struct rejects *r, const char *row_word)
+{
+    r->count = 0;
+    r->n = 0;
+    r->row_word = row_word;
+    r->last_row = SIZE_MAX;
+}
+
+void rejects_add(struct rejects *r, size_t row, const char *field, const char *fmt, ...)
+{
+    /* count rows, not fields: a row with two bad fields is one rejected row */
+    if (r->last_row != row)
+        r->count++;
+    r->last_row = row;
+    if (r->n >= REJECTS_MAX)
+        return;
+    struct reject *it = &r->items[r->n++];
+    it->row = row;
+    snprintf(it->field, sizeof it->field, "%s", field ? field : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(it->reason, sizeof it->reason, fmt, ap);
+    va_end(ap);
+}

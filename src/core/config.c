@@ -1,0 +1,352 @@
+/*
+ * Configuration: one table of options — name, type, where it lives in struct config, default,
+ * bounds and help. The YAML file, command-line flags and OPSDB_* environment variables all set
+ * options through config_set(), so every source gets the same checks and messages.
+ */
+#include "core.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <yaml.h>
+
+enum opt_type { OPT_STRING, OPT_INT, OPT_DURATION, OPT_BYTES, OPT_CHOICE };
+
+struct option {
+    const char *name;
+    enum opt_type type;
+    size_t offset;
+    size_t size; /* OPT_STRING/OPT_CHOICE: buffer size */
+    const char *default_text;
+    double min, max;
+    const char *choices; /* OPT_CHOICE: '|'-separated */
+    const char *help;
+};
+
+#define STR(n, f, d, h) {n, OPT_STRING, offsetof(struct config, f), sizeof(((struct config *)0)->f), d, 0, 0, NULL, h}
+#define INTO(n, f, d, lo, hi, h) {n, OPT_INT, offsetof(struct config, f), 0, d, lo, hi, NULL, h}
+#define DUR(n, f, d, lo, hi, h) {n, OPT_DURATION, offsetof(struct config, f), 0, d, lo, hi, NULL, h}
+#define BYTES(n, f, d, lo, hi, h) {n, OPT_BYTES, offsetof(struct config, f), 0, d, lo, hi, NULL, h}
+#define CHOICE(n, f, d, c, h) {n, OPT_CHOICE, offsetof(struct config, f), sizeof(((struct config *)0)->f), d, 0, 0, c, h}
+
+static const struct option options[] = {
+    STR("db", db, "./data/operational_data.db", "database: a SQLite file path"),
+    STR("listen", listen, "127.0.0.1:8470", "HTTP listen address host:port"),
+    CHOICE("log.level", log_level, "info", "debug|info|warn|error", "least severe log level written"),
+    BYTES("http.max_body_bytes", max_body_bytes, "64MiB", 1024, 1024.0 * 1024 * 1024,
+          "largest request body accepted (413 beyond; after gzip decoding)"),
+    INTO("http.max_connections", max_connections, "256", 4, 10000, "concurrent HTTP connections"),
+    INTO("ingest.max_rows_per_request", max_rows_per_request, "1000000", 1, 100000000,
+         "rows or points in one request (413 beyond)"),
+    DUR("ingest.max_future", max_future_ms, "5m", 0, 365.0 * 86400000,
+        "how far after now a timestamp may be"),
+    INTO("writer.max_group_rows", writer_max_group_rows, "500000", 1, 100000000,
+         "rows committed in one group commit at most"),
+    INTO("writer.queue_max_rows", writer_queue_max_rows, "4000000", 1000, 1000000000,
+         "rows waiting for the writer before new requests wait (back-pressure)"),
+    DUR("query.timeout", query_timeout_ms, "3s", 10, 3600000, "time limit of one read-only query"),
+    INTO("query.max_rows", query_max_rows, "10000", 1, 10000000, "rows one query may return"),
+    INTO("store.reader_connections", reader_connections, "4", 1, 64,
+         "read connections kept open for queries"),
+    INTO("sqlite.cache_mib", sqlite_cache_mib, "64", 1, 16384, "page cache of the writer connection"),
+    CHOICE("sqlite.synchronous", sqlite_synchronous, "full", "full|normal",
+           "full: fsync every group commit (survives power loss); normal: survives a crash of "
+           "opsdb but not of the machine"),
+    INTO("health.cpu_warning", health_cpu_warning, "80", 0, 100, "system_health: cpu % for warning"),
+    INTO("health.cpu_critical", health_cpu_critical, "95", 0, 100, "system_health: cpu % for critical"),
+    INTO("health.memory_warning", health_memory_warning, "85", 0, 100, "system_health: memory %"),
+    INTO("health.memory_critical", health_memory_critical, "95", 0, 100, "system_health: memory %"),
+    INTO("health.disk_warning", health_disk_warning, "85", 0, 100, "system_health: disk %"),
+    INTO("health.disk_critical", health_disk_critical, "95", 0, 100, "system_health: disk %"),
+    DUR("health.stale_after", health_stale_ms, "2m", 1000, 30.0 * 86400000,
+        "system_health: a host silent this long is stale"),
+};
+
+#define NOPTIONS (sizeof options / sizeof options[0])
+
+static void *field(struct config *c, const struct option *o)
+{
+    return (char *)c + o->offset;
+}
+
+static int parse_bytes(const char *s, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || v < 0)
+        return -1;
+    static const struct {
+        const char *suffix;
+        double mult;
+    } units[] = {{"", 1},           {"B", 1},           {"KiB", 1024.0}, {"MiB", 1048576.0},
+                 {"GiB", 1073741824.0}, {"KB", 1000.0}, {"MB", 1e6},     {"GB", 1e9},
+                 {"k", 1024.0},     {"m", 1048576.0},   {"g", 1073741824.0}};
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (strcasecmp(end, units[i].suffix) == 0 &&
+            (units[i].suffix[0] || *end == '\0')) {
+            *out = (int64_t)(v * units[i].mult);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int set_option(struct config *c, const struct option *o, const char *value, struct err *e)
+{
+    int64_t v = 0;
+    char *end;
+    switch (o->type) {
+    case OPT_STRING:
+        if (strlen(value) >= o->size)
+            return err_set(e, E_INVALID, "option %s: value is longer than %zu bytes", o->name,
+                           o->size - 1);
+        snprintf(field(c, o), o->size, "%s", value);
+        return 0;
+    case OPT_CHOICE: {
+        size_t len = strlen(value);
+        const char *p = o->choices;
+        while (*p) {
+            size_t n = strcspn(p, "|");
+            if (n == len && strncasecmp(p, value, len) == 0) {
+                snprintf(field(c, o), o->size, "%.*s", (int)n, p);
+                return 0;
+            }
+            p += n + (p[n] == '|');
+        }
+        return err_set(e, E_INVALID, "option %s: '%s' is not one of %s", o->name, value,
+                       o->choices);
+    }
+    case OPT_INT:
+        errno = 0;
+        v = strtoll(value, &end, 10);
+        if (errno || end == value || *end)
+            return err_set(e, E_INVALID, "option %s: '%s' is not an integer", o->name, value);
+        break;
+    case OPT_DURATION:
+        if (!time_parse_duration(value, &v))
+            return err_set(e, E_INVALID,
+                           "option %s: '%s' is not a duration (e.g. 500ms, 30s, 5m, 2h, 7d)",
+                           o->name, value);
+        break;
+    case OPT_BYTES:
+        if (parse_bytes(value, &v) != 0)
+            return err_set(e, E_INVALID, "option %s: '%s' is not a size (e.g. 512KiB, 64MiB)",
+                           o->name, value);
+        break;
+    }
+    if ((double)v < o->min || (double)v > o->max)
+        return err_set(e, E_INVALID, "option %s: %s is outside %.15g..%.15g", o->name, value,
+                       o->min, o->max);
+    *(int64_t *)field(c, o) = v;
+    return 0;
+}
+
+void config_defaults(struct config *c)
+{
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        int rc = set_option(c, &options[i], options[i].default_text, NULL);
+        (void)rc;
+    }
+    size_t n;
+    const struct table *t = schema_tables(&n);
+    for (size_t i = 0; i < n; i++)
+        c->retention_days[i] = t[i].retention_days;
+}
+
+static int set_retention(struct config *c, const char *table, const char *value, struct err *e)
+{
+    size_t n;
+    const struct table *tables = schema_tables(&n);
+    const struct table *t = schema_table(table);
+    if (!t)
+        return err_set(e, E_INVALID, "option retention.%s: no such table", table);
+    int64_t ms;
+    if (!time_parse_duration(value, &ms) || ms % 86400000 != 0)
+        return err_set(e, E_INVALID,
+                       "option retention.%s: '%s' is not a whole number of days (e.g. 30d, 0 = "
+                       "keep forever)",
+                       table, value);
+    c->retention_days[t - tables] = ms / 86400000;
+    return 0;
+}
+
+int config_set(struct config *c, const char *name, const char *value, struct err *e)
+{
+    if (strncmp(name, "retention.", 10) == 0)
+        return set_retention(c, name + 10, value, e);
+    for (size_t i = 0; i < NOPTIONS; i++)
+        if (strcmp(options[i].name, name) == 0)
+            return set_option(c, &options[i], value, e);
+    return err_set(e, E_INVALID, "unknown option '%s' (see docs/config.md)", name);
+}
+
+int config_apply_env(struct config *c, struct err *e)
+{
+    char envname[128];
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        size_t k = (size_t)snprintf(envname, sizeof envname, "OPSDB_");
+        for (const char *p = options[i].name; *p && k + 1 < sizeof envname; p++)
+            envname[k++] = (*p == '.' || *p == '-') ? '_' : (char)toupper((unsigned char)*p);
+        envname[k] = '\0';
+        const char *v = getenv(envname);
+        if (v && set_option(c, &options[i], v, e) != 0)
+            return err_set(e, E_INVALID, "environment %s: %s", envname, e->msg);
+    }
+    return 0;
+}
+
+/* ---- YAML ---------------------------------------------------------------------------------- */
+
+static const char *scalar(yaml_node_t *n)
+{
+    return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
+}
+
+static int load_fp_rules(struct config *c, yaml_document_t *doc, yaml_node_t *seq, struct err *e)
+{
+    if (seq->type != YAML_SEQUENCE_NODE)
+        return err_set(e, E_INVALID, "line %zu: fingerprint.rules must be a list of {regex, "
+                                     "replacement}", seq->start_mark.line + 1);
+    for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top;
+         it++) {
+        yaml_node_t *m = yaml_document_get_node(doc, *it);
+        const char *regex = NULL, *repl = "<x>";
+        if (m->type != YAML_MAPPING_NODE)
+            return err_set(e, E_INVALID, "line %zu: a fingerprint rule must be a map",
+                           m->start_mark.line + 1);
+        for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
+            const char *k = scalar(yaml_document_get_node(doc, p->key));
+            const char *v = scalar(yaml_document_get_node(doc, p->value));
+            if (k && strcmp(k, "regex") == 0)
+                regex = v;
+            else if (k && strcmp(k, "replacement") == 0 && v)
+                repl = v;
+            else
+                return err_set(e, E_INVALID, "line %zu: unknown key '%s' in fingerprint rule",
+                               m->start_mark.line + 1, k ? k : "?");
+        }
+        if (!regex)
+            return err_set(e, E_INVALID, "line %zu: fingerprint rule without regex",
+                           m->start_mark.line + 1);
+        if (c->nfp_rules >= CONFIG_MAX_FP_RULES)
+            return err_set(e, E_LIMIT, "too many fingerprint rules (limit %d)", CONFIG_MAX_FP_RULES);
+        if (strlen(regex) >= sizeof c->fp_regex[0] || strlen(repl) >= sizeof c->fp_replacement[0])
+            return err_set(e, E_INVALID, "line %zu: fingerprint rule too long",
+                           m->start_mark.line + 1);
+        snprintf(c->fp_regex[c->nfp_rules], sizeof c->fp_regex[0], "%s", regex);
+        snprintf(c->fp_replacement[c->nfp_rules], sizeof c->fp_replacement[0], "%s", repl);
+        c->nfp_rules++;
+    }
+    return 0;
+}
+
+static int load_node(struct config *c, yaml_document_t *doc, yaml_node_t *n, const char *prefix,
+                     struct err *e)
+{
+    if (n->type != YAML_MAPPING_NODE)
+        return err_set(e, E_INVALID, "line %zu: expected a map of options",
+                       n->start_mark.line + 1);
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(doc, p->key);
+        yaml_node_t *v = yaml_document_get_node(doc, p->value);
+        const char *key = scalar(k);
+        if (!key)
+            return err_set(e, E_INVALID, "line %zu: option names must be text",
+                           k->start_mark.line + 1);
+        char name[256];
+        snprintf(name, sizeof name, "%s%s%s", prefix, *prefix ? "." : "", key);
+        int rc;
+        if (strcmp(name, "fingerprint.rules") == 0)
+            rc = load_fp_rules(c, doc, v, e);
+        else if (v->type == YAML_MAPPING_NODE)
+            rc = load_node(c, doc, v, name, e);
+        else if (v->type == YAML_SCALAR_NODE)
+            rc = config_set(c, name, scalar(v), e);
+        else
+            rc = err_set(e, E_INVALID, "option %s: expected a value, not a list", name);
+        if (rc != 0) {
+            if (v->type == YAML_SCALAR_NODE && !strstr(e->msg, "line "))
+                err_set(e, rc, "line %zu: %.400s", v->start_mark.line + 1, e->msg);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+int config_load_file(struct config *c, const char *path, struct err *e)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return err_set(e, E_IO, "cannot open config file %s: %s", path, strerror(errno));
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    yaml_parser_initialize(&parser);
+    yaml_parser_set_input_file(&parser, f);
+    int rc = 0;
+    if (!yaml_parser_load(&parser, &doc)) {
+        rc = err_set(e, E_INVALID, "%s line %zu: %s", path, parser.problem_mark.line + 1,
+                     parser.problem ? parser.problem : "invalid YAML");
+        goto out_parser;
+    }
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (root && !(root->type == YAML_SCALAR_NODE && root->data.scalar.length == 0)) {
+        rc = load_node(c, &doc, root, "", e);
+        if (rc != 0) {
+            char msg[sizeof e->msg];
+            snprintf(msg, sizeof msg, "%s", e->msg);
+            err_set(e, rc, "%s: %.400s", path, msg);
+        }
+    }
+    yaml_document_delete(&doc);
+out_parser:
+    yaml_parser_delete(&parser);
+    fclose(f);
+    return rc;
+}
+
+int config_markdown(struct buf *b)
+{
+    buf_printf(b, "# Configuration reference\n\n"
+                  "Generated by `opsdb config --markdown` from the option table in "
+                  "`src/core/config.c`.\n\n"
+                  "Options come from the YAML file given with `--config FILE` (nested maps: "
+                  "`http: {max_body_bytes: 1MiB}` is `http.max_body_bytes`), then from "
+                  "command-line flags (`--set name=value`, and the shorthands `--db`, "
+                  "`--listen`), then from environment variables `OPSDB_<NAME>` with dots as "
+                  "underscores (`OPSDB_HTTP_MAX_BODY_BYTES`), each overriding the one before.\n\n"
+                  "| option | default | description |\n|---|---|---|\n");
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        const struct option *o = &options[i];
+        buf_printf(b, "| `%s` | `%s` | %s", o->name, o->default_text, o->help);
+        if (o->type == OPT_CHOICE)
+            buf_printf(b, " (one of `%s`)", o->choices);
+        buf_printf(b, " |\n");
+    }
+    size_t n;
+    const struct table *t = schema_tables(&n);
+    for (size_t i = 0; i < n; i++)
+        buf_printf(b, "| `retention.%s` | `%dd` | rows older than this are rejected at ingestion "
+                      "(0 = keep forever) |\n",
+                   t[i].name, t[i].retention_days);
+    buf_printf(b, "| `fingerprint.rules` | `[]` | list of `{regex: ..., replacement: ...}` applied "
+                  "to error messages after the built-in folding of numbers, ids and quoted "
+                  "strings |\n");
+    return 0;
+}
+
+struct fingerprint_rules *config_fingerprint_rules(const struct config *c, struct err *e)
+{
+    struct fingerprint_rules *r = fingerprint_rules_new();
+    for (size_t i = 0; i < c->nfp_rules; i++) {
+        if (fingerprint_rules_add(r, c->fp_regex[i], c->fp_replacement[i], e) != 0) {
+            fingerprint_rules_free(&r);
+            return NULL;
+        }
+    }
+    return r;
+}

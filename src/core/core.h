@@ -1,0 +1,306 @@
+/*
+ * core: what every other subsystem shares — errors, arenas, logging, time, the schema table,
+ * typed record batches, validation, error fingerprints and the configuration table.
+ *
+ * Nothing here knows about SQL, HTTP or threads beyond being safe to call from any thread
+ * (all functions are reentrant unless a comment says otherwise).
+ */
+#ifndef OPSDB_CORE_H
+#define OPSDB_CORE_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---------------------------------------------------------------------------------------------
+ * Errors: a function that can fail returns 0 or one of these (negative) and fills a struct err.
+ */
+enum {
+    E_OK = 0,
+    E_INVALID = -1,  /* the caller's input is wrong: 4xx, a CLI usage error */
+    E_NOMEM = -2,    /* allocation failed */
+    E_STORE = -3,    /* the database failed (I/O, busy, full): 503, safe to retry */
+    E_LIMIT = -4,    /* a named limit was hit (body size, rows, time): 413 / 422 */
+    E_NOTFOUND = -5, /* no such table, view, route, file */
+    E_IO = -6,       /* a file or socket outside the database failed */
+};
+
+struct err {
+    int code;
+    char msg[512];
+};
+
+/* Fills e (may be NULL) with code and a printf-style message; returns code. */
+int err_set(struct err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Clears e to E_OK with an empty message. */
+void err_clear(struct err *e);
+
+/* ---------------------------------------------------------------------------------------------
+ * Arena: many small allocations freed at once (one request, one batch). Not thread safe; an
+ * arena belongs to one owner at a time. Allocation failure aborts: arenas are bounded by the
+ * request limits, so running out of memory here means the process cannot go on anyway.
+ */
+struct arena_chunk;
+struct arena {
+    struct arena_chunk *head;
+    size_t bytes_used; /* total bytes handed out, for limits and /metrics */
+};
+
+void arena_init(struct arena *a);
+void arena_release(struct arena *a);
+/* Returns size bytes aligned to 8, valid until arena_release(). */
+void *arena_alloc(struct arena *a, size_t size);
+/* Copies s[0..len) and NUL-terminates it. */
+char *arena_strndup(struct arena *a, const char *s, size_t len);
+char *arena_printf(struct arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---------------------------------------------------------------------------------------------
+ * Growable byte buffer with a hard maximum (STYLE 12: sizes a client controls are bounded).
+ */
+struct buf {
+    char *data;
+    size_t len, cap, max;
+};
+
+void buf_init(struct buf *b, size_t max_bytes);
+void buf_release(struct buf *b);
+/* Appends; returns E_LIMIT (buffer unchanged) when len would pass max. Always NUL-terminated. */
+int buf_append(struct buf *b, const void *data, size_t len);
+int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int buf_putc(struct buf *b, char c);
+
+/* ---------------------------------------------------------------------------------------------
+ * Logging to stderr, one line per call, with a level and UTC time. Thread safe.
+ */
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+void log_set_level(enum log_level level);
+void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+
+/* ---------------------------------------------------------------------------------------------
+ * Time. Every timestamp inside opsdb is int64 milliseconds since the Unix epoch, UTC.
+ */
+enum time_precision { PREC_NS, PREC_US, PREC_MS, PREC_S };
+
+int64_t time_now_ms(void);
+/* Parses "ns", "us", "ms", "s" (also Influx's "n", "u"); returns -1 when unknown. */
+int time_precision_parse(const char *s);
+/* Converts an epoch number in the given precision to ms; false when out of range. */
+bool time_epoch_to_ms(double epoch, enum time_precision p, int64_t *ms);
+bool time_epoch_int_to_ms(int64_t epoch, enum time_precision p, int64_t *ms);
+/* Parses RFC 3339 ("2026-01-02T03:04:05.123Z", "+02:00" offsets, fraction to ns) into UTC ms. */
+bool time_parse_rfc3339(const char *s, size_t len, int64_t *ms);
+/* Accepts an RFC 3339 string or an epoch number in seconds (the CLI/API convention for
+ * from/to/now parameters). */
+bool time_parse_point(const char *s, int64_t *ms);
+/* Parses durations "250ms", "15s", "5m", "1h", "7d", "1w" (and a bare number = seconds). */
+bool time_parse_duration(const char *s, int64_t *ms);
+/* Writes "2026-01-02T03:04:05.123Z" into out (at least 32 bytes). */
+void time_format_rfc3339(int64_t ms, char *out, size_t out_size);
+
+/* ---------------------------------------------------------------------------------------------
+ * The schema: one table of tables and columns. DDL for every back end, validation, CSV/JSON
+ * mapping and docs/schema.md are all derived from it; nothing else spells a column list.
+ */
+enum col_type {
+    COL_TS,   /* int64 epoch ms; input RFC 3339 or epoch with a precision */
+    COL_INT,  /* int64 */
+    COL_REAL, /* double */
+    COL_TEXT, /* UTF-8 string, max_len bytes */
+    COL_JSON, /* JSON object, stored as its compact text, max_len bytes */
+    COL_BOOL, /* 0/1 */
+};
+
+enum table_kind {
+    TABLE_EVENTS, /* append-only rows in time */
+    TABLE_SERIES, /* metric samples: a series dictionary plus (series, ts, value) */
+    TABLE_STATE,  /* one row per key, upserted (scheduled_jobs) */
+};
+
+struct column {
+    const char *name;
+    enum col_type type;
+    bool required;
+    const char *const *allowed; /* NULL-terminated set of allowed TEXT values, or NULL */
+    double min, max;            /* numeric bounds (INT/REAL/TS-relative ignored) when min<max */
+    unsigned max_len;           /* TEXT/JSON byte limit */
+    const char *default_sql;    /* DEFAULT clause literal, or NULL */
+    bool series_key;            /* TABLE_SERIES: part of the series identity */
+    bool derived;               /* computed at ingestion when absent (fingerprint) */
+    const char *doc;
+};
+
+struct table_index {
+    const char *name_suffix; /* index name is <table>_<suffix> */
+    const char *columns;     /* comma-separated column list, e.g. "endpoint, ts" */
+    const char *purpose;     /* documented in docs/schema.md */
+};
+
+struct table {
+    const char *name;
+    enum table_kind kind;
+    const char *doc;
+    const struct column *columns;
+    size_t ncolumns;
+    const struct table_index *indexes;
+    size_t nindexes;
+    const char *key_column; /* TABLE_STATE: the upsert key */
+    int retention_days;     /* default retention of raw rows */
+};
+
+/* All tables, in documentation order. */
+const struct table *schema_tables(size_t *count);
+/* Returns the table or NULL. */
+const struct table *schema_table(const char *name);
+/* Returns the column index or -1. */
+int schema_column(const struct table *t, const char *name);
+/* Current schema version: bump it together with a new migration in store/. */
+int schema_version(void);
+/* Writes docs/schema.md's content into b. */
+int schema_markdown(struct buf *b);
+
+/* ---------------------------------------------------------------------------------------------
+ * Values and batches: rows of one table, typed per the schema, with strings in the batch arena.
+ */
+enum value_type { VAL_NULL = 0, VAL_INT, VAL_REAL, VAL_TEXT };
+
+struct value {
+    union {
+        int64_t i;
+        double d;
+        const char *s;
+    };
+    uint32_t len; /* bytes of s, without NUL */
+    uint8_t type; /* enum value_type */
+};
+
+struct batch {
+    const struct table *table;
+    size_t nrows, cap_rows;
+    struct value *values; /* nrows * table->ncolumns, row-major */
+    struct arena arena;   /* owns strings and values */
+};
+
+void batch_init(struct batch *b, const struct table *t);
+void batch_release(struct batch *b);
+/* Appends a row with every value VAL_NULL and returns it (valid until the next add). */
+struct value *batch_add_row(struct batch *b);
+/* Drops the last row (a row that failed to parse). */
+void batch_drop_last(struct batch *b);
+static inline struct value *batch_row(struct batch *b, size_t i)
+{
+    return b->values + i * b->table->ncolumns;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Rejections: which row, which field, why. A request collects up to REJECTS_MAX of them.
+ */
+#define REJECTS_MAX 100
+struct reject {
+    size_t row; /* 0-based row (or line) index in the request */
+    char field[48];
+    char reason[200];
+};
+struct rejects {
+    size_t count; /* total rejected rows, may exceed n */
+    size_t n;     /* items filled, <= REJECTS_MAX */
+    struct reject items[REJECTS_MAX];
+    const char *row_word; /* "row" or "line" in messages */
+    size_t last_row;      /* row of the last rejection, SIZE_MAX before the first */
+};
+
+void rejects_init(struct rejects *r, const char *row_word);
+void rejects_add(struct rejects *r, size_t row, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* ---------------------------------------------------------------------------------------------
+ * Field conversion and validation.
+ */
+struct fingerprint_rules;
+
+struct validate_opts {
+    int64_t now_ms;                /* reference time for the future limit */
+    int64_t max_future_ms;         /* rows later than now + this are rejected */
+    const int *retention_days;     /* per table index in schema_tables(); rows older rejected */
+    enum time_precision precision; /* of epoch numbers in ts columns */
+    const struct fingerprint_rules *fingerprints;
+};
+
+/* Converts text input (CSV cell, line-protocol tag) into the column's type. An empty string is
+ * NULL. On failure returns false and writes the reason into why. */
+bool field_from_text(const struct column *c, const char *s, size_t len, enum time_precision p,
+                     struct arena *a, struct value *out, char *why, size_t why_size);
+/* Converts a number. */
+bool field_from_number(const struct column *c, double d, bool is_integer, int64_t i,
+                       enum time_precision p, struct value *out, char *why, size_t why_size);
+
+/* Checks one converted row: required fields, bounds, allowed values, lengths, time horizon;
+ * fills derived fields (fingerprint). Adds a rejection per bad field; returns false if any. */
+bool validate_row(const struct validate_opts *o, struct batch *b, size_t row, size_t input_index,
+                  struct rejects *r);
+
+/* ---------------------------------------------------------------------------------------------
+ * Error fingerprints: the same error from different requests groups together.
+ */
+struct fingerprint_rules *fingerprint_rules_new(void);
+/* Adds a POSIX extended regex and its replacement, applied after the built-in folding. */
+int fingerprint_rules_add(struct fingerprint_rules *r, const char *regex, const char *replacement,
+                          struct err *e);
+void fingerprint_rules_free(struct fingerprint_rules **r);
+/* Normalises msg: uuids, hex ids, numbers and quoted strings are folded, then the rules run. */
+void fingerprint_normalize(const struct fingerprint_rules *r, const char *msg, struct buf *out);
+/* 16 hex digits of a 64-bit hash of type, component and the normalised message. */
+void fingerprint_compute(const struct fingerprint_rules *r, const char *error_type,
+                         const char *component, const char *msg, char out[17]);
+
+/* 64-bit FNV-1a, used for fingerprints and hash tables. */
+uint64_t hash64(const void *data, size_t len, uint64_t seed);
+
+/* ---------------------------------------------------------------------------------------------
+ * Configuration: one table of options (name, type, default, bounds, help). Precedence: the
+ * YAML file, then command-line flags, then OPSDB_* environment variables.
+ */
+#define CONFIG_MAX_FP_RULES 32
+struct config {
+    char db[512];
+    char listen[128];
+    int64_t max_body_bytes;
+    int64_t max_rows_per_request;
+    int64_t max_future_ms;
+    int64_t writer_max_group_rows;
+    int64_t writer_queue_max_rows;
+    int64_t query_timeout_ms;
+    int64_t query_max_rows;
+    int64_t reader_connections;
+    int64_t max_connections;
+    int64_t sqlite_cache_mib;
+    char sqlite_synchronous[16];
+    int64_t health_cpu_warning, health_cpu_critical;
+    int64_t health_memory_warning, health_memory_critical;
+    int64_t health_disk_warning, health_disk_critical;
+    int64_t health_stale_ms;
+    int64_t retention_days[16]; /* per schema table, by index */
+    char log_level[16];
+    size_t nfp_rules;
+    char fp_regex[CONFIG_MAX_FP_RULES][256];
+    char fp_replacement[CONFIG_MAX_FP_RULES][64];
+};
+
+/* Fills c with every default. */
+void config_defaults(struct config *c);
+/* Loads a YAML file over c (keys as in `opsdb config --help`, nested maps use dots). */
+int config_load_file(struct config *c, const char *path, struct err *e);
+/* Sets one option by its dotted name from text (flags, environment). */
+int config_set(struct config *c, const char *name, const char *value, struct err *e);
+/* Applies OPSDB_<NAME> environment variables (dots and dashes become underscores). */
+int config_apply_env(struct config *c, struct err *e);
+/* Writes the option reference (name, default, help) as markdown. */
+int config_markdown(struct buf *b);
+/* Builds the fingerprint rules from c; caller frees with fingerprint_rules_free. */
+struct fingerprint_rules *config_fingerprint_rules(const struct config *c, struct err *e);
+
+#endif

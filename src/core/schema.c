@@ -1,0 +1,300 @@
+/*
+ * The schema of the operational_data database, as data. Each table is a list of columns with
+ * their types, limits and documentation; the DDL of every back end, ingestion validation, the
+ * JSON/CSV mapping and docs/schema.md are derived from these rows. Adding a column is one line.
+ */
+#include "core.h"
+
+#include <string.h>
+
+#define N(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Bump together with a migration in store/store_migrate.c. */
+#define SCHEMA_VERSION 1
+
+static const char *const levels[] = {"debug", "info", "notice", "warning", "error", "critical",
+                                     "fatal", NULL};
+static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
+                                      "OPTIONS", "CONNECT", "TRACE", "OTHER", NULL};
+static const char *const pipeline_states[] = {"queued", "running", "succeeded", "failed",
+                                              "skipped", "cancelled", NULL};
+static const char *const alert_states[] = {"pending", "firing", "acknowledged", "escalated",
+                                           "suppressed", "resolved", NULL};
+static const char *const severities[] = {"info", "warning", "critical", "page", NULL};
+static const char *const job_kinds[] = {"builtin", "command", "external", NULL};
+static const char *const job_states[] = {"ok", "running", "failed", "missed", "paused",
+                                         "never", NULL};
+
+/* Shorthands keep every column on one line. */
+#define TS(name, req, doc) {name, COL_TS, req, NULL, 0, 0, 0, NULL, false, false, doc}
+#define TEXT(name, req, len, doc) {name, COL_TEXT, req, NULL, 0, 0, len, NULL, false, false, doc}
+#define TEXTD(name, len, def, doc) {name, COL_TEXT, false, NULL, 0, 0, len, def, false, false, doc}
+#define KEY(name, req, len, def, doc) {name, COL_TEXT, req, NULL, 0, 0, len, def, true, false, doc}
+#define ENUM(name, req, set, def, doc) {name, COL_TEXT, req, set, 0, 0, 32, def, false, false, doc}
+#define INT(name, req, lo, hi, def, doc) {name, COL_INT, req, NULL, lo, hi, 0, def, false, false, doc}
+#define REAL(name, req, lo, hi, doc) {name, COL_REAL, req, NULL, lo, hi, 0, NULL, false, false, doc}
+#define JSON(name, len, doc) {name, COL_JSON, false, NULL, 0, 0, len, NULL, false, false, doc}
+#define BOOL(name, def, doc) {name, COL_BOOL, false, NULL, 0, 1, 0, def, false, false, doc}
+
+#define BIG 9.0e15 /* integers stay exact in a double below 2^53 */
+
+static const struct column system_metrics_cols[] = {
+    TS("ts", true, "time of the sample"),
+    KEY("host", false, 255, "''", "host that produced the sample"),
+    KEY("component", false, 255, "''", "component on the host (web, db, the agent, ...)"),
+    KEY("metric", true, 255, NULL, "metric name, e.g. cpu_usage"),
+    REAL("value", true, 0, 0, "sample value (finite double)"),
+    {"labels", COL_JSON, false, NULL, 0, 0, 4096, "'{}'", true, false,
+     "other labels as a JSON object of strings"},
+};
+static const struct table_index system_metrics_idx[] = {
+    {"series_host", "host, component", "component-based: all series of a host/component"},
+};
+
+static const struct column api_usage_cols[] = {
+    TS("ts", true, "time the request finished"),
+    TEXTD("service", 255, "''", "service that answered"),
+    ENUM("method", true, methods, NULL, "HTTP method"),
+    TEXT("endpoint", true, 1024, "route template, e.g. /api/users/:id"),
+    INT("status_code", true, 100, 599, NULL, "HTTP status code"),
+    REAL("latency_ms", false, 0, 86400000, "time to answer, milliseconds"),
+    INT("request_bytes", false, 0, BIG, NULL, "request body bytes"),
+    INT("response_bytes", false, 0, BIG, NULL, "response body bytes"),
+    TEXTD("client_id", 255, NULL, "API client (key id, user, IP)"),
+    TEXTD("host", 255, "''", "host that served the request"),
+    INT("count", false, 1, BIG, "1", "requests this row stands for (pre-counted groups)"),
+};
+static const struct table_index api_usage_idx[] = {
+    {"ts", "ts", "timestamp-based: windows over all endpoints"},
+    {"endpoint_ts", "endpoint, ts", "performance: one endpoint over time"},
+    {"service_ts", "service, ts", "component-based: one service over time"},
+};
+
+static const struct column error_logs_cols[] = {
+    TS("ts", true, "time of the event"),
+    TEXTD("service", 255, "''", "service that logged it"),
+    TEXTD("component", 255, "''", "component within the service"),
+    TEXTD("host", 255, "''", "host"),
+    ENUM("level", true, levels, NULL, "severity: debug, info, notice, warning, error, critical, fatal"),
+    TEXTD("error_type", 255, "''", "exception class or error kind"),
+    TEXT("message", true, 16384, "the message"),
+    TEXT("stack_trace", false, 65536, "stack trace, lines joined with \\n"),
+    {"fingerprint", COL_TEXT, false, NULL, 0, 0, 64, NULL, false, true,
+     "groups the same error: hash of the normalised message, type and component (derived when "
+     "absent)"},
+    TEXT("trace_id", false, 128, "distributed trace id"),
+    JSON("context", 16384, "other fields as a JSON object"),
+};
+static const struct table_index error_logs_idx[] = {
+    {"ts", "ts", "timestamp-based"},
+    {"fingerprint_ts", "fingerprint, ts", "one error group over time"},
+    {"component_ts", "component, ts", "component-based"},
+};
+
+static const struct column pipeline_status_cols[] = {
+    TS("ts", true, "time of the state change"),
+    TEXT("pipeline", true, 255, "pipeline name"),
+    TEXT("run_id", true, 255, "run identifier"),
+    TEXTD("stage", 255, "''", "stage within the run ('' for the run as a whole)"),
+    ENUM("status", true, pipeline_states, NULL, "queued, running, succeeded, failed, skipped, cancelled"),
+    TS("started_at", false, "run/stage start"),
+    TS("finished_at", false, "run/stage end"),
+    INT("duration_ms", false, 0, BIG, NULL, "run/stage duration"),
+    INT("records_in", false, 0, BIG, NULL, "records read"),
+    INT("records_out", false, 0, BIG, NULL, "records written"),
+    INT("records_failed", false, 0, BIG, NULL, "records that failed"),
+    TEXT("message", false, 4096, "status message or error"),
+};
+static const struct table_index pipeline_status_idx[] = {
+    {"ts", "ts", "timestamp-based"},
+    {"pipeline_ts", "pipeline, ts", "one pipeline over time"},
+    {"status_ts", "status, ts", "failed runs over time"},
+};
+
+static const struct column handler_metrics_cols[] = {
+    TS("ts", true, "end of the interval"),
+    TEXT("handler", true, 255, "handler (queue consumer, event handler) name"),
+    TEXTD("component", 255, "''", "component"),
+    TEXTD("host", 255, "''", "host"),
+    INT("invocations", true, 0, BIG, NULL, "invocations in the interval"),
+    INT("errors", false, 0, BIG, "0", "failed invocations"),
+    INT("retries", false, 0, BIG, "0", "retried invocations"),
+    REAL("duration_ms_avg", false, 0, 86400000, "mean duration, milliseconds"),
+    REAL("duration_ms_p95", false, 0, 86400000, "95th percentile duration, milliseconds"),
+    INT("queue_depth", false, 0, BIG, NULL, "messages waiting at the end of the interval"),
+};
+static const struct table_index handler_metrics_idx[] = {
+    {"ts", "ts", "timestamp-based"},
+    {"handler_ts", "handler, ts", "performance: one handler over time"},
+    {"component_ts", "component, ts", "component-based"},
+};
+
+static const struct column alert_history_cols[] = {
+    TS("ts", true, "time of the transition"),
+    TEXT("alert_id", true, 128, "identity of the alert (rule + labels)"),
+    TEXT("rule", true, 255, "rule name"),
+    TEXT("fingerprint", false, 64, "hash of rule and labels"),
+    ENUM("severity", false, severities, "'warning'", "info, warning, critical, page"),
+    ENUM("state", true, alert_states, NULL, "pending, firing, acknowledged, escalated, suppressed, resolved"),
+    REAL("value", false, 0, 0, "value that caused the transition"),
+    JSON("labels", 4096, "labels of the alert"),
+    TEXT("summary", false, 4096, "human summary"),
+    INT("escalation_level", false, 0, 100, "0", "escalation step reached"),
+    BOOL("notified", "0", "whether a notification was sent for this transition"),
+};
+static const struct table_index alert_history_idx[] = {
+    {"ts", "ts", "timestamp-based"},
+    {"state_ts", "state, ts", "alert-tracking: alerts by state over time"},
+    {"alert_ts", "alert_id, ts", "alert-tracking: one alert's transitions"},
+};
+
+static const struct column scheduled_jobs_cols[] = {
+    TS("ts", true, "time of the last change to this row"),
+    TEXT("name", true, 255, "job name (unique)"),
+    TEXT("schedule", false, 255, "cron expression, @hourly, @every 30s"),
+    ENUM("kind", true, job_kinds, NULL, "builtin, command or external"),
+    TEXT("command", false, 4096, "command line of a command job"),
+    INT("timeout_s", false, 0, 604800, "3600", "run time limit"),
+    INT("grace_s", false, 0, 604800, "300", "how late a run may report before it is missed"),
+    BOOL("enabled", "1", "whether the job is scheduled"),
+    TS("last_run_at", false, "start of the last run"),
+    ENUM("last_status", false, job_states, NULL, "ok, running, failed, missed, paused, never"),
+    INT("last_duration_ms", false, 0, BIG, NULL, "duration of the last run"),
+    TS("next_run_at", false, "next scheduled start"),
+    INT("consecutive_failures", false, 0, BIG, "0", "failed runs in a row"),
+};
+static const struct table_index scheduled_jobs_idx[] = {
+    {"next_run", "next_run_at", "scheduler: the next due job"},
+};
+
+static const char *const run_states[] = {"running", "ok", "failed", "missed", "timeout", NULL};
+static const struct column job_runs_cols[] = {
+    TS("ts", true, "start of the run"),
+    TEXT("job", true, 255, "job name"),
+    TEXT("run_id", false, 128, "run identifier (pairs start and end pings)"),
+    ENUM("status", true, run_states, NULL, "running, ok, failed, missed, timeout"),
+    TS("finished_at", false, "end of the run"),
+    INT("duration_ms", false, 0, BIG, NULL, "duration"),
+    INT("exit_code", false, -255, 255, NULL, "exit status"),
+    TEXT("output", false, 16384, "output excerpt (bounded)"),
+};
+static const struct table_index job_runs_idx[] = {
+    {"ts", "ts", "timestamp-based"},
+    {"job_ts", "job, ts", "one job's history"},
+    {"status_ts", "status, ts", "failures over time"},
+};
+
+#define TABLE(nm, kind, doc, cols, idx, key, days)                                                 \
+    {nm, kind, doc, cols, N(cols), idx, N(idx), key, days}
+
+static const struct table tables[] = {
+    TABLE("system_metrics", TABLE_SERIES,
+          "One sample of one metric of one host/component. Stored as a series dictionary "
+          "(metric, host, component, labels) plus (series, ts, value) samples; a sample is "
+          "identified by its series and ts, and a second write of the same sample replaces it.",
+          system_metrics_cols, system_metrics_idx, NULL, 30),
+    TABLE("api_usage", TABLE_EVENTS, "One API request, or a pre-counted group of them (count).",
+          api_usage_cols, api_usage_idx, NULL, 30),
+    TABLE("error_logs", TABLE_EVENTS, "One error or warning event.", error_logs_cols,
+          error_logs_idx, NULL, 30),
+    TABLE("pipeline_status", TABLE_EVENTS, "One state change of one pipeline run or stage.",
+          pipeline_status_cols, pipeline_status_idx, NULL, 90),
+    TABLE("handler_metrics", TABLE_EVENTS, "One handler over one reporting interval.",
+          handler_metrics_cols, handler_metrics_idx, NULL, 30),
+    TABLE("alert_history", TABLE_EVENTS, "One transition of one alert.", alert_history_cols,
+          alert_history_idx, NULL, 365),
+    TABLE("scheduled_jobs", TABLE_STATE,
+          "One job definition with its live state; written by name (a second write of the same "
+          "name replaces the row).",
+          scheduled_jobs_cols, scheduled_jobs_idx, "name", 0),
+    TABLE("job_runs", TABLE_EVENTS, "One run of a scheduled job.", job_runs_cols, job_runs_idx,
+          NULL, 90),
+};
+
+const struct table *schema_tables(size_t *count)
+{
+    *count = N(tables);
+    return tables;
+}
+
+const struct table *schema_table(const char *name)
+{
+    for (size_t i = 0; i < N(tables); i++)
+        if (strcmp(tables[i].name, name) == 0)
+            return &tables[i];
+    return NULL;
+}
+
+int schema_column(const struct table *t, const char *name)
+{
+    for (size_t i = 0; i < t->ncolumns; i++)
+        if (strcmp(t->columns[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+int schema_version(void)
+{
+    return SCHEMA_VERSION;
+}
+
+static const char *type_doc(const struct column *c)
+{
+    static const char *const names[] = {"timestamp", "integer", "real", "text", "json object",
+                                        "boolean"};
+    return names[c->type];
+}
+
+static void limits_doc(const struct column *c, struct buf *b)
+{
+    if (c->allowed) {
+        for (const char *const *v = c->allowed; *v; v++)
+            buf_printf(b, "%s`%s`", v == c->allowed ? "one of " : ", ", *v);
+    } else if ((c->type == COL_INT || c->type == COL_REAL) && c->min < c->max && c->max < 1e15) {
+        buf_printf(b, "%g..%g", c->min, c->max);
+    } else if ((c->type == COL_INT || c->type == COL_REAL) && c->min == 0 && c->max > 1) {
+        buf_printf(b, ">= 0");
+    } else if (c->type == COL_INT && c->min == 1) {
+        buf_printf(b, ">= 1");
+    } else if (c->max_len) {
+        buf_printf(b, "<= %u bytes", c->max_len);
+    } else if (c->type == COL_TS) {
+        buf_printf(b, "not in the future, within retention");
+    }
+}
+
+int schema_markdown(struct buf *b)
+{
+    buf_printf(b, "# Schema reference\n\n"
+                  "Generated by `opsdb schema --markdown` from the schema table in "
+                  "`src/core/schema.c`; do not edit by hand (a test fails when it is stale).\n\n"
+                  "Schema version: %d. Timestamps are stored as INTEGER epoch milliseconds (UTC); "
+                  "on input they are RFC 3339 strings or epoch numbers with an explicit precision "
+                  "(`?precision=s|ms|us|ns`, default ms). Every table has a time column `ts`.\n\n",
+               SCHEMA_VERSION);
+    for (size_t i = 0; i < N(tables); i++) {
+        const struct table *t = &tables[i];
+        buf_printf(b, "## %s\n\n%s\n\n", t->name, t->doc);
+        if (t->retention_days)
+            buf_printf(b, "Default retention: %d days.\n\n", t->retention_days);
+        buf_printf(b, "| column | type | required | limits | default | description |\n"
+                      "|---|---|---|---|---|---|\n");
+        for (size_t j = 0; j < t->ncolumns; j++) {
+            const struct column *c = &t->columns[j];
+            buf_printf(b, "| `%s` | %s | %s | ", c->name, type_doc(c),
+                       c->required ? "yes" : (c->derived ? "derived" : "no"));
+            limits_doc(c, b);
+            buf_printf(b, " | %s | %s |\n", c->default_sql ? c->default_sql : "", c->doc);
+        }
+        buf_printf(b, "\nIndexes:\n\n");
+        for (size_t j = 0; j < t->nindexes; j++)
+            buf_printf(b, "- `%s_%s` on (%s): %s\n", t->name, t->indexes[j].name_suffix,
+                       t->indexes[j].columns, t->indexes[j].purpose);
+        if (t->kind == TABLE_SERIES)
+            buf_printf(b, "- series unique on (metric, host, component, labels): find series by "
+                          "metric, then host\n"
+                          "- samples keyed by (series_id, ts): one series over time\n");
+        buf_printf(b, "\n");
+    }
+    return 0;
+}

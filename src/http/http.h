@@ -1,0 +1,37 @@
+/*
+ * http: the HTTP server — route table, ingestion and query routes, /metrics, health.
+ */
+#ifndef OPSDB_HTTP_H
+#define OPSDB_HTTP_H
+
+#include "core/core.h"
+#include "ingest/ingest.h"
+#include "store/store.h"
+
+/* What the server serves; all borrowed, all outlive the server. */
+struct http_deps {
+    const struct config *cfg;
+    struct store *store;
+    struct writer *writer;
+    const struct fingerprint_rules *fingerprints;
+};
+
+struct http_server;
+
+/* Starts listening on cfg->listen with a thread per connection. */
+int http_start(struct http_server **out, const struct http_deps *deps, struct err *e);
+/* The port actually bound (useful with port 0). */
+int http_port(struct http_server *s);
+/* Stops accepting, waits for running requests, frees. */
+void http_stop(struct http_server **s);
+
+/* One row of the route table: exported so tests and docs can walk every route. */
+struct route_info {
+    const char *method;
+    const char *path; /* a trailing "{name}" matches one path segment */
+    const char *role; /* public, reader, writer or admin */
+    const char *doc;
+};
+const struct route_info *http_routes(size_t *count);
+
+#endif

@@ -1,0 +1,86 @@
+/* Private to http/: requests, responses, routes and metrics. */
+#ifndef OPSDB_HTTP_INT_H
+#define OPSDB_HTTP_INT_H
+
+#include "http/http.h"
+#include "query/query.h"
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <time.h>
+
+struct request {
+    struct MHD_Connection *conn;
+    const char *method;
+    const char *url;
+    int route; /* index in the route table, -1 when none matched */
+    char path_arg[256];
+    struct buf body;
+    bool body_too_large;
+    struct timespec started;
+};
+
+struct response {
+    unsigned status;
+    const char *content_type;
+    struct buf body;
+    const char *header_name, *header_value; /* one extra header, or NULL */
+};
+
+struct http_server;
+typedef void (*route_handler)(struct http_server *srv, struct request *req, struct response *res);
+
+/* Counters for /metrics; every field is guarded by lock. */
+#define METRIC_LATENCY_BUCKETS 10
+struct http_metrics {
+    pthread_mutex_t lock;
+    uint64_t *requests_by_class; /* per route: 2xx,3xx,4xx,5xx */
+    uint64_t *latency_buckets;   /* per route: METRIC_LATENCY_BUCKETS + 1 (+Inf) */
+    double *latency_sum;
+    uint64_t rows_rejected[16][4]; /* per table: validation, too_large, store_unavailable, bad_body */
+};
+
+enum reject_reason { REJ_VALIDATION, REJ_TOO_LARGE, REJ_STORE, REJ_BAD_BODY };
+
+struct http_server {
+    struct MHD_Daemon *daemon;
+    struct http_deps deps;
+    struct http_metrics metrics;
+    int port;
+};
+
+/* Route table lookup: index or -1; fills req->path_arg for "{name}" routes. */
+int route_match(const char *method, const char *url, struct request *req, bool *path_known);
+route_handler route_handler_at(int i);
+
+/* Responses. */
+void respond_json(struct response *res, unsigned status, const char *json);
+/* {"error": msg, "details": [...]} from rejections (may be NULL). */
+void respond_error(struct response *res, unsigned status, const char *msg,
+                   const struct rejects *r);
+/* Status for an error code (E_INVALID -> 400, ...). */
+unsigned status_for(int code);
+const char *request_arg(struct request *req, const char *name);
+const char *request_header(struct request *req, const char *name);
+
+void metrics_init(struct http_metrics *m, size_t nroutes);
+void metrics_release(struct http_metrics *m);
+void metrics_observe(struct http_metrics *m, int route, unsigned status, double seconds);
+void metrics_reject(struct http_metrics *m, const struct table *t, enum reject_reason why,
+                    uint64_t rows);
+void metrics_write(struct http_server *srv, struct buf *out);
+
+/* Handlers. */
+void handle_healthz(struct http_server *srv, struct request *req, struct response *res);
+void handle_readyz(struct http_server *srv, struct request *req, struct response *res);
+void handle_metrics(struct http_server *srv, struct request *req, struct response *res);
+void handle_ingest(struct http_server *srv, struct request *req, struct response *res);
+void handle_influx_write(struct http_server *srv, struct request *req, struct response *res);
+void handle_influx_ping(struct http_server *srv, struct request *req, struct response *res);
+void handle_views_list(struct http_server *srv, struct request *req, struct response *res);
+void handle_view(struct http_server *srv, struct request *req, struct response *res);
+void handle_query(struct http_server *srv, struct request *req, struct response *res);
+void handle_schema(struct http_server *srv, struct request *req, struct response *res);
+void handle_index(struct http_server *srv, struct request *req, struct response *res);
+
+#endif

@@ -1,0 +1,191 @@
+/*
+ * Read routes: views, read-only SQL, the schema, health and readiness.
+ */
+#include "http/http_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int output_format(struct request *req, struct response *res)
+{
+    const char *f = request_arg(req, "format");
+    int fmt = f ? query_format_parse(f) : FORMAT_JSON;
+    if (fmt < 0 || fmt == FORMAT_TABLE) {
+        respond_error(res, 400, "format must be json or csv", NULL);
+        return -1;
+    }
+    return fmt;
+}
+
+static void write_result(struct response *res, int fmt, const struct store_result *r,
+                         const char *extra)
+{
+    if (fmt == FORMAT_CSV) {
+        res->content_type = "text/csv; charset=utf-8";
+        query_write_csv(r, &res->body);
+    } else {
+        query_write_json(r, extra, &res->body);
+    }
+}
+
+struct view_args {
+    struct view_request *req;
+    struct response *res;
+    bool failed;
+};
+
+static enum MHD_Result collect_filter(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value)
+{
+    (void)kind;
+    struct view_args *a = cls;
+    static const char *const reserved[] = {"window", "now", "format", "order", "limit", NULL};
+    for (int i = 0; reserved[i]; i++)
+        if (strcmp(key, reserved[i]) == 0)
+            return MHD_YES;
+    if (a->req->nfilters >= QUERY_MAX_FILTERS) {
+        respond_error(a->res, 400, "too many filters (at most 8)", NULL);
+        a->failed = true;
+        return MHD_NO;
+    }
+    a->req->filter_column[a->req->nfilters] = key;
+    a->req->filter_value[a->req->nfilters++] = value ? value : "";
+    return MHD_YES;
+}
+
+static bool view_params(struct request *req, struct response *res, struct view_request *vr)
+{
+    const char *window = request_arg(req, "window");
+    const char *now = request_arg(req, "now");
+    const char *limit = request_arg(req, "limit");
+    char msg[200];
+    if (window && (!time_parse_duration(window, &vr->window_ms) || vr->window_ms <= 0)) {
+        snprintf(msg, sizeof msg, "window '%.40s' is not a duration (e.g. 15m, 1h, 7d)", window);
+        respond_error(res, 400, msg, NULL);
+        return false;
+    }
+    if (now && !time_parse_point(now, &vr->now_ms)) {
+        snprintf(msg, sizeof msg, "now '%.40s' is not epoch seconds or an RFC 3339 time", now);
+        respond_error(res, 400, msg, NULL);
+        return false;
+    }
+    if (limit) {
+        char *end;
+        vr->limit = strtoll(limit, &end, 10);
+        if (*end || vr->limit <= 0) {
+            respond_error(res, 400, "limit must be a positive integer", NULL);
+            return false;
+        }
+    }
+    vr->order_by = request_arg(req, "order");
+    struct view_args a = {vr, res, false};
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, collect_filter, &a);
+    return !a.failed;
+}
+
+void handle_view(struct http_server *srv, struct request *req, struct response *res)
+{
+    int fmt = output_format(req, res);
+    struct view_request vr = {0};
+    if (fmt < 0 || !view_params(req, res, &vr))
+        return;
+    struct store_result r;
+    struct err e;
+    int rc = query_view(srv->deps.store, srv->deps.cfg, req->path_arg, &vr, &r, &e);
+    if (rc != 0) {
+        respond_error(res, status_for(rc), e.msg, NULL);
+    } else {
+        char extra[300];
+        snprintf(extra, sizeof extra, "\"view\":\"%s\"", req->path_arg);
+        write_result(res, fmt, &r, extra);
+    }
+    store_result_release(&r);
+}
+
+void handle_views_list(struct http_server *srv, struct request *req, struct response *res)
+{
+    (void)srv;
+    (void)req;
+    size_t n;
+    const struct view_info *v = query_views(&n);
+    buf_printf(&res->body, "{\"views\":[");
+    for (size_t i = 0; i < n; i++) {
+        buf_printf(&res->body, "%s{\"name\":\"%s\",\"default_window_s\":%lld,\"doc\":",
+                   i ? "," : "", v[i].name, (long long)(v[i].default_window_ms / 1000));
+        struct value d = {.s = v[i].doc, .len = (uint32_t)strlen(v[i].doc), .type = VAL_TEXT};
+        query_json_value(&d, &res->body);
+        buf_putc(&res->body, '}');
+    }
+    buf_printf(&res->body, "],\"parameters\":{\"window\":\"duration, e.g. 15m\","
+                           "\"now\":\"end of the window: epoch seconds or RFC 3339\","
+                           "\"order\":\"column [asc|desc]\",\"limit\":\"rows\","
+                           "\"format\":\"json|csv\",\"<column>\":\"equality filter\"}}");
+}
+
+void handle_query(struct http_server *srv, struct request *req, struct response *res)
+{
+    int fmt = output_format(req, res);
+    if (fmt < 0)
+        return;
+    const char *sql = request_arg(req, "sql");
+    if (!sql && strcmp(req->method, "POST") == 0 && req->body.len)
+        sql = req->body.data;
+    if (!sql || !*sql) {
+        respond_error(res, 400, "missing sql: GET /api/v1/query?sql=SELECT... or POST the "
+                                "statement as the body", NULL);
+        return;
+    }
+    struct store_result r;
+    struct err e;
+    int rc = query_sql(srv->deps.store, srv->deps.cfg, sql, &r, &e);
+    if (rc != 0)
+        respond_error(res, status_for(rc), e.msg, NULL);
+    else
+        write_result(res, fmt, &r, NULL);
+    store_result_release(&r);
+}
+
+void handle_schema(struct http_server *srv, struct request *req, struct response *res)
+{
+    (void)srv;
+    (void)req;
+    static const char *const types[] = {"timestamp", "integer", "real", "text", "json", "boolean"};
+    size_t n;
+    const struct table *t = schema_tables(&n);
+    buf_printf(&res->body, "{\"version\":%d,\"tables\":[", schema_version());
+    for (size_t i = 0; i < n; i++) {
+        buf_printf(&res->body, "%s{\"name\":\"%s\",\"columns\":[", i ? "," : "", t[i].name);
+        for (size_t c = 0; c < t[i].ncolumns; c++) {
+            const struct column *col = &t[i].columns[c];
+            buf_printf(&res->body, "%s{\"name\":\"%s\",\"type\":\"%s\",\"required\":%s}",
+                       c ? "," : "", col->name, types[col->type], col->required ? "true" : "false");
+        }
+        buf_printf(&res->body, "]}");
+    }
+    buf_printf(&res->body, "]}");
+}
+
+void handle_healthz(struct http_server *srv, struct request *req, struct response *res)
+{
+    (void)srv;
+    (void)req;
+    respond_json(res, 200, "{\"status\":\"ok\"}");
+}
+
+void handle_readyz(struct http_server *srv, struct request *req, struct response *res)
+{
+    (void)req;
+    struct err e;
+    struct writer_stats ws;
+    writer_get_stats(srv->deps.writer, &ws);
+    if (ws.last_group_failed)
+        err_set(&e, E_STORE, "the last commit failed: %s", ws.last_error);
+    if (ws.last_group_failed || store_check_writable(srv->deps.store, &e) != 0) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "not ready: %.500s", e.msg);
+        respond_error(res, 503, msg, NULL);
+        return;
+    }
+    respond_json(res, 200, "{\"status\":\"ready\"}");
+}

@@ -1,0 +1,145 @@
+/*
+ * The route table — method, path, role, handler — and the response helpers. A new route is one
+ * row here and one handler function. Every route declares the role that may call it; the
+ * security work enforces it from this table.
+ */
+#include "http/http_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+struct route {
+    struct route_info info;
+    route_handler handle;
+};
+
+static const struct route routes[] = {
+    {{"GET", "/", "public", "index of the API"}, handle_index},
+    {{"GET", "/healthz", "public", "alive: 200 while the process serves requests"}, handle_healthz},
+    {{"GET", "/readyz", "public", "ready: 200 when the database accepts writes, else 503"},
+     handle_readyz},
+    {{"GET", "/metrics", "reader", "Prometheus text format metrics"}, handle_metrics},
+    {{"POST", "/api/v1/ingest/{table}", "writer",
+      "rows for one table: JSON object, array or NDJSON (gzip accepted)"},
+     handle_ingest},
+    {{"POST", "/write", "writer", "InfluxDB 1.x line protocol into system_metrics"},
+     handle_influx_write},
+    {{"POST", "/api/v2/write", "writer", "InfluxDB 2.x line protocol into system_metrics"},
+     handle_influx_write},
+    {{"GET", "/ping", "public", "InfluxDB client handshake (204)"}, handle_influx_ping},
+    {{"HEAD", "/ping", "public", "InfluxDB client handshake (204)"}, handle_influx_ping},
+    {{"GET", "/api/v1/views", "reader", "the views and their parameters"}, handle_views_list},
+    {{"GET", "/api/v1/views/{name}", "reader", "rows of one view (window, now, filters)"},
+     handle_view},
+    {{"GET", "/api/v1/query", "reader", "read-only SQL (?sql=...)"}, handle_query},
+    {{"POST", "/api/v1/query", "reader", "read-only SQL in the body (text/plain)"}, handle_query},
+    {{"GET", "/api/v1/schema", "reader", "tables and columns"}, handle_schema},
+};
+
+#define NROUTES (sizeof routes / sizeof routes[0])
+
+const struct route_info *http_routes(size_t *count)
+{
+    static struct route_info infos[NROUTES];
+    for (size_t i = 0; i < NROUTES; i++)
+        infos[i] = routes[i].info;
+    *count = NROUTES;
+    return infos;
+}
+
+route_handler route_handler_at(int i)
+{
+    return routes[i].handle;
+}
+
+/* Matches path against a pattern; a trailing "{name}" takes one non-empty segment. */
+static bool path_matches(const char *pattern, const char *url, char *arg, size_t arg_size)
+{
+    const char *brace = strchr(pattern, '{');
+    if (!brace)
+        return strcmp(pattern, url) == 0;
+    size_t prefix = (size_t)(brace - pattern);
+    if (strncmp(pattern, url, prefix) != 0)
+        return false;
+    const char *seg = url + prefix;
+    size_t len = strlen(seg);
+    if (len == 0 || len >= arg_size || strchr(seg, '/'))
+        return false;
+    memcpy(arg, seg, len + 1);
+    return true;
+}
+
+int route_match(const char *method, const char *url, struct request *req, bool *path_known)
+{
+    *path_known = false;
+    for (size_t i = 0; i < NROUTES; i++) {
+        if (!path_matches(routes[i].info.path, url, req->path_arg, sizeof req->path_arg))
+            continue;
+        *path_known = true;
+        if (strcmp(routes[i].info.method, method) == 0 ||
+            (strcmp(method, "HEAD") == 0 && strcmp(routes[i].info.method, "GET") == 0))
+            return (int)i;
+    }
+    return -1;
+}
+
+void respond_json(struct response *res, unsigned status, const char *json)
+{
+    res->status = status;
+    res->content_type = "application/json";
+    res->body.len = 0;
+    buf_append(&res->body, json, strlen(json));
+}
+
+void respond_error(struct response *res, unsigned status, const char *msg,
+                   const struct rejects *r)
+{
+    res->status = status;
+    res->content_type = "application/json";
+    res->body.len = 0;
+    struct value v = {.s = msg, .len = (uint32_t)strlen(msg), .type = VAL_TEXT};
+    buf_append(&res->body, "{\"error\":", 9);
+    query_json_value(&v, &res->body);
+    buf_append(&res->body, ",\"details\":[", 12);
+    for (size_t i = 0; r && i < r->n; i++) {
+        const struct reject *it = &r->items[i];
+        buf_printf(&res->body, "%s{\"%s\":%zu,\"field\":", i ? "," : "", r->row_word, it->row);
+        v = (struct value){.s = it->field, .len = (uint32_t)strlen(it->field), .type = VAL_TEXT};
+        query_json_value(&v, &res->body);
+        buf_append(&res->body, ",\"reason\":", 10);
+        v = (struct value){.s = it->reason, .len = (uint32_t)strlen(it->reason), .type = VAL_TEXT};
+        query_json_value(&v, &res->body);
+        buf_putc(&res->body, '}');
+    }
+    buf_append(&res->body, "]", 1);
+    if (r)
+        buf_printf(&res->body, ",\"rejected\":%zu", r->count);
+    buf_append(&res->body, "}", 1);
+}
+
+unsigned status_for(int code)
+{
+    switch (code) {
+    case E_INVALID: return 400;
+    case E_NOTFOUND: return 404;
+    case E_LIMIT: return 422;
+    case E_STORE: return 503;
+    default: return 500;
+    }
+}
+
+void handle_index(struct http_server *srv, struct request *req, struct response *res)
+{
+    (void)srv;
+    (void)req;
+    buf_printf(&res->body, "{\"name\":\"opsdb\",\"routes\":[");
+    for (size_t i = 0; i < NROUTES; i++) {
+        const struct route_info *r = &routes[i].info;
+        buf_printf(&res->body, "%s{\"method\":\"%s\",\"path\":\"%s\",\"role\":\"%s\",\"doc\":",
+                   i ? "," : "", r->method, r->path, r->role);
+        struct value v = {.s = r->doc, .len = (uint32_t)strlen(r->doc), .type = VAL_TEXT};
+        query_json_value(&v, &res->body);
+        buf_putc(&res->body, '}');
+    }
+    buf_printf(&res->body, "]}");
+}

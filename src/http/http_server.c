@@ -1,0 +1,233 @@
+/*
+ * libmicrohttpd glue: a thread per connection (handlers may block on the writer's commit), a
+ * request context that collects the body up to http.max_body_bytes, dispatch through the route
+ * table, and per-route metrics.
+ */
+#include "http/http_int.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define RESPONSE_MAX_BYTES (512u << 20)
+
+const char *request_arg(struct request *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *request_header(struct request *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+static double elapsed(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static enum MHD_Result send_response(struct http_server *srv, struct request *req,
+                                     struct response *res)
+{
+    size_t len = res->body.len;
+    char *data = res->body.data;
+    res->body.data = NULL; /* ownership passes to libmicrohttpd, which frees it */
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, data ? data : (char *)"", data ? MHD_RESPMEM_MUST_FREE
+                                                                            : MHD_RESPMEM_PERSISTENT);
+    if (!r) {
+        free(data);
+        return MHD_NO;
+    }
+    if (res->content_type && len)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, res->content_type);
+    if (res->header_name)
+        MHD_add_response_header(r, res->header_name, res->header_value);
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    enum MHD_Result ok = MHD_queue_response(req->conn, res->status, r);
+    MHD_destroy_response(r);
+    metrics_observe(&srv->metrics, req->route, res->status, elapsed(&req->started));
+    return ok;
+}
+
+static void dispatch(struct http_server *srv, struct request *req, struct response *res,
+                     bool path_known)
+{
+    if (req->route < 0) {
+        char msg[300];
+        if (path_known) {
+            snprintf(msg, sizeof msg, "method %s is not allowed on %.200s", req->method, req->url);
+            respond_error(res, 405, msg, NULL);
+        } else {
+            snprintf(msg, sizeof msg, "no route %.200s (see GET / for the API)", req->url);
+            respond_error(res, 404, msg, NULL);
+        }
+        return;
+    }
+    route_handler_at(req->route)(srv, req, res);
+}
+
+static void too_large(struct http_server *srv, struct response *res)
+{
+    char msg[200];
+    snprintf(msg, sizeof msg,
+             "the request body is larger than the limit of %lld bytes (http.max_body_bytes): "
+             "send it in smaller batches",
+             (long long)srv->deps.cfg->max_body_bytes);
+    respond_error(res, 413, msg, NULL);
+    metrics_reject(&srv->metrics, NULL, REJ_TOO_LARGE, 1);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    struct http_server *srv = cls;
+    struct request *req = *con_cls;
+    struct response res = {200, "application/json", {0}, NULL, NULL};
+    buf_init(&res.body, RESPONSE_MAX_BYTES);
+    if (!req) {
+        req = calloc(1, sizeof *req);
+        if (!req)
+            return MHD_NO;
+        clock_gettime(CLOCK_MONOTONIC, &req->started);
+        req->conn = conn;
+        req->method = method;
+        req->url = url;
+        buf_init(&req->body, (size_t)srv->deps.cfg->max_body_bytes);
+        *con_cls = req;
+        bool known;
+        req->route = route_match(method, url, req, &known);
+        const char *cl = request_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > (unsigned long long)srv->deps.cfg->max_body_bytes) {
+            /* answer before reading the body; libmicrohttpd then closes the connection */
+            too_large(srv, &res);
+            return send_response(srv, req, &res);
+        }
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!req->body_too_large && buf_append(&req->body, upload_data, *upload_size) != 0) {
+            req->body_too_large = true;
+            buf_release(&req->body);
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    bool known = true;
+    if (req->route < 0)
+        route_match(method, url, req, &known);
+    if (req->body_too_large)
+        too_large(srv, &res);
+    else
+        dispatch(srv, req, &res, known);
+    return send_response(srv, req, &res);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    struct request *req = *con_cls;
+    if (!req)
+        return;
+    buf_release(&req->body);
+    free(req);
+    *con_cls = NULL;
+}
+
+static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *len,
+                        struct err *e)
+{
+    char host[128];
+    const char *colon = strrchr(listen, ':');
+    if (!colon || colon == listen || (size_t)(colon - listen) >= sizeof host)
+        return err_set(e, E_INVALID, "listen address '%s' is not host:port", listen);
+    memcpy(host, listen, (size_t)(colon - listen));
+    host[colon - listen] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || end == colon + 1 || port < 0 || port > 65535)
+        return err_set(e, E_INVALID, "listen address '%s': port must be 0..65535", listen);
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+    if (strcmp(host, "localhost") == 0)
+        snprintf(host, sizeof host, "127.0.0.1");
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        *len = sizeof *v4;
+        return 0;
+    }
+    size_t hl = strlen(host);
+    if (hl > 2 && host[0] == '[' && host[hl - 1] == ']') {
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = '\0';
+    }
+    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        *len = sizeof *v6;
+        return 0;
+    }
+    return err_set(e, E_INVALID, "listen address '%s': '%s' is not an IP address", listen, host);
+}
+
+int http_start(struct http_server **out, const struct http_deps *deps, struct err *e)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    int rc = parse_listen(deps->cfg->listen, &ss, &sslen, e);
+    if (rc)
+        return rc;
+    struct http_server *srv = calloc(1, sizeof *srv);
+    if (!srv)
+        return err_set(e, E_NOMEM, "out of memory");
+    srv->deps = *deps;
+    size_t nroutes;
+    http_routes(&nroutes);
+    metrics_init(&srv->metrics, nroutes);
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_ERROR_LOG | (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
+    srv->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)deps->cfg->max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+    if (!srv->daemon) {
+        metrics_release(&srv->metrics);
+        free(srv);
+        return err_set(e, E_IO, "cannot listen on %s: %s (is another server using the port?)",
+                       deps->cfg->listen, errno ? strerror(errno) : "libmicrohttpd failed");
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    srv->port = info ? info->port : 0;
+    *out = srv;
+    return 0;
+}
+
+int http_port(struct http_server *s)
+{
+    return s->port;
+}
+
+void http_stop(struct http_server **sp)
+{
+    struct http_server *s = *sp;
+    if (!s)
+        return;
+    MHD_stop_daemon(s->daemon);
+    metrics_release(&s->metrics);
+    free(s);
+    *sp = NULL;
+}

@@ -1,0 +1,75 @@
+/*
+ * ingest: turning bytes into validated batches (JSON, NDJSON, CSV, InfluxDB line protocol, gzip)
+ * and the writer thread that commits the batches of all connections in groups.
+ */
+#ifndef OPSDB_INGEST_H
+#define OPSDB_INGEST_H
+
+#include "core/core.h"
+#include "store/store.h"
+
+/* What a parser needs besides the bytes. */
+struct ingest_ctx {
+    struct validate_opts validate;
+    size_t max_rows;       /* rows (points) per request; more is E_LIMIT */
+    int retention_days[16]; /* per schema table; validate.retention_days points here */
+};
+
+/* Fills ctx from the configuration, with now = the current time and the given precision. The
+ * fingerprint rules are borrowed and must outlive ctx. */
+void ingest_ctx_init(struct ingest_ctx *ctx, const struct config *cfg,
+                     const struct fingerprint_rules *fp, enum time_precision precision);
+
+/* The parsers append rows to b (initialised by the caller for the target table) and record every
+ * bad row in r. They return 0 when every row is good, E_INVALID when r holds rejections (the
+ * batch must then not be written), E_LIMIT when max_rows was passed. */
+
+/* A JSON object, a JSON array of objects, or NDJSON (one object per line; detected, or forced
+ * with ndjson). Field names are column names; unknown fields are rejected. */
+int ingest_parse_json(const struct ingest_ctx *ctx, const char *data, size_t len, bool ndjson,
+                      struct batch *b, struct rejects *r);
+/* CSV with a header line naming the columns (RFC 4180 quoting). */
+int ingest_parse_csv(const struct ingest_ctx *ctx, const char *data, size_t len, struct batch *b,
+                     struct rejects *r);
+/* InfluxDB line protocol into system_metrics: measurement + "_" + field is the metric; tags host
+ * and component fill their columns, other tags (and string fields) become labels. */
+int ingest_parse_lineproto(const struct ingest_ctx *ctx, const char *data, size_t len,
+                           struct batch *b, struct rejects *r);
+
+/* Decompresses a gzip or zlib body into out (bounded by out->max: E_LIMIT beyond). */
+int ingest_gunzip(const char *data, size_t len, struct buf *out, struct err *e);
+
+/* ---- the writer ----------------------------------------------------------------------------- */
+
+struct writer;
+
+struct writer_stats {
+    uint64_t groups_committed;
+    uint64_t batches_committed;
+    uint64_t batches_failed;
+    uint64_t rows_committed[16]; /* per schema table index */
+    uint64_t queue_rows;         /* rows waiting now */
+    uint64_t group_rows_sum;     /* for the group size summary */
+    uint64_t group_rows_buckets[8]; /* cumulative counts of groups with <= 1,10,...,1e6 rows, +Inf */
+    double commit_seconds_sum;
+    bool last_group_failed;  /* the latest group failed to commit */
+    char last_error[256];    /* its error */
+};
+
+/* Called on the writer thread after each successful commit with the batches it made durable.
+ * Must be quick: ingestion waits for it. */
+typedef void (*writer_hook)(void *arg, const struct batch *const *batches, size_t n);
+
+/* Starts the writer thread on s (which must outlive the writer). */
+int writer_new(struct writer **out, struct store *s, const struct config *cfg, struct err *e);
+/* Stops the thread after the queued batches are committed; frees. */
+void writer_free(struct writer **w);
+/* Queues b and blocks until it is committed (0) or failed (E_STORE: nothing of b was written,
+ * safe to retry; E_INVALID: the store refused the rows). b stays owned by the caller. Any
+ * thread. Waits while the queue is full (back-pressure). */
+int writer_submit(struct writer *w, const struct batch *b, struct err *e);
+/* Registers a hook before the first submit. */
+void writer_on_commit(struct writer *w, writer_hook hook, void *arg);
+void writer_get_stats(struct writer *w, struct writer_stats *out);
+
+#endif

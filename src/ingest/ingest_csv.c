@@ -1,0 +1,125 @@
+/*
+ * CSV ingestion (RFC 4180): a header line names the columns, each following record is a row.
+ * Quoted fields may hold commas, quotes ("") and newlines. Empty cells are NULL.
+ */
+#include "ingest/ingest_int.h"
+
+#include <string.h>
+
+#define CSV_MAX_COLUMNS 64
+
+/* Reads one field starting at *pos into out (unescaped). Returns the delimiter that ended it:
+ * ',', '\n' or 0 at the end of the data; -1 for an unterminated quote. */
+static int read_field(const char *d, size_t len, size_t *pos, struct buf *out)
+{
+    size_t i = *pos;
+    out->len = 0;
+    if (i < len && d[i] == '"') {
+        i++;
+        for (;;) {
+            if (i >= len)
+                return -1;
+            if (d[i] == '"') {
+                if (i + 1 < len && d[i + 1] == '"') {
+                    buf_putc(out, '"');
+                    i += 2;
+                    continue;
+                }
+                i++;
+                break;
+            }
+            buf_putc(out, d[i++]);
+        }
+    } else {
+        size_t start = i;
+        while (i < len && d[i] != ',' && d[i] != '\n')
+            i++;
+        size_t end = i;
+        if (end > start && d[end - 1] == '\r')
+            end--;
+        buf_append(out, d + start, end - start);
+    }
+    if (i < len && d[i] == '\r')
+        i++;
+    int delim = i < len ? d[i] : 0;
+    *pos = i < len ? i + 1 : len;
+    return delim;
+}
+
+static int read_header(const char *d, size_t len, size_t *pos, struct batch *b, int *cols,
+                       size_t *ncols, struct rejects *r)
+{
+    struct buf f;
+    buf_init(&f, 4096);
+    int delim;
+    *ncols = 0;
+    do {
+        delim = read_field(d, len, pos, &f);
+        if (*ncols >= CSV_MAX_COLUMNS) {
+            rejects_add(r, 1, "", "the header has more than %d columns", CSV_MAX_COLUMNS);
+            break;
+        }
+        int col = schema_column(b->table, f.data ? f.data : "");
+        if (col < 0)
+            rejects_add(r, 1, f.data ? f.data : "",
+                        "header names unknown column '%.40s' for table %s",
+                        f.data ? f.data : "", b->table->name);
+        for (size_t k = 0; col >= 0 && k < *ncols; k++)
+            if (cols[k] == col)
+                rejects_add(r, 1, f.data, "header names column '%.40s' twice", f.data);
+        cols[(*ncols)++] = col;
+    } while (delim == ',');
+    buf_release(&f);
+    return r->count ? E_INVALID : 0;
+}
+
+int ingest_parse_csv(const struct ingest_ctx *ctx, const char *d, size_t len, struct batch *b,
+                     struct rejects *r)
+{
+    int cols[CSV_MAX_COLUMNS];
+    size_t ncols, pos = 0, line = 2, rows = 0; /* 1-based lines; the header is line 1 */
+    if (len == 0) {
+        rejects_add(r, 0, "", "the body is empty: send a header line and rows");
+        return E_INVALID;
+    }
+    if (read_header(d, len, &pos, b, cols, &ncols, r) != 0)
+        return E_INVALID;
+    struct buf f;
+    buf_init(&f, 1 << 20);
+    while (pos < len) {
+        if (d[pos] == '\n' || (d[pos] == '\r' && pos + 1 < len && d[pos + 1] == '\n')) {
+            pos += d[pos] == '\r' ? 2 : 1; /* blank line */
+            line++;
+            continue;
+        }
+        if (++rows > ctx->max_rows) {
+            buf_release(&f);
+            return E_LIMIT;
+        }
+        batch_add_row(b);
+        bool ok = true;
+        size_t k = 0;
+        int delim;
+        do {
+            delim = read_field(d, len, &pos, &f);
+            if (delim < 0) {
+                rejects_add(r, line, "", "unterminated quoted field");
+                ok = false;
+                break;
+            }
+            if (k < ncols && !ingest_set_text(ctx, b, cols[k], f.data ? f.data : "", f.len, line, r))
+                ok = false;
+            k++;
+        } while (delim == ',');
+        if (ok && k != ncols) {
+            rejects_add(r, line, "", "has %zu fields, the header has %zu", k, ncols);
+            ok = false;
+        }
+        ingest_finish_row(ctx, b, ok, line, r);
+        line++;
+        if (delim < 0)
+            break;
+    }
+    buf_release(&f);
+    return r->count ? E_INVALID : 0;
+}

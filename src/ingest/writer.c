@@ -1,0 +1,243 @@
+/*
+ * The writer: one thread that owns the store's write path. Request threads queue validated
+ * batches and wait; the writer takes everything queued (up to writer.max_group_rows), writes it
+ * in one transaction with a savepoint per batch, commits once, runs the after-commit hooks and
+ * wakes the waiters. One fsync then covers many requests (group commit), and a 2xx is only ever
+ * sent for rows that are durable.
+ */
+#include "ingest/ingest.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct job {
+    struct job *next;
+    const struct batch *batch;
+    int rc;
+    struct err err;
+    bool done;
+};
+
+#define MAX_HOOKS 8
+
+struct writer {
+    struct store *store;
+    int64_t max_group_rows, queue_max_rows;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t work;  /* writer waits: queue empty */
+    pthread_cond_t done;  /* submitters wait: their job finished */
+    pthread_cond_t space; /* submitters wait: queue full */
+    struct job *head, *tail;
+    bool stopping;
+    struct writer_stats stats;
+    size_t nhooks;
+    writer_hook hooks[MAX_HOOKS];
+    void *hook_args[MAX_HOOKS];
+};
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* Takes queued jobs up to the group limit (always at least one). Called with the lock held. */
+static struct job *take_group(struct writer *w, size_t *rows)
+{
+    struct job *first = w->head, *last = NULL, *j = w->head;
+    *rows = 0;
+    while (j && (last == NULL || (int64_t)(*rows + j->batch->nrows) <= w->max_group_rows)) {
+        *rows += j->batch->nrows;
+        last = j;
+        j = j->next;
+    }
+    w->head = j;
+    if (!j)
+        w->tail = NULL;
+    last->next = NULL;
+    return first;
+}
+
+static void record_group(struct writer *w, struct job *group, size_t rows, double secs,
+                         bool committed)
+{
+    size_t n;
+    const struct table *tables = schema_tables(&n);
+    w->stats.queue_rows -= rows;
+    w->stats.last_group_failed = !committed;
+    if (!committed) {
+        snprintf(w->stats.last_error, sizeof w->stats.last_error, "%.250s", group->err.msg);
+        return;
+    }
+    w->stats.groups_committed++;
+    w->stats.group_rows_sum += rows;
+    w->stats.commit_seconds_sum += secs;
+    static const double bounds[] = {1, 10, 100, 1000, 10000, 100000, 1000000};
+    for (size_t i = 0; i < 8; i++)
+        if (i == 7 || (double)rows <= bounds[i])
+            w->stats.group_rows_buckets[i]++;
+    for (struct job *j = group; j; j = j->next) {
+        if (j->rc == 0) {
+            w->stats.batches_committed++;
+            w->stats.rows_committed[j->batch->table - tables] += j->batch->nrows;
+        } else {
+            w->stats.batches_failed++;
+        }
+    }
+}
+
+static void write_group(struct writer *w, struct job *group, size_t rows)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct err e;
+    bool committed = false;
+    if (store_write_begin(w->store, &e) != 0) {
+        for (struct job *j = group; j; j = j->next) {
+            j->rc = E_STORE;
+            j->err = e;
+        }
+    } else {
+        for (struct job *j = group; j; j = j->next)
+            j->rc = store_write_batch(w->store, j->batch, &j->err);
+        if (store_write_commit(w->store, &e) == 0) {
+            committed = true;
+        } else {
+            for (struct job *j = group; j; j = j->next)
+                if (j->rc == 0) {
+                    j->rc = E_STORE;
+                    j->err = e;
+                }
+        }
+    }
+    if (committed) {
+        const struct batch *done[1024];
+        size_t n = 0;
+        for (struct job *j = group; j; j = j->next) {
+            if (j->rc == 0)
+                done[n++] = j->batch;
+            if (n == sizeof done / sizeof done[0] || (!j->next && n)) {
+                for (size_t h = 0; h < w->nhooks; h++)
+                    w->hooks[h](w->hook_args[h], done, n);
+                n = 0;
+            }
+        }
+    }
+    double secs = seconds_since(&t0);
+    pthread_mutex_lock(&w->lock);
+    record_group(w, group, rows, secs, committed);
+    for (struct job *j = group; j;) {
+        struct job *next = j->next; /* j belongs to its submitter once done is set */
+        j->done = true;
+        j = next;
+    }
+    pthread_cond_broadcast(&w->done);
+    pthread_cond_broadcast(&w->space);
+    pthread_mutex_unlock(&w->lock);
+}
+
+static void *writer_main(void *arg)
+{
+    struct writer *w = arg;
+    pthread_mutex_lock(&w->lock);
+    for (;;) {
+        while (!w->head && !w->stopping)
+            pthread_cond_wait(&w->work, &w->lock);
+        if (!w->head && w->stopping)
+            break;
+        size_t rows;
+        struct job *group = take_group(w, &rows);
+        pthread_mutex_unlock(&w->lock);
+        write_group(w, group, rows);
+        pthread_mutex_lock(&w->lock);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+int writer_new(struct writer **out, struct store *s, const struct config *cfg, struct err *e)
+{
+    struct writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return err_set(e, E_NOMEM, "out of memory");
+    w->store = s;
+    w->max_group_rows = cfg->writer_max_group_rows;
+    w->queue_max_rows = cfg->writer_queue_max_rows;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->work, NULL);
+    pthread_cond_init(&w->done, NULL);
+    pthread_cond_init(&w->space, NULL);
+    if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+        free(w);
+        return err_set(e, E_NOMEM, "cannot start the writer thread");
+    }
+    *out = w;
+    return 0;
+}
+
+void writer_free(struct writer **wp)
+{
+    struct writer *w = *wp;
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->lock);
+    w->stopping = true;
+    pthread_cond_signal(&w->work);
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(w->thread, NULL);
+    pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->work);
+    pthread_cond_destroy(&w->done);
+    pthread_cond_destroy(&w->space);
+    free(w);
+    *wp = NULL;
+}
+
+void writer_on_commit(struct writer *w, writer_hook hook, void *arg)
+{
+    if (w->nhooks < MAX_HOOKS) {
+        w->hooks[w->nhooks] = hook;
+        w->hook_args[w->nhooks++] = arg;
+    }
+}
+
+int writer_submit(struct writer *w, const struct batch *b, struct err *e)
+{
+    if (b->nrows == 0)
+        return 0;
+    struct job j = {.batch = b};
+    pthread_mutex_lock(&w->lock);
+    /* back-pressure: wait while the queue is full, unless it is empty (a huge batch still goes) */
+    while (w->head && (int64_t)(w->stats.queue_rows + b->nrows) > w->queue_max_rows &&
+           !w->stopping)
+        pthread_cond_wait(&w->space, &w->lock);
+    if (w->stopping) {
+        pthread_mutex_unlock(&w->lock);
+        return err_set(e, E_STORE, "the server is shutting down; retry");
+    }
+    if (w->tail)
+        w->tail->next = &j;
+    else
+        w->head = &j;
+    w->tail = &j;
+    w->stats.queue_rows += b->nrows;
+    pthread_cond_signal(&w->work);
+    while (!j.done)
+        pthread_cond_wait(&w->done, &w->lock);
+    pthread_mutex_unlock(&w->lock);
+    if (j.rc != 0 && e)
+        *e = j.err;
+    return j.rc;
+}
+
+void writer_get_stats(struct writer *w, struct writer_stats *out)
+{
+    pthread_mutex_lock(&w->lock);
+    *out = w->stats;
+    pthread_mutex_unlock(&w->lock);
+}

@@ -1,0 +1,87 @@
+/*
+ * opsdb: the operational data database. main() dispatches to one command from the table below;
+ * each lives in src/cli/cmd_<name>.c.
+ */
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const struct command commands[] = {
+    {"init", "create or migrate the database",
+     "usage: opsdb init [--db PATH]\n\n"
+     "Creates the database (tables, indexes, views) or migrates it to this version's schema.\n"
+     "Idempotent: running it again changes nothing.\n",
+     cmd_init},
+    {"serve", "run the HTTP server (ingestion, views, SQL, metrics)",
+     "usage: opsdb serve [--db PATH] [--listen HOST:PORT] [--no-collect]\n\n"
+     "Opens (creating or migrating) the database and serves the HTTP API on --listen\n"
+     "(default 127.0.0.1:8470) until SIGINT or SIGTERM; queued rows are committed before exit.\n"
+     "  --listen HOST:PORT  address to listen on (port 0: any free port, logged at start)\n"
+     "  --no-collect        do not collect this host's metrics (collection is not built yet)\n",
+     cmd_serve},
+    {"ingest", "load NDJSON, CSV or JSON rows into a table",
+     "usage: opsdb ingest TABLE [FILE|-] [--format ndjson|csv|json] [--precision ms]\n\n"
+     "Loads rows into TABLE in one transaction: every row is validated, and when any row is\n"
+     "bad nothing is written and the bad rows are listed. FILE '-' (default) is stdin.\n"
+     "  --format     ndjson (default), csv (a header line names the columns; default for\n"
+     "               *.csv files) or json (one array)\n"
+     "  --precision  unit of numeric timestamps: ns, us, ms (default) or s\n",
+     cmd_ingest},
+    {"query", "run read-only SQL",
+     "usage: opsdb query SQL [--format table|json|csv]\n\n"
+     "Runs one read-only SQL statement against the database, with the query.timeout and\n"
+     "query.max_rows limits. Views and percentile(x, p) are available.\n",
+     cmd_query},
+    {"view", "show a view",
+     "usage: opsdb view NAME [--window 15m] [--now TIME] [--filter COL=VALUE]...\n"
+     "                       [--order 'COL desc'] [--limit N] [--format table|json|csv]\n\n"
+     "Views: system_health, api_performance, error_summary, pipeline_health,\n"
+     "handler_performance, active_alerts, job_status (see docs/views.md).\n"
+     "  --window  length of the window ending at --now (default per view)\n"
+     "  --now     end of the window: epoch seconds or RFC 3339 (default: now)\n",
+     cmd_view},
+    {"schema", "print the schema",
+     "usage: opsdb schema [--markdown]\n\nPrints the tables and columns; --markdown prints the "
+     "reference that is docs/schema.md.\n",
+     cmd_schema},
+    {"config", "print the configuration reference",
+     "usage: opsdb config [--markdown]\n\nPrints every option with its default (docs/config.md).\n",
+     cmd_config},
+    {"version", "print the version", "usage: opsdb version\n", cmd_version},
+};
+
+const struct command *cli_commands(size_t *count)
+{
+    *count = sizeof commands / sizeof commands[0];
+    return commands;
+}
+
+static int usage(FILE *out)
+{
+    fprintf(out, "usage: opsdb COMMAND [options]   (opsdb COMMAND --help for each)\n\n"
+                 "opsdb stores, checks and serves operational data: host metrics, API usage,\n"
+                 "error logs, pipeline runs, handler metrics, alerts and jobs.\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    return out == stdout ? 0 : 2;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage(stderr);
+    const char *name = argv[1];
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0)
+        return usage(stdout);
+    if (strcmp(name, "help") == 0)
+        return argc > 2 ? cli_help(argv[2]) : usage(stdout);
+    if (strcmp(name, "--version") == 0)
+        name = "version";
+    const struct command *cmd = cli_command(name);
+    if (!cmd) {
+        fprintf(stderr, "opsdb: no command '%s'\n", name);
+        return usage(stderr);
+    }
+    return cmd->run(argc - 1, argv + 1);
+}

@@ -1,0 +1,58 @@
+/*
+ * query: the read side users see — the views with their window and filter parameters, read-only
+ * SQL with its limits, and the formats results are shown in (JSON, CSV, an aligned table).
+ */
+#ifndef OPSDB_QUERY_H
+#define OPSDB_QUERY_H
+
+#include "core/core.h"
+#include "store/store.h"
+
+#define QUERY_MAX_FILTERS 8
+
+/* A view request: the window [now - window, now] and equality filters on output columns. */
+struct view_request {
+    int64_t now_ms;    /* 0: the current time */
+    int64_t window_ms; /* 0: the view's default */
+    size_t nfilters;
+    const char *filter_column[QUERY_MAX_FILTERS];
+    const char *filter_value[QUERY_MAX_FILTERS];
+    const char *order_by; /* an output column, optionally followed by " desc"; NULL: as is */
+    int64_t limit;        /* 0: no limit beyond query.max_rows */
+};
+
+struct view_info {
+    const char *name;
+    int64_t default_window_ms; /* 0: the view has no window */
+    const char *doc;
+};
+
+/* The view catalogue, in documentation order. */
+const struct view_info *query_views(size_t *count);
+const struct view_info *query_view_find(const char *name);
+
+/* Runs a view. res is initialised here; release it with store_result_release() in every case.
+ * E_NOTFOUND: no such view; E_INVALID: a filter names no column of the view. */
+int query_view(struct store *s, const struct config *cfg, const char *name,
+               const struct view_request *req, struct store_result *res, struct err *e);
+
+/* Runs one read-only SQL statement under the query.timeout and query.max_rows limits. */
+int query_sql(struct store *s, const struct config *cfg, const char *sql,
+              struct store_result *res, struct err *e);
+
+/* Runs EXPLAIN QUERY PLAN for sql (trusted: views and documented queries) into res. */
+int query_explain(struct store *s, const char *sql, const struct store_param *params,
+                  size_t nparams, struct store_result *res, struct err *e);
+
+/* Output formats. */
+enum query_format { FORMAT_TABLE, FORMAT_JSON, FORMAT_CSV };
+int query_format_parse(const char *s); /* -1 when unknown */
+/* JSON: {"columns": [...], "rows": [{col: value, ...}], "row_count": n} with extra leading
+ * members given as a raw JSON fragment (may be NULL), e.g. "\"view\":\"x\"". */
+int query_write_json(const struct store_result *res, const char *extra, struct buf *out);
+int query_write_csv(const struct store_result *res, struct buf *out);
+int query_write_table(const struct store_result *res, struct buf *out);
+/* Appends one value as JSON. */
+void query_json_value(const struct value *v, struct buf *out);
+
+#endif

@@ -1,0 +1,231 @@
+/*
+ * The SQLite schema, derived from the schema table: CREATE TABLE/INDEX statements, forward
+ * migration (missing tables, columns and indexes are added; numbered migrations run for what
+ * cannot be derived), and the recorded schema version (PRAGMA user_version plus a log table).
+ */
+#include "store/sqlite_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int sqlite_exec(sqlite3 *db, const char *sql, struct err *e)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        err_set(e, E_STORE, "%s", msg ? msg : sqlite3_errstr(rc));
+        sqlite3_free(msg);
+        return E_STORE;
+    }
+    return 0;
+}
+
+static const char *sql_type(const struct column *c)
+{
+    switch (c->type) {
+    case COL_REAL: return "REAL";
+    case COL_TEXT:
+    case COL_JSON: return "TEXT";
+    default: return "INTEGER";
+    }
+}
+
+/* for_alter: ALTER TABLE ADD COLUMN cannot add NOT NULL without a default */
+static void column_ddl(struct buf *b, const struct column *c, bool for_alter)
+{
+    buf_printf(b, "%s %s", c->name, sql_type(c));
+    if (c->default_sql)
+        buf_printf(b, " NOT NULL DEFAULT %s", c->default_sql);
+    else if (c->required && !for_alter)
+        buf_printf(b, " NOT NULL");
+}
+
+static bool is_series_key(const struct column *c)
+{
+    return c->series_key;
+}
+
+/* TABLE_SERIES is kept as <name>_series (the dictionary) and <name>_samples (the points), with a
+ * view <name> that joins them back into the documented columns. */
+static void series_ddl(struct buf *b, const struct table *t)
+{
+    buf_printf(b, "CREATE TABLE IF NOT EXISTS %s_series (id INTEGER PRIMARY KEY", t->name);
+    for (size_t i = 0; i < t->ncolumns; i++)
+        if (is_series_key(&t->columns[i])) {
+            buf_printf(b, ", ");
+            column_ddl(b, &t->columns[i], false);
+        }
+    buf_printf(b, ", UNIQUE (");
+    bool first = true;
+    for (size_t i = 0; i < t->ncolumns; i++)
+        if (is_series_key(&t->columns[i]) && strcmp(t->columns[i].name, "metric") == 0) {
+            buf_printf(b, "%s", t->columns[i].name);
+            first = false;
+        }
+    for (size_t i = 0; i < t->ncolumns; i++)
+        if (is_series_key(&t->columns[i]) && strcmp(t->columns[i].name, "metric") != 0) {
+            buf_printf(b, "%s%s", first ? "" : ", ", t->columns[i].name);
+            first = false;
+        }
+    buf_printf(b, "));\n");
+    buf_printf(b, "CREATE TABLE IF NOT EXISTS %s_samples (series_id INTEGER NOT NULL, "
+                  "ts INTEGER NOT NULL, value REAL NOT NULL, PRIMARY KEY (series_id, ts)) "
+                  "WITHOUT ROWID;\n",
+               t->name);
+    buf_printf(b, "DROP VIEW IF EXISTS %s;\nCREATE VIEW %s AS SELECT ", t->name, t->name);
+    for (size_t i = 0; i < t->ncolumns; i++) {
+        const struct column *c = &t->columns[i];
+        buf_printf(b, "%s%s.%s", i ? ", " : "", is_series_key(c) ? "r" : "s", c->name);
+    }
+    buf_printf(b, " FROM %s_samples s JOIN %s_series r ON r.id = s.series_id;\n", t->name,
+               t->name);
+}
+
+static void table_ddl(struct buf *b, const struct table *t)
+{
+    if (t->kind == TABLE_SERIES) {
+        series_ddl(b, t);
+    } else {
+        buf_printf(b, "CREATE TABLE IF NOT EXISTS %s (", t->name);
+        for (size_t i = 0; i < t->ncolumns; i++) {
+            if (i)
+                buf_printf(b, ", ");
+            column_ddl(b, &t->columns[i], false);
+        }
+        if (t->key_column)
+            buf_printf(b, ", UNIQUE (%s)", t->key_column);
+        buf_printf(b, ");\n");
+    }
+    for (size_t i = 0; i < t->nindexes; i++)
+        buf_printf(b, "CREATE INDEX IF NOT EXISTS %s_%s ON %s%s (%s);\n", t->name,
+                   t->indexes[i].name_suffix, t->name, t->kind == TABLE_SERIES ? "_series" : "",
+                   t->indexes[i].columns);
+}
+
+/* Adds the columns the schema table has and the database lacks. */
+static int add_missing_columns(sqlite3 *db, const struct table *t, struct buf *b, struct err *e)
+{
+    char sql[300];
+    snprintf(sql, sizeof sql, "SELECT name FROM pragma_table_info('%s%s')", t->name,
+             t->kind == TABLE_SERIES ? "_series" : "");
+    for (size_t i = 0; i < t->ncolumns; i++) {
+        const struct column *c = &t->columns[i];
+        if (t->kind == TABLE_SERIES && !is_series_key(c))
+            continue; /* ts and value live in the fixed samples table */
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+            return err_set(e, E_STORE, "migration: %s", sqlite3_errmsg(db));
+        bool found = false;
+        while (sqlite3_step(st) == SQLITE_ROW)
+            if (strcmp((const char *)sqlite3_column_text(st, 0), c->name) == 0)
+                found = true;
+        sqlite3_finalize(st);
+        if (found)
+            continue;
+        buf_printf(b, "ALTER TABLE %s%s ADD COLUMN ", t->name,
+                   t->kind == TABLE_SERIES ? "_series" : "");
+        column_ddl(b, c, true);
+        buf_printf(b, ";\n");
+        log_info("migration: adding column %s.%s", t->name, c->name);
+    }
+    return 0;
+}
+
+static bool table_exists(sqlite3 *db, const char *name)
+{
+    sqlite3_stmt *st;
+    bool found = false;
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_schema WHERE type='table' AND name=?", -1, &st,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        found = sqlite3_step(st) == SQLITE_ROW;
+        sqlite3_finalize(st);
+    }
+    return found;
+}
+
+/* Numbered migrations for what the derived step cannot do (renames, data rewrites). Each runs
+ * once, in order, inside the migration transaction, before the derived step. */
+struct migration {
+    int version;
+    const char *description;
+    const char *sql; /* NULL: the derived step alone brings the schema to this version */
+};
+
+static const struct migration migrations[] = {
+    {1, "initial schema: seven tables, job_runs, indexes and views", NULL},
+};
+
+static int read_version(sqlite3 *db, int *version, struct err *e)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+        return err_set(e, E_STORE, "reading the schema version: %s", sqlite3_errmsg(db));
+    *version = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+    sqlite3_finalize(st);
+    return 0;
+}
+
+static int run_numbered(sqlite3 *db, int from, struct buf *b, struct err *e)
+{
+    for (size_t i = 0; i < sizeof migrations / sizeof migrations[0]; i++) {
+        const struct migration *m = &migrations[i];
+        if (m->version <= from)
+            continue;
+        log_info("migration to schema version %d: %s", m->version, m->description);
+        if (m->sql && sqlite_exec(db, m->sql, e) != 0)
+            return e->code;
+        buf_printf(b, "INSERT OR REPLACE INTO opsdb_migrations VALUES (%d, %lld, '%s');\n",
+                   m->version, (long long)time_now_ms(), m->description);
+    }
+    return 0;
+}
+
+int sqlite_migrate(sqlite3 *db, struct err *e)
+{
+    int version = 0, rc;
+    struct buf ddl;
+    buf_init(&ddl, 1 << 20);
+    if ((rc = sqlite_exec(db, "BEGIN IMMEDIATE", e)) != 0)
+        goto out;
+    if ((rc = read_version(db, &version, e)) != 0)
+        goto rollback;
+    if (version > schema_version()) {
+        rc = err_set(e, E_INVALID,
+                     "the database has schema version %d, newer than this opsdb's %d: upgrade "
+                     "opsdb to open it",
+                     version, schema_version());
+        goto rollback;
+    }
+    if (version < schema_version())
+        log_info("migrating the database from schema version %d to %d", version,
+                 schema_version());
+    buf_printf(&ddl, "CREATE TABLE IF NOT EXISTS opsdb_migrations (version INTEGER PRIMARY KEY, "
+                     "applied_at INTEGER NOT NULL, description TEXT NOT NULL);\n");
+    if ((rc = run_numbered(db, version, &ddl, e)) != 0)
+        goto rollback;
+    size_t n;
+    const struct table *tables = schema_tables(&n);
+    for (size_t i = 0; i < n; i++) {
+        char name[300];
+        snprintf(name, sizeof name, "%s%s", tables[i].name,
+                 tables[i].kind == TABLE_SERIES ? "_series" : "");
+        if (table_exists(db, name) && (rc = add_missing_columns(db, &tables[i], &ddl, e)) != 0)
+            goto rollback;
+        table_ddl(&ddl, &tables[i]);
+    }
+    size_t nviews;
+    const char *const *views = store_view_names(&nviews);
+    for (size_t i = 0; i < nviews; i++)
+        buf_printf(&ddl, "DROP VIEW IF EXISTS %s;\n%s;\n", views[i], sqlite_view_sql(i));
+    buf_printf(&ddl, "PRAGMA user_version = %d;\n", schema_version());
+    if ((rc = sqlite_exec(db, ddl.data, e)) != 0)
+        goto rollback;
+    rc = sqlite_exec(db, "COMMIT", e);
+    goto out;
+rollback:
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+out:
+    buf_release(&ddl);
+    return rc;
+}

@@ -1,0 +1,726 @@
+/*
+ * The SQLite back end: one write connection (WAL, group commits in one transaction, a savepoint
+ * per batch so a request is all-or-nothing) and read-only connections for queries. Metric
+ * samples go through an in-memory series dictionary so a point costs one insert into the
+ * (series_id, ts) B-tree, sorted per batch so consecutive inserts land on the same pages.
+ */
+#include "store/sqlite_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* series dictionary: (metric, host, component, labels) -> id, open addressing */
+struct series_entry {
+    uint64_t hash;
+    int64_t id; /* 0 = empty slot */
+    char *key;  /* metric \x1f host \x1f component \x1f labels */
+    uint32_t key_len;
+};
+
+struct series_map {
+    struct series_entry *slots;
+    size_t cap, count;
+};
+
+struct sqlite_store {
+    struct sqlite_conn writer;
+    char path[512];
+    bool readonly;
+    sqlite3_stmt *insert[16];   /* per schema table index */
+    sqlite3_stmt *series_insert;
+    struct series_map series;
+    bool in_group;
+};
+
+struct point {
+    int64_t series_id;
+    int64_t ts;
+    double value;
+    size_t order; /* input order: the last write of a duplicate sample wins */
+};
+
+static struct sqlite_store *impl(struct store *s)
+{
+    return s->impl;
+}
+
+/* ---- connections ---------------------------------------------------------------------------- */
+
+int sqlite_conn_open(struct sqlite_conn *c, const char *path, int flags, const struct config *cfg,
+                     struct err *e)
+{
+    memset(c, 0, sizeof *c);
+    int rc = sqlite3_open_v2(path, &c->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        err_set(e, E_STORE, "cannot open database %s: %s", path,
+                c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+        sqlite3_close(c->db);
+        c->db = NULL;
+        return E_STORE;
+    }
+    sqlite3_busy_timeout(c->db, 10000);
+    sqlite3_extended_result_codes(c->db, 1);
+    if (sqlite_register_functions(c) != SQLITE_OK) {
+        err_set(e, E_STORE, "registering SQL functions: %s", sqlite3_errmsg(c->db));
+        sqlite3_close(c->db);
+        c->db = NULL;
+        return E_STORE;
+    }
+    /* view defaults from the configuration, overridable per query */
+    struct store_param defaults[] = {
+        {"cpu_warning", false, (double)cfg->health_cpu_warning, NULL},
+        {"cpu_critical", false, (double)cfg->health_cpu_critical, NULL},
+        {"memory_warning", false, (double)cfg->health_memory_warning, NULL},
+        {"memory_critical", false, (double)cfg->health_memory_critical, NULL},
+        {"disk_warning", false, (double)cfg->health_disk_warning, NULL},
+        {"disk_critical", false, (double)cfg->health_disk_critical, NULL},
+        {"stale_after_ms", false, (double)cfg->health_stale_ms, NULL},
+    };
+    c->ndefaults = sizeof defaults / sizeof defaults[0];
+    memcpy(c->params, defaults, sizeof defaults);
+    c->nparams = c->ndefaults;
+    return 0;
+}
+
+void sqlite_conn_close(struct sqlite_conn *c)
+{
+    if (c->db)
+        sqlite3_close_v2(c->db);
+    c->db = NULL;
+}
+
+static int pragmas(struct sqlite_conn *c, const struct config *cfg, bool writer, struct err *e)
+{
+    char sql[256];
+    if (writer) {
+        snprintf(sql, sizeof sql,
+                 "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA cache_size=-%lld;"
+                 " PRAGMA temp_store=MEMORY;",
+                 strcmp(cfg->sqlite_synchronous, "normal") == 0 ? "NORMAL" : "FULL",
+                 (long long)cfg->sqlite_cache_mib * 1024);
+    } else {
+        snprintf(sql, sizeof sql, "PRAGMA cache_size=-%lld; PRAGMA query_only=1;",
+                 (long long)(cfg->sqlite_cache_mib / 4 + 4) * 1024);
+    }
+    return sqlite_exec(c->db, sql, e);
+}
+
+/* ---- series dictionary ---------------------------------------------------------------------- */
+
+static void series_map_clear(struct series_map *m)
+{
+    for (size_t i = 0; i < m->cap; i++)
+        free(m->slots[i].key);
+    free(m->slots);
+    memset(m, 0, sizeof *m);
+}
+
+static struct series_entry *series_slot(struct series_map *m, uint64_t h, const char *key,
+                                        uint32_t len)
+{
+    size_t mask = m->cap - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        struct series_entry *s = &m->slots[i];
+        if (s->id == 0 || (s->hash == h && s->key_len == len && memcmp(s->key, key, len) == 0))
+            return s;
+    }
+}
+
+static void series_map_put(struct series_map *m, uint64_t h, const char *key, uint32_t len,
+                           int64_t id)
+{
+    if ((m->count + 1) * 4 >= m->cap * 3) {
+        struct series_map grown = {calloc(m->cap ? m->cap * 2 : 1024, sizeof(struct series_entry)),
+                                   m->cap ? m->cap * 2 : 1024, 0};
+        if (!grown.slots)
+            abort();
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->slots[i].id) {
+                *series_slot(&grown, m->slots[i].hash, m->slots[i].key, m->slots[i].key_len) =
+                    m->slots[i];
+                grown.count++;
+            }
+        free(m->slots);
+        *m = grown;
+    }
+    struct series_entry *s = series_slot(m, h, key, len);
+    if (s->id == 0) {
+        s->key = malloc(len);
+        if (!s->key)
+            abort();
+        memcpy(s->key, key, len);
+        s->key_len = len;
+        s->hash = h;
+        m->count++;
+    }
+    s->id = id;
+}
+
+static int64_t series_map_get(struct series_map *m, uint64_t h, const char *key, uint32_t len)
+{
+    if (!m->cap)
+        return 0;
+    return series_slot(m, h, key, len)->id;
+}
+
+/* The series key columns of system_metrics, in schema order. */
+static size_t series_key_columns(const struct table *t, int *cols)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < t->ncolumns; i++)
+        if (t->columns[i].series_key)
+            cols[n++] = (int)i;
+    return n;
+}
+
+static void series_key(struct buf *k, const struct value *row, const int *cols, size_t n)
+{
+    k->len = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct value *v = &row[cols[i]];
+        if (i)
+            buf_putc(k, '\x1f');
+        if (v->type == VAL_TEXT)
+            buf_append(k, v->s, v->len);
+    }
+}
+
+static int series_load(struct sqlite_store *st, const struct table *t, struct err *e)
+{
+    int cols[16];
+    size_t n = series_key_columns(t, cols);
+    struct buf sql;
+    buf_init(&sql, 4096);
+    buf_printf(&sql, "SELECT id");
+    for (size_t i = 0; i < n; i++)
+        buf_printf(&sql, ", %s", t->columns[cols[i]].name);
+    buf_printf(&sql, " FROM %s_series", t->name);
+    sqlite3_stmt *q;
+    int rc = sqlite3_prepare_v2(st->writer.db, sql.data, -1, &q, NULL);
+    buf_release(&sql);
+    if (rc != SQLITE_OK)
+        return err_set(e, E_STORE, "loading series: %s", sqlite3_errmsg(st->writer.db));
+    series_map_clear(&st->series);
+    struct buf key;
+    buf_init(&key, 1 << 20);
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        key.len = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (i)
+                buf_putc(&key, '\x1f');
+            const unsigned char *txt = sqlite3_column_text(q, (int)i + 1);
+            buf_append(&key, txt, (size_t)sqlite3_column_bytes(q, (int)i + 1));
+        }
+        series_map_put(&st->series, hash64(key.data, key.len, 0), key.data, (uint32_t)key.len,
+                       sqlite3_column_int64(q, 0));
+    }
+    buf_release(&key);
+    sqlite3_finalize(q);
+    return 0;
+}
+
+/* ---- statements ----------------------------------------------------------------------------- */
+
+static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out, struct err *e)
+{
+    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL) != SQLITE_OK)
+        return err_set(e, E_STORE, "preparing '%.80s': %s", sql, sqlite3_errmsg(db));
+    return 0;
+}
+
+static int prepare_inserts(struct sqlite_store *st, struct err *e)
+{
+    size_t n;
+    const struct table *tables = schema_tables(&n);
+    struct buf sql;
+    buf_init(&sql, 1 << 16);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct table *t = &tables[i];
+        sql.len = 0;
+        if (t->kind == TABLE_SERIES) {
+            int cols[16];
+            size_t k = series_key_columns(t, cols);
+            buf_printf(&sql, "INSERT INTO %s_series (", t->name);
+            for (size_t j = 0; j < k; j++)
+                buf_printf(&sql, "%s%s", j ? ", " : "", t->columns[cols[j]].name);
+            buf_printf(&sql, ") VALUES (");
+            for (size_t j = 0; j < k; j++)
+                buf_printf(&sql, "%s?", j ? ", " : "");
+            buf_printf(&sql, ")");
+            rc = prepare(st->writer.db, sql.data, &st->series_insert, e);
+            sql.len = 0;
+            buf_printf(&sql, "INSERT OR REPLACE INTO %s_samples (series_id, ts, value) "
+                             "VALUES (?, ?, ?)", t->name);
+        } else {
+            buf_printf(&sql, "INSERT INTO %s (", t->name);
+            for (size_t j = 0; j < t->ncolumns; j++)
+                buf_printf(&sql, "%s%s", j ? ", " : "", t->columns[j].name);
+            buf_printf(&sql, ") VALUES (");
+            for (size_t j = 0; j < t->ncolumns; j++)
+                buf_printf(&sql, "%s?", j ? ", " : "");
+            buf_printf(&sql, ")");
+            if (t->key_column) {
+                buf_printf(&sql, " ON CONFLICT (%s) DO UPDATE SET ", t->key_column);
+                bool first = true;
+                for (size_t j = 0; j < t->ncolumns; j++) {
+                    if (strcmp(t->columns[j].name, t->key_column) == 0)
+                        continue;
+                    buf_printf(&sql, "%s%s = excluded.%s", first ? "" : ", ", t->columns[j].name,
+                               t->columns[j].name);
+                    first = false;
+                }
+            }
+        }
+        if (rc == 0)
+            rc = prepare(st->writer.db, sql.data, &st->insert[i], e);
+    }
+    buf_release(&sql);
+    return rc;
+}
+
+static void bind_value(sqlite3_stmt *q, int i, const struct value *v)
+{
+    switch (v->type) {
+    case VAL_INT: sqlite3_bind_int64(q, i, v->i); break;
+    case VAL_REAL: sqlite3_bind_double(q, i, v->d); break;
+    case VAL_TEXT: sqlite3_bind_text(q, i, v->s, (int)v->len, SQLITE_STATIC); break;
+    default: sqlite3_bind_null(q, i); break;
+    }
+}
+
+static int step_done(sqlite3 *db, sqlite3_stmt *q, struct err *e)
+{
+    int rc = sqlite3_step(q);
+    sqlite3_reset(q);
+    if (rc != SQLITE_DONE)
+        return err_set(e, E_STORE, "write failed: %s", sqlite3_errmsg(db));
+    return 0;
+}
+
+/* ---- write path ----------------------------------------------------------------------------- */
+
+static int cmp_point(const void *a, const void *b)
+{
+    const struct point *x = a, *y = b;
+    if (x->series_id != y->series_id)
+        return x->series_id < y->series_id ? -1 : 1;
+    if (x->ts != y->ts)
+        return x->ts < y->ts ? -1 : 1;
+    return (x->order > y->order) - (x->order < y->order);
+}
+
+static int64_t series_resolve(struct sqlite_store *st, const struct value *row, const int *cols,
+                              size_t ncols, struct buf *key, struct err *e)
+{
+    series_key(key, row, cols, ncols);
+    uint64_t h = hash64(key->data ? key->data : "", key->len, 0);
+    int64_t id = series_map_get(&st->series, h, key->data, (uint32_t)key->len);
+    if (id)
+        return id;
+    for (size_t j = 0; j < ncols; j++)
+        bind_value(st->series_insert, (int)j + 1, &row[cols[j]]);
+    if (step_done(st->writer.db, st->series_insert, e) != 0)
+        return -1;
+    id = sqlite3_last_insert_rowid(st->writer.db);
+    series_map_put(&st->series, h, key->data ? key->data : "", (uint32_t)key->len, id);
+    return id;
+}
+
+static int write_series(struct sqlite_store *st, const struct batch *b, sqlite3_stmt *ins,
+                        struct err *e)
+{
+    const struct table *t = b->table;
+    int cols[16];
+    size_t ncols = series_key_columns(t, cols);
+    int ts_col = schema_column(t, "ts"), value_col = schema_column(t, "value");
+    struct point *pts = malloc((b->nrows ? b->nrows : 1) * sizeof *pts);
+    if (!pts)
+        return err_set(e, E_NOMEM, "out of memory sorting %zu samples", b->nrows);
+    struct buf key;
+    buf_init(&key, 1 << 16);
+    int rc = 0;
+    for (size_t i = 0; i < b->nrows; i++) {
+        const struct value *row = b->values + i * t->ncolumns;
+        int64_t id = series_resolve(st, row, cols, ncols, &key, e);
+        if (id < 0) {
+            rc = E_STORE;
+            goto out;
+        }
+        pts[i] = (struct point){id, row[ts_col].i, row[value_col].d, i};
+    }
+    qsort(pts, b->nrows, sizeof *pts, cmp_point);
+    for (size_t i = 0; i < b->nrows; i++) {
+        sqlite3_bind_int64(ins, 1, pts[i].series_id);
+        sqlite3_bind_int64(ins, 2, pts[i].ts);
+        sqlite3_bind_double(ins, 3, pts[i].value);
+        if ((rc = step_done(st->writer.db, ins, e)) != 0)
+            goto out;
+    }
+out:
+    buf_release(&key);
+    free(pts);
+    return rc;
+}
+
+static int write_rows(struct sqlite_store *st, const struct batch *b, sqlite3_stmt *ins,
+                      struct err *e)
+{
+    size_t ncol = b->table->ncolumns;
+    for (size_t i = 0; i < b->nrows; i++) {
+        const struct value *row = b->values + i * ncol;
+        for (size_t j = 0; j < ncol; j++)
+            bind_value(ins, (int)j + 1, &row[j]);
+        int rc = step_done(st->writer.db, ins, e);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int sq_write_begin(struct store *s, struct err *e)
+{
+    struct sqlite_store *st = impl(s);
+    if (st->readonly)
+        return err_set(e, E_STORE, "the store was opened read-only");
+    int rc = sqlite_exec(st->writer.db, "BEGIN IMMEDIATE", e);
+    st->in_group = rc == 0;
+    return rc;
+}
+
+static int sq_write_batch(struct store *s, const struct batch *b, struct err *e)
+{
+    struct sqlite_store *st = impl(s);
+    size_t n;
+    const struct table *tables = schema_tables(&n);
+    size_t ti = (size_t)(b->table - tables);
+    if (sqlite_exec(st->writer.db, "SAVEPOINT batch", e) != 0)
+        return E_STORE;
+    int rc = b->table->kind == TABLE_SERIES ? write_series(st, b, st->insert[ti], e)
+                                            : write_rows(st, b, st->insert[ti], e);
+    if (rc != 0) {
+        sqlite3_exec(st->writer.db, "ROLLBACK TO batch; RELEASE batch", NULL, NULL, NULL);
+        /* series created inside the rolled-back savepoint are gone: reload the dictionary */
+        if (b->table->kind == TABLE_SERIES)
+            series_load(st, b->table, NULL);
+        return rc;
+    }
+    return sqlite_exec(st->writer.db, "RELEASE batch", e);
+}
+
+static int sq_write_commit(struct store *s, struct err *e)
+{
+    struct sqlite_store *st = impl(s);
+    st->in_group = false;
+    if (sqlite_exec(st->writer.db, "COMMIT", e) == 0)
+        return 0;
+    sqlite3_exec(st->writer.db, "ROLLBACK", NULL, NULL, NULL);
+    series_load(st, schema_table("system_metrics"), NULL);
+    return E_STORE;
+}
+
+static void sq_write_rollback(struct store *s)
+{
+    struct sqlite_store *st = impl(s);
+    if (!st->in_group)
+        return;
+    st->in_group = false;
+    sqlite3_exec(st->writer.db, "ROLLBACK", NULL, NULL, NULL);
+    series_load(st, schema_table("system_metrics"), NULL);
+}
+
+/* Must not touch the writer connection: it belongs to the writer thread. */
+static int sq_check_writable(struct store *s, struct err *e)
+{
+    struct sqlite_store *st = impl(s);
+    if (st->readonly)
+        return err_set(e, E_STORE, "the store was opened read-only");
+    if (access(st->path, W_OK) != 0)
+        return err_set(e, E_STORE, "the database file %s is not writable: %s", st->path,
+                       strerror(errno));
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", st->path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    if (access(slash ? dir : ".", W_OK) != 0)
+        return err_set(e, E_STORE, "the database directory is not writable: %s", strerror(errno));
+    return 0;
+}
+
+/* ---- open / close --------------------------------------------------------------------------- */
+
+static int ensure_parent_dir(const char *path, struct err *e)
+{
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return 0;
+    *slash = '\0';
+    struct stat sb;
+    if (stat(dir, &sb) == 0)
+        return 0;
+    if (mkdir(dir, 0750) != 0 && errno != EEXIST)
+        return err_set(e, E_IO, "cannot create directory %s for the database: %s", dir,
+                       strerror(errno));
+    return 0;
+}
+
+static int sq_open(struct store *s, enum store_mode mode, struct err *e)
+{
+    struct sqlite_store *st = calloc(1, sizeof *st);
+    if (!st)
+        return err_set(e, E_NOMEM, "out of memory");
+    snprintf(st->path, sizeof st->path, "%s", s->cfg.db);
+    st->readonly = mode == STORE_READONLY;
+    s->impl = st;
+    int rc;
+    if (st->readonly) {
+        struct stat sb;
+        if (stat(st->path, &sb) != 0) {
+            rc = err_set(e, E_NOTFOUND, "database %s does not exist: run `opsdb init --db %s`",
+                         st->path, st->path);
+            goto fail;
+        }
+        rc = sqlite_conn_open(&st->writer, st->path, SQLITE_OPEN_READONLY, &s->cfg, e);
+        if (rc == 0)
+            rc = pragmas(&st->writer, &s->cfg, false, e);
+        if (rc != 0)
+            goto fail;
+        return 0;
+    }
+    if ((rc = ensure_parent_dir(st->path, e)) != 0)
+        goto fail;
+    rc = sqlite_conn_open(&st->writer, st->path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                          &s->cfg, e);
+    if (rc == 0)
+        rc = pragmas(&st->writer, &s->cfg, true, e);
+    if (rc == 0)
+        rc = sqlite_migrate(st->writer.db, e);
+    if (rc == 0)
+        rc = prepare_inserts(st, e);
+    if (rc == 0)
+        rc = series_load(st, schema_table("system_metrics"), e);
+    if (rc != 0)
+        goto fail;
+    return 0;
+fail:
+    s->impl = NULL;
+    sqlite_conn_close(&st->writer);
+    free(st);
+    return rc;
+}
+
+static void sq_close(struct store *s)
+{
+    struct sqlite_store *st = impl(s);
+    if (!st)
+        return;
+    for (size_t i = 0; i < sizeof st->insert / sizeof st->insert[0]; i++)
+        sqlite3_finalize(st->insert[i]);
+    sqlite3_finalize(st->series_insert);
+    series_map_clear(&st->series);
+    sqlite_conn_close(&st->writer);
+    free(st);
+    s->impl = NULL;
+}
+
+static int sq_schema_version(struct store *s)
+{
+    sqlite3_stmt *q;
+    int v = -1;
+    if (sqlite3_prepare_v2(impl(s)->writer.db, "PRAGMA user_version", -1, &q, NULL) == SQLITE_OK) {
+        if (sqlite3_step(q) == SQLITE_ROW)
+            v = sqlite3_column_int(q, 0);
+        sqlite3_finalize(q);
+    }
+    return v;
+}
+
+static int64_t sq_size_bytes(struct store *s)
+{
+    struct sqlite_store *st = impl(s);
+    char wal[600];
+    struct stat sb;
+    int64_t total = 0;
+    if (stat(st->path, &sb) == 0)
+        total += sb.st_size;
+    snprintf(wal, sizeof wal, "%s-wal", st->path);
+    if (stat(wal, &sb) == 0)
+        total += sb.st_size;
+    return total;
+}
+
+/* ---- read path ------------------------------------------------------------------------------ */
+
+static void *sq_reader_open(struct store *s, struct err *e)
+{
+    struct sqlite_conn *c = malloc(sizeof *c);
+    if (!c) {
+        err_set(e, E_NOMEM, "out of memory");
+        return NULL;
+    }
+    if (sqlite_conn_open(c, impl(s)->path, SQLITE_OPEN_READONLY, &s->cfg, e) != 0 ||
+        pragmas(c, &s->cfg, false, e) != 0) {
+        sqlite_conn_close(c);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static void sq_reader_close(void *conn)
+{
+    sqlite_conn_close(conn);
+    free(conn);
+}
+
+static int bind_params(sqlite3_stmt *q, const struct store_query *sq, struct err *e)
+{
+    int n = sqlite3_bind_parameter_count(q);
+    for (int i = 1; i <= n; i++) {
+        const char *name = sqlite3_bind_parameter_name(q, i);
+        if (!name || (name[0] != ':' && name[0] != '$' && name[0] != '@'))
+            return err_set(e, E_INVALID, "query parameters must be named (:name)");
+        const struct store_param *p = NULL;
+        for (size_t k = 0; k < sq->nparams; k++)
+            if (strcmp(sq->params[k].name, name + 1) == 0)
+                p = &sq->params[k];
+        if (!p)
+            return err_set(e, E_INVALID, "query parameter %s has no value", name);
+        if (p->is_text)
+            sqlite3_bind_text(q, i, p->text, -1, SQLITE_TRANSIENT);
+        else
+            sqlite3_bind_double(q, i, p->number);
+    }
+    return 0;
+}
+
+static void copy_column(struct store_result *res, sqlite3_stmt *q, int i, struct value *v)
+{
+    switch (sqlite3_column_type(q, i)) {
+    case SQLITE_INTEGER:
+        v->type = VAL_INT;
+        v->i = sqlite3_column_int64(q, i);
+        break;
+    case SQLITE_FLOAT:
+        v->type = VAL_REAL;
+        v->d = sqlite3_column_double(q, i);
+        break;
+    case SQLITE_NULL: v->type = VAL_NULL; break;
+    default: {
+        const unsigned char *txt = sqlite3_column_text(q, i);
+        v->type = VAL_TEXT;
+        v->len = (uint32_t)sqlite3_column_bytes(q, i);
+        v->s = arena_strndup(&res->arena, (const char *)(txt ? txt : (const unsigned char *)""),
+                             v->len);
+    }
+    }
+}
+
+static int query_error(struct sqlite_conn *c, int rc, const struct store_query *sq, struct err *e)
+{
+    if (rc == SQLITE_INTERRUPT || (rc & 0xff) == SQLITE_INTERRUPT)
+        return err_set(e, E_LIMIT,
+                       "query stopped: it ran past the time limit of %lld ms (narrow the time "
+                       "range or raise query.timeout)",
+                       (long long)sq->timeout_ms);
+    if ((rc & 0xff) == SQLITE_AUTH)
+        return err_set(e, E_INVALID, "query denied: %s is not allowed on the read-only SQL route",
+                       c->denied ? c->denied : "this statement");
+    if ((rc & 0xff) == SQLITE_READONLY)
+        return err_set(e, E_INVALID, "query denied: the SQL route is read-only");
+    if ((rc & 0xff) == SQLITE_ERROR || (rc & 0xff) == SQLITE_RANGE || (rc & 0xff) == SQLITE_MISMATCH)
+        return err_set(e, E_INVALID, "query failed: %s", sqlite3_errmsg(c->db));
+    return err_set(e, E_STORE, "query failed: %s", sqlite3_errmsg(c->db));
+}
+
+static int run_statement(struct sqlite_conn *c, sqlite3_stmt *q, const struct store_query *sq,
+                         struct store_result *res, struct err *e)
+{
+    int ncols = sqlite3_column_count(q);
+    const char *names[256];
+    if (ncols > 256)
+        return err_set(e, E_LIMIT, "query returns %d columns, more than 256", ncols);
+    for (int i = 0; i < ncols; i++)
+        names[i] = sqlite3_column_name(q, i);
+    store_result_set_columns(res, (size_t)ncols, names);
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (sq->max_rows && (int64_t)res->nrows >= sq->max_rows)
+            return err_set(e, E_LIMIT,
+                           "query stopped: it returns more than the row limit of %lld rows (add "
+                           "LIMIT or aggregate, or raise query.max_rows)",
+                           (long long)sq->max_rows);
+        struct value *row = store_result_add_row(res);
+        for (int i = 0; i < ncols; i++)
+            copy_column(res, q, i, &row[i]);
+    }
+    return rc == SQLITE_DONE ? 0 : query_error(c, rc, sq, e);
+}
+
+static int sq_reader_query(void *conn, const struct store_query *sq, struct store_result *res,
+                           struct err *e)
+{
+    struct sqlite_conn *c = conn;
+    if (sq->nparams + c->ndefaults > SQLITE_MAX_PARAMS)
+        return err_set(e, E_LIMIT, "too many query parameters");
+    memcpy(c->params + c->ndefaults, sq->params, sq->nparams * sizeof *sq->params);
+    c->nparams = c->ndefaults + sq->nparams;
+    c->untrusted = sq->untrusted;
+    c->denied = NULL;
+    c->deadline_ms = sq->timeout_ms ? time_now_ms() + sq->timeout_ms : 0;
+    sqlite3_stmt *q = NULL;
+    const char *tail = NULL;
+    int rc = sqlite3_prepare_v2(c->db, sq->sql, -1, &q, &tail);
+    if (rc != SQLITE_OK) {
+        rc = query_error(c, rc, sq, e);
+        goto out;
+    }
+    if (!q) {
+        rc = err_set(e, E_INVALID, "query is empty");
+        goto out;
+    }
+    if (sq->untrusted) {
+        while (tail && (*tail == ' ' || *tail == '\n' || *tail == '\t' || *tail == ';' ||
+                        *tail == '\r'))
+            tail++;
+        if (tail && *tail) {
+            rc = err_set(e, E_INVALID, "query denied: only one statement is allowed");
+            goto out;
+        }
+        if (!sqlite3_stmt_readonly(q)) {
+            rc = err_set(e, E_INVALID, "query denied: the SQL route is read-only");
+            goto out;
+        }
+    }
+    if ((rc = bind_params(q, sq, e)) == 0)
+        rc = run_statement(c, q, sq, res, e);
+out:
+    sqlite3_finalize(q);
+    c->nparams = c->ndefaults;
+    c->untrusted = false;
+    c->deadline_ms = 0;
+    return rc;
+}
+
+const struct store_ops store_sqlite_ops = {
+    .name = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .schema_version = sq_schema_version,
+    .size_bytes = sq_size_bytes,
+    .write_begin = sq_write_begin,
+    .write_batch = sq_write_batch,
+    .write_commit = sq_write_commit,
+    .write_rollback = sq_write_rollback,
+    .check_writable = sq_check_writable,
+    .reader_open = sq_reader_open,
+    .reader_close = sq_reader_close,
+    .reader_query = sq_reader_query,
+};

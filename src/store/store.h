@@ -1,0 +1,90 @@
+/*
+ * store: the operational_data database behind one interface. A store has one write path (used by
+ * one thread at a time: the writer) and a pool of read connections. The back end (SQLite today)
+ * is chosen from the database URI at open; nothing outside store/ knows which one it is.
+ */
+#ifndef OPSDB_STORE_H
+#define OPSDB_STORE_H
+
+#include "core/core.h"
+
+struct store;
+struct store_reader;
+
+enum store_mode {
+    STORE_READWRITE, /* creates and migrates the schema, opens the write path */
+    STORE_READONLY,  /* readers only; fails if the database does not exist */
+};
+
+/* Opens (and for STORE_READWRITE creates/migrates) the database named by cfg->db. Migration
+ * progress is logged. Returns 0 and *out, or an error (E_STORE, E_INVALID for a database of a
+ * newer schema version). Free with store_close(). */
+int store_open(struct store **out, const struct config *cfg, enum store_mode mode, struct err *e);
+void store_close(struct store **s);
+
+/* Schema version recorded in the database. */
+int store_schema_version(struct store *s);
+/* Bytes the database occupies on disk (main file + WAL). */
+int64_t store_size_bytes(struct store *s);
+/* Human-readable name of the back end and where it keeps data, e.g. "sqlite ./data/x.db". */
+const char *store_describe(struct store *s);
+
+/* ---- write path: only the writer thread (or a single-threaded CLI) calls these. ----------- */
+
+/* Starts a group: one transaction that the batches of many requests join. */
+int store_write_begin(struct store *s, struct err *e);
+/* Writes one validated batch inside the group, atomically: on failure the group is as it was
+ * before this call (a savepoint is rolled back) and e says why. */
+int store_write_batch(struct store *s, const struct batch *b, struct err *e);
+/* Commits the group; 0 means every batch written into it is durable. On failure the whole group
+ * is rolled back. */
+int store_write_commit(struct store *s, struct err *e);
+void store_write_rollback(struct store *s);
+/* Checks that the database files are writable (for /readyz); any thread. */
+int store_check_writable(struct store *s, struct err *e);
+
+/* ---- read path: any thread, one reader per thread at a time. ------------------------------ */
+
+/* Borrows a read connection, waiting until one is free. */
+struct store_reader *store_reader_get(struct store *s);
+void store_reader_put(struct store *s, struct store_reader *r);
+
+/* A named parameter for a query: bound to :name placeholders and visible to the views through
+ * the SQL function opsdb_param(name, default). */
+struct store_param {
+    const char *name;
+    bool is_text;
+    double number;
+    const char *text;
+};
+
+struct store_query {
+    const char *sql;
+    const struct store_param *params;
+    size_t nparams;
+    int64_t timeout_ms;  /* 0: no limit */
+    int64_t max_rows;    /* 0: no limit; more rows is an E_LIMIT error */
+    bool untrusted;      /* user SQL: one read-only statement, authorizer denies the rest */
+};
+
+/* A result: column names and rows of values, all in the result's arena. */
+struct store_result {
+    size_t ncols, nrows, cap_rows;
+    const char **columns;
+    struct value *values; /* nrows * ncols */
+    struct arena arena;
+};
+
+/* Runs q on r and fills res (initialised here; release with store_result_release even on
+ * error). Errors: E_INVALID (bad SQL, not read-only, denied by the authorizer), E_LIMIT (time or
+ * row limit, the message names which), E_STORE. */
+int store_reader_query(struct store_reader *r, const struct store_query *q,
+                       struct store_result *res, struct err *e);
+/* An empty result (what a failed query leaves); store_result_release() frees any result. */
+void store_result_init(struct store_result *res);
+void store_result_release(struct store_result *res);
+
+/* Names of the views every back end defines, in documentation order. */
+const char *const *store_view_names(size_t *count);
+
+#endif
