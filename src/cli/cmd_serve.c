@@ -8,6 +8,7 @@
 #include "ingest/ingest.h"
 #include "store/store.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -73,6 +74,14 @@ int cmd_serve(int argc, char **argv)
     sigaddset(&stop, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* a thread per connection would otherwise get a malloc arena each, and freed request memory
+     * would stay spread over them: two arenas keep peak RSS near what is really in use */
+    mallopt(M_ARENA_MAX, 2);
+    /* request bodies and batches are large and short-lived: keep them in the heap, reused from
+     * request to request (mmap per request costs a page fault per 4 KiB), with fixed thresholds
+     * so glibc's adaptive ones do not let the heap grow without bound */
+    mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    mallopt(M_TRIM_THRESHOLD, 128 << 20);
     if ((rc = server_start(&srv)) != 0) {
         server_stop(&srv);
         return rc;

@@ -5,6 +5,7 @@
 #include "core.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void batch_init(struct batch *b, const struct table *t)
@@ -19,6 +20,7 @@ void batch_init(struct batch *b, const struct table *t)
 void batch_release(struct batch *b)
 {
     arena_release(&b->arena);
+    free(b->values);
     b->values = NULL;
     b->nrows = b->cap_rows = 0;
 }
@@ -27,12 +29,14 @@ struct value *batch_add_row(struct batch *b)
 {
     size_t ncol = b->table->ncolumns;
     if (b->nrows == b->cap_rows) {
-        /* Grow into a fresh arena block; the old block is abandoned to the arena, which costs
-         * at most the final size again in total (geometric growth). */
+        /* values live outside the arena so growth can reuse memory (realloc) instead of
+         * abandoning the old block: a big request then costs its rows once, not twice */
         size_t cap = b->cap_rows ? b->cap_rows * 2 : 64;
-        struct value *v = arena_alloc(&b->arena, cap * ncol * sizeof *v);
-        if (b->nrows)
-            memcpy(v, b->values, b->nrows * ncol * sizeof *v);
+        struct value *v = realloc(b->values, cap * ncol * sizeof *v);
+        if (!v) {
+            fprintf(stderr, "opsdb: out of memory growing a batch to %zu rows\n", cap);
+            abort();
+        }
         b->values = v;
         b->cap_rows = cap;
     }

@@ -61,6 +61,12 @@ static const struct option options[] = {
     INTO("health.memory_critical", health_memory_critical, "95", 0, 100, "system_health: memory %"),
     INTO("health.disk_warning", health_disk_warning, "85", 0, 100, "system_health: disk %"),
     INTO("health.disk_critical", health_disk_critical, "95", 0, 100, "system_health: disk %"),
+    STR("health.cpu_metric", health_cpu_metric, "cpu_usage",
+        "system_health: metric holding cpu use in percent"),
+    STR("health.memory_metric", health_memory_metric, "memory_usage",
+        "system_health: metric holding memory use in percent"),
+    STR("health.disk_metric", health_disk_metric, "disk_usage",
+        "system_health: metric holding disk use in percent (the fullest series counts)"),
     DUR("health.stale_after", health_stale_ms, "2m", 1000, 30.0 * 86400000,
         "system_health: a host silent this long is stale"),
 };
@@ -323,8 +329,15 @@ int config_markdown(struct buf *b)
     for (size_t i = 0; i < NOPTIONS; i++) {
         const struct option *o = &options[i];
         buf_printf(b, "| `%s` | `%s` | %s", o->name, o->default_text, o->help);
-        if (o->type == OPT_CHOICE)
-            buf_printf(b, " (one of `%s`)", o->choices);
+        if (o->type == OPT_CHOICE) {
+            buf_printf(b, " (one of ");
+            for (const char *p = o->choices; *p;) {
+                size_t n = strcspn(p, "|");
+                buf_printf(b, "%s`%.*s`", p == o->choices ? "" : ", ", (int)n, p);
+                p += n + (p[n] == '|');
+            }
+            buf_printf(b, ")");
+        }
         buf_printf(b, " |\n");
     }
     size_t n;

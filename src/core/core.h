@@ -181,8 +181,8 @@ struct value {
 struct batch {
     const struct table *table;
     size_t nrows, cap_rows;
-    struct value *values; /* nrows * table->ncolumns, row-major */
-    struct arena arena;   /* owns strings and values */
+    struct value *values; /* nrows * table->ncolumns, row-major (malloc) */
+    struct arena arena;   /* owns the strings */
 };
 
 void batch_init(struct batch *b, const struct table *t);
@@ -283,6 +283,7 @@ struct config {
     int64_t health_memory_warning, health_memory_critical;
     int64_t health_disk_warning, health_disk_critical;
     int64_t health_stale_ms;
+    char health_cpu_metric[128], health_memory_metric[128], health_disk_metric[128];
     int64_t retention_days[16]; /* per schema table, by index */
     char log_level[16];
     size_t nfp_rules;

@@ -79,6 +79,9 @@ int sqlite_conn_open(struct sqlite_conn *c, const char *path, int flags, const s
         {"disk_warning", false, (double)cfg->health_disk_warning, NULL},
         {"disk_critical", false, (double)cfg->health_disk_critical, NULL},
         {"stale_after_ms", false, (double)cfg->health_stale_ms, NULL},
+        {"cpu_metric", true, 0, cfg->health_cpu_metric},
+        {"memory_metric", true, 0, cfg->health_memory_metric},
+        {"disk_metric", true, 0, cfg->health_disk_metric},
     };
     c->ndefaults = sizeof defaults / sizeof defaults[0];
     memcpy(c->params, defaults, sizeof defaults);

@@ -1,0 +1,78 @@
+/*
+ * Shared helpers of the cmocka unit tests (header only: each test_<name>.c is one program).
+ * cmocka needs stdarg/stddef/setjmp/stdint before its header; including this file gets them.
+ */
+#ifndef OPSDB_TEST_UNIT_H
+#define OPSDB_TEST_UNIT_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+
+#define HOUR_MS (3600 * 1000LL)
+#define DAY_MS (86400 * 1000LL)
+
+/* An RFC 3339 text for now + offset_ms, for rows that must pass the time horizon checks. */
+static inline void ut_time_text(int64_t offset_ms, char out[40])
+{
+    time_format_rfc3339(time_now_ms() + offset_ms, out, 40);
+}
+
+/* The index of the first rejection whose reason contains needle, or -1. */
+static inline int ut_find_reject(const struct rejects *r, const char *needle)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (strstr(r->items[i].reason, needle))
+            return (int)i;
+    return -1;
+}
+
+/* Fails the test with every rejection printed when needle is not among them. */
+#define assert_rejected(r, needle)                                                                 \
+    do {                                                                                           \
+        if (ut_find_reject((r), (needle)) < 0) {                                                   \
+            for (size_t k_ = 0; k_ < (r)->n; k_++)                                                 \
+                print_error("  reject row %zu field '%s': %s\n", (r)->items[k_].row,               \
+                            (r)->items[k_].field, (r)->items[k_].reason);                          \
+            fail_msg("no rejection mentions \"%s\"", (needle));                                    \
+        }                                                                                          \
+    } while (0)
+
+/* Fails with the rejections printed when r holds any. */
+#define assert_no_rejects(r)                                                                       \
+    do {                                                                                           \
+        if ((r)->count) {                                                                          \
+            for (size_t k_ = 0; k_ < (r)->n; k_++)                                                 \
+                print_error("  reject row %zu field '%s': %s\n", (r)->items[k_].row,               \
+                            (r)->items[k_].field, (r)->items[k_].reason);                          \
+            fail_msg("%zu unexpected rejection(s)", (r)->count);                                   \
+        }                                                                                          \
+    } while (0)
+
+/* The value of column name in row i of b. */
+static inline struct value *ut_cell(struct batch *b, size_t i, const char *name)
+{
+    int col = schema_column(b->table, name);
+    assert_true(col >= 0);
+    return &batch_row(b, i)[col];
+}
+
+/* Asserts a TEXT cell equals s (by length: defaults need not be NUL-terminated). */
+#define assert_cell_text(b, i, name, s)                                                            \
+    do {                                                                                           \
+        const struct value *v_ = ut_cell((b), (i), (name));                                        \
+        assert_int_equal(v_->type, VAL_TEXT);                                                      \
+        if (v_->len != strlen(s) || memcmp(v_->s, (s), v_->len) != 0)                              \
+            fail_msg("%s: '%.*s' != '%s'", (name), (int)v_->len, v_->s, (s));                      \
+    } while (0)
+
+#endif
