@@ -34,6 +34,8 @@ struct sqlite_store {
     sqlite3_stmt *series_insert;
     struct series_map series;
     bool in_group;
+    /* fault injection for tests (STYLE 21): OPSDB_FAULT=commit:N fails every Nth commit */
+    long fault_commit_every, commits;
 };
 
 struct point {
@@ -419,8 +421,12 @@ static int sq_write_commit(struct store *s, struct err *e)
 {
     struct sqlite_store *st = impl(s);
     st->in_group = false;
-    if (sqlite_exec(st->writer.db, "COMMIT", e) == 0)
+    st->commits++;
+    if (st->fault_commit_every && st->commits % st->fault_commit_every == 0) {
+        err_set(e, E_STORE, "injected fault: commit %ld failed (OPSDB_FAULT)", st->commits);
+    } else if (sqlite_exec(st->writer.db, "COMMIT", e) == 0) {
         return 0;
+    }
     sqlite3_exec(st->writer.db, "ROLLBACK", NULL, NULL, NULL);
     series_load(st, schema_table("system_metrics"), NULL);
     return E_STORE;
@@ -481,6 +487,9 @@ static int sq_open(struct store *s, enum store_mode mode, struct err *e)
         return err_set(e, E_NOMEM, "out of memory");
     snprintf(st->path, sizeof st->path, "%s", s->cfg.db);
     st->readonly = mode == STORE_READONLY;
+    const char *fault = getenv("OPSDB_FAULT");
+    if (fault && strncmp(fault, "commit:", 7) == 0)
+        st->fault_commit_every = strtol(fault + 7, NULL, 10);
     s->impl = st;
     int rc;
     if (st->readonly) {
@@ -528,6 +537,8 @@ static void sq_close(struct store *s)
         sqlite3_finalize(st->insert[i]);
     sqlite3_finalize(st->series_insert);
     series_map_clear(&st->series);
+    if (!st->readonly) /* refresh planner statistics where they are stale, as SQLite advises */
+        sqlite3_exec(st->writer.db, "PRAGMA optimize", NULL, NULL, NULL);
     sqlite_conn_close(&st->writer);
     free(st);
     s->impl = NULL;
