@@ -36,7 +36,8 @@ void cli_common_release(struct cli_common *c);
 /* Prints "opsdb: <message>" to stderr; returns 1 (the exit code for runtime failures). */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints the usage error and the hint to --help; returns 2. */
-int cli_usage(const struct command *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int cli_usage(const struct command *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 const struct command *cli_command(const char *name);
 /* Prints the command's --help text; returns 0. */
 int cli_help(const char *name);

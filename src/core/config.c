@@ -26,16 +26,33 @@ struct option {
     const char *help;
 };
 
-#define STR(n, f, d, h) {n, OPT_STRING, offsetof(struct config, f), sizeof(((struct config *)0)->f), d, 0, 0, NULL, h}
-#define INTO(n, f, d, lo, hi, h) {n, OPT_INT, offsetof(struct config, f), 0, d, lo, hi, NULL, h}
-#define DUR(n, f, d, lo, hi, h) {n, OPT_DURATION, offsetof(struct config, f), 0, d, lo, hi, NULL, h}
-#define BYTES(n, f, d, lo, hi, h) {n, OPT_BYTES, offsetof(struct config, f), 0, d, lo, hi, NULL, h}
-#define CHOICE(n, f, d, c, h) {n, OPT_CHOICE, offsetof(struct config, f), sizeof(((struct config *)0)->f), d, 0, 0, c, h}
+#define STR(n, f, d, h)                                                                            \
+    {                                                                                              \
+        n, OPT_STRING, offsetof(struct config, f), sizeof(((struct config *)0)->f), d, 0, 0, NULL, \
+            h                                                                                      \
+    }
+#define INTO(n, f, d, lo, hi, h)                                                                   \
+    {                                                                                              \
+        n, OPT_INT, offsetof(struct config, f), 0, d, lo, hi, NULL, h                              \
+    }
+#define DUR(n, f, d, lo, hi, h)                                                                    \
+    {                                                                                              \
+        n, OPT_DURATION, offsetof(struct config, f), 0, d, lo, hi, NULL, h                         \
+    }
+#define BYTES(n, f, d, lo, hi, h)                                                                  \
+    {                                                                                              \
+        n, OPT_BYTES, offsetof(struct config, f), 0, d, lo, hi, NULL, h                            \
+    }
+#define CHOICE(n, f, d, c, h)                                                                      \
+    {                                                                                              \
+        n, OPT_CHOICE, offsetof(struct config, f), sizeof(((struct config *)0)->f), d, 0, 0, c, h  \
+    }
 
 static const struct option options[] = {
     STR("db", db, "./data/operational_data.db", "database: a SQLite file path"),
     STR("listen", listen, "127.0.0.1:8470", "HTTP listen address host:port"),
-    CHOICE("log.level", log_level, "info", "debug|info|warn|error", "least severe log level written"),
+    CHOICE("log.level", log_level, "info", "debug|info|warn|error",
+           "least severe log level written"),
     BYTES("http.max_body_bytes", max_body_bytes, "64MiB", 1024, 1024.0 * 1024 * 1024,
           "largest request body accepted (413 beyond; after gzip decoding)"),
     INTO("http.max_connections", max_connections, "256", 4, 10000, "concurrent HTTP connections"),
@@ -51,12 +68,15 @@ static const struct option options[] = {
     INTO("query.max_rows", query_max_rows, "10000", 1, 10000000, "rows one query may return"),
     INTO("store.reader_connections", reader_connections, "4", 1, 64,
          "read connections kept open for queries"),
-    INTO("sqlite.cache_mib", sqlite_cache_mib, "64", 1, 16384, "page cache of the writer connection"),
+    INTO("sqlite.cache_mib", sqlite_cache_mib, "64", 1, 16384,
+         "page cache of the writer connection"),
     CHOICE("sqlite.synchronous", sqlite_synchronous, "full", "full|normal",
            "full: fsync every group commit (survives power loss); normal: survives a crash of "
            "opsdb but not of the machine"),
-    INTO("health.cpu_warning", health_cpu_warning, "80", 0, 100, "system_health: cpu % for warning"),
-    INTO("health.cpu_critical", health_cpu_critical, "95", 0, 100, "system_health: cpu % for critical"),
+    INTO("health.cpu_warning", health_cpu_warning, "80", 0, 100,
+         "system_health: cpu % for warning"),
+    INTO("health.cpu_critical", health_cpu_critical, "95", 0, 100,
+         "system_health: cpu % for critical"),
     INTO("health.memory_warning", health_memory_warning, "85", 0, 100, "system_health: memory %"),
     INTO("health.memory_critical", health_memory_critical, "95", 0, 100, "system_health: memory %"),
     INTO("health.disk_warning", health_disk_warning, "85", 0, 100, "system_health: disk %"),
@@ -83,17 +103,23 @@ static int parse_bytes(const char *s, int64_t *out)
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (end == s || errno || v < 0)
-        return -1;
+    if (end == s || errno || v < 0) return -1;
     static const struct {
         const char *suffix;
         double mult;
-    } units[] = {{"", 1},           {"B", 1},           {"KiB", 1024.0}, {"MiB", 1048576.0},
-                 {"GiB", 1073741824.0}, {"KB", 1000.0}, {"MB", 1e6},     {"GB", 1e9},
-                 {"k", 1024.0},     {"m", 1048576.0},   {"g", 1073741824.0}};
+    } units[] = {{"", 1},
+                 {"B", 1},
+                 {"KiB", 1024.0},
+                 {"MiB", 1048576.0},
+                 {"GiB", 1073741824.0},
+                 {"KB", 1000.0},
+                 {"MB", 1e6},
+                 {"GB", 1e9},
+                 {"k", 1024.0},
+                 {"m", 1048576.0},
+                 {"g", 1073741824.0}};
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
-        if (strcasecmp(end, units[i].suffix) == 0 &&
-            (units[i].suffix[0] || *end == '\0')) {
+        if (strcasecmp(end, units[i].suffix) == 0 && (units[i].suffix[0] || *end == '\0')) {
             *out = (int64_t)(v * units[i].mult);
             return 0;
         }
@@ -169,8 +195,7 @@ static int set_retention(struct config *c, const char *table, const char *value,
     size_t n;
     const struct table *tables = schema_tables(&n);
     const struct table *t = schema_table(table);
-    if (!t)
-        return err_set(e, E_INVALID, "option retention.%s: no such table", table);
+    if (!t) return err_set(e, E_INVALID, "option retention.%s: no such table", table);
     int64_t ms;
     if (!time_parse_duration(value, &ms) || ms % 86400000 != 0)
         return err_set(e, E_INVALID,
@@ -183,11 +208,9 @@ static int set_retention(struct config *c, const char *table, const char *value,
 
 int config_set(struct config *c, const char *name, const char *value, struct err *e)
 {
-    if (strncmp(name, "retention.", 10) == 0)
-        return set_retention(c, name + 10, value, e);
+    if (strncmp(name, "retention.", 10) == 0) return set_retention(c, name + 10, value, e);
     for (size_t i = 0; i < NOPTIONS; i++)
-        if (strcmp(options[i].name, name) == 0)
-            return set_option(c, &options[i], value, e);
+        if (strcmp(options[i].name, name) == 0) return set_option(c, &options[i], value, e);
     return err_set(e, E_INVALID, "unknown option '%s' (see docs/config.md)", name);
 }
 
@@ -216,8 +239,10 @@ static const char *scalar(yaml_node_t *n)
 static int load_fp_rules(struct config *c, yaml_document_t *doc, yaml_node_t *seq, struct err *e)
 {
     if (seq->type != YAML_SEQUENCE_NODE)
-        return err_set(e, E_INVALID, "line %zu: fingerprint.rules must be a list of {regex, "
-                                     "replacement}", seq->start_mark.line + 1);
+        return err_set(e, E_INVALID,
+                       "line %zu: fingerprint.rules must be a list of {regex, "
+                       "replacement}",
+                       seq->start_mark.line + 1);
     for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top;
          it++) {
         yaml_node_t *m = yaml_document_get_node(doc, *it);
@@ -225,7 +250,8 @@ static int load_fp_rules(struct config *c, yaml_document_t *doc, yaml_node_t *se
         if (m->type != YAML_MAPPING_NODE)
             return err_set(e, E_INVALID, "line %zu: a fingerprint rule must be a map",
                            m->start_mark.line + 1);
-        for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
+        for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top;
+             p++) {
             const char *k = scalar(yaml_document_get_node(doc, p->key));
             const char *v = scalar(yaml_document_get_node(doc, p->value));
             if (k && strcmp(k, "regex") == 0)
@@ -240,7 +266,8 @@ static int load_fp_rules(struct config *c, yaml_document_t *doc, yaml_node_t *se
             return err_set(e, E_INVALID, "line %zu: fingerprint rule without regex",
                            m->start_mark.line + 1);
         if (c->nfp_rules >= CONFIG_MAX_FP_RULES)
-            return err_set(e, E_LIMIT, "too many fingerprint rules (limit %d)", CONFIG_MAX_FP_RULES);
+            return err_set(e, E_LIMIT, "too many fingerprint rules (limit %d)",
+                           CONFIG_MAX_FP_RULES);
         if (strlen(regex) >= sizeof c->fp_regex[0] || strlen(repl) >= sizeof c->fp_replacement[0])
             return err_set(e, E_INVALID, "line %zu: fingerprint rule too long",
                            m->start_mark.line + 1);
@@ -255,8 +282,7 @@ static int load_node(struct config *c, yaml_document_t *doc, yaml_node_t *n, con
                      struct err *e)
 {
     if (n->type != YAML_MAPPING_NODE)
-        return err_set(e, E_INVALID, "line %zu: expected a map of options",
-                       n->start_mark.line + 1);
+        return err_set(e, E_INVALID, "line %zu: expected a map of options", n->start_mark.line + 1);
     for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
         yaml_node_t *k = yaml_document_get_node(doc, p->key);
         yaml_node_t *v = yaml_document_get_node(doc, p->value);
@@ -287,8 +313,7 @@ static int load_node(struct config *c, yaml_document_t *doc, yaml_node_t *n, con
 int config_load_file(struct config *c, const char *path, struct err *e)
 {
     FILE *f = fopen(path, "rb");
-    if (!f)
-        return err_set(e, E_IO, "cannot open config file %s: %s", path, strerror(errno));
+    if (!f) return err_set(e, E_IO, "cannot open config file %s: %s", path, strerror(errno));
     yaml_parser_t parser;
     yaml_document_t doc;
     yaml_parser_initialize(&parser);
@@ -343,8 +368,9 @@ int config_markdown(struct buf *b)
     size_t n;
     const struct table *t = schema_tables(&n);
     for (size_t i = 0; i < n; i++)
-        buf_printf(b, "| `retention.%s` | `%dd` | rows older than this are rejected at ingestion "
-                      "(0 = keep forever) |\n",
+        buf_printf(b,
+                   "| `retention.%s` | `%dd` | rows older than this are rejected at ingestion "
+                   "(0 = keep forever) |\n",
                    t[i].name, t[i].retention_days);
     buf_printf(b, "| `fingerprint.rules` | `[]` | list of `{regex: ..., replacement: ...}` applied "
                   "to error messages after the built-in folding of numbers, ids and quoted "

@@ -12,29 +12,56 @@
 /* Bump together with a migration in store/store_migrate.c. */
 #define SCHEMA_VERSION 1
 
-static const char *const levels[] = {"debug", "info", "notice", "warning", "error", "critical",
-                                     "fatal", NULL};
-static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
+static const char *const levels[] = {"debug", "info",     "notice", "warning",
+                                     "error", "critical", "fatal",  NULL};
+static const char *const methods[] = {"GET",     "HEAD",    "POST",  "PUT",   "PATCH", "DELETE",
                                       "OPTIONS", "CONNECT", "TRACE", "OTHER", NULL};
-static const char *const pipeline_states[] = {"queued", "running", "succeeded", "failed",
+static const char *const pipeline_states[] = {"queued",  "running",   "succeeded", "failed",
                                               "skipped", "cancelled", NULL};
-static const char *const alert_states[] = {"pending", "firing", "acknowledged", "escalated",
-                                           "suppressed", "resolved", NULL};
+static const char *const alert_states[] = {
+    "pending", "firing", "acknowledged", "escalated", "suppressed", "resolved", NULL};
 static const char *const severities[] = {"info", "warning", "critical", "page", NULL};
 static const char *const job_kinds[] = {"builtin", "command", "external", NULL};
-static const char *const job_states[] = {"ok", "running", "failed", "missed", "paused",
-                                         "never", NULL};
+static const char *const job_states[] = {"ok",     "running", "failed", "missed",
+                                         "paused", "never",   NULL};
 
 /* Shorthands keep every column on one line. */
-#define TS(name, req, doc) {name, COL_TS, req, NULL, 0, 0, 0, NULL, false, false, doc}
-#define TEXT(name, req, len, doc) {name, COL_TEXT, req, NULL, 0, 0, len, NULL, false, false, doc}
-#define TEXTD(name, len, def, doc) {name, COL_TEXT, false, NULL, 0, 0, len, def, false, false, doc}
-#define KEY(name, req, len, def, doc) {name, COL_TEXT, req, NULL, 0, 0, len, def, true, false, doc}
-#define ENUM(name, req, set, def, doc) {name, COL_TEXT, req, set, 0, 0, 32, def, false, false, doc}
-#define INT(name, req, lo, hi, def, doc) {name, COL_INT, req, NULL, lo, hi, 0, def, false, false, doc}
-#define REAL(name, req, lo, hi, doc) {name, COL_REAL, req, NULL, lo, hi, 0, NULL, false, false, doc}
-#define JSON(name, len, doc) {name, COL_JSON, false, NULL, 0, 0, len, NULL, false, false, doc}
-#define BOOL(name, def, doc) {name, COL_BOOL, false, NULL, 0, 1, 0, def, false, false, doc}
+#define TS(name, req, doc)                                                                         \
+    {                                                                                              \
+        name, COL_TS, req, NULL, 0, 0, 0, NULL, false, false, doc                                  \
+    }
+#define TEXT(name, req, len, doc)                                                                  \
+    {                                                                                              \
+        name, COL_TEXT, req, NULL, 0, 0, len, NULL, false, false, doc                              \
+    }
+#define TEXTD(name, len, def, doc)                                                                 \
+    {                                                                                              \
+        name, COL_TEXT, false, NULL, 0, 0, len, def, false, false, doc                             \
+    }
+#define KEY(name, req, len, def, doc)                                                              \
+    {                                                                                              \
+        name, COL_TEXT, req, NULL, 0, 0, len, def, true, false, doc                                \
+    }
+#define ENUM(name, req, set, def, doc)                                                             \
+    {                                                                                              \
+        name, COL_TEXT, req, set, 0, 0, 32, def, false, false, doc                                 \
+    }
+#define INT(name, req, lo, hi, def, doc)                                                           \
+    {                                                                                              \
+        name, COL_INT, req, NULL, lo, hi, 0, def, false, false, doc                                \
+    }
+#define REAL(name, req, lo, hi, doc)                                                               \
+    {                                                                                              \
+        name, COL_REAL, req, NULL, lo, hi, 0, NULL, false, false, doc                              \
+    }
+#define JSON(name, len, doc)                                                                       \
+    {                                                                                              \
+        name, COL_JSON, false, NULL, 0, 0, len, NULL, false, false, doc                            \
+    }
+#define BOOL(name, def, doc)                                                                       \
+    {                                                                                              \
+        name, COL_BOOL, false, NULL, 0, 1, 0, def, false, false, doc                               \
+    }
 
 #define BIG 9.0e15 /* integers stay exact in a double below 2^53 */
 
@@ -75,7 +102,8 @@ static const struct column error_logs_cols[] = {
     TEXTD("service", 255, "''", "service that logged it"),
     TEXTD("component", 255, "''", "component within the service"),
     TEXTD("host", 255, "''", "host"),
-    ENUM("level", true, levels, NULL, "severity: debug, info, notice, warning, error, critical, fatal"),
+    ENUM("level", true, levels, NULL,
+         "severity: debug, info, notice, warning, error, critical, fatal"),
     TEXTD("error_type", 255, "''", "exception class or error kind"),
     TEXT("message", true, 16384, "the message"),
     TEXT("stack_trace", false, 65536, "stack trace, lines joined with \\n"),
@@ -96,7 +124,8 @@ static const struct column pipeline_status_cols[] = {
     TEXT("pipeline", true, 255, "pipeline name"),
     TEXT("run_id", true, 255, "run identifier"),
     TEXTD("stage", 255, "''", "stage within the run ('' for the run as a whole)"),
-    ENUM("status", true, pipeline_states, NULL, "queued, running, succeeded, failed, skipped, cancelled"),
+    ENUM("status", true, pipeline_states, NULL,
+         "queued, running, succeeded, failed, skipped, cancelled"),
     TS("started_at", false, "run/stage start"),
     TS("finished_at", false, "run/stage end"),
     INT("duration_ms", false, 0, BIG, NULL, "run/stage duration"),
@@ -135,7 +164,8 @@ static const struct column alert_history_cols[] = {
     TEXT("rule", true, 255, "rule name"),
     TEXT("fingerprint", false, 64, "hash of rule and labels"),
     ENUM("severity", false, severities, "'warning'", "info, warning, critical, page"),
-    ENUM("state", true, alert_states, NULL, "pending, firing, acknowledged, escalated, suppressed, resolved"),
+    ENUM("state", true, alert_states, NULL,
+         "pending, firing, acknowledged, escalated, suppressed, resolved"),
     REAL("value", false, 0, 0, "value that caused the transition"),
     JSON("labels", 4096, "labels of the alert"),
     TEXT("summary", false, 4096, "human summary"),
@@ -185,7 +215,9 @@ static const struct table_index job_runs_idx[] = {
 };
 
 #define TABLE(nm, kind, doc, cols, idx, key, days)                                                 \
-    {nm, kind, doc, cols, N(cols), idx, N(idx), key, days}
+    {                                                                                              \
+        nm, kind, doc, cols, N(cols), idx, N(idx), key, days                                       \
+    }
 
 static const struct table tables[] = {
     TABLE("system_metrics", TABLE_SERIES,
@@ -220,16 +252,14 @@ const struct table *schema_tables(size_t *count)
 const struct table *schema_table(const char *name)
 {
     for (size_t i = 0; i < N(tables); i++)
-        if (strcmp(tables[i].name, name) == 0)
-            return &tables[i];
+        if (strcmp(tables[i].name, name) == 0) return &tables[i];
     return NULL;
 }
 
 int schema_column(const struct table *t, const char *name)
 {
     for (size_t i = 0; i < t->ncolumns; i++)
-        if (strcmp(t->columns[i].name, name) == 0)
-            return (int)i;
+        if (strcmp(t->columns[i].name, name) == 0) return (int)i;
     return -1;
 }
 
@@ -240,8 +270,8 @@ int schema_version(void)
 
 static const char *type_doc(const struct column *c)
 {
-    static const char *const names[] = {"timestamp", "integer", "real", "text", "json object",
-                                        "boolean"};
+    static const char *const names[] = {"timestamp", "integer",     "real",
+                                        "text",      "json object", "boolean"};
     return names[c->type];
 }
 
@@ -265,18 +295,18 @@ static void limits_doc(const struct column *c, struct buf *b)
 
 int schema_markdown(struct buf *b)
 {
-    buf_printf(b, "# Schema reference\n\n"
-                  "Generated by `opsdb schema --markdown` from the schema table in "
-                  "`src/core/schema.c`; do not edit by hand (a test fails when it is stale).\n\n"
-                  "Schema version: %d. Timestamps are stored as INTEGER epoch milliseconds (UTC); "
-                  "on input they are RFC 3339 strings or epoch numbers with an explicit precision "
-                  "(`?precision=s|ms|us|ns`, default ms). Every table has a time column `ts`.\n\n",
+    buf_printf(b,
+               "# Schema reference\n\n"
+               "Generated by `opsdb schema --markdown` from the schema table in "
+               "`src/core/schema.c`; do not edit by hand (a test fails when it is stale).\n\n"
+               "Schema version: %d. Timestamps are stored as INTEGER epoch milliseconds (UTC); "
+               "on input they are RFC 3339 strings or epoch numbers with an explicit precision "
+               "(`?precision=s|ms|us|ns`, default ms). Every table has a time column `ts`.\n\n",
                SCHEMA_VERSION);
     for (size_t i = 0; i < N(tables); i++) {
         const struct table *t = &tables[i];
         buf_printf(b, "## %s\n\n%s\n\n", t->name, t->doc);
-        if (t->retention_days)
-            buf_printf(b, "Default retention: %d days.\n\n", t->retention_days);
+        if (t->retention_days) buf_printf(b, "Default retention: %d days.\n\n", t->retention_days);
         buf_printf(b, "| column | type | required | limits | default | description |\n"
                       "|---|---|---|---|---|---|\n");
         for (size_t j = 0; j < t->ncolumns; j++) {

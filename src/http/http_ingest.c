@@ -19,8 +19,7 @@ static int body_bytes(struct http_server *srv, struct request *req, struct respo
     const char *enc = request_header(req, MHD_HTTP_HEADER_CONTENT_ENCODING);
     *data = req->body.data ? req->body.data : "";
     *len = req->body.len;
-    if (!enc || strcasecmp(enc, "identity") == 0)
-        return 0;
+    if (!enc || strcasecmp(enc, "identity") == 0) return 0;
     if (strcasecmp(enc, "gzip") != 0 && strcasecmp(enc, "deflate") != 0) {
         char msg[200];
         snprintf(msg, sizeof msg, "Content-Encoding '%.40s' is not supported (use gzip)", enc);
@@ -62,8 +61,7 @@ static enum body_format format_of(struct request *req)
     const char *what = f ? f : ct ? ct : "";
     if (strstr(what, "ndjson") || strstr(what, "jsonl") || strstr(what, "json-seq"))
         return BODY_NDJSON;
-    if (strstr(what, "csv"))
-        return BODY_CSV;
+    if (strstr(what, "csv")) return BODY_CSV;
     return BODY_JSON;
 }
 
@@ -85,14 +83,19 @@ static void ingest(struct http_server *srv, struct request *req, struct response
     struct batch b;
     batch_init(&b, t);
     struct rejects *r = malloc(sizeof *r);
-    if (!r)
-        abort();
+    if (!r) abort();
     rejects_init(r, fmt == BODY_JSON ? "row" : "line");
     int rc;
     switch (fmt) {
-    case BODY_LINEPROTO: rc = ingest_parse_lineproto(&ctx, data, len, &b, r); break;
-    case BODY_CSV: rc = ingest_parse_csv(&ctx, data, len, &b, r); break;
-    default: rc = ingest_parse_json(&ctx, data, len, fmt == BODY_NDJSON, &b, r); break;
+    case BODY_LINEPROTO:
+        rc = ingest_parse_lineproto(&ctx, data, len, &b, r);
+        break;
+    case BODY_CSV:
+        rc = ingest_parse_csv(&ctx, data, len, &b, r);
+        break;
+    default:
+        rc = ingest_parse_json(&ctx, data, len, fmt == BODY_NDJSON, &b, r);
+        break;
     }
     char msg[300];
     if (rc == E_LIMIT) {
@@ -110,8 +113,10 @@ static void ingest(struct http_server *srv, struct request *req, struct response
     } else {
         struct err e;
         if ((rc = writer_submit(srv->deps.writer, &b, &e)) != 0) {
-            snprintf(msg, sizeof msg, "the database did not take the rows (%.200s): nothing was "
-                     "written, retry", e.msg);
+            snprintf(msg, sizeof msg,
+                     "the database did not take the rows (%.200s): nothing was "
+                     "written, retry",
+                     e.msg);
             respond_error(res, rc == E_STORE ? 503 : status_for(rc), msg, NULL);
             res->header_name = "Retry-After";
             res->header_value = "1";
@@ -136,14 +141,13 @@ void handle_ingest(struct http_server *srv, struct request *req, struct response
         const struct table *all = schema_tables(&n);
         used = (size_t)snprintf(msg, sizeof msg, "no table '%.60s'; tables are", req->path_arg);
         for (size_t i = 0; i < n && used < sizeof msg; i++)
-            used += (size_t)snprintf(msg + used, sizeof msg - used, "%s %s", i ? "," : "",
-                                     all[i].name);
+            used +=
+                (size_t)snprintf(msg + used, sizeof msg - used, "%s %s", i ? "," : "", all[i].name);
         respond_error(res, 404, msg, NULL);
         return;
     }
     enum time_precision p;
-    if (precision_arg(req, res, "ms", &p))
-        ingest(srv, req, res, t, format_of(req), p, 200);
+    if (precision_arg(req, res, "ms", &p)) ingest(srv, req, res, t, format_of(req), p, 200);
 }
 
 void handle_influx_write(struct http_server *srv, struct request *req, struct response *res)

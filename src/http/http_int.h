@@ -37,7 +37,8 @@ struct http_metrics {
     uint64_t *requests_by_class; /* per route: 2xx,3xx,4xx,5xx */
     uint64_t *latency_buckets;   /* per route: METRIC_LATENCY_BUCKETS + 1 (+Inf) */
     double *latency_sum;
-    uint64_t rows_rejected[16][4]; /* per table: validation, too_large, store_unavailable, bad_body */
+    uint64_t rows_rejected[16]
+                          [4]; /* per table: validation, too_large, store_unavailable, bad_body */
 };
 
 enum reject_reason { REJ_VALIDATION, REJ_TOO_LARGE, REJ_STORE, REJ_BAD_BODY };
@@ -56,8 +57,7 @@ route_handler route_handler_at(int i);
 /* Responses. */
 void respond_json(struct response *res, unsigned status, const char *json);
 /* {"error": msg, "details": [...]} from rejections (may be NULL). */
-void respond_error(struct response *res, unsigned status, const char *msg,
-                   const struct rejects *r);
+void respond_error(struct response *res, unsigned status, const char *msg, const struct rejects *r);
 /* Status for an error code (E_INVALID -> 400, ...). */
 unsigned status_for(int code);
 const char *request_arg(struct request *req, const char *name);

@@ -19,8 +19,7 @@ void metrics_init(struct http_metrics *m, size_t nroutes)
     m->requests_by_class = calloc(nroutes * 4, sizeof *m->requests_by_class);
     m->latency_buckets = calloc(nroutes * (METRIC_LATENCY_BUCKETS + 1), sizeof *m->latency_buckets);
     m->latency_sum = calloc(nroutes, sizeof *m->latency_sum);
-    if (!m->requests_by_class || !m->latency_buckets || !m->latency_sum)
-        abort();
+    if (!m->requests_by_class || !m->latency_buckets || !m->latency_sum) abort();
 }
 
 void metrics_release(struct http_metrics *m)
@@ -40,8 +39,7 @@ void metrics_observe(struct http_metrics *m, int route, unsigned status, double 
     m->requests_by_class[(size_t)route * 4 + cls]++;
     uint64_t *b = m->latency_buckets + (size_t)route * (METRIC_LATENCY_BUCKETS + 1);
     for (size_t i = 0; i < METRIC_LATENCY_BUCKETS; i++)
-        if (seconds <= latency_bounds[i])
-            b[i]++;
+        if (seconds <= latency_bounds[i]) b[i]++;
     b[METRIC_LATENCY_BUCKETS]++;
     m->latency_sum[route] += seconds;
     pthread_mutex_unlock(&m->lock);
@@ -69,7 +67,8 @@ static void write_writer(struct http_server *srv, struct buf *out)
     writer_get_stats(srv->deps.writer, &ws);
     size_t n;
     const struct table *t = schema_tables(&n);
-    header(out, "opsdb_rows_ingested_total", "counter", "Rows committed to the database, by table.");
+    header(out, "opsdb_rows_ingested_total", "counter",
+           "Rows committed to the database, by table.");
     for (size_t i = 0; i < n; i++)
         buf_printf(out, "opsdb_rows_ingested_total{table=\"%s\"} %llu\n", t[i].name,
                    (unsigned long long)ws.rows_committed[i]);
@@ -77,8 +76,8 @@ static void write_writer(struct http_server *srv, struct buf *out)
     buf_printf(out, "opsdb_writer_queue_rows %llu\n", (unsigned long long)ws.queue_rows);
     header(out, "opsdb_writer_group_commit_rows", "histogram",
            "Rows per group commit (one transaction for the batches of many requests).");
-    static const char *const bounds[] = {"1", "10", "100", "1000", "10000", "100000", "1e+06",
-                                         "+Inf"};
+    static const char *const bounds[] = {"1",     "10",     "100",   "1000",
+                                         "10000", "100000", "1e+06", "+Inf"};
     for (size_t i = 0; i < 8; i++)
         buf_printf(out, "opsdb_writer_group_commit_rows_bucket{le=\"%s\"} %llu\n", bounds[i],
                    (unsigned long long)ws.group_rows_buckets[i]);
@@ -117,7 +116,8 @@ static void write_routes(struct http_metrics *m, struct buf *out)
     header(out, "opsdb_http_requests_total", "counter", "HTTP requests by route and status class.");
     for (size_t r = 0; r < n; r++)
         for (size_t c = 0; c < 4; c++)
-            buf_printf(out, "opsdb_http_requests_total{method=\"%s\",route=\"%s\",code=\"%s\"} %llu\n",
+            buf_printf(out,
+                       "opsdb_http_requests_total{method=\"%s\",route=\"%s\",code=\"%s\"} %llu\n",
                        routes[r].method, routes[r].path, classes[c],
                        (unsigned long long)m->requests_by_class[r * 4 + c]);
     header(out, "opsdb_http_request_duration_seconds", "histogram",
@@ -125,17 +125,20 @@ static void write_routes(struct http_metrics *m, struct buf *out)
     for (size_t r = 0; r < n; r++) {
         const uint64_t *b = m->latency_buckets + r * (METRIC_LATENCY_BUCKETS + 1);
         for (size_t i = 0; i <= METRIC_LATENCY_BUCKETS; i++) {
-            buf_printf(out, "opsdb_http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\",le=\"",
-                       routes[r].method, routes[r].path);
+            buf_printf(
+                out, "opsdb_http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\",le=\"",
+                routes[r].method, routes[r].path);
             if (i < METRIC_LATENCY_BUCKETS)
                 buf_printf(out, "%g", latency_bounds[i]);
             else
                 buf_printf(out, "+Inf");
             buf_printf(out, "\"} %llu\n", (unsigned long long)b[i]);
         }
-        buf_printf(out, "opsdb_http_request_duration_seconds_sum{method=\"%s\",route=\"%s\"} %.6f\n",
+        buf_printf(out,
+                   "opsdb_http_request_duration_seconds_sum{method=\"%s\",route=\"%s\"} %.6f\n",
                    routes[r].method, routes[r].path, m->latency_sum[r]);
-        buf_printf(out, "opsdb_http_request_duration_seconds_count{method=\"%s\",route=\"%s\"} %llu\n",
+        buf_printf(out,
+                   "opsdb_http_request_duration_seconds_count{method=\"%s\",route=\"%s\"} %llu\n",
                    routes[r].method, routes[r].path, (unsigned long long)b[METRIC_LATENCY_BUCKETS]);
     }
 }

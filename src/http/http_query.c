@@ -42,8 +42,7 @@ static enum MHD_Result collect_filter(void *cls, enum MHD_ValueKind kind, const 
     struct view_args *a = cls;
     static const char *const reserved[] = {"window", "now", "format", "order", "limit", NULL};
     for (int i = 0; reserved[i]; i++)
-        if (strcmp(key, reserved[i]) == 0)
-            return MHD_YES;
+        if (strcmp(key, reserved[i]) == 0) return MHD_YES;
     if (a->req->nfilters >= QUERY_MAX_FILTERS) {
         respond_error(a->res, 400, "too many filters (at most 8)", NULL);
         a->failed = true;
@@ -88,8 +87,7 @@ void handle_view(struct http_server *srv, struct request *req, struct response *
 {
     int fmt = output_format(req, res);
     struct view_request vr = {0};
-    if (fmt < 0 || !view_params(req, res, &vr))
-        return;
+    if (fmt < 0 || !view_params(req, res, &vr)) return;
     struct store_result r;
     struct err e;
     int rc = query_view(srv->deps.store, srv->deps.cfg, req->path_arg, &vr, &r, &e);
@@ -111,8 +109,9 @@ void handle_views_list(struct http_server *srv, struct request *req, struct resp
     const struct view_info *v = query_views(&n);
     buf_printf(&res->body, "{\"views\":[");
     for (size_t i = 0; i < n; i++) {
-        buf_printf(&res->body, "%s{\"name\":\"%s\",\"default_window_s\":%lld,\"doc\":",
-                   i ? "," : "", v[i].name, (long long)(v[i].default_window_ms / 1000));
+        buf_printf(&res->body,
+                   "%s{\"name\":\"%s\",\"default_window_s\":%lld,\"doc\":", i ? "," : "", v[i].name,
+                   (long long)(v[i].default_window_ms / 1000));
         struct value d = {.s = v[i].doc, .len = (uint32_t)strlen(v[i].doc), .type = VAL_TEXT};
         query_json_value(&d, &res->body);
         buf_putc(&res->body, '}');
@@ -126,14 +125,14 @@ void handle_views_list(struct http_server *srv, struct request *req, struct resp
 void handle_query(struct http_server *srv, struct request *req, struct response *res)
 {
     int fmt = output_format(req, res);
-    if (fmt < 0)
-        return;
+    if (fmt < 0) return;
     const char *sql = request_arg(req, "sql");
-    if (!sql && strcmp(req->method, "POST") == 0 && req->body.len)
-        sql = req->body.data;
+    if (!sql && strcmp(req->method, "POST") == 0 && req->body.len) sql = req->body.data;
     if (!sql || !*sql) {
-        respond_error(res, 400, "missing sql: GET /api/v1/query?sql=SELECT... or POST the "
-                                "statement as the body", NULL);
+        respond_error(res, 400,
+                      "missing sql: GET /api/v1/query?sql=SELECT... or POST the "
+                      "statement as the body",
+                      NULL);
         return;
     }
     struct store_result r;
@@ -179,8 +178,7 @@ void handle_readyz(struct http_server *srv, struct request *req, struct response
     struct err e;
     struct writer_stats ws;
     writer_get_stats(srv->deps.writer, &ws);
-    if (ws.last_group_failed)
-        err_set(&e, E_STORE, "the last commit failed: %s", ws.last_error);
+    if (ws.last_group_failed) err_set(&e, E_STORE, "the last commit failed: %s", ws.last_error);
     if (ws.last_group_failed || store_check_writable(srv->deps.store, &e) != 0) {
         char msg[600];
         snprintf(msg, sizeof msg, "not ready: %.500s", e.msg);

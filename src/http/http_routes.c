@@ -56,15 +56,12 @@ route_handler route_handler_at(int i)
 static bool path_matches(const char *pattern, const char *url, char *arg, size_t arg_size)
 {
     const char *brace = strchr(pattern, '{');
-    if (!brace)
-        return strcmp(pattern, url) == 0;
+    if (!brace) return strcmp(pattern, url) == 0;
     size_t prefix = (size_t)(brace - pattern);
-    if (strncmp(pattern, url, prefix) != 0)
-        return false;
+    if (strncmp(pattern, url, prefix) != 0) return false;
     const char *seg = url + prefix;
     size_t len = strlen(seg);
-    if (len == 0 || len >= arg_size || strchr(seg, '/'))
-        return false;
+    if (len == 0 || len >= arg_size || strchr(seg, '/')) return false;
     memcpy(arg, seg, len + 1);
     return true;
 }
@@ -73,8 +70,7 @@ int route_match(const char *method, const char *url, struct request *req, bool *
 {
     *path_known = false;
     for (size_t i = 0; i < NROUTES; i++) {
-        if (!path_matches(routes[i].info.path, url, req->path_arg, sizeof req->path_arg))
-            continue;
+        if (!path_matches(routes[i].info.path, url, req->path_arg, sizeof req->path_arg)) continue;
         *path_known = true;
         if (strcmp(routes[i].info.method, method) == 0 ||
             (strcmp(method, "HEAD") == 0 && strcmp(routes[i].info.method, "GET") == 0))
@@ -91,8 +87,7 @@ void respond_json(struct response *res, unsigned status, const char *json)
     buf_append(&res->body, json, strlen(json));
 }
 
-void respond_error(struct response *res, unsigned status, const char *msg,
-                   const struct rejects *r)
+void respond_error(struct response *res, unsigned status, const char *msg, const struct rejects *r)
 {
     res->status = status;
     res->content_type = "application/json";
@@ -112,19 +107,23 @@ void respond_error(struct response *res, unsigned status, const char *msg,
         buf_putc(&res->body, '}');
     }
     buf_append(&res->body, "]", 1);
-    if (r)
-        buf_printf(&res->body, ",\"rejected\":%zu", r->count);
+    if (r) buf_printf(&res->body, ",\"rejected\":%zu", r->count);
     buf_append(&res->body, "}", 1);
 }
 
 unsigned status_for(int code)
 {
     switch (code) {
-    case E_INVALID: return 400;
-    case E_NOTFOUND: return 404;
-    case E_LIMIT: return 422;
-    case E_STORE: return 503;
-    default: return 500;
+    case E_INVALID:
+        return 400;
+    case E_NOTFOUND:
+        return 404;
+    case E_LIMIT:
+        return 422;
+    case E_STORE:
+        return 503;
+    default:
+        return 500;
     }
 }
 
@@ -135,8 +134,9 @@ void handle_index(struct http_server *srv, struct request *req, struct response 
     buf_printf(&res->body, "{\"name\":\"opsdb\",\"routes\":[");
     for (size_t i = 0; i < NROUTES; i++) {
         const struct route_info *r = &routes[i].info;
-        buf_printf(&res->body, "%s{\"method\":\"%s\",\"path\":\"%s\",\"role\":\"%s\",\"doc\":",
-                   i ? "," : "", r->method, r->path, r->role);
+        buf_printf(&res->body,
+                   "%s{\"method\":\"%s\",\"path\":\"%s\",\"role\":\"%s\",\"doc\":", i ? "," : "",
+                   r->method, r->path, r->role);
         struct value v = {.s = r->doc, .len = (uint32_t)strlen(r->doc), .type = VAL_TEXT};
         query_json_value(&v, &res->body);
         buf_putc(&res->body, '}');

@@ -38,17 +38,15 @@ static enum MHD_Result send_response(struct http_server *srv, struct request *re
     size_t len = res->body.len;
     char *data = res->body.data;
     res->body.data = NULL; /* ownership passes to libmicrohttpd, which frees it */
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(len, data ? data : (char *)"", data ? MHD_RESPMEM_MUST_FREE
-                                                                            : MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        len, data ? data : (char *)"", data ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
     if (!r) {
         free(data);
         return MHD_NO;
     }
     if (res->content_type && len)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, res->content_type);
-    if (res->header_name)
-        MHD_add_response_header(r, res->header_name, res->header_value);
+    if (res->header_name) MHD_add_response_header(r, res->header_name, res->header_value);
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
     enum MHD_Result ok = MHD_queue_response(req->conn, res->status, r);
     MHD_destroy_response(r);
@@ -85,8 +83,8 @@ static void too_large(struct http_server *srv, struct response *res)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_size, void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **con_cls)
 {
     (void)version;
     struct http_server *srv = cls;
@@ -95,8 +93,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     buf_init(&res.body, RESPONSE_MAX_BYTES);
     if (!req) {
         req = calloc(1, sizeof *req);
-        if (!req)
-            return MHD_NO;
+        if (!req) return MHD_NO;
         clock_gettime(CLOCK_MONOTONIC, &req->started);
         req->conn = conn;
         req->method = method;
@@ -122,8 +119,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     bool known = true;
-    if (req->route < 0)
-        route_match(method, url, req, &known);
+    if (req->route < 0) route_match(method, url, req, &known);
     if (req->body_too_large)
         too_large(srv, &res);
     else
@@ -138,8 +134,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)conn;
     (void)toe;
     struct request *req = *con_cls;
-    if (!req)
-        return;
+    if (!req) return;
     buf_release(&req->body);
     free(req);
     *con_cls = NULL;
@@ -161,8 +156,7 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen
     memset(ss, 0, sizeof *ss);
     struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
     struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
-    if (strcmp(host, "localhost") == 0)
-        snprintf(host, sizeof host, "127.0.0.1");
+    if (strcmp(host, "localhost") == 0) snprintf(host, sizeof host, "127.0.0.1");
     if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
         v4->sin_family = AF_INET;
         v4->sin_port = htons((uint16_t)port);
@@ -188,11 +182,9 @@ int http_start(struct http_server **out, const struct http_deps *deps, struct er
     struct sockaddr_storage ss;
     socklen_t sslen;
     int rc = parse_listen(deps->cfg->listen, &ss, &sslen, e);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     struct http_server *srv = calloc(1, sizeof *srv);
-    if (!srv)
-        return err_set(e, E_NOMEM, "out of memory");
+    if (!srv) return err_set(e, E_NOMEM, "out of memory");
     srv->deps = *deps;
     size_t nroutes;
     http_routes(&nroutes);
@@ -224,8 +216,7 @@ int http_port(struct http_server *s)
 void http_stop(struct http_server **sp)
 {
     struct http_server *s = *sp;
-    if (!s)
-        return;
+    if (!s) return;
     MHD_stop_daemon(s->daemon);
     metrics_release(&s->metrics);
     free(s);

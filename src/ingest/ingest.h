@@ -11,7 +11,7 @@
 /* What a parser needs besides the bytes. */
 struct ingest_ctx {
     struct validate_opts validate;
-    size_t max_rows;       /* rows (points) per request; more is E_LIMIT */
+    size_t max_rows;        /* rows (points) per request; more is E_LIMIT */
     int retention_days[16]; /* per schema table; validate.retention_days points here */
 };
 
@@ -50,10 +50,11 @@ struct writer_stats {
     uint64_t rows_committed[16]; /* per schema table index */
     uint64_t queue_rows;         /* rows waiting now */
     uint64_t group_rows_sum;     /* for the group size summary */
-    uint64_t group_rows_buckets[8]; /* cumulative counts of groups with <= 1,10,...,1e6 rows, +Inf */
+    uint64_t
+        group_rows_buckets[8]; /* cumulative counts of groups with <= 1,10,...,1e6 rows, +Inf */
     double commit_seconds_sum;
-    bool last_group_failed;  /* the latest group failed to commit */
-    char last_error[256];    /* its error */
+    bool last_group_failed; /* the latest group failed to commit */
+    char last_error[256];   /* its error */
 };
 
 /* Called on the writer thread after each successful commit with the batches it made durable.

@@ -17,8 +17,7 @@ static int read_field(const char *d, size_t len, size_t *pos, struct buf *out)
     if (i < len && d[i] == '"') {
         i++;
         for (;;) {
-            if (i >= len)
-                return -1;
+            if (i >= len) return -1;
             if (d[i] == '"') {
                 if (i + 1 < len && d[i + 1] == '"') {
                     buf_putc(out, '"');
@@ -35,12 +34,10 @@ static int read_field(const char *d, size_t len, size_t *pos, struct buf *out)
         while (i < len && d[i] != ',' && d[i] != '\n')
             i++;
         size_t end = i;
-        if (end > start && d[end - 1] == '\r')
-            end--;
+        if (end > start && d[end - 1] == '\r') end--;
         buf_append(out, d + start, end - start);
     }
-    if (i < len && d[i] == '\r')
-        i++;
+    if (i < len && d[i] == '\r') i++;
     int delim = i < len ? d[i] : 0;
     *pos = i < len ? i + 1 : len;
     return delim;
@@ -62,8 +59,8 @@ static int read_header(const char *d, size_t len, size_t *pos, struct batch *b, 
         int col = schema_column(b->table, f.data ? f.data : "");
         if (col < 0)
             rejects_add(r, 1, f.data ? f.data : "",
-                        "header names unknown column '%.40s' for table %s",
-                        f.data ? f.data : "", b->table->name);
+                        "header names unknown column '%.40s' for table %s", f.data ? f.data : "",
+                        b->table->name);
         for (size_t k = 0; col >= 0 && k < *ncols; k++)
             if (cols[k] == col)
                 rejects_add(r, 1, f.data, "header names column '%.40s' twice", f.data);
@@ -82,8 +79,7 @@ int ingest_parse_csv(const struct ingest_ctx *ctx, const char *d, size_t len, st
         rejects_add(r, 0, "", "the body is empty: send a header line and rows");
         return E_INVALID;
     }
-    if (read_header(d, len, &pos, b, cols, &ncols, r) != 0)
-        return E_INVALID;
+    if (read_header(d, len, &pos, b, cols, &ncols, r) != 0) return E_INVALID;
     struct buf f;
     buf_init(&f, 1 << 20);
     while (pos < len) {
@@ -107,7 +103,8 @@ int ingest_parse_csv(const struct ingest_ctx *ctx, const char *d, size_t len, st
                 ok = false;
                 break;
             }
-            if (k < ncols && !ingest_set_text(ctx, b, cols[k], f.data ? f.data : "", f.len, line, r))
+            if (k < ncols &&
+                !ingest_set_text(ctx, b, cols[k], f.data ? f.data : "", f.len, line, r))
                 ok = false;
             k++;
         } while (delim == ',');
@@ -117,8 +114,7 @@ int ingest_parse_csv(const struct ingest_ctx *ctx, const char *d, size_t len, st
         }
         ingest_finish_row(ctx, b, ok, line, r);
         line++;
-        if (delim < 0)
-            break;
+        if (delim < 0) break;
     }
     buf_release(&f);
     return r->count ? E_INVALID : 0;

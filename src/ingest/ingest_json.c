@@ -17,7 +17,9 @@ static bool set_json_field(const struct ingest_ctx *ctx, struct batch *b, int co
     char why[160];
     bool ok = true;
     switch (json_typeof(v)) {
-    case JSON_NULL: row[col].type = VAL_NULL; break;
+    case JSON_NULL:
+        row[col].type = VAL_NULL;
+        break;
     case JSON_STRING:
         return ingest_set_text(ctx, b, col, json_string_value(v), json_string_length(v), index, r);
     case JSON_INTEGER:
@@ -52,12 +54,13 @@ static bool set_json_field(const struct ingest_ctx *ctx, struct batch *b, int co
         break;
     case JSON_ARRAY:
         snprintf(why, sizeof why, "expected %s, got an array",
-                 c->type == COL_JSON ? "an object" : c->type == COL_TEXT ? "text" : "a number");
+                 c->type == COL_JSON   ? "an object"
+                 : c->type == COL_TEXT ? "text"
+                                       : "a number");
         ok = false;
         break;
     }
-    if (!ok)
-        rejects_add(r, index, c->name, "%s %s", c->name, why);
+    if (!ok) rejects_add(r, index, c->name, "%s %s", c->name, why);
     return ok;
 }
 
@@ -81,14 +84,13 @@ static bool add_object(const struct ingest_ctx *ctx, struct batch *b, json_t *ob
             ok = false;
             continue;
         }
-        if (!set_json_field(ctx, b, col, v, index, r))
-            ok = false;
+        if (!set_json_field(ctx, b, col, v, index, r)) ok = false;
     }
     return ingest_finish_row(ctx, b, ok, index, r);
 }
 
-static int parse_ndjson(const struct ingest_ctx *ctx, const char *data, size_t len,
-                        struct batch *b, struct rejects *r)
+static int parse_ndjson(const struct ingest_ctx *ctx, const char *data, size_t len, struct batch *b,
+                        struct rejects *r)
 {
     size_t line = 1, pos = 0, rows = 0; /* 1-based line numbers */
     while (pos < len) {
@@ -100,8 +102,7 @@ static int parse_ndjson(const struct ingest_ctx *ctx, const char *data, size_t l
         while (e > s && (data[e - 1] == ' ' || data[e - 1] == '\t' || data[e - 1] == '\r'))
             e--;
         if (e > s) {
-            if (++rows > ctx->max_rows)
-                return E_LIMIT;
+            if (++rows > ctx->max_rows) return E_LIMIT;
             json_error_t jerr;
             json_t *obj = json_loadb(data + s, e - s, JSON_REJECT_DUPLICATES, &jerr);
             if (!obj)

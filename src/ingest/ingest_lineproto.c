@@ -39,8 +39,7 @@ static size_t scan(const char *d, size_t i, size_t end, const char *stops, bool 
             i += 2;
             continue;
         }
-        if (strchr(stops, c))
-            break;
+        if (strchr(stops, c)) break;
         i++;
     }
     return i;
@@ -56,8 +55,7 @@ static const char *unescape(struct arena *a, const char *s, size_t len, bool esc
     char *o = arena_alloc(a, len + 1);
     size_t k = 0;
     for (size_t i = 0; i < len; i++) {
-        if (s[i] == '\\' && i + 1 < len && strchr(",= \"\\", s[i + 1]))
-            i++;
+        if (s[i] == '\\' && i + 1 < len && strchr(",= \"\\", s[i + 1])) i++;
         o[k++] = s[i];
     }
     o[k] = '\0';
@@ -83,8 +81,7 @@ static bool key_is(const struct lp_pair *p, const char *name)
 static bool field_number(const char *s, size_t len, double *out)
 {
     char tmp[64];
-    if (len == 0 || len >= sizeof tmp)
-        return false;
+    if (len == 0 || len >= sizeof tmp) return false;
     memcpy(tmp, s, len);
     tmp[len] = '\0';
     static const char *const truths[] = {"t", "T", "true", "True", "TRUE"};
@@ -105,19 +102,18 @@ static bool field_number(const char *s, size_t len, double *out)
         tmp[len - 1] = '\0'; /* drop the i/u suffix */
         if (s[len - 1] == 'u') {
             unsigned long long u = strtoull(tmp, &end, 10);
-            if (*end || end == tmp || errno || tmp[0] == '-')
-                return false;
+            if (*end || end == tmp || errno || tmp[0] == '-') return false;
             *out = (double)u;
         } else {
             long long iv = strtoll(tmp, &end, 10);
-            if (*end || end == tmp || errno)
-                return false;
+            if (*end || end == tmp || errno) return false;
             *out = (double)iv;
         }
         return true;
     }
     *out = strtod(tmp, &end);
-    return *end == '\0' && end != tmp && (tmp[0] == '-' || tmp[0] == '.' || (tmp[0] >= '0' && tmp[0] <= '9'));
+    return *end == '\0' && end != tmp &&
+           (tmp[0] == '-' || tmp[0] == '.' || (tmp[0] >= '0' && tmp[0] <= '9'));
 }
 
 /* Builds the labels JSON object of a line from its sorted extra tags and string fields. */
@@ -133,10 +129,11 @@ static const char *labels_json(struct batch *b, struct lp_pair *extra, size_t n,
     buf_putc(tmp, '{');
     for (size_t i = 0; i < n; i++) {
         size_t kl, vl;
-        const char *k = unescape(&b->arena, extra[i].key, extra[i].key_len, extra[i].key_escaped, &kl);
-        const char *v = unescape(&b->arena, extra[i].val, extra[i].val_len, extra[i].val_escaped, &vl);
-        if (i)
-            buf_putc(tmp, ',');
+        const char *k =
+            unescape(&b->arena, extra[i].key, extra[i].key_len, extra[i].key_escaped, &kl);
+        const char *v =
+            unescape(&b->arena, extra[i].val, extra[i].val_len, extra[i].val_escaped, &vl);
+        if (i) buf_putc(tmp, ',');
         json_escape_into(tmp, k, kl);
         buf_putc(tmp, ':');
         json_escape_into(tmp, v, vl);
@@ -180,7 +177,8 @@ static bool split_line(const struct ingest_ctx *ctx, const char *d, size_t end, 
         }
         size_t v = scan(d, k + 1, end, ", ", &p.val_escaped);
         if (v == k + 1) {
-            rejects_add(r, lineno, "tags", "tag '%.*s' has an empty value", (int)(k - i - 1), d + i + 1);
+            rejects_add(r, lineno, "tags", "tag '%.*s' has an empty value", (int)(k - i - 1),
+                        d + i + 1);
             return false;
         }
         if (L->ntags >= LP_MAX_TAGS) {
@@ -266,8 +264,10 @@ static bool split_line(const struct ingest_ctx *ctx, const char *d, size_t end, 
     errno = 0;
     long long t = strtoll(tmp, &stop, 10);
     if (*stop || errno || !time_epoch_int_to_ms(t, ctx->validate.precision, &L->ts_ms)) {
-        rejects_add(r, lineno, "timestamp", "timestamp '%s' is not an integer time in the "
-                    "request's precision", tmp);
+        rejects_add(r, lineno, "timestamp",
+                    "timestamp '%s' is not an integer time in the "
+                    "request's precision",
+                    tmp);
         return false;
     }
     return true;
@@ -304,7 +304,8 @@ static bool emit_points(const struct ingest_ctx *ctx, struct batch *b, const str
         else
             numeric++;
     if (numeric == 0) {
-        rejects_add(r, lineno, "fields", "line has only string fields; opsdb stores numbers, "
+        rejects_add(r, lineno, "fields",
+                    "line has only string fields; opsdb stores numbers, "
                     "booleans and integers as samples (string fields become labels of them)");
         return false;
     }
@@ -315,13 +316,13 @@ static bool emit_points(const struct ingest_ctx *ctx, struct batch *b, const str
     bool ok = true;
     for (size_t f = 0; f < L->nfields; f++) {
         struct lp_pair *p = &L->fields[f];
-        if (p->is_string)
-            continue;
+        if (p->is_string) continue;
         double value;
         if (!field_number(p->val, p->val_len, &value)) {
-            rejects_add(r, lineno, "fields", "field '%.*s' value '%.*s' is not a number, "
-                        "integer (1i), boolean or quoted string", (int)p->key_len, p->key,
-                        (int)(p->val_len > 40 ? 40 : p->val_len), p->val);
+            rejects_add(r, lineno, "fields",
+                        "field '%.*s' value '%.*s' is not a number, "
+                        "integer (1i), boolean or quoted string",
+                        (int)p->key_len, p->key, (int)(p->val_len > 40 ? 40 : p->val_len), p->val);
             ok = false;
             continue;
         }
@@ -341,8 +342,7 @@ static bool emit_points(const struct ingest_ctx *ctx, struct batch *b, const str
         row[c->value].type = VAL_REAL;
         row[c->value].d = value;
         set_text(&row[c->labels], labels, labels_len);
-        if (!ingest_finish_row(ctx, b, true, lineno, r))
-            ok = false;
+        if (!ingest_finish_row(ctx, b, true, lineno, r)) ok = false;
     }
     return ok;
 }
@@ -351,12 +351,11 @@ int ingest_parse_lineproto(const struct ingest_ctx *ctx, const char *data, size_
                            struct batch *b, struct rejects *r)
 {
     const struct table *t = b->table;
-    struct lp_cols c = {schema_column(t, "ts"),     schema_column(t, "host"),
+    struct lp_cols c = {schema_column(t, "ts"),        schema_column(t, "host"),
                         schema_column(t, "component"), schema_column(t, "metric"),
-                        schema_column(t, "value"),  schema_column(t, "labels")};
+                        schema_column(t, "value"),     schema_column(t, "labels")};
     struct lp_line *L = malloc(sizeof *L);
-    if (!L)
-        abort();
+    if (!L) abort();
     struct buf tmp;
     buf_init(&tmp, 1 << 20);
     size_t pos = 0, lineno = 0;
@@ -374,8 +373,7 @@ int ingest_parse_lineproto(const struct ingest_ctx *ctx, const char *data, size_
         }
         while (line_len && (line[line_len - 1] == '\r' || line[line_len - 1] == ' '))
             line_len--;
-        if (line_len == 0 || line[0] == '#')
-            continue;
+        if (line_len == 0 || line[0] == '#') continue;
         if (split_line(ctx, line, line_len, lineno, L, r))
             emit_points(ctx, b, &c, L, lineno, &tmp, r);
         if (b->nrows > ctx->max_rows) {
@@ -385,9 +383,7 @@ int ingest_parse_lineproto(const struct ingest_ctx *ctx, const char *data, size_
     }
     buf_release(&tmp);
     free(L);
-    if (rc)
-        return rc;
-    if (lineno == 0 && r->count == 0 && b->nrows == 0)
-        return 0;
+    if (rc) return rc;
+    if (lineno == 0 && r->count == 0 && b->nrows == 0) return 0;
     return r->count ? E_INVALID : 0;
 }

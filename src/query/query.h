@@ -37,8 +37,8 @@ int query_view(struct store *s, const struct config *cfg, const char *name,
                const struct view_request *req, struct store_result *res, struct err *e);
 
 /* Runs one read-only SQL statement under the query.timeout and query.max_rows limits. */
-int query_sql(struct store *s, const struct config *cfg, const char *sql,
-              struct store_result *res, struct err *e);
+int query_sql(struct store *s, const struct config *cfg, const char *sql, struct store_result *res,
+              struct err *e);
 
 /* Runs EXPLAIN QUERY PLAN for sql (trusted: views and documented queries) into res. */
 int query_explain(struct store *s, const char *sql, const struct store_param *params,

@@ -12,12 +12,9 @@
 
 int query_format_parse(const char *s)
 {
-    if (strcasecmp(s, "table") == 0)
-        return FORMAT_TABLE;
-    if (strcasecmp(s, "json") == 0)
-        return FORMAT_JSON;
-    if (strcasecmp(s, "csv") == 0)
-        return FORMAT_CSV;
+    if (strcasecmp(s, "table") == 0) return FORMAT_TABLE;
+    if (strcasecmp(s, "json") == 0) return FORMAT_JSON;
+    if (strcasecmp(s, "csv") == 0) return FORMAT_CSV;
     return -1;
 }
 
@@ -28,8 +25,7 @@ static void json_string(struct buf *out, const char *s, size_t len)
     size_t start = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
         buf_append(out, s + start, i - start);
         if (c == '"' || c == '\\') {
             char esc[2] = {'\\', (char)c};
@@ -51,8 +47,7 @@ static void number_text(double d, char *out, size_t size)
     /* the shortest text that reads back as the same double */
     for (int prec = 15; prec <= 17; prec++) {
         snprintf(out, size, "%.*g", prec, d);
-        if (strtod(out, NULL) == d)
-            return;
+        if (strtod(out, NULL) == d) return;
     }
 }
 
@@ -60,7 +55,9 @@ void query_json_value(const struct value *v, struct buf *out)
 {
     char num[40];
     switch (v->type) {
-    case VAL_INT: buf_printf(out, "%lld", (long long)v->i); break;
+    case VAL_INT:
+        buf_printf(out, "%lld", (long long)v->i);
+        break;
     case VAL_REAL:
         if (!isfinite(v->d)) {
             buf_append(out, "null", 4);
@@ -69,20 +66,21 @@ void query_json_value(const struct value *v, struct buf *out)
         number_text(v->d, num, sizeof num);
         buf_append(out, num, strlen(num));
         break;
-    case VAL_TEXT: json_string(out, v->s, v->len); break;
-    default: buf_append(out, "null", 4);
+    case VAL_TEXT:
+        json_string(out, v->s, v->len);
+        break;
+    default:
+        buf_append(out, "null", 4);
     }
 }
 
 int query_write_json(const struct store_result *res, const char *extra, struct buf *out)
 {
     buf_putc(out, '{');
-    if (extra)
-        buf_printf(out, "%s,", extra);
+    if (extra) buf_printf(out, "%s,", extra);
     buf_printf(out, "\"columns\":[");
     for (size_t c = 0; c < res->ncols; c++) {
-        if (c)
-            buf_putc(out, ',');
+        if (c) buf_putc(out, ',');
         json_string(out, res->columns[c], strlen(res->columns[c]));
     }
     buf_printf(out, "],\"row_count\":%zu,\"rows\":[", res->nrows);
@@ -90,8 +88,7 @@ int query_write_json(const struct store_result *res, const char *extra, struct b
         const struct value *row = res->values + r * res->ncols;
         buf_append(out, r ? ",{" : "{", r ? 2 : 1);
         for (size_t c = 0; c < res->ncols; c++) {
-            if (c)
-                buf_putc(out, ',');
+            if (c) buf_putc(out, ',');
             json_string(out, res->columns[c], strlen(res->columns[c]));
             buf_putc(out, ':');
             query_json_value(&row[c], out);
@@ -104,13 +101,18 @@ int query_write_json(const struct store_result *res, const char *extra, struct b
 static void cell_text(const struct value *v, char *tmp, size_t size, const char **s, size_t *len)
 {
     switch (v->type) {
-    case VAL_INT: snprintf(tmp, size, "%lld", (long long)v->i); break;
-    case VAL_REAL: number_text(v->d, tmp, size); break;
+    case VAL_INT:
+        snprintf(tmp, size, "%lld", (long long)v->i);
+        break;
+    case VAL_REAL:
+        number_text(v->d, tmp, size);
+        break;
     case VAL_TEXT:
         *s = v->s;
         *len = v->len;
         return;
-    default: tmp[0] = '\0';
+    default:
+        tmp[0] = '\0';
     }
     *s = tmp;
     *len = strlen(tmp);
@@ -127,13 +129,11 @@ int query_write_csv(const struct store_result *res, struct buf *out)
             const char *s;
             size_t len;
             cell_text(&res->values[r * res->ncols + c], tmp, sizeof tmp, &s, &len);
-            if (c)
-                buf_putc(out, ',');
+            if (c) buf_putc(out, ',');
             if (memchr(s, ',', len) || memchr(s, '"', len) || memchr(s, '\n', len)) {
                 buf_putc(out, '"');
                 for (size_t i = 0; i < len; i++) {
-                    if (s[i] == '"')
-                        buf_putc(out, '"');
+                    if (s[i] == '"') buf_putc(out, '"');
                     buf_putc(out, s[i]);
                 }
                 buf_putc(out, '"');
@@ -151,8 +151,7 @@ static size_t width(const char *s, size_t len)
 {
     size_t w = 0;
     for (size_t i = 0; i < len; i++)
-        if (((unsigned char)s[i] & 0xc0) != 0x80)
-            w++;
+        if (((unsigned char)s[i] & 0xc0) != 0x80) w++;
     return w;
 }
 
@@ -161,8 +160,7 @@ static size_t width(const char *s, size_t len)
 int query_write_table(const struct store_result *res, struct buf *out)
 {
     size_t *w = calloc(res->ncols ? res->ncols : 1, sizeof *w);
-    if (!w)
-        return E_NOMEM;
+    if (!w) return E_NOMEM;
     char tmp[64];
     for (size_t c = 0; c < res->ncols; c++)
         w[c] = width(res->columns[c], strlen(res->columns[c]));
@@ -172,10 +170,8 @@ int query_write_table(const struct store_result *res, struct buf *out)
             size_t len;
             cell_text(&res->values[r * res->ncols + c], tmp, sizeof tmp, &s, &len);
             size_t cw = width(s, len);
-            if (cw > TABLE_CELL_MAX)
-                cw = TABLE_CELL_MAX;
-            if (cw > w[c])
-                w[c] = cw;
+            if (cw > TABLE_CELL_MAX) cw = TABLE_CELL_MAX;
+            if (cw > w[c]) w[c] = cw;
         }
     for (size_t c = 0; c < res->ncols; c++)
         buf_printf(out, "%s%-*s", c ? "  " : "", (int)w[c], res->columns[c]);
@@ -193,8 +189,7 @@ int query_write_table(const struct store_result *res, struct buf *out)
             size_t len;
             cell_text(v, tmp, sizeof tmp, &s, &len);
             size_t cw = width(s, len);
-            if (c)
-                buf_append(out, "  ", 2);
+            if (c) buf_append(out, "  ", 2);
             bool numeric = v->type == VAL_INT || v->type == VAL_REAL;
             if (cw > TABLE_CELL_MAX) {
                 size_t keep = 0, seen = 0;

@@ -15,15 +15,15 @@
 
 static const struct view_info views[] = {
     {"system_health", 0,
-     "per host/component: latest cpu, memory and disk, last seen, status ok/warning/critical/stale"},
+     "per host/component: latest cpu, memory and disk, last seen, status "
+     "ok/warning/critical/stale"},
     {"api_performance", MIN15,
      "per service/endpoint: requests, requests/s, 4xx and 5xx rates, latency p50/p95/p99, bytes"},
     {"error_summary", DAY,
      "per error fingerprint: count in the last hour and the window, first/last seen, a sample"},
     {"pipeline_health", DAY,
      "per pipeline: last status, last success, success rate, mean duration, freshness"},
-    {"handler_performance", MIN15,
-     "per handler: throughput, error rate, latency, queue depth"},
+    {"handler_performance", MIN15, "per handler: throughput, error rate, latency, queue depth"},
     {"active_alerts", 0, "alerts whose latest transition is not resolved"},
     {"job_status", 0, "per job: status ok/running/failed/missed/paused, last and next run"},
 };
@@ -37,16 +37,14 @@ const struct view_info *query_views(size_t *count)
 const struct view_info *query_view_find(const char *name)
 {
     for (size_t i = 0; i < sizeof views / sizeof views[0]; i++)
-        if (strcmp(views[i].name, name) == 0)
-            return &views[i];
+        if (strcmp(views[i].name, name) == 0) return &views[i];
     return NULL;
 }
 
 static bool column_of(const struct store_result *cols, const char *name)
 {
     for (size_t i = 0; i < cols->ncols; i++)
-        if (strcmp(cols->columns[i], name) == 0)
-            return true;
+        if (strcmp(cols->columns[i], name) == 0) return true;
     return false;
 }
 
@@ -86,14 +84,15 @@ static int build_sql(const struct view_info *v, const struct view_request *req,
         if (sp && strcasecmp(sp + 1, "desc") == 0)
             desc = true;
         else if (sp && strcasecmp(sp + 1, "asc") != 0)
-            return err_set(e, E_INVALID, "order: '%s' must be 'column', 'column asc' or "
-                                         "'column desc'", req->order_by);
+            return err_set(e, E_INVALID,
+                           "order: '%s' must be 'column', 'column asc' or "
+                           "'column desc'",
+                           req->order_by);
         if (!column_of(cols, col))
             return err_set(e, E_INVALID, "order: the view %s has no column '%s'", v->name, col);
         buf_printf(sql, " ORDER BY %s %s", col, desc ? "DESC" : "ASC");
     }
-    if (req->limit > 0)
-        buf_printf(sql, " LIMIT %lld", (long long)req->limit);
+    if (req->limit > 0) buf_printf(sql, " LIMIT %lld", (long long)req->limit);
     return 0;
 }
 
@@ -102,16 +101,14 @@ int query_view(struct store *s, const struct config *cfg, const char *name,
 {
     const struct view_info *v = query_view_find(name);
     store_result_init(res);
-    if (!v)
-        return err_set(e, E_NOTFOUND, "no view named '%s' (see GET /api/v1/views)", name);
+    if (!v) return err_set(e, E_NOTFOUND, "no view named '%s' (see GET /api/v1/views)", name);
     if (req->nfilters > QUERY_MAX_FILTERS)
         return err_set(e, E_LIMIT, "at most %d filters", QUERY_MAX_FILTERS);
     struct store_reader *r = store_reader_get(s);
     struct store_param params[QUERY_MAX_FILTERS + 2];
     size_t nparams = 0;
-    params[nparams++] = (struct store_param){"now_ms", false,
-                                             (double)(req->now_ms ? req->now_ms : time_now_ms()),
-                                             NULL};
+    params[nparams++] = (struct store_param){
+        "now_ms", false, (double)(req->now_ms ? req->now_ms : time_now_ms()), NULL};
     if (req->window_ms)
         params[nparams++] = (struct store_param){"window_ms", false, (double)req->window_ms, NULL};
     /* learn the view's columns (prepare only: LIMIT 0 reads nothing) to check filters */
@@ -127,8 +124,8 @@ int query_view(struct store *s, const struct config *cfg, const char *name,
     }
     store_result_release(&cols);
     if (rc == 0) {
-        q = (struct store_query){sql.data, params, nparams, cfg->query_timeout_ms,
-                                 cfg->query_max_rows, false};
+        q = (struct store_query){
+            sql.data, params, nparams, cfg->query_timeout_ms, cfg->query_max_rows, false};
         store_result_release(res);
         rc = store_reader_query(r, &q, res, e);
     }
@@ -137,8 +134,8 @@ int query_view(struct store *s, const struct config *cfg, const char *name,
     return rc;
 }
 
-int query_sql(struct store *s, const struct config *cfg, const char *sql,
-              struct store_result *res, struct err *e)
+int query_sql(struct store *s, const struct config *cfg, const char *sql, struct store_result *res,
+              struct err *e)
 {
     struct store_reader *r = store_reader_get(s);
     struct store_param now = {"now_ms", false, (double)time_now_ms(), NULL};

@@ -25,7 +25,8 @@ static const char *const views[] = {
     " hc AS ("
     " SELECT host, component,"
     "  max(CASE WHEN metric = opsdb_param('cpu_metric', 'cpu_usage') THEN value END) AS cpu,"
-    "  max(CASE WHEN metric = opsdb_param('memory_metric', 'memory_usage') THEN value END) AS memory,"
+    "  max(CASE WHEN metric = opsdb_param('memory_metric', 'memory_usage') THEN value END) AS "
+    "memory,"
     "  max(CASE WHEN metric = opsdb_param('disk_metric', 'disk_usage') THEN value END) AS disk,"
     "  max(ts) AS last_seen, count(*) AS series"
     " FROM latest WHERE ts IS NOT NULL GROUP BY host, component)"
@@ -42,19 +43,21 @@ static const char *const views[] = {
      * that many requests, in the rates and (as weights) in the percentiles. */
     "CREATE VIEW api_performance AS "
     "SELECT service, endpoint, sum(count) AS requests,"
-    " round(sum(count) * 1000.0 / " WINDOW(900000) ", 3) AS requests_per_s,"
-    " round(1.0 * sum(CASE WHEN status_code BETWEEN 400 AND 499 THEN count ELSE 0 END)"
-    "  / sum(count), 6) AS rate_4xx,"
-    " round(1.0 * sum(CASE WHEN status_code >= 500 THEN count ELSE 0 END) / sum(count), 6)"
-    "  AS rate_5xx,"
-    " percentile(latency_ms, 50, count) AS latency_p50_ms,"
-    " percentile(latency_ms, 95, count) AS latency_p95_ms,"
-    " percentile(latency_ms, 99, count) AS latency_p99_ms,"
-    " sum(latency_ms * count) / sum(CASE WHEN latency_ms IS NOT NULL THEN count END)"
-    "  AS latency_avg_ms,"
-    " sum(request_bytes) AS request_bytes, sum(response_bytes) AS response_bytes,"
-    " max(ts) AS last_seen"
-    " FROM api_usage WHERE " IN_WINDOW(900000) " GROUP BY service, endpoint",
+    " round(sum(count) * 1000.0 / " WINDOW(
+        900000) ", 3) AS requests_per_s,"
+                " round(1.0 * sum(CASE WHEN status_code BETWEEN 400 AND 499 THEN count ELSE 0 END)"
+                "  / sum(count), 6) AS rate_4xx,"
+                " round(1.0 * sum(CASE WHEN status_code >= 500 THEN count ELSE 0 END) / "
+                "sum(count), 6)"
+                "  AS rate_5xx,"
+                " percentile(latency_ms, 50, count) AS latency_p50_ms,"
+                " percentile(latency_ms, 95, count) AS latency_p95_ms,"
+                " percentile(latency_ms, 99, count) AS latency_p99_ms,"
+                " sum(latency_ms * count) / sum(CASE WHEN latency_ms IS NOT NULL THEN count END)"
+                "  AS latency_avg_ms,"
+                " sum(request_bytes) AS request_bytes, sum(response_bytes) AS response_bytes,"
+                " max(ts) AS last_seen"
+                " FROM api_usage WHERE " IN_WINDOW(900000) " GROUP BY service, endpoint",
 
     /* error_summary: per fingerprint over the window (default 24 h), with the count of the last
      * hour, when it was first seen at all, and the latest message as a sample. */
@@ -79,36 +82,45 @@ static const char *const views[] = {
     " SELECT pipeline, run_id, max(ts) AS ts,"
     "  max(status = 'failed') AS failed, max(status = 'succeeded') AS succeeded,"
     "  coalesce(max(finished_at) - min(started_at), max(duration_ms)) AS duration_ms"
-    " FROM pipeline_status WHERE " IN_WINDOW(86400000) " GROUP BY pipeline, run_id)"
-    " SELECT r.pipeline,"
-    "  (SELECT p.status FROM pipeline_status p WHERE p.pipeline = r.pipeline AND p.ts <= " NOW
-    "   ORDER BY p.ts DESC LIMIT 1) AS last_status,"
-    "  (SELECT p.ts FROM pipeline_status p WHERE p.pipeline = r.pipeline AND p.ts <= " NOW
-    "   AND p.status = 'succeeded' ORDER BY p.ts DESC LIMIT 1) AS last_success,"
-    "  count(*) AS runs, sum(r.failed) AS failed_runs,"
-    "  round(1.0 * sum(r.succeeded AND NOT r.failed) / nullif(sum(r.succeeded OR r.failed), 0), 6)"
-    "   AS success_rate,"
-    "  round(avg(CASE WHEN r.succeeded OR r.failed THEN r.duration_ms END), 1) AS mean_duration_ms,"
-    "  " NOW " - (SELECT p.ts FROM pipeline_status p WHERE p.pipeline = r.pipeline AND p.ts <= " NOW
-    "   AND p.status = 'succeeded' ORDER BY p.ts DESC LIMIT 1) AS freshness_ms"
-    " FROM runs r GROUP BY r.pipeline",
+    " FROM pipeline_status WHERE " IN_WINDOW(
+        86400000) " GROUP BY pipeline, run_id)"
+                  " SELECT r.pipeline,"
+                  "  (SELECT p.status FROM pipeline_status p WHERE p.pipeline = r.pipeline AND "
+                  "p.ts <= " NOW "   ORDER BY p.ts DESC LIMIT 1) AS last_status,"
+                  "  (SELECT p.ts FROM pipeline_status p WHERE p.pipeline = r.pipeline AND p.ts "
+                  "<= " NOW
+                  "   AND p.status = 'succeeded' ORDER BY p.ts DESC LIMIT 1) AS last_success,"
+                  "  count(*) AS runs, sum(r.failed) AS failed_runs,"
+                  "  round(1.0 * sum(r.succeeded AND NOT r.failed) / nullif(sum(r.succeeded OR "
+                  "r.failed), 0), 6)"
+                  "   AS success_rate,"
+                  "  round(avg(CASE WHEN r.succeeded OR r.failed THEN r.duration_ms END), 1) AS "
+                  "mean_duration_ms,"
+                  "  " NOW " - (SELECT p.ts FROM pipeline_status p WHERE p.pipeline = r.pipeline "
+                           "AND p.ts <= " NOW
+                  "   AND p.status = 'succeeded' ORDER BY p.ts DESC LIMIT 1) AS freshness_ms"
+                  " FROM runs r GROUP BY r.pipeline",
 
     /* handler_performance: per handler and component over the window (default 15 min);
      * latency is the invocation-weighted mean of the interval means, p95 the worst interval p95,
      * queue depth the latest reported and the window's maximum. */
     "CREATE VIEW handler_performance AS "
     "SELECT h.handler, h.component, sum(h.invocations) AS invocations,"
-    " round(sum(h.invocations) * 1000.0 / " WINDOW(900000) ", 3) AS throughput_per_s,"
-    " sum(h.errors) AS errors,"
-    " round(1.0 * sum(h.errors) / nullif(sum(h.invocations), 0), 6) AS error_rate,"
-    " sum(h.retries) AS retries,"
-    " round(sum(h.duration_ms_avg * h.invocations) / nullif(sum(CASE WHEN h.duration_ms_avg IS NOT"
-    "  NULL THEN h.invocations END), 0), 3) AS latency_avg_ms,"
-    " max(h.duration_ms_p95) AS latency_p95_ms,"
-    " (SELECT q.queue_depth FROM handler_metrics q WHERE q.handler = h.handler"
-    "  AND q.component = h.component AND q.ts <= " NOW " ORDER BY q.ts DESC LIMIT 1) AS queue_depth,"
-    " max(h.queue_depth) AS queue_depth_max, max(h.ts) AS last_seen"
-    " FROM handler_metrics h WHERE " IN_WINDOW(900000) " GROUP BY h.handler, h.component",
+    " round(sum(h.invocations) * 1000.0 / " WINDOW(
+        900000) ", 3) AS throughput_per_s,"
+                " sum(h.errors) AS errors,"
+                " round(1.0 * sum(h.errors) / nullif(sum(h.invocations), 0), 6) AS error_rate,"
+                " sum(h.retries) AS retries,"
+                " round(sum(h.duration_ms_avg * h.invocations) / nullif(sum(CASE WHEN "
+                "h.duration_ms_avg IS NOT"
+                "  NULL THEN h.invocations END), 0), 3) AS latency_avg_ms,"
+                " max(h.duration_ms_p95) AS latency_p95_ms,"
+                " (SELECT q.queue_depth FROM handler_metrics q WHERE q.handler = h.handler"
+                "  AND q.component = h.component AND q.ts <= " NOW
+                " ORDER BY q.ts DESC LIMIT 1) AS queue_depth,"
+                " max(h.queue_depth) AS queue_depth_max, max(h.ts) AS last_seen"
+                " FROM handler_metrics h WHERE " IN_WINDOW(
+                    900000) " GROUP BY h.handler, h.component",
 
     /* active_alerts: the latest transition of every alert that is not resolved. */
     "CREATE VIEW active_alerts AS "

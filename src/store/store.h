@@ -62,9 +62,9 @@ struct store_query {
     const char *sql;
     const struct store_param *params;
     size_t nparams;
-    int64_t timeout_ms;  /* 0: no limit */
-    int64_t max_rows;    /* 0: no limit; more rows is an E_LIMIT error */
-    bool untrusted;      /* user SQL: one read-only statement, authorizer denies the rest */
+    int64_t timeout_ms; /* 0: no limit */
+    int64_t max_rows;   /* 0: no limit; more rows is an E_LIMIT error */
+    bool untrusted;     /* user SQL: one read-only statement, authorizer denies the rest */
 };
 
 /* A result: column names and rows of values, all in the result's arena. */
