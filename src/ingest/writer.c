@@ -69,24 +69,27 @@ static void record_group(struct writer *w, struct job *group, size_t rows, doubl
     const struct table *tables = schema_tables(&n);
     w->stats.queue_rows -= rows;
     w->stats.last_group_failed = !committed;
-    if (!committed) {
+    if (!committed)
         snprintf(w->stats.last_error, sizeof w->stats.last_error, "%.250s", group->err.msg);
-        return;
-    }
-    w->stats.groups_committed++;
-    w->stats.group_rows_sum += rows;
-    w->stats.commit_seconds_sum += secs;
-    static const double bounds[] = {1, 10, 100, 1000, 10000, 100000, 1000000};
-    for (size_t i = 0; i < 8; i++)
-        if (i == 7 || (double)rows <= bounds[i]) w->stats.group_rows_buckets[i]++;
+    size_t rows_written = 0;
     for (struct job *j = group; j; j = j->next) {
         if (j->rc == 0) {
             w->stats.batches_committed++;
             w->stats.rows_committed[j->batch->table - tables] += j->batch->nrows;
+            rows_written += j->batch->nrows;
         } else {
             w->stats.batches_failed++;
         }
     }
+    if (!committed)
+        return;
+    w->stats.groups_committed++;
+    w->stats.group_rows_sum += rows_written;
+    w->stats.commit_seconds_sum += secs;
+    static const double bounds[] = {1, 10, 100, 1000, 10000, 100000, 1000000};
+    for (size_t i = 0; i < 8; i++)
+        if (i == 7 || (double)rows_written <= bounds[i])
+            w->stats.group_rows_buckets[i]++;
 }
 
 static void write_group(struct writer *w, struct job *group, size_t rows)
