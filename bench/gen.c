@@ -738,7 +738,7 @@ static const struct error_template templates[] = {
     {1, "api", "error", "NullPointerException", ST_JAVA, 1,
      "cannot invoke getAddress() because customer {n} has no default address"},
     {2, "api", "error", "SearchBackendError", ST_PYTHON, 2,
-     "elasticsearch query failed on index products-v{small}: circuit_breaking_exception"},
+     "elasticsearch query failed on shard {small} of index products: circuit_breaking_exception"},
     {2, "api", "warning", "ImageMissing", ST_NONE, 3,
      "product {n} references missing image {uuid}.jpg"},
     {2, "api", "error", "KeyError", ST_PYTHON, 1.5, "'price_{small}' missing in product {n}"},
@@ -827,7 +827,8 @@ static void expand_template(struct line *dst, const char *t, struct rng *r)
         size_t n = (size_t)(close - t - 1);
         const char *k = t + 1;
         if (n == 2 && !strncmp(k, "id", n))
-            lput(dst, "%08llx", (unsigned long long)(rng_next(r) & 0xffffffffULL));
+            /* leading digit: an id of letters only would not look like an id */
+            lput(dst, "%08llx", (unsigned long long)(rng_next(r) % 0xa0000000ULL));
         else if (n == 4 && !strncmp(k, "uuid", n)) {
             uint64_t a = rng_next(r), b = rng_next(r);
             lput(dst, "%08llx-%04llx-4%03llx-%04llx-%012llx", (unsigned long long)(a >> 32),

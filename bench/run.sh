@@ -20,7 +20,7 @@ OPSDB=${OPSDB:-$ROOT/opsdb}
 SEED=${SEED:-1}
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
-COMMAND="bench/run.sh $*"
+COMMAND="bench/run.sh${*:+ $*}"
 
 QUICK=0
 KEEP=0
