@@ -69,11 +69,15 @@ static int usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) return usage(stderr);
+    if (argc < 2)
+        return usage(stderr);
     const char *name = argv[1];
-    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) return usage(stdout);
-    if (strcmp(name, "help") == 0) return argc > 2 ? cli_help(argv[2]) : usage(stdout);
-    if (strcmp(name, "--version") == 0) name = "version";
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0)
+        return usage(stdout);
+    if (strcmp(name, "help") == 0)
+        return argc > 2 ? cli_help(argv[2]) : usage(stdout);
+    if (strcmp(name, "--version") == 0)
+        name = "version";
     const struct command *cmd = cli_command(name);
     if (!cmd) {
         fprintf(stderr, "opsdb: no command '%s'\n", name);

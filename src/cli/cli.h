@@ -22,7 +22,7 @@ const struct command *cli_commands(size_t *count);
 struct cli_common {
     const char *config_path;
     size_t nsets;
-    char *set_name[CLI_MAX_SETS];
+    char set_name[CLI_MAX_SETS][96]; /* fixed: nothing to free on any exit path */
     const char *set_value[CLI_MAX_SETS];
     bool help;
 };
@@ -32,7 +32,6 @@ struct cli_common {
 int cli_common_flag(struct cli_common *c, int argc, char **argv, int *i);
 /* Builds the configuration; prints the error and returns non-zero on failure. */
 int cli_load_config(struct cli_common *c, struct config *cfg);
-void cli_common_release(struct cli_common *c);
 /* Prints "opsdb: <message>" to stderr; returns 1 (the exit code for runtime failures). */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints the usage error and the hint to --help; returns 2. */

@@ -35,7 +35,9 @@ static int add_set(struct cli_common *c, const char *name, size_t name_len, cons
 {
     if (c->nsets >= CLI_MAX_SETS)
         return cli_fail("too many --set flags (at most %d)", CLI_MAX_SETS);
-    c->set_name[c->nsets] = strndup(name, name_len);
+    if (name_len >= sizeof c->set_name[0])
+        return cli_fail("option name '%.*s...' is too long", 40, name);
+    snprintf(c->set_name[c->nsets], sizeof c->set_name[0], "%.*s", (int)name_len, name);
     c->set_value[c->nsets++] = value;
     return 0;
 }
@@ -52,13 +54,15 @@ int cli_common_flag(struct cli_common *c, int argc, char **argv, int *i)
         size_t n = strlen(shorthands[k]);
         if (strncmp(a, shorthands[k], n) == 0 && (a[n] == '\0' || a[n] == '=')) {
             const char *v = a[n] == '=' ? a + n + 1 : (*i + 1 < argc ? argv[++*i] : NULL);
-            if (!v) return cli_fail("%s needs a value", shorthands[k]), -1;
+            if (!v)
+                return cli_fail("%s needs a value", shorthands[k]), -1;
             return add_set(c, shorthands[k + 1], strlen(shorthands[k + 1]), v) == 0 ? 1 : -1;
         }
     }
     if (strcmp(a, "--config") == 0 || strncmp(a, "--config=", 9) == 0) {
         const char *v = a[8] == '=' ? a + 9 : (*i + 1 < argc ? argv[++*i] : NULL);
-        if (!v) return cli_fail("--config needs a file"), -1;
+        if (!v)
+            return cli_fail("--config needs a file"), -1;
         c->config_path = v;
         return 1;
     }
@@ -79,24 +83,21 @@ int cli_load_config(struct cli_common *c, struct config *cfg)
     if (c->config_path && config_load_file(cfg, c->config_path, &e) != 0)
         return cli_fail("%s", e.msg);
     for (size_t i = 0; i < c->nsets; i++)
-        if (config_set(cfg, c->set_name[i], c->set_value[i], &e) != 0) return cli_fail("%s", e.msg);
-    if (config_apply_env(cfg, &e) != 0) return cli_fail("%s", e.msg);
+        if (config_set(cfg, c->set_name[i], c->set_value[i], &e) != 0)
+            return cli_fail("%s", e.msg);
+    if (config_apply_env(cfg, &e) != 0)
+        return cli_fail("%s", e.msg);
     static const char *const levels[] = {"debug", "info", "warn", "error"};
     for (int l = 0; l < 4; l++)
-        if (strcmp(cfg->log_level, levels[l]) == 0) log_set_level((enum log_level)l);
+        if (strcmp(cfg->log_level, levels[l]) == 0)
+            log_set_level((enum log_level)l);
     return 0;
-}
-
-void cli_common_release(struct cli_common *c)
-{
-    for (size_t i = 0; i < c->nsets; i++)
-        free(c->set_name[i]);
-    c->nsets = 0;
 }
 
 void cli_write(const struct buf *b)
 {
-    if (b->len && fwrite(b->data, 1, b->len, stdout) != b->len) perror("opsdb: writing output");
+    if (b->len && fwrite(b->data, 1, b->len, stdout) != b->len)
+        perror("opsdb: writing output");
 }
 
 const struct command *cli_command(const char *name)
@@ -104,14 +105,16 @@ const struct command *cli_command(const char *name)
     size_t n;
     const struct command *cmds = cli_commands(&n);
     for (size_t i = 0; i < n; i++)
-        if (strcmp(cmds[i].name, name) == 0) return &cmds[i];
+        if (strcmp(cmds[i].name, name) == 0)
+            return &cmds[i];
     return NULL;
 }
 
 int cli_help(const char *name)
 {
     const struct command *c = cli_command(name);
-    if (!c) return cli_fail("no command '%s' (run 'opsdb --help')", name);
+    if (!c)
+        return cli_fail("no command '%s' (run 'opsdb --help')", name);
     printf("%s", c->usage);
     printf("\nCommon options:\n"
            "  --db PATH          database file (default ./data/operational_data.db)\n"

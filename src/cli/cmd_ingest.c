@@ -45,8 +45,10 @@ static double since(const struct timespec *t0)
 static void progress(struct loader *l, bool final)
 {
     bool tty = isatty(STDERR_FILENO);
-    if (!final && since(&l->last_progress) < (tty ? 0.5 : 5.0)) return;
-    if (!tty && !final && l->bytes_total < (int64_t)CHUNK_BYTES * 4) return;
+    if (!final && since(&l->last_progress) < (tty ? 0.5 : 5.0))
+        return;
+    if (!tty && !final && l->bytes_total < (int64_t)CHUNK_BYTES * 4)
+        return;
     clock_gettime(CLOCK_MONOTONIC, &l->last_progress);
     double secs = since(&l->started);
     if (l->bytes_total > 0)
@@ -75,7 +77,8 @@ static void load_chunk(struct loader *l, const char *data, size_t len)
     struct batch b;
     batch_init(&b, l->table);
     struct rejects *r = malloc(sizeof *r);
-    if (!r) abort();
+    if (!r)
+        abort();
     rejects_init(r, l->fmt == IN_JSON ? "row" : "line");
     int rc;
     size_t base = l->line_offset;
@@ -139,10 +142,13 @@ static int read_all(FILE *f, struct loader *l)
         }
         l->bytes_read += (int64_t)n;
         bool eof = n == 0;
-        if (l->fmt == IN_JSON && !eof) continue;
-        if (!eof && chunk.len < CHUNK_BYTES) continue;
+        if (l->fmt == IN_JSON && !eof)
+            continue;
+        if (!eof && chunk.len < CHUNK_BYTES)
+            continue;
         size_t cut = eof ? chunk.len : record_boundary(chunk.data, chunk.len, l->fmt == IN_CSV);
-        if (cut == 0 && !eof) continue;
+        if (cut == 0 && !eof)
+            continue;
         if (first && l->fmt == IN_CSV) {
             size_t h = record_boundary(chunk.data, cut, true);
             const char *nl = memchr(chunk.data, '\n', cut);
@@ -152,7 +158,8 @@ static int read_all(FILE *f, struct loader *l)
         if (cut > 0) {
             struct buf part;
             buf_init(&part, (size_t)1 << 34);
-            if (!first && l->fmt == IN_CSV) buf_append(&part, l->header.data, l->header.len);
+            if (!first && l->fmt == IN_CSV)
+                buf_append(&part, l->header.data, l->header.len);
             buf_append(&part, chunk.data, cut);
             load_chunk(l, part.data, part.len);
             buf_release(&part);
@@ -162,10 +169,12 @@ static int read_all(FILE *f, struct loader *l)
         memmove(chunk.data, chunk.data + cut, chunk.len - cut);
         chunk.len -= cut;
         progress(l, false);
-        if (eof) break;
+        if (eof)
+            break;
     }
     buf_release(&chunk);
-    if (ferror(f)) return cli_fail("reading the input failed: %s", strerror(errno));
+    if (ferror(f))
+        return cli_fail("reading the input failed: %s", strerror(errno));
     return 0;
 }
 
@@ -176,10 +185,13 @@ static int parse_flags(int argc, char **argv, struct cli_common *c, struct loade
     const char *fmt = NULL, *prec = "ms";
     for (int i = 1; i < argc; i++) {
         int rc = cli_common_flag(c, argc, argv, &i);
-        if (rc < 0) return 2;
-        if (rc == 1) continue;
+        if (rc < 0)
+            return 2;
+        if (rc == 1)
+            continue;
         if (strcmp(argv[i], "--format") == 0 || strcmp(argv[i], "--precision") == 0) {
-            if (i + 1 >= argc) return cli_usage(cmd, "%s needs a value", argv[i]);
+            if (i + 1 >= argc)
+                return cli_usage(cmd, "%s needs a value", argv[i]);
             *(argv[i][2] == 'f' ? &fmt : &prec) = argv[i + 1];
             i++;
         } else if (argv[i][0] == '-' && argv[i][1]) {
@@ -192,11 +204,14 @@ static int parse_flags(int argc, char **argv, struct cli_common *c, struct loade
             return cli_usage(cmd, "unexpected argument '%s'", argv[i]);
         }
     }
-    if (c->help) return -1;
-    if (!*table) return cli_usage(cmd, "name the table, e.g. opsdb ingest api_usage rows.ndjson");
+    if (c->help)
+        return -1;
+    if (!*table)
+        return cli_usage(cmd, "name the table, e.g. opsdb ingest api_usage rows.ndjson");
     if (!(l->table = schema_table(*table)))
         return cli_usage(cmd, "no table '%s' (see opsdb schema)", *table);
-    if (!*file) *file = "-";
+    if (!*file)
+        *file = "-";
     if (!fmt) {
         size_t len = strlen(*file);
         fmt = len > 4 && strcmp(*file + len - 4, ".csv") == 0 ? "csv" : "ndjson";
@@ -210,7 +225,8 @@ static int parse_flags(int argc, char **argv, struct cli_common *c, struct loade
     else
         return cli_usage(cmd, "--format must be ndjson, csv or json");
     int p = time_precision_parse(prec);
-    if (p < 0) return cli_usage(cmd, "--precision must be ns, us, ms or s");
+    if (p < 0)
+        return cli_usage(cmd, "--precision must be ns, us, ms or s");
     l->precision = (enum time_precision)p;
     return 0;
 }
@@ -240,16 +256,17 @@ int cmd_ingest(int argc, char **argv)
     const char *table = NULL, *file = NULL;
     int rc = parse_flags(argc, argv, &c, &l, &table, &file);
     if (rc) {
-        cli_common_release(&c);
         return rc < 0 ? cli_help("ingest") : rc;
     }
     rc = cli_load_config(&c, &l.cfg);
-    cli_common_release(&c);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     FILE *f = strcmp(file, "-") == 0 ? stdin : fopen(file, "rb");
-    if (!f) return cli_fail("cannot open %s: %s", file, strerror(errno));
+    if (!f)
+        return cli_fail("cannot open %s: %s", file, strerror(errno));
     struct stat sb;
-    if (f != stdin && fstat(fileno(f), &sb) == 0) l.bytes_total = sb.st_size;
+    if (f != stdin && fstat(fileno(f), &sb) == 0)
+        l.bytes_total = sb.st_size;
     struct err e;
     buf_init(&l.header, 1 << 20);
     if (!(l.fp = config_fingerprint_rules(&l.cfg, &e))) {
@@ -261,13 +278,15 @@ int cmd_ingest(int argc, char **argv)
         clock_gettime(CLOCK_MONOTONIC, &l.started);
         l.last_progress = l.started;
         rc = read_all(f, &l);
-        if (rc) l.failed = true;
+        if (rc)
+            l.failed = true;
         int frc = finish(&l, table);
         rc = rc ? rc : frc;
     }
     store_close(&l.store);
     fingerprint_rules_free(&l.fp);
     buf_release(&l.header);
-    if (f != stdin) fclose(f);
+    if (f != stdin)
+        fclose(f);
     return rc;
 }

@@ -9,17 +9,21 @@ int cmd_init(int argc, char **argv)
     struct cli_common c = {0};
     for (int i = 1; i < argc; i++) {
         int rc = cli_common_flag(&c, argc, argv, &i);
-        if (rc < 0) return 2;
-        if (rc == 0) return cli_usage(cli_command("init"), "unexpected argument '%s'", argv[i]);
+        if (rc < 0)
+            return 2;
+        if (rc == 0)
+            return cli_usage(cli_command("init"), "unexpected argument '%s'", argv[i]);
     }
-    if (c.help) return cli_help("init");
+    if (c.help)
+        return cli_help("init");
     struct config cfg;
     int rc = cli_load_config(&c, &cfg);
-    cli_common_release(&c);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     struct store *s;
     struct err e;
-    if (store_open(&s, &cfg, STORE_READWRITE, &e) != 0) return cli_fail("%s", e.msg);
+    if (store_open(&s, &cfg, STORE_READWRITE, &e) != 0)
+        return cli_fail("%s", e.msg);
     size_t ntables, nviews;
     schema_tables(&ntables);
     store_view_names(&nviews);

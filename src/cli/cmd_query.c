@@ -27,10 +27,11 @@ static int print_result(const struct store_result *r, int fmt, const char *extra
 static int open_readonly(struct cli_common *c, struct config *cfg, struct store **s)
 {
     int rc = cli_load_config(c, cfg);
-    cli_common_release(c);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     struct err e;
-    if (store_open(s, cfg, STORE_READONLY, &e) != 0) return cli_fail("%s", e.msg);
+    if (store_open(s, cfg, STORE_READONLY, &e) != 0)
+        return cli_fail("%s", e.msg);
     return 0;
 }
 
@@ -48,8 +49,10 @@ int cmd_query(int argc, char **argv)
     int fmt = FORMAT_TABLE;
     for (int i = 1; i < argc; i++) {
         int rc = cli_common_flag(&c, argc, argv, &i);
-        if (rc < 0) return 2;
-        if (rc == 1) continue;
+        if (rc < 0)
+            return 2;
+        if (rc == 1)
+            continue;
         if (strcmp(argv[i], "--format") == 0) {
             if (format_flag(i + 1 < argc ? argv[++i] : NULL, &fmt) != 0)
                 return cli_usage(cmd, "--format must be table, json or csv");
@@ -61,13 +64,15 @@ int cmd_query(int argc, char **argv)
             return cli_usage(cmd, "give the SQL as one argument (quote it)");
         }
     }
-    if (c.help) return cli_help("query");
+    if (c.help)
+        return cli_help("query");
     if (!sql)
         return cli_usage(cmd, "missing SQL, e.g. opsdb query 'SELECT count(*) FROM api_usage'");
     struct config cfg;
     struct store *s;
     int rc = open_readonly(&c, &cfg, &s);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     struct store_result r;
     struct err e;
     rc = query_sql(s, &cfg, sql, &r, &e);
@@ -87,11 +92,13 @@ static int view_flag(const struct command *cmd, struct view_request *vr, int arg
     const char *v = *i + 1 < argc ? argv[*i + 1] : NULL;
     if (strcmp(a, "--format") == 0 || strcmp(a, "--window") == 0 || strcmp(a, "--now") == 0 ||
         strcmp(a, "--filter") == 0 || strcmp(a, "--order") == 0 || strcmp(a, "--limit") == 0) {
-        if (!v) return cli_usage(cmd, "%s needs a value", a);
+        if (!v)
+            return cli_usage(cmd, "%s needs a value", a);
         (*i)++;
     }
     if (strcmp(a, "--format") == 0) {
-        if (format_flag(v, fmt) != 0) return cli_usage(cmd, "--format must be table, json or csv");
+        if (format_flag(v, fmt) != 0)
+            return cli_usage(cmd, "--format must be table, json or csv");
     } else if (strcmp(a, "--window") == 0) {
         if (!time_parse_duration(v, &vr->window_ms) || vr->window_ms <= 0)
             return cli_usage(cmd, "--window '%s' is not a duration (e.g. 15m, 1h, 7d)", v);
@@ -100,7 +107,8 @@ static int view_flag(const struct command *cmd, struct view_request *vr, int arg
             return cli_usage(cmd, "--now '%s' is not epoch seconds or RFC 3339", v);
     } else if (strcmp(a, "--filter") == 0) {
         const char *eq = strchr(v, '=');
-        if (!eq || eq == v) return cli_usage(cmd, "--filter needs column=value");
+        if (!eq || eq == v)
+            return cli_usage(cmd, "--filter needs column=value");
         if (vr->nfilters >= QUERY_MAX_FILTERS)
             return cli_usage(cmd, "at most %d filters", QUERY_MAX_FILTERS);
         vr->filter_column[vr->nfilters] = strndup(v, (size_t)(eq - v));
@@ -110,7 +118,8 @@ static int view_flag(const struct command *cmd, struct view_request *vr, int arg
     } else if (strcmp(a, "--limit") == 0) {
         char *end;
         vr->limit = strtoll(v, &end, 10);
-        if (*end || vr->limit <= 0) return cli_usage(cmd, "--limit must be a positive integer");
+        if (*end || vr->limit <= 0)
+            return cli_usage(cmd, "--limit must be a positive integer");
     } else {
         return cli_usage(cmd, "unknown option '%s'", a);
     }
@@ -137,7 +146,8 @@ int cmd_view(int argc, char **argv)
         else
             rc = cli_usage(cmd, "unexpected argument '%s'", argv[i]);
     }
-    if (rc == 0 && c.help) rc = -1;
+    if (rc == 0 && c.help)
+        rc = -1;
     if (rc == 0 && !name) {
         size_t n;
         const struct view_info *v = query_views(&n);
@@ -148,7 +158,8 @@ int cmd_view(int argc, char **argv)
     }
     struct config cfg;
     struct store *s = NULL;
-    if (rc == 0) rc = open_readonly(&c, &cfg, &s);
+    if (rc == 0)
+        rc = open_readonly(&c, &cfg, &s);
     if (rc == 0) {
         struct store_result r;
         struct err e;
@@ -162,7 +173,6 @@ int cmd_view(int argc, char **argv)
         store_result_release(&r);
         store_close(&s);
     }
-    cli_common_release(&c);
     for (size_t i = 0; i < vr.nfilters; i++)
         free((char *)vr.filter_column[i]);
     return rc == -1 ? cli_help("view") : rc;

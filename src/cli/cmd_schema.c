@@ -11,8 +11,10 @@ static int simple_flags(const char *name, int argc, char **argv, const char *con
     struct cli_common c = {0};
     for (int i = 1; i < argc; i++) {
         int rc = cli_common_flag(&c, argc, argv, &i);
-        if (rc < 0) return 2;
-        if (rc == 1) continue;
+        if (rc < 0)
+            return 2;
+        if (rc == 1)
+            continue;
         bool ok = false;
         for (int k = 0; allowed && allowed[k]; k++)
             if (strcmp(argv[i], allowed[k]) == 0) {
@@ -20,11 +22,9 @@ static int simple_flags(const char *name, int argc, char **argv, const char *con
                 ok = true;
             }
         if (!ok) {
-            cli_common_release(&c);
             return cli_usage(cli_command(name), "unexpected argument '%s'", argv[i]);
         }
     }
-    cli_common_release(&c);
     return c.help ? -1 : 0;
 }
 
@@ -33,7 +33,8 @@ int cmd_schema(int argc, char **argv)
     static const char *const flags[] = {"--markdown", NULL};
     const char *chosen = NULL;
     int rc = simple_flags("schema", argc, argv, flags, &chosen);
-    if (rc) return rc < 0 ? cli_help("schema") : rc;
+    if (rc)
+        return rc < 0 ? cli_help("schema") : rc;
     struct buf out;
     buf_init(&out, 1 << 22);
     if (chosen) {
@@ -61,7 +62,8 @@ int cmd_config(int argc, char **argv)
     static const char *const flags[] = {"--markdown", NULL};
     const char *chosen = NULL;
     int rc = simple_flags("config", argc, argv, flags, &chosen);
-    if (rc) return rc < 0 ? cli_help("config") : rc;
+    if (rc)
+        return rc < 0 ? cli_help("config") : rc;
     struct buf out;
     buf_init(&out, 1 << 20);
     config_markdown(&out);
@@ -74,7 +76,8 @@ int cmd_version(int argc, char **argv)
 {
     const char *chosen = NULL;
     int rc = simple_flags("version", argc, argv, NULL, &chosen);
-    if (rc) return rc < 0 ? cli_help("version") : rc;
+    if (rc)
+        return rc < 0 ? cli_help("version") : rc;
     printf("opsdb %s (schema version %d)\n", OPSDB_VERSION, schema_version());
     return 0;
 }

@@ -26,12 +26,16 @@ struct server {
 static int server_start(struct server *srv)
 {
     struct err e;
-    if (store_open(&srv->store, &srv->cfg, STORE_READWRITE, &e) != 0) return cli_fail("%s", e.msg);
+    if (store_open(&srv->store, &srv->cfg, STORE_READWRITE, &e) != 0)
+        return cli_fail("%s", e.msg);
     srv->fingerprints = config_fingerprint_rules(&srv->cfg, &e);
-    if (!srv->fingerprints) return cli_fail("%s", e.msg);
-    if (writer_new(&srv->writer, srv->store, &srv->cfg, &e) != 0) return cli_fail("%s", e.msg);
+    if (!srv->fingerprints)
+        return cli_fail("%s", e.msg);
+    if (writer_new(&srv->writer, srv->store, &srv->cfg, &e) != 0)
+        return cli_fail("%s", e.msg);
     struct http_deps deps = {&srv->cfg, srv->store, srv->writer, srv->fingerprints};
-    if (http_start(&srv->http, &deps, &e) != 0) return cli_fail("%s", e.msg);
+    if (http_start(&srv->http, &deps, &e) != 0)
+        return cli_fail("%s", e.msg);
     return 0;
 }
 
@@ -48,17 +52,20 @@ int cmd_serve(int argc, char **argv)
     struct cli_common c = {0};
     for (int i = 1; i < argc; i++) {
         int rc = cli_common_flag(&c, argc, argv, &i);
-        if (rc < 0) return 2;
-        if (rc == 1) continue;
+        if (rc < 0)
+            return 2;
+        if (rc == 1)
+            continue;
         if (strcmp(argv[i], "--no-collect") == 0)
             continue; /* host collection arrives with the agent; accepted so scripts keep working */
         return cli_usage(cli_command("serve"), "unexpected argument '%s'", argv[i]);
     }
-    if (c.help) return cli_help("serve");
+    if (c.help)
+        return cli_help("serve");
     struct server srv = {0};
     int rc = cli_load_config(&c, &srv.cfg);
-    cli_common_release(&c);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     /* signals are taken by sigwait below; every thread started from here inherits the mask */
     sigset_t stop;
     sigemptyset(&stop);

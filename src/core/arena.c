@@ -106,17 +106,20 @@ void buf_release(struct buf *b)
 
 int buf_append(struct buf *b, const void *data, size_t len)
 {
-    if (len > b->max || b->len > b->max - len) return E_LIMIT;
+    if (len > b->max || b->len > b->max - len)
+        return E_LIMIT;
     if (b->len + len + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->len + len + 1)
             cap *= 2;
         char *p = realloc(b->data, cap);
-        if (!p) return E_NOMEM;
+        if (!p)
+            return E_NOMEM;
         b->data = p;
         b->cap = cap;
     }
-    if (len) memcpy(b->data + b->len, data, len);
+    if (len)
+        memcpy(b->data + b->len, data, len);
     b->len += len;
     b->data[b->len] = '\0';
     return 0;
@@ -134,8 +137,10 @@ int buf_printf(struct buf *b, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(small, sizeof small, fmt, ap);
     va_end(ap);
-    if (n < 0) return E_INVALID;
-    if ((size_t)n < sizeof small) return buf_append(b, small, (size_t)n);
+    if (n < 0)
+        return E_INVALID;
+    if ((size_t)n < sizeof small)
+        return buf_append(b, small, (size_t)n);
     char *big = xmalloc((size_t)n + 1);
     va_start(ap, fmt);
     vsnprintf(big, (size_t)n + 1, fmt, ap);

@@ -48,7 +48,8 @@ struct value *batch_add_row(struct batch *b)
 
 void batch_drop_last(struct batch *b)
 {
-    if (b->nrows) b->nrows--;
+    if (b->nrows)
+        b->nrows--;
 }
 
 void rejects_init(struct rejects *r, const char *row_word)
@@ -62,9 +63,11 @@ void rejects_init(struct rejects *r, const char *row_word)
 void rejects_add(struct rejects *r, size_t row, const char *field, const char *fmt, ...)
 {
     /* count rows, not fields: a row with two bad fields is one rejected row */
-    if (r->last_row != row) r->count++;
+    if (r->last_row != row)
+        r->count++;
     r->last_row = row;
-    if (r->n >= REJECTS_MAX) return;
+    if (r->n >= REJECTS_MAX)
+        return;
     struct reject *it = &r->items[r->n++];
     it->row = row;
     snprintf(it->field, sizeof it->field, "%s", field ? field : "");

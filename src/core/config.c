@@ -103,7 +103,8 @@ static int parse_bytes(const char *s, int64_t *out)
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (end == s || errno || v < 0) return -1;
+    if (end == s || errno || v < 0)
+        return -1;
     static const struct {
         const char *suffix;
         double mult;
@@ -195,7 +196,8 @@ static int set_retention(struct config *c, const char *table, const char *value,
     size_t n;
     const struct table *tables = schema_tables(&n);
     const struct table *t = schema_table(table);
-    if (!t) return err_set(e, E_INVALID, "option retention.%s: no such table", table);
+    if (!t)
+        return err_set(e, E_INVALID, "option retention.%s: no such table", table);
     int64_t ms;
     if (!time_parse_duration(value, &ms) || ms % 86400000 != 0)
         return err_set(e, E_INVALID,
@@ -208,9 +210,11 @@ static int set_retention(struct config *c, const char *table, const char *value,
 
 int config_set(struct config *c, const char *name, const char *value, struct err *e)
 {
-    if (strncmp(name, "retention.", 10) == 0) return set_retention(c, name + 10, value, e);
+    if (strncmp(name, "retention.", 10) == 0)
+        return set_retention(c, name + 10, value, e);
     for (size_t i = 0; i < NOPTIONS; i++)
-        if (strcmp(options[i].name, name) == 0) return set_option(c, &options[i], value, e);
+        if (strcmp(options[i].name, name) == 0)
+            return set_option(c, &options[i], value, e);
     return err_set(e, E_INVALID, "unknown option '%s' (see docs/config.md)", name);
 }
 
@@ -223,8 +227,11 @@ int config_apply_env(struct config *c, struct err *e)
             envname[k++] = (*p == '.' || *p == '-') ? '_' : (char)toupper((unsigned char)*p);
         envname[k] = '\0';
         const char *v = getenv(envname);
-        if (v && set_option(c, &options[i], v, e) != 0)
-            return err_set(e, E_INVALID, "environment %s: %s", envname, e->msg);
+        if (v && set_option(c, &options[i], v, e) != 0) {
+            char msg[sizeof e->msg];
+            snprintf(msg, sizeof msg, "%s", e->msg);
+            return err_set(e, E_INVALID, "environment %s: %.400s", envname, msg);
+        }
     }
     return 0;
 }
@@ -302,8 +309,11 @@ static int load_node(struct config *c, yaml_document_t *doc, yaml_node_t *n, con
         else
             rc = err_set(e, E_INVALID, "option %s: expected a value, not a list", name);
         if (rc != 0) {
-            if (v->type == YAML_SCALAR_NODE && !strstr(e->msg, "line "))
-                err_set(e, rc, "line %zu: %.400s", v->start_mark.line + 1, e->msg);
+            if (v->type == YAML_SCALAR_NODE && !strstr(e->msg, "line ")) {
+                char msg[sizeof e->msg];
+                snprintf(msg, sizeof msg, "%s", e->msg);
+                err_set(e, rc, "line %zu: %.400s", v->start_mark.line + 1, msg);
+            }
             return rc;
         }
     }
@@ -313,7 +323,8 @@ static int load_node(struct config *c, yaml_document_t *doc, yaml_node_t *n, con
 int config_load_file(struct config *c, const char *path, struct err *e)
 {
     FILE *f = fopen(path, "rb");
-    if (!f) return err_set(e, E_IO, "cannot open config file %s: %s", path, strerror(errno));
+    if (!f)
+        return err_set(e, E_IO, "cannot open config file %s: %s", path, strerror(errno));
     yaml_parser_t parser;
     yaml_document_t doc;
     yaml_parser_initialize(&parser);

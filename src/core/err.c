@@ -8,7 +8,8 @@
 
 int err_set(struct err *e, int code, const char *fmt, ...)
 {
-    if (!e) return code;
+    if (!e)
+        return code;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(e->msg, sizeof e->msg, fmt, ap);

@@ -42,7 +42,8 @@ uint64_t hash64(const void *data, size_t len, uint64_t seed)
 struct fingerprint_rules *fingerprint_rules_new(void)
 {
     struct fingerprint_rules *r = calloc(1, sizeof *r);
-    if (!r) abort();
+    if (!r)
+        abort();
     return r;
 }
 
@@ -66,7 +67,8 @@ int fingerprint_rules_add(struct fingerprint_rules *r, const char *regex, const 
 void fingerprint_rules_free(struct fingerprint_rules **rp)
 {
     struct fingerprint_rules *r = *rp;
-    if (!r) return;
+    if (!r)
+        return;
     for (size_t i = 0; i < r->n; i++) {
         regfree(&r->rules[i].re);
         free(r->rules[i].replacement);
@@ -92,8 +94,10 @@ static size_t uuid_len(const char *s)
     size_t i = 0;
     for (int g = 0; g < 5; g++) {
         for (int k = 0; k < groups[g]; k++, i++)
-            if (!is_hex(s[i])) return 0;
-        if (g < 4 && s[i++] != '-') return 0;
+            if (!is_hex(s[i]))
+                return 0;
+        if (g < 4 && s[i++] != '-')
+            return 0;
     }
     return i;
 }
@@ -179,7 +183,8 @@ static void apply_rule(const struct fp_rule *rule, struct buf *text)
 void fingerprint_normalize(const struct fingerprint_rules *r, const char *msg, struct buf *out)
 {
     fold_builtin(msg, out);
-    if (!out->data) buf_append(out, "", 0);
+    if (!out->data)
+        buf_append(out, "", 0);
     for (size_t i = 0; r && i < r->n; i++)
         apply_rule(&r->rules[i], out);
 }

@@ -17,7 +17,8 @@ void log_set_level(enum log_level level)
 
 void log_msg(enum log_level level, const char *fmt, ...)
 {
-    if (level < log_threshold) return;
+    if (level < log_threshold)
+        return;
     char line[2048];
     char when[40];
     time_format_rfc3339(time_now_ms(), when, sizeof when);
@@ -27,7 +28,8 @@ void log_msg(enum log_level level, const char *fmt, ...)
     int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
     va_end(ap);
     size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
-    if (len > sizeof line - 2) len = sizeof line - 2;
+    if (len > sizeof line - 2)
+        len = sizeof line - 2;
     line[len++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;

@@ -252,14 +252,16 @@ const struct table *schema_tables(size_t *count)
 const struct table *schema_table(const char *name)
 {
     for (size_t i = 0; i < N(tables); i++)
-        if (strcmp(tables[i].name, name) == 0) return &tables[i];
+        if (strcmp(tables[i].name, name) == 0)
+            return &tables[i];
     return NULL;
 }
 
 int schema_column(const struct table *t, const char *name)
 {
     for (size_t i = 0; i < t->ncolumns; i++)
-        if (strcmp(t->columns[i].name, name) == 0) return (int)i;
+        if (strcmp(t->columns[i].name, name) == 0)
+            return (int)i;
     return -1;
 }
 
@@ -306,7 +308,8 @@ int schema_markdown(struct buf *b)
     for (size_t i = 0; i < N(tables); i++) {
         const struct table *t = &tables[i];
         buf_printf(b, "## %s\n\n%s\n\n", t->name, t->doc);
-        if (t->retention_days) buf_printf(b, "Default retention: %d days.\n\n", t->retention_days);
+        if (t->retention_days)
+            buf_printf(b, "Default retention: %d days.\n\n", t->retention_days);
         buf_printf(b, "| column | type | required | limits | default | description |\n"
                       "|---|---|---|---|---|---|\n");
         for (size_t j = 0; j < t->ncolumns; j++) {

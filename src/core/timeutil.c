@@ -26,7 +26,8 @@ int time_precision_parse(const char *s)
     } names[] = {{"ns", PREC_NS}, {"n", PREC_NS},  {"us", PREC_US},
                  {"u", PREC_US},  {"ms", PREC_MS}, {"s", PREC_S}};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (strcmp(s, names[i].name) == 0) return (int)names[i].p;
+        if (strcmp(s, names[i].name) == 0)
+            return (int)names[i].p;
     return -1;
 }
 
@@ -48,13 +49,15 @@ bool time_epoch_int_to_ms(int64_t epoch, enum time_precision p, int64_t *ms)
         v = epoch;
         break;
     case PREC_S:
-        if (epoch > MS_MAX / 1000 || epoch < MS_MIN / 1000) return false;
+        if (epoch > MS_MAX / 1000 || epoch < MS_MIN / 1000)
+            return false;
         v = epoch * 1000;
         break;
     default:
         return false;
     }
-    if (v < MS_MIN || v > MS_MAX) return false;
+    if (v < MS_MIN || v > MS_MAX)
+        return false;
     *ms = v;
     return true;
 }
@@ -62,9 +65,11 @@ bool time_epoch_int_to_ms(int64_t epoch, enum time_precision p, int64_t *ms)
 bool time_epoch_to_ms(double epoch, enum time_precision p, int64_t *ms)
 {
     static const double scale[] = {1e-6, 1e-3, 1.0, 1e3};
-    if (!isfinite(epoch)) return false;
+    if (!isfinite(epoch))
+        return false;
     double v = floor(epoch * scale[p]);
-    if (v < (double)MS_MIN || v > (double)MS_MAX) return false;
+    if (v < (double)MS_MIN || v > (double)MS_MAX)
+        return false;
     *ms = (int64_t)v;
     return true;
 }
@@ -84,7 +89,8 @@ static bool digits(const char *s, size_t n, int *out)
 {
     int v = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!isdigit((unsigned char)s[i])) return false;
+        if (!isdigit((unsigned char)s[i]))
+            return false;
         v = v * 10 + (s[i] - '0');
     }
     *out = v;
@@ -104,7 +110,8 @@ bool time_parse_rfc3339(const char *s, size_t len, int64_t *ms)
     if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || sec > 60)
         return false;
     bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    if (mo == 2 && d == 29 && !leap) return false;
+    if (mo == 2 && d == 29 && !leap)
+        return false;
     size_t i = 19;
     int64_t frac_ms = 0;
     if (i < len && s[i] == '.') {
@@ -116,7 +123,8 @@ bool time_parse_rfc3339(const char *s, size_t len, int64_t *ms)
             scale /= 10;
             i++;
         }
-        if (i == start || i - start > 9) return false;
+        if (i == start || i - start > 9)
+            return false;
     }
     int offset_min = 0;
     if (i < len && (s[i] == 'Z' || s[i] == 'z')) {
@@ -130,8 +138,10 @@ bool time_parse_rfc3339(const char *s, size_t len, int64_t *ms)
     } else {
         return false;
     }
-    if (i != len) return false;
-    if (sec == 60) sec = 59; /* a leap second is held as the last millisecond-aligned second */
+    if (i != len)
+        return false;
+    if (sec == 60)
+        sec = 59; /* a leap second is held as the last millisecond-aligned second */
     int64_t days = days_from_civil(y, (unsigned)mo, (unsigned)d);
     int64_t secs = days * 86400 + h * 3600 + mi * 60 + sec - (int64_t)offset_min * 60;
     *ms = secs * 1000 + frac_ms;
@@ -141,11 +151,14 @@ bool time_parse_rfc3339(const char *s, size_t len, int64_t *ms)
 bool time_parse_point(const char *s, int64_t *ms)
 {
     size_t len = strlen(s);
-    if (len == 0) return false;
-    if (time_parse_rfc3339(s, len, ms)) return true;
+    if (len == 0)
+        return false;
+    if (time_parse_rfc3339(s, len, ms))
+        return true;
     char *end;
     double v = strtod(s, &end);
-    if (end == s || *end != '\0') return false;
+    if (end == s || *end != '\0')
+        return false;
     return time_epoch_to_ms(v, PREC_S, ms);
 }
 
@@ -158,12 +171,15 @@ bool time_parse_duration(const char *s, int64_t *ms)
                  {"d", 86400000}, {"w", 7 * 86400000LL}, {"", 1000}};
     int64_t total = 0;
     const char *p = s;
-    if (!*p) return false;
+    if (!*p)
+        return false;
     while (*p) {
         char *end;
-        if (!isdigit((unsigned char)*p) && *p != '.') return false;
+        if (!isdigit((unsigned char)*p) && *p != '.')
+            return false;
         double v = strtod(p, &end);
-        if (end == p || v < 0) return false;
+        if (end == p || v < 0)
+            return false;
         p = end;
         size_t i;
         for (i = 0; i < sizeof units / sizeof units[0]; i++) {
@@ -171,13 +187,15 @@ bool time_parse_duration(const char *s, int64_t *ms)
             if (strncmp(p, units[i].unit, ul) == 0 && (ul > 0 || *p == '\0') &&
                 !(ul == 1 && units[i].unit[0] == 'm' && p[1] == 's')) {
                 double add = v * (double)units[i].ms;
-                if (add > 9e15) return false;
+                if (add > 9e15)
+                    return false;
                 total += (int64_t)add;
                 p += ul;
                 break;
             }
         }
-        if (i == sizeof units / sizeof units[0]) return false;
+        if (i == sizeof units / sizeof units[0])
+            return false;
     }
     *ms = total;
     return true;

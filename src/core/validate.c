@@ -36,9 +36,11 @@ static bool utf8_valid(const unsigned char *s, size_t len)
         } else {
             return false;
         }
-        if (i + n >= len) return false;
+        if (i + n >= len)
+            return false;
         for (size_t k = 1; k <= n; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) return false;
+            if ((s[i + k] & 0xc0) != 0x80)
+                return false;
             cp = (cp << 6) | (s[i + k] & 0x3f);
         }
         if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
@@ -66,7 +68,8 @@ static bool json_object_text(const char *s, size_t len, bool strings_only, struc
 {
     json_error_t jerr;
     json_t *j = json_loadb(s, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!j) return fail(why, why_size, "is not valid JSON: %s", jerr.text);
+    if (!j)
+        return fail(why, why_size, "is not valid JSON: %s", jerr.text);
     if (!json_is_object(j)) {
         json_decref(j);
         return fail(why, why_size, "must be a JSON object");
@@ -77,14 +80,16 @@ static bool json_object_text(const char *s, size_t len, bool strings_only, struc
         json_object_foreach(j, key, val)
         {
             if (!json_is_string(val)) {
-                json_decref(j);
-                return fail(why, why_size, "value of '%.40s' must be a string", key);
+                fail(why, why_size, "value of '%.40s' must be a string", key);
+                json_decref(j); /* key points into j */
+                return false;
             }
         }
     }
     char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(j);
-    if (!text) return fail(why, why_size, "could not be encoded");
+    if (!text)
+        return fail(why, why_size, "could not be encoded");
     out->type = VAL_TEXT;
     out->len = (uint32_t)strlen(text);
     out->s = arena_strndup(a, text, out->len);
@@ -117,7 +122,8 @@ bool field_from_number(const struct column *c, double d, bool is_integer, int64_
         out->i = i;
         return true;
     case COL_REAL:
-        if (!isfinite(d)) return fail(why, why_size, "is not a finite number");
+        if (!isfinite(d))
+            return fail(why, why_size, "is not a finite number");
         out->type = VAL_REAL;
         out->d = is_integer ? (double)i : d;
         return true;
@@ -133,7 +139,8 @@ static bool text_to_number(const struct column *c, const char *s, size_t len, en
                            struct value *out, char *why, size_t why_size)
 {
     char tmp[64];
-    if (len >= sizeof tmp) return fail(why, why_size, "'%.20s...' is not a number", s);
+    if (len >= sizeof tmp)
+        return fail(why, why_size, "'%.20s...' is not a number", s);
     memcpy(tmp, s, len);
     tmp[len] = '\0';
     char *end;
@@ -152,7 +159,8 @@ bool field_from_text(const struct column *c, const char *s, size_t len, enum tim
                      struct arena *a, struct value *out, char *why, size_t why_size)
 {
     out->type = VAL_NULL;
-    if (len == 0) return true;
+    if (len == 0)
+        return true;
     switch (c->type) {
     case COL_TS:
         if (time_parse_rfc3339(s, len, &out->i)) {
@@ -238,7 +246,8 @@ static void allowed_list(const struct column *c, char *out, size_t size)
     out[0] = '\0';
     for (const char *const *a = c->allowed; *a && used + 2 < size; a++) {
         int n = snprintf(out + used, size - used, "%s%s", a == c->allowed ? "" : ", ", *a);
-        if (n < 0) break;
+        if (n < 0)
+            break;
         used += (size_t)n;
     }
 }
@@ -246,7 +255,8 @@ static void allowed_list(const struct column *c, char *out, size_t size)
 static void apply_default(const struct column *c, struct value *v)
 {
     const char *d = c->default_sql;
-    if (!d) return;
+    if (!d)
+        return;
     if (d[0] == '\'') {
         size_t len = strlen(d);
         v->type = VAL_TEXT;
@@ -265,7 +275,8 @@ static bool check_value(const struct validate_opts *o, const struct table *t, in
     char list[256];
     switch (c->type) {
     case COL_TS:
-        if (strcmp(c->name, "ts") != 0) return true;
+        if (strcmp(c->name, "ts") != 0)
+            return true;
         if (v->i > o->now_ms + o->max_future_ms) {
             rejects_add(r, input_index, c->name,
                         "%s %.3f s is in the future (more than %lld s after now)", c->name,
@@ -356,10 +367,13 @@ bool validate_row(const struct validate_opts *o, struct batch *b, size_t row_i, 
             }
             continue;
         }
-        if (!check_value(o, t, tindex, c, v, input_index, r)) ok = false;
+        if (!check_value(o, t, tindex, c, v, input_index, r))
+            ok = false;
     }
-    if (!ok) return false;
+    if (!ok)
+        return false;
     for (size_t i = 0; i < t->ncolumns; i++)
-        if (t->columns[i].derived && row[i].type == VAL_NULL) derive_fingerprint(o, b, row, (int)i);
+        if (t->columns[i].derived && row[i].type == VAL_NULL)
+            derive_fingerprint(o, b, row, (int)i);
     return true;
 }

@@ -19,7 +19,8 @@ static int body_bytes(struct http_server *srv, struct request *req, struct respo
     const char *enc = request_header(req, MHD_HTTP_HEADER_CONTENT_ENCODING);
     *data = req->body.data ? req->body.data : "";
     *len = req->body.len;
-    if (!enc || strcasecmp(enc, "identity") == 0) return 0;
+    if (!enc || strcasecmp(enc, "identity") == 0)
+        return 0;
     if (strcasecmp(enc, "gzip") != 0 && strcasecmp(enc, "deflate") != 0) {
         char msg[200];
         snprintf(msg, sizeof msg, "Content-Encoding '%.40s' is not supported (use gzip)", enc);
@@ -61,7 +62,8 @@ static enum body_format format_of(struct request *req)
     const char *what = f ? f : ct ? ct : "";
     if (strstr(what, "ndjson") || strstr(what, "jsonl") || strstr(what, "json-seq"))
         return BODY_NDJSON;
-    if (strstr(what, "csv")) return BODY_CSV;
+    if (strstr(what, "csv"))
+        return BODY_CSV;
     return BODY_JSON;
 }
 
@@ -83,7 +85,8 @@ static void ingest(struct http_server *srv, struct request *req, struct response
     struct batch b;
     batch_init(&b, t);
     struct rejects *r = malloc(sizeof *r);
-    if (!r) abort();
+    if (!r)
+        abort();
     rejects_init(r, fmt == BODY_JSON ? "row" : "line");
     int rc;
     switch (fmt) {
@@ -147,7 +150,8 @@ void handle_ingest(struct http_server *srv, struct request *req, struct response
         return;
     }
     enum time_precision p;
-    if (precision_arg(req, res, "ms", &p)) ingest(srv, req, res, t, format_of(req), p, 200);
+    if (precision_arg(req, res, "ms", &p))
+        ingest(srv, req, res, t, format_of(req), p, 200);
 }
 
 void handle_influx_write(struct http_server *srv, struct request *req, struct response *res)

@@ -15,6 +15,7 @@ struct request {
     const char *url;
     int route; /* index in the route table, -1 when none matched */
     char path_arg[256];
+    char allowed[64]; /* Allow header of a 405 */
     struct buf body;
     bool body_too_large;
     struct timespec started;
@@ -53,6 +54,8 @@ struct http_server {
 /* Route table lookup: index or -1; fills req->path_arg for "{name}" routes. */
 int route_match(const char *method, const char *url, struct request *req, bool *path_known);
 route_handler route_handler_at(int i);
+/* The methods routes accept on url, comma-separated (for the Allow header of a 405). */
+void route_allowed_methods(const char *url, char *out, size_t size);
 
 /* Responses. */
 void respond_json(struct response *res, unsigned status, const char *json);

@@ -19,7 +19,8 @@ void metrics_init(struct http_metrics *m, size_t nroutes)
     m->requests_by_class = calloc(nroutes * 4, sizeof *m->requests_by_class);
     m->latency_buckets = calloc(nroutes * (METRIC_LATENCY_BUCKETS + 1), sizeof *m->latency_buckets);
     m->latency_sum = calloc(nroutes, sizeof *m->latency_sum);
-    if (!m->requests_by_class || !m->latency_buckets || !m->latency_sum) abort();
+    if (!m->requests_by_class || !m->latency_buckets || !m->latency_sum)
+        abort();
 }
 
 void metrics_release(struct http_metrics *m)
@@ -39,7 +40,8 @@ void metrics_observe(struct http_metrics *m, int route, unsigned status, double 
     m->requests_by_class[(size_t)route * 4 + cls]++;
     uint64_t *b = m->latency_buckets + (size_t)route * (METRIC_LATENCY_BUCKETS + 1);
     for (size_t i = 0; i < METRIC_LATENCY_BUCKETS; i++)
-        if (seconds <= latency_bounds[i]) b[i]++;
+        if (seconds <= latency_bounds[i])
+            b[i]++;
     b[METRIC_LATENCY_BUCKETS]++;
     m->latency_sum[route] += seconds;
     pthread_mutex_unlock(&m->lock);

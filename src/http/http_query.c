@@ -42,7 +42,8 @@ static enum MHD_Result collect_filter(void *cls, enum MHD_ValueKind kind, const 
     struct view_args *a = cls;
     static const char *const reserved[] = {"window", "now", "format", "order", "limit", NULL};
     for (int i = 0; reserved[i]; i++)
-        if (strcmp(key, reserved[i]) == 0) return MHD_YES;
+        if (strcmp(key, reserved[i]) == 0)
+            return MHD_YES;
     if (a->req->nfilters >= QUERY_MAX_FILTERS) {
         respond_error(a->res, 400, "too many filters (at most 8)", NULL);
         a->failed = true;
@@ -87,7 +88,8 @@ void handle_view(struct http_server *srv, struct request *req, struct response *
 {
     int fmt = output_format(req, res);
     struct view_request vr = {0};
-    if (fmt < 0 || !view_params(req, res, &vr)) return;
+    if (fmt < 0 || !view_params(req, res, &vr))
+        return;
     struct store_result r;
     struct err e;
     int rc = query_view(srv->deps.store, srv->deps.cfg, req->path_arg, &vr, &r, &e);
@@ -125,9 +127,11 @@ void handle_views_list(struct http_server *srv, struct request *req, struct resp
 void handle_query(struct http_server *srv, struct request *req, struct response *res)
 {
     int fmt = output_format(req, res);
-    if (fmt < 0) return;
+    if (fmt < 0)
+        return;
     const char *sql = request_arg(req, "sql");
-    if (!sql && strcmp(req->method, "POST") == 0 && req->body.len) sql = req->body.data;
+    if (!sql && strcmp(req->method, "POST") == 0 && req->body.len)
+        sql = req->body.data;
     if (!sql || !*sql) {
         respond_error(res, 400,
                       "missing sql: GET /api/v1/query?sql=SELECT... or POST the "
@@ -178,7 +182,8 @@ void handle_readyz(struct http_server *srv, struct request *req, struct response
     struct err e;
     struct writer_stats ws;
     writer_get_stats(srv->deps.writer, &ws);
-    if (ws.last_group_failed) err_set(&e, E_STORE, "the last commit failed: %s", ws.last_error);
+    if (ws.last_group_failed)
+        err_set(&e, E_STORE, "the last commit failed: %s", ws.last_error);
     if (ws.last_group_failed || store_check_writable(srv->deps.store, &e) != 0) {
         char msg[600];
         snprintf(msg, sizeof msg, "not ready: %.500s", e.msg);

@@ -56,12 +56,15 @@ route_handler route_handler_at(int i)
 static bool path_matches(const char *pattern, const char *url, char *arg, size_t arg_size)
 {
     const char *brace = strchr(pattern, '{');
-    if (!brace) return strcmp(pattern, url) == 0;
+    if (!brace)
+        return strcmp(pattern, url) == 0;
     size_t prefix = (size_t)(brace - pattern);
-    if (strncmp(pattern, url, prefix) != 0) return false;
+    if (strncmp(pattern, url, prefix) != 0)
+        return false;
     const char *seg = url + prefix;
     size_t len = strlen(seg);
-    if (len == 0 || len >= arg_size || strchr(seg, '/')) return false;
+    if (len == 0 || len >= arg_size || strchr(seg, '/'))
+        return false;
     memcpy(arg, seg, len + 1);
     return true;
 }
@@ -70,13 +73,28 @@ int route_match(const char *method, const char *url, struct request *req, bool *
 {
     *path_known = false;
     for (size_t i = 0; i < NROUTES; i++) {
-        if (!path_matches(routes[i].info.path, url, req->path_arg, sizeof req->path_arg)) continue;
+        if (!path_matches(routes[i].info.path, url, req->path_arg, sizeof req->path_arg))
+            continue;
         *path_known = true;
         if (strcmp(routes[i].info.method, method) == 0 ||
             (strcmp(method, "HEAD") == 0 && strcmp(routes[i].info.method, "GET") == 0))
             return (int)i;
     }
     return -1;
+}
+
+void route_allowed_methods(const char *url, char *out, size_t size)
+{
+    char arg[256];
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < NROUTES && used < size; i++) {
+        if (!path_matches(routes[i].info.path, url, arg, sizeof arg) ||
+            strstr(out, routes[i].info.method))
+            continue;
+        int n = snprintf(out + used, size - used, "%s%s", used ? ", " : "", routes[i].info.method);
+        used += n > 0 ? (size_t)n : 0;
+    }
 }
 
 void respond_json(struct response *res, unsigned status, const char *json)
@@ -107,7 +125,8 @@ void respond_error(struct response *res, unsigned status, const char *msg, const
         buf_putc(&res->body, '}');
     }
     buf_append(&res->body, "]", 1);
-    if (r) buf_printf(&res->body, ",\"rejected\":%zu", r->count);
+    if (r)
+        buf_printf(&res->body, ",\"rejected\":%zu", r->count);
     buf_append(&res->body, "}", 1);
 }
 

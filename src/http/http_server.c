@@ -46,7 +46,8 @@ static enum MHD_Result send_response(struct http_server *srv, struct request *re
     }
     if (res->content_type && len)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, res->content_type);
-    if (res->header_name) MHD_add_response_header(r, res->header_name, res->header_value);
+    if (res->header_name)
+        MHD_add_response_header(r, res->header_name, res->header_value);
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
     enum MHD_Result ok = MHD_queue_response(req->conn, res->status, r);
     MHD_destroy_response(r);
@@ -58,10 +59,14 @@ static void dispatch(struct http_server *srv, struct request *req, struct respon
                      bool path_known)
 {
     if (req->route < 0) {
-        char msg[300];
+        char msg[400];
         if (path_known) {
-            snprintf(msg, sizeof msg, "method %s is not allowed on %.200s", req->method, req->url);
+            route_allowed_methods(req->url, req->allowed, sizeof req->allowed);
+            snprintf(msg, sizeof msg, "method %.10s is not allowed on %.200s (allowed: %.60s)",
+                     req->method, req->url, req->allowed);
             respond_error(res, 405, msg, NULL);
+            res->header_name = "Allow";
+            res->header_value = req->allowed;
         } else {
             snprintf(msg, sizeof msg, "no route %.200s (see GET / for the API)", req->url);
             respond_error(res, 404, msg, NULL);
@@ -93,7 +98,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     buf_init(&res.body, RESPONSE_MAX_BYTES);
     if (!req) {
         req = calloc(1, sizeof *req);
-        if (!req) return MHD_NO;
+        if (!req)
+            return MHD_NO;
         clock_gettime(CLOCK_MONOTONIC, &req->started);
         req->conn = conn;
         req->method = method;
@@ -119,7 +125,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     bool known = true;
-    if (req->route < 0) route_match(method, url, req, &known);
+    if (req->route < 0)
+        route_match(method, url, req, &known);
     if (req->body_too_large)
         too_large(srv, &res);
     else
@@ -134,7 +141,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)conn;
     (void)toe;
     struct request *req = *con_cls;
-    if (!req) return;
+    if (!req)
+        return;
     buf_release(&req->body);
     free(req);
     *con_cls = NULL;
@@ -156,7 +164,8 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen
     memset(ss, 0, sizeof *ss);
     struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
     struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
-    if (strcmp(host, "localhost") == 0) snprintf(host, sizeof host, "127.0.0.1");
+    if (strcmp(host, "localhost") == 0)
+        snprintf(host, sizeof host, "127.0.0.1");
     if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
         v4->sin_family = AF_INET;
         v4->sin_port = htons((uint16_t)port);
@@ -182,20 +191,22 @@ int http_start(struct http_server **out, const struct http_deps *deps, struct er
     struct sockaddr_storage ss;
     socklen_t sslen;
     int rc = parse_listen(deps->cfg->listen, &ss, &sslen, e);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     struct http_server *srv = calloc(1, sizeof *srv);
-    if (!srv) return err_set(e, E_NOMEM, "out of memory");
+    if (!srv)
+        return err_set(e, E_NOMEM, "out of memory");
     srv->deps = *deps;
     size_t nroutes;
     http_routes(&nroutes);
     metrics_init(&srv->metrics, nroutes);
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                      MHD_USE_ERROR_LOG | (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
-    srv->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)deps->cfg->max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+    srv->daemon =
+        MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR,
+                         (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT,
+                         (unsigned)deps->cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, 120u,
+                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_END);
     if (!srv->daemon) {
         metrics_release(&srv->metrics);
         free(srv);
@@ -216,7 +227,8 @@ int http_port(struct http_server *s)
 void http_stop(struct http_server **sp)
 {
     struct http_server *s = *sp;
-    if (!s) return;
+    if (!s)
+        return;
     MHD_stop_daemon(s->daemon);
     metrics_release(&s->metrics);
     free(s);

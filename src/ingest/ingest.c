@@ -38,7 +38,8 @@ bool ingest_set_text(const struct ingest_ctx *ctx, struct batch *b, int col, con
 bool ingest_finish_row(const struct ingest_ctx *ctx, struct batch *b, bool row_ok,
                        size_t input_index, struct rejects *r)
 {
-    if (row_ok && validate_row(&ctx->validate, b, b->nrows - 1, input_index, r)) return true;
+    if (row_ok && validate_row(&ctx->validate, b, b->nrows - 1, input_index, r))
+        return true;
     batch_drop_last(b);
     return false;
 }
@@ -50,7 +51,8 @@ void json_escape_into(struct buf *out, const char *s, size_t len)
     size_t start = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
         buf_append(out, s + start, i - start);
         char esc[7] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15], 0};
         if (c == '"' || c == '\\') {

@@ -9,7 +9,8 @@
 #define CSV_MAX_COLUMNS 64
 
 /* Reads one field starting at *pos into out (unescaped). Returns the delimiter that ended it:
- * ',', '\n' or 0 at the end of the data; -1 for an unterminated quote. */
+ * ',', '\n' or 0 at the end of the data; -1 for an unterminated quote, -2 for text after a
+ * closing quote. */
 static int read_field(const char *d, size_t len, size_t *pos, struct buf *out)
 {
     size_t i = *pos;
@@ -17,7 +18,8 @@ static int read_field(const char *d, size_t len, size_t *pos, struct buf *out)
     if (i < len && d[i] == '"') {
         i++;
         for (;;) {
-            if (i >= len) return -1;
+            if (i >= len)
+                return -1;
             if (d[i] == '"') {
                 if (i + 1 < len && d[i + 1] == '"') {
                     buf_putc(out, '"');
@@ -29,15 +31,19 @@ static int read_field(const char *d, size_t len, size_t *pos, struct buf *out)
             }
             buf_putc(out, d[i++]);
         }
+        if (i < len && d[i] != ',' && d[i] != '\n' && d[i] != '\r')
+            return -2; /* text after the closing quote */
     } else {
         size_t start = i;
         while (i < len && d[i] != ',' && d[i] != '\n')
             i++;
         size_t end = i;
-        if (end > start && d[end - 1] == '\r') end--;
+        if (end > start && d[end - 1] == '\r')
+            end--;
         buf_append(out, d + start, end - start);
     }
-    if (i < len && d[i] == '\r') i++;
+    if (i < len && d[i] == '\r')
+        i++;
     int delim = i < len ? d[i] : 0;
     *pos = i < len ? i + 1 : len;
     return delim;
@@ -52,6 +58,10 @@ static int read_header(const char *d, size_t len, size_t *pos, struct batch *b, 
     *ncols = 0;
     do {
         delim = read_field(d, len, pos, &f);
+        if (delim < 0) {
+            rejects_add(r, 1, "", "the header has a badly quoted name");
+            break;
+        }
         if (*ncols >= CSV_MAX_COLUMNS) {
             rejects_add(r, 1, "", "the header has more than %d columns", CSV_MAX_COLUMNS);
             break;
@@ -79,7 +89,8 @@ int ingest_parse_csv(const struct ingest_ctx *ctx, const char *d, size_t len, st
         rejects_add(r, 0, "", "the body is empty: send a header line and rows");
         return E_INVALID;
     }
-    if (read_header(d, len, &pos, b, cols, &ncols, r) != 0) return E_INVALID;
+    if (read_header(d, len, &pos, b, cols, &ncols, r) != 0)
+        return E_INVALID;
     struct buf f;
     buf_init(&f, 1 << 20);
     while (pos < len) {
@@ -99,7 +110,10 @@ int ingest_parse_csv(const struct ingest_ctx *ctx, const char *d, size_t len, st
         do {
             delim = read_field(d, len, &pos, &f);
             if (delim < 0) {
-                rejects_add(r, line, "", "unterminated quoted field");
+                rejects_add(r, line,
+                            k < ncols && cols[k] >= 0 ? b->table->columns[cols[k]].name : "",
+                            delim == -1 ? "unterminated quoted field"
+                                        : "text after the closing quote of a field");
                 ok = false;
                 break;
             }
@@ -114,7 +128,8 @@ int ingest_parse_csv(const struct ingest_ctx *ctx, const char *d, size_t len, st
         }
         ingest_finish_row(ctx, b, ok, line, r);
         line++;
-        if (delim < 0) break;
+        if (delim < 0)
+            break;
     }
     buf_release(&f);
     return r->count ? E_INVALID : 0;

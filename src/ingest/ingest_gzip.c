@@ -34,6 +34,7 @@ int ingest_gunzip(const char *data, size_t len, struct buf *out, struct err *e)
         }
     } while (zr != Z_STREAM_END);
     inflateEnd(&z);
-    if (rc == 0 && !out->data) buf_append(out, "", 0);
+    if (rc == 0 && !out->data)
+        buf_append(out, "", 0);
     return rc;
 }

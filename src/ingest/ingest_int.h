@@ -14,4 +14,44 @@ bool ingest_finish_row(const struct ingest_ctx *ctx, struct batch *b, bool row_o
 /* Appends s as a JSON string literal (quoted, escaped). */
 void json_escape_into(struct buf *out, const char *s, size_t len);
 
+/* ---- json_scan.c: a strict JSON scanner without allocation ------------------------------ */
+
+enum json_kind {
+    JSON_V_STRING,
+    JSON_V_INT,
+    JSON_V_REAL,
+    JSON_V_TRUE,
+    JSON_V_FALSE,
+    JSON_V_NULL,
+    JSON_V_OBJECT, /* s/len: the raw text of the nested object */
+    JSON_V_ARRAY,  /* s/len: the raw text */
+};
+
+struct json_value {
+    enum json_kind kind;
+    const char *s; /* STRING: decoded bytes (into the input or a scratch buffer); numbers: text */
+    size_t len;
+};
+
+struct json_cursor {
+    const char *data;
+    size_t len, pos;
+    const char *error; /* first syntax error, NULL while none */
+    bool first_member;
+};
+
+void json_cursor_init(struct json_cursor *c, const char *data, size_t len);
+/* Expects '{' (after whitespace). */
+bool json_object_begin(struct json_cursor *c);
+/* The next member: 1 with key and value, 0 at '}', -1 on a syntax error (c->error). Strings with
+ * escapes are decoded into the scratch buffers, valid until the next call. */
+int json_object_next(struct json_cursor *c, const char **key, size_t *key_len, struct json_value *v,
+                     struct buf *key_scratch, struct buf *val_scratch);
+bool json_array_begin(struct json_cursor *c);
+/* 1 when another element follows (the cursor is on it), 0 at ']', -1 on a syntax error. */
+int json_array_next(struct json_cursor *c);
+bool json_skip_value(struct json_cursor *c, struct buf *scratch);
+/* True when only whitespace is left. */
+bool json_at_end(struct json_cursor *c);
+
 #endif

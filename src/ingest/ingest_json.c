@@ -1,166 +1,207 @@
 /*
  * JSON ingestion: one object, an array of objects, or NDJSON (one object per line). Field names
  * are the table's column names; values are converted by the schema, so a bad value gets the same
- * message here as in CSV.
+ * message here as in CSV. The bytes are walked once by json_scan.c; no tree is built.
  */
 #include "ingest/ingest_int.h"
 
-#include <jansson.h>
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-static bool set_json_field(const struct ingest_ctx *ctx, struct batch *b, int col, json_t *v,
-                           size_t index, struct rejects *r)
+struct json_parse {
+    const struct ingest_ctx *ctx;
+    struct batch *b;
+    struct rejects *r;
+    struct buf key_scratch, val_scratch;
+};
+
+static int column_of(const struct table *t, const char *key, size_t len)
 {
-    const struct column *c = &b->table->columns[col];
-    struct value *row = batch_row(b, b->nrows - 1);
-    char why[160];
-    bool ok = true;
-    switch (json_typeof(v)) {
-    case JSON_NULL:
-        row[col].type = VAL_NULL;
-        break;
-    case JSON_STRING:
-        return ingest_set_text(ctx, b, col, json_string_value(v), json_string_length(v), index, r);
-    case JSON_INTEGER:
-        ok = field_from_number(c, (double)json_integer_value(v), true, json_integer_value(v),
-                               ctx->validate.precision, &row[col], why, sizeof why);
-        break;
-    case JSON_REAL:
-        ok = field_from_number(c, json_real_value(v), false, 0, ctx->validate.precision, &row[col],
-                               why, sizeof why);
-        break;
-    case JSON_TRUE:
-    case JSON_FALSE:
-        if (c->type != COL_BOOL) {
-            snprintf(why, sizeof why, "expected %s, got a boolean",
-                     c->type == COL_TEXT ? "text" : "a number");
-            ok = false;
-        } else {
-            row[col].type = VAL_INT;
-            row[col].i = json_is_true(v);
-        }
-        break;
-    case JSON_OBJECT:
-        if (c->type == COL_JSON) {
-            char *text = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
-            ok = text && ingest_set_text(ctx, b, col, text, strlen(text), index, r);
-            free(text);
-            return ok;
-        }
-        snprintf(why, sizeof why, "expected %s, got an object",
-                 c->type == COL_TEXT ? "text" : "a number");
-        ok = false;
-        break;
-    case JSON_ARRAY:
-        snprintf(why, sizeof why, "expected %s, got an array",
-                 c->type == COL_JSON   ? "an object"
-                 : c->type == COL_TEXT ? "text"
-                                       : "a number");
-        ok = false;
-        break;
+    for (size_t i = 0; i < t->ncolumns; i++)
+        if (strncmp(t->columns[i].name, key, len) == 0 && t->columns[i].name[len] == '\0')
+            return (int)i;
+    return -1;
+}
+
+static bool number_field(struct json_parse *p, int col, const struct json_value *v, size_t index)
+{
+    const struct column *c = &p->b->table->columns[col];
+    struct value *row = batch_row(p->b, p->b->nrows - 1);
+    char tmp[64], why[160];
+    if (v->len >= sizeof tmp) {
+        rejects_add(p->r, index, c->name, "%s number is too long", c->name);
+        return false;
     }
-    if (!ok) rejects_add(r, index, c->name, "%s %s", c->name, why);
+    memcpy(tmp, v->s, v->len);
+    tmp[v->len] = '\0';
+    bool ok;
+    errno = 0;
+    long long i = v->kind == JSON_V_INT ? strtoll(tmp, NULL, 10) : 0;
+    if (v->kind == JSON_V_INT && errno == 0)
+        ok = field_from_number(c, (double)i, true, i, p->ctx->validate.precision, &row[col], why,
+                               sizeof why);
+    else
+        ok = field_from_number(c, strtod(tmp, NULL), false, 0, p->ctx->validate.precision,
+                               &row[col], why, sizeof why);
+    if (!ok)
+        rejects_add(p->r, index, c->name, "%s %s", c->name, why);
     return ok;
 }
 
-static bool add_object(const struct ingest_ctx *ctx, struct batch *b, json_t *obj, size_t index,
-                       struct rejects *r)
+static bool set_field(struct json_parse *p, int col, const struct json_value *v, size_t index)
 {
-    if (!json_is_object(obj)) {
-        rejects_add(r, index, "", "expected a JSON object");
+    const struct column *c = &p->b->table->columns[col];
+    struct value *row = batch_row(p->b, p->b->nrows - 1);
+    const char *expected = c->type == COL_JSON   ? "a JSON object"
+                           : c->type == COL_TEXT ? "text"
+                           : c->type == COL_BOOL ? "a boolean"
+                                                 : "a number";
+    switch (v->kind) {
+    case JSON_V_NULL:
+        row[col].type = VAL_NULL;
+        return true;
+    case JSON_V_STRING:
+        return ingest_set_text(p->ctx, p->b, col, v->s, v->len, index, p->r);
+    case JSON_V_INT:
+    case JSON_V_REAL:
+        return number_field(p, col, v, index);
+    case JSON_V_TRUE:
+    case JSON_V_FALSE:
+        if (c->type == COL_BOOL) {
+            row[col].type = VAL_INT;
+            row[col].i = v->kind == JSON_V_TRUE;
+            return true;
+        }
+        rejects_add(p->r, index, c->name, "%s expected %s, got a boolean", c->name, expected);
+        return false;
+    case JSON_V_OBJECT:
+        if (c->type == COL_JSON)
+            return ingest_set_text(p->ctx, p->b, col, v->s, v->len, index, p->r);
+        rejects_add(p->r, index, c->name, "%s expected %s, got an object", c->name, expected);
+        return false;
+    case JSON_V_ARRAY:
+        rejects_add(p->r, index, c->name, "%s expected %s, got an array", c->name, expected);
         return false;
     }
-    batch_add_row(b);
-    bool ok = true;
-    const char *key;
-    json_t *v;
-    json_object_foreach(obj, key, v)
-    {
-        int col = schema_column(b->table, key);
-        if (col < 0) {
-            rejects_add(r, index, key, "unknown field '%.40s' for table %s (see docs/schema.md)",
-                        key, b->table->name);
-            ok = false;
-            continue;
-        }
-        if (!set_json_field(ctx, b, col, v, index, r)) ok = false;
-    }
-    return ingest_finish_row(ctx, b, ok, index, r);
+    return false;
 }
 
-static int parse_ndjson(const struct ingest_ctx *ctx, const char *data, size_t len, struct batch *b,
-                        struct rejects *r)
+/* Parses the object at the cursor into a new row. Returns false on a syntax error (the cursor
+ * cannot continue); a row with bad fields is rejected but parsing goes on. */
+static bool add_object(struct json_parse *p, struct json_cursor *c, size_t index,
+                       size_t column_base)
+{
+    if (!json_object_begin(c)) {
+        rejects_add(p->r, index, "", "expected a JSON object");
+        return false;
+    }
+    batch_add_row(p->b);
+    bool ok = true;
+    uint64_t seen = 0;
+    const char *key;
+    size_t key_len;
+    struct json_value v;
+    int rc;
+    while ((rc = json_object_next(c, &key, &key_len, &v, &p->key_scratch, &p->val_scratch)) > 0) {
+        int col = column_of(p->b->table, key, key_len);
+        if (col < 0) {
+            char name[41];
+            snprintf(name, sizeof name, "%.*s", (int)(key_len > 40 ? 40 : key_len), key);
+            rejects_add(p->r, index, name, "unknown field '%s' for table %s (see docs/schema.md)",
+                        name, p->b->table->name);
+            ok = false;
+        } else if (seen & (1ull << col)) {
+            rejects_add(p->r, index, p->b->table->columns[col].name, "field %s appears twice",
+                        p->b->table->columns[col].name);
+            ok = false;
+        } else {
+            seen |= 1ull << col;
+            if (!set_field(p, col, &v, index))
+                ok = false;
+        }
+    }
+    if (rc < 0) {
+        rejects_add(p->r, index, "", "invalid JSON at column %zu: %s", c->pos - column_base + 1,
+                    c->error);
+        batch_drop_last(p->b);
+        return false;
+    }
+    ingest_finish_row(p->ctx, p->b, ok, index, p->r);
+    return true;
+}
+
+static int parse_ndjson(struct json_parse *p, const char *data, size_t len)
 {
     size_t line = 1, pos = 0, rows = 0; /* 1-based line numbers */
     while (pos < len) {
         const char *nl = memchr(data + pos, '\n', len - pos);
         size_t end = nl ? (size_t)(nl - data) : len;
-        size_t s = pos, e = end;
-        while (s < e && (data[s] == ' ' || data[s] == '\t' || data[s] == '\r'))
-            s++;
-        while (e > s && (data[e - 1] == ' ' || data[e - 1] == '\t' || data[e - 1] == '\r'))
-            e--;
-        if (e > s) {
-            if (++rows > ctx->max_rows) return E_LIMIT;
-            json_error_t jerr;
-            json_t *obj = json_loadb(data + s, e - s, JSON_REJECT_DUPLICATES, &jerr);
-            if (!obj)
-                rejects_add(r, line, "", "invalid JSON at column %d: %s", jerr.column, jerr.text);
-            else
-                add_object(ctx, b, obj, line, r);
-            json_decref(obj);
+        struct json_cursor c;
+        json_cursor_init(&c, data + pos, end - pos);
+        if (!json_at_end(&c)) {
+            if (++rows > p->ctx->max_rows)
+                return E_LIMIT;
+            c.pos = 0;
+            if (add_object(p, &c, line, 0) && !json_at_end(&c))
+                rejects_add(p->r, line, "",
+                            "invalid JSON at column %zu: unexpected data after "
+                            "the object",
+                            c.pos + 1);
         }
         line++;
         pos = end + 1;
     }
-    return r->count ? E_INVALID : 0;
+    return p->r->count ? E_INVALID : 0;
+}
+
+static int parse_array(struct json_parse *p, const char *data, size_t len)
+{
+    struct json_cursor c;
+    json_cursor_init(&c, data, len);
+    json_array_begin(&c);
+    size_t index = 0;
+    int more;
+    while ((more = json_array_next(&c)) > 0) {
+        if (index >= p->ctx->max_rows)
+            return E_LIMIT;
+        if (!add_object(p, &c, index, 0))
+            return E_INVALID; /* a syntax error: the rest cannot be read */
+        index++;
+    }
+    if (more < 0 || !json_at_end(&c)) {
+        rejects_add(p->r, index, "", "invalid JSON at byte %zu: %s", c.pos + 1,
+                    c.error ? c.error : "unexpected data after the array");
+        return E_INVALID;
+    }
+    return p->r->count ? E_INVALID : 0;
 }
 
 int ingest_parse_json(const struct ingest_ctx *ctx, const char *data, size_t len, bool ndjson,
                       struct batch *b, struct rejects *r)
 {
-    size_t i = 0;
-    while (i < len && (data[i] == ' ' || data[i] == '\n' || data[i] == '\r' || data[i] == '\t'))
-        i++;
-    if (i == len) {
+    struct json_parse p = {ctx, b, r, {0}, {0}};
+    buf_init(&p.key_scratch, 1 << 16);
+    buf_init(&p.val_scratch, 1 << 26);
+    struct json_cursor c;
+    json_cursor_init(&c, data, len);
+    int rc;
+    if (json_at_end(&c)) {
         rejects_add(r, 0, "", "the body is empty: send a JSON object, an array or NDJSON");
-        return E_INVALID;
+        rc = E_INVALID;
+    } else if (!ndjson && data[c.pos] == '[') {
+        rc = parse_array(&p, data, len);
+    } else if (!ndjson && data[c.pos] == '{' && add_object(&p, &c, 0, 0) && json_at_end(&c)) {
+        rc = r->count ? E_INVALID : 0; /* one object, possibly over several lines */
+    } else {
+        /* more than one object: NDJSON, read again line by line */
+        b->nrows = 0;
+        rejects_init(r, r->row_word);
+        r->row_word = "line";
+        rc = parse_ndjson(&p, data, len);
     }
-    if (!ndjson && data[i] == '[') {
-        json_error_t jerr;
-        json_t *arr = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
-        if (!arr) {
-            rejects_add(r, 0, "", "invalid JSON at line %d column %d: %s", jerr.line, jerr.column,
-                        jerr.text);
-            return E_INVALID;
-        }
-        if (json_array_size(arr) > ctx->max_rows) {
-            json_decref(arr);
-            return E_LIMIT;
-        }
-        size_t idx;
-        json_t *obj;
-        json_array_foreach(arr, idx, obj) add_object(ctx, b, obj, idx, r);
-        json_decref(arr);
-        return r->count ? E_INVALID : 0;
-    }
-    if (!ndjson) {
-        /* a single object, possibly pretty-printed over several lines */
-        json_error_t jerr;
-        json_t *obj = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_DISABLE_EOF_CHECK, &jerr);
-        if (obj) {
-            size_t used = jerr.position;
-            while (used < len && (data[used] == ' ' || data[used] == '\n' || data[used] == '\r' ||
-                                  data[used] == '\t'))
-                used++;
-            if (used == len) {
-                add_object(ctx, b, obj, 0, r);
-                json_decref(obj);
-                return r->count ? E_INVALID : 0;
-            }
-            json_decref(obj); /* more follows: NDJSON */
-        }
-    }
-    return parse_ndjson(ctx, data, len, b, r);
+    buf_release(&p.key_scratch);
+    buf_release(&p.val_scratch);
+    return rc;
 }

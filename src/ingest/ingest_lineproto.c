@@ -12,6 +12,7 @@
 #include "ingest/ingest_int.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,7 +40,8 @@ static size_t scan(const char *d, size_t i, size_t end, const char *stops, bool 
             i += 2;
             continue;
         }
-        if (strchr(stops, c)) break;
+        if (strchr(stops, c))
+            break;
         i++;
     }
     return i;
@@ -55,7 +57,8 @@ static const char *unescape(struct arena *a, const char *s, size_t len, bool esc
     char *o = arena_alloc(a, len + 1);
     size_t k = 0;
     for (size_t i = 0; i < len; i++) {
-        if (s[i] == '\\' && i + 1 < len && strchr(",= \"\\", s[i + 1])) i++;
+        if (s[i] == '\\' && i + 1 < len && strchr(",= \"\\", s[i + 1]))
+            i++;
         o[k++] = s[i];
     }
     o[k] = '\0';
@@ -81,7 +84,8 @@ static bool key_is(const struct lp_pair *p, const char *name)
 static bool field_number(const char *s, size_t len, double *out)
 {
     char tmp[64];
-    if (len == 0 || len >= sizeof tmp) return false;
+    if (len == 0 || len >= sizeof tmp)
+        return false;
     memcpy(tmp, s, len);
     tmp[len] = '\0';
     static const char *const truths[] = {"t", "T", "true", "True", "TRUE"};
@@ -102,17 +106,19 @@ static bool field_number(const char *s, size_t len, double *out)
         tmp[len - 1] = '\0'; /* drop the i/u suffix */
         if (s[len - 1] == 'u') {
             unsigned long long u = strtoull(tmp, &end, 10);
-            if (*end || end == tmp || errno || tmp[0] == '-') return false;
+            if (*end || end == tmp || errno || tmp[0] == '-')
+                return false;
             *out = (double)u;
         } else {
             long long iv = strtoll(tmp, &end, 10);
-            if (*end || end == tmp || errno) return false;
+            if (*end || end == tmp || errno)
+                return false;
             *out = (double)iv;
         }
         return true;
     }
     *out = strtod(tmp, &end);
-    return *end == '\0' && end != tmp &&
+    return *end == '\0' && end != tmp && isfinite(*out) &&
            (tmp[0] == '-' || tmp[0] == '.' || (tmp[0] >= '0' && tmp[0] <= '9'));
 }
 
@@ -133,7 +139,8 @@ static const char *labels_json(struct batch *b, struct lp_pair *extra, size_t n,
             unescape(&b->arena, extra[i].key, extra[i].key_len, extra[i].key_escaped, &kl);
         const char *v =
             unescape(&b->arena, extra[i].val, extra[i].val_len, extra[i].val_escaped, &vl);
-        if (i) buf_putc(tmp, ',');
+        if (i)
+            buf_putc(tmp, ',');
         json_escape_into(tmp, k, kl);
         buf_putc(tmp, ':');
         json_escape_into(tmp, v, vl);
@@ -316,12 +323,13 @@ static bool emit_points(const struct ingest_ctx *ctx, struct batch *b, const str
     bool ok = true;
     for (size_t f = 0; f < L->nfields; f++) {
         struct lp_pair *p = &L->fields[f];
-        if (p->is_string) continue;
+        if (p->is_string)
+            continue;
         double value;
         if (!field_number(p->val, p->val_len, &value)) {
             rejects_add(r, lineno, "fields",
-                        "field '%.*s' value '%.*s' is not a number, "
-                        "integer (1i), boolean or quoted string",
+                        "field '%.*s' value '%.*s' is not a finite "
+                        "number, integer (1i), boolean or quoted string",
                         (int)p->key_len, p->key, (int)(p->val_len > 40 ? 40 : p->val_len), p->val);
             ok = false;
             continue;
@@ -342,7 +350,8 @@ static bool emit_points(const struct ingest_ctx *ctx, struct batch *b, const str
         row[c->value].type = VAL_REAL;
         row[c->value].d = value;
         set_text(&row[c->labels], labels, labels_len);
-        if (!ingest_finish_row(ctx, b, true, lineno, r)) ok = false;
+        if (!ingest_finish_row(ctx, b, true, lineno, r))
+            ok = false;
     }
     return ok;
 }
@@ -355,7 +364,8 @@ int ingest_parse_lineproto(const struct ingest_ctx *ctx, const char *data, size_
                         schema_column(t, "component"), schema_column(t, "metric"),
                         schema_column(t, "value"),     schema_column(t, "labels")};
     struct lp_line *L = malloc(sizeof *L);
-    if (!L) abort();
+    if (!L)
+        abort();
     struct buf tmp;
     buf_init(&tmp, 1 << 20);
     size_t pos = 0, lineno = 0;
@@ -373,7 +383,8 @@ int ingest_parse_lineproto(const struct ingest_ctx *ctx, const char *data, size_
         }
         while (line_len && (line[line_len - 1] == '\r' || line[line_len - 1] == ' '))
             line_len--;
-        if (line_len == 0 || line[0] == '#') continue;
+        if (line_len == 0 || line[0] == '#')
+            continue;
         if (split_line(ctx, line, line_len, lineno, L, r))
             emit_points(ctx, b, &c, L, lineno, &tmp, r);
         if (b->nrows > ctx->max_rows) {
@@ -383,7 +394,9 @@ int ingest_parse_lineproto(const struct ingest_ctx *ctx, const char *data, size_
     }
     buf_release(&tmp);
     free(L);
-    if (rc) return rc;
-    if (lineno == 0 && r->count == 0 && b->nrows == 0) return 0;
+    if (rc)
+        return rc;
+    if (lineno == 0 && r->count == 0 && b->nrows == 0)
+        return 0;
     return r->count ? E_INVALID : 0;
 }

@@ -57,7 +57,8 @@ static struct job *take_group(struct writer *w, size_t *rows)
         j = j->next;
     }
     w->head = j;
-    if (!j) w->tail = NULL;
+    if (!j)
+        w->tail = NULL;
     last->next = NULL;
     return first;
 }
@@ -120,7 +121,8 @@ static void write_group(struct writer *w, struct job *group, size_t rows)
         const struct batch *done[1024];
         size_t n = 0;
         for (struct job *j = group; j; j = j->next) {
-            if (j->rc == 0) done[n++] = j->batch;
+            if (j->rc == 0)
+                done[n++] = j->batch;
             if (n == sizeof done / sizeof done[0] || (!j->next && n)) {
                 for (size_t h = 0; h < w->nhooks; h++)
                     w->hooks[h](w->hook_args[h], done, n);
@@ -148,7 +150,8 @@ static void *writer_main(void *arg)
     for (;;) {
         while (!w->head && !w->stopping)
             pthread_cond_wait(&w->work, &w->lock);
-        if (!w->head && w->stopping) break;
+        if (!w->head && w->stopping)
+            break;
         size_t rows;
         struct job *group = take_group(w, &rows);
         pthread_mutex_unlock(&w->lock);
@@ -162,7 +165,8 @@ static void *writer_main(void *arg)
 int writer_new(struct writer **out, struct store *s, const struct config *cfg, struct err *e)
 {
     struct writer *w = calloc(1, sizeof *w);
-    if (!w) return err_set(e, E_NOMEM, "out of memory");
+    if (!w)
+        return err_set(e, E_NOMEM, "out of memory");
     w->store = s;
     w->max_group_rows = cfg->writer_max_group_rows;
     w->queue_max_rows = cfg->writer_queue_max_rows;
@@ -181,7 +185,8 @@ int writer_new(struct writer **out, struct store *s, const struct config *cfg, s
 void writer_free(struct writer **wp)
 {
     struct writer *w = *wp;
-    if (!w) return;
+    if (!w)
+        return;
     pthread_mutex_lock(&w->lock);
     w->stopping = true;
     pthread_cond_signal(&w->work);
@@ -205,7 +210,8 @@ void writer_on_commit(struct writer *w, writer_hook hook, void *arg)
 
 int writer_submit(struct writer *w, const struct batch *b, struct err *e)
 {
-    if (b->nrows == 0) return 0;
+    if (b->nrows == 0)
+        return 0;
     struct job j = {.batch = b};
     pthread_mutex_lock(&w->lock);
     /* back-pressure: wait while the queue is full, unless it is empty (a huge batch still goes) */
@@ -225,7 +231,8 @@ int writer_submit(struct writer *w, const struct batch *b, struct err *e)
     while (!j.done)
         pthread_cond_wait(&w->done, &w->lock);
     pthread_mutex_unlock(&w->lock);
-    if (j.rc != 0 && e) *e = j.err;
+    if (j.rc != 0 && e)
+        *e = j.err;
     return j.rc;
 }
 

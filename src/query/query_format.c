@@ -12,12 +12,32 @@
 
 int query_format_parse(const char *s)
 {
-    if (strcasecmp(s, "table") == 0) return FORMAT_TABLE;
-    if (strcasecmp(s, "json") == 0) return FORMAT_JSON;
-    if (strcasecmp(s, "csv") == 0) return FORMAT_CSV;
+    if (strcasecmp(s, "table") == 0)
+        return FORMAT_TABLE;
+    if (strcasecmp(s, "json") == 0)
+        return FORMAT_JSON;
+    if (strcasecmp(s, "csv") == 0)
+        return FORMAT_CSV;
     return -1;
 }
 
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 when it is not valid. */
+static size_t utf8_seq(const unsigned char *s, size_t avail)
+{
+    size_t n = s[0] >= 0xf0 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc0 ? 2 : 0;
+    if (n == 0 || s[0] > 0xf4 || n > avail || s[0] == 0xc0 || s[0] == 0xc1)
+        return 0;
+    for (size_t k = 1; k < n; k++)
+        if ((s[k] & 0xc0) != 0x80)
+            return 0;
+    if ((n == 3 && s[0] == 0xe0 && s[1] < 0xa0) || (n == 3 && s[0] == 0xed && s[1] >= 0xa0) ||
+        (n == 4 && s[0] == 0xf0 && s[1] < 0x90) || (n == 4 && s[0] == 0xf4 && s[1] >= 0x90))
+        return 0;
+    return n;
+}
+
+/* A JSON string literal. Bytes that are not UTF-8 (blobs, bad text) become U+FFFD, so the answer
+ * is always valid JSON. */
 static void json_string(struct buf *out, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
@@ -25,7 +45,19 @@ static void json_string(struct buf *out, const char *s, size_t len)
     size_t start = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        if (c >= 0x80) {
+            size_t n = utf8_seq((const unsigned char *)s + i, len - i);
+            if (n) {
+                i += n - 1;
+                continue;
+            }
+            buf_append(out, s + start, i - start);
+            buf_append(out, "\\ufffd", 6);
+            start = i + 1;
+            continue;
+        }
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
         buf_append(out, s + start, i - start);
         if (c == '"' || c == '\\') {
             char esc[2] = {'\\', (char)c};
@@ -47,7 +79,8 @@ static void number_text(double d, char *out, size_t size)
     /* the shortest text that reads back as the same double */
     for (int prec = 15; prec <= 17; prec++) {
         snprintf(out, size, "%.*g", prec, d);
-        if (strtod(out, NULL) == d) return;
+        if (strtod(out, NULL) == d)
+            return;
     }
 }
 
@@ -77,10 +110,12 @@ void query_json_value(const struct value *v, struct buf *out)
 int query_write_json(const struct store_result *res, const char *extra, struct buf *out)
 {
     buf_putc(out, '{');
-    if (extra) buf_printf(out, "%s,", extra);
+    if (extra)
+        buf_printf(out, "%s,", extra);
     buf_printf(out, "\"columns\":[");
     for (size_t c = 0; c < res->ncols; c++) {
-        if (c) buf_putc(out, ',');
+        if (c)
+            buf_putc(out, ',');
         json_string(out, res->columns[c], strlen(res->columns[c]));
     }
     buf_printf(out, "],\"row_count\":%zu,\"rows\":[", res->nrows);
@@ -88,7 +123,8 @@ int query_write_json(const struct store_result *res, const char *extra, struct b
         const struct value *row = res->values + r * res->ncols;
         buf_append(out, r ? ",{" : "{", r ? 2 : 1);
         for (size_t c = 0; c < res->ncols; c++) {
-            if (c) buf_putc(out, ',');
+            if (c)
+                buf_putc(out, ',');
             json_string(out, res->columns[c], strlen(res->columns[c]));
             buf_putc(out, ':');
             query_json_value(&row[c], out);
@@ -118,10 +154,30 @@ static void cell_text(const struct value *v, char *tmp, size_t size, const char 
     *len = strlen(tmp);
 }
 
+/* RFC 4180: a field with a comma, quote, CR or LF is quoted, quotes doubled. */
+static void csv_field(struct buf *out, const char *s, size_t len)
+{
+    if (!memchr(s, ',', len) && !memchr(s, '"', len) && !memchr(s, '\n', len) &&
+        !memchr(s, '\r', len)) {
+        buf_append(out, s, len);
+        return;
+    }
+    buf_putc(out, '"');
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '"')
+            buf_putc(out, '"');
+        buf_putc(out, s[i]);
+    }
+    buf_putc(out, '"');
+}
+
 int query_write_csv(const struct store_result *res, struct buf *out)
 {
-    for (size_t c = 0; c < res->ncols; c++)
-        buf_printf(out, "%s%s", c ? "," : "", res->columns[c]);
+    for (size_t c = 0; c < res->ncols; c++) {
+        if (c)
+            buf_putc(out, ',');
+        csv_field(out, res->columns[c], strlen(res->columns[c]));
+    }
     buf_putc(out, '\n');
     char tmp[64];
     for (size_t r = 0; r < res->nrows; r++) {
@@ -129,17 +185,9 @@ int query_write_csv(const struct store_result *res, struct buf *out)
             const char *s;
             size_t len;
             cell_text(&res->values[r * res->ncols + c], tmp, sizeof tmp, &s, &len);
-            if (c) buf_putc(out, ',');
-            if (memchr(s, ',', len) || memchr(s, '"', len) || memchr(s, '\n', len)) {
-                buf_putc(out, '"');
-                for (size_t i = 0; i < len; i++) {
-                    if (s[i] == '"') buf_putc(out, '"');
-                    buf_putc(out, s[i]);
-                }
-                buf_putc(out, '"');
-            } else {
-                buf_append(out, s, len);
-            }
+            if (c)
+                buf_putc(out, ',');
+            csv_field(out, s, len);
         }
         buf_putc(out, '\n');
     }
@@ -151,7 +199,8 @@ static size_t width(const char *s, size_t len)
 {
     size_t w = 0;
     for (size_t i = 0; i < len; i++)
-        if (((unsigned char)s[i] & 0xc0) != 0x80) w++;
+        if (((unsigned char)s[i] & 0xc0) != 0x80)
+            w++;
     return w;
 }
 
@@ -160,7 +209,8 @@ static size_t width(const char *s, size_t len)
 int query_write_table(const struct store_result *res, struct buf *out)
 {
     size_t *w = calloc(res->ncols ? res->ncols : 1, sizeof *w);
-    if (!w) return E_NOMEM;
+    if (!w)
+        return E_NOMEM;
     char tmp[64];
     for (size_t c = 0; c < res->ncols; c++)
         w[c] = width(res->columns[c], strlen(res->columns[c]));
@@ -170,8 +220,10 @@ int query_write_table(const struct store_result *res, struct buf *out)
             size_t len;
             cell_text(&res->values[r * res->ncols + c], tmp, sizeof tmp, &s, &len);
             size_t cw = width(s, len);
-            if (cw > TABLE_CELL_MAX) cw = TABLE_CELL_MAX;
-            if (cw > w[c]) w[c] = cw;
+            if (cw > TABLE_CELL_MAX)
+                cw = TABLE_CELL_MAX;
+            if (cw > w[c])
+                w[c] = cw;
         }
     for (size_t c = 0; c < res->ncols; c++)
         buf_printf(out, "%s%-*s", c ? "  " : "", (int)w[c], res->columns[c]);
@@ -189,7 +241,8 @@ int query_write_table(const struct store_result *res, struct buf *out)
             size_t len;
             cell_text(v, tmp, sizeof tmp, &s, &len);
             size_t cw = width(s, len);
-            if (c) buf_append(out, "  ", 2);
+            if (c)
+                buf_append(out, "  ", 2);
             bool numeric = v->type == VAL_INT || v->type == VAL_REAL;
             if (cw > TABLE_CELL_MAX) {
                 size_t keep = 0, seen = 0;

@@ -37,14 +37,16 @@ const struct view_info *query_views(size_t *count)
 const struct view_info *query_view_find(const char *name)
 {
     for (size_t i = 0; i < sizeof views / sizeof views[0]; i++)
-        if (strcmp(views[i].name, name) == 0) return &views[i];
+        if (strcmp(views[i].name, name) == 0)
+            return &views[i];
     return NULL;
 }
 
 static bool column_of(const struct store_result *cols, const char *name)
 {
     for (size_t i = 0; i < cols->ncols; i++)
-        if (strcmp(cols->columns[i], name) == 0) return true;
+        if (strcmp(cols->columns[i], name) == 0)
+            return true;
     return false;
 }
 
@@ -92,7 +94,8 @@ static int build_sql(const struct view_info *v, const struct view_request *req,
             return err_set(e, E_INVALID, "order: the view %s has no column '%s'", v->name, col);
         buf_printf(sql, " ORDER BY %s %s", col, desc ? "DESC" : "ASC");
     }
-    if (req->limit > 0) buf_printf(sql, " LIMIT %lld", (long long)req->limit);
+    if (req->limit > 0)
+        buf_printf(sql, " LIMIT %lld", (long long)req->limit);
     return 0;
 }
 
@@ -101,7 +104,8 @@ int query_view(struct store *s, const struct config *cfg, const char *name,
 {
     const struct view_info *v = query_view_find(name);
     store_result_init(res);
-    if (!v) return err_set(e, E_NOTFOUND, "no view named '%s' (see GET /api/v1/views)", name);
+    if (!v)
+        return err_set(e, E_NOTFOUND, "no view named '%s' (see GET /api/v1/views)", name);
     if (req->nfilters > QUERY_MAX_FILTERS)
         return err_set(e, E_LIMIT, "at most %d filters", QUERY_MAX_FILTERS);
     struct store_reader *r = store_reader_get(s);

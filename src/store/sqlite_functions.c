@@ -23,7 +23,8 @@ struct percentile_acc {
 static void percentile_step(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
     struct percentile_acc *acc = sqlite3_aggregate_context(ctx, sizeof *acc);
-    if (!acc) return;
+    if (!acc)
+        return;
     if (!acc->p_set) {
         acc->p = sqlite3_value_double(argv[1]);
         acc->p_set = true;
@@ -33,7 +34,8 @@ static void percentile_step(sqlite3_context *ctx, int argc, sqlite3_value **argv
     if (t != SQLITE_INTEGER && t != SQLITE_FLOAT)
         return; /* NULLs and text are ignored, as by avg() */
     double w = argc > 2 ? sqlite3_value_double(argv[2]) : 1.0;
-    if (!(w > 0)) return;
+    if (!(w > 0))
+        return;
     if (acc->n == acc->cap) {
         size_t cap = acc->cap ? acc->cap * 2 : 256;
         double *v = sqlite3_realloc64(acc->values, cap * sizeof *v);
@@ -62,7 +64,8 @@ static void percentile_step(sqlite3_context *ctx, int argc, sqlite3_value **argv
             acc->weights[i] = 1.0;
     }
     acc->values[acc->n] = sqlite3_value_double(argv[0]);
-    if (acc->weights) acc->weights[acc->n] = w;
+    if (acc->weights)
+        acc->weights[acc->n] = w;
     acc->n++;
 }
 
@@ -85,7 +88,8 @@ static int cmp_weighted(const void *a, const void *b)
 static double weighted_percentile(struct percentile_acc *acc)
 {
     struct weighted *wv = sqlite3_malloc64(acc->n * sizeof *wv);
-    if (!wv) return NAN;
+    if (!wv)
+        return NAN;
     double total = 0;
     for (size_t i = 0; i < acc->n; i++) {
         wv[i].v = acc->values[i];
@@ -112,7 +116,8 @@ static double weighted_percentile(struct percentile_acc *acc)
 static void percentile_final(sqlite3_context *ctx)
 {
     struct percentile_acc *acc = sqlite3_aggregate_context(ctx, 0);
-    if (!acc) return; /* no rows: NULL */
+    if (!acc)
+        return; /* no rows: NULL */
     if (acc->bad_p) {
         sqlite3_result_error(ctx, "percentile: p must be between 0 and 100", -1);
     } else if (acc->n > 0) {
@@ -136,7 +141,8 @@ static const struct store_param *find_param(struct sqlite_conn *c, const char *n
 {
     /* later entries (the query's) override earlier ones (the connection defaults) */
     for (size_t i = c->nparams; i-- > 0;)
-        if (strcmp(c->params[i].name, name) == 0) return &c->params[i];
+        if (strcmp(c->params[i].name, name) == 0)
+            return &c->params[i];
     return NULL;
 }
 
@@ -180,7 +186,8 @@ static int authorizer(void *arg, int action, const char *a1, const char *a2, con
     (void)db;
     (void)trigger;
     struct sqlite_conn *c = arg;
-    if (!c->untrusted) return SQLITE_OK;
+    if (!c->untrusted)
+        return SQLITE_OK;
     static const char *const read_pragmas[] = {"table_info", "table_xinfo", "index_list",
                                                "index_info", "table_list",  "foreign_key_list",
                                                NULL};
@@ -200,15 +207,22 @@ static int authorizer(void *arg, int action, const char *a1, const char *a2, con
         return SQLITE_OK;
     case SQLITE_PRAGMA:
         for (int i = 0; read_pragmas[i]; i++)
-            if (a1 && strcmp(a1, read_pragmas[i]) == 0) return SQLITE_OK;
+            if (a1 && strcmp(a1, read_pragmas[i]) == 0)
+                return SQLITE_OK;
         c->denied = "PRAGMA";
         return SQLITE_DENY;
     case SQLITE_ATTACH:
     case SQLITE_DETACH:
         c->denied = "ATTACH/DETACH";
         return SQLITE_DENY;
-    case SQLITE_INSERT:
     case SQLITE_UPDATE:
+        /* table-valued pragmas (pragma_table_info) load the schema through an UPDATE check on
+         * sqlite_master; the connection is read-only, so nothing can be written either way */
+        if (a1 && (strcmp(a1, "sqlite_master") == 0 || strcmp(a1, "sqlite_schema") == 0))
+            return SQLITE_OK;
+        c->denied = "writing (INSERT, UPDATE, DELETE)";
+        return SQLITE_DENY;
+    case SQLITE_INSERT:
     case SQLITE_DELETE:
         c->denied = "writing (INSERT, UPDATE, DELETE)";
         return SQLITE_DENY;
@@ -234,7 +248,8 @@ int sqlite_register_functions(struct sqlite_conn *c)
         rc = sqlite3_create_function(c->db, "opsdb_param", 2, flags, c, param_func, NULL, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_create_function(c->db, "opsdb_now_ms", 0, flags, c, now_func, NULL, NULL);
-    if (rc != SQLITE_OK) return rc;
+    if (rc != SQLITE_OK)
+        return rc;
     sqlite3_progress_handler(c->db, 2000, progress_handler, c);
     sqlite3_set_authorizer(c->db, authorizer, c);
     return SQLITE_OK;

@@ -91,10 +91,12 @@ static void table_ddl(struct buf *b, const struct table *t)
     } else {
         buf_printf(b, "CREATE TABLE IF NOT EXISTS %s (", t->name);
         for (size_t i = 0; i < t->ncolumns; i++) {
-            if (i) buf_printf(b, ", ");
+            if (i)
+                buf_printf(b, ", ");
             column_ddl(b, &t->columns[i], false);
         }
-        if (t->key_column) buf_printf(b, ", UNIQUE (%s)", t->key_column);
+        if (t->key_column)
+            buf_printf(b, ", UNIQUE (%s)", t->key_column);
         buf_printf(b, ");\n");
     }
     for (size_t i = 0; i < t->nindexes; i++)
@@ -118,9 +120,11 @@ static int add_missing_columns(sqlite3 *db, const struct table *t, struct buf *b
             return err_set(e, E_STORE, "migration: %s", sqlite3_errmsg(db));
         bool found = false;
         while (sqlite3_step(st) == SQLITE_ROW)
-            if (strcmp((const char *)sqlite3_column_text(st, 0), c->name) == 0) found = true;
+            if (strcmp((const char *)sqlite3_column_text(st, 0), c->name) == 0)
+                found = true;
         sqlite3_finalize(st);
-        if (found) continue;
+        if (found)
+            continue;
         buf_printf(b, "ALTER TABLE %s%s ADD COLUMN ", t->name,
                    t->kind == TABLE_SERIES ? "_series" : "");
         column_ddl(b, c, true);
@@ -169,9 +173,11 @@ static int run_numbered(sqlite3 *db, int from, struct buf *b, struct err *e)
 {
     for (size_t i = 0; i < sizeof migrations / sizeof migrations[0]; i++) {
         const struct migration *m = &migrations[i];
-        if (m->version <= from) continue;
+        if (m->version <= from)
+            continue;
         log_info("migration to schema version %d: %s", m->version, m->description);
-        if (m->sql && sqlite_exec(db, m->sql, e) != 0) return e->code;
+        if (m->sql && sqlite_exec(db, m->sql, e) != 0)
+            return e->code;
         buf_printf(b, "INSERT OR REPLACE INTO opsdb_migrations VALUES (%d, %lld, '%s');\n",
                    m->version, (long long)time_now_ms(), m->description);
     }
@@ -183,8 +189,10 @@ int sqlite_migrate(sqlite3 *db, struct err *e)
     int version = 0, rc;
     struct buf ddl;
     buf_init(&ddl, 1 << 20);
-    if ((rc = sqlite_exec(db, "BEGIN IMMEDIATE", e)) != 0) goto out;
-    if ((rc = read_version(db, &version, e)) != 0) goto rollback;
+    if ((rc = sqlite_exec(db, "BEGIN IMMEDIATE", e)) != 0)
+        goto out;
+    if ((rc = read_version(db, &version, e)) != 0)
+        goto rollback;
     if (version > schema_version()) {
         rc = err_set(e, E_INVALID,
                      "the database has schema version %d, newer than this opsdb's %d: upgrade "
@@ -196,7 +204,8 @@ int sqlite_migrate(sqlite3 *db, struct err *e)
         log_info("migrating the database from schema version %d to %d", version, schema_version());
     buf_printf(&ddl, "CREATE TABLE IF NOT EXISTS opsdb_migrations (version INTEGER PRIMARY KEY, "
                      "applied_at INTEGER NOT NULL, description TEXT NOT NULL);\n");
-    if ((rc = run_numbered(db, version, &ddl, e)) != 0) goto rollback;
+    if ((rc = run_numbered(db, version, &ddl, e)) != 0)
+        goto rollback;
     size_t n;
     const struct table *tables = schema_tables(&n);
     for (size_t i = 0; i < n; i++) {
@@ -212,7 +221,8 @@ int sqlite_migrate(sqlite3 *db, struct err *e)
     for (size_t i = 0; i < nviews; i++)
         buf_printf(&ddl, "DROP VIEW IF EXISTS %s;\n%s;\n", views[i], sqlite_view_sql(i));
     buf_printf(&ddl, "PRAGMA user_version = %d;\n", schema_version());
-    if ((rc = sqlite_exec(db, ddl.data, e)) != 0) goto rollback;
+    if ((rc = sqlite_exec(db, ddl.data, e)) != 0)
+        goto rollback;
     rc = sqlite_exec(db, "COMMIT", e);
     goto out;
 rollback:

@@ -93,7 +93,8 @@ int sqlite_conn_open(struct sqlite_conn *c, const char *path, int flags, const s
 
 void sqlite_conn_close(struct sqlite_conn *c)
 {
-    if (c->db) sqlite3_close_v2(c->db);
+    if (c->db)
+        sqlite3_close_v2(c->db);
     c->db = NULL;
 }
 
@@ -140,7 +141,8 @@ static void series_map_put(struct series_map *m, uint64_t h, const char *key, ui
     if ((m->count + 1) * 4 >= m->cap * 3) {
         struct series_map grown = {calloc(m->cap ? m->cap * 2 : 1024, sizeof(struct series_entry)),
                                    m->cap ? m->cap * 2 : 1024, 0};
-        if (!grown.slots) abort();
+        if (!grown.slots)
+            abort();
         for (size_t i = 0; i < m->cap; i++)
             if (m->slots[i].id) {
                 *series_slot(&grown, m->slots[i].hash, m->slots[i].key, m->slots[i].key_len) =
@@ -153,7 +155,8 @@ static void series_map_put(struct series_map *m, uint64_t h, const char *key, ui
     struct series_entry *s = series_slot(m, h, key, len);
     if (s->id == 0) {
         s->key = malloc(len);
-        if (!s->key) abort();
+        if (!s->key)
+            abort();
         memcpy(s->key, key, len);
         s->key_len = len;
         s->hash = h;
@@ -164,7 +167,8 @@ static void series_map_put(struct series_map *m, uint64_t h, const char *key, ui
 
 static int64_t series_map_get(struct series_map *m, uint64_t h, const char *key, uint32_t len)
 {
-    if (!m->cap) return 0;
+    if (!m->cap)
+        return 0;
     return series_slot(m, h, key, len)->id;
 }
 
@@ -173,7 +177,8 @@ static size_t series_key_columns(const struct table *t, int *cols)
 {
     size_t n = 0;
     for (size_t i = 0; i < t->ncolumns; i++)
-        if (t->columns[i].series_key) cols[n++] = (int)i;
+        if (t->columns[i].series_key)
+            cols[n++] = (int)i;
     return n;
 }
 
@@ -182,8 +187,10 @@ static void series_key(struct buf *k, const struct value *row, const int *cols, 
     k->len = 0;
     for (size_t i = 0; i < n; i++) {
         const struct value *v = &row[cols[i]];
-        if (i) buf_putc(k, '\x1f');
-        if (v->type == VAL_TEXT) buf_append(k, v->s, v->len);
+        if (i)
+            buf_putc(k, '\x1f');
+        if (v->type == VAL_TEXT)
+            buf_append(k, v->s, v->len);
     }
 }
 
@@ -208,7 +215,8 @@ static int series_load(struct sqlite_store *st, const struct table *t, struct er
     while (sqlite3_step(q) == SQLITE_ROW) {
         key.len = 0;
         for (size_t i = 0; i < n; i++) {
-            if (i) buf_putc(&key, '\x1f');
+            if (i)
+                buf_putc(&key, '\x1f');
             const unsigned char *txt = sqlite3_column_text(q, (int)i + 1);
             buf_append(&key, txt, (size_t)sqlite3_column_bytes(q, (int)i + 1));
         }
@@ -267,14 +275,16 @@ static int prepare_inserts(struct sqlite_store *st, struct err *e)
                 buf_printf(&sql, " ON CONFLICT (%s) DO UPDATE SET ", t->key_column);
                 bool first = true;
                 for (size_t j = 0; j < t->ncolumns; j++) {
-                    if (strcmp(t->columns[j].name, t->key_column) == 0) continue;
+                    if (strcmp(t->columns[j].name, t->key_column) == 0)
+                        continue;
                     buf_printf(&sql, "%s%s = excluded.%s", first ? "" : ", ", t->columns[j].name,
                                t->columns[j].name);
                     first = false;
                 }
             }
         }
-        if (rc == 0) rc = prepare(st->writer.db, sql.data, &st->insert[i], e);
+        if (rc == 0)
+            rc = prepare(st->writer.db, sql.data, &st->insert[i], e);
     }
     buf_release(&sql);
     return rc;
@@ -302,7 +312,8 @@ static int step_done(sqlite3 *db, sqlite3_stmt *q, struct err *e)
 {
     int rc = sqlite3_step(q);
     sqlite3_reset(q);
-    if (rc != SQLITE_DONE) return err_set(e, E_STORE, "write failed: %s", sqlite3_errmsg(db));
+    if (rc != SQLITE_DONE)
+        return err_set(e, E_STORE, "write failed: %s", sqlite3_errmsg(db));
     return 0;
 }
 
@@ -311,8 +322,10 @@ static int step_done(sqlite3 *db, sqlite3_stmt *q, struct err *e)
 static int cmp_point(const void *a, const void *b)
 {
     const struct point *x = a, *y = b;
-    if (x->series_id != y->series_id) return x->series_id < y->series_id ? -1 : 1;
-    if (x->ts != y->ts) return x->ts < y->ts ? -1 : 1;
+    if (x->series_id != y->series_id)
+        return x->series_id < y->series_id ? -1 : 1;
+    if (x->ts != y->ts)
+        return x->ts < y->ts ? -1 : 1;
     return (x->order > y->order) - (x->order < y->order);
 }
 
@@ -322,10 +335,12 @@ static int64_t series_resolve(struct sqlite_store *st, const struct value *row, 
     series_key(key, row, cols, ncols);
     uint64_t h = hash64(key->data ? key->data : "", key->len, 0);
     int64_t id = series_map_get(&st->series, h, key->data, (uint32_t)key->len);
-    if (id) return id;
+    if (id)
+        return id;
     for (size_t j = 0; j < ncols; j++)
         bind_value(st->series_insert, (int)j + 1, &row[cols[j]]);
-    if (step_done(st->writer.db, st->series_insert, e) != 0) return -1;
+    if (step_done(st->writer.db, st->series_insert, e) != 0)
+        return -1;
     id = sqlite3_last_insert_rowid(st->writer.db);
     series_map_put(&st->series, h, key->data ? key->data : "", (uint32_t)key->len, id);
     return id;
@@ -339,7 +354,8 @@ static int write_series(struct sqlite_store *st, const struct batch *b, sqlite3_
     size_t ncols = series_key_columns(t, cols);
     int ts_col = schema_column(t, "ts"), value_col = schema_column(t, "value");
     struct point *pts = malloc((b->nrows ? b->nrows : 1) * sizeof *pts);
-    if (!pts) return err_set(e, E_NOMEM, "out of memory sorting %zu samples", b->nrows);
+    if (!pts)
+        return err_set(e, E_NOMEM, "out of memory sorting %zu samples", b->nrows);
     struct buf key;
     buf_init(&key, 1 << 16);
     int rc = 0;
@@ -357,7 +373,8 @@ static int write_series(struct sqlite_store *st, const struct batch *b, sqlite3_
         sqlite3_bind_int64(ins, 1, pts[i].series_id);
         sqlite3_bind_int64(ins, 2, pts[i].ts);
         sqlite3_bind_double(ins, 3, pts[i].value);
-        if ((rc = step_done(st->writer.db, ins, e)) != 0) goto out;
+        if ((rc = step_done(st->writer.db, ins, e)) != 0)
+            goto out;
     }
 out:
     buf_release(&key);
@@ -374,7 +391,8 @@ static int write_rows(struct sqlite_store *st, const struct batch *b, sqlite3_st
         for (size_t j = 0; j < ncol; j++)
             bind_value(ins, (int)j + 1, &row[j]);
         int rc = step_done(st->writer.db, ins, e);
-        if (rc != 0) return rc;
+        if (rc != 0)
+            return rc;
     }
     return 0;
 }
@@ -382,7 +400,8 @@ static int write_rows(struct sqlite_store *st, const struct batch *b, sqlite3_st
 static int sq_write_begin(struct store *s, struct err *e)
 {
     struct sqlite_store *st = impl(s);
-    if (st->readonly) return err_set(e, E_STORE, "the store was opened read-only");
+    if (st->readonly)
+        return err_set(e, E_STORE, "the store was opened read-only");
     int rc = sqlite_exec(st->writer.db, "BEGIN IMMEDIATE", e);
     st->in_group = rc == 0;
     return rc;
@@ -394,13 +413,15 @@ static int sq_write_batch(struct store *s, const struct batch *b, struct err *e)
     size_t n;
     const struct table *tables = schema_tables(&n);
     size_t ti = (size_t)(b->table - tables);
-    if (sqlite_exec(st->writer.db, "SAVEPOINT batch", e) != 0) return E_STORE;
+    if (sqlite_exec(st->writer.db, "SAVEPOINT batch", e) != 0)
+        return E_STORE;
     int rc = b->table->kind == TABLE_SERIES ? write_series(st, b, st->insert[ti], e)
                                             : write_rows(st, b, st->insert[ti], e);
     if (rc != 0) {
         sqlite3_exec(st->writer.db, "ROLLBACK TO batch; RELEASE batch", NULL, NULL, NULL);
         /* series created inside the rolled-back savepoint are gone: reload the dictionary */
-        if (b->table->kind == TABLE_SERIES) series_load(st, b->table, NULL);
+        if (b->table->kind == TABLE_SERIES)
+            series_load(st, b->table, NULL);
         return rc;
     }
     return sqlite_exec(st->writer.db, "RELEASE batch", e);
@@ -424,7 +445,8 @@ static int sq_write_commit(struct store *s, struct err *e)
 static void sq_write_rollback(struct store *s)
 {
     struct sqlite_store *st = impl(s);
-    if (!st->in_group) return;
+    if (!st->in_group)
+        return;
     st->in_group = false;
     sqlite3_exec(st->writer.db, "ROLLBACK", NULL, NULL, NULL);
     series_load(st, schema_table("system_metrics"), NULL);
@@ -434,14 +456,16 @@ static void sq_write_rollback(struct store *s)
 static int sq_check_writable(struct store *s, struct err *e)
 {
     struct sqlite_store *st = impl(s);
-    if (st->readonly) return err_set(e, E_STORE, "the store was opened read-only");
+    if (st->readonly)
+        return err_set(e, E_STORE, "the store was opened read-only");
     if (access(st->path, W_OK) != 0)
         return err_set(e, E_STORE, "the database file %s is not writable: %s", st->path,
                        strerror(errno));
     char dir[512];
     snprintf(dir, sizeof dir, "%s", st->path);
     char *slash = strrchr(dir, '/');
-    if (slash) *slash = '\0';
+    if (slash)
+        *slash = '\0';
     if (access(slash ? dir : ".", W_OK) != 0)
         return err_set(e, E_STORE, "the database directory is not writable: %s", strerror(errno));
     return 0;
@@ -454,10 +478,12 @@ static int ensure_parent_dir(const char *path, struct err *e)
     char dir[512];
     snprintf(dir, sizeof dir, "%s", path);
     char *slash = strrchr(dir, '/');
-    if (!slash || slash == dir) return 0;
+    if (!slash || slash == dir)
+        return 0;
     *slash = '\0';
     struct stat sb;
-    if (stat(dir, &sb) == 0) return 0;
+    if (stat(dir, &sb) == 0)
+        return 0;
     if (mkdir(dir, 0750) != 0 && errno != EEXIST)
         return err_set(e, E_IO, "cannot create directory %s for the database: %s", dir,
                        strerror(errno));
@@ -467,7 +493,8 @@ static int ensure_parent_dir(const char *path, struct err *e)
 static int sq_open(struct store *s, enum store_mode mode, struct err *e)
 {
     struct sqlite_store *st = calloc(1, sizeof *st);
-    if (!st) return err_set(e, E_NOMEM, "out of memory");
+    if (!st)
+        return err_set(e, E_NOMEM, "out of memory");
     snprintf(st->path, sizeof st->path, "%s", s->cfg.db);
     st->readonly = mode == STORE_READONLY;
     const char *fault = getenv("OPSDB_FAULT");
@@ -483,18 +510,26 @@ static int sq_open(struct store *s, enum store_mode mode, struct err *e)
             goto fail;
         }
         rc = sqlite_conn_open(&st->writer, st->path, SQLITE_OPEN_READONLY, &s->cfg, e);
-        if (rc == 0) rc = pragmas(&st->writer, &s->cfg, false, e);
-        if (rc != 0) goto fail;
+        if (rc == 0)
+            rc = pragmas(&st->writer, &s->cfg, false, e);
+        if (rc != 0)
+            goto fail;
         return 0;
     }
-    if ((rc = ensure_parent_dir(st->path, e)) != 0) goto fail;
+    if ((rc = ensure_parent_dir(st->path, e)) != 0)
+        goto fail;
     rc = sqlite_conn_open(&st->writer, st->path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
                           &s->cfg, e);
-    if (rc == 0) rc = pragmas(&st->writer, &s->cfg, true, e);
-    if (rc == 0) rc = sqlite_migrate(st->writer.db, e);
-    if (rc == 0) rc = prepare_inserts(st, e);
-    if (rc == 0) rc = series_load(st, schema_table("system_metrics"), e);
-    if (rc != 0) goto fail;
+    if (rc == 0)
+        rc = pragmas(&st->writer, &s->cfg, true, e);
+    if (rc == 0)
+        rc = sqlite_migrate(st->writer.db, e);
+    if (rc == 0)
+        rc = prepare_inserts(st, e);
+    if (rc == 0)
+        rc = series_load(st, schema_table("system_metrics"), e);
+    if (rc != 0)
+        goto fail;
     return 0;
 fail:
     s->impl = NULL;
@@ -506,7 +541,8 @@ fail:
 static void sq_close(struct store *s)
 {
     struct sqlite_store *st = impl(s);
-    if (!st) return;
+    if (!st)
+        return;
     for (size_t i = 0; i < sizeof st->insert / sizeof st->insert[0]; i++)
         sqlite3_finalize(st->insert[i]);
     sqlite3_finalize(st->series_insert);
@@ -523,7 +559,8 @@ static int sq_schema_version(struct store *s)
     sqlite3_stmt *q;
     int v = -1;
     if (sqlite3_prepare_v2(impl(s)->writer.db, "PRAGMA user_version", -1, &q, NULL) == SQLITE_OK) {
-        if (sqlite3_step(q) == SQLITE_ROW) v = sqlite3_column_int(q, 0);
+        if (sqlite3_step(q) == SQLITE_ROW)
+            v = sqlite3_column_int(q, 0);
         sqlite3_finalize(q);
     }
     return v;
@@ -535,9 +572,11 @@ static int64_t sq_size_bytes(struct store *s)
     char wal[600];
     struct stat sb;
     int64_t total = 0;
-    if (stat(st->path, &sb) == 0) total += sb.st_size;
+    if (stat(st->path, &sb) == 0)
+        total += sb.st_size;
     snprintf(wal, sizeof wal, "%s-wal", st->path);
-    if (stat(wal, &sb) == 0) total += sb.st_size;
+    if (stat(wal, &sb) == 0)
+        total += sb.st_size;
     return total;
 }
 
@@ -574,8 +613,10 @@ static int bind_params(sqlite3_stmt *q, const struct store_query *sq, struct err
             return err_set(e, E_INVALID, "query parameters must be named (:name)");
         const struct store_param *p = NULL;
         for (size_t k = 0; k < sq->nparams; k++)
-            if (strcmp(sq->params[k].name, name + 1) == 0) p = &sq->params[k];
-        if (!p) return err_set(e, E_INVALID, "query parameter %s has no value", name);
+            if (strcmp(sq->params[k].name, name + 1) == 0)
+                p = &sq->params[k];
+        if (!p)
+            return err_set(e, E_INVALID, "query parameter %s has no value", name);
         if (p->is_text)
             sqlite3_bind_text(q, i, p->text, -1, SQLITE_TRANSIENT);
         else
@@ -631,7 +672,8 @@ static int run_statement(struct sqlite_conn *c, sqlite3_stmt *q, const struct st
 {
     int ncols = sqlite3_column_count(q);
     const char *names[256];
-    if (ncols > 256) return err_set(e, E_LIMIT, "query returns %d columns, more than 256", ncols);
+    if (ncols > 256)
+        return err_set(e, E_LIMIT, "query returns %d columns, more than 256", ncols);
     for (int i = 0; i < ncols; i++)
         names[i] = sqlite3_column_name(q, i);
     store_result_set_columns(res, (size_t)ncols, names);
@@ -672,10 +714,12 @@ static int sq_reader_query(void *conn, const struct store_query *sq, struct stor
         goto out;
     }
     if (sq->untrusted) {
-        while (tail &&
-               (*tail == ' ' || *tail == '\n' || *tail == '\t' || *tail == ';' || *tail == '\r'))
-            tail++;
-        if (tail && *tail) {
+        /* what follows the statement may only be whitespace, semicolons and comments: SQLite
+         * prepares such a tail to no statement at all */
+        sqlite3_stmt *next = NULL;
+        int trc = tail && *tail ? sqlite3_prepare_v2(c->db, tail, -1, &next, NULL) : SQLITE_OK;
+        sqlite3_finalize(next);
+        if (trc != SQLITE_OK || next) {
             rc = err_set(e, E_INVALID, "query denied: only one statement is allowed");
             goto out;
         }
@@ -684,7 +728,8 @@ static int sq_reader_query(void *conn, const struct store_query *sq, struct stor
             goto out;
         }
     }
-    if ((rc = bind_params(q, sq, e)) == 0) rc = run_statement(c, q, sq, res, e);
+    if ((rc = bind_params(q, sq, e)) == 0)
+        rc = run_statement(c, q, sq, res, e);
 out:
     sqlite3_finalize(q);
     c->nparams = c->ndefaults;

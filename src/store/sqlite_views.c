@@ -97,7 +97,7 @@ static const char *const views[] = {
                   "  round(avg(CASE WHEN r.succeeded OR r.failed THEN r.duration_ms END), 1) AS "
                   "mean_duration_ms,"
                   "  " NOW " - (SELECT p.ts FROM pipeline_status p WHERE p.pipeline = r.pipeline "
-                           "AND p.ts <= " NOW
+                  "AND p.ts <= " NOW
                   "   AND p.status = 'succeeded' ORDER BY p.ts DESC LIMIT 1) AS freshness_ms"
                   " FROM runs r GROUP BY r.pipeline",
 

@@ -34,9 +34,11 @@ int store_open(struct store **out, const struct config *cfg, enum store_mode mod
 {
     *out = NULL;
     const struct store_ops *ops = ops_for(cfg->db, e);
-    if (!ops) return E_INVALID;
+    if (!ops)
+        return E_INVALID;
     struct store *s = calloc(1, sizeof *s);
-    if (!s) return err_set(e, E_NOMEM, "out of memory opening the store");
+    if (!s)
+        return err_set(e, E_NOMEM, "out of memory opening the store");
     s->ops = ops;
     s->cfg = *cfg;
     pthread_mutex_init(&s->readers_lock, NULL);
@@ -56,7 +58,8 @@ int store_open(struct store **out, const struct config *cfg, enum store_mode mod
 void store_close(struct store **sp)
 {
     struct store *s = *sp;
-    if (!s) return;
+    if (!s)
+        return;
     struct store_reader *r = s->free_readers;
     while (r) {
         struct store_reader *next = r->next;
@@ -143,7 +146,8 @@ struct store_reader *store_reader_get(struct store *s)
 
 void store_reader_put(struct store *s, struct store_reader *r)
 {
-    if (!r) return;
+    if (!r)
+        return;
     pthread_mutex_lock(&s->readers_lock);
     r->next = s->free_readers;
     s->free_readers = r;
@@ -155,7 +159,8 @@ int store_reader_query(struct store_reader *r, const struct store_query *q,
                        struct store_result *res, struct err *e)
 {
     store_result_init(res);
-    if (!r) return err_set(e, E_STORE, "no read connection could be opened (see the server log)");
+    if (!r)
+        return err_set(e, E_STORE, "no read connection could be opened (see the server log)");
     return r->ops->reader_query(r->conn, q, res, e);
 }
 
@@ -185,7 +190,8 @@ struct value *store_result_add_row(struct store_result *res)
     if (res->nrows == res->cap_rows) {
         size_t cap = res->cap_rows ? res->cap_rows * 2 : 32;
         struct value *v = arena_alloc(&res->arena, cap * (res->ncols ? res->ncols : 1) * sizeof *v);
-        if (res->nrows) memcpy(v, res->values, res->nrows * res->ncols * sizeof *v);
+        if (res->nrows)
+            memcpy(v, res->values, res->nrows * res->ncols * sizeof *v);
         res->values = v;
         res->cap_rows = cap;
     }
