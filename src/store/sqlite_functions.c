@@ -220,18 +220,18 @@ static int authorizer(void *arg, int action, const char *a1, const char *a2, con
          * sqlite_master; the connection is read-only, so nothing can be written either way */
         if (a1 && (strcmp(a1, "sqlite_master") == 0 || strcmp(a1, "sqlite_schema") == 0))
             return SQLITE_OK;
-        c->denied = "writing (INSERT, UPDATE, DELETE)";
+        c->denied = "writing or changing the database";
         return SQLITE_DENY;
     case SQLITE_INSERT:
     case SQLITE_DELETE:
-        c->denied = "writing (INSERT, UPDATE, DELETE)";
+        c->denied = "writing or changing the database";
         return SQLITE_DENY;
     case SQLITE_TRANSACTION:
     case SQLITE_SAVEPOINT:
         c->denied = "transaction control";
         return SQLITE_DENY;
     default:
-        c->denied = "writing or changing the schema";
+        c->denied = "writing or changing the database";
         return SQLITE_DENY;
     }
 }

@@ -473,6 +473,7 @@ static int sq_check_writable(struct store *s, struct err *e)
 
 /* ---- open / close --------------------------------------------------------------------------- */
 
+/* Creates the directories above the database file, like mkdir -p. */
 static int ensure_parent_dir(const char *path, struct err *e)
 {
     char dir[512];
@@ -481,12 +482,18 @@ static int ensure_parent_dir(const char *path, struct err *e)
     if (!slash || slash == dir)
         return 0;
     *slash = '\0';
-    struct stat sb;
-    if (stat(dir, &sb) == 0)
-        return 0;
-    if (mkdir(dir, 0750) != 0 && errno != EEXIST)
-        return err_set(e, E_IO, "cannot create directory %s for the database: %s", dir,
-                       strerror(errno));
+    for (char *p = dir + 1;; p++) {
+        bool end = *p == '\0';
+        if (*p == '/' || end) {
+            *p = '\0';
+            if (mkdir(dir, 0750) != 0 && errno != EEXIST)
+                return err_set(e, E_IO, "cannot create directory %s for the database: %s", dir,
+                               strerror(errno));
+            if (end)
+                break;
+            *p = '/';
+        }
+    }
     return 0;
 }
 

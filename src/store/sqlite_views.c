@@ -87,7 +87,8 @@ static const char *const views[] = {
                   " SELECT r.pipeline,"
                   "  (SELECT p.status FROM pipeline_status p WHERE p.pipeline = r.pipeline AND "
                   "p.ts <= " NOW "   ORDER BY p.ts DESC LIMIT 1) AS last_status,"
-                  "  (SELECT p.ts FROM pipeline_status p WHERE p.pipeline = r.pipeline AND p.ts "
+                  "  (SELECT p.ts FROM pipeline_status p INDEXED BY pipeline_status_pipeline_ts"
+                  "   WHERE p.pipeline = r.pipeline AND p.ts "
                   "<= " NOW
                   "   AND p.status = 'succeeded' ORDER BY p.ts DESC LIMIT 1) AS last_success,"
                   "  count(*) AS runs, sum(r.failed) AS failed_runs,"
@@ -96,7 +97,8 @@ static const char *const views[] = {
                   "   AS success_rate,"
                   "  round(avg(CASE WHEN r.succeeded OR r.failed THEN r.duration_ms END), 1) AS "
                   "mean_duration_ms,"
-                  "  " NOW " - (SELECT p.ts FROM pipeline_status p WHERE p.pipeline = r.pipeline "
+                  "  " NOW " - (SELECT p.ts FROM pipeline_status p INDEXED BY pipeline_status_pipeline_ts"
+                  "   WHERE p.pipeline = r.pipeline "
                   "AND p.ts <= " NOW
                   "   AND p.status = 'succeeded' ORDER BY p.ts DESC LIMIT 1) AS freshness_ms"
                   " FROM runs r GROUP BY r.pipeline",
@@ -115,7 +117,8 @@ static const char *const views[] = {
                 "h.duration_ms_avg IS NOT"
                 "  NULL THEN h.invocations END), 0), 3) AS latency_avg_ms,"
                 " max(h.duration_ms_p95) AS latency_p95_ms,"
-                " (SELECT q.queue_depth FROM handler_metrics q WHERE q.handler = h.handler"
+                " (SELECT q.queue_depth FROM handler_metrics q INDEXED BY handler_metrics_handler_ts"
+    "  WHERE q.handler = h.handler"
                 "  AND q.component = h.component AND q.ts <= " NOW
                 " ORDER BY q.ts DESC LIMIT 1) AS queue_depth,"
                 " max(h.queue_depth) AS queue_depth_max, max(h.ts) AS last_seen"
@@ -131,7 +134,7 @@ static const char *const views[] = {
     " WHERE a.state IN ('pending', 'firing', 'acknowledged', 'escalated', 'suppressed')"
     " AND a.ts <= " NOW
     " AND NOT EXISTS (SELECT 1 FROM alert_history b WHERE b.alert_id = a.alert_id"
-    "  AND b.ts > a.ts AND b.ts <= " NOW ")",
+    "  AND (b.ts > a.ts OR (b.ts = a.ts AND b.rowid > a.rowid)) AND b.ts <= " NOW ")",
 
     /* job_status: every job with its live state; missed when the next run is overdue by more
      * than its grace period. */

@@ -47,6 +47,7 @@ import io
 import json
 import math
 import random
+import time
 
 import pytest
 import requests
@@ -146,3 +147,811 @@ class Clock:
     def take(self, t):
         self.used.add(t)
         return t
+
+
+# ---- the reference time and the input ------------------------------------------------------
+
+REF_S = (int(time.time()) // 60) * 60 - 1800  # whole minute, 30 minutes ago (see the docstring)
+NOW = REF_S * 1000
+MIN = 60_000
+HOUR = 60 * MIN
+DAY = 24 * HOUR
+
+
+def gen_api_usage(rng, clock):
+    rows = []
+    services = ["checkout", "search"]
+    endpoints = ["/a", "/b", "/c/:id"]
+    codes = [200, 200, 200, 201, 204, 301, 400, 404, 429, 500, 503]
+    for _ in range(600):
+        row = {
+            "ts": clock.pick(NOW - 70 * MIN, NOW + 5 * MIN),
+            "service": rng.choice(services),
+            "method": rng.choice(["GET", "POST"]),
+            "endpoint": rng.choice(endpoints),
+            "status_code": rng.choice(codes),
+        }
+        if rng.random() < 0.9:
+            row["latency_ms"] = round(rng.lognormvariate(3, 1), 3)
+        if rng.random() < 0.8:
+            row["request_bytes"] = rng.randint(0, 4000)
+        row["response_bytes"] = rng.randint(0, 90000)
+        if rng.random() < 0.25:
+            row["count"] = rng.randint(2, 6)
+        elif rng.random() < 0.5:
+            row["count"] = 1  # otherwise left out: the default is 1
+        rows.append(row)
+    # window boundaries: exactly at now - 15m is out, exactly at now is in (also for 1h)
+    for ts, lat in ((NOW - 15 * MIN, 1e6), (NOW - HOUR, 2e6), (clock.take(NOW), 7.5)):
+        rows.append({"ts": ts, "service": "edge", "method": "GET", "endpoint": "/boundary",
+                     "status_code": 200, "latency_ms": lat, "count": 3})
+    # a group with no latency and no request bytes at all: NULL percentiles, mean and sum
+    rows.append({"ts": clock.pick(NOW - 5 * MIN, NOW), "service": "edge", "method": "GET",
+                 "endpoint": "/nolatency", "status_code": 502})
+    return rows
+
+
+def expect_api_performance(rows, window_ms=15 * MIN):
+    groups = {}
+    for r in rows:
+        if in_window(r["ts"], NOW, window_ms):
+            groups.setdefault((r.get("service", ""), r["endpoint"]), []).append(r)
+    out = {}
+    for k, g in groups.items():
+        cnt = [r.get("count", 1) for r in g]
+        total = sum(cnt)
+        lat = [x for r in g if r.get("latency_ms") is not None
+               for x in [r["latency_ms"]] * r.get("count", 1)]
+        out[k] = {
+            "requests": total,
+            "requests_per_s": total * 1000.0 / window_ms,
+            "rate_4xx": sum(c for r, c in zip(g, cnt) if 400 <= r["status_code"] <= 499) / total,
+            "rate_5xx": sum(c for r, c in zip(g, cnt) if r["status_code"] >= 500) / total,
+            "latency_p50_ms": percentile(lat, 50),
+            "latency_p95_ms": percentile(lat, 95),
+            "latency_p99_ms": percentile(lat, 99),
+            "latency_avg_ms": sum(lat) / len(lat) if lat else None,
+            "request_bytes": sum_or_none(r.get("request_bytes") for r in g),
+            "response_bytes": sum_or_none(r.get("response_bytes") for r in g),
+            "last_seen": max(r["ts"] for r in g),
+        }
+    return out
+
+
+API_SPEC = {"requests": None, "requests_per_s": 3, "rate_4xx": 6, "rate_5xx": 6,
+            "latency_p50_ms": None, "latency_p95_ms": None, "latency_p99_ms": None,
+            "latency_avg_ms": None, "request_bytes": None, "response_bytes": None,
+            "last_seen": None}
+LEVELS = ["debug", "info", "notice", "warning", "error", "critical", "fatal"]
+
+
+def gen_error_logs(rng, clock):
+    rows = []
+    hosts = ["web-1", "web-2", "db-1", ""]
+    for f in range(12):
+        fp = f"fp{f:04d}"
+        for i in range(rng.randint(3, 40)):
+            row = {"ts": clock.pick(NOW - 30 * HOUR, NOW + 10 * MIN),
+                   "service": "svc", "component": rng.choice(["api", "worker", "db"]),
+                   "host": rng.choice(hosts), "level": rng.choice(LEVELS),
+                   "error_type": rng.choice(["ValueError", "KeyError", "Timeout"]),
+                   "message": f"message {fp} #{i} {rng.randint(0, 10**6)}", "fingerprint": fp}
+            if rng.random() < 0.3:
+                del row["host"]  # default ''
+            rows.append(row)
+    # boundaries: at now - 24h out of the window (but still first_seen), at now - 1h in the
+    # window but not in count_1h, at now in both
+    for ts in (NOW - DAY, NOW - HOUR, NOW):
+        rows.append({"ts": clock.take(ts), "component": "edge", "host": f"h{ts % 7}",
+                     "level": "error", "error_type": "Edge", "message": f"edge at {ts}",
+                     "fingerprint": "fpedge"})
+    # no fingerprint given: derived from type, component and message, so one group
+    for i in range(5):
+        rows.append({"ts": clock.pick(NOW - 2 * HOUR, NOW), "component": "derived",
+                     "level": "warning", "error_type": "DerivedError",
+                     "message": "disk full on /var"})
+    return rows
+
+
+def expect_error_summary(rows, window_ms=DAY):
+    def fp_of(r):
+        return r.get("fingerprint", "derived:" + r["error_type"])
+
+    out = {}
+    for fp in {fp_of(r) for r in rows}:
+        every = [r for r in rows if fp_of(r) == fp]
+        g = [r for r in every if in_window(r["ts"], NOW, window_ms)]
+        if not g:
+            continue
+        latest = max((r for r in every if r["ts"] <= NOW), key=lambda r: r["ts"])
+        out[fp] = {
+            "error_type": max(r.get("error_type", "") for r in g),
+            "component": max(r.get("component", "") for r in g),
+            "level": max(r["level"] for r in g),
+            "count_1h": sum(1 for r in g if r["ts"] > NOW - HOUR),
+            "count_window": len(g),
+            "first_seen": min(r["ts"] for r in every),
+            "last_seen": max(r["ts"] for r in g),
+            "sample_message": latest["message"],
+            "hosts": len({r.get("host", "") for r in g}),
+        }
+    return out
+
+
+ERR_SPEC = {"error_type": "text", "component": "text", "level": "text", "count_1h": None,
+            "count_window": None, "first_seen": None, "last_seen": None,
+            "sample_message": "text", "hosts": None}
+
+
+def gen_pipeline_status(rng, clock):
+    rows = []
+    for p in range(5):
+        name = f"pipe{p}"
+        for run in range(rng.randint(4, 14)):
+            start = clock.pick(NOW - 28 * HOUR, NOW + 2 * MIN)
+            rid = f"{name}-r{run}"
+            rows.append({"ts": clock.take(start), "pipeline": name, "run_id": rid,
+                         "status": "queued"})
+            t = start + rng.randint(1, 5000)
+            rows.append({"ts": clock.take(t), "pipeline": name, "run_id": rid,
+                         "status": "running", "started_at": t})
+            if p == 4:
+                continue  # pipe4 never finishes a run: success_rate and freshness are NULL
+            # a failing stage makes the whole run failed even when the run row succeeds later
+            if rng.random() < 0.2:
+                rows.append({"ts": clock.take(t + 100), "pipeline": name, "run_id": rid,
+                             "stage": "load", "status": "failed", "message": "stage failed"})
+            end = t + rng.randint(1000, 40 * MIN)
+            fate = rng.random()
+            if fate < 0.15:
+                continue  # still running
+            row = {"ts": clock.take(end), "pipeline": name, "run_id": rid,
+                   "status": "succeeded" if fate < 0.75 else "failed",
+                   "records_in": rng.randint(0, 10**6)}
+            how = rng.random()
+            if how < 0.6:
+                row["finished_at"] = end
+            elif how < 0.9:
+                row["duration_ms"] = rng.randint(0, 10**6)  # no finished_at: duration_ms
+            rows.append(row)
+    return rows
+
+
+def expect_pipeline_health(rows, window_ms=DAY):
+    out = {}
+    for name in sorted({r["pipeline"] for r in rows}):
+        every = [r for r in rows if r["pipeline"] == name and r["ts"] <= NOW]
+        runs = {}
+        for r in rows:
+            if r["pipeline"] == name and in_window(r["ts"], NOW, window_ms):
+                runs.setdefault(r["run_id"], []).append(r)
+        if not runs:
+            continue
+        finished, durations, succeeded, failed = 0, [], 0, 0
+        for g in runs.values():
+            f = any(r["status"] == "failed" for r in g)
+            s = any(r["status"] == "succeeded" for r in g)
+            fin, st = max_or_none(r.get("finished_at") for r in g), \
+                min_or_none(r.get("started_at") for r in g)
+            dur = fin - st if fin is not None and st is not None else \
+                max_or_none(r.get("duration_ms") for r in g)
+            failed += f
+            succeeded += s and not f
+            if s or f:
+                finished += 1
+                if dur is not None:
+                    durations.append(dur)
+        successes = [r["ts"] for r in every if r["status"] == "succeeded"]
+        last_success = max(successes) if successes else None
+        out[(name,)] = {
+            "last_status": max(every, key=lambda r: r["ts"])["status"],
+            "last_success": last_success,
+            "runs": len(runs),
+            "failed_runs": failed,
+            "success_rate": succeeded / finished if finished else None,
+            "mean_duration_ms": sum(durations) / len(durations) if durations else None,
+            "freshness_ms": NOW - last_success if last_success is not None else None,
+        }
+    return out
+
+
+PIPE_SPEC = {"last_status": "text", "last_success": None, "runs": None, "failed_runs": None,
+             "success_rate": 6, "mean_duration_ms": 1, "freshness_ms": None}
+
+
+def gen_handler_metrics(rng, clock):
+    rows = []
+    for h in range(4):
+        for comp in ["c1", "c2"]:
+            for _ in range(rng.randint(10, 60)):
+                inv = rng.randint(0, 500)
+                row = {"ts": clock.pick(NOW - 40 * MIN, NOW + 4 * MIN), "handler": f"h{h}",
+                       "component": comp, "host": "node", "invocations": inv}
+                if rng.random() < 0.8:
+                    row["errors"] = rng.randint(0, inv)
+                if rng.random() < 0.5:
+                    row["retries"] = rng.randint(0, 20)
+                if rng.random() < 0.85:
+                    row["duration_ms_avg"] = round(rng.uniform(0.1, 900), 3)
+                if rng.random() < 0.85:
+                    row["duration_ms_p95"] = round(rng.uniform(1, 2000), 3)
+                if rng.random() < 0.8:
+                    row["queue_depth"] = rng.randint(0, 10000)
+                rows.append(row)
+    for ts, inv in ((NOW - 15 * MIN, 1000), (NOW, 7)):
+        rows.append({"ts": clock.take(ts), "handler": "edge", "invocations": inv, "errors": 1,
+                     "duration_ms_avg": 5.0, "queue_depth": inv})
+    # only zero invocations: error_rate and latency_avg_ms are NULL (no division by zero)
+    rows.append({"ts": clock.pick(NOW - 5 * MIN, NOW), "handler": "idle", "invocations": 0,
+                 "duration_ms_avg": 1.0})
+    return rows
+
+
+def expect_handler_performance(rows, window_ms=15 * MIN):
+    groups = {}
+    for r in rows:
+        if in_window(r["ts"], NOW, window_ms):
+            groups.setdefault((r["handler"], r.get("component", "")), []).append(r)
+    out = {}
+    for k, g in groups.items():
+        inv = sum(r["invocations"] for r in g)
+        errors = sum(r.get("errors", 0) for r in g)
+        with_avg = [r for r in g if r.get("duration_ms_avg") is not None]
+        wsum = sum(r["invocations"] for r in with_avg)
+        latest = max((r for r in rows if (r["handler"], r.get("component", "")) == k
+                      and r["ts"] <= NOW), key=lambda r: r["ts"])
+        out[k] = {
+            "invocations": inv,
+            "throughput_per_s": inv * 1000.0 / window_ms,
+            "errors": errors,
+            "error_rate": errors / inv if inv else None,
+            "retries": sum(r.get("retries", 0) for r in g),
+            "latency_avg_ms": (sum(r["duration_ms_avg"] * r["invocations"] for r in with_avg)
+                               / wsum) if wsum else None,
+            "latency_p95_ms": max_or_none(r.get("duration_ms_p95") for r in g),
+            "queue_depth": latest.get("queue_depth"),
+            "queue_depth_max": max_or_none(r.get("queue_depth") for r in g),
+            "last_seen": max(r["ts"] for r in g),
+        }
+    return out
+
+
+HANDLER_SPEC = {"invocations": None, "throughput_per_s": 3, "errors": None, "error_rate": 6,
+                "retries": None, "latency_avg_ms": 3, "latency_p95_ms": None,
+                "queue_depth": None, "queue_depth_max": None, "last_seen": None}
+ALERT_STATES = ["pending", "firing", "acknowledged", "escalated", "suppressed", "resolved"]
+
+
+def gen_alert_history(rng, clock):
+    rows = []
+    for a in range(20):
+        aid = f"alert-{a}"
+        for _ in range(rng.randint(1, 6)):
+            row = {"ts": clock.pick(NOW - 6 * HOUR, NOW + 10 * MIN), "alert_id": aid,
+                   "rule": f"rule{a % 4}", "fingerprint": f"afp{a}",
+                   "state": rng.choice(ALERT_STATES), "value": round(rng.uniform(0, 100), 4),
+                   "labels": {"host": f"h{a}", "team": rng.choice(["ops", "db"])},
+                   "summary": f"alert {a} summary", "escalation_level": rng.randint(0, 3),
+                   "notified": rng.choice([True, False])}
+            if rng.random() < 0.3:
+                row["severity"] = rng.choice(["info", "critical", "page"])  # else 'warning'
+            rows.append(row)
+    # a transition exactly at now counts; one after now does not hide the one before
+    rows.append({"ts": clock.take(NOW), "alert_id": "edge-now", "rule": "edge",
+                 "state": "firing", "value": 1.0})
+    rows.append({"ts": clock.take(NOW - MIN), "alert_id": "edge-later", "rule": "edge",
+                 "state": "firing", "value": 2.0})
+    rows.append({"ts": clock.take(NOW + MIN), "alert_id": "edge-later", "rule": "edge",
+                 "state": "resolved", "value": 0.0})
+    return rows
+
+
+def expect_active_alerts(rows):
+    out = {}
+    for aid in {r["alert_id"] for r in rows}:
+        every = [r for r in rows if r["alert_id"] == aid]
+        upto = [r for r in every if r["ts"] <= NOW]
+        if not upto:
+            continue
+        last = max(upto, key=lambda r: r["ts"])
+        if last["state"] == "resolved":
+            continue
+        out[(aid,)] = {
+            "rule": last["rule"], "fingerprint": last.get("fingerprint"),
+            "severity": last.get("severity", "warning"), "state": last["state"],
+            "value": last.get("value"), "labels": last.get("labels"),
+            "summary": last.get("summary"), "escalation_level": last.get("escalation_level", 0),
+            "notified": int(last.get("notified", False)), "since": last["ts"],
+            "first_seen": min(r["ts"] for r in every),
+        }
+    return out
+
+
+ALERT_SPEC = {"rule": "text", "fingerprint": "text", "severity": "text", "state": "text",
+              "value": None, "labels": "json", "summary": "text", "escalation_level": None,
+              "notified": None, "since": None, "first_seen": None}
+
+
+def gen_jobs(rng, clock):
+    """scheduled_jobs rows (one per name) and job_runs, covering every branch of the status."""
+    jobs, runs = [], []
+    cases = [
+        # name, enabled, next_run_at offset (None: NULL), grace_s, last_status, run statuses
+        ("paused", False, -DAY, 60, "ok", ["running"]),
+        ("running", True, -DAY, 60, None, ["ok", "running"]),
+        ("overdue", True, -10 * MIN, 300, "ok", ["ok"]),        # 10m late, grace 5m: missed
+        ("in-grace", True, -4 * MIN, 300, None, ["ok"]),         # 4m late, grace 5m: ok
+        ("failed", True, 5 * MIN, 300, None, ["ok", "failed"]),
+        ("timeout", True, 5 * MIN, 300, None, ["timeout"]),
+        ("run-missed", True, None, 300, None, ["missed"]),
+        ("ok", True, HOUR, 300, "failed", ["failed", "ok"]),
+        ("future-run", True, HOUR, 300, None, ["ok", "@failed"]),  # '@': after now, ignored
+        ("own-status", True, None, 300, "failed", []),            # no runs: its last_status
+        ("never", True, None, 300, None, []),
+        ("no-grace", True, -1000, 0, None, ["ok"]),              # 1 s late, grace 0: missed
+    ]
+    for name, enabled, next_off, grace, last_status, statuses in cases:
+        job = {"ts": NOW - DAY, "name": name, "kind": "command", "schedule": "@every 1h",
+               "command": "true", "grace_s": grace, "enabled": enabled,
+               "last_run_at": NOW - 2 * DAY, "last_duration_ms": 1234,
+               "consecutive_failures": rng.randint(0, 3)}
+        if next_off is not None:
+            job["next_run_at"] = NOW + next_off
+        if last_status is not None:
+            job["last_status"] = last_status
+        jobs.append(job)
+        t = NOW - 3 * HOUR
+        for st in statuses:
+            after = st.startswith("@")
+            t = clock.pick(NOW + MIN, NOW + 5 * MIN) if after else clock.pick(t + 1, t + HOUR)
+            run = {"ts": t, "job": name, "run_id": f"{name}-{t}", "status": st.lstrip("@"),
+                   "duration_ms": rng.randint(0, 10**5)}
+            if rng.random() < 0.7:
+                run["exit_code"] = rng.randint(0, 2)
+            runs.append(run)
+    return jobs, runs
+
+
+def expect_job_status(jobs, runs):
+    out = {}
+    for j in jobs:
+        mine = [r for r in runs if r["job"] == j["name"] and r["ts"] <= NOW]
+        lr = max(mine, key=lambda r: r["ts"]) if mine else {}
+        lst = lr.get("status")
+        nxt = j.get("next_run_at")
+        if not j.get("enabled", True):
+            status = "paused"
+        elif lst == "running":
+            status = "running"
+        elif nxt is not None and nxt + j.get("grace_s", 300) * 1000 < NOW:
+            status = "missed"
+        elif lst in ("failed", "timeout"):
+            status = "failed"
+        elif lst in ("missed", "ok"):
+            status = lst
+        else:
+            status = j.get("last_status") or "never"
+        out[(j["name"],)] = {
+            "status": status, "enabled": int(j.get("enabled", True)),
+            "last_run_at": lr.get("ts", j.get("last_run_at")),
+            "last_duration_ms": lr.get("duration_ms", j.get("last_duration_ms")),
+            "last_result": lst, "last_exit_code": lr.get("exit_code"), "next_run_at": nxt,
+            "consecutive_failures": j.get("consecutive_failures", 0),
+            "kind": j["kind"], "schedule": j.get("schedule"),
+        }
+    return out
+
+
+JOB_SPEC = {"status": "text", "enabled": None, "last_run_at": None, "last_duration_ms": None,
+            "last_result": "text", "last_exit_code": None, "next_run_at": None,
+            "consecutive_failures": None, "kind": "text", "schedule": "text"}
+
+
+HEALTH_DEFAULTS = {"cpu_warning": 80, "cpu_critical": 95, "memory_warning": 85,
+                   "memory_critical": 95, "disk_warning": 85, "disk_critical": 95,
+                   "stale_after_ms": 2 * MIN, "cpu_metric": "cpu_usage",
+                   "memory_metric": "memory_usage", "disk_metric": "disk_usage"}
+
+
+def gen_system_metrics(rng):
+    """Samples per series; the latest sample <= now of each crafted host hits a threshold (or
+    the stale limit) exactly, and samples after now must be ignored."""
+    mounts = [{"mount": "/"}, {"mount": "/var"}]
+    # host: (component, cpu, memory, [disk per mount], latest-sample offset from now)
+    crafted = {
+        "ok-edge": ("", 79.999, 84.999, [84.999, 10.0], -5000),
+        "cpu-warn": ("", 80.0, 10.0, [10.0, 10.0], -5000),
+        "mem-warn": ("web", 10.0, 85.0, [10.0, 10.0], -5000),
+        "disk-warn": ("", 10.0, 10.0, [50.0, 85.0], -5000),  # the worst mount decides
+        "cpu-crit": ("", 95.0, 10.0, [10.0, 10.0], -5000),
+        "mem-crit": ("db", 94.9, 95.0, [10.0, 10.0], -5000),
+        "disk-crit": ("", 10.0, 10.0, [95.0, 1.0], -5000),
+        "fresh-edge": ("", 99.0, 10.0, [10.0, 10.0], -2 * MIN),      # age == 2m: not stale
+        "stale-edge": ("", 99.0, 10.0, [10.0, 10.0], -2 * MIN - 1),  # age > 2m: stale
+        "at-now": ("", 96.0, 10.0, [10.0, 10.0], 0),
+        "cpu-60": ("", 60.0, 10.0, [10.0, 10.0], -5000),  # warning when cpu_warning is 50
+    }
+    for i in range(12):
+        crafted[f"host-{i:02d}"] = (rng.choice(["", "web", "db"]), round(rng.uniform(0, 100), 3),
+                                    round(rng.uniform(0, 100), 3),
+                                    [round(rng.uniform(0, 100), 3) for _ in mounts],
+                                    -rng.randint(0, 5 * MIN))
+    series = {}  # (host, component, metric, labels json) -> {ts: value}
+
+    def add(key, ts, value):
+        series.setdefault(key, {})[ts] = value
+
+    for host, (comp, cpu, mem, disks, off) in crafted.items():
+        last = NOW + off
+        plan = [("cpu_usage", {}, cpu), ("memory_usage", {}, mem), ("load1", {}, 1.5)]
+        plan += [("disk_usage", m, d) for m, d in zip(mounts, disks)]
+        for metric, labels, value in plan:
+            key = (host, comp, metric, json.dumps(labels, sort_keys=True))
+            for _ in range(rng.randint(2, 8)):  # older samples with any value
+                add(key, rng.randint(NOW - 30 * MIN, last - 1), round(rng.uniform(0, 100), 3))
+            add(key, last, value)
+            for _ in range(rng.randint(0, 3)):  # after now: ignored
+                add(key, rng.randint(NOW + 1, NOW + 4 * MIN), 100.0)
+    # a host that reports only an unrelated metric: cpu, memory and disk are NULL, status ok
+    add(("only-load", "", "load1", "{}"), NOW - 1000, 0.5)
+    # samples only after now: the host does not appear at all
+    add(("future-host", "", "cpu_usage", "{}"), NOW + MIN, 50.0)
+    rows = []
+    for (host, comp, metric, labels), points in series.items():
+        for ts, value in points.items():
+            row = {"ts": ts, "host": host, "metric": metric, "value": value,
+                   "labels": json.loads(labels)}
+            if comp:
+                row["component"] = comp  # else the default ''
+            rows.append(row)
+    rng.shuffle(rows)
+    return rows
+
+
+def expect_system_health(rows, th=None):
+    th = dict(HEALTH_DEFAULTS, **(th or {}))
+    latest = {}  # series -> (ts, value) of the latest sample <= now
+    for r in rows:
+        if r["ts"] > NOW:
+            continue
+        key = (r["host"], r.get("component", ""), r["metric"], json.dumps(r["labels"]))
+        if key not in latest or r["ts"] > latest[key][0]:
+            latest[key] = (r["ts"], r["value"])
+    out = {}
+    for (host, comp, metric, _), (ts, value) in latest.items():
+        o = out.setdefault((host, comp), {"cpu": None, "memory": None, "disk": None,
+                                          "last_seen": ts, "series": 0})
+        o["series"] += 1
+        o["last_seen"] = max(o["last_seen"], ts)
+        for name in ("cpu", "memory", "disk"):
+            if metric == th[name + "_metric"]:
+                o[name] = value if o[name] is None else max(o[name], value)
+
+    def ge(v, limit):
+        return v is not None and v >= limit
+
+    for o in out.values():
+        o["age_ms"] = NOW - o["last_seen"]
+        if o["age_ms"] > th["stale_after_ms"]:
+            o["status"] = "stale"
+        elif (ge(o["cpu"], th["cpu_critical"]) or ge(o["memory"], th["memory_critical"])
+              or ge(o["disk"], th["disk_critical"])):
+            o["status"] = "critical"
+        elif (ge(o["cpu"], th["cpu_warning"]) or ge(o["memory"], th["memory_warning"])
+              or ge(o["disk"], th["disk_warning"])):
+            o["status"] = "warning"
+        else:
+            o["status"] = "ok"
+    return out
+
+
+HEALTH_SPEC = {"cpu": None, "memory": None, "disk": None, "last_seen": None, "age_ms": None,
+               "series": None, "status": "text"}
+
+
+# ---- the database under test ---------------------------------------------------------------
+
+
+def post_ndjson(srv, table, rows):
+    body = "".join(json.dumps(r) + "\n" for r in rows)
+    r = srv.post(f"/api/v1/ingest/{table}", data=body.encode(),
+                 headers={"Content-Type": "application/x-ndjson"})
+    assert r.status_code == 200, f"ingest {table}: {r.status_code} {r.text[:2000]}"
+    assert r.json()["rows"] == len(rows), r.text
+
+
+def make_input():
+    rng = random.Random(SEED)
+    clock = {t: Clock(rng) for t in ["api", "err", "pipe", "handler", "alert", "job"]}
+    jobs, runs = gen_jobs(rng, clock["job"])
+    return {
+        "system_metrics": gen_system_metrics(rng),
+        "api_usage": gen_api_usage(rng, clock["api"]),
+        "error_logs": gen_error_logs(rng, clock["err"]),
+        "pipeline_status": gen_pipeline_status(rng, clock["pipe"]),
+        "handler_metrics": gen_handler_metrics(rng, clock["handler"]),
+        "alert_history": gen_alert_history(rng, clock["alert"]),
+        "scheduled_jobs": jobs,
+        "job_runs": runs,
+    }
+
+
+def load(srv, data):
+    for table, rows in data.items():
+        post_ndjson(srv, table, rows)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_input()
+
+
+@pytest.fixture(scope="module")
+def srv(module_server_factory, data):
+    s = module_server_factory()
+    load(s, data)
+    return s
+
+
+def view(srv, name, expect_status=200, **params):
+    params.setdefault("now", REF_S)
+    r = srv.get(f"/api/v1/views/{name}", params=params)
+    assert r.status_code == expect_status, f"GET view {name} {params}: {r.status_code} {r.text}"
+    return r
+
+
+def view_rows(srv, name, **params):
+    body = view(srv, name, **params).json()
+    assert body["view"] == name
+    assert body["row_count"] == len(body["rows"])
+    return body["rows"]
+
+
+def derived_key(rows):
+    """error_summary: name the group whose fingerprint the server derived like the reference."""
+    for r in rows:
+        if r["error_type"] == "DerivedError":
+            assert len(r["fingerprint"]) == 16 and all(c in "0123456789abcdef"
+                                                       for c in r["fingerprint"]), r
+            r["fingerprint"] = "derived:DerivedError"
+    return rows
+
+
+# ---- the views, column by column -----------------------------------------------------------
+
+
+def test_system_health(srv, data):
+    rows = view_rows(srv, "system_health")
+    want = expect_system_health(data["system_metrics"])
+    # the crafted hosts land where they were meant to (a check on this file's reference too)
+    status = {k[0]: v["status"] for k, v in want.items()}
+    assert status["ok-edge"] == "ok" and status["cpu-warn"] == "warning"
+    assert status["disk-crit"] == "critical" and status["stale-edge"] == "stale"
+    assert status["fresh-edge"] == "critical" and "future-host" not in status
+    compare_rows("system_health", rows, want, ("host", "component"), HEALTH_SPEC)
+    # the window parameter does not apply to this view
+    assert sorted(map(str, view_rows(srv, "system_health", window="1m"))) == \
+        sorted(map(str, rows))
+
+
+@pytest.mark.parametrize("window,window_ms", [(None, 15 * MIN), ("1h", HOUR), ("5m", 5 * MIN)])
+def test_api_performance(srv, data, window, window_ms):
+    params = {"window": window} if window else {}
+    rows = view_rows(srv, "api_performance", **params)
+    want = expect_api_performance(data["api_usage"], window_ms)
+    compare_rows("api_performance", rows, want, ("service", "endpoint"), API_SPEC)
+
+
+@pytest.mark.parametrize("window,window_ms", [(None, DAY), ("2h", 2 * HOUR)])
+def test_error_summary(srv, data, window, window_ms):
+    params = {"window": window} if window else {}
+    rows = derived_key(view_rows(srv, "error_summary", **params))
+    want = {(k,): v for k, v in expect_error_summary(data["error_logs"], window_ms).items()}
+    compare_rows("error_summary", rows, want, ("fingerprint",), ERR_SPEC)
+
+
+@pytest.mark.parametrize("window,window_ms", [(None, DAY), ("6h", 6 * HOUR)])
+def test_pipeline_health(srv, data, window, window_ms):
+    params = {"window": window} if window else {}
+    rows = view_rows(srv, "pipeline_health", **params)
+    want = expect_pipeline_health(data["pipeline_status"], window_ms)
+    assert want[("pipe4",)]["success_rate"] is None  # never finished
+    compare_rows("pipeline_health", rows, want, ("pipeline",), PIPE_SPEC)
+
+
+@pytest.mark.parametrize("window,window_ms", [(None, 15 * MIN), ("30m", 30 * MIN)])
+def test_handler_performance(srv, data, window, window_ms):
+    params = {"window": window} if window else {}
+    rows = view_rows(srv, "handler_performance", **params)
+    want = expect_handler_performance(data["handler_metrics"], window_ms)
+    compare_rows("handler_performance", rows, want, ("handler", "component"), HANDLER_SPEC)
+
+
+def test_active_alerts(srv, data):
+    rows = view_rows(srv, "active_alerts")
+    want = expect_active_alerts(data["alert_history"])
+    assert ("edge-now",) in want and ("edge-later",) in want
+    compare_rows("active_alerts", rows, want, ("alert_id",), ALERT_SPEC)
+
+
+def test_job_status(srv, data):
+    rows = view_rows(srv, "job_status")
+    want = expect_job_status(data["scheduled_jobs"], data["job_runs"])
+    for name, status in [("paused", "paused"), ("running", "running"), ("overdue", "missed"),
+                         ("in-grace", "ok"), ("failed", "failed"), ("timeout", "failed"),
+                         ("run-missed", "missed"), ("ok", "ok"), ("future-run", "ok"),
+                         ("own-status", "failed"), ("never", "never"), ("no-grace", "missed")]:
+        assert want[(name,)]["status"] == status, name
+    compare_rows("job_status", rows, want, ("name",), JOB_SPEC)
+
+
+# ---- parameters ----------------------------------------------------------------------------
+
+
+def test_window_boundaries(srv):
+    """Rows at now - window are out, rows at now are in (3 requests per row)."""
+    def boundary(**p):
+        rows = view_rows(srv, "api_performance", endpoint="/boundary", **p)
+        assert len(rows) == 1, rows
+        return rows[0]
+
+    assert boundary()["requests"] == 3  # the row at now - 15m is out
+    assert boundary(window="1h")["requests"] == 6  # now - 15m in, now - 1h out
+    assert boundary(window="1h")["latency_p99_ms"] < 2e6
+    assert boundary(window="15m1ms")["requests"] == 6
+    # now one millisecond earlier: the row at REF is out, the one at REF - 15m comes in
+    early = boundary(now=f"{REF_S - 0.001:.3f}")
+    assert (early["requests"], early["latency_p50_ms"]) == (3, 1e6), early
+    handler = view_rows(srv, "handler_performance", handler="edge")
+    assert [r["invocations"] for r in handler] == [7]
+
+
+def test_now_as_rfc3339(srv):
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(REF_S))
+    assert view_rows(srv, "api_performance", now=stamp) == view_rows(srv, "api_performance")
+
+
+def test_filters(srv, data):
+    want = expect_api_performance(data["api_usage"])
+    rows = view_rows(srv, "api_performance", endpoint="/a")
+    assert rows and {r["endpoint"] for r in rows} == {"/a"}
+    compare_rows("api_performance?endpoint=/a", rows,
+                 {k: v for k, v in want.items() if k[1] == "/a"}, ("service", "endpoint"),
+                 API_SPEC)
+    rows = view_rows(srv, "api_performance", endpoint="/b", service="checkout")
+    assert [(r["service"], r["endpoint"]) for r in rows] == [("checkout", "/b")]
+    # a number-looking value is compared as a number
+    some = next(iter(want.values()))["requests"]
+    rows = view_rows(srv, "api_performance", requests=str(some))
+    assert rows and all(r["requests"] == some for r in rows)
+    assert len(rows) == sum(1 for v in want.values() if v["requests"] == some)
+    health = expect_system_health(data["system_metrics"])
+    rows = view_rows(srv, "system_health", status="critical")
+    assert sorted(r["host"] for r in rows) == sorted(k[0] for k, v in health.items()
+                                                     if v["status"] == "critical")
+    assert view_rows(srv, "api_performance", endpoint="/no-such") == []
+
+
+def test_order_and_limit(srv, data):
+    want = expect_api_performance(data["api_usage"])
+    top = sorted((v["requests"] for v in want.values()), reverse=True)
+    rows = view_rows(srv, "api_performance", order="requests desc", limit=3)
+    assert [r["requests"] for r in rows] == top[:3]
+    rows = view_rows(srv, "api_performance", order="requests")
+    assert [r["requests"] for r in rows] == sorted(top)
+    rows = view_rows(srv, "api_performance", order="requests asc", limit=1)
+    assert [r["requests"] for r in rows] == [min(top)]
+    assert len(view_rows(srv, "job_status", limit=2)) == 2
+    for bad in ({"order": "nope desc"}, {"order": "requests sideways"}, {"limit": "0"},
+                {"limit": "x"}, {"order": "requests; DROP TABLE api_usage"}):
+        r = view(srv, "api_performance", expect_status=400, **bad)
+        assert r.json()["error"], r.text
+
+
+def csv_value(text):
+    if text == "":
+        return None
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text
+
+
+@pytest.mark.parametrize("name", VIEWS)
+def test_csv_matches_json(srv, name):
+    rows = view_rows(srv, name)
+    r = view(srv, name, format="csv")
+    assert r.headers["Content-Type"].startswith("text/csv"), r.headers
+    parsed = list(csv.reader(io.StringIO(r.text)))
+    header, body = parsed[0], parsed[1:]
+    assert rows, f"{name} has no rows to compare"
+    assert header == list(rows[0].keys())
+    assert len(body) == len(rows)
+    for line, row in zip(body, rows):
+        for col, text in zip(header, line):
+            v = row[col]
+            if isinstance(v, float) or isinstance(v, int):
+                assert csv_value(text) == v, (name, col, text, v)
+            elif v is None:
+                assert text == "", (name, col, text)
+            else:
+                assert text == v, (name, col, text, v)
+
+
+def test_errors(srv):
+    r = view(srv, "no_such_view", expect_status=404)
+    assert "no_such_view" in r.json()["error"]
+    r = view(srv, "api_performance", expect_status=400, no_such_column="x")
+    assert "no_such_column" in r.json()["error"]
+    for window in ("abc", "0", "-5m", "15q", ""):
+        r = view(srv, "api_performance", expect_status=400, window=window)
+        assert "window" in r.json()["error"], (window, r.text)
+    for now in ("yesterday", "2024-13-01T00:00:00Z"):
+        r = view(srv, "api_performance", expect_status=400, now=now)
+        assert "now" in r.json()["error"]
+    view(srv, "api_performance", expect_status=400, format="table")
+    view(srv, "api_performance", expect_status=400, format="xml")
+    listing = srv.get("/api/v1/views").json()
+    assert [v["name"] for v in listing["views"]] == VIEWS
+
+
+# ---- the CLI sees the same rows ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,args,params", [
+    (name, [], {}) for name in VIEWS] + [
+    ("api_performance", ["--window", "1h", "--filter", "endpoint=/a"],
+     {"window": "1h", "endpoint": "/a"}),
+    ("handler_performance", ["--order", "invocations desc", "--limit", "3"],
+     {"order": "invocations desc", "limit": "3"}),
+])
+def test_cli_view_matches_api(srv, run_cli, name, args, params):
+    api = view_rows(srv, name, **params)
+    cp = run_cli("view", name, "--now", REF_S, "--format", "json", "--db", srv.db, *args)
+    assert cp.returncode == 0, cp.stderr
+    body = json.loads(cp.stdout)
+    assert body["view"] == name and body["columns"] == list(api[0].keys())
+    assert body["rows"] == api
+
+
+# ---- configuration -------------------------------------------------------------------------
+
+
+def test_health_thresholds_configurable(module_server_factory, data):
+    s = module_server_factory("--set", "health.cpu_warning=50", "--set", "health.stale_after=10m")
+    post_ndjson(s, "system_metrics", data["system_metrics"])
+    rows = view_rows(s, "system_health")
+    th = {"cpu_warning": 50, "stale_after_ms": 10 * MIN}
+    want = expect_system_health(data["system_metrics"], th)
+    assert want[("cpu-60", "")]["status"] == "warning"
+    assert want[("stale-edge", "")]["status"] == "critical"
+    assert expect_system_health(data["system_metrics"])[("cpu-60", "")]["status"] == "ok"
+    compare_rows("system_health (cpu_warning=50)", rows, want, ("host", "component"), HEALTH_SPEC)
+    s.stop()
+
+
+def test_health_metric_names_configurable(module_server_factory, data):
+    s = module_server_factory("--set", "health.cpu_metric=load1",
+                              "--set", "health.disk_metric=cpu_usage")
+    post_ndjson(s, "system_metrics", data["system_metrics"])
+    want = expect_system_health(data["system_metrics"],
+                                {"cpu_metric": "load1", "disk_metric": "cpu_usage"})
+    assert want[("cpu-crit", "")]["cpu"] == 1.5 and want[("cpu-crit", "")]["disk"] == 95.0
+    compare_rows("system_health (renamed metrics)", view_rows(s, "system_health"), want,
+                 ("host", "component"), HEALTH_SPEC)
+    s.stop()
+
+
+def test_active_alerts_same_millisecond_transitions(module_server_factory):
+    s = module_server_factory()
+    t = NOW - MIN
+    post_ndjson(s, "alert_history", [
+        {"ts": t, "alert_id": "fire-resolve", "rule": "r", "state": "firing"},
+        {"ts": t, "alert_id": "fire-resolve", "rule": "r", "state": "resolved"},
+        {"ts": t, "alert_id": "pending-firing", "rule": "r", "state": "pending"},
+        {"ts": t, "alert_id": "pending-firing", "rule": "r", "state": "firing"}])
+    rows = view_rows(s, "active_alerts")
+    s.stop()
+    assert [(r["alert_id"], r["state"]) for r in rows] == [("pending-firing", "firing")], rows
