@@ -238,6 +238,10 @@ bool field_from_text(const struct column *c, const char *s, size_t len, enum tim
 bool field_from_number(const struct column *c, double d, bool is_integer, int64_t i,
                        enum time_precision p, struct value *out, char *why, size_t why_size);
 
+/* True when s[0..len) is well-formed UTF-8 (no overlongs, surrogates or code points past
+ * U+10FFFF). */
+bool utf8_valid(const unsigned char *s, size_t len);
+
 /* Checks one converted row: required fields, bounds, allowed values, lengths, time horizon;
  * fills derived fields (fingerprint). Adds a rejection per bad field; returns false if any. */
 bool validate_row(const struct validate_opts *o, struct batch *b, size_t row, size_t input_index,

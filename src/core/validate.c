@@ -14,7 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
-static bool utf8_valid(const unsigned char *s, size_t len)
+bool utf8_valid(const unsigned char *s, size_t len)
 {
     size_t i = 0;
     while (i < len) {
@@ -199,6 +199,8 @@ bool field_from_text(const struct column *c, const char *s, size_t len, enum tim
     case COL_TEXT:
         if (!utf8_valid((const unsigned char *)s, len))
             return fail(why, why_size, "is not valid UTF-8");
+        if (memchr(s, '\0', len))
+            return fail(why, why_size, "contains a NUL character");
         out->type = VAL_TEXT;
         out->len = (uint32_t)(len > UINT32_MAX ? UINT32_MAX : len);
         out->s = arena_strndup(a, s, len);

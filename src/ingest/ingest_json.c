@@ -21,7 +21,7 @@ static int column_of(const struct table *t, const char *key, size_t len)
 {
     for (size_t i = 0; i < t->ncolumns; i++) {
         const char *name = t->columns[i].name;
-        if (len && name[0] == key[0] && strncmp(name, key, len) == 0 && name[len] == '\0')
+        if (len && name[0] == key[0] && strlen(name) == len && memcmp(name, key, len) == 0)
             return (int)i;
     }
     return -1;

@@ -385,6 +385,10 @@ int ingest_parse_lineproto(const struct ingest_ctx *ctx, const char *data, size_
             line_len--;
         if (line_len == 0 || line[0] == '#')
             continue;
+        if (!utf8_valid((const unsigned char *)line, line_len) || memchr(line, '\0', line_len)) {
+            rejects_add(r, lineno, "", "line is not valid UTF-8 text (or holds a NUL byte)");
+            continue;
+        }
         if (split_line(ctx, line, line_len, lineno, L, r))
             emit_points(ctx, b, &c, L, lineno, &tmp, r);
         if (b->nrows > ctx->max_rows) {

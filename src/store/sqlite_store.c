@@ -602,6 +602,10 @@ static void *sq_reader_open(struct store *s, struct err *e)
         free(c);
         return NULL;
     }
+    /* One value may not grow past 16 MiB (SQLite allows 1 GB): a single huge printf() or
+     * randomblob() would otherwise run past the time limit inside one step and take memory. */
+    sqlite3_limit(c->db, SQLITE_LIMIT_LENGTH, 16 << 20);
+    sqlite3_limit(c->db, SQLITE_LIMIT_SQL_LENGTH, 1 << 20);
     return c;
 }
 
@@ -666,6 +670,8 @@ static int query_error(struct sqlite_conn *c, int rc, const struct store_query *
     if ((rc & 0xff) == SQLITE_AUTH)
         return err_set(e, E_INVALID, "query denied: %s is not allowed on the read-only SQL route",
                        c->denied ? c->denied : "this statement");
+    if ((rc & 0xff) == SQLITE_TOOBIG)
+        return err_set(e, E_LIMIT, "query stopped: a value grew past the limit of 16 MiB");
     if ((rc & 0xff) == SQLITE_READONLY)
         return err_set(e, E_INVALID, "query denied: the SQL route is read-only");
     if ((rc & 0xff) == SQLITE_ERROR || (rc & 0xff) == SQLITE_RANGE ||
