@@ -21,7 +21,7 @@ REL_OBJ  := $(SRC:%.c=$(REL_DIR)/%.o)
 ASAN_OBJ := $(SRC:%.c=$(ASAN_DIR)/%.o)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(ASAN_DIR)/%)
 
-.PHONY: all run test deps test-deps unit e2e lint clean docs check-docs
+.PHONY: all run test deps test-deps unit e2e lint clean docs fuzz
 all: opsdb
 
 opsdb: $(REL_OBJ) $(REL_DIR)/src/main.o
@@ -38,9 +38,15 @@ $(ASAN_DIR)/%.o: %.c
 $(ASAN_DIR)/opsdb: $(ASAN_OBJ) $(ASAN_DIR)/src/main.o
 	$(CC) $(ASAN_CFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(ASAN_DIR)/test_%: tests/unit/test_%.c $(ASAN_OBJ)
+# unit tests link the subsystems from an archive, so each takes only the objects it uses
+ASAN_LIB := $(ASAN_DIR)/libopsdb.a
+$(ASAN_LIB): $(ASAN_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+$(ASAN_DIR)/test_%: tests/unit/test_%.c $(ASAN_LIB) $(wildcard tests/unit/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CSTD) $(WARN) $(ASAN_CFLAGS) $(PKG_CFLAGS) -o $@ $< $(ASAN_OBJ) $(PKG_LIBS) -lcmocka
+	$(CC) $(CSTD) $(WARN) $(ASAN_CFLAGS) $(PKG_CFLAGS) -o $@ $< $(ASAN_LIB) $(PKG_LIBS) -lcmocka
 
 deps:
 	@scripts/install-deps.sh build
@@ -66,6 +72,11 @@ unit: $(UNIT_BIN)
 lint:
 	scripts/check-banned.sh
 	clang-format --dry-run --Werror $(SRC) $(MAIN_SRC) src/*/*.h
+
+# libFuzzer targets of every parser of untrusted bytes (needs clang): FUZZ_SECONDS each
+FUZZ_SECONDS ?= 10
+fuzz:
+	fuzz/build.sh run $(FUZZ_SECONDS)
 
 docs: opsdb
 	./opsdb schema --markdown > docs/schema.md

@@ -7,6 +7,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,8 +104,8 @@ static int parse_bytes(const char *s, int64_t *out)
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (end == s || errno || v < 0)
-        return -1;
+    if (end == s || !(v >= 0) || !isfinite(v) || strpbrk(s, "xX"))
+        return -1; /* also refuses nan, inf and hex */
     static const struct {
         const char *suffix;
         double mult;
@@ -121,7 +122,8 @@ static int parse_bytes(const char *s, int64_t *out)
                  {"g", 1073741824.0}};
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
         if (strcasecmp(end, units[i].suffix) == 0 && (units[i].suffix[0] || *end == '\0')) {
-            *out = (int64_t)(v * units[i].mult);
+            /* too big for int64: kept as the largest value, which the bounds check refuses */
+            *out = v * units[i].mult > 9e18 ? INT64_MAX : (int64_t)(v * units[i].mult);
             return 0;
         }
     }
@@ -227,6 +229,9 @@ int config_apply_env(struct config *c, struct err *e)
             envname[k++] = (*p == '.' || *p == '-') ? '_' : (char)toupper((unsigned char)*p);
         envname[k] = '\0';
         const char *v = getenv(envname);
+        struct err local;
+        if (!e)
+            e = &local;
         if (v && set_option(c, &options[i], v, e) != 0) {
             char msg[sizeof e->msg];
             snprintf(msg, sizeof msg, "%s", e->msg);

@@ -102,7 +102,8 @@ static size_t uuid_len(const char *s)
     return i;
 }
 
-/* Length of a token of hex digits (>= 8 with at least one digit, or 0x-prefixed), or 0. */
+/* Length of a hex id at s: 0x-prefixed, or >= 8 hex digits with at least one digit and one
+ * letter (all-digit runs are numbers, folded as such); 0 when there is none. */
 static size_t hexid_len(const char *s)
 {
     size_t i = 0;
@@ -112,12 +113,15 @@ static size_t hexid_len(const char *s)
             i++;
         return word_char(s[i]) ? 0 : i;
     }
-    bool digit = false;
+    bool digit = false, letter = false;
     while (is_hex(s[i])) {
-        digit |= isdigit((unsigned char)s[i]) != 0;
+        if (isdigit((unsigned char)s[i]))
+            digit = true;
+        else
+            letter = true;
         i++;
     }
-    return i >= 8 && digit && !word_char(s[i]) ? i : 0;
+    return i >= 8 && digit && letter && !word_char(s[i]) ? i : 0;
 }
 
 static void fold_builtin(const char *msg, struct buf *out)
@@ -134,7 +138,7 @@ static void fold_builtin(const char *msg, struct buf *out)
         } else if (at_word_start && (n = hexid_len(msg + i)) > 0) {
             buf_append(out, "<hex>", 5);
             i += n;
-        } else if (c == '"' || c == '\'') {
+        } else if (c == '"' || (c == '\'' && at_word_start)) { /* not the one in "can't" */
             const char *end = memchr(msg + i + 1, c, len - i - 1);
             if (end) {
                 buf_append(out, c == '"' ? "\"<str>\"" : "'<str>'", 7);
@@ -143,8 +147,13 @@ static void fold_builtin(const char *msg, struct buf *out)
                 buf_putc(out, c);
                 i++;
             }
-        } else if (isdigit((unsigned char)c) &&
-                   (at_word_start || !isalpha((unsigned char)msg[i - 1]))) {
+        } else if (!at_word_start && isalnum((unsigned char)c) &&
+                   isalnum((unsigned char)msg[i - 1])) {
+            /* letters and digits run together name things (sha256, v18, e2e): kept whole; a
+             * number after '_' (item_7) is still folded */
+            while (i < len && isalnum((unsigned char)msg[i]))
+                buf_putc(out, msg[i++]);
+        } else if (isdigit((unsigned char)c)) {
             /* numbers, including decimals and ip-like dotted runs, fold to one token */
             while (i < len && (isdigit((unsigned char)msg[i]) ||
                                (msg[i] == '.' && isdigit((unsigned char)msg[i + 1]))))

@@ -39,11 +39,11 @@ bool time_epoch_int_to_ms(int64_t epoch, enum time_precision p, int64_t *ms)
 {
     int64_t v;
     switch (p) {
-    case PREC_NS:
-        v = epoch / 1000000;
+    case PREC_NS: /* floor division, like the double conversion, also before 1970 */
+        v = epoch / 1000000 - (epoch % 1000000 < 0);
         break;
     case PREC_US:
-        v = epoch / 1000;
+        v = epoch / 1000 - (epoch % 1000 < 0);
         break;
     case PREC_MS:
         v = epoch;
@@ -67,7 +67,8 @@ bool time_epoch_to_ms(double epoch, enum time_precision p, int64_t *ms)
     static const double scale[] = {1e-6, 1e-3, 1.0, 1e3};
     if (!isfinite(epoch))
         return false;
-    double v = floor(epoch * scale[p]);
+    /* 1.001 s is 1000.9999999999999 ms in binary: a tolerance far below 1 ms keeps it 1001 */
+    double v = floor(epoch * scale[p] + 1e-6);
     if (v < (double)MS_MIN || v > (double)MS_MAX)
         return false;
     *ms = (int64_t)v;
@@ -145,7 +146,7 @@ bool time_parse_rfc3339(const char *s, size_t len, int64_t *ms)
     int64_t days = days_from_civil(y, (unsigned)mo, (unsigned)d);
     int64_t secs = days * 86400 + h * 3600 + mi * 60 + sec - (int64_t)offset_min * 60;
     *ms = secs * 1000 + frac_ms;
-    return true;
+    return *ms >= MS_MIN && *ms <= MS_MAX; /* an offset can move year 1 or 9999 out of range */
 }
 
 bool time_parse_point(const char *s, int64_t *ms)
@@ -187,7 +188,7 @@ bool time_parse_duration(const char *s, int64_t *ms)
             if (strncmp(p, units[i].unit, ul) == 0 && (ul > 0 || *p == '\0') &&
                 !(ul == 1 && units[i].unit[0] == 'm' && p[1] == 's')) {
                 double add = v * (double)units[i].ms;
-                if (add > 9e15)
+                if (add > 9e15 || (double)total + add > 9e15)
                     return false;
                 total += (int64_t)add;
                 p += ul;

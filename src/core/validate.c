@@ -141,6 +141,8 @@ static bool text_to_number(const struct column *c, const char *s, size_t len, en
     char tmp[64];
     if (len >= sizeof tmp)
         return fail(why, why_size, "'%.20s...' is not a number", s);
+    if (memchr(s, '\0', len) || isspace((unsigned char)s[0]) || isspace((unsigned char)s[len - 1]))
+        return fail(why, why_size, "'%.*s' is not a number", (int)len, s);
     memcpy(tmp, s, len);
     tmp[len] = '\0';
     char *end;
@@ -150,7 +152,7 @@ static bool text_to_number(const struct column *c, const char *s, size_t len, en
         return field_from_number(c, (double)iv, true, iv, p, out, why, why_size);
     errno = 0;
     double dv = strtod(tmp, &end);
-    if (*end != '\0' || end == tmp || isspace((unsigned char)tmp[0]))
+    if (*end != '\0' || end == tmp || strpbrk(tmp, "xX")) /* no hex floats */
         return fail(why, why_size, "'%s' is not a number", tmp);
     return field_from_number(c, dv, false, 0, p, out, why, why_size);
 }
@@ -254,7 +256,9 @@ static void allowed_list(const struct column *c, char *out, size_t size)
     }
 }
 
-static void apply_default(const struct column *c, struct value *v)
+/* Text values are NUL-terminated for their readers (fingerprints), so a quoted SQL literal is
+ * copied without its quotes. */
+static void apply_default(const struct column *c, struct value *v, struct arena *a)
 {
     const char *d = c->default_sql;
     if (!d)
@@ -262,8 +266,8 @@ static void apply_default(const struct column *c, struct value *v)
     if (d[0] == '\'') {
         size_t len = strlen(d);
         v->type = VAL_TEXT;
-        v->s = d + 1; /* the literal without quotes: points into static text */
         v->len = (uint32_t)(len >= 2 ? len - 2 : 0);
+        v->s = v->len ? arena_strndup(a, d + 1, v->len) : "";
     } else {
         v->type = VAL_INT;
         v->i = strtoll(d, NULL, 10);
@@ -365,7 +369,7 @@ bool validate_row(const struct validate_opts *o, struct batch *b, size_t row_i, 
                 rejects_add(r, input_index, c->name, "missing required field %s", c->name);
                 ok = false;
             } else {
-                apply_default(c, v);
+                apply_default(c, v, &b->arena);
             }
             continue;
         }

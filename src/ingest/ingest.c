@@ -58,10 +58,14 @@ void json_escape_into(struct buf *out, const char *s, size_t len)
         if (c == '"' || c == '\\') {
             esc[1] = (char)c;
             buf_append(out, esc, 2);
-        } else if (c == '\n') {
-            buf_append(out, "\\n", 2);
-        } else if (c == '\t') {
-            buf_append(out, "\\t", 2);
+        } else if (c == '\n' || c == '\t' || c == '\r' || c == '\b' || c == '\f') {
+            /* the short forms, as jansson writes them on the JSON path */
+            char short_esc[2] = {'\\', c == '\n'   ? 'n'
+                                       : c == '\t' ? 't'
+                                       : c == '\r' ? 'r'
+                                       : c == '\b' ? 'b'
+                                                   : 'f'};
+            buf_append(out, short_esc, 2);
         } else {
             buf_append(out, esc, 6);
         }

@@ -8,31 +8,37 @@
 
 #define CSV_MAX_COLUMNS 64
 
-/* Reads one field starting at *pos into out (unescaped). Returns the delimiter that ended it:
- * ',', '\n' or 0 at the end of the data; -1 for an unterminated quote, -2 for text after a
- * closing quote. */
+/* Reads one field starting at *pos into out (unescaped, NUL-terminated). Returns the delimiter
+ * that ended it: ',', '\n' or 0 at the end of the data; or FIELD_UNTERMINATED, FIELD_BAD_QUOTE
+ * (text after a closing quote) or FIELD_TOO_LONG (longer than out->max). */
+enum { FIELD_UNTERMINATED = -1, FIELD_BAD_QUOTE = -2, FIELD_TOO_LONG = -3 };
+
 static int read_field(const char *d, size_t len, size_t *pos, struct buf *out)
 {
     size_t i = *pos;
     out->len = 0;
+    if (buf_append(out, "", 0) != 0)
+        return FIELD_TOO_LONG;
     if (i < len && d[i] == '"') {
         i++;
         for (;;) {
             if (i >= len)
-                return -1;
+                return FIELD_UNTERMINATED;
             if (d[i] == '"') {
                 if (i + 1 < len && d[i + 1] == '"') {
-                    buf_putc(out, '"');
+                    if (buf_putc(out, '"') != 0)
+                        return FIELD_TOO_LONG;
                     i += 2;
                     continue;
                 }
                 i++;
                 break;
             }
-            buf_putc(out, d[i++]);
+            if (buf_putc(out, d[i++]) != 0)
+                return FIELD_TOO_LONG;
         }
         if (i < len && d[i] != ',' && d[i] != '\n' && d[i] != '\r')
-            return -2; /* text after the closing quote */
+            return FIELD_BAD_QUOTE;
     } else {
         size_t start = i;
         while (i < len && d[i] != ',' && d[i] != '\n')
@@ -40,13 +46,21 @@ static int read_field(const char *d, size_t len, size_t *pos, struct buf *out)
         size_t end = i;
         if (end > start && d[end - 1] == '\r')
             end--;
-        buf_append(out, d + start, end - start);
+        if (buf_append(out, d + start, end - start) != 0)
+            return FIELD_TOO_LONG;
     }
     if (i < len && d[i] == '\r')
         i++;
     int delim = i < len ? d[i] : 0;
     *pos = i < len ? i + 1 : len;
     return delim;
+}
+
+static const char *field_error(int delim)
+{
+    return delim == FIELD_UNTERMINATED ? "unterminated quoted field"
+           : delim == FIELD_BAD_QUOTE  ? "text after the closing quote of a field"
+                                       : "field is longer than 1 MiB";
 }
 
 static int read_header(const char *d, size_t len, size_t *pos, struct batch *b, int *cols,
@@ -59,7 +73,7 @@ static int read_header(const char *d, size_t len, size_t *pos, struct batch *b, 
     do {
         delim = read_field(d, len, pos, &f);
         if (delim < 0) {
-            rejects_add(r, 1, "", "the header has a badly quoted name");
+            rejects_add(r, 1, "", "header: %s", field_error(delim));
             break;
         }
         if (*ncols >= CSV_MAX_COLUMNS) {
@@ -103,6 +117,7 @@ int ingest_parse_csv(const struct ingest_ctx *ctx, const char *d, size_t len, st
             buf_release(&f);
             return E_LIMIT;
         }
+        size_t row_start = pos;
         batch_add_row(b);
         bool ok = true;
         size_t k = 0;
@@ -110,10 +125,9 @@ int ingest_parse_csv(const struct ingest_ctx *ctx, const char *d, size_t len, st
         do {
             delim = read_field(d, len, &pos, &f);
             if (delim < 0) {
-                rejects_add(r, line,
-                            k < ncols && cols[k] >= 0 ? b->table->columns[cols[k]].name : "",
-                            delim == -1 ? "unterminated quoted field"
-                                        : "text after the closing quote of a field");
+                const char *col =
+                    k < ncols && cols[k] >= 0 ? b->table->columns[cols[k]].name : "";
+                rejects_add(r, line, col, "%s%s%s", col, *col ? ": " : "", field_error(delim));
                 ok = false;
                 break;
             }
@@ -127,7 +141,9 @@ int ingest_parse_csv(const struct ingest_ctx *ctx, const char *d, size_t len, st
             ok = false;
         }
         ingest_finish_row(ctx, b, ok, line, r);
-        line++;
+        /* the next row starts after every newline this one used (quoted fields may hold some) */
+        for (size_t k2 = row_start; k2 < pos; k2++)
+            line += d[k2] == '\n';
         if (delim < 0)
             break;
     }

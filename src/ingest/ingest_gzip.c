@@ -32,6 +32,14 @@ int ingest_gunzip(const char *data, size_t len, struct buf *out, struct err *e)
             rc = err_set(e, E_INVALID, "the gzip body is truncated");
             break;
         }
+        if (zr == Z_STREAM_END && z.avail_in > 0) {
+            /* concatenated gzip members (as `cat a.gz b.gz` makes) are one body */
+            if (inflateReset(&z) != Z_OK) {
+                rc = err_set(e, E_INVALID, "the gzip body is corrupt after its first member");
+                break;
+            }
+            zr = Z_OK;
+        }
     } while (zr != Z_STREAM_END);
     inflateEnd(&z);
     if (rc == 0 && !out->data)

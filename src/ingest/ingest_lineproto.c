@@ -118,32 +118,40 @@ static bool field_number(const char *s, size_t len, double *out)
         return true;
     }
     *out = strtod(tmp, &end);
-    return *end == '\0' && end != tmp && isfinite(*out) &&
+    return *end == '\0' && end != tmp && isfinite(*out) && !strpbrk(tmp, "xXnN") &&
            (tmp[0] == '-' || tmp[0] == '.' || (tmp[0] >= '0' && tmp[0] <= '9'));
 }
 
-/* Builds the labels JSON object of a line from its sorted extra tags and string fields. */
+/* Builds the labels JSON object of a line from its extra tags and string fields: unescaped,
+ * sorted by key and encoded as the JSON path encodes them, so one label set is one series
+ * whichever way it arrived. A key given twice is an error (NULL). */
 static const char *labels_json(struct batch *b, struct lp_pair *extra, size_t n, struct buf *tmp,
-                               uint32_t *len)
+                               uint32_t *len, const char **dup)
 {
     if (n == 0) {
         *len = 2;
         return "{}";
     }
+    for (size_t i = 0; i < n; i++) {
+        extra[i].key = unescape(&b->arena, extra[i].key, extra[i].key_len, extra[i].key_escaped,
+                                &extra[i].key_len);
+        extra[i].val = unescape(&b->arena, extra[i].val, extra[i].val_len, extra[i].val_escaped,
+                                &extra[i].val_len);
+        extra[i].key_escaped = extra[i].val_escaped = false;
+    }
     qsort(extra, n, sizeof *extra, cmp_pair);
     tmp->len = 0;
     buf_putc(tmp, '{');
     for (size_t i = 0; i < n; i++) {
-        size_t kl, vl;
-        const char *k =
-            unescape(&b->arena, extra[i].key, extra[i].key_len, extra[i].key_escaped, &kl);
-        const char *v =
-            unescape(&b->arena, extra[i].val, extra[i].val_len, extra[i].val_escaped, &vl);
+        if (i && cmp_pair(&extra[i - 1], &extra[i]) == 0) {
+            *dup = arena_strndup(&b->arena, extra[i].key, extra[i].key_len);
+            return NULL;
+        }
         if (i)
             buf_putc(tmp, ',');
-        json_escape_into(tmp, k, kl);
+        json_escape_into(tmp, extra[i].key, extra[i].key_len);
         buf_putc(tmp, ':');
-        json_escape_into(tmp, v, vl);
+        json_escape_into(tmp, extra[i].val, extra[i].val_len);
     }
     buf_putc(tmp, '}');
     *len = (uint32_t)tmp->len;
@@ -295,14 +303,23 @@ static bool emit_points(const struct ingest_ctx *ctx, struct batch *b, const str
     size_t nextra = 0;
     const char *host = "", *component = "";
     size_t host_len = 0, comp_len = 0;
+    bool have_host = false, have_component = false;
     for (size_t t = 0; t < L->ntags; t++) {
         struct lp_pair *p = &L->tags[t];
-        if (key_is(p, "host"))
+        bool is_host = key_is(p, "host"), is_component = key_is(p, "component");
+        if ((is_host && have_host) || (is_component && have_component)) {
+            rejects_add(r, lineno, "tags", "tag '%s' appears twice", is_host ? "host" : "component");
+            return false;
+        }
+        if (is_host) {
             host = unescape(&b->arena, p->val, p->val_len, p->val_escaped, &host_len);
-        else if (key_is(p, "component"))
+            have_host = true;
+        } else if (is_component) {
             component = unescape(&b->arena, p->val, p->val_len, p->val_escaped, &comp_len);
-        else
+            have_component = true;
+        } else {
             extra[nextra++] = *p;
+        }
     }
     size_t numeric = 0;
     for (size_t f = 0; f < L->nfields; f++)
@@ -317,7 +334,12 @@ static bool emit_points(const struct ingest_ctx *ctx, struct batch *b, const str
         return false;
     }
     uint32_t labels_len;
-    const char *labels = labels_json(b, extra, nextra, tmp, &labels_len);
+    const char *dup = NULL;
+    const char *labels = labels_json(b, extra, nextra, tmp, &labels_len, &dup);
+    if (!labels) {
+        rejects_add(r, lineno, "tags", "tag or string field '%.40s' appears twice", dup);
+        return false;
+    }
     size_t meas_len;
     const char *meas = unescape(&b->arena, L->meas, L->meas_len, L->meas_escaped, &meas_len);
     bool ok = true;

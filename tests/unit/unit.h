@@ -18,6 +18,27 @@
 
 #include "core/core.h"
 
+/* A test that shows a known, reported bug in src/: skipped (so the suite stays green) unless
+ * OPSDB_TEST_KNOWN_BUGS is set in the environment, which runs it to show the failure. */
+#define KNOWN_BUG(why)                                                                             \
+    do {                                                                                           \
+        if (!getenv("OPSDB_TEST_KNOWN_BUGS")) {                                                    \
+            print_message("known bug, skipped: %s\n", (why));                                      \
+            skip();                                                                                \
+        }                                                                                          \
+    } while (0)
+
+/* The Makefile links every src object except main.o into each test, and src/cli/cli_common.o
+ * refers to cli_commands(), which src/main.c defines. This weak stand-in satisfies the linker
+ * (no unit test runs CLI commands); it yields to a real definition if one is ever linked. */
+struct command;
+__attribute__((weak)) const struct command *cli_commands(size_t *count);
+__attribute__((weak)) const struct command *cli_commands(size_t *count)
+{
+    *count = 0;
+    return NULL;
+}
+
 #define HOUR_MS (3600 * 1000LL)
 #define DAY_MS (86400 * 1000LL)
 
@@ -67,12 +88,13 @@ static inline struct value *ut_cell(struct batch *b, size_t i, const char *name)
 }
 
 /* Asserts a TEXT cell equals s (by length: defaults need not be NUL-terminated). */
-#define assert_cell_text(b, i, name, s)                                                            \
+#define assert_cell_text(b, i, name, want)                                                         \
     do {                                                                                           \
         const struct value *v_ = ut_cell((b), (i), (name));                                        \
+        const char *w_ = (want);                                                                   \
         assert_int_equal(v_->type, VAL_TEXT);                                                      \
-        if (v_->len != strlen(s) || memcmp(v_->s, (s), v_->len) != 0)                              \
-            fail_msg("%s: '%.*s' != '%s'", (name), (int)v_->len, v_->s, (s));                      \
+        if (v_->len != strlen(w_) || memcmp(v_->s, w_, v_->len) != 0)                              \
+            fail_msg("%s: '%.*s' != '%s'", (name), (int)v_->len, v_->s, w_);                       \
     } while (0)
 
 #endif
