@@ -7,6 +7,7 @@
 #include "store/sqlite_int.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -497,8 +498,24 @@ static int ensure_parent_dir(const char *path, struct err *e)
     return 0;
 }
 
+static void configure_sqlite(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MULTITHREAD);
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
+/* Process-wide SQLite settings, before the first connection: connections are never shared
+ * between threads (each has one owner at a time), and the global memory statistics would put
+ * a mutex around every allocation of every connection. */
+static void configure_sqlite_once(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, configure_sqlite);
+}
+
 static int sq_open(struct store *s, enum store_mode mode, struct err *e)
 {
+    configure_sqlite_once();
     struct sqlite_store *st = calloc(1, sizeof *st);
     if (!st)
         return err_set(e, E_NOMEM, "out of memory");
