@@ -76,6 +76,7 @@ lint:
 # libFuzzer targets of every parser of untrusted bytes (needs clang): FUZZ_SECONDS each
 FUZZ_SECONDS ?= 10
 fuzz:
+	@scripts/install-deps.sh fuzz
 	fuzz/build.sh run $(FUZZ_SECONDS)
 
 docs: opsdb

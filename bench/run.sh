@@ -47,7 +47,7 @@ else
     VIEW_RUNS=20
 fi
 LP_BATCH=10000     # lines per /write request (each line = one host, 20 points)
-NDJSON_BATCH=5000  # rows per /api/v1/ingest request
+NDJSON_BATCH=10000 # rows per /api/v1/ingest request
 SENDERS=2
 VIEWS=(system_health api_performance error_summary pipeline_health handler_performance
     active_alerts job_status)
@@ -117,15 +117,8 @@ db_mib() {
     du -cm "$TMP"/bench.db* 2>/dev/null | awk 'END { print $1 }'
 }
 
-# One POST per file; prints "<http code> <seconds> <file>".
-cat >"$TMP/send.sh" <<'EOF'
-#!/usr/bin/env bash
-url=$1 ctype=$2 f=$3
-out=$(curl -sS -o "$f.resp" -w '%{http_code} %{time_total}' --data-binary @"$f" \
-    -H "Content-Type: $ctype" "$url" 2>"$f.curlerr") || out="000 0"
-echo "$out $f"
-EOF
-chmod +x "$TMP/send.sh"
+# Each load goes through bench/send.py: SENDERS kept-alive connections, one line per file
+# "<http code> <seconds> <file>", the answer in <file>.resp.
 
 RESULTS_INGEST=$TMP/ingest.tsv # phase table format batch files rows seconds errors
 RESULTS_VIEWS=$TMP/views.tsv   # phase view status first_ms p50_ms p95_ms max_ms bytes
@@ -147,7 +140,7 @@ send() {
     [ "$files" -gt 0 ] || return 0
     t0=$(now_s)
     find "$dir" \( -name '*.lp' -o -name '*.ndjson' \) -print0 | sort -z |
-        xargs -0 -P "$SENDERS" -n 1 "$TMP/send.sh" "$url" "$ctype" >"$dir/codes"
+        xargs -0 "$PY" "$BENCH_DIR/send.py" "$url" "$ctype" "$SENDERS" >"$dir/codes"
     t1=$(now_s)
     seconds=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
     errors=$(awk -v ok="$ok" '$1 != ok' "$dir/codes" | wc -l)

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs what opsdb needs to build, run and test, from Debian's packages only.
 # Idempotent: packages already present are skipped, and apt-get runs only when something is
-# missing. Usage: scripts/install-deps.sh [build|test]   (test adds the test tools)
+# missing. Usage: scripts/install-deps.sh [build|test|fuzz]   (test adds the test tools, fuzz
+# adds clang for the libFuzzer targets)
 set -eu
 
 build_pkgs="gcc make pkg-config libc6-dev libsqlite3-dev libmicrohttpd-dev libjansson-dev
@@ -11,6 +12,7 @@ sqlite3 procps curl"
 
 want=$build_pkgs
 [ "${1:-build}" = test ] && want="$build_pkgs $test_pkgs"
+[ "${1:-build}" = fuzz ] && want="$build_pkgs clang"
 
 missing=""
 for p in $want; do
