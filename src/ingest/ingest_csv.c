@@ -125,8 +125,7 @@ int ingest_parse_csv(const struct ingest_ctx *ctx, const char *d, size_t len, st
         do {
             delim = read_field(d, len, &pos, &f);
             if (delim < 0) {
-                const char *col =
-                    k < ncols && cols[k] >= 0 ? b->table->columns[cols[k]].name : "";
+                const char *col = k < ncols && cols[k] >= 0 ? b->table->columns[cols[k]].name : "";
                 rejects_add(r, line, col, "%s%s%s", col, *col ? ": " : "", field_error(delim));
                 ok = false;
                 break;

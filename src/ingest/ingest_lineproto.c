@@ -308,7 +308,8 @@ static bool emit_points(const struct ingest_ctx *ctx, struct batch *b, const str
         struct lp_pair *p = &L->tags[t];
         bool is_host = key_is(p, "host"), is_component = key_is(p, "component");
         if ((is_host && have_host) || (is_component && have_component)) {
-            rejects_add(r, lineno, "tags", "tag '%s' appears twice", is_host ? "host" : "component");
+            rejects_add(r, lineno, "tags", "tag '%s' appears twice",
+                        is_host ? "host" : "component");
             return false;
         }
         if (is_host) {

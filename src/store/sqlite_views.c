@@ -98,7 +98,8 @@ static const char *const views[] = {
                   "   AS success_rate,"
                   "  round(avg(CASE WHEN r.succeeded OR r.failed THEN r.duration_ms END), 1) AS "
                   "mean_duration_ms,"
-                  "  " NOW " - (SELECT p.ts FROM pipeline_status p INDEXED BY pipeline_status_pipeline_ts"
+                  "  " NOW
+                  " - (SELECT p.ts FROM pipeline_status p INDEXED BY pipeline_status_pipeline_ts"
                   "   WHERE p.pipeline = r.pipeline "
                   "AND p.ts <= " NOW
                   "   AND p.status = 'succeeded' ORDER BY p.ts DESC LIMIT 1) AS freshness_ms"
@@ -118,8 +119,9 @@ static const char *const views[] = {
                 "h.duration_ms_avg IS NOT"
                 "  NULL THEN h.invocations END), 0), 3) AS latency_avg_ms,"
                 " max(h.duration_ms_p95) AS latency_p95_ms,"
-                " (SELECT q.queue_depth FROM handler_metrics q INDEXED BY handler_metrics_handler_ts"
-    "  WHERE q.handler = h.handler"
+                " (SELECT q.queue_depth FROM handler_metrics q INDEXED BY "
+                "handler_metrics_handler_ts"
+                "  WHERE q.handler = h.handler"
                 "  AND q.component = h.component AND q.ts <= " NOW
                 " ORDER BY q.ts DESC LIMIT 1) AS queue_depth,"
                 " max(h.queue_depth) AS queue_depth_max, max(h.ts) AS last_seen"
