@@ -41,6 +41,17 @@ static const struct command commands[] = {
      "  --window  length of the window ending at --now (default per view)\n"
      "  --now     end of the window: epoch seconds or RFC 3339 (default: now)\n",
      cmd_view},
+    {"series", "time-bucketed samples of one metric",
+     "usage: opsdb series --metric NAME [--filter MATCHERS] [--from TIME] [--to TIME]\n"
+     "                    [--step DURATION] [--agg avg|min|max|sum|count|last]\n"
+     "                    [--resolution auto|raw|1m|1h] [--format table|json|csv]\n\n"
+     "Buckets the samples of one system_metrics metric by --step and aggregates them, per\n"
+     "series. --filter takes label matchers: host=web-1,component!=db,host=~web-.*\n"
+     "(regular expressions match whole values). --from/--to: epoch seconds or RFC 3339\n"
+     "(default: the last hour); the range is rounded out to whole steps. With --resolution\n"
+     "auto (default) the 1m or 1h rollups answer when their buckets divide the step: the\n"
+     "same numbers as the raw samples, read from far fewer rows.\n",
+     cmd_series},
     {"schema", "print the schema",
      "usage: opsdb schema [--markdown]\n\nPrints the tables and columns; --markdown prints the "
      "reference that is docs/schema.md.\n",

@@ -83,6 +83,7 @@ void handle_influx_ping(struct http_server *srv, struct request *req, struct res
 void handle_views_list(struct http_server *srv, struct request *req, struct response *res);
 void handle_view(struct http_server *srv, struct request *req, struct response *res);
 void handle_query(struct http_server *srv, struct request *req, struct response *res);
+void handle_series(struct http_server *srv, struct request *req, struct response *res);
 void handle_schema(struct http_server *srv, struct request *req, struct response *res);
 void handle_index(struct http_server *srv, struct request *req, struct response *res);
 

@@ -192,3 +192,40 @@ void handle_readyz(struct http_server *srv, struct request *req, struct response
     }
     respond_json(res, 200, "{\"status\":\"ready\"}");
 }
+
+static bool time_arg(struct request *req, struct response *res, const char *name, int64_t *ms)
+{
+    const char *v = request_arg(req, name);
+    *ms = 0;
+    if (v && !time_parse_point(v, ms)) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "%s '%.40s' is not epoch seconds or an RFC 3339 time", name, v);
+        respond_error(res, 400, msg, NULL);
+        return false;
+    }
+    return true;
+}
+
+void handle_series(struct http_server *srv, struct request *req, struct response *res)
+{
+    struct series_request sr = {
+        .table = request_arg(req, "table"),
+        .metric = request_arg(req, "metric"),
+        .filter = request_arg(req, "filter"),
+        .agg = request_arg(req, "agg"),
+        .resolution = request_arg(req, "resolution"),
+    };
+    const char *step = request_arg(req, "step");
+    if (step && (!time_parse_duration(step, &sr.step_ms) || sr.step_ms <= 0)) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "step '%.40s' is not a duration (e.g. 10s, 1m, 1h)", step);
+        respond_error(res, 400, msg, NULL);
+        return;
+    }
+    if (!time_arg(req, res, "from", &sr.from_ms) || !time_arg(req, res, "to", &sr.to_ms))
+        return;
+    struct err e;
+    int rc = query_series(srv->deps.store, srv->deps.cfg, &sr, &res->body, &e);
+    if (rc != 0)
+        respond_error(res, status_for(rc), e.msg, NULL);
+}

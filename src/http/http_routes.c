@@ -34,6 +34,9 @@ static const struct route routes[] = {
     {{"GET", "/api/v1/query", "reader", "read-only SQL (?sql=...)"}, handle_query},
     {{"POST", "/api/v1/query", "reader", "read-only SQL in the body (text/plain)"}, handle_query},
     {{"GET", "/api/v1/schema", "reader", "tables and columns"}, handle_schema},
+    {{"GET", "/api/v1/series", "reader",
+      "time-bucketed series of one metric (metric, filter, from, to, step, agg, resolution)"},
+     handle_series},
 };
 
 #define NROUTES (sizeof routes / sizeof routes[0])

@@ -44,6 +44,31 @@ int query_sql(struct store *s, const struct config *cfg, const char *sql, struct
 int query_explain(struct store *s, const char *sql, const struct store_param *params,
                   size_t nparams, struct store_result *res, struct err *e);
 
+/* ---- series: time-bucketed samples for charts and rules ------------------------------------ */
+
+struct series_request {
+    const char *table;      /* NULL: system_metrics (the only series table) */
+    const char *metric;     /* required */
+    const char *filter;     /* label matchers "host=h0,component!=db,host=~web-.*"; may be NULL */
+    int64_t from_ms, to_ms; /* 0: to = now, from = to - 1h */
+    int64_t step_ms;        /* 0: about 300 buckets, rounded to whole minutes or hours */
+    const char *agg;        /* avg (NULL), min, max, sum, count, last */
+    const char *resolution; /* auto (NULL), raw, or a rollup level name ("1m", "1h") */
+};
+
+/* Runs a series query and writes the answer as JSON into out:
+ * {"table","metric","agg","step_ms","from","to","resolution","series":[{"labels":{...},
+ * "values":[[bucket_ms, value], ...]}]}. The range is rounded out to whole steps; buckets are
+ * [b, b + step). resolution auto picks the coarsest rollup whose buckets divide the step, so the
+ * answer is exactly the one raw samples give. Errors: E_INVALID for bad parameters (the message
+ * names the parameter), E_LIMIT past the point limit, E_STORE. */
+int query_series(struct store *s, const struct config *cfg, const struct series_request *req,
+                 struct buf *out, struct err *e);
+/* The same answer as rows (labels as JSON text, ts, value) for the CLI's table and CSV output;
+ * res is initialised here. */
+int query_series_rows(struct store *s, const struct config *cfg, const struct series_request *req,
+                      struct store_result *res, struct err *e);
+
 /* Output formats. */
 enum query_format { FORMAT_TABLE, FORMAT_JSON, FORMAT_CSV };
 int query_format_parse(const char *s); /* -1 when unknown */

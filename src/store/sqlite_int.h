@@ -32,6 +32,28 @@ int sqlite_register_functions(struct sqlite_conn *c);
 /* Runs SQL with no result; fills e with the SQLite message on failure. */
 int sqlite_exec(sqlite3 *db, const char *sql, struct err *e);
 
+/* One metric sample on its way into <table>_samples. */
+struct point {
+    int64_t series_id;
+    int64_t ts;
+    double value;
+    size_t order;  /* input order: the last write of a duplicate sample wins */
+    bool replaced; /* the sample existed: its value was overwritten, its buckets are recomputed */
+};
+
+/* Rollup maintenance for one TABLE_SERIES table (sqlite_rollup.c). Runs on the writer
+ * connection, inside the write transaction. */
+struct sqlite_rollup;
+int sqlite_rollup_new(struct sqlite_rollup **out, sqlite3 *db, const struct table *t,
+                      struct err *e);
+void sqlite_rollup_free(struct sqlite_rollup **r);
+/* Folds the samples just written (sorted by series and ts) into every rollup level: new samples
+ * are merged into their buckets; buckets holding a replaced sample are recomputed from the raw
+ * samples. */
+int sqlite_rollup_apply(struct sqlite_rollup *r, const struct point *pts, size_t n, struct err *e);
+/* DDL of the rollup tables of t, appended to b. */
+void sqlite_rollup_ddl(struct buf *b, const struct table *t);
+
 /* Creates or migrates the schema to schema_version(). Runs in one transaction. */
 int sqlite_migrate(sqlite3 *db, struct err *e);
 /* The CREATE VIEW statements of this back end, in store_view_names() order. */

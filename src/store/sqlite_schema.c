@@ -85,6 +85,7 @@ static void series_ddl(struct buf *b, const struct table *t)
      * (series_id, ts) seek per series instead of a scan of every sample */
     buf_printf(b, " FROM %s_series r CROSS JOIN %s_samples s ON s.series_id = r.id;\n", t->name,
                t->name);
+    sqlite_rollup_ddl(b, t);
 }
 
 static void table_ddl(struct buf *b, const struct table *t)
@@ -155,11 +156,23 @@ static bool table_exists(sqlite3 *db, const char *name)
 struct migration {
     int version;
     const char *description;
-    const char *sql; /* NULL: the derived step alone brings the schema to this version */
+    const char *sql;    /* NULL: the derived step alone brings the schema to this version */
+    bool after_derived; /* runs once the derived step created what it needs (backfills) */
 };
 
+/* A bucket's rollup from the raw samples, for the backfill of version 2. */
+#define BACKFILL(level, ms)                                                                        \
+    "INSERT OR REPLACE INTO system_metrics_" level " (series_id, ts, min, max, sum, count, "       \
+    "last, last_ts) SELECT g.series_id, g.b, g.mn, g.mx, g.sm, g.n, (SELECT x.value FROM "         \
+    "system_metrics_samples x WHERE x.series_id = g.series_id AND x.ts = g.lt), g.lt FROM "        \
+    "(SELECT series_id, (ts - ((ts % " ms ") + " ms ") % " ms ") AS b, min(value) AS mn, "         \
+    "max(value) AS mx, sum(value) AS sm, count(*) AS n, max(ts) AS lt FROM "                       \
+    "system_metrics_samples GROUP BY series_id, b) g;\n"
+
 static const struct migration migrations[] = {
-    {1, "initial schema: seven tables, job_runs, indexes and views", NULL},
+    {1, "initial schema: seven tables, job_runs, indexes and views", NULL, false},
+    {2, "system_metrics rollups per 1 minute and 1 hour, backfilled from the samples",
+     BACKFILL("1m", "60000") BACKFILL("1h", "3600000"), true},
 };
 
 static int read_version(sqlite3 *db, int *version, struct err *e)
@@ -172,11 +185,11 @@ static int read_version(sqlite3 *db, int *version, struct err *e)
     return 0;
 }
 
-static int run_numbered(sqlite3 *db, int from, struct buf *b, struct err *e)
+static int run_numbered(sqlite3 *db, int from, bool after_derived, struct buf *b, struct err *e)
 {
     for (size_t i = 0; i < sizeof migrations / sizeof migrations[0]; i++) {
         const struct migration *m = &migrations[i];
-        if (m->version <= from)
+        if (m->version <= from || m->after_derived != after_derived)
             continue;
         log_info("migration to schema version %d: %s", m->version, m->description);
         if (m->sql && sqlite_exec(db, m->sql, e) != 0)
@@ -207,7 +220,7 @@ int sqlite_migrate(sqlite3 *db, struct err *e)
         log_info("migrating the database from schema version %d to %d", version, schema_version());
     buf_printf(&ddl, "CREATE TABLE IF NOT EXISTS opsdb_migrations (version INTEGER PRIMARY KEY, "
                      "applied_at INTEGER NOT NULL, description TEXT NOT NULL);\n");
-    if ((rc = run_numbered(db, version, &ddl, e)) != 0)
+    if ((rc = run_numbered(db, version, false, &ddl, e)) != 0)
         goto rollback;
     size_t n;
     const struct table *tables = schema_tables(&n);
@@ -225,6 +238,10 @@ int sqlite_migrate(sqlite3 *db, struct err *e)
         buf_printf(&ddl, "DROP VIEW IF EXISTS %s;\n%s;\n", views[i], sqlite_view_sql(i));
     buf_printf(&ddl, "PRAGMA user_version = %d;\n", schema_version());
     if ((rc = sqlite_exec(db, ddl.data, e)) != 0)
+        goto rollback;
+    ddl.len = 0;
+    if ((rc = run_numbered(db, version, true, &ddl, e)) != 0 ||
+        (ddl.len && (rc = sqlite_exec(db, ddl.data, e)) != 0))
         goto rollback;
     rc = sqlite_exec(db, "COMMIT", e);
     goto out;

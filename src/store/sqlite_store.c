@@ -33,17 +33,12 @@ struct sqlite_store {
     bool readonly;
     sqlite3_stmt *insert[16]; /* per schema table index */
     sqlite3_stmt *series_insert;
+    sqlite3_stmt *sample_update; /* a sample written again replaces the value */
+    struct sqlite_rollup *rollup;
     struct series_map series;
     bool in_group;
     /* fault injection for tests (STYLE 21): OPSDB_FAULT=commit:N fails every Nth commit */
     long fault_commit_every, commits;
-};
-
-struct point {
-    int64_t series_id;
-    int64_t ts;
-    double value;
-    size_t order; /* input order: the last write of a duplicate sample wins */
 };
 
 static struct sqlite_store *impl(struct store *s)
@@ -260,9 +255,15 @@ static int prepare_inserts(struct sqlite_store *st, struct err *e)
             buf_printf(&sql, ")");
             rc = prepare(st->writer.db, sql.data, &st->series_insert, e);
             sql.len = 0;
+            buf_printf(&sql, "UPDATE %s_samples SET value = ?3 WHERE series_id = ?1 AND ts = ?2",
+                       t->name);
+            if (rc == 0)
+                rc = prepare(st->writer.db, sql.data, &st->sample_update, e);
+            if (rc == 0)
+                rc = sqlite_rollup_new(&st->rollup, st->writer.db, t, e);
+            sql.len = 0;
             buf_printf(&sql,
-                       "INSERT OR REPLACE INTO %s_samples (series_id, ts, value) "
-                       "VALUES (?, ?, ?)",
+                       "INSERT OR IGNORE INTO %s_samples (series_id, ts, value) VALUES (?, ?, ?)",
                        t->name);
         } else {
             buf_printf(&sql, "INSERT INTO %s (", t->name);
@@ -367,7 +368,7 @@ static int write_series(struct sqlite_store *st, const struct batch *b, sqlite3_
             rc = E_STORE;
             goto out;
         }
-        pts[i] = (struct point){id, row[ts_col].i, row[value_col].d, i};
+        pts[i] = (struct point){id, row[ts_col].i, row[value_col].d, i, false};
     }
     qsort(pts, b->nrows, sizeof *pts, cmp_point);
     for (size_t i = 0; i < b->nrows; i++) {
@@ -376,7 +377,17 @@ static int write_series(struct sqlite_store *st, const struct batch *b, sqlite3_
         sqlite3_bind_double(ins, 3, pts[i].value);
         if ((rc = step_done(st->writer.db, ins, e)) != 0)
             goto out;
+        if (sqlite3_changes(st->writer.db) == 0) {
+            /* the sample exists (an earlier request, or earlier in this one): replace it */
+            pts[i].replaced = true;
+            sqlite3_bind_int64(st->sample_update, 1, pts[i].series_id);
+            sqlite3_bind_int64(st->sample_update, 2, pts[i].ts);
+            sqlite3_bind_double(st->sample_update, 3, pts[i].value);
+            if ((rc = step_done(st->writer.db, st->sample_update, e)) != 0)
+                goto out;
+        }
     }
+    rc = sqlite_rollup_apply(st->rollup, pts, b->nrows, e);
 out:
     buf_release(&key);
     free(pts);
@@ -570,6 +581,8 @@ static void sq_close(struct store *s)
     for (size_t i = 0; i < sizeof st->insert / sizeof st->insert[0]; i++)
         sqlite3_finalize(st->insert[i]);
     sqlite3_finalize(st->series_insert);
+    sqlite3_finalize(st->sample_update);
+    sqlite_rollup_free(&st->rollup);
     series_map_clear(&st->series);
     if (!st->readonly) /* refresh planner statistics where they are stale, as SQLite advises */
         sqlite3_exec(st->writer.db, "PRAGMA optimize", NULL, NULL, NULL);
@@ -647,6 +660,8 @@ static int bind_params(sqlite3_stmt *q, const struct store_query *sq, struct err
             return err_set(e, E_INVALID, "query parameter %s has no value", name);
         if (p->is_text)
             sqlite3_bind_text(q, i, p->text, -1, SQLITE_TRANSIENT);
+        else if (p->number == (double)(int64_t)p->number && p->number > -9e15 && p->number < 9e15)
+            sqlite3_bind_int64(q, i, (int64_t)p->number); /* integers stay integers in SQL */
         else
             sqlite3_bind_double(q, i, p->number);
     }

@@ -12,6 +12,14 @@ static const char *const view_names[] = {"system_health",   "api_performance",  
                                          "pipeline_health", "handler_performance", "active_alerts",
                                          "job_status"};
 
+static const struct rollup_level rollup_levels[] = {{"1m", 60 * 1000}, {"1h", 3600 * 1000}};
+
+const struct rollup_level *store_rollup_levels(size_t *count)
+{
+    *count = sizeof rollup_levels / sizeof rollup_levels[0];
+    return rollup_levels;
+}
+
 const char *const *store_view_names(size_t *count)
 {
     *count = sizeof view_names / sizeof view_names[0];

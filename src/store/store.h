@@ -80,9 +80,22 @@ struct store_result {
  * row limit, the message names which), E_STORE. */
 int store_reader_query(struct store_reader *r, const struct store_query *q,
                        struct store_result *res, struct err *e);
+/* Building a result (back ends, and queries that assemble their own rows): names are copied into
+ * the result's arena; add_row appends a row of NULLs and returns it. */
+int store_result_set_columns(struct store_result *res, size_t ncols, const char *const *names);
+struct value *store_result_add_row(struct store_result *res);
 /* An empty result (what a failed query leaves); store_result_release() frees any result. */
 void store_result_init(struct store_result *res);
 void store_result_release(struct store_result *res);
+
+/* Stored rollups of a TABLE_SERIES table: <table>_<name> holds, per series and bucket of
+ * bucket_ms (bucket start in column ts), min, max, sum, count, last and last_ts, maintained
+ * exactly in the transaction that writes the samples. Finest first. */
+struct rollup_level {
+    const char *name; /* "1m", "1h" */
+    int64_t bucket_ms;
+};
+const struct rollup_level *store_rollup_levels(size_t *count);
 
 /* Names of the views every back end defines, in documentation order. */
 const char *const *store_view_names(size_t *count);

@@ -47,9 +47,4 @@ struct store {
 
 extern const struct store_ops store_sqlite_ops;
 
-/* Result building, shared by the back ends. */
-int store_result_set_columns(struct store_result *res, size_t ncols, const char *const *names);
-/* Appends a row of NULLs and returns it. */
-struct value *store_result_add_row(struct store_result *res);
-
 #endif

@@ -15,7 +15,7 @@ import time
 import pytest
 
 NOW_MS = (int(time.time()) - 600) * 1000
-CURRENT_VERSION = 1  # src/core/schema.c SCHEMA_VERSION
+CURRENT_VERSION = 2  # src/core/schema.c SCHEMA_VERSION
 VIEWS = ["system_health", "api_performance", "error_summary", "pipeline_health",
          "handler_performance", "active_alerts", "job_status"]
 
@@ -78,7 +78,7 @@ def check_migrated(db, before):
     idx = [r["name"] for r in sqlite3_rows(db, "SELECT name FROM pragma_index_info('api_usage_service_ts')")]
     assert idx == ["service", "ts"]
     log = sqlite3_rows(db, "SELECT * FROM opsdb_migrations")
-    assert [r["version"] for r in log] == [CURRENT_VERSION], log
+    assert [r["version"] for r in log] == list(range(1, CURRENT_VERSION + 1)), log
     assert log[0]["applied_at"] >= NOW_MS and log[0]["description"]
 
 
@@ -89,7 +89,7 @@ def test_init_migrates_forward(run_cli, tmp_path):
     cp = run_cli("init", "--db", db)
     assert cp.returncode == 0, cp.stderr
     assert f"schema version {CURRENT_VERSION}" in cp.stdout
-    assert "from schema version 0 to 1" in cp.stderr and "adding column api_usage.count" in \
+    assert f"from schema version 0 to {CURRENT_VERSION}" in cp.stderr and "adding column api_usage.count" in \
         cp.stderr, cp.stderr
     check_migrated(db, before)
     assert sqlite3_rows(db, "SELECT applied_at FROM opsdb_migrations")[0]["applied_at"] >= t0
@@ -116,7 +116,7 @@ def test_serve_migrates_forward(run_cli, server_factory, tmp_path):
         headers={"Content-Type": "application/json"})
     assert r.status_code == 200, r.text
     srv.stop()
-    assert "from schema version 0 to 1" in srv.stderr_text()
+    assert f"from schema version 0 to {CURRENT_VERSION}" in srv.stderr_text()
     check_migrated(db, before)
 
 
@@ -128,12 +128,12 @@ def test_newer_database_is_refused(run_cli, server_factory, tmp_path):
     for args in (["init", "--db", db], ["ingest", "api_usage", "-", "--db", db]):
         cp = run_cli(*args, input=rows(1))
         assert cp.returncode == 1, (args, cp.stderr)
-        assert "schema version 99, newer than this opsdb's 1" in cp.stderr, cp.stderr
+        assert f"schema version 99, newer than this opsdb's {CURRENT_VERSION}" in cp.stderr, cp.stderr
         assert "upgrade opsdb" in cp.stderr
     srv = server_factory(db=db, start=False, start_timeout=15)
     with pytest.raises(Exception, match="exited with 1"):
         srv.start()
-    assert "schema version 99, newer than this opsdb's 1" in srv.stderr_text()
+    assert f"schema version 99, newer than this opsdb's {CURRENT_VERSION}" in srv.stderr_text()
     # nothing was touched
     assert sqlite3(db, "PRAGMA user_version;").strip() == "99"
     assert sqlite3(db, ".schema") == schema

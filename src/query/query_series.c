@@ -1,0 +1,475 @@
+/*
+ * Series queries: the samples of one metric, selected by label matchers, bucketed by a step and
+ * aggregated — what a chart or an alert rule asks for. The answer comes from the coarsest rollup
+ * whose buckets divide the step (exact by construction: every stored bucket lies inside one
+ * output bucket), or from the raw samples when none does.
+ */
+#include "query/query.h"
+
+#include <jansson.h>
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SERIES_MAX 10000   /* series one query may return */
+#define POINTS_MAX 2000000 /* buckets over all series one query may return */
+#define MATCHERS_MAX 16
+#define DEFAULT_RANGE_MS (3600 * 1000LL)
+#define TARGET_BUCKETS 300
+
+enum match_op { MATCH_EQ, MATCH_NE, MATCH_RE, MATCH_NRE };
+
+struct matcher {
+    char key[128];
+    char value[512];
+    enum match_op op;
+    regex_t re;
+};
+
+struct series {
+    int64_t id;
+    const char *host, *component, *labels; /* in the candidates result */
+    size_t first_point, npoints;
+};
+
+struct series_answer {
+    const char *table, *metric, *agg, *resolution;
+    int64_t step_ms, from_ms, to_ms;
+    struct series *series; /* sorted by host, component, labels */
+    size_t nseries;
+    int64_t *ts;
+    double *values;
+    size_t npoints;
+    struct store_result candidates, data;
+};
+
+/* ---- matchers ------------------------------------------------------------------------------ */
+
+static int parse_one(const char *text, size_t len, struct matcher *m, struct err *e)
+{
+    static const struct {
+        const char *op;
+        enum match_op kind;
+    } ops[] = {{"!=", MATCH_NE}, {"=~", MATCH_RE}, {"!~", MATCH_NRE}, {"=", MATCH_EQ}};
+    size_t k = 0;
+    while (k < len &&
+           (text[k] == '_' || (text[k] >= 'a' && text[k] <= 'z') ||
+            (text[k] >= 'A' && text[k] <= 'Z') || (k && text[k] >= '0' && text[k] <= '9')))
+        k++;
+    size_t i;
+    for (i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        if (k && len - k >= strlen(ops[i].op) &&
+            strncmp(text + k, ops[i].op, strlen(ops[i].op)) == 0)
+            break;
+    if (i == sizeof ops / sizeof ops[0] || k >= sizeof m->key)
+        return err_set(e, E_INVALID,
+                       "filter: '%.*s' is not a label matcher (label=value, label!=value, "
+                       "label=~regex or label!~regex)",
+                       (int)(len > 80 ? 80 : len), text);
+    memcpy(m->key, text, k);
+    m->key[k] = '\0';
+    m->op = ops[i].kind;
+    const char *v = text + k + strlen(ops[i].op);
+    size_t vl = len - (size_t)(v - text);
+    if (vl >= 2 && v[0] == '"' && v[vl - 1] == '"') {
+        v++;
+        vl -= 2;
+    }
+    if (vl >= sizeof m->value)
+        return err_set(e, E_INVALID, "filter: the value of '%s' is too long", m->key);
+    memcpy(m->value, v, vl);
+    m->value[vl] = '\0';
+    if (m->op == MATCH_RE || m->op == MATCH_NRE) {
+        char anchored[sizeof m->value + 8];
+        snprintf(anchored, sizeof anchored, "^(%s)$", m->value); /* whole value, as Prometheus */
+        int rc = regcomp(&m->re, anchored, REG_EXTENDED | REG_NOSUB);
+        if (rc != 0) {
+            char why[128];
+            regerror(rc, &m->re, why, sizeof why);
+            return err_set(e, E_INVALID, "filter: '%s' is not a valid regular expression: %s",
+                           m->value, why);
+        }
+    }
+    return 0;
+}
+
+/* Splits on commas, except inside double quotes or braces, so a value may be quoted
+ * (host="a,b") and a regex may hold a quantifier (host=~w{1,3}). */
+static int parse_matchers(const char *filter, struct matcher *ms, size_t *n, struct err *e)
+{
+    *n = 0;
+    if (!filter || !*filter)
+        return 0;
+    const char *start = filter;
+    bool quoted = false;
+    int braces = 0;
+    for (const char *p = filter;; p++) {
+        if (*p == '"')
+            quoted = !quoted;
+        else if (!quoted && *p == '{')
+            braces++;
+        else if (!quoted && *p == '}' && braces > 0)
+            braces--;
+        bool end = *p == '\0';
+        if (!end && (*p != ',' || quoted || braces > 0))
+            continue;
+        if (*n >= MATCHERS_MAX)
+            return err_set(e, E_INVALID, "filter: at most %d matchers", MATCHERS_MAX);
+        int rc = parse_one(start, (size_t)(p - start), &ms[*n], e);
+        if (rc)
+            return rc;
+        (*n)++;
+        if (end)
+            return 0;
+        start = p + 1;
+    }
+}
+
+static void free_matchers(struct matcher *ms, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ms[i].op == MATCH_RE || ms[i].op == MATCH_NRE)
+            regfree(&ms[i].re);
+}
+
+static bool matches(const struct matcher *ms, size_t n, const char *host, const char *component,
+                    json_t *labels)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct matcher *m = &ms[i];
+        const char *v = "";
+        if (strcmp(m->key, "host") == 0) {
+            v = host;
+        } else if (strcmp(m->key, "component") == 0) {
+            v = component;
+        } else if (labels) {
+            const char *s = json_string_value(json_object_get(labels, m->key));
+            v = s ? s : ""; /* a missing label is the empty string, as in Prometheus */
+        }
+        bool ok;
+        switch (m->op) {
+        case MATCH_EQ:
+            ok = strcmp(v, m->value) == 0;
+            break;
+        case MATCH_NE:
+            ok = strcmp(v, m->value) != 0;
+            break;
+        case MATCH_RE:
+            ok = regexec(&m->re, v, 0, NULL, 0) == 0;
+            break;
+        default:
+            ok = regexec(&m->re, v, 0, NULL, 0) != 0;
+            break;
+        }
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* ---- parameters ---------------------------------------------------------------------------- */
+
+static const char *const aggs[] = {"avg", "min", "max", "sum", "count", "last", NULL};
+/* per agg: the expression over raw samples, and over a rollup table */
+static const char *const raw_expr[] = {"avg(value)", "min(value)", "max(value)",
+                                       "sum(value)", "count(*)",   "value, max(ts)"};
+static const char *const rollup_expr[] = {
+    "sum(sum) / sum(count)", "min(min)", "max(max)", "sum(sum)", "sum(count)",
+    "last, max(last_ts)"};
+
+/* Rounds an automatic step up to whole seconds, minutes or hours, so rollups can answer. */
+static int64_t auto_step(int64_t range_ms)
+{
+    int64_t step = (range_ms + TARGET_BUCKETS - 1) / TARGET_BUCKETS;
+    int64_t unit = step >= 3600000 ? 3600000 : step >= 60000 ? 60000 : 1000;
+    return (step + unit - 1) / unit * unit;
+}
+
+static int64_t floor_to(int64_t v, int64_t step)
+{
+    int64_t r = v % step;
+    return r < 0 ? v - r - step : v - r;
+}
+
+static int check_request(const struct series_request *req, struct series_answer *a, int *agg,
+                         struct err *e)
+{
+    a->table = req->table ? req->table : "system_metrics";
+    const struct table *t = schema_table(a->table);
+    if (!t || t->kind != TABLE_SERIES)
+        return err_set(e, E_INVALID, "table: '%s' has no series (use system_metrics)", a->table);
+    if (!req->metric || !*req->metric)
+        return err_set(e, E_INVALID, "metric: missing, e.g. metric=cpu_usage");
+    a->metric = req->metric;
+    a->agg = req->agg ? req->agg : "avg";
+    for (*agg = 0; aggs[*agg] && strcmp(aggs[*agg], a->agg) != 0; (*agg)++)
+        ;
+    if (!aggs[*agg])
+        return err_set(e, E_INVALID, "agg: '%s' is not one of avg, min, max, sum, count, last",
+                       a->agg);
+    a->to_ms = req->to_ms ? req->to_ms : time_now_ms();
+    a->from_ms = req->from_ms ? req->from_ms : a->to_ms - DEFAULT_RANGE_MS;
+    if (a->from_ms >= a->to_ms)
+        return err_set(e, E_INVALID, "from must be before to");
+    a->step_ms = req->step_ms ? req->step_ms : auto_step(a->to_ms - a->from_ms);
+    if (a->step_ms < 1000)
+        return err_set(e, E_INVALID, "step: at least 1s");
+    a->from_ms = floor_to(a->from_ms, a->step_ms);
+    a->to_ms = floor_to(a->to_ms + a->step_ms - 1, a->step_ms);
+    if ((a->to_ms - a->from_ms) / a->step_ms > POINTS_MAX)
+        return err_set(e, E_LIMIT, "step: %lld buckets is more than %d; use a larger step",
+                       (long long)((a->to_ms - a->from_ms) / a->step_ms), POINTS_MAX);
+    return 0;
+}
+
+/* The stored resolution to read: "raw" or a rollup level name. */
+static int pick_resolution(const struct series_request *req, struct series_answer *a, struct err *e)
+{
+    size_t n;
+    const struct rollup_level *lv = store_rollup_levels(&n);
+    const char *want = req->resolution ? req->resolution : "auto";
+    if (strcmp(want, "raw") == 0) {
+        a->resolution = "raw";
+        return 0;
+    }
+    if (strcmp(want, "auto") == 0) {
+        a->resolution = "raw";
+        for (size_t i = 0; i < n; i++)
+            if (a->step_ms % lv[i].bucket_ms == 0)
+                a->resolution = lv[i].name;
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(want, lv[i].name) != 0)
+            continue;
+        if (a->step_ms % lv[i].bucket_ms != 0)
+            return err_set(e, E_INVALID,
+                           "resolution: %s buckets do not divide a step of %lld ms; use a step "
+                           "that is a multiple of %lld ms, or resolution=auto",
+                           want, (long long)a->step_ms, (long long)lv[i].bucket_ms);
+        a->resolution = lv[i].name;
+        return 0;
+    }
+    return err_set(e, E_INVALID, "resolution: '%s' is not auto, raw, 1m or 1h", want);
+}
+
+/* ---- the query ----------------------------------------------------------------------------- */
+
+static int select_series(struct store_reader *r, const struct series_request *req,
+                         struct series_answer *a, struct matcher *ms, size_t nms, struct buf *ids,
+                         struct err *e)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT id, host, component, labels FROM %s_series WHERE metric = :metric "
+             "ORDER BY host, component, labels",
+             a->table);
+    struct store_param p = {"metric", true, 0, req->metric};
+    struct store_query q = {sql, &p, 1, 0, 0, false};
+    int rc = store_reader_query(r, &q, &a->candidates, e);
+    if (rc)
+        return rc;
+    a->series = calloc(a->candidates.nrows ? a->candidates.nrows : 1, sizeof *a->series);
+    if (!a->series)
+        return err_set(e, E_NOMEM, "out of memory");
+    buf_putc(ids, '[');
+    for (size_t i = 0; i < a->candidates.nrows; i++) {
+        const struct value *row = a->candidates.values + i * a->candidates.ncols;
+        const char *host = row[1].type == VAL_TEXT ? row[1].s : "";
+        const char *comp = row[2].type == VAL_TEXT ? row[2].s : "";
+        const char *labels = row[3].type == VAL_TEXT ? row[3].s : "{}";
+        json_t *lj = nms ? json_loads(labels, 0, NULL) : NULL;
+        bool ok = matches(ms, nms, host, comp, lj);
+        json_decref(lj);
+        if (!ok)
+            continue;
+        if (a->nseries >= SERIES_MAX)
+            return err_set(e, E_LIMIT, "more than %d series match: narrow the filter", SERIES_MAX);
+        a->series[a->nseries++] = (struct series){row[0].i, host, comp, labels, 0, 0};
+        buf_printf(ids, "%s%lld", a->nseries > 1 ? "," : "", (long long)row[0].i);
+    }
+    buf_putc(ids, ']');
+    return 0;
+}
+
+static int cmp_series_id(const void *k, const void *elem)
+{
+    int64_t id = *(const int64_t *)k;
+    const struct series *const *s = elem;
+    return (id > (*s)->id) - (id < (*s)->id);
+}
+
+static int cmp_by_id(const void *a, const void *b)
+{
+    const struct series *const *x = a, *const *y = b;
+    return ((*x)->id > (*y)->id) - ((*x)->id < (*y)->id);
+}
+
+/* Reads the buckets of every selected series; the data comes ordered by series id and bucket,
+ * and each series takes the slice that belongs to it. */
+static int read_buckets(struct store_reader *r, const struct config *cfg, int agg,
+                        struct series_answer *a, const char *ids, struct err *e)
+{
+    char sql[1024];
+    bool raw = strcmp(a->resolution, "raw") == 0;
+    snprintf(sql, sizeof sql,
+             "SELECT series_id, (ts - ((ts %% :step) + :step) %% :step) AS b, %s FROM %s_%s "
+             "WHERE series_id IN (SELECT value FROM json_each(:ids)) AND ts >= :from AND ts < :to "
+             "GROUP BY series_id, b ORDER BY series_id, b",
+             raw ? raw_expr[agg] : rollup_expr[agg], a->table, raw ? "samples" : a->resolution);
+    struct store_param p[] = {{"step", false, (double)a->step_ms, NULL},
+                              {"ids", true, 0, ids},
+                              {"from", false, (double)a->from_ms, NULL},
+                              {"to", false, (double)a->to_ms, NULL}};
+    struct store_query q = {sql, p, 4, cfg->query_timeout_ms, POINTS_MAX, false};
+    int rc = store_reader_query(r, &q, &a->data, e);
+    if (rc)
+        return rc;
+    struct series **by_id = malloc((a->nseries ? a->nseries : 1) * sizeof *by_id);
+    if (!by_id)
+        return err_set(e, E_NOMEM, "out of memory");
+    for (size_t i = 0; i < a->nseries; i++)
+        by_id[i] = &a->series[i];
+    qsort(by_id, a->nseries, sizeof *by_id, cmp_by_id);
+    for (size_t i = 0; i < a->data.nrows; i++) {
+        const struct value *row = a->data.values + i * a->data.ncols;
+        struct series **s = bsearch(&row[0].i, by_id, a->nseries, sizeof *by_id, cmp_series_id);
+        if (!s)
+            continue;
+        if ((*s)->npoints == 0)
+            (*s)->first_point = i;
+        (*s)->npoints++;
+    }
+    free(by_id);
+    return 0;
+}
+
+static void answer_release(struct series_answer *a)
+{
+    store_result_release(&a->candidates);
+    store_result_release(&a->data);
+    free(a->series);
+}
+
+static int run(struct store *s, const struct config *cfg, const struct series_request *req,
+               struct series_answer *a, struct err *e)
+{
+    memset(a, 0, sizeof *a);
+    store_result_init(&a->candidates);
+    store_result_init(&a->data);
+    int agg = 0;
+    struct matcher ms[MATCHERS_MAX];
+    size_t nms = 0;
+    int rc = check_request(req, a, &agg, e);
+    if (rc == 0)
+        rc = pick_resolution(req, a, e);
+    if (rc == 0)
+        rc = parse_matchers(req->filter, ms, &nms, e);
+    if (rc)
+        return rc;
+    struct buf ids;
+    buf_init(&ids, (size_t)SERIES_MAX * 24);
+    struct store_reader *r = store_reader_get(s);
+    rc = select_series(r, req, a, ms, nms, &ids, e);
+    if (rc == 0 && a->nseries)
+        rc = read_buckets(r, cfg, agg, a, ids.data, e);
+    store_reader_put(s, r);
+    buf_release(&ids);
+    free_matchers(ms, nms);
+    return rc;
+}
+
+static double value_at(const struct series_answer *a, size_t i)
+{
+    const struct value *v = &a->data.values[i * a->data.ncols + 2];
+    return v->type == VAL_INT ? (double)v->i : v->type == VAL_REAL ? v->d : 0;
+}
+
+/* {"host":..,"component":.., other labels...} */
+static void labels_json(struct buf *out, const struct series *s)
+{
+    struct value v;
+    buf_append(out, "{\"host\":", 8);
+    v = (struct value){.s = s->host, .len = (uint32_t)strlen(s->host), .type = VAL_TEXT};
+    query_json_value(&v, out);
+    buf_append(out, ",\"component\":", 13);
+    v = (struct value){.s = s->component, .len = (uint32_t)strlen(s->component), .type = VAL_TEXT};
+    query_json_value(&v, out);
+    size_t ll = strlen(s->labels);
+    if (ll > 2) {
+        buf_putc(out, ',');
+        buf_append(out, s->labels + 1, ll - 1); /* canonical JSON object text: skip its '{' */
+    } else {
+        buf_putc(out, '}');
+    }
+}
+
+int query_series(struct store *s, const struct config *cfg, const struct series_request *req,
+                 struct buf *out, struct err *e)
+{
+    struct series_answer a;
+    int rc = run(s, cfg, req, &a, e);
+    if (rc == 0) {
+        struct value m = {.s = a.metric, .len = (uint32_t)strlen(a.metric), .type = VAL_TEXT};
+        buf_printf(out, "{\"table\":\"%s\",\"metric\":", a.table);
+        query_json_value(&m, out);
+        buf_printf(out,
+                   ",\"agg\":\"%s\",\"step_ms\":%lld,\"from\":%lld,\"to\":%lld,"
+                   "\"resolution\":\"%s\",\"series\":[",
+                   a.agg, (long long)a.step_ms, (long long)a.from_ms, (long long)a.to_ms,
+                   a.resolution);
+        bool first = true;
+        for (size_t i = 0; i < a.nseries; i++) {
+            const struct series *se = &a.series[i];
+            if (!se->npoints)
+                continue;
+            buf_append(out, first ? "{\"labels\":" : ",{\"labels\":", first ? 10 : 11);
+            first = false;
+            labels_json(out, se);
+            buf_append(out, ",\"values\":[", 11);
+            for (size_t k = 0; k < se->npoints; k++) {
+                size_t row = se->first_point + k;
+                struct value v = {.d = value_at(&a, row), .type = VAL_REAL};
+                buf_printf(out, "%s[%lld,", k ? "," : "",
+                           (long long)a.data.values[row * a.data.ncols + 1].i);
+                query_json_value(&v, out);
+                buf_putc(out, ']');
+            }
+            buf_append(out, "]}", 2);
+        }
+        buf_append(out, "]}", 2);
+    }
+    answer_release(&a);
+    return rc;
+}
+
+int query_series_rows(struct store *s, const struct config *cfg, const struct series_request *req,
+                      struct store_result *res, struct err *e)
+{
+    struct series_answer a;
+    store_result_init(res);
+    int rc = run(s, cfg, req, &a, e);
+    if (rc == 0) {
+        static const char *const cols[] = {"host", "component", "labels", "ts", "value"};
+        store_result_set_columns(res, 5, cols);
+        for (size_t i = 0; i < a.nseries; i++) {
+            const struct series *se = &a.series[i];
+            for (size_t k = 0; k < se->npoints; k++) {
+                size_t row = se->first_point + k;
+                struct value *out = store_result_add_row(res);
+                const char *texts[] = {se->host, se->component, se->labels};
+                for (int c = 0; c < 3; c++) {
+                    out[c].type = VAL_TEXT;
+                    out[c].len = (uint32_t)strlen(texts[c]);
+                    out[c].s = arena_strndup(&res->arena, texts[c], out[c].len);
+                }
+                out[3] =
+                    (struct value){.i = a.data.values[row * a.data.ncols + 1].i, .type = VAL_INT};
+                out[4] = (struct value){.d = value_at(&a, row), .type = VAL_REAL};
+            }
+        }
+    }
+    answer_release(&a);
+    return rc;
+}
