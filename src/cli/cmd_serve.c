@@ -6,6 +6,7 @@
 #include "cli/cli.h"
 #include "http/http.h"
 #include "ingest/ingest.h"
+#include "query/query.h"
 #include "store/store.h"
 
 #include <malloc.h>
@@ -20,8 +21,19 @@ struct server {
     struct store *store;
     struct fingerprint_rules *fingerprints;
     struct writer *writer;
+    struct query_cache *cache;
     struct http_server *http;
 };
+
+/* After-commit hook: the committed tables' cached answers are stale from now on. */
+static void invalidate_cache(void *arg, const struct batch *const *batches, size_t n)
+{
+    struct query_cache *cache = arg;
+    size_t ntables;
+    const struct table *tables = schema_tables(&ntables);
+    for (size_t i = 0; i < n; i++)
+        query_cache_bump(cache, (size_t)(batches[i]->table - tables));
+}
 
 static int server_start(struct server *srv)
 {
@@ -33,7 +45,9 @@ static int server_start(struct server *srv)
         return cli_fail("%s", e.msg);
     if (writer_new(&srv->writer, srv->store, &srv->cfg, &e) != 0)
         return cli_fail("%s", e.msg);
-    struct http_deps deps = {&srv->cfg, srv->store, srv->writer, srv->fingerprints};
+    srv->cache = query_cache_new((size_t)srv->cfg.query_cache_bytes);
+    writer_on_commit(srv->writer, invalidate_cache, srv->cache);
+    struct http_deps deps = {&srv->cfg, srv->store, srv->writer, srv->fingerprints, srv->cache};
     if (http_start(&srv->http, &deps, &e) != 0)
         return cli_fail("%s", e.msg);
     return 0;
@@ -43,6 +57,7 @@ static void server_stop(struct server *srv)
 {
     http_stop(&srv->http);     /* no new requests; running ones finish */
     writer_free(&srv->writer); /* commits what is queued */
+    query_cache_free(&srv->cache);
     fingerprint_rules_free(&srv->fingerprints);
     store_close(&srv->store);
 }

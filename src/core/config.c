@@ -66,6 +66,8 @@ static const struct option options[] = {
     INTO("writer.queue_max_rows", writer_queue_max_rows, "4000000", 1000, 1000000000,
          "rows waiting for the writer before new requests wait (back-pressure)"),
     DUR("query.timeout", query_timeout_ms, "3s", 10, 3600000, "time limit of one read-only query"),
+    BYTES("query.cache_bytes", query_cache_bytes, "64MiB", 0, 64.0 * 1024 * 1024 * 1024,
+          "memory for cached view and series answers (0 turns the cache off)"),
     INTO("query.max_rows", query_max_rows, "10000", 1, 10000000, "rows one query may return"),
     INTO("store.reader_connections", reader_connections, "4", 1, 64,
          "read connections kept open for queries"),

@@ -279,6 +279,7 @@ struct config {
     int64_t writer_queue_max_rows;
     int64_t query_timeout_ms;
     int64_t query_max_rows;
+    int64_t query_cache_bytes;
     int64_t reader_connections;
     int64_t max_connections;
     int64_t sqlite_cache_mib;

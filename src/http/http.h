@@ -6,6 +6,7 @@
 
 #include "core/core.h"
 #include "ingest/ingest.h"
+#include "query/query.h"
 #include "store/store.h"
 
 /* What the server serves; all borrowed, all outlive the server. */
@@ -14,6 +15,7 @@ struct http_deps {
     struct store *store;
     struct writer *writer;
     const struct fingerprint_rules *fingerprints;
+    struct query_cache *cache; /* answers of views and series */
 };
 
 struct http_server;

@@ -155,6 +155,24 @@ void metrics_write(struct http_server *srv, struct buf *out)
     header(out, "opsdb_database_size_bytes", "gauge", "Bytes the database occupies on disk.");
     buf_printf(out, "opsdb_database_size_bytes %lld\n",
                (long long)store_size_bytes(srv->deps.store));
+    if (srv->deps.cache) {
+        struct query_cache_stats cs;
+        query_cache_get_stats(srv->deps.cache, &cs);
+        header(out, "opsdb_query_cache_hits_total", "counter",
+               "View and series answers served from the cache.");
+        buf_printf(out, "opsdb_query_cache_hits_total %llu\n", (unsigned long long)cs.hits);
+        header(out, "opsdb_query_cache_misses_total", "counter",
+               "View and series answers computed.");
+        buf_printf(out, "opsdb_query_cache_misses_total %llu\n", (unsigned long long)cs.misses);
+        header(out, "opsdb_query_cache_evictions_total", "counter",
+               "Answers evicted to stay within query.cache_bytes.");
+        buf_printf(out, "opsdb_query_cache_evictions_total %llu\n",
+                   (unsigned long long)cs.evictions);
+        header(out, "opsdb_query_cache_size_bytes", "gauge", "Memory held by cached answers.");
+        buf_printf(out, "opsdb_query_cache_size_bytes %llu\n", (unsigned long long)cs.bytes);
+        header(out, "opsdb_query_cache_entries", "gauge", "Cached answers.");
+        buf_printf(out, "opsdb_query_cache_entries %llu\n", (unsigned long long)cs.entries);
+    }
     header(out, "opsdb_schema_version", "gauge", "Schema version of the open database.");
     buf_printf(out, "opsdb_schema_version %d\n", schema_version());
 }

@@ -7,6 +7,92 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* ---- the answer cache ---------------------------------------------------------------------- */
+
+#define CACHE_KEY_MAX 8192
+#define CACHE_ARGS_MAX 32
+
+struct arg_list {
+    size_t n;
+    const char *keys[CACHE_ARGS_MAX], *values[CACHE_ARGS_MAX];
+};
+
+static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    (void)kind;
+    struct arg_list *a = cls;
+    if (a->n >= CACHE_ARGS_MAX)
+        return MHD_NO;
+    a->keys[a->n] = key;
+    a->values[a->n++] = value ? value : "";
+    return MHD_YES;
+}
+
+/* The request as a cache key: path and parameters sorted, so ?a=1&b=2 and ?b=2&a=1 share an
+ * answer. False when the request has too many parameters to be cached. */
+static bool cache_key(struct request *req, struct buf *key)
+{
+    struct arg_list a = {0};
+    if (MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, collect_arg, &a) >=
+        CACHE_ARGS_MAX)
+        return false;
+    for (size_t i = 1; i < a.n; i++) /* insertion sort: a handful of parameters */
+        for (size_t j = i; j > 0 && strcmp(a.keys[j - 1], a.keys[j]) > 0; j--) {
+            const char *k = a.keys[j], *v = a.values[j];
+            a.keys[j] = a.keys[j - 1];
+            a.values[j] = a.values[j - 1];
+            a.keys[j - 1] = k;
+            a.values[j - 1] = v;
+        }
+    buf_printf(key, "%s", req->url);
+    for (size_t i = 0; i < a.n; i++)
+        if (buf_printf(key, "%c%s=%s", i ? '&' : '?', a.keys[i], a.values[i]) != 0)
+            return false;
+    return true;
+}
+
+/* Serves a cached answer (true), or prepares to store the one about to be computed: the key,
+ * the epochs now, and how long it may live — until a table it reads changes, and at most one
+ * second when the request's time range ends at "now" (the clock moves the answer). */
+struct cache_ticket {
+    struct buf key;
+    uint64_t epochs[QUERY_CACHE_TABLES];
+    int64_t expires_ms;
+    uint32_t tables;
+    bool store;
+};
+
+static bool cache_lookup(struct http_server *srv, struct request *req, struct response *res,
+                         uint32_t tables, const char *time_param, struct cache_ticket *t)
+{
+    buf_init(&t->key, CACHE_KEY_MAX);
+    t->store = false;
+    if (!srv->deps.cache || !cache_key(req, &t->key))
+        return false;
+    if (query_cache_get(srv->deps.cache, t->key.data, &res->body)) {
+        res->header_name = "X-Opsdb-Cache";
+        res->header_value = "hit";
+        return true;
+    }
+    query_cache_epochs(srv->deps.cache, t->epochs);
+    t->tables = tables;
+    t->expires_ms = request_arg(req, time_param) ? 0 : time_now_ms() + 1000;
+    t->store = true;
+    res->header_name = "X-Opsdb-Cache";
+    res->header_value = "miss";
+    return false;
+}
+
+static void cache_store(struct http_server *srv, struct response *res, struct cache_ticket *t)
+{
+    if (t->store && res->status == 200 && res->content_type &&
+        strcmp(res->content_type, "application/json") == 0)
+        query_cache_put(srv->deps.cache, t->key.data, t->tables, t->epochs, t->expires_ms,
+                        res->body.data ? res->body.data : "", res->body.len);
+    buf_release(&t->key);
+}
+
 static int output_format(struct request *req, struct response *res)
 {
     const char *f = request_arg(req, "format");
@@ -90,6 +176,12 @@ void handle_view(struct http_server *srv, struct request *req, struct response *
     struct view_request vr = {0};
     if (fmt < 0 || !view_params(req, res, &vr))
         return;
+    struct cache_ticket ticket;
+    if (fmt == FORMAT_JSON &&
+        cache_lookup(srv, req, res, query_view_tables(req->path_arg), "now", &ticket)) {
+        buf_release(&ticket.key);
+        return;
+    }
     struct store_result r;
     struct err e;
     int rc = query_view(srv->deps.store, srv->deps.cfg, req->path_arg, &vr, &r, &e);
@@ -101,6 +193,8 @@ void handle_view(struct http_server *srv, struct request *req, struct response *
         write_result(res, fmt, &r, extra);
     }
     store_result_release(&r);
+    if (fmt == FORMAT_JSON)
+        cache_store(srv, res, &ticket);
 }
 
 void handle_views_list(struct http_server *srv, struct request *req, struct response *res)
@@ -224,8 +318,17 @@ void handle_series(struct http_server *srv, struct request *req, struct response
     }
     if (!time_arg(req, res, "from", &sr.from_ms) || !time_arg(req, res, "to", &sr.to_ms))
         return;
+    size_t n;
+    const struct table *tables = schema_tables(&n);
+    const struct table *t = schema_table(sr.table ? sr.table : "system_metrics");
+    struct cache_ticket ticket;
+    if (cache_lookup(srv, req, res, t ? 1u << (t - tables) : 0, "to", &ticket)) {
+        buf_release(&ticket.key);
+        return;
+    }
     struct err e;
     int rc = query_series(srv->deps.store, srv->deps.cfg, &sr, &res->body, &e);
     if (rc != 0)
         respond_error(res, status_for(rc), e.msg, NULL);
+    cache_store(srv, res, &ticket);
 }

@@ -25,6 +25,7 @@ struct view_info {
     const char *name;
     int64_t default_window_ms; /* 0: the view has no window */
     const char *doc;
+    const char *tables; /* comma-separated tables it reads (cache invalidation) */
 };
 
 /* The view catalogue, in documentation order. */
@@ -68,6 +69,38 @@ int query_series(struct store *s, const struct config *cfg, const struct series_
  * res is initialised here. */
 int query_series_rows(struct store *s, const struct config *cfg, const struct series_request *req,
                       struct store_result *res, struct err *e);
+
+/* ---- answer cache -------------------------------------------------------------------------- */
+
+/* A bounded LRU cache of answers (views, series) keyed by the request. An answer depends on
+ * tables; every commit that writes a table bumps that table's epoch (from the writer's
+ * after-commit hook), and an answer computed under older epochs is never served. Thread safe. */
+struct query_cache;
+
+#define QUERY_CACHE_TABLES 16
+struct query_cache_stats {
+    uint64_t hits, misses, evictions;
+    uint64_t bytes, entries;
+};
+
+/* max_bytes 0 makes a cache that stores nothing. Free with query_cache_free(). */
+struct query_cache *query_cache_new(size_t max_bytes);
+void query_cache_free(struct query_cache **c);
+/* Records that a commit changed schema table index t (0..QUERY_CACHE_TABLES-1). */
+void query_cache_bump(struct query_cache *c, size_t table_index);
+/* Copies the epochs now current; take them before computing an answer. */
+void query_cache_epochs(struct query_cache *c, uint64_t epochs[QUERY_CACHE_TABLES]);
+/* Appends the cached answer for key to out and returns true when there is a valid one:
+ * computed under the current epochs of every table in tables_mask, and not past expires_ms. */
+bool query_cache_get(struct query_cache *c, const char *key, struct buf *out);
+/* Stores an answer computed under epochs (from query_cache_epochs) for the tables in
+ * tables_mask (bit i = schema table i), valid until expires_ms (0: until a table changes). */
+void query_cache_put(struct query_cache *c, const char *key, uint32_t tables_mask,
+                     const uint64_t epochs[QUERY_CACHE_TABLES], int64_t expires_ms,
+                     const char *body, size_t len);
+void query_cache_get_stats(struct query_cache *c, struct query_cache_stats *out);
+/* Bit mask of the schema tables a view reads (0 for an unknown view). */
+uint32_t query_view_tables(const char *view);
 
 /* Output formats. */
 enum query_format { FORMAT_TABLE, FORMAT_JSON, FORMAT_CSV };

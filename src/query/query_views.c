@@ -16,22 +16,43 @@
 static const struct view_info views[] = {
     {"system_health", 0,
      "per host/component: latest cpu, memory and disk, last seen, status "
-     "ok/warning/critical/stale"},
+     "ok/warning/critical/stale",
+     "system_metrics"},
     {"api_performance", MIN15,
-     "per service/endpoint: requests, requests/s, 4xx and 5xx rates, latency p50/p95/p99, bytes"},
+     "per service/endpoint: requests, requests/s, 4xx and 5xx rates, latency p50/p95/p99, bytes",
+     "api_usage"},
     {"error_summary", DAY,
-     "per error fingerprint: count in the last hour and the window, first/last seen, a sample"},
+     "per error fingerprint: count in the last hour and the window, first/last seen, a sample",
+     "error_logs"},
     {"pipeline_health", DAY,
-     "per pipeline: last status, last success, success rate, mean duration, freshness"},
-    {"handler_performance", MIN15, "per handler: throughput, error rate, latency, queue depth"},
-    {"active_alerts", 0, "alerts whose latest transition is not resolved"},
-    {"job_status", 0, "per job: status ok/running/failed/missed/paused, last and next run"},
+     "per pipeline: last status, last success, success rate, mean duration, freshness",
+     "pipeline_status"},
+    {"handler_performance", MIN15, "per handler: throughput, error rate, latency, queue depth",
+     "handler_metrics"},
+    {"active_alerts", 0, "alerts whose latest transition is not resolved", "alert_history"},
+    {"job_status", 0, "per job: status ok/running/failed/missed/paused, last and next run",
+     "scheduled_jobs,job_runs"},
 };
 
 const struct view_info *query_views(size_t *count)
 {
     *count = sizeof views / sizeof views[0];
     return views;
+}
+
+uint32_t query_view_tables(const char *view)
+{
+    const struct view_info *v = query_view_find(view);
+    uint32_t mask = 0;
+    size_t n;
+    const struct table *tables = schema_tables(&n);
+    for (size_t i = 0; v && i < n; i++) {
+        const char *p = strstr(v->tables, tables[i].name);
+        size_t len = strlen(tables[i].name);
+        if (p && (p[len] == ',' || p[len] == '\0') && (p == v->tables || p[-1] == ','))
+            mask |= 1u << i;
+    }
+    return mask;
 }
 
 const struct view_info *query_view_find(const char *name)
