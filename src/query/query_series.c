@@ -112,6 +112,9 @@ static int parse_matchers(const char *filter, struct matcher *ms, size_t *n, str
         else if (!quoted && *p == '}' && braces > 0)
             braces--;
         bool end = *p == '\0';
+        if (end && (quoted || braces > 0))
+            return err_set(e, E_INVALID, "filter: unbalanced %s in '%.80s'",
+                           quoted ? "quote" : "brace", filter);
         if (!end && (*p != ',' || quoted || braces > 0))
             continue;
         if (*n >= MATCHERS_MAX)
@@ -366,8 +369,10 @@ static int run(struct store *s, const struct config *cfg, const struct series_re
         rc = pick_resolution(req, a, e);
     if (rc == 0)
         rc = parse_matchers(req->filter, ms, &nms, e);
-    if (rc)
+    if (rc) {
+        free_matchers(ms, nms); /* those parsed before the bad one */
         return rc;
+    }
     struct buf ids;
     buf_init(&ids, (size_t)SERIES_MAX * 24);
     struct store_reader *r = store_reader_get(s);
