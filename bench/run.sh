@@ -6,6 +6,7 @@
 #
 # --quick  small sizes (a smoke test, under a minute); --keep  keep the temporary directory.
 # Environment: OPSDB (server binary, default ./opsdb next to bench/), PORT (default: a free one),
+# CACHE (off: the answer cache is off so views are computed every time; on keeps it),
 # SEED (default 1), END (data end, epoch seconds; default now rounded down to 10 s),
 # TMPDIR (where the database and batch files go; the full run needs ~2 GB).
 #
@@ -91,7 +92,11 @@ trap 'exit 130' INT TERM
 PORT=${PORT:-$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
 BASE=http://127.0.0.1:$PORT
 
-"$OPSDB" serve --db "$TMP/bench.db" --listen "127.0.0.1:$PORT" --no-collect \
+# The answer cache would serve runs 2..N of each view from memory; it is off (CACHE=on keeps it)
+# so the view latencies measure the queries.
+CACHE_ARGS=(--set query.cache_bytes=0)
+[ "${CACHE:-off}" = on ] && CACHE_ARGS=()
+"$OPSDB" serve --db "$TMP/bench.db" --listen "127.0.0.1:$PORT" --no-collect "${CACHE_ARGS[@]}" \
     >"$TMP/server.log" 2>&1 &
 SERVER_PID=$!
 up=0
