@@ -85,10 +85,20 @@ SERVER_PID=
 bytes=$(du -cb "$DB"* | tail -1 | cut -f1)
 bpp=$(awk -v b="$bytes" -v n="$POINTS" 'BEGIN { printf "%.1f", b / n }')
 
-vm=$(grep -h "median" "$RAW/vm.txt" | tail -1)
-vm_rate=$(echo "$vm" | sed -nE 's/.*median_points_per_s=([0-9]+).*/\1/p')
-sq=$(grep -h "median_points_per_s" "$RAW/sqlite.txt" | tail -1)
-sq_rate=$(echo "$sq" | sed -nE 's/.*median_points_per_s=([0-9]+).*/\1/p')
+field() { # file pattern key: the value of key= on the last line of file matching pattern
+    grep -h "$2" "$1" 2>/dev/null | tail -1 | sed -nE "s/.*(^| )$3=([^ ]+).*/\\2/p"
+}
+vm_rate=$(field "$RAW/vm.txt" median_points_per_s median_points_per_s)
+vm_bpp=$(field "$RAW/vm.txt" bytes_per_point= bytes_per_point)
+vm_rss=$(field "$RAW/vm.txt" vmhwm_kib vmhwm_kib | awk '{ printf "%.0f", $1 / 1024 }')
+vm_q1=$(field "$RAW/vm.txt" Q1_ms= Q1_ms) vm_q2=$(field "$RAW/vm.txt" Q1_ms= Q2_ms)
+vm_q3=$(field "$RAW/vm.txt" Q1_ms= Q3_ms)
+sq_rate=$(field "$RAW/sqlite.txt" median_points_per_s median_points_per_s)
+sq_bpp=$(field "$RAW/sqlite.txt" median_points_per_s bytes_per_point)
+sq_rss=$(field "$RAW/sqlite.txt" maxrss_kib maxrss_kib | awk '{ printf "%.0f", $1 / 1024 }')
+sq_q1=$(field "$RAW/sqlite_queries.txt" "analyzed Q1_ms" Q1_ms)
+sq_q2=$(field "$RAW/sqlite_queries.txt" "analyzed Q2_ms" Q2_ms)
+sq_q3=$(field "$RAW/sqlite_queries.txt" "analyzed Q3_ms" Q3_ms)
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
 mkdir -p "$BENCH_DIR/results"
@@ -99,15 +109,15 @@ out=$BENCH_DIR/results/peers-$(date -u +%Y%m%dT%H%M%SZ).md
     echo "Workload: ../shared/bench-peers gen, H=$H M=$M T=$T = $POINTS points, START=$START;"
     echo "line protocol in batches of 10,000 lines, 2 parallel curl senders for every HTTP store."
     echo
-    echo "| store | ingest points/s | ratio to opsdb | bytes/point | peak RSS MiB |"
-    echo "|---|---:|---:|---:|---:|"
-    echo "| opsdb \`/write\` (group commit, fsync per commit) | $rate | 1.00 | $bpp | $hwm |"
-    echo "| VictoriaMetrics \`/write\` | $vm_rate | $(ratio "$vm_rate" "$rate") | see raw | see raw |"
-    echo "| SQLite series+index, 64 MiB cache, C loader | $sq_rate | $(ratio "$sq_rate" "$rate") | see raw | see raw |"
+    echo "| store | ingest points/s | ratio to opsdb | bytes/point | peak RSS MiB | Q1 ms | Q2 ms | Q3 ms |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| opsdb \`/write\` (group commit, fsync per commit) | $rate | 1.00 | $bpp | $hwm | $q1 | $q2 | $q3 |"
+    echo "| VictoriaMetrics \`/write\` | $vm_rate | $(ratio "$vm_rate" "$rate") | $vm_bpp | $vm_rss | $vm_q1 | $vm_q2 | $vm_q3 |"
+    echo "| SQLite series+index, 64 MiB cache, C loader | $sq_rate | $(ratio "$sq_rate" "$rate") | $sq_bpp | $sq_rss | $sq_q1 | $sq_q2 | $sq_q3 |"
     echo
-    echo "opsdb queries (median of $QRUNS after a warm-up, HTTP /api/v1/query): Q1 one host's cpu"
-    echo "per minute over the whole range ${q1} ms ($q1_rows buckets), Q2 top 10 hosts by max cpu in"
-    echo "the last hour ${q2} ms, Q3 count of all points ${q3} ms (= $q3_rows)."
+    echo "Q1: one host's cpu per minute over the whole range (opsdb: $q1_rows buckets); Q2: top 10"
+    echo "hosts by max cpu in the last hour; Q3: count of all points (opsdb: $q3_rows). opsdb's"
+    echo "queries: median of $QRUNS after a warm-up, through HTTP /api/v1/query."
     echo
     echo "Raw peer results:"
     echo '```'
