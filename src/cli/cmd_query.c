@@ -103,6 +103,7 @@ static int view_flag(const struct command *cmd, struct view_request *vr, int arg
         if (!time_parse_duration(v, &vr->window_ms) || vr->window_ms <= 0)
             return cli_usage(cmd, "--window '%s' is not a duration (e.g. 15m, 1h, 7d)", v);
     } else if (strcmp(a, "--now") == 0) {
+        vr->has_now = true;
         if (!time_parse_point(v, &vr->now_ms))
             return cli_usage(cmd, "--now '%s' is not epoch seconds or RFC 3339", v);
     } else if (strcmp(a, "--filter") == 0) {

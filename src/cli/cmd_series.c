@@ -22,6 +22,7 @@ static int series_flag(const struct command *cmd, struct series_request *sr, con
     } else if (strcmp(a, "--table") == 0) {
         sr->table = v;
     } else if (strcmp(a, "--from") == 0 || strcmp(a, "--to") == 0) {
+        *(a[2] == 'f' ? &sr->has_from : &sr->has_to) = true;
         if (!time_parse_point(v, a[2] == 'f' ? &sr->from_ms : &sr->to_ms))
             return cli_usage(cmd, "%s '%s' is not epoch seconds or RFC 3339", a, v);
     } else if (strcmp(a, "--step") == 0) {

@@ -31,6 +31,9 @@ static void invalidate_cache(void *arg, const struct batch *const *batches, size
     struct query_cache *cache = arg;
     size_t ntables;
     const struct table *tables = schema_tables(&ntables);
+    if (n == 0) /* another process wrote: which tables is unknown */
+        for (size_t t = 0; t < ntables; t++)
+            query_cache_bump(cache, t);
     for (size_t i = 0; i < n; i++)
         query_cache_bump(cache, (size_t)(batches[i]->table - tables));
 }

@@ -334,6 +334,35 @@ static bool check_value(const struct validate_opts *o, const struct table *t, in
     return true;
 }
 
+/* In a series table the labels may not repeat a key column (host, component, metric): the
+ * series would then have two values for one label. */
+static bool labels_clash(const struct table *t, const struct value *row, size_t input_index,
+                         struct rejects *r)
+{
+    for (size_t i = 0; i < t->ncolumns; i++) {
+        const struct column *c = &t->columns[i];
+        if (c->type != COL_JSON || !c->series_key || row[i].type != VAL_TEXT)
+            continue;
+        for (size_t k = 0; k < t->ncolumns; k++) {
+            const char *name = t->columns[k].name;
+            char quoted[64];
+            snprintf(quoted, sizeof quoted, "\"%s\"", name);
+            if (k == i || !t->columns[k].series_key || !strstr(row[i].s, quoted))
+                continue;
+            json_t *j = json_loadb(row[i].s, row[i].len, 0, NULL);
+            bool has = j && json_object_get(j, name) != NULL;
+            json_decref(j);
+            if (has) {
+                rejects_add(r, input_index, c->name,
+                            "%s may not hold '%s': it is a column of %s, give it as %s", c->name,
+                            name, t->name, name);
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
 static void derive_fingerprint(const struct validate_opts *o, struct batch *b, struct value *row,
                                int col)
 {
@@ -376,7 +405,7 @@ bool validate_row(const struct validate_opts *o, struct batch *b, size_t row_i, 
         if (!check_value(o, t, tindex, c, v, input_index, r))
             ok = false;
     }
-    if (!ok)
+    if (!ok || (t->kind == TABLE_SERIES && labels_clash(t, row, input_index, r)))
         return false;
     for (size_t i = 0; i < t->ncolumns; i++)
         if (t->columns[i].derived && row[i].type == VAL_NULL)

@@ -29,6 +29,21 @@ static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const cha
     return MHD_YES;
 }
 
+/* Percent-encodes the separators, so no two requests share a key ("a=1&b" as one name). */
+static void escape_into(struct buf *key, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '%' || c == '&' || c == '=' || c < 0x20 || c == 0x7f) {
+            char esc[3] = {'%', hex[c >> 4], hex[c & 15]};
+            buf_append(key, esc, 3);
+        } else {
+            buf_putc(key, (char)c);
+        }
+    }
+}
+
 /* The request as a cache key: path and parameters sorted, so ?a=1&b=2 and ?b=2&a=1 share an
  * answer. False when the request has too many parameters to be cached. */
 static bool cache_key(struct request *req, struct buf *key)
@@ -46,10 +61,13 @@ static bool cache_key(struct request *req, struct buf *key)
             a.values[j - 1] = v;
         }
     buf_printf(key, "%s", req->url);
-    for (size_t i = 0; i < a.n; i++)
-        if (buf_printf(key, "%c%s=%s", i ? '&' : '?', a.keys[i], a.values[i]) != 0)
-            return false;
-    return true;
+    for (size_t i = 0; i < a.n; i++) {
+        buf_putc(key, i ? '&' : '?');
+        escape_into(key, a.keys[i]);
+        buf_putc(key, '=');
+        escape_into(key, a.values[i]);
+    }
+    return key->len < key->max;
 }
 
 /* Serves a cached answer (true), or prepares to store the one about to be computed: the key,
@@ -151,6 +169,7 @@ static bool view_params(struct request *req, struct response *res, struct view_r
         respond_error(res, 400, msg, NULL);
         return false;
     }
+    vr->has_now = now != NULL;
     if (now && !time_parse_point(now, &vr->now_ms)) {
         snprintf(msg, sizeof msg, "now '%.40s' is not epoch seconds or an RFC 3339 time", now);
         respond_error(res, 400, msg, NULL);
@@ -287,10 +306,12 @@ void handle_readyz(struct http_server *srv, struct request *req, struct response
     respond_json(res, 200, "{\"status\":\"ready\"}");
 }
 
-static bool time_arg(struct request *req, struct response *res, const char *name, int64_t *ms)
+static bool time_arg(struct request *req, struct response *res, const char *name, bool *given,
+                     int64_t *ms)
 {
     const char *v = request_arg(req, name);
     *ms = 0;
+    *given = v != NULL;
     if (v && !time_parse_point(v, ms)) {
         char msg[200];
         snprintf(msg, sizeof msg, "%s '%.40s' is not epoch seconds or an RFC 3339 time", name, v);
@@ -316,7 +337,8 @@ void handle_series(struct http_server *srv, struct request *req, struct response
         respond_error(res, 400, msg, NULL);
         return;
     }
-    if (!time_arg(req, res, "from", &sr.from_ms) || !time_arg(req, res, "to", &sr.to_ms))
+    if (!time_arg(req, res, "from", &sr.has_from, &sr.from_ms) ||
+        !time_arg(req, res, "to", &sr.has_to, &sr.to_ms))
         return;
     size_t n;
     const struct table *tables = schema_tables(&n);

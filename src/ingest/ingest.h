@@ -57,8 +57,9 @@ struct writer_stats {
     char last_error[256];   /* its error */
 };
 
-/* Called on the writer thread after each successful commit with the batches it made durable.
- * Must be quick: ingestion waits for it. */
+/* Called on the writer thread after each successful commit with the batches it made durable, and
+ * with n == 0 (batches NULL) when another process committed to the database: any table may have
+ * changed. Must be quick: ingestion waits for it. */
 typedef void (*writer_hook)(void *arg, const struct batch *const *batches, size_t n);
 
 /* Starts the writer thread on s (which must outlive the writer). */

@@ -143,18 +143,38 @@ static void write_group(struct writer *w, struct job *group, size_t rows)
     pthread_mutex_unlock(&w->lock);
 }
 
+/* Tells the hooks when another process (opsdb ingest on the same file) committed: they cannot
+ * know which tables, so they hear n == 0. Called on the writer thread, lock not held. */
+static void check_outside_writes(struct writer *w)
+{
+    if (!store_changed_elsewhere(w->store))
+        return;
+    for (size_t h = 0; h < w->nhooks; h++)
+        w->hooks[h](w->hook_args[h], NULL, 0);
+}
+
 static void *writer_main(void *arg)
 {
     struct writer *w = arg;
     pthread_mutex_lock(&w->lock);
     for (;;) {
-        while (!w->head && !w->stopping)
-            pthread_cond_wait(&w->work, &w->lock);
+        while (!w->head && !w->stopping) {
+            /* idle: look for commits of other processes once a second */
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += 1;
+            if (pthread_cond_timedwait(&w->work, &w->lock, &until) != 0) {
+                pthread_mutex_unlock(&w->lock);
+                check_outside_writes(w);
+                pthread_mutex_lock(&w->lock);
+            }
+        }
         if (!w->head && w->stopping)
             break;
         size_t rows;
         struct job *group = take_group(w, &rows);
         pthread_mutex_unlock(&w->lock);
+        check_outside_writes(w);
         write_group(w, group, rows);
         pthread_mutex_lock(&w->lock);
     }

@@ -12,7 +12,8 @@
 
 /* A view request: the window [now - window, now] and equality filters on output columns. */
 struct view_request {
-    int64_t now_ms;    /* 0: the current time */
+    bool has_now; /* false: now_ms is the current time */
+    int64_t now_ms;
     int64_t window_ms; /* 0: the view's default */
     size_t nfilters;
     const char *filter_column[QUERY_MAX_FILTERS];
@@ -48,10 +49,11 @@ int query_explain(struct store *s, const char *sql, const struct store_param *pa
 /* ---- series: time-bucketed samples for charts and rules ------------------------------------ */
 
 struct series_request {
-    const char *table;      /* NULL: system_metrics (the only series table) */
-    const char *metric;     /* required */
-    const char *filter;     /* label matchers "host=h0,component!=db,host=~web-.*"; may be NULL */
-    int64_t from_ms, to_ms; /* 0: to = now, from = to - 1h */
+    const char *table;     /* NULL: system_metrics (the only series table) */
+    const char *metric;    /* required */
+    const char *filter;    /* label matchers "host=h0,component!=db,host=~web-.*"; may be NULL */
+    bool has_from, has_to; /* false: to = now, from = to - 1h */
+    int64_t from_ms, to_ms;
     int64_t step_ms;        /* 0: about 300 buckets, rounded to whole minutes or hours */
     const char *agg;        /* avg (NULL), min, max, sum, count, last */
     const char *resolution; /* auto (NULL), raw, or a rollup level name ("1m", "1h") */
@@ -61,8 +63,8 @@ struct series_request {
  * {"table","metric","agg","step_ms","from","to","resolution","series":[{"labels":{...},
  * "values":[[bucket_ms, value], ...]}]}. The range is rounded out to whole steps; buckets are
  * [b, b + step). resolution auto picks the coarsest rollup whose buckets divide the step, so the
- * answer is exactly the one raw samples give. Errors: E_INVALID for bad parameters (the message
- * names the parameter), E_LIMIT past the point limit, E_STORE. */
+ * answer is the one raw samples give (up to floating-point rounding of sums). Errors: E_INVALID for
+ * bad parameters (the message names the parameter), E_LIMIT past the point limit, E_STORE. */
 int query_series(struct store *s, const struct config *cfg, const struct series_request *req,
                  struct buf *out, struct err *e);
 /* The same answer as rows (labels as JSON text, ts, value) for the CLI's table and CSV output;

@@ -7,6 +7,7 @@
 #include "query/query.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,8 +212,8 @@ static int check_request(const struct series_request *req, struct series_answer 
     if (!aggs[*agg])
         return err_set(e, E_INVALID, "agg: '%s' is not one of avg, min, max, sum, count, last",
                        a->agg);
-    a->to_ms = req->to_ms ? req->to_ms : time_now_ms();
-    a->from_ms = req->from_ms ? req->from_ms : a->to_ms - DEFAULT_RANGE_MS;
+    a->to_ms = req->has_to ? req->to_ms : time_now_ms();
+    a->from_ms = req->has_from ? req->from_ms : a->to_ms - DEFAULT_RANGE_MS;
     if (a->from_ms >= a->to_ms)
         return err_set(e, E_INVALID, "from must be before to");
     a->step_ms = req->step_ms ? req->step_ms : auto_step(a->to_ms - a->from_ms);
@@ -259,9 +260,9 @@ static int pick_resolution(const struct series_request *req, struct series_answe
 
 /* ---- the query ----------------------------------------------------------------------------- */
 
-static int select_series(struct store_reader *r, const struct series_request *req,
-                         struct series_answer *a, struct matcher *ms, size_t nms, struct buf *ids,
-                         struct err *e)
+static int select_series(struct store_reader *r, const struct config *cfg,
+                         const struct series_request *req, struct series_answer *a,
+                         struct matcher *ms, size_t nms, struct buf *ids, struct err *e)
 {
     char sql[512];
     snprintf(sql, sizeof sql,
@@ -269,7 +270,7 @@ static int select_series(struct store_reader *r, const struct series_request *re
              "ORDER BY host, component, labels",
              a->table);
     struct store_param p = {"metric", true, 0, req->metric};
-    struct store_query q = {sql, &p, 1, 0, 0, false};
+    struct store_query q = {sql, &p, 1, cfg->query_timeout_ms, 0, false};
     int rc = store_reader_query(r, &q, &a->candidates, e);
     if (rc)
         return rc;
@@ -327,6 +328,11 @@ static int read_buckets(struct store_reader *r, const struct config *cfg, int ag
                               {"to", false, (double)a->to_ms, NULL}};
     struct store_query q = {sql, p, 4, cfg->query_timeout_ms, POINTS_MAX, false};
     int rc = store_reader_query(r, &q, &a->data, e);
+    if (rc == E_LIMIT && a->data.nrows >= POINTS_MAX)
+        return err_set(e, E_LIMIT,
+                       "the answer has more than %d buckets: use a larger step, a "
+                       "shorter range or a narrower filter",
+                       POINTS_MAX);
     if (rc)
         return rc;
     struct series **by_id = malloc((a->nseries ? a->nseries : 1) * sizeof *by_id);
@@ -376,7 +382,7 @@ static int run(struct store *s, const struct config *cfg, const struct series_re
     struct buf ids;
     buf_init(&ids, (size_t)SERIES_MAX * 24);
     struct store_reader *r = store_reader_get(s);
-    rc = select_series(r, req, a, ms, nms, &ids, e);
+    rc = select_series(r, cfg, req, a, ms, nms, &ids, e);
     if (rc == 0 && a->nseries)
         rc = read_buckets(r, cfg, agg, a, ids.data, e);
     store_reader_put(s, r);
@@ -385,10 +391,11 @@ static int run(struct store *s, const struct config *cfg, const struct series_re
     return rc;
 }
 
+/* The bucket's value; NAN when SQL gave NULL (a sum that overflowed), written as null. */
 static double value_at(const struct series_answer *a, size_t i)
 {
     const struct value *v = &a->data.values[i * a->data.ncols + 2];
-    return v->type == VAL_INT ? (double)v->i : v->type == VAL_REAL ? v->d : 0;
+    return v->type == VAL_INT ? (double)v->i : v->type == VAL_REAL ? v->d : NAN;
 }
 
 /* {"host":..,"component":.., other labels...} */

@@ -133,7 +133,7 @@ int query_view(struct store *s, const struct config *cfg, const char *name,
     struct store_param params[QUERY_MAX_FILTERS + 2];
     size_t nparams = 0;
     params[nparams++] = (struct store_param){
-        "now_ms", false, (double)(req->now_ms ? req->now_ms : time_now_ms()), NULL};
+        "now_ms", false, (double)(req->has_now ? req->now_ms : time_now_ms()), NULL};
     if (req->window_ms)
         params[nparams++] = (struct store_param){"window_ms", false, (double)req->window_ms, NULL};
     /* learn the view's columns (prepare only: LIMIT 0 reads nothing) to check filters */

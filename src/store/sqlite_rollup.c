@@ -4,7 +4,9 @@
  * already holds sorted by (series, ts): one upsert per series and bucket, never a rescan, so a
  * 30-day chart reads 720 hourly rows per series instead of 259,200 samples. A sample written again
  * (same series and ts) replaces the old value; only then is its bucket recomputed from raw rows,
- * which keeps every rollup exact whatever the order or lateness of the data.
+ * which keeps every rollup exact whatever the order or lateness of the data (sums are added in
+ * another order than a query over raw rows would: equal up to floating-point rounding). A sum
+ * that overflows (inf + -inf) is NULL from then on, as SQLite stores NaN.
  */
 #include "store/sqlite_int.h"
 
@@ -39,7 +41,7 @@ void sqlite_rollup_ddl(struct buf *b, const struct table *t)
     for (size_t i = 0; i < n; i++)
         buf_printf(b,
                    "CREATE TABLE IF NOT EXISTS %s_%s (series_id INTEGER NOT NULL, ts INTEGER NOT "
-                   "NULL, min REAL NOT NULL, max REAL NOT NULL, sum REAL NOT NULL, count INTEGER "
+                   "NULL, min REAL NOT NULL, max REAL NOT NULL, sum REAL, count INTEGER "
                    "NOT NULL, last REAL NOT NULL, last_ts INTEGER NOT NULL, "
                    "PRIMARY KEY (series_id, ts)) WITHOUT ROWID;\n",
                    t->name, lv[i].name);

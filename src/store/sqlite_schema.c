@@ -152,7 +152,8 @@ static bool table_exists(sqlite3 *db, const char *name)
 }
 
 /* Numbered migrations for what the derived step cannot do (renames, data rewrites). Each runs
- * once, in order, inside the migration transaction, before the derived step. */
+ * once, in order, inside the migration transaction: before the derived step, or after it when
+ * it fills what the derived step created (backfills). */
 struct migration {
     int version;
     const char *description;

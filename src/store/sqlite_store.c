@@ -39,6 +39,7 @@ struct sqlite_store {
     bool in_group;
     /* fault injection for tests (STYLE 21): OPSDB_FAULT=commit:N fails every Nth commit */
     long fault_commit_every, commits;
+    int64_t data_version; /* last PRAGMA data_version seen by the writer, 0 before the first */
 };
 
 static struct sqlite_store *impl(struct store *s)
@@ -464,6 +465,23 @@ static void sq_write_rollback(struct store *s)
     series_load(st, schema_table("system_metrics"), NULL);
 }
 
+/* PRAGMA data_version moves on the writer connection only when another connection commits. */
+static bool sq_changed_elsewhere(struct store *s)
+{
+    struct sqlite_store *st = impl(s);
+    sqlite3_stmt *q;
+    bool changed = false;
+    if (sqlite3_prepare_v2(st->writer.db, "PRAGMA data_version", -1, &q, NULL) != SQLITE_OK)
+        return false;
+    if (sqlite3_step(q) == SQLITE_ROW) {
+        int64_t v = sqlite3_column_int64(q, 0);
+        changed = st->data_version != 0 && v != st->data_version;
+        st->data_version = v;
+    }
+    sqlite3_finalize(q);
+    return changed;
+}
+
 /* Must not touch the writer connection: it belongs to the writer thread. */
 static int sq_check_writable(struct store *s, struct err *e)
 {
@@ -524,6 +542,25 @@ static void configure_sqlite_once(void)
     pthread_once(&once, configure_sqlite);
 }
 
+static int sq_schema_version(struct store *s);
+
+/* A read-only open cannot migrate: an older or newer database is refused with what to do. */
+static int check_version(struct store *s, struct err *e)
+{
+    int v = sq_schema_version(s);
+    if (v < schema_version())
+        return err_set(e, E_INVALID,
+                       "database %s has schema version %d, older than this opsdb's %d: migrate "
+                       "it with `opsdb init --db %s` (or start `opsdb serve` on it)",
+                       impl(s)->path, v, schema_version(), impl(s)->path);
+    if (v > schema_version())
+        return err_set(e, E_INVALID,
+                       "database %s has schema version %d, newer than this opsdb's %d: upgrade "
+                       "opsdb to read it",
+                       impl(s)->path, v, schema_version());
+    return 0;
+}
+
 static int sq_open(struct store *s, enum store_mode mode, struct err *e)
 {
     configure_sqlite_once();
@@ -547,6 +584,8 @@ static int sq_open(struct store *s, enum store_mode mode, struct err *e)
         rc = sqlite_conn_open(&st->writer, st->path, SQLITE_OPEN_READONLY, &s->cfg, e);
         if (rc == 0)
             rc = pragmas(&st->writer, &s->cfg, false, e);
+        if (rc == 0)
+            rc = check_version(s, e);
         if (rc != 0)
             goto fail;
         return 0;
@@ -660,7 +699,7 @@ static int bind_params(sqlite3_stmt *q, const struct store_query *sq, struct err
             return err_set(e, E_INVALID, "query parameter %s has no value", name);
         if (p->is_text)
             sqlite3_bind_text(q, i, p->text, -1, SQLITE_TRANSIENT);
-        else if (p->number == (double)(int64_t)p->number && p->number > -9e15 && p->number < 9e15)
+        else if (p->number > -9e15 && p->number < 9e15 && p->number == (double)(int64_t)p->number)
             sqlite3_bind_int64(q, i, (int64_t)p->number); /* integers stay integers in SQL */
         else
             sqlite3_bind_double(q, i, p->number);
@@ -794,6 +833,7 @@ const struct store_ops store_sqlite_ops = {
     .write_commit = sq_write_commit,
     .write_rollback = sq_write_rollback,
     .check_writable = sq_check_writable,
+    .changed_elsewhere = sq_changed_elsewhere,
     .reader_open = sq_reader_open,
     .reader_close = sq_reader_close,
     .reader_query = sq_reader_query,

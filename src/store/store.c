@@ -117,6 +117,11 @@ void store_write_rollback(struct store *s)
     s->ops->write_rollback(s);
 }
 
+bool store_changed_elsewhere(struct store *s)
+{
+    return s->ops->changed_elsewhere(s);
+}
+
 int store_check_writable(struct store *s, struct err *e)
 {
     return s->ops->check_writable(s, e);

@@ -40,6 +40,9 @@ int store_write_batch(struct store *s, const struct batch *b, struct err *e);
  * is rolled back. */
 int store_write_commit(struct store *s, struct err *e);
 void store_write_rollback(struct store *s);
+/* True when another connection (another process) committed since the last call. Writer thread
+ * only. */
+bool store_changed_elsewhere(struct store *s);
 /* Checks that the database files are writable (for /readyz); any thread. */
 int store_check_writable(struct store *s, struct err *e);
 

@@ -21,6 +21,7 @@ struct store_ops {
     int (*write_commit)(struct store *s, struct err *e);
     void (*write_rollback)(struct store *s);
     int (*check_writable)(struct store *s, struct err *e);
+    bool (*changed_elsewhere)(struct store *s);
     /* A read connection, owned by the generic reader pool. */
     void *(*reader_open)(struct store *s, struct err *e);
     void (*reader_close)(void *conn);

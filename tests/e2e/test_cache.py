@@ -83,3 +83,48 @@ def test_cache_off(server_factory):
     srv = server_factory("--set", "query.cache_bytes=0")
     for _ in range(2):
         assert srv.get("/api/v1/views/system_health").headers["X-Opsdb-Cache"] == "miss"
+
+
+def test_keys_cannot_be_forged_by_parameter_names(server_factory):
+    """A parameter named "agg=max&filter" must not share a key with agg=max&filter=..."""
+    srv = server_factory()
+    ts = now_ms() - 120_000
+    assert srv.post("/write", params={"precision": "ms"},
+                    data=f"cpu,host=a value=1 {ts}").status_code == 204
+    base = f"metric=cpu_value&from={(ts - 60_000) // 1000}&to={(ts + 60_000) // 1000}"
+    forged = srv.get(f"/api/v1/series?agg%3Dmax%26filter=host%3Dzzz&{base}")
+    assert forged.status_code == 200 and forged.json()["series"]
+    genuine = srv.get(f"/api/v1/series?agg=max&filter=host%3Dzzz&{base}")
+    assert genuine.headers["X-Opsdb-Cache"] == "miss"
+    assert genuine.json()["series"] == [] and genuine.json()["agg"] == "max"
+
+
+def test_writes_of_another_process_invalidate(server_factory, run_cli):
+    srv = server_factory()
+    ts = now_ms() - 60_000
+    assert srv.ingest("api_usage", api_rows(ts, 2)).status_code == 200
+    params = {"now": (ts + 60_000) / 1000, "window": "5m"}
+    assert srv.get("/api/v1/views/api_performance", params=params).json()["rows"][0]["requests"] == 2
+    assert srv.get("/api/v1/views/api_performance", params=params).headers["X-Opsdb-Cache"] == "hit"
+    rows = "".join(
+        f'{{"ts": {ts + 10 + i}, "method": "GET", "endpoint": "/c", "status_code": 200}}\n'
+        for i in range(3))
+    cp = run_cli("ingest", "api_usage", "-", "--db", srv.db, input=rows)
+    assert cp.returncode == 0, cp.stderr
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        r = srv.get("/api/v1/views/api_performance", params=params)
+        if r.json()["rows"][0]["requests"] == 5:
+            break
+        time.sleep(0.2)
+    assert r.json()["rows"][0]["requests"] == 5, "the other process's rows never showed"
+
+
+def test_time_zero_is_a_time(server_factory):
+    """from=0 / to=0 / now=0 are 1970-01-01, not "not given"."""
+    srv = server_factory()
+    r = srv.get("/api/v1/series", params={"metric": "m", "from": -3600, "to": 0, "step": "1m"})
+    assert r.status_code == 200, r.text
+    assert r.json()["to"] == 0 and r.json()["from"] == -3_600_000
+    r = srv.get("/api/v1/views/api_performance", params={"now": 0})
+    assert r.status_code == 200 and r.json()["rows"] == []
