@@ -32,6 +32,10 @@ struct cli_common {
 int cli_common_flag(struct cli_common *c, int argc, char **argv, int *i);
 /* Builds the configuration; prints the error and returns non-zero on failure. */
 int cli_load_config(struct cli_common *c, struct config *cfg);
+struct store;
+/* Builds the configuration and opens the store in mode (an enum store_mode); prints the error
+ * and returns non-zero on failure. The caller closes *s with store_close(). */
+int cli_open_store(struct cli_common *c, struct config *cfg, int mode, struct store **s);
 /* Prints "opsdb: <message>" to stderr; returns 1 (the exit code for runtime failures). */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints the usage error and the hint to --help; returns 2. */

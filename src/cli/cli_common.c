@@ -3,6 +3,7 @@
  * order, and the shape of error messages and exit codes (1 runtime failure, 2 usage error).
  */
 #include "cli/cli.h"
+#include "store/store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +92,17 @@ int cli_load_config(struct cli_common *c, struct config *cfg)
     for (int l = 0; l < 4; l++)
         if (strcmp(cfg->log_level, levels[l]) == 0)
             log_set_level((enum log_level)l);
+    return 0;
+}
+
+int cli_open_store(struct cli_common *c, struct config *cfg, int mode, struct store **s)
+{
+    int rc = cli_load_config(c, cfg);
+    if (rc)
+        return rc;
+    struct err e;
+    if (store_open(s, cfg, (enum store_mode)mode, &e) != 0)
+        return cli_fail("%s", e.msg);
     return 0;
 }
 

@@ -17,13 +17,10 @@ int cmd_init(int argc, char **argv)
     if (c.help)
         return cli_help("init");
     struct config cfg;
-    int rc = cli_load_config(&c, &cfg);
+    struct store *s;
+    int rc = cli_open_store(&c, &cfg, STORE_READWRITE, &s);
     if (rc)
         return rc;
-    struct store *s;
-    struct err e;
-    if (store_open(&s, &cfg, STORE_READWRITE, &e) != 0)
-        return cli_fail("%s", e.msg);
     size_t ntables, nviews;
     schema_tables(&ntables);
     store_view_names(&nviews);

@@ -24,17 +24,6 @@ static int print_result(const struct store_result *r, int fmt, const char *extra
     return 0;
 }
 
-static int open_readonly(struct cli_common *c, struct config *cfg, struct store **s)
-{
-    int rc = cli_load_config(c, cfg);
-    if (rc)
-        return rc;
-    struct err e;
-    if (store_open(s, cfg, STORE_READONLY, &e) != 0)
-        return cli_fail("%s", e.msg);
-    return 0;
-}
-
 static int format_flag(const char *v, int *fmt)
 {
     *fmt = v ? query_format_parse(v) : -1;
@@ -70,7 +59,7 @@ int cmd_query(int argc, char **argv)
         return cli_usage(cmd, "missing SQL, e.g. opsdb query 'SELECT count(*) FROM api_usage'");
     struct config cfg;
     struct store *s;
-    int rc = open_readonly(&c, &cfg, &s);
+    int rc = cli_open_store(&c, &cfg, STORE_READONLY, &s);
     if (rc)
         return rc;
     struct store_result r;
@@ -160,7 +149,7 @@ int cmd_view(int argc, char **argv)
     struct config cfg;
     struct store *s = NULL;
     if (rc == 0)
-        rc = open_readonly(&c, &cfg, &s);
+        rc = cli_open_store(&c, &cfg, STORE_READONLY, &s);
     if (rc == 0) {
         struct store_result r;
         struct err e;

@@ -88,13 +88,10 @@ int cmd_series(int argc, char **argv)
     if (!sr.metric)
         return cli_usage(cmd, "missing --metric, e.g. opsdb series --metric cpu_usage");
     struct config cfg;
-    int rc = cli_load_config(&c, &cfg);
+    struct store *s;
+    int rc = cli_open_store(&c, &cfg, STORE_READONLY, &s);
     if (rc)
         return rc;
-    struct store *s;
-    struct err e;
-    if (store_open(&s, &cfg, STORE_READONLY, &e) != 0)
-        return cli_fail("%s", e.msg);
     rc = print(s, &cfg, &sr, fmt);
     store_close(&s);
     return rc;
