@@ -50,7 +50,7 @@ static const struct command commands[] = {
      "(regular expressions match whole values). --from/--to: epoch seconds or RFC 3339\n"
      "(default: the last hour); the range is rounded out to whole steps. With --resolution\n"
      "auto (default) the 1m or 1h rollups answer when their buckets divide the step: the\n"
-     "same numbers as the raw samples, read from far fewer rows.\n",
+     "numbers of the raw samples (up to floating-point rounding), read from far fewer rows.\n",
      cmd_series},
     {"schema", "print the schema",
      "usage: opsdb schema [--markdown]\n\nPrints the tables and columns; --markdown prints the "
