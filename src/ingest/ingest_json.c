@@ -15,6 +15,11 @@ struct json_parse {
     struct batch *b;
     struct rejects *r;
     struct buf key_scratch, val_scratch;
+    /* the last nested object converted (labels, context) and its canonical value: rows of one
+     * source repeat their labels, and canonical JSON costs a parse and a sort */
+    struct buf last_object;
+    int last_object_col;
+    struct value last_object_value;
 };
 
 static int column_of(const struct table *t, const char *key, size_t len)
@@ -79,8 +84,23 @@ static bool set_field(struct json_parse *p, int col, const struct json_value *v,
         rejects_add(p->r, index, c->name, "%s expected %s, got a boolean", c->name, expected);
         return false;
     case JSON_V_OBJECT:
-        if (c->type == COL_JSON)
-            return ingest_set_text(p->ctx, p->b, col, v->s, v->len, index, p->r);
+        if (c->type == COL_JSON) {
+            if (p->last_object_col == col && p->last_object.len == v->len &&
+                memcmp(p->last_object.data, v->s, v->len) == 0) {
+                row[col] = p->last_object_value; /* in the batch arena: lives as long */
+                return true;
+            }
+            if (!ingest_set_text(p->ctx, p->b, col, v->s, v->len, index, p->r))
+                return false;
+            p->last_object.len = 0;
+            if (buf_append(&p->last_object, v->s, v->len) == 0) {
+                p->last_object_col = col;
+                p->last_object_value = row[col];
+            } else {
+                p->last_object_col = -1;
+            }
+            return true;
+        }
         rejects_add(p->r, index, c->name, "%s expected %s, got an object", c->name, expected);
         return false;
     case JSON_V_ARRAY:
@@ -183,9 +203,10 @@ static int parse_array(struct json_parse *p, const char *data, size_t len)
 int ingest_parse_json(const struct ingest_ctx *ctx, const char *data, size_t len, bool ndjson,
                       struct batch *b, struct rejects *r)
 {
-    struct json_parse p = {ctx, b, r, {0}, {0}};
+    struct json_parse p = {.ctx = ctx, .b = b, .r = r, .last_object_col = -1};
     buf_init(&p.key_scratch, 1 << 16);
     buf_init(&p.val_scratch, 1 << 26);
+    buf_init(&p.last_object, 1 << 16);
     struct json_cursor c;
     json_cursor_init(&c, data, len);
     int rc;
@@ -205,5 +226,6 @@ int ingest_parse_json(const struct ingest_ctx *ctx, const char *data, size_t len
     }
     buf_release(&p.key_scratch);
     buf_release(&p.val_scratch);
+    buf_release(&p.last_object);
     return rc;
 }
