@@ -61,7 +61,8 @@ static const char *const views[] = {
                 " FROM api_usage WHERE " IN_WINDOW(900000) " GROUP BY endpoint, service",
 
     /* error_summary: per fingerprint over the window (default 24 h), with the count of the last
-     * hour, when it was first seen at all, and the latest message as a sample. */
+     * hour, when it was first seen at all, the most severe level, and the latest message as a
+     * sample. */
     "CREATE VIEW error_summary AS "
     "SELECT g.fingerprint, g.error_type, g.component, g.level, g.count_1h, g.count_window,"
     " (SELECT min(e.ts) FROM error_logs e WHERE e.fingerprint = g.fingerprint) AS first_seen,"
@@ -70,7 +71,10 @@ static const char *const views[] = {
     "  ORDER BY e.ts DESC LIMIT 1) AS sample_message,"
     " g.hosts"
     " FROM (SELECT fingerprint, max(error_type) AS error_type, max(component) AS component,"
-    "  max(level) AS level,"
+    "  CASE max(CASE level WHEN 'debug' THEN 0 WHEN 'info' THEN 1 WHEN 'notice' THEN 2"
+    "   WHEN 'warning' THEN 3 WHEN 'error' THEN 4 WHEN 'critical' THEN 5 ELSE 6 END)"
+    "   WHEN 0 THEN 'debug' WHEN 1 THEN 'info' WHEN 2 THEN 'notice' WHEN 3 THEN 'warning'"
+    "   WHEN 4 THEN 'error' WHEN 5 THEN 'critical' ELSE 'fatal' END AS level,"
     "  sum(ts > " NOW " - 3600000) AS count_1h, count(*) AS count_window, max(ts) AS last_seen,"
     "  count(DISTINCT host) AS hosts"
     "  FROM error_logs WHERE " IN_WINDOW(86400000) " GROUP BY fingerprint) g",

@@ -23,7 +23,7 @@ rows. The definitions that matter, as read from src/store/sqlite_views.c:
   120000 (2m), else critical when cpu >= 95 or memory >= 95 or disk >= 95, else warning when
   cpu >= 80 or memory >= 85 or disk >= 85, else ok (NULL metrics never trigger).
 * error_summary: per fingerprint in the window (default 24h); count_1h counts ts > now - 1h;
-  error_type, component and level are max() of the text; first_seen is the earliest row of the
+  error_type and component are max() of the text, level the most severe one; first_seen is the earliest row of the
   fingerprint at any time; sample_message the message of its latest row <= now; hosts the
   number of distinct hosts in the window.
 * pipeline_health: runs are (pipeline, run_id) groups of the rows in the window (default 24h); a
@@ -267,7 +267,7 @@ def expect_error_summary(rows, window_ms=DAY):
         out[fp] = {
             "error_type": max(r.get("error_type", "") for r in g),
             "component": max(r.get("component", "") for r in g),
-            "level": max(r["level"] for r in g),
+            "level": max((r["level"] for r in g), key=LEVELS.index),
             "count_1h": sum(1 for r in g if r["ts"] > NOW - HOUR),
             "count_window": len(g),
             "first_seen": min(r["ts"] for r in every),
