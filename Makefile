@@ -59,19 +59,20 @@ run: deps
 	mkdir -p data
 	./opsdb serve
 
-# The whole suite: banned calls, generated docs, unit tests and end-to-end tests, all against
-# the sanitizer build. Ends with the runner's summary line.
+# The whole suite: banned calls and formatting (lint), unit tests and end-to-end tests (which
+# include the generated-docs check), all against the sanitizer build. Ends with the runner's
+# summary line.
 test: test-deps
 	$(MAKE) $(ASAN_DIR)/opsdb $(UNIT_BIN) opsdb
-	scripts/check-banned.sh
+	$(MAKE) lint
 	scripts/run-tests.sh $(ASAN_DIR) $(UNIT_BIN)
 
 unit: $(UNIT_BIN)
 	@for t in $(UNIT_BIN); do $$t || exit 1; done
 
 lint:
-	scripts/check-banned.sh
-	clang-format --dry-run --Werror $(SRC) $(MAIN_SRC) src/*/*.h
+	@scripts/check-banned.sh
+	@clang-format --dry-run --Werror $(SRC) $(MAIN_SRC) src/*/*.h && echo "clang-format: ok"
 
 # libFuzzer targets of every parser of untrusted bytes (needs clang): FUZZ_SECONDS each
 FUZZ_SECONDS ?= 10
