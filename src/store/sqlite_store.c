@@ -253,7 +253,13 @@ static int prepare_inserts(struct sqlite_store *st, struct err *e)
             buf_printf(&sql, ") VALUES (");
             for (size_t j = 0; j < k; j++)
                 buf_printf(&sql, "%s?", j ? ", " : "");
-            buf_printf(&sql, ")");
+            /* another process (opsdb ingest) may have created the series since the dictionary
+             * was loaded: then its id comes back instead of a UNIQUE error */
+            buf_printf(&sql, ") ON CONFLICT (");
+            for (size_t j = 0; j < k; j++)
+                buf_printf(&sql, "%s%s", j ? ", " : "", t->columns[cols[j]].name);
+            buf_printf(&sql, ") DO UPDATE SET %s = excluded.%s RETURNING id",
+                       t->columns[cols[0]].name, t->columns[cols[0]].name);
             rc = prepare(st->writer.db, sql.data, &st->series_insert, e);
             sql.len = 0;
             buf_printf(&sql, "UPDATE %s_samples SET value = ?3 WHERE series_id = ?1 AND ts = ?2",
@@ -342,9 +348,15 @@ static int64_t series_resolve(struct sqlite_store *st, const struct value *row, 
         return id;
     for (size_t j = 0; j < ncols; j++)
         bind_value(st->series_insert, (int)j + 1, &row[cols[j]]);
-    if (step_done(st->writer.db, st->series_insert, e) != 0)
+    int rc = sqlite3_step(st->series_insert);
+    id = rc == SQLITE_ROW ? sqlite3_column_int64(st->series_insert, 0) : 0;
+    while (rc == SQLITE_ROW)
+        rc = sqlite3_step(st->series_insert);
+    sqlite3_reset(st->series_insert);
+    if (rc != SQLITE_DONE || !id) {
+        err_set(e, E_STORE, "write failed: %s", sqlite3_errmsg(st->writer.db));
         return -1;
-    id = sqlite3_last_insert_rowid(st->writer.db);
+    }
     series_map_put(&st->series, h, key->data ? key->data : "", (uint32_t)key->len, id);
     return id;
 }
