@@ -341,13 +341,24 @@ static bool labels_clash(const struct table *t, const struct value *row, size_t 
 {
     for (size_t i = 0; i < t->ncolumns; i++) {
         const struct column *c = &t->columns[i];
-        if (c->type != COL_JSON || !c->series_key || row[i].type != VAL_TEXT)
+        if (c->type != COL_JSON || !c->series_key || row[i].type != VAL_TEXT || row[i].len <= 2)
             continue;
         for (size_t k = 0; k < t->ncolumns; k++) {
             const char *name = t->columns[k].name;
-            char quoted[64];
-            snprintf(quoted, sizeof quoted, "\"%s\"", name);
-            if (k == i || !t->columns[k].series_key || !strstr(row[i].s, quoted))
+            size_t len = strlen(name);
+            if (k == i || !t->columns[k].series_key)
+                continue;
+            /* cheap test first (this runs for every sample): the name in quotes anywhere */
+            const char *p = row[i].s;
+            bool found = false;
+            while ((p = memmem(p, row[i].len - (size_t)(p - row[i].s), name, len)) != NULL) {
+                if (p > row[i].s && p[-1] == '"' && p[len] == '"') {
+                    found = true;
+                    break;
+                }
+                p += len;
+            }
+            if (!found)
                 continue;
             json_t *j = json_loadb(row[i].s, row[i].len, 0, NULL);
             bool has = j && json_object_get(j, name) != NULL;
