@@ -52,6 +52,15 @@ static const struct command commands[] = {
      "auto (default) the 1m or 1h rollups answer when their buckets divide the step: the\n"
      "numbers of the raw samples (up to floating-point rounding), read from far fewer rows.\n",
      cmd_series},
+    {"retention", "data held against each table's retention policy",
+     "usage: opsdb retention status|verify [--format table|json|csv]\n\n"
+     "status: per table the retention policy (retention.<table> in days; 0 keeps forever),\n"
+     "the oldest and newest data held, the rows, the horizon (now - policy) and a status:\n"
+     "ok, empty, kept forever, or past policy when data older than the horizon is held.\n"
+     "verify: the same, and exits 1 when any table is past its policy.\n"
+     "Ingestion refuses rows older than the policy; stored data that ages past it stays\n"
+     "until the storage work drops partitions whole (not built yet).\n",
+     cmd_retention},
     {"schema", "print the schema",
      "usage: opsdb schema [--markdown]\n\nPrints the tables and columns; --markdown prints the "
      "reference that is docs/schema.md.\n",

@@ -387,8 +387,9 @@ int config_markdown(struct buf *b)
     const struct table *t = schema_tables(&n);
     for (size_t i = 0; i < n; i++)
         buf_printf(b,
-                   "| `retention.%s` | `%dd` | rows older than this are rejected at ingestion "
-                   "(0 = keep forever) |\n",
+                   "| `retention.%s` | `%dd` | rows older than this are rejected at ingestion, and "
+                   "`opsdb retention status\\|verify` reports stored data past it (0 = keep "
+                   "forever) |\n",
                    t[i].name, t[i].retention_days);
     buf_printf(b, "| `fingerprint.rules` | `[]` | list of `{regex: ..., replacement: ...}` applied "
                   "to error messages after the built-in folding of numbers, ids and quoted "

@@ -104,6 +104,14 @@ void query_cache_get_stats(struct query_cache *c, struct query_cache_stats *out)
 /* Bit mask of the schema tables a view reads (0 for an unknown view). */
 uint32_t query_view_tables(const char *view);
 
+/* ---- retention ------------------------------------------------------------------------------ */
+
+/* One row per table: table, retention_days, oldest, newest (RFC 3339), rows, horizon (now -
+ * retention, RFC 3339) and status: ok, empty, kept forever, or "past policy" when data older than
+ * the horizon is held (counted in *past_policy). res is initialised here. */
+int query_retention(struct store *s, const struct config *cfg, int64_t now_ms,
+                    struct store_result *res, size_t *past_policy, struct err *e);
+
 /* Output formats. */
 enum query_format { FORMAT_TABLE, FORMAT_JSON, FORMAT_CSV };
 int query_format_parse(const char *s); /* -1 when unknown */

@@ -793,7 +793,8 @@ static int sq_reader_query(void *conn, const struct store_query *sq, struct stor
     struct sqlite_conn *c = conn;
     if (sq->nparams + c->ndefaults > SQLITE_MAX_PARAMS)
         return err_set(e, E_LIMIT, "too many query parameters");
-    memcpy(c->params + c->ndefaults, sq->params, sq->nparams * sizeof *sq->params);
+    if (sq->nparams)
+        memcpy(c->params + c->ndefaults, sq->params, sq->nparams * sizeof *sq->params);
     c->nparams = c->ndefaults + sq->nparams;
     c->untrusted = sq->untrusted;
     c->denied = NULL;
