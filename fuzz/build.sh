@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 
 CLANG=${CLANG:-clang}
 OUT=build/fuzz
-PKGS="sqlite3 libmicrohttpd jansson yaml-0.1 zlib"
+PKGS="sqlite3 libmicrohttpd jansson yaml-0.1 zlib libzstd"
 TARGETS="lineproto json csv rfc3339 gunzip"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 # shellcheck disable=SC2086 # PKGS is a list of words
