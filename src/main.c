@@ -61,6 +61,14 @@ static const struct command commands[] = {
      "Ingestion refuses rows older than the policy; stored data that ages past it stays\n"
      "until the storage work drops partitions whole (not built yet).\n",
      cmd_retention},
+    {"compact", "compress old raw metric samples now",
+     "usage: opsdb compact [--older-than DURATION] [--quiet]\n\n"
+     "Moves the raw system_metrics samples older than DURATION (default: the option\n"
+     "storage.compress_after, 2h) into compressed per-series chunks of one UTC day each,\n"
+     "a few hundred series per transaction. Queries, views and the series API read them as\n"
+     "before. The server does the same every storage.compact_interval; this command is for\n"
+     "doing it now (after a bulk load, before a backup). Progress goes to stderr.\n",
+     cmd_compact},
     {"schema", "print the schema",
      "usage: opsdb schema [--markdown]\n\nPrints the tables and columns; --markdown prints the "
      "reference that is docs/schema.md.\n",

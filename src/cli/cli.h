@@ -54,6 +54,7 @@ int cmd_query(int argc, char **argv);
 int cmd_view(int argc, char **argv);
 int cmd_series(int argc, char **argv);
 int cmd_retention(int argc, char **argv);
+int cmd_compact(int argc, char **argv);
 int cmd_schema(int argc, char **argv);
 int cmd_config(int argc, char **argv);
 int cmd_version(int argc, char **argv);

@@ -69,6 +69,11 @@ static const struct option options[] = {
     BYTES("query.cache_bytes", query_cache_bytes, "64MiB", 0, 64.0 * 1024 * 1024 * 1024,
           "memory for cached view and series answers (0 turns the cache off)"),
     INTO("query.max_rows", query_max_rows, "10000", 1, 10000000, "rows one query may return"),
+    DUR("storage.compress_after", storage_compress_after_ms, "2h", 0, 3650.0 * 86400000,
+        "raw metric samples older than this move into compressed per-series day chunks, "
+        "readable as before (0 = never)"),
+    DUR("storage.compact_interval", storage_compact_interval_ms, "5m", 100, 86400000,
+        "how often the server looks for samples to compress"),
     INTO("store.reader_connections", reader_connections, "4", 1, 64,
          "read connections kept open for queries"),
     INTO("sqlite.cache_mib", sqlite_cache_mib, "64", 1, 16384,

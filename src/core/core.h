@@ -290,6 +290,7 @@ struct config {
     int64_t health_stale_ms;
     char health_cpu_metric[128], health_memory_metric[128], health_disk_metric[128];
     int64_t retention_days[16]; /* per schema table, by index */
+    int64_t storage_compress_after_ms, storage_compact_interval_ms;
     char log_level[16];
     size_t nfp_rules;
     char fp_regex[CONFIG_MAX_FP_RULES][256];

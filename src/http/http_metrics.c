@@ -94,6 +94,14 @@ static void write_writer(struct http_server *srv, struct buf *out)
            "Request batches the database refused (answered 503).");
     buf_printf(out, "opsdb_writer_batches_failed_total %llu\n",
                (unsigned long long)ws.batches_failed);
+    header(out, "opsdb_samples_compacted_total", "counter",
+           "Raw metric samples moved into compressed chunks.");
+    buf_printf(out, "opsdb_samples_compacted_total %llu\n",
+               (unsigned long long)ws.samples_compacted);
+    header(out, "opsdb_compaction_failures_total", "counter",
+           "Compaction steps that failed and were rolled back (retried later).");
+    buf_printf(out, "opsdb_compaction_failures_total %llu\n",
+               (unsigned long long)ws.compaction_failures);
 }
 
 static void write_rejects(struct http_metrics *m, struct buf *out)

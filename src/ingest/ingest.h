@@ -53,8 +53,10 @@ struct writer_stats {
     uint64_t
         group_rows_buckets[8]; /* cumulative counts of groups with <= 1,10,...,1e6 rows, +Inf */
     double commit_seconds_sum;
-    bool last_group_failed; /* the latest group failed to commit */
-    char last_error[256];   /* its error */
+    bool last_group_failed;       /* the latest group failed to commit */
+    char last_error[256];         /* its error */
+    uint64_t samples_compacted;   /* raw metric samples moved into compressed chunks */
+    uint64_t compaction_failures; /* compaction steps rolled back */
 };
 
 /* Called on the writer thread after each successful commit with the batches it made durable, and
@@ -62,7 +64,10 @@ struct writer_stats {
  * changed. Must be quick: ingestion waits for it. */
 typedef void (*writer_hook)(void *arg, const struct batch *const *batches, size_t n);
 
-/* Starts the writer thread on s (which must outlive the writer). */
+/* Starts the writer thread on s (which must outlive the writer). Between groups it also
+ * compacts: every storage.compact_interval, raw metric samples older than
+ * storage.compress_after move into compressed chunks, a few hundred series per transaction so
+ * that ingestion waits little (store_compact_step). */
 int writer_new(struct writer **out, struct store *s, const struct config *cfg, struct err *e);
 /* Stops the thread after the queued batches are committed; frees. */
 void writer_free(struct writer **w);

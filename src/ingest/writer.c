@@ -34,6 +34,8 @@ struct writer {
     struct job *head, *tail;
     bool stopping;
     struct writer_stats stats;
+    int64_t compress_after_ms, compact_interval_ms; /* 0: no compaction */
+    struct timespec next_compaction;                /* CLOCK_MONOTONIC */
     size_t nhooks;
     writer_hook hooks[MAX_HOOKS];
     void *hook_args[MAX_HOOKS];
@@ -153,6 +155,42 @@ static void check_outside_writes(struct writer *w)
         w->hooks[h](w->hook_args[h], NULL, 0);
 }
 
+static void after(struct timespec *t, int64_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, t);
+    t->tv_sec += ms / 1000;
+    t->tv_nsec += (ms % 1000) * 1000000;
+    if (t->tv_nsec >= 1000000000) {
+        t->tv_sec++;
+        t->tv_nsec -= 1000000000;
+    }
+}
+
+/* One compaction step when one is due; a pass that is not done continues after the next group
+ * (or at once when idle). Writer thread, lock not held. */
+static void compact_if_due(struct writer *w)
+{
+    if (!w->compact_interval_ms || !w->compress_after_ms)
+        return;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (now.tv_sec < w->next_compaction.tv_sec ||
+        (now.tv_sec == w->next_compaction.tv_sec && now.tv_nsec < w->next_compaction.tv_nsec))
+        return;
+    struct store_compact_stats cs = {0};
+    struct err e;
+    int rc = store_compact_step(w->store, time_now_ms() - w->compress_after_ms, &cs, &e);
+    if (rc)
+        log_warn("compaction failed, retried in %llds: %s",
+                 (long long)(w->compact_interval_ms / 1000), e.msg);
+    pthread_mutex_lock(&w->lock);
+    w->stats.samples_compacted += (uint64_t)cs.samples_moved;
+    w->stats.compaction_failures += rc ? 1 : 0;
+    pthread_mutex_unlock(&w->lock);
+    if (rc || cs.pass_done)
+        after(&w->next_compaction, w->compact_interval_ms);
+}
+
 static void *writer_main(void *arg)
 {
     struct writer *w = arg;
@@ -166,6 +204,7 @@ static void *writer_main(void *arg)
             if (pthread_cond_timedwait(&w->work, &w->lock, &until) != 0) {
                 pthread_mutex_unlock(&w->lock);
                 check_outside_writes(w);
+                compact_if_due(w);
                 pthread_mutex_lock(&w->lock);
             }
         }
@@ -176,6 +215,7 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&w->lock);
         check_outside_writes(w);
         write_group(w, group, rows);
+        compact_if_due(w);
         pthread_mutex_lock(&w->lock);
     }
     pthread_mutex_unlock(&w->lock);
@@ -190,6 +230,9 @@ int writer_new(struct writer **out, struct store *s, const struct config *cfg, s
     w->store = s;
     w->max_group_rows = cfg->writer_max_group_rows;
     w->queue_max_rows = cfg->writer_queue_max_rows;
+    w->compress_after_ms = cfg->storage_compress_after_ms;
+    w->compact_interval_ms = cfg->storage_compact_interval_ms;
+    after(&w->next_compaction, w->compact_interval_ms); /* not at start: let the server settle */
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->work, NULL);
     pthread_cond_init(&w->done, NULL);

@@ -13,14 +13,16 @@
 static void stats_sql(const struct table *t, struct buf *sql)
 {
     if (t->kind == TABLE_SERIES)
-        /* samples are keyed (series_id, ts): one seek per series finds its ends */
+        /* samples are keyed (series_id, ts): one seek per series finds its raw ends; chunks
+         * carry their count and ends, and are older than the raw samples of their series */
         buf_printf(sql,
-                   "SELECT (SELECT count(*) FROM %s_samples), "
-                   "(SELECT min((SELECT min(s.ts) FROM %s_samples s WHERE s.series_id = r.id)) "
-                   "FROM %s_series r), "
-                   "(SELECT max((SELECT max(s.ts) FROM %s_samples s WHERE s.series_id = r.id)) "
-                   "FROM %s_series r)",
-                   t->name, t->name, t->name, t->name, t->name);
+                   "SELECT (SELECT count(*) FROM %s_samples) + (SELECT coalesce(sum(count), 0) "
+                   "FROM %s_chunks), (SELECT min(x) FROM (SELECT min(start_ts) AS x FROM "
+                   "%s_chunks UNION ALL SELECT min((SELECT min(s.ts) FROM %s_samples s WHERE "
+                   "s.series_id = r.id)) FROM %s_series r)), (SELECT max(x) FROM (SELECT "
+                   "max(end_ts) AS x FROM %s_chunks UNION ALL SELECT max((SELECT max(s.ts) FROM "
+                   "%s_samples s WHERE s.series_id = r.id)) FROM %s_series r))",
+                   t->name, t->name, t->name, t->name, t->name, t->name, t->name, t->name);
     else
         buf_printf(sql, "SELECT count(*), min(ts), max(ts) FROM %s", t->name);
 }

@@ -321,7 +321,7 @@ static int read_buckets(struct store_reader *r, const struct config *cfg, int ag
              "SELECT series_id, (ts - ((ts %% :step) + :step) %% :step) AS b, %s FROM %s_%s "
              "WHERE series_id IN (SELECT value FROM json_each(:ids)) AND ts >= :from AND ts < :to "
              "GROUP BY series_id, b ORDER BY series_id, b",
-             raw ? raw_expr[agg] : rollup_expr[agg], a->table, raw ? "samples" : a->resolution);
+             raw ? raw_expr[agg] : rollup_expr[agg], a->table, raw ? "raw" : a->resolution);
     struct store_param p[] = {{"step", false, (double)a->step_ms, NULL},
                               {"ids", true, 0, ids},
                               {"from", false, (double)a->from_ms, NULL},

@@ -7,6 +7,7 @@
  * and the authorizer and progress handler that make user SQL read-only and time-bounded.
  */
 #include "store/sqlite_int.h"
+#include "store/sqlite_sketch.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -248,6 +249,10 @@ int sqlite_register_functions(struct sqlite_conn *c)
         rc = sqlite3_create_function(c->db, "opsdb_param", 2, flags, c, param_func, NULL, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_create_function(c->db, "opsdb_now_ms", 0, flags, c, now_func, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite_cold_register(c->db);
+    if (rc == SQLITE_OK)
+        rc = sqlite_sketch_register(c->db);
     if (rc != SQLITE_OK)
         return rc;
     sqlite3_progress_handler(c->db, 2000, progress_handler, c);

@@ -39,6 +39,7 @@ struct point {
     double value;
     size_t order;  /* input order: the last write of a duplicate sample wins */
     bool replaced; /* the sample existed: its value was overwritten, its buckets are recomputed */
+    bool cold;     /* written to the chunks of its day (sqlite_cold_route), not to the raw rows */
 };
 
 /* Rollup maintenance for one TABLE_SERIES table (sqlite_rollup.c). Runs on the writer
@@ -53,6 +54,44 @@ void sqlite_rollup_free(struct sqlite_rollup **r);
 int sqlite_rollup_apply(struct sqlite_rollup *r, const struct point *pts, size_t n, struct err *e);
 /* DDL of the rollup tables of t, appended to b. */
 void sqlite_rollup_ddl(struct buf *b, const struct table *t);
+
+#define MS_PER_DAY 86400000LL
+
+/* Cold (compressed) samples of one TABLE_SERIES table (sqlite_cold.c), on the writer connection
+ * and inside its write transaction. */
+struct sqlite_cold;
+int sqlite_cold_new(struct sqlite_cold **out, sqlite3 *db, const struct table *t, struct err *e);
+void sqlite_cold_free(struct sqlite_cold **c);
+/* Sends the samples at or before their series' newest cold sample to the chunks of their day
+ * (pts sorted by series, ts, input order): marks them cold, and replaced where they overwrote a
+ * sample. The others stay for the raw table. */
+int sqlite_cold_route(struct sqlite_cold *c, struct point *pts, size_t n, struct err *e);
+/* Moves the raw samples before before_ms of up to max_series series (continuing where the last
+ * call stopped) into chunks; *pass_done once the last series was visited. */
+int sqlite_cold_compact(struct sqlite_cold *c, int64_t before_ms, size_t max_series,
+                        struct store_compact_stats *stats, bool *pass_done, struct err *e);
+/* After a rolled-back compaction step: the next pass starts over. */
+void sqlite_cold_abandon(struct sqlite_cold *c);
+/* DDL of the chunk table, the cold virtual table and the <table>_raw view, appended to b. */
+void sqlite_cold_ddl(struct buf *b, const struct table *t);
+/* Registers the opsdb_chunks virtual table module on a connection (sqlite_cold_vtab.c). */
+int sqlite_cold_register(sqlite3 *db);
+
+/* Rollups of event tables (sqlite_event_rollup.c): api_usage and handler_metrics per key and
+ * per 1m / 1h bucket, folded in from each batch's rows inside the write transaction. */
+struct sqlite_event_rollup;
+/* *out is NULL (and 0 returned) for a table without rollups. */
+int sqlite_event_rollup_new(struct sqlite_event_rollup **out, sqlite3 *db, const struct table *t,
+                            struct err *e);
+void sqlite_event_rollup_free(struct sqlite_event_rollup **r);
+/* Folds the base rows with rowids first..last (the batch just inserted) into every level. */
+int sqlite_event_rollup_apply(struct sqlite_event_rollup *r, int64_t first_rowid,
+                              int64_t last_rowid, struct err *e);
+/* DDL of t's rollup tables (nothing for a table without rollups), appended to b. */
+void sqlite_event_rollup_ddl(struct buf *b, const struct table *t);
+bool sqlite_event_rollup_exists(const struct table *t);
+/* Fills every event rollup from all base rows (the migration that introduced them). */
+int sqlite_event_rollup_backfill(sqlite3 *db, struct err *e);
 
 /* Creates or migrates the schema to schema_version(). Runs in one transaction. */
 int sqlite_migrate(sqlite3 *db, struct err *e);

@@ -78,12 +78,12 @@ int sqlite_rollup_new(struct sqlite_rollup **out, sqlite3 *db, const struct tabl
         rc = prepare(db, sql, &L->merge, e);
         if (rc)
             break;
-        /* the bucket [?2, ?2 + size) of series ?1, from raw samples; gone when it is empty */
+        /* the bucket [?2, ?2 + size) of series ?1, from raw and cold samples; gone when empty */
         snprintf(sql, sizeof sql,
                  "INSERT OR REPLACE INTO %s_%s (series_id, ts, min, max, sum, count, last, "
                  "last_ts) SELECT ?1, ?2, min(value), max(value), sum(value), count(*), "
-                 "(SELECT l.value FROM %s_samples l WHERE l.series_id = ?1 AND l.ts >= ?2 AND "
-                 "l.ts < ?2 + %lld ORDER BY l.ts DESC LIMIT 1), max(ts) FROM %s_samples WHERE "
+                 "(SELECT l.value FROM %s_raw l WHERE l.series_id = ?1 AND l.ts >= ?2 AND "
+                 "l.ts < ?2 + %lld ORDER BY l.ts DESC LIMIT 1), max(ts) FROM %s_raw WHERE "
                  "series_id = ?1 AND ts >= ?2 AND ts < ?2 + %lld HAVING count(*) > 0",
                  t->name, lv[i].name, t->name, (long long)lv[i].bucket_ms, t->name,
                  (long long)lv[i].bucket_ms);

@@ -76,15 +76,24 @@ static void series_ddl(struct buf *b, const struct table *t)
                "ts INTEGER NOT NULL, value REAL NOT NULL, PRIMARY KEY (series_id, ts)) "
                "WITHOUT ROWID;\n",
                t->name);
-    buf_printf(b, "DROP VIEW IF EXISTS %s;\nCREATE VIEW %s AS SELECT ", t->name, t->name);
-    for (size_t i = 0; i < t->ncolumns; i++) {
-        const struct column *c = &t->columns[i];
-        buf_printf(b, "%s%s.%s", i ? ", " : "", is_series_key(c) ? "r" : "s", c->name);
+    sqlite_cold_ddl(b, t);
+    /* one arm per storage (raw rows, compressed chunks), each a join the planner drives from the
+     * series dictionary: a compound view over a join could not push series_id down */
+    buf_printf(b, "DROP VIEW IF EXISTS %s;\nCREATE VIEW %s AS ", t->name, t->name);
+    /* cold first: per series it is the older part, so rows come in ts order */
+    static const char *const arms[] = {"cold", "samples"};
+    for (size_t arm = 0; arm < 2; arm++) {
+        buf_printf(b, "%sSELECT ", arm ? " UNION ALL " : "");
+        for (size_t i = 0; i < t->ncolumns; i++) {
+            const struct column *c = &t->columns[i];
+            buf_printf(b, "%s%s.%s", i ? ", " : "", is_series_key(c) ? "r" : "s", c->name);
+        }
+        /* CROSS JOIN fixes the series dictionary as the outer loop: a time range then costs one
+         * (series_id, ts) seek per series instead of a scan of every sample */
+        buf_printf(b, " FROM %s_series r CROSS JOIN %s_%s s ON s.series_id = r.id", t->name,
+                   t->name, arms[arm]);
     }
-    /* CROSS JOIN fixes the series dictionary as the outer loop: a time range then costs one
-     * (series_id, ts) seek per series instead of a scan of every sample */
-    buf_printf(b, " FROM %s_series r CROSS JOIN %s_samples s ON s.series_id = r.id;\n", t->name,
-               t->name);
+    buf_printf(b, ";\n");
     sqlite_rollup_ddl(b, t);
 }
 
@@ -102,6 +111,7 @@ static void table_ddl(struct buf *b, const struct table *t)
         if (t->key_column)
             buf_printf(b, ", UNIQUE (%s)", t->key_column);
         buf_printf(b, ");\n");
+        sqlite_event_rollup_ddl(b, t);
     }
     for (size_t i = 0; i < t->nindexes; i++)
         buf_printf(b, "CREATE INDEX IF NOT EXISTS %s_%s ON %s%s (%s);\n", t->name,
@@ -159,6 +169,7 @@ struct migration {
     const char *description;
     const char *sql;    /* NULL: the derived step alone brings the schema to this version */
     bool after_derived; /* runs once the derived step created what it needs (backfills) */
+    int (*run)(sqlite3 *db, struct err *e); /* what SQL text alone cannot say; after sql */
 };
 
 /* A bucket's rollup from the raw samples, for the backfill of version 2. */
@@ -171,9 +182,15 @@ struct migration {
     "system_metrics_samples GROUP BY series_id, b) g;\n"
 
 static const struct migration migrations[] = {
-    {1, "initial schema: seven tables, job_runs, indexes and views", NULL, false},
+    {1, "initial schema: seven tables, job_runs, indexes and views", NULL, false, NULL},
     {2, "system_metrics rollups per 1 minute and 1 hour, backfilled from the samples",
-     BACKFILL("1m", "60000") BACKFILL("1h", "3600000"), true},
+     BACKFILL("1m", "60000") BACKFILL("1h", "3600000"), true, NULL},
+    {3,
+     "cold storage: compressed per-series day chunks, the opsdb_chunks virtual table, views "
+     "over raw and cold samples",
+     NULL, false, NULL},
+    {4, "api_usage and handler_metrics rollups per 1 minute and 1 hour, backfilled", NULL, true,
+     sqlite_event_rollup_backfill},
 };
 
 static int read_version(sqlite3 *db, int *version, struct err *e)
@@ -194,6 +211,8 @@ static int run_numbered(sqlite3 *db, int from, bool after_derived, struct buf *b
             continue;
         log_info("migration to schema version %d: %s", m->version, m->description);
         if (m->sql && sqlite_exec(db, m->sql, e) != 0)
+            return e->code;
+        if (m->run && m->run(db, e) != 0)
             return e->code;
         buf_printf(b, "INSERT OR REPLACE INTO opsdb_migrations VALUES (%d, %lld, '%s');\n",
                    m->version, (long long)time_now_ms(), m->description);
@@ -220,7 +239,8 @@ int sqlite_migrate(sqlite3 *db, struct err *e)
     if (version < schema_version())
         log_info("migrating the database from schema version %d to %d", version, schema_version());
     buf_printf(&ddl, "CREATE TABLE IF NOT EXISTS opsdb_migrations (version INTEGER PRIMARY KEY, "
-                     "applied_at INTEGER NOT NULL, description TEXT NOT NULL);\n");
+                     "applied_at INTEGER NOT NULL, description TEXT NOT NULL);\n"
+                     "CREATE TABLE IF NOT EXISTS opsdb_meta (key TEXT PRIMARY KEY, value);\n");
     if ((rc = run_numbered(db, version, false, &ddl, e)) != 0)
         goto rollback;
     size_t n;

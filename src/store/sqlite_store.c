@@ -35,6 +35,8 @@ struct sqlite_store {
     sqlite3_stmt *series_insert;
     sqlite3_stmt *sample_update; /* a sample written again replaces the value */
     struct sqlite_rollup *rollup;
+    struct sqlite_cold *cold;
+    struct sqlite_event_rollup *event_rollup[16]; /* per schema table index; NULL: none */
     struct series_map series;
     bool in_group;
     /* fault injection for tests (STYLE 21): OPSDB_FAULT=commit:N fails every Nth commit */
@@ -268,6 +270,8 @@ static int prepare_inserts(struct sqlite_store *st, struct err *e)
                 rc = prepare(st->writer.db, sql.data, &st->sample_update, e);
             if (rc == 0)
                 rc = sqlite_rollup_new(&st->rollup, st->writer.db, t, e);
+            if (rc == 0)
+                rc = sqlite_cold_new(&st->cold, st->writer.db, t, e);
             sql.len = 0;
             buf_printf(&sql,
                        "INSERT OR IGNORE INTO %s_samples (series_id, ts, value) VALUES (?, ?, ?)",
@@ -294,6 +298,8 @@ static int prepare_inserts(struct sqlite_store *st, struct err *e)
         }
         if (rc == 0)
             rc = prepare(st->writer.db, sql.data, &st->insert[i], e);
+        if (rc == 0 && t->kind != TABLE_SERIES)
+            rc = sqlite_event_rollup_new(&st->event_rollup[i], st->writer.db, t, e);
     }
     buf_release(&sql);
     return rc;
@@ -381,10 +387,14 @@ static int write_series(struct sqlite_store *st, const struct batch *b, sqlite3_
             rc = E_STORE;
             goto out;
         }
-        pts[i] = (struct point){id, row[ts_col].i, row[value_col].d, i, false};
+        pts[i] = (struct point){id, row[ts_col].i, row[value_col].d, i, false, false};
     }
     qsort(pts, b->nrows, sizeof *pts, cmp_point);
+    if ((rc = sqlite_cold_route(st->cold, pts, b->nrows, e)) != 0)
+        goto out;
     for (size_t i = 0; i < b->nrows; i++) {
+        if (pts[i].cold)
+            continue;
         sqlite3_bind_int64(ins, 1, pts[i].series_id);
         sqlite3_bind_int64(ins, 2, pts[i].ts);
         sqlite3_bind_double(ins, 3, pts[i].value);
@@ -408,9 +418,10 @@ out:
 }
 
 static int write_rows(struct sqlite_store *st, const struct batch *b, sqlite3_stmt *ins,
-                      struct err *e)
+                      struct sqlite_event_rollup *rollup, struct err *e)
 {
     size_t ncol = b->table->ncolumns;
+    int64_t first_rowid = 0;
     for (size_t i = 0; i < b->nrows; i++) {
         const struct value *row = b->values + i * ncol;
         for (size_t j = 0; j < ncol; j++)
@@ -418,7 +429,13 @@ static int write_rows(struct sqlite_store *st, const struct batch *b, sqlite3_st
         int rc = step_done(st->writer.db, ins, e);
         if (rc != 0)
             return rc;
+        if (i == 0)
+            first_rowid = sqlite3_last_insert_rowid(st->writer.db);
     }
+    /* the only writer appends: the batch's rows are the rowids first..last */
+    if (rollup && b->nrows)
+        return sqlite_event_rollup_apply(rollup, first_rowid,
+                                         sqlite3_last_insert_rowid(st->writer.db), e);
     return 0;
 }
 
@@ -440,8 +457,9 @@ static int sq_write_batch(struct store *s, const struct batch *b, struct err *e)
     size_t ti = (size_t)(b->table - tables);
     if (sqlite_exec(st->writer.db, "SAVEPOINT batch", e) != 0)
         return E_STORE;
-    int rc = b->table->kind == TABLE_SERIES ? write_series(st, b, st->insert[ti], e)
-                                            : write_rows(st, b, st->insert[ti], e);
+    int rc = b->table->kind == TABLE_SERIES
+                 ? write_series(st, b, st->insert[ti], e)
+                 : write_rows(st, b, st->insert[ti], st->event_rollup[ti], e);
     if (rc != 0) {
         sqlite3_exec(st->writer.db, "ROLLBACK TO batch; RELEASE batch", NULL, NULL, NULL);
         /* series created inside the rolled-back savepoint are gone: reload the dictionary */
@@ -475,6 +493,21 @@ static void sq_write_rollback(struct store *s)
     st->in_group = false;
     sqlite3_exec(st->writer.db, "ROLLBACK", NULL, NULL, NULL);
     series_load(st, schema_table("system_metrics"), NULL);
+}
+
+static int sq_compact_step(struct store *s, int64_t before_ms, struct store_compact_stats *stats,
+                           struct err *e)
+{
+    struct sqlite_store *st = impl(s);
+    int rc = sq_write_begin(s, e);
+    if (rc)
+        return rc;
+    rc = sqlite_cold_compact(st->cold, before_ms, 256, stats, &stats->pass_done, e);
+    if (rc == 0 && (rc = sq_write_commit(s, e)) == 0)
+        return 0;
+    sqlite_cold_abandon(st->cold);
+    sq_write_rollback(s); /* a no-op when the commit already rolled back */
+    return rc;
 }
 
 /* PRAGMA data_version moves on the writer connection only when another connection commits. */
@@ -634,6 +667,9 @@ static void sq_close(struct store *s)
     sqlite3_finalize(st->series_insert);
     sqlite3_finalize(st->sample_update);
     sqlite_rollup_free(&st->rollup);
+    sqlite_cold_free(&st->cold);
+    for (size_t i = 0; i < sizeof st->event_rollup / sizeof st->event_rollup[0]; i++)
+        sqlite_event_rollup_free(&st->event_rollup[i]);
     series_map_clear(&st->series);
     if (!st->readonly) /* refresh planner statistics where they are stale, as SQLite advises */
         sqlite3_exec(st->writer.db, "PRAGMA optimize", NULL, NULL, NULL);
@@ -847,6 +883,7 @@ const struct store_ops store_sqlite_ops = {
     .write_rollback = sq_write_rollback,
     .check_writable = sq_check_writable,
     .changed_elsewhere = sq_changed_elsewhere,
+    .compact_step = sq_compact_step,
     .reader_open = sq_reader_open,
     .reader_close = sq_reader_close,
     .reader_query = sq_reader_query,

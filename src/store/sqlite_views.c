@@ -10,6 +10,52 @@
 #define WINDOW(default_ms) "opsdb_param('window_ms', " #default_ms ")"
 #define IN_WINDOW(default_ms) "ts > " NOW " - " WINDOW(default_ms) " AND ts <= " NOW
 
+/* The newest sample of series r at or before NOW: raw samples of a series are all newer than its
+ * compressed ones, so the chunks are read only for a series with no raw sample in range. */
+#define LATEST(col)                                                                                \
+    " coalesce((SELECT s." col " FROM system_metrics_samples s WHERE s.series_id = r.id AND "      \
+    "s.ts <= " NOW " ORDER BY s.ts DESC LIMIT 1), (SELECT c." col " FROM system_metrics_cold c "   \
+    "WHERE c.series_id = r.id AND c.ts <= " NOW " ORDER BY c.ts DESC LIMIT 1))"
+#define LATEST_TS LATEST("ts")
+#define LATEST_VALUE LATEST("value")
+
+/* The window (lo, hi] split for rollups, as the one-row CTE `bounds`: whole hours [h1, h2),
+ * whole minutes [m1, h1) and [h2, m2), raw rows (lo, m1) and [m2, hi]. Ranges that do not exist
+ * are empty (a window with no whole minute is all raw: m1 = m2 = h1 = h2 = hi + 1). A bucket
+ * [b, b + size) is whole when lo < b and b + size - 1 <= hi: rows past now never count. */
+#define SPLIT(default_ms)                                                                          \
+    "w0 AS (SELECT " NOW " - " WINDOW(                                                             \
+        default_ms) " AS lo, " NOW " AS hi),"                                                      \
+                    " w1 AS (SELECT lo, hi, ((lo + 60000) / 60000) * 60000 AS m1, ((hi + 1) / "    \
+                    "60000) * 60000"                                                               \
+                    "  AS m2 FROM w0),"                                                            \
+                    " w2 AS (SELECT lo, hi, m1 < m2 AS minutes, m1, m2, ((m1 + 3599999) / "        \
+                    "3600000) * 3600000 AS"                                                        \
+                    "  h1, (m2 / 3600000) * 3600000 AS h2 FROM w1),"                               \
+                    " bounds AS (SELECT lo, hi, CASE WHEN minutes THEN m1 ELSE hi + 1 END AS m1,"  \
+                    "  CASE WHEN minutes THEN m2 ELSE hi + 1 END AS m2,"                           \
+                    "  CASE WHEN minutes AND h1 < h2 THEN h1 WHEN minutes THEN m2 ELSE hi + 1 "    \
+                    "END AS h1,"                                                                   \
+                    "  CASE WHEN minutes AND h1 < h2 THEN h2 WHEN minutes THEN m2 ELSE hi + 1 "    \
+                    "END AS h2 FROM w2)"
+
+/* api_usage rows in one raw range, in the shape of the rollup rows */
+#define API_RAW(range)                                                                             \
+    "SELECT a.service, a.endpoint, a.status_code / 100, sum(a.count), sum(a.request_bytes),"       \
+    " sum(a.response_bytes), sum(a.latency_ms * a.count), sum(CASE WHEN a.latency_ms IS NOT NULL"  \
+    " THEN a.count END), sketch(a.latency_ms, a.count), max(a.ts) FROM bounds b CROSS JOIN"        \
+    " api_usage a WHERE " range " GROUP BY a.service, a.endpoint, a.status_code / 100"
+
+#define HANDLER_COLS                                                                               \
+    "r.handler, r.component, r.invocations, r.errors, r.retries, r.duration_sum,"                  \
+    " r.duration_count, r.duration_p95_max, r.queue_depth_max, r.last_ts"
+/* handler_metrics rows in one raw range, in the shape of the rollup rows */
+#define HANDLER_RAW(range)                                                                         \
+    "SELECT h.handler, h.component, sum(h.invocations), sum(h.errors), sum(h.retries),"            \
+    " sum(h.duration_ms_avg * h.invocations), sum(CASE WHEN h.duration_ms_avg IS NOT NULL THEN"    \
+    " h.invocations END), max(h.duration_ms_p95), max(h.queue_depth), max(h.ts) FROM bounds b"     \
+    " CROSS JOIN handler_metrics h WHERE " range " GROUP BY h.handler, h.component"
+
 static const char *const views[] = {
     /* system_health: per host/component the latest cpu, memory and disk, when it last reported
      * anything, and a status from the health.* thresholds; max over series of a metric (e.g.
@@ -17,10 +63,7 @@ static const char *const views[] = {
     "CREATE VIEW system_health AS "
     "WITH latest AS ("
     " SELECT r.host AS host, r.component AS component, r.metric AS metric,"
-    "  (SELECT s.ts FROM system_metrics_samples s WHERE s.series_id = r.id AND s.ts <= " NOW
-    "   ORDER BY s.ts DESC LIMIT 1) AS ts,"
-    "  (SELECT s.value FROM system_metrics_samples s WHERE s.series_id = r.id AND s.ts <= " NOW
-    "   ORDER BY s.ts DESC LIMIT 1) AS value"
+    "  " LATEST_TS " AS ts, " LATEST_VALUE " AS value"
     " FROM system_metrics_series r),"
     " hc AS ("
     " SELECT host, component,"
@@ -40,25 +83,54 @@ static const char *const views[] = {
     " FROM hc",
 
     /* api_performance: per service and endpoint over the window; rows with count > 1 stand for
-     * that many requests, in the rates and (as weights) in the percentiles. Grouping by endpoint
-     * first makes the sort that GROUP BY needs a third cheaper (endpoints differ early). */
-    "CREATE VIEW api_performance AS "
-    "SELECT service, endpoint, sum(count) AS requests,"
-    " round(sum(count) * 1000.0 / " WINDOW(
-        900000) ", 3) AS requests_per_s,"
-                " round(1.0 * sum(CASE WHEN status_code BETWEEN 400 AND 499 THEN count ELSE 0 END)"
-                "  / sum(count), 6) AS rate_4xx,"
-                " round(1.0 * sum(CASE WHEN status_code >= 500 THEN count ELSE 0 END) / "
-                "sum(count), 6)"
-                "  AS rate_5xx,"
-                " percentile(latency_ms, 50, count) AS latency_p50_ms,"
-                " percentile(latency_ms, 95, count) AS latency_p95_ms,"
-                " percentile(latency_ms, 99, count) AS latency_p99_ms,"
-                " sum(latency_ms * count) / sum(CASE WHEN latency_ms IS NOT NULL THEN count END)"
-                "  AS latency_avg_ms,"
-                " sum(request_bytes) AS request_bytes, sum(response_bytes) AS response_bytes,"
-                " max(ts) AS last_seen"
-                " FROM api_usage WHERE " IN_WINDOW(900000) " GROUP BY endpoint, service",
+     * that many requests. Whole hours and minutes of the window come from the rollups, only the
+     * partial minutes at its edges from raw rows (see SPLIT); latency percentiles merge the
+     * buckets' sketches (within 1% of the exact value). Grouping by endpoint first makes the
+     * sort that GROUP BY needs cheaper (endpoints differ early). */
+    "CREATE VIEW api_performance AS WITH " SPLIT(
+        900000) ", parts AS ("
+                " SELECT r.service, r.endpoint, r.status_class, r.requests, r.request_bytes,"
+                "  r.response_bytes, r.latency_sum, r.latency_count, r.latency_sketch AS sk, "
+                "r.last_ts"
+                "  FROM bounds b CROSS JOIN api_usage_1h r WHERE r.ts >= b.h1 AND r.ts < b.h2"
+                " UNION ALL SELECT r.service, r.endpoint, r.status_class, r.requests, "
+                "r.request_bytes,"
+                "  r.response_bytes, r.latency_sum, r.latency_count, r.latency_sketch, r.last_ts"
+                "  FROM bounds b CROSS JOIN api_usage_1m r WHERE r.ts >= b.m1 AND r.ts < b.h1"
+                " UNION ALL SELECT r.service, r.endpoint, r.status_class, r.requests, "
+                "r.request_bytes,"
+                "  r.response_bytes, r.latency_sum, r.latency_count, r.latency_sketch, r.last_ts"
+                "  FROM bounds b CROSS JOIN api_usage_1m r WHERE r.ts >= b.h2 AND r.ts < b.m2"
+                " UNION ALL " API_RAW("a.ts > b.lo AND a.ts < b.m1") " UNION ALL " API_RAW(
+                    "a.ts >= b.m2 AND a.ts <= b.hi") ")"
+                                                     " SELECT service, endpoint, sum(requests) AS "
+                                                     "requests,"
+                                                     " round(sum(requests) * 1000.0 / " WINDOW(
+                                                         900000) ", 3) AS requests_per_s,"
+                                                                 " round(1.0 * sum(CASE WHEN "
+                                                                 "status_class = 4 THEN requests "
+                                                                 "ELSE 0 END) / sum(requests), 6)"
+                                                                 "  AS rate_4xx,"
+                                                                 " round(1.0 * sum(CASE WHEN "
+                                                                 "status_class >= 5 THEN requests "
+                                                                 "ELSE 0 END) / sum(requests), 6)"
+                                                                 "  AS rate_5xx,"
+                                                                 " sketch_percentile(sketch_merge("
+                                                                 "sk), 50) AS latency_p50_ms,"
+                                                                 " sketch_percentile(sketch_merge("
+                                                                 "sk), 95) AS latency_p95_ms,"
+                                                                 " sketch_percentile(sketch_merge("
+                                                                 "sk), 99) AS latency_p99_ms,"
+                                                                 " sum(latency_sum) / "
+                                                                 "sum(latency_count) AS "
+                                                                 "latency_avg_ms,"
+                                                                 " sum(request_bytes) AS "
+                                                                 "request_bytes, "
+                                                                 "sum(response_bytes) AS "
+                                                                 "response_bytes,"
+                                                                 " max(last_ts) AS last_seen"
+                                                                 " FROM parts GROUP BY endpoint, "
+                                                                 "service",
 
     /* error_summary: per fingerprint over the window (default 24 h), with the count of the last
      * hour, when it was first seen at all, the most severe level, and the latest message as a
@@ -109,28 +181,47 @@ static const char *const views[] = {
                   "   AND p.status = 'succeeded' ORDER BY p.ts DESC LIMIT 1) AS freshness_ms"
                   " FROM runs r GROUP BY r.pipeline",
 
-    /* handler_performance: per handler and component over the window (default 15 min);
-     * latency is the invocation-weighted mean of the interval means, p95 the worst interval p95,
-     * queue depth the latest reported and the window's maximum. */
-    "CREATE VIEW handler_performance AS "
-    "SELECT h.handler, h.component, sum(h.invocations) AS invocations,"
-    " round(sum(h.invocations) * 1000.0 / " WINDOW(
-        900000) ", 3) AS throughput_per_s,"
-                " sum(h.errors) AS errors,"
-                " round(1.0 * sum(h.errors) / nullif(sum(h.invocations), 0), 6) AS error_rate,"
-                " sum(h.retries) AS retries,"
-                " round(sum(h.duration_ms_avg * h.invocations) / nullif(sum(CASE WHEN "
-                "h.duration_ms_avg IS NOT"
-                "  NULL THEN h.invocations END), 0), 3) AS latency_avg_ms,"
-                " max(h.duration_ms_p95) AS latency_p95_ms,"
-                " (SELECT q.queue_depth FROM handler_metrics q INDEXED BY "
-                "handler_metrics_handler_ts"
-                "  WHERE q.handler = h.handler"
-                "  AND q.component = h.component AND q.ts <= " NOW
-                " ORDER BY q.ts DESC LIMIT 1) AS queue_depth,"
-                " max(h.queue_depth) AS queue_depth_max, max(h.ts) AS last_seen"
-                " FROM handler_metrics h WHERE " IN_WINDOW(
-                    900000) " GROUP BY h.handler, h.component",
+    /* handler_performance: per handler and component over the window (default 15 min), whole
+     * hours and minutes from the rollups and the edges from raw rows (see SPLIT); latency is
+     * the invocation-weighted mean of the interval means, p95 the worst interval p95, queue
+     * depth the latest reported and the window's maximum. */
+    "CREATE VIEW handler_performance AS WITH " SPLIT(
+        900000) ", parts AS ("
+                " SELECT " HANDLER_COLS " FROM bounds b CROSS JOIN handler_metrics_1h r"
+                "  WHERE r.ts >= b.h1 AND r.ts < b.h2"
+                " UNION ALL SELECT " HANDLER_COLS " FROM bounds b CROSS JOIN handler_metrics_1m r"
+                "  WHERE r.ts >= b.m1 AND r.ts < b.h1"
+                " UNION ALL SELECT " HANDLER_COLS " FROM bounds b CROSS JOIN handler_metrics_1m r"
+                "  WHERE r.ts >= b.h2 AND r.ts < b.m2"
+                " UNION ALL " HANDLER_RAW("h.ts > b.lo AND h.ts < b.m1") " UNION ALL " HANDLER_RAW(
+                    "h.ts >= b.m2 AND h.ts <= b.hi") ")"
+                                                     " SELECT p.handler, p.component,"
+                                                     " sum(p.invocations) AS invocations,"
+                                                     " round(sum(p.invocations) * 1000.0 / " WINDOW(
+                                                         900000) ", 3) AS throughput_per_s,"
+                                                                 " sum(p.errors) AS errors,"
+                                                                 " round(1.0 * sum(p.errors) / "
+                                                                 "nullif(sum(p.invocations), 0), "
+                                                                 "6) AS error_rate,"
+                                                                 " sum(p.retries) AS retries,"
+                                                                 " round(sum(p.duration_sum) / "
+                                                                 "nullif(sum(p.duration_count), "
+                                                                 "0), 3) AS latency_avg_ms,"
+                                                                 " max(p.duration_p95_max) AS "
+                                                                 "latency_p95_ms,"
+                                                                 " (SELECT q.queue_depth FROM "
+                                                                 "handler_metrics q INDEXED BY "
+                                                                 "handler_metrics_handler_ts"
+                                                                 "  WHERE q.handler = p.handler "
+                                                                 "AND q.component = p.component "
+                                                                 "AND q.ts <= " NOW
+                                                                 "  ORDER BY q.ts DESC LIMIT 1) AS "
+                                                                 "queue_depth,"
+                                                                 " max(p.queue_depth_max) AS "
+                                                                 "queue_depth_max, max(p.last_ts) "
+                                                                 "AS last_seen"
+                                                                 " FROM parts p GROUP BY "
+                                                                 "p.handler, p.component",
 
     /* active_alerts: the latest transition of every alert that is not resolved. */
     "CREATE VIEW active_alerts AS "

@@ -122,6 +122,12 @@ bool store_changed_elsewhere(struct store *s)
     return s->ops->changed_elsewhere(s);
 }
 
+int store_compact_step(struct store *s, int64_t before_ms, struct store_compact_stats *stats,
+                       struct err *e)
+{
+    return s->ops->compact_step(s, before_ms, stats, e);
+}
+
 int store_check_writable(struct store *s, struct err *e)
 {
     return s->ops->check_writable(s, e);

@@ -100,6 +100,20 @@ struct rollup_level {
 };
 const struct rollup_level *store_rollup_levels(size_t *count);
 
+/* Compaction: raw metric samples older than a horizon move into compressed per-series chunks
+ * (one UTC day per chunk at most), which stay readable under the same table and view names. */
+struct store_compact_stats {
+    int64_t samples_moved;    /* raw samples now in chunks */
+    int64_t series_compacted; /* series that had samples to move */
+    int64_t series_seen;      /* series visited */
+    bool pass_done;           /* every series was visited since the pass began */
+};
+/* One bounded step (a few hundred series) in its own write transaction, adding to *stats; call
+ * again until stats->pass_done. The caller must not hold a write transaction; writer thread
+ * only. E_STORE when the database failed (nothing of the step is kept). */
+int store_compact_step(struct store *s, int64_t before_ms, struct store_compact_stats *stats,
+                       struct err *e);
+
 /* Names of the views every back end defines, in documentation order. */
 const char *const *store_view_names(size_t *count);
 

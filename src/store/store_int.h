@@ -22,6 +22,8 @@ struct store_ops {
     void (*write_rollback)(struct store *s);
     int (*check_writable)(struct store *s, struct err *e);
     bool (*changed_elsewhere)(struct store *s);
+    int (*compact_step)(struct store *s, int64_t before_ms, struct store_compact_stats *stats,
+                        struct err *e);
     /* A read connection, owned by the generic reader pool. */
     void *(*reader_open)(struct store *s, struct err *e);
     void (*reader_close)(void *conn);

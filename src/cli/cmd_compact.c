@@ -1,0 +1,59 @@
+/* opsdb compact: move raw metric samples older than a horizon into compressed chunks now, as the
+ * server does every storage.compact_interval. */
+#include "cli/cli.h"
+#include "store/store.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int cmd_compact(int argc, char **argv)
+{
+    const struct command *cmd = cli_command("compact");
+    struct cli_common c = {0};
+    const char *older_than = NULL;
+    bool quiet = false;
+    for (int i = 1; i < argc; i++) {
+        int k = cli_common_flag(&c, argc, argv, &i);
+        if (k < 0)
+            return 2;
+        if (k == 1)
+            continue;
+        if (strcmp(argv[i], "--older-than") == 0 && i + 1 < argc)
+            older_than = argv[++i];
+        else if (strcmp(argv[i], "--quiet") == 0)
+            quiet = true;
+        else
+            return cli_usage(cmd, "unexpected argument '%s'", argv[i]);
+    }
+    if (c.help)
+        return cli_help("compact");
+    int64_t age_ms = 0;
+    if (older_than && !time_parse_duration(older_than, &age_ms))
+        return cli_usage(cmd, "--older-than: '%s' is not a duration (e.g. 2h, 1d, 30m)",
+                         older_than);
+    struct config cfg;
+    struct store *s;
+    int rc = cli_open_store(&c, &cfg, STORE_READWRITE, &s);
+    if (rc)
+        return rc;
+    if (!older_than)
+        age_ms = cfg.storage_compress_after_ms;
+    int64_t before_ms = time_now_ms() - age_ms;
+    struct store_compact_stats st = {0};
+    struct err e;
+    while (!st.pass_done && rc == 0) {
+        rc = store_compact_step(s, before_ms, &st, &e);
+        if (!quiet && rc == 0)
+            fprintf(stderr, "\rcompact: %lld series visited, %lld samples moved",
+                    (long long)st.series_seen, (long long)st.samples_moved);
+    }
+    if (!quiet)
+        fputc('\n', stderr);
+    store_close(&s);
+    if (rc)
+        return cli_fail("compaction stopped (what was done is kept): %s", e.msg);
+    printf("compacted %lld samples of %lld series older than %s into chunks\n",
+           (long long)st.samples_moved, (long long)st.series_compacted,
+           older_than ? older_than : "storage.compress_after");
+    return 0;
+}

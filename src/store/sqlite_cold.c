@@ -1,0 +1,406 @@
+/*
+ * Cold metric samples, the writer's side: compaction moves the raw samples of <table>_samples
+ * older than a horizon into compressed per-series chunks in <table>_chunks (chunk.c's codec),
+ * and a late sample for a time that is already cold is merged into the chunks of its day. The
+ * virtual table that reads chunks back is sqlite_cold_vtab.c.
+ *
+ * A chunk holds samples of one series within one UTC day (so a day is a partition: retention
+ * drops whole days of chunks) and at most ROW_SAMPLES_MAX samples; a day with more has several
+ * chunks. The invariant that makes hot + cold the table, with no sample counted twice:
+ *   per series, every raw (hot) sample is newer than every cold one.
+ * Compaction keeps it by moving all of a series' samples before the horizon in one
+ * transaction; ingestion keeps it by sending a sample at or before its series' newest cold ts to
+ * the chunks. opsdb_meta('<table>.cold_end_ms') is the newest cold ts over all series, so a batch
+ * of recent samples (the usual case) costs one read, not a lookup per series.
+ *
+ * Every change happens inside the caller's write transaction: a failure rolls back chunks and
+ * samples together.
+ */
+#include "store/chunk.h"
+#include "store/sqlite_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ROW_SAMPLES_MAX 65536
+
+struct samples {
+    int64_t *ts;
+    double *values;
+    size_t n, cap;
+};
+
+struct sqlite_cold {
+    sqlite3 *db;
+    char meta_key[128];
+    sqlite3_stmt *day_chunks;  /* the chunks of one series in one day, by start */
+    sqlite3_stmt *put_chunk;   /* insert one chunk */
+    sqlite3_stmt *drop_chunks; /* delete the chunks of one series in one day */
+    sqlite3_stmt *last_cold;   /* newest cold ts of one series */
+    sqlite3_stmt *get_meta, *raise_meta;
+    sqlite3_stmt *hot_before;  /* raw samples of one series before a ts */
+    sqlite3_stmt *drop_hot;    /* delete them */
+    sqlite3_stmt *next_series; /* series ids after a cursor */
+    int64_t series_cursor;     /* compaction resumes after this id */
+    struct samples merged;     /* scratch: a day of one series */
+    struct buf blob;           /* scratch: one encoded chunk */
+};
+
+void sqlite_cold_ddl(struct buf *b, const struct table *t)
+{
+    buf_printf(b,
+               "CREATE TABLE IF NOT EXISTS %s_chunks (series_id INTEGER NOT NULL, day INTEGER NOT "
+               "NULL, start_ts INTEGER NOT NULL, end_ts INTEGER NOT NULL, count INTEGER NOT NULL, "
+               "data BLOB NOT NULL, PRIMARY KEY (series_id, start_ts));\n"
+               "CREATE INDEX IF NOT EXISTS %s_chunks_day ON %s_chunks (day);\n"
+               "CREATE VIRTUAL TABLE IF NOT EXISTS %s_cold USING opsdb_chunks(%s_chunks);\n"
+               "DROP VIEW IF EXISTS %s_raw;\n"
+               "CREATE VIEW %s_raw AS SELECT series_id, ts, value FROM %s_cold UNION ALL "
+               "SELECT series_id, ts, value FROM %s_samples;\n",
+               t->name, t->name, t->name, t->name, t->name, t->name, t->name, t->name, t->name);
+}
+
+static int64_t day_of(int64_t ts)
+{
+    int64_t d = ts / MS_PER_DAY;
+    return d * MS_PER_DAY > ts ? d - 1 : d;
+}
+
+static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out, struct err *e)
+{
+    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL) != SQLITE_OK)
+        return err_set(e, E_STORE, "preparing '%.80s': %s", sql, sqlite3_errmsg(db));
+    return 0;
+}
+
+int sqlite_cold_new(struct sqlite_cold **out, sqlite3 *db, const struct table *t, struct err *e)
+{
+    struct sqlite_cold *c = calloc(1, sizeof *c);
+    if (!c)
+        return err_set(e, E_NOMEM, "out of memory");
+    c->db = db;
+    snprintf(c->meta_key, sizeof c->meta_key, "%s.cold_end_ms", t->name);
+    buf_init(&c->blob, 64u << 20);
+    const char *n = t->name;
+    char sql[8][400];
+    snprintf(sql[0], sizeof sql[0],
+             "SELECT data FROM %s_chunks WHERE series_id = ?1 AND start_ts >= ?2 AND "
+             "start_ts < ?2 + %lld ORDER BY start_ts",
+             n, MS_PER_DAY);
+    snprintf(sql[1], sizeof sql[1],
+             "INSERT INTO %s_chunks (series_id, day, start_ts, end_ts, count, data) "
+             "VALUES (?, ?, ?, ?, ?, ?)",
+             n);
+    snprintf(sql[2], sizeof sql[2],
+             "DELETE FROM %s_chunks WHERE series_id = ?1 AND start_ts >= ?2 AND "
+             "start_ts < ?2 + %lld",
+             n, MS_PER_DAY);
+    snprintf(sql[3], sizeof sql[3],
+             "SELECT end_ts FROM %s_chunks WHERE series_id = ? ORDER BY start_ts DESC LIMIT 1", n);
+    snprintf(sql[4], sizeof sql[4],
+             "SELECT ts, value FROM %s_samples WHERE series_id = ? AND ts < ? ORDER BY ts", n);
+    snprintf(sql[5], sizeof sql[5], "DELETE FROM %s_samples WHERE series_id = ? AND ts < ?", n);
+    snprintf(sql[6], sizeof sql[6], "SELECT id FROM %s_series WHERE id > ? ORDER BY id LIMIT ?", n);
+    int rc = prepare(db, sql[0], &c->day_chunks, e);
+    if (!rc)
+        rc = prepare(db, sql[1], &c->put_chunk, e);
+    if (!rc)
+        rc = prepare(db, sql[2], &c->drop_chunks, e);
+    if (!rc)
+        rc = prepare(db, sql[3], &c->last_cold, e);
+    if (!rc)
+        rc = prepare(db, sql[4], &c->hot_before, e);
+    if (!rc)
+        rc = prepare(db, sql[5], &c->drop_hot, e);
+    if (!rc)
+        rc = prepare(db, sql[6], &c->next_series, e);
+    if (!rc)
+        rc = prepare(db, "SELECT value FROM opsdb_meta WHERE key = ?", &c->get_meta, e);
+    if (!rc)
+        rc = prepare(db,
+                     "INSERT INTO opsdb_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) "
+                     "DO UPDATE SET value = max(value, excluded.value)",
+                     &c->raise_meta, e);
+    if (rc) {
+        sqlite_cold_free(&c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+void sqlite_cold_free(struct sqlite_cold **cp)
+{
+    struct sqlite_cold *c = *cp;
+    if (!c)
+        return;
+    sqlite3_stmt *all[] = {c->day_chunks, c->put_chunk,  c->drop_chunks, c->last_cold,  c->get_meta,
+                           c->raise_meta, c->hot_before, c->drop_hot,    c->next_series};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        sqlite3_finalize(all[i]);
+    free(c->merged.ts);
+    free(c->merged.values);
+    buf_release(&c->blob);
+    free(c);
+    *cp = NULL;
+}
+
+static int reserve(struct samples *s, size_t n, struct err *e)
+{
+    if (n <= s->cap)
+        return 0;
+    size_t cap = s->cap ? s->cap : 1024;
+    while (cap < n)
+        cap *= 2;
+    int64_t *ts = realloc(s->ts, cap * sizeof *ts);
+    if (ts)
+        s->ts = ts;
+    double *values = ts ? realloc(s->values, cap * sizeof *values) : NULL;
+    if (!values)
+        return err_set(e, E_NOMEM, "out of memory for %zu cold samples", n);
+    s->values = values;
+    s->cap = cap;
+    return 0;
+}
+
+static int step_done(struct sqlite_cold *c, sqlite3_stmt *q, struct err *e)
+{
+    int rc = sqlite3_step(q);
+    sqlite3_reset(q);
+    if (rc != SQLITE_DONE)
+        return err_set(e, E_STORE, "cold storage write failed: %s", sqlite3_errmsg(c->db));
+    return 0;
+}
+
+/* Appends the decoded chunks of one series' day to c->merged (they come in ts order). */
+static int load_day(struct sqlite_cold *c, int64_t series_id, int64_t day_start, struct err *e)
+{
+    sqlite3_stmt *q = c->day_chunks;
+    sqlite3_bind_int64(q, 1, series_id);
+    sqlite3_bind_int64(q, 2, day_start);
+    int rc = 0, step;
+    while (rc == 0 && (step = sqlite3_step(q)) == SQLITE_ROW) {
+        const void *blob = sqlite3_column_blob(q, 0);
+        size_t len = (size_t)sqlite3_column_bytes(q, 0), n = 0;
+        rc = chunk_header(blob, len, &n, NULL, NULL, e);
+        if (rc == 0)
+            rc = reserve(&c->merged, c->merged.n + n, e);
+        size_t got = 0;
+        if (rc == 0)
+            rc = chunk_decode(blob, len, c->merged.ts + c->merged.n, c->merged.values + c->merged.n,
+                              n, &got, e);
+        c->merged.n += rc == 0 ? got : 0;
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = err_set(e, E_STORE, "reading cold chunks: %s", sqlite3_errmsg(c->db));
+    sqlite3_reset(q);
+    if (rc == E_INVALID)
+        e->code = rc = E_STORE; /* a corrupt chunk is a database problem, not the caller's */
+    return rc;
+}
+
+/* Replaces the chunks of the day with c->merged, ROW_SAMPLES_MAX samples per chunk. */
+static int store_day(struct sqlite_cold *c, int64_t series_id, int64_t day_start, struct err *e)
+{
+    sqlite3_bind_int64(c->drop_chunks, 1, series_id);
+    sqlite3_bind_int64(c->drop_chunks, 2, day_start);
+    int rc = step_done(c, c->drop_chunks, e);
+    for (size_t at = 0; rc == 0 && at < c->merged.n; at += ROW_SAMPLES_MAX) {
+        size_t n = c->merged.n - at < ROW_SAMPLES_MAX ? c->merged.n - at : ROW_SAMPLES_MAX;
+        c->blob.len = 0;
+        rc = chunk_encode(c->merged.ts + at, c->merged.values + at, n, &c->blob, e);
+        if (rc)
+            break;
+        sqlite3_stmt *q = c->put_chunk;
+        sqlite3_bind_int64(q, 1, series_id);
+        sqlite3_bind_int64(q, 2, day_start / MS_PER_DAY);
+        sqlite3_bind_int64(q, 3, c->merged.ts[at]);
+        sqlite3_bind_int64(q, 4, c->merged.ts[at + n - 1]);
+        sqlite3_bind_int64(q, 5, (int64_t)n);
+        sqlite3_bind_blob(q, 6, c->blob.data, (int)c->blob.len, SQLITE_STATIC);
+        rc = step_done(c, q, e);
+    }
+    return rc;
+}
+
+/* Merges points (one series, one day, sorted by ts then input order) into the day's chunks:
+ * a later sample of the same ts replaces an earlier one and is marked replaced. */
+static int merge_day(struct sqlite_cold *c, struct point *pts, size_t n, struct err *e)
+{
+    int64_t series_id = pts[0].series_id, day_start = day_of(pts[0].ts) * MS_PER_DAY;
+    c->merged.n = 0;
+    int rc = load_day(c, series_id, day_start, e);
+    if (rc == 0)
+        rc = reserve(&c->merged, c->merged.n + n, e);
+    if (rc)
+        return rc;
+    /* merge from the back into the same array: old samples are c->merged[0, old) */
+    size_t old = c->merged.n, i = old, j = n, out = old + n;
+    while (j > 0) {
+        struct point *p = &pts[j - 1];
+        if (i > 0 && c->merged.ts[i - 1] > p->ts) {
+            out--, i--;
+            c->merged.ts[out] = c->merged.ts[i];
+            c->merged.values[out] = c->merged.values[i];
+            continue;
+        }
+        bool dup_in_batch = j >= 2 && pts[j - 2].ts == p->ts;
+        if (i > 0 && c->merged.ts[i - 1] == p->ts) {
+            i--; /* the new value replaces the old */
+            p->replaced = true;
+        }
+        out--;
+        c->merged.ts[out] = p->ts;
+        c->merged.values[out] = p->value;
+        p->cold = true;
+        j--;
+        /* earlier duplicates in the batch are overwritten by this one: skip them */
+        while (dup_in_batch && j > 0 && pts[j - 1].ts == p->ts) {
+            pts[j - 1].cold = true;
+            p->replaced = true;
+            j--;
+        }
+    }
+    /* the old samples left, [0, i), are in place; the merged tail starts at out: close the gap
+     * that dropped duplicates left between them */
+    size_t kept = i, gap = out - i;
+    if (gap) {
+        memmove(c->merged.ts + kept, c->merged.ts + out, (old + n - out) * sizeof(int64_t));
+        memmove(c->merged.values + kept, c->merged.values + out, (old + n - out) * sizeof(double));
+    }
+    c->merged.n = old + n - gap;
+    return store_day(c, series_id, day_start, e);
+}
+
+static int raise_cold_end(struct sqlite_cold *c, int64_t ts, struct err *e)
+{
+    sqlite3_bind_text(c->raise_meta, 1, c->meta_key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(c->raise_meta, 2, ts);
+    return step_done(c, c->raise_meta, e);
+}
+
+/* Merges pts[0, n) (one series, sorted) day by day. */
+static int merge_days(struct sqlite_cold *c, struct point *pts, size_t n, struct err *e)
+{
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        while (j < n && day_of(pts[j].ts) == day_of(pts[i].ts))
+            j++;
+        int rc = merge_day(c, pts + i, j - i, e);
+        if (rc)
+            return rc;
+        i = j;
+    }
+    return 0;
+}
+
+static int64_t read_int(sqlite3_stmt *q, int64_t none)
+{
+    int64_t v = sqlite3_step(q) == SQLITE_ROW && sqlite3_column_type(q, 0) != SQLITE_NULL
+                    ? sqlite3_column_int64(q, 0)
+                    : none;
+    sqlite3_reset(q);
+    return v;
+}
+
+int sqlite_cold_route(struct sqlite_cold *c, struct point *pts, size_t n, struct err *e)
+{
+    sqlite3_bind_text(c->get_meta, 1, c->meta_key, -1, SQLITE_STATIC);
+    int64_t cold_end_all = read_int(c->get_meta, INT64_MIN);
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        while (j < n && pts[j].series_id == pts[i].series_id)
+            j++;
+        if (pts[i].ts <= cold_end_all) { /* the oldest sample of the run may be cold */
+            sqlite3_bind_int64(c->last_cold, 1, pts[i].series_id);
+            int64_t cold_end = read_int(c->last_cold, INT64_MIN);
+            size_t k = i;
+            while (k < j && pts[k].ts <= cold_end)
+                k++;
+            int rc = k > i ? merge_days(c, pts + i, k - i, e) : 0;
+            if (rc)
+                return rc;
+        }
+        i = j;
+    }
+    return 0;
+}
+
+/* Moves one series' raw samples before before_ms into its chunks. */
+static int compact_series(struct sqlite_cold *c, int64_t series_id, int64_t before_ms,
+                          struct store_compact_stats *stats, struct err *e)
+{
+    struct point *pts = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0, step;
+    sqlite3_stmt *q = c->hot_before;
+    sqlite3_bind_int64(q, 1, series_id);
+    sqlite3_bind_int64(q, 2, before_ms);
+    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 4096;
+            struct point *grown = realloc(pts, cap * sizeof *pts);
+            if (!grown) {
+                rc = err_set(e, E_NOMEM, "out of memory compacting series %lld",
+                             (long long)series_id);
+                break;
+            }
+            pts = grown;
+        }
+        pts[n] = (struct point){
+            series_id, sqlite3_column_int64(q, 0), sqlite3_column_double(q, 1), n, false, false};
+        n++;
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = err_set(e, E_STORE, "reading samples to compact: %s", sqlite3_errmsg(c->db));
+    sqlite3_reset(q);
+    if (rc == 0 && n > 0)
+        rc = merge_days(c, pts, n, e);
+    if (rc == 0 && n > 0) {
+        sqlite3_bind_int64(c->drop_hot, 1, series_id);
+        sqlite3_bind_int64(c->drop_hot, 2, before_ms);
+        rc = step_done(c, c->drop_hot, e);
+    }
+    if (rc == 0 && n > 0)
+        rc = raise_cold_end(c, pts[n - 1].ts, e);
+    if (rc == 0 && n > 0) {
+        stats->samples_moved += (int64_t)n;
+        stats->series_compacted++;
+    }
+    free(pts);
+    return rc;
+}
+
+int sqlite_cold_compact(struct sqlite_cold *c, int64_t before_ms, size_t max_series,
+                        struct store_compact_stats *stats, bool *pass_done, struct err *e)
+{
+    *pass_done = false;
+    int64_t ids[512];
+    size_t nids = 0;
+    if (max_series > sizeof ids / sizeof ids[0])
+        max_series = sizeof ids / sizeof ids[0];
+    sqlite3_bind_int64(c->next_series, 1, c->series_cursor);
+    sqlite3_bind_int64(c->next_series, 2, (int64_t)max_series);
+    while (sqlite3_step(c->next_series) == SQLITE_ROW)
+        ids[nids++] = sqlite3_column_int64(c->next_series, 0);
+    sqlite3_reset(c->next_series);
+    for (size_t i = 0; i < nids; i++) {
+        int rc = compact_series(c, ids[i], before_ms, stats, e);
+        if (rc)
+            return rc;
+        stats->series_seen++;
+    }
+    if (nids < max_series) {
+        *pass_done = true;
+        c->series_cursor = 0;
+    } else {
+        c->series_cursor = ids[nids - 1];
+    }
+    return 0;
+}
+
+void sqlite_cold_abandon(struct sqlite_cold *c)
+{
+    c->series_cursor = 0; /* a rolled-back step is redone from the start of the pass */
+}

@@ -1,0 +1,202 @@
+"""api_usage and handler_metrics rollups (1 minute, 1 hour): maintained from each batch, late
+rows included, and read by api_performance and handler_performance for the whole minutes and
+hours of a window, with raw rows only at its edges. The views' answers are compared with values
+computed here from the raw rows, on random windows (now and length) from a second to three days;
+percentiles merged from latency sketches must be within 1% of the exact ones."""
+
+import json
+import random
+import subprocess
+import time
+
+import pytest
+
+from test_views import (API_SPEC, HANDLER_SPEC, MIN, HOUR, DAY, compare_rows,
+                        expect_api_performance, expect_handler_performance, post_ndjson)
+
+SEED = 20261129
+# four days ago, off the minute grid; the views take `now` as a parameter
+START = (int(time.time()) - 4 * 86400) * 1000 + 12_345
+
+
+def gen(rng, n_api=4000, n_handler=1500, span=3 * DAY):
+    api, handler = [], []
+    for _ in range(n_api):
+        row = {"ts": START + rng.randrange(span), "service": rng.choice(["shop", "auth", ""]),
+               "method": rng.choice(["GET", "POST"]), "endpoint": rng.choice(["/a", "/b/:id"]),
+               "status_code": rng.choice([200, 200, 204, 302, 404, 429, 500, 503])}
+        if rng.random() < 0.9:
+            row["latency_ms"] = round(rng.lognormvariate(3, 1.2), 3)
+        if rng.random() < 0.7:
+            row["request_bytes"] = rng.randint(0, 5000)
+        if rng.random() < 0.9:
+            row["response_bytes"] = rng.randint(0, 90000)
+        if rng.random() < 0.3:
+            row["count"] = rng.randint(1, 9)
+        api.append(row)
+    used = set()
+    for _ in range(n_handler):
+        ts = START + rng.randrange(span)
+        while ts in used:  # distinct: "the latest queue depth" is never a tie
+            ts += 1
+        used.add(ts)
+        inv = rng.randint(0, 400)
+        row = {"ts": ts, "handler": rng.choice(["h1", "h2", "h3"]),
+               "component": rng.choice(["c1", "c2"]), "invocations": inv}
+        if rng.random() < 0.8:
+            row["errors"] = rng.randint(0, inv)
+        if rng.random() < 0.5:
+            row["retries"] = rng.randint(0, 9)
+        if rng.random() < 0.85:
+            row["duration_ms_avg"] = round(rng.uniform(0.1, 900), 3)
+        if rng.random() < 0.85:
+            row["duration_ms_p95"] = round(rng.uniform(1, 2000), 3)
+        if rng.random() < 0.8:
+            row["queue_depth"] = rng.randint(0, 10000)
+        handler.append(row)
+    return api, handler
+
+
+def post_shuffled(srv, rng, table, rows):
+    """Several requests, out of time order: every batch lands in old and new buckets."""
+    rows = rows[:]
+    rng.shuffle(rows)
+    for i in range(0, len(rows), 700):
+        post_ndjson(srv, table, rows[i:i + 700])
+
+
+@pytest.fixture(scope="module")
+def loaded(module_server_factory):
+    rng = random.Random(SEED)
+    api, handler = gen(rng)
+    srv = module_server_factory()
+    post_shuffled(srv, rng, "api_usage", api)
+    post_shuffled(srv, rng, "handler_metrics", handler)
+    return srv, api, handler
+
+
+def view_rows(srv, name, now_ms, window_ms):
+    r = srv.get(f"/api/v1/views/{name}",
+                params={"now": f"{now_ms / 1000:.3f}", "window": f"{window_ms}ms"})
+    assert r.status_code == 200, r.text
+    return r.json()["rows"]
+
+
+def windows(seed, n):
+    rng = random.Random(seed)
+    out = [(START + 2 * DAY, 3 * DAY), (START + DAY + 7 * HOUR, 15 * MIN),
+           (START + DAY + 59_999, 59_999), (START + 30 * HOUR + 1, 2 * HOUR - 2)]
+    for _ in range(n):
+        length = rng.choice([rng.randint(1000, 5 * MIN), rng.randint(5 * MIN, 3 * HOUR),
+                             rng.randint(3 * HOUR, 3 * DAY)])
+        out.append((START + rng.randrange(3 * DAY + HOUR), length))
+    return out
+
+
+@pytest.mark.parametrize("now_ms,window_ms", windows(1, 20))
+def test_api_performance_matches_raw_rows(loaded, now_ms, window_ms):
+    srv, api, _ = loaded
+    want = expect_api_performance(api, window_ms, now_ms)
+    got = view_rows(srv, "api_performance", now_ms, window_ms)
+    compare_rows("api_performance", got, want, ("service", "endpoint"), API_SPEC)
+
+
+@pytest.mark.parametrize("now_ms,window_ms", windows(2, 12))
+def test_handler_performance_matches_raw_rows(loaded, now_ms, window_ms):
+    srv, _, handler = loaded
+    want = expect_handler_performance(handler, window_ms, now_ms)
+    got = view_rows(srv, "handler_performance", now_ms, window_ms)
+    compare_rows("handler_performance", got, want, ("handler", "component"), HANDLER_SPEC)
+
+
+def test_rollup_buckets_hold_every_request(loaded):
+    srv, api, _ = loaded
+    for level, size in (("1m", MIN), ("1h", HOUR)):
+        want = {}
+        for r in api:
+            b = r["ts"] - r["ts"] % size
+            k = (b, r.get("service", ""), r["endpoint"], r["method"], r["status_code"] // 100)
+            want[k] = want.get(k, 0) + r.get("count", 1)
+        rows = srv.query(f"SELECT ts, service, endpoint, method, status_class, requests, "
+                         f"sketch_count(latency_sketch) AS sk FROM api_usage_{level}")
+        got = {(x["ts"], x["service"], x["endpoint"], x["method"], x["status_class"]):
+               x["requests"] for x in rows}
+        assert got == want, level
+        assert all(x["sk"] is None or x["sk"] <= x["requests"] for x in rows)
+
+
+def test_late_rows_update_old_buckets(module_server_factory):
+    rng = random.Random(SEED + 1)
+    api, handler = gen(rng, 600, 300, DAY)
+    srv = module_server_factory()
+    post_ndjson(srv, "api_usage", api[:300])
+    post_ndjson(srv, "handler_metrics", handler[:150])
+    before = view_rows(srv, "api_performance", START + DAY, DAY)
+    post_shuffled(srv, rng, "api_usage", api[300:])  # late: the same day again
+    post_shuffled(srv, rng, "handler_metrics", handler[150:])
+    for now_ms, window_ms in windows(3, 6):
+        compare_rows("api_performance", view_rows(srv, "api_performance", now_ms, window_ms),
+                     expect_api_performance(api, window_ms, now_ms), ("service", "endpoint"),
+                     API_SPEC)
+        compare_rows("handler_performance",
+                     view_rows(srv, "handler_performance", now_ms, window_ms),
+                     expect_handler_performance(handler, window_ms, now_ms),
+                     ("handler", "component"), HANDLER_SPEC)
+    after = view_rows(srv, "api_performance", START + DAY, DAY)
+    assert sum(r["requests"] for r in after) > sum(r["requests"] for r in before)
+
+
+def test_view_reads_rollups(loaded):
+    """api_performance reads hours and minutes from the rollups and the raw table only for the
+    edges of the window, through its ts index."""
+    srv, _, _ = loaded
+    r = srv.get("/api/v1/query", params={"sql": "EXPLAIN QUERY PLAN SELECT * FROM "
+                                         "api_performance"})
+    assert r.status_code == 200, r.text
+    lines = [row["detail"] for row in r.json()["rows"]]
+    # the hour and the two minute ranges (rollups r) and the two raw edges (api_usage a), each a
+    # range of a primary key or of the ts index; nothing scanned whole
+    assert lines.count("SEARCH r USING PRIMARY KEY (ts>? AND ts<?)") == 3, lines
+    assert lines.count("SEARCH a USING INDEX api_usage_ts (ts>? AND ts<?)") == 2, lines
+    assert not [x for x in lines if x in ("SCAN a", "SCAN r")], lines
+
+
+def sqlite3_shell(db, sql):
+    subprocess.run(["sqlite3", str(db)], input=sql, capture_output=True, text=True, check=True)
+
+
+def rollup_rows(run_cli, db, table):
+    cp = run_cli("query", f"SELECT * FROM {table} ORDER BY 1, 2, 3, 4, 5", "--db", db,
+                 "--format", "json")
+    assert cp.returncode == 0, cp.stderr
+    return json.loads(cp.stdout)["rows"]
+
+
+def test_migration_backfills_event_rollups(run_cli, tmp_path):
+    """Schema version 4 added these rollups: a version-3 database (rows, no rollups) migrates
+    and its backfilled rollups equal the ones ingestion maintained batch by batch."""
+    rng = random.Random(SEED + 2)
+    api, handler = gen(rng, 1500, 500, DAY)
+    db = tmp_path / "v3.db"
+    for table, rows in (("api_usage", api), ("handler_metrics", handler)):
+        for i in range(0, len(rows), 400):
+            cp = run_cli("ingest", table, "-", "--db", db,
+                         input="".join(json.dumps(r) + "\n" for r in rows[i:i + 400]))
+            assert cp.returncode == 0, cp.stderr
+    tables = [f"{t}_{lv}" for t in ("api_usage", "handler_metrics") for lv in ("1m", "1h")]
+    incremental = {t: rollup_rows(run_cli, db, t) for t in tables}
+    sqlite3_shell(db, "".join(f"DROP TABLE {t};\n" for t in tables) +
+                  "DELETE FROM opsdb_migrations WHERE version = 4; PRAGMA user_version = 3;")
+    cp = run_cli("init", "--db", db)
+    assert cp.returncode == 0, cp.stderr
+    assert "from schema version 3 to 4" in cp.stderr, cp.stderr
+    for t in tables:
+        backfilled = rollup_rows(run_cli, db, t)
+        assert len(backfilled) == len(incremental[t]), t
+        for got, want in zip(backfilled, incremental[t]):
+            for col, w in want.items():
+                g = got[col]
+                if isinstance(w, float):  # sums added in another order
+                    assert abs(g - w) <= 1e-9 * max(1.0, abs(w)), (t, col, got, want)
+                else:
+                    assert g == w, (t, col, got, want)
