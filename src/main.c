@@ -52,15 +52,27 @@ static const struct command commands[] = {
      "auto (default) the 1m or 1h rollups answer when their buckets divide the step: the\n"
      "numbers of the raw samples (up to floating-point rounding), read from far fewer rows.\n",
      cmd_series},
-    {"retention", "data held against each table's retention policy",
-     "usage: opsdb retention status|verify [--format table|json|csv]\n\n"
+    {"retention", "retention policies: what is held against them, and dropping what is past",
+     "usage: opsdb retention status|verify|apply [--format table|json|csv]\n\n"
      "status: per table the retention policy (retention.<table> in days; 0 keeps forever),\n"
      "the oldest and newest data held, the rows, the horizon (now - policy) and a status:\n"
-     "ok, empty, kept forever, or past policy when data older than the horizon is held.\n"
+     "ok, empty, kept forever, or past policy when data older than the horizon (plus one\n"
+     "partition, which goes whole) is held.\n"
      "verify: the same, and exits 1 when any table is past its policy.\n"
-     "Ingestion refuses rows older than the policy; stored data that ages past it stays\n"
-     "until the storage work drops partitions whole (not built yet).\n",
+     "apply: drops what is past policy now, as the server does every\n"
+     "storage.retention_interval: event partitions whole (DROP TABLE), days of compressed\n"
+     "metric chunks, and rollup buckets past storage.rollup_1m_retention and\n"
+     "storage.rollup_1h_retention. One transaction; prints what it dropped.\n"
+     "Ingestion refuses rows older than the policy.\n",
      cmd_retention},
+    {"partitions", "every table's partitions: time range, rows, bytes, state",
+     "usage: opsdb partitions [--format table|json|csv]\n\n"
+     "Lists the partitions of every table: the time partitions of the event tables (one\n"
+     "table each, partition.<table> wide, created as rows arrive and dropped whole by\n"
+     "retention), the days of compressed system_metrics chunks (state cold) and the raw\n"
+     "system_metrics samples not yet compressed (state hot). from_ms/to_ms: epoch ms, to\n"
+     "exclusive; bytes: pages on disk with indexes (for chunks: the compressed bytes).\n",
+     cmd_partitions},
     {"compact", "compress old raw metric samples now",
      "usage: opsdb compact [--older-than DURATION] [--quiet]\n\n"
      "Moves the raw system_metrics samples older than DURATION (default: the option\n"

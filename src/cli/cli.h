@@ -46,6 +46,9 @@ const struct command *cli_command(const char *name);
 int cli_help(const char *name);
 /* Writes a buffer to stdout. */
 void cli_write(const struct buf *b);
+struct store_result;
+/* Writes a result to stdout as a table, JSON or CSV (an enum query_format). */
+void cli_write_result(const struct store_result *res, int format);
 
 int cmd_init(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
@@ -55,6 +58,7 @@ int cmd_view(int argc, char **argv);
 int cmd_series(int argc, char **argv);
 int cmd_retention(int argc, char **argv);
 int cmd_compact(int argc, char **argv);
+int cmd_partitions(int argc, char **argv);
 int cmd_schema(int argc, char **argv);
 int cmd_config(int argc, char **argv);
 int cmd_version(int argc, char **argv);

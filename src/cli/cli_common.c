@@ -3,6 +3,7 @@
  * order, and the shape of error messages and exit codes (1 runtime failure, 2 usage error).
  */
 #include "cli/cli.h"
+#include "query/query.h"
 #include "store/store.h"
 
 #include <stdio.h>
@@ -135,4 +136,20 @@ int cli_help(const char *name)
            "  --help             this help\n"
            "Environment variables OPSDB_<OPTION> (e.g. OPSDB_DB) override flags and file.\n");
     return 0;
+}
+
+void cli_write_result(const struct store_result *res, int format)
+{
+    struct buf out;
+    buf_init(&out, (size_t)1 << 30);
+    if (format == FORMAT_JSON) {
+        query_write_json(res, NULL, &out);
+        buf_putc(&out, '\n');
+    } else if (format == FORMAT_CSV) {
+        query_write_csv(res, &out);
+    } else {
+        query_write_table(res, &out);
+    }
+    cli_write(&out);
+    buf_release(&out);
 }

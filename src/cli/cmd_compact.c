@@ -32,12 +32,19 @@ int cmd_compact(int argc, char **argv)
         return cli_usage(cmd, "--older-than: '%s' is not a duration (e.g. 2h, 1d, 30m)",
                          older_than);
     struct config cfg;
-    struct store *s;
-    int rc = cli_open_store(&c, &cfg, STORE_READWRITE, &s);
+    int rc = cli_load_config(&c, &cfg);
     if (rc)
         return rc;
+    if (!older_than && cfg.storage_compress_after_ms == 0) {
+        printf("storage.compress_after is 0 (never compress): nothing done; give --older-than "
+               "to compress anyway\n");
+        return 0;
+    }
     if (!older_than)
         age_ms = cfg.storage_compress_after_ms;
+    struct store *s;
+    if ((rc = cli_open_store(&c, &cfg, STORE_EXISTING, &s)) != 0)
+        return rc;
     int64_t before_ms = time_now_ms() - age_ms;
     struct store_compact_stats st = {0};
     struct err e;
@@ -52,6 +59,10 @@ int cmd_compact(int argc, char **argv)
     store_close(&s);
     if (rc)
         return cli_fail("compaction stopped (what was done is kept): %s", e.msg);
+    if (st.series_failed)
+        return cli_fail("compaction left %lld series raw: a compressed chunk of theirs cannot be "
+                        "read (%s); the other series were compacted",
+                        (long long)st.series_failed, st.first_failure);
     printf("compacted %lld samples of %lld series older than %s into chunks\n",
            (long long)st.samples_moved, (long long)st.series_compacted,
            older_than ? older_than : "storage.compress_after");

@@ -166,7 +166,8 @@ static int read_all(FILE *f, struct loader *l)
             l->line_offset += count_lines(chunk.data, cut);
             first = false;
         }
-        memmove(chunk.data, chunk.data + cut, chunk.len - cut);
+        if (chunk.len > cut) /* (an empty input has no buffer at all) */
+            memmove(chunk.data, chunk.data + cut, chunk.len - cut);
         chunk.len -= cut;
         progress(l, false);
         if (eof)

@@ -1,10 +1,35 @@
-/* opsdb retention status|verify: the data held against each table's retention policy. */
+/* opsdb retention status|verify|apply: the data held against each table's retention policy, and
+ * dropping what is past it. */
 #include "cli/cli.h"
 #include "query/query.h"
 #include "store/store.h"
 
 #include <stdio.h>
 #include <string.h>
+
+/* Drops what is past policy now, as the server does every storage.retention_interval. */
+static int apply(struct cli_common *c)
+{
+    struct config cfg;
+    struct store *s;
+    int rc = cli_open_store(c, &cfg, STORE_EXISTING, &s);
+    if (rc)
+        return rc;
+    struct store_retention_stats st = {0};
+    struct err e;
+    int64_t t0 = time_now_ms();
+    rc = store_retention_apply(s, t0, &st, &e);
+    store_close(&s);
+    if (rc)
+        return cli_fail("retention not applied (nothing was dropped): %s", e.msg);
+    printf("dropped %lld partition%s (%lld rows), %lld chunk%s (%lld samples) and %lld rollup "
+           "rows in %.3f s\n",
+           (long long)st.partitions_dropped, st.partitions_dropped == 1 ? "" : "s",
+           (long long)st.rows_dropped, (long long)st.chunks_dropped,
+           st.chunks_dropped == 1 ? "" : "s", (long long)st.samples_dropped,
+           (long long)st.rollup_rows_dropped, (double)(time_now_ms() - t0) / 1000.0);
+    return 0;
+}
 
 int cmd_retention(int argc, char **argv)
 {
@@ -21,7 +46,8 @@ int cmd_retention(int argc, char **argv)
         if (strcmp(argv[i], "--format") == 0) {
             if (i + 1 >= argc || (fmt = query_format_parse(argv[++i])) < 0)
                 return cli_usage(cmd, "--format must be table, json or csv");
-        } else if (!action && (strcmp(argv[i], "status") == 0 || strcmp(argv[i], "verify") == 0)) {
+        } else if (!action && (strcmp(argv[i], "status") == 0 || strcmp(argv[i], "verify") == 0 ||
+                               strcmp(argv[i], "apply") == 0)) {
             action = argv[i];
         } else {
             return cli_usage(cmd, "unexpected argument '%s'", argv[i]);
@@ -30,7 +56,9 @@ int cmd_retention(int argc, char **argv)
     if (c.help)
         return cli_help("retention");
     if (!action)
-        return cli_usage(cmd, "say status or verify");
+        return cli_usage(cmd, "say status, verify or apply");
+    if (strcmp(action, "apply") == 0)
+        return apply(&c);
     struct config cfg;
     struct store *s;
     int rc = cli_open_store(&c, &cfg, STORE_READONLY, &s);
@@ -41,18 +69,7 @@ int cmd_retention(int argc, char **argv)
     size_t past = 0;
     rc = query_retention(s, &cfg, time_now_ms(), &res, &past, &e);
     if (rc == 0) {
-        struct buf out;
-        buf_init(&out, 1 << 20);
-        if (fmt == FORMAT_JSON) {
-            query_write_json(&res, NULL, &out);
-            buf_putc(&out, '\n');
-        } else if (fmt == FORMAT_CSV) {
-            query_write_csv(&res, &out);
-        } else {
-            query_write_table(&res, &out);
-        }
-        cli_write(&out);
-        buf_release(&out);
+        cli_write_result(&res, fmt);
     } else {
         cli_fail("%s", e.msg);
     }

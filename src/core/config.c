@@ -72,6 +72,14 @@ static const struct option options[] = {
     DUR("storage.compress_after", storage_compress_after_ms, "2h", 0, 3650.0 * 86400000,
         "raw metric samples older than this move into compressed per-series day chunks, "
         "readable as before (0 = never)"),
+    DUR("storage.rollup_1m_retention", rollup_1m_retention_ms, "7d", 0, 36500.0 * 86400000,
+        "per-minute rollups older than this are dropped by retention (0 = kept forever); "
+        "older windows are answered from hourly rollups and raw data"),
+    DUR("storage.rollup_1h_retention", rollup_1h_retention_ms, "400d", 0, 36500.0 * 86400000,
+        "hourly rollups older than this are dropped by retention (0 = kept forever)"),
+    DUR("storage.retention_interval", storage_retention_interval_ms, "1h", 0, 86400000,
+        "how often the server applies the retention policies (the first time a minute after "
+        "start; 0 = never: use `opsdb retention apply`)"),
     DUR("storage.compact_interval", storage_compact_interval_ms, "5m", 100, 86400000,
         "how often the server looks for samples to compress"),
     INTO("store.reader_connections", reader_connections, "4", 1, 64,
@@ -196,8 +204,33 @@ void config_defaults(struct config *c)
     }
     size_t n;
     const struct table *t = schema_tables(&n);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         c->retention_days[i] = t[i].retention_days;
+        c->partition_ms[i] = 86400000;
+    }
+}
+
+static int set_partition(struct config *c, const char *table, const char *value, struct err *e)
+{
+    size_t n;
+    const struct table *tables = schema_tables(&n);
+    const struct table *t = schema_table(table);
+    if (!t || t->kind != TABLE_EVENTS)
+        return err_set(e, E_INVALID,
+                       "option partition.%s: not a partitioned table (event tables: "
+                       "api_usage, error_logs, pipeline_status, handler_metrics, "
+                       "alert_history, job_runs)",
+                       table);
+    int64_t ms;
+    bool ok = time_parse_duration(value, &ms) && ms >= 60000 && ms <= 366LL * 86400000 &&
+              (86400000 % ms == 0 || ms % 86400000 == 0);
+    if (!ok)
+        return err_set(e, E_INVALID,
+                       "option partition.%s: '%s' is not a partition window: a duration from 1m "
+                       "to 366d that divides a day or is whole days (e.g. 1h, 1d, 7d)",
+                       table, value);
+    c->partition_ms[t - tables] = ms;
+    return 0;
 }
 
 static int set_retention(struct config *c, const char *table, const char *value, struct err *e)
@@ -221,6 +254,8 @@ int config_set(struct config *c, const char *name, const char *value, struct err
 {
     if (strncmp(name, "retention.", 10) == 0)
         return set_retention(c, name + 10, value, e);
+    if (strncmp(name, "partition.", 10) == 0)
+        return set_partition(c, name + 10, value, e);
     for (size_t i = 0; i < NOPTIONS; i++)
         if (strcmp(options[i].name, name) == 0)
             return set_option(c, &options[i], value, e);
@@ -396,6 +431,13 @@ int config_markdown(struct buf *b)
                    "`opsdb retention status\\|verify` reports stored data past it (0 = keep "
                    "forever) |\n",
                    t[i].name, t[i].retention_days);
+    for (size_t i = 0; i < n; i++)
+        if (t[i].kind == TABLE_EVENTS)
+            buf_printf(b,
+                       "| `partition.%s` | `1d` | time window of one partition (one table each; "
+                       "retention drops whole partitions); a duration that divides a day or is "
+                       "whole days; a change shapes new partitions only |\n",
+                       t[i].name);
     buf_printf(b, "| `fingerprint.rules` | `[]` | list of `{regex: ..., replacement: ...}` applied "
                   "to error messages after the built-in folding of numbers, ids and quoted "
                   "strings |\n");

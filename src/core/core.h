@@ -24,6 +24,7 @@ enum {
     E_LIMIT = -4,    /* a named limit was hit (body size, rows, time): 413 / 422 */
     E_NOTFOUND = -5, /* no such table, view, route, file */
     E_IO = -6,       /* a file or socket outside the database failed */
+    E_CORRUPT = -7,  /* stored data is damaged (a chunk that does not decode): 500, no retry */
 };
 
 struct err {
@@ -290,7 +291,9 @@ struct config {
     int64_t health_stale_ms;
     char health_cpu_metric[128], health_memory_metric[128], health_disk_metric[128];
     int64_t retention_days[16]; /* per schema table, by index */
-    int64_t storage_compress_after_ms, storage_compact_interval_ms;
+    int64_t partition_ms[16];   /* per schema table: window of one partition (event tables) */
+    int64_t rollup_1m_retention_ms, rollup_1h_retention_ms;
+    int64_t storage_compress_after_ms, storage_compact_interval_ms, storage_retention_interval_ms;
     char log_level[16];
     size_t nfp_rules;
     char fp_regex[CONFIG_MAX_FP_RULES][256];

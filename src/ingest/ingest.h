@@ -67,7 +67,8 @@ typedef void (*writer_hook)(void *arg, const struct batch *const *batches, size_
 /* Starts the writer thread on s (which must outlive the writer). Between groups it also
  * compacts: every storage.compact_interval, raw metric samples older than
  * storage.compress_after move into compressed chunks, a few hundred series per transaction so
- * that ingestion waits little (store_compact_step). */
+ * that ingestion waits little (store_compact_step); and every storage.retention_interval it
+ * applies the retention policies (store_retention_apply). */
 int writer_new(struct writer **out, struct store *s, const struct config *cfg, struct err *e);
 /* Stops the thread after the queued batches are committed; frees. */
 void writer_free(struct writer **w);

@@ -36,6 +36,8 @@ struct writer {
     struct writer_stats stats;
     int64_t compress_after_ms, compact_interval_ms; /* 0: no compaction */
     struct timespec next_compaction;                /* CLOCK_MONOTONIC */
+    int64_t retention_interval_ms;                  /* 0: retention is not applied */
+    struct timespec next_retention;
     size_t nhooks;
     writer_hook hooks[MAX_HOOKS];
     void *hook_args[MAX_HOOKS];
@@ -166,16 +168,21 @@ static void after(struct timespec *t, int64_t ms)
     }
 }
 
+static bool due(const struct timespec *when)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > when->tv_sec ||
+           (now.tv_sec == when->tv_sec && now.tv_nsec >= when->tv_nsec);
+}
+
 /* One compaction step when one is due; a pass that is not done continues after the next group
  * (or at once when idle). Writer thread, lock not held. */
 static void compact_if_due(struct writer *w)
 {
     if (!w->compact_interval_ms || !w->compress_after_ms)
         return;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    if (now.tv_sec < w->next_compaction.tv_sec ||
-        (now.tv_sec == w->next_compaction.tv_sec && now.tv_nsec < w->next_compaction.tv_nsec))
+    if (!due(&w->next_compaction))
         return;
     struct store_compact_stats cs = {0};
     struct err e;
@@ -183,12 +190,42 @@ static void compact_if_due(struct writer *w)
     if (rc)
         log_warn("compaction failed, retried in %llds: %s",
                  (long long)(w->compact_interval_ms / 1000), e.msg);
+    else if (cs.series_failed)
+        log_warn("compaction failed for %lld series with unreadable chunks (they stay raw; the "
+                 "others were compacted): %s",
+                 (long long)cs.series_failed, cs.first_failure);
     pthread_mutex_lock(&w->lock);
-    w->stats.samples_compacted += (uint64_t)cs.samples_moved;
+    w->stats.samples_compacted += rc ? 0 : (uint64_t)cs.samples_moved; /* rolled back: none */
     w->stats.compaction_failures += rc ? 1 : 0;
     pthread_mutex_unlock(&w->lock);
     if (rc || cs.pass_done)
         after(&w->next_compaction, w->compact_interval_ms);
+}
+
+/* Applies the retention policies when due; what it drops changes answers, so the hooks hear of
+ * it as of a write whose tables are unknown (n == 0). Writer thread, lock not held. */
+static void apply_retention_if_due(struct writer *w)
+{
+    if (!w->retention_interval_ms || !due(&w->next_retention))
+        return;
+    after(&w->next_retention, w->retention_interval_ms);
+    struct store_retention_stats rs = {0};
+    struct err e;
+    if (store_retention_apply(w->store, time_now_ms(), &rs, &e) != 0) {
+        log_warn("retention failed, retried in %llds: %s",
+                 (long long)(w->retention_interval_ms / 1000), e.msg);
+        return;
+    }
+    if (rs.partitions_dropped || rs.chunks_dropped || rs.samples_dropped ||
+        rs.rollup_rows_dropped) {
+        log_info("retention dropped %lld partitions (%lld rows), %lld chunks (%lld samples), "
+                 "%lld rollup rows",
+                 (long long)rs.partitions_dropped, (long long)rs.rows_dropped,
+                 (long long)rs.chunks_dropped, (long long)rs.samples_dropped,
+                 (long long)rs.rollup_rows_dropped);
+        for (size_t h = 0; h < w->nhooks; h++)
+            w->hooks[h](w->hook_args[h], NULL, 0);
+    }
 }
 
 static void *writer_main(void *arg)
@@ -205,6 +242,7 @@ static void *writer_main(void *arg)
                 pthread_mutex_unlock(&w->lock);
                 check_outside_writes(w);
                 compact_if_due(w);
+                apply_retention_if_due(w);
                 pthread_mutex_lock(&w->lock);
             }
         }
@@ -216,6 +254,7 @@ static void *writer_main(void *arg)
         check_outside_writes(w);
         write_group(w, group, rows);
         compact_if_due(w);
+        apply_retention_if_due(w);
         pthread_mutex_lock(&w->lock);
     }
     pthread_mutex_unlock(&w->lock);
@@ -233,6 +272,8 @@ int writer_new(struct writer **out, struct store *s, const struct config *cfg, s
     w->compress_after_ms = cfg->storage_compress_after_ms;
     w->compact_interval_ms = cfg->storage_compact_interval_ms;
     after(&w->next_compaction, w->compact_interval_ms); /* not at start: let the server settle */
+    w->retention_interval_ms = cfg->storage_retention_interval_ms;
+    after(&w->next_retention, w->retention_interval_ms < 60000 ? w->retention_interval_ms : 60000);
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->work, NULL);
     pthread_cond_init(&w->done, NULL);

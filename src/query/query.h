@@ -112,6 +112,10 @@ uint32_t query_view_tables(const char *view);
 int query_retention(struct store *s, const struct config *cfg, int64_t now_ms,
                     struct store_result *res, size_t *past_policy, struct err *e);
 
+/* One row per partition of every table: table, partition, from_ms, to_ms (exclusive), rows,
+ * bytes, state (hot: raw rows, cold: compressed). The caller releases res. */
+int query_partitions(struct store *s, struct store_result *res, struct err *e);
+
 /* Output formats. */
 enum query_format { FORMAT_TABLE, FORMAT_JSON, FORMAT_CSV };
 int query_format_parse(const char *s); /* -1 when unknown */

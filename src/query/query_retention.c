@@ -23,6 +23,14 @@ static void stats_sql(const struct table *t, struct buf *sql)
                    "max(end_ts) AS x FROM %s_chunks UNION ALL SELECT max((SELECT max(s.ts) FROM "
                    "%s_samples s WHERE s.series_id = r.id)) FROM %s_series r))",
                    t->name, t->name, t->name, t->name, t->name, t->name, t->name, t->name);
+    else if (t->kind == TABLE_EVENTS)
+        /* partitioned: the catalogue counts rows; the ends come from the first and last
+         * partitions' ts indexes */
+        buf_printf(sql,
+                   "SELECT (SELECT coalesce(sum(rows), 0) FROM opsdb_partitions WHERE "
+                   "table_name = '%s'), (SELECT ts FROM %s ORDER BY ts LIMIT 1), (SELECT ts "
+                   "FROM %s ORDER BY ts DESC LIMIT 1)",
+                   t->name, t->name, t->name);
     else
         buf_printf(sql, "SELECT count(*), min(ts), max(ts) FROM %s", t->name);
 }
@@ -83,9 +91,14 @@ int query_retention(struct store *s, const struct config *cfg, int64_t now_ms,
             } else {
                 struct value h = {.i = horizon, .type = VAL_INT};
                 set_time(res, &out[5], &h);
+                /* data goes a partition (or a day of chunks) at a time, once all of it is
+                 * past the horizon: older rows in the partition that holds it are in policy */
+                int64_t slack = t->kind == TABLE_EVENTS   ? cfg->partition_ms[i]
+                                : t->kind == TABLE_SERIES ? 86400000
+                                                          : 0;
                 if (v[1].type == VAL_NULL)
                     status = "empty";
-                else if (v[1].i < horizon) {
+                else if (v[1].i < horizon - slack) {
                     status = "past policy";
                     (*past_policy)++;
                 }

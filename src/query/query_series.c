@@ -227,8 +227,21 @@ static int check_request(const struct series_request *req, struct series_answer 
     return 0;
 }
 
+#define MS_PER_DAY_Q 86400000LL
+
+/* Whether a rollup level still holds the range: retention drops old buckets (hourly, so a
+ * day of margin is kept). */
+static bool level_holds(const struct config *cfg, const struct rollup_level *lv, int64_t from_ms)
+{
+    int64_t keep_ms = lv->bucket_ms == 60000     ? cfg->rollup_1m_retention_ms
+                      : lv->bucket_ms == 3600000 ? cfg->rollup_1h_retention_ms
+                                                 : 0;
+    return keep_ms == 0 || from_ms > time_now_ms() - keep_ms + MS_PER_DAY_Q;
+}
+
 /* The stored resolution to read: "raw" or a rollup level name. */
-static int pick_resolution(const struct series_request *req, struct series_answer *a, struct err *e)
+static int pick_resolution(const struct config *cfg, const struct series_request *req,
+                           struct series_answer *a, struct err *e)
 {
     size_t n;
     const struct rollup_level *lv = store_rollup_levels(&n);
@@ -240,13 +253,18 @@ static int pick_resolution(const struct series_request *req, struct series_answe
     if (strcmp(want, "auto") == 0) {
         a->resolution = "raw";
         for (size_t i = 0; i < n; i++)
-            if (a->step_ms % lv[i].bucket_ms == 0)
+            if (a->step_ms % lv[i].bucket_ms == 0 && level_holds(cfg, &lv[i], a->from_ms))
                 a->resolution = lv[i].name;
         return 0;
     }
     for (size_t i = 0; i < n; i++) {
         if (strcmp(want, lv[i].name) != 0)
             continue;
+        if (!level_holds(cfg, &lv[i], a->from_ms))
+            return err_set(e, E_INVALID,
+                           "resolution: %s rollups are not kept that far back (option "
+                           "storage.rollup_%s_retention); use resolution=auto or raw",
+                           want, want);
         if (a->step_ms % lv[i].bucket_ms != 0)
             return err_set(e, E_INVALID,
                            "resolution: %s buckets do not divide a step of %lld ms; use a step "
@@ -372,7 +390,7 @@ static int run(struct store *s, const struct config *cfg, const struct series_re
     size_t nms = 0;
     int rc = check_request(req, a, &agg, e);
     if (rc == 0)
-        rc = pick_resolution(req, a, e);
+        rc = pick_resolution(cfg, req, a, e);
     if (rc == 0)
         rc = parse_matchers(req->filter, ms, &nms, e);
     if (rc) {

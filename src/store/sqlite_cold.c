@@ -195,8 +195,13 @@ static int load_day(struct sqlite_cold *c, int64_t series_id, int64_t day_start,
     if (rc == 0 && step != SQLITE_DONE)
         rc = err_set(e, E_STORE, "reading cold chunks: %s", sqlite3_errmsg(c->db));
     sqlite3_reset(q);
-    if (rc == E_INVALID)
-        e->code = rc = E_STORE; /* a corrupt chunk is a database problem, not the caller's */
+    if (rc == E_INVALID) { /* a corrupt chunk is a database problem, not the caller's */
+        e->code = rc = E_CORRUPT;
+        char why[sizeof e->msg];
+        snprintf(why, sizeof why, "%s", e->msg);
+        snprintf(e->msg, sizeof e->msg, "series %lld, day starting %lld: unreadable chunk: %.400s",
+                 (long long)series_id, (long long)day_start, why);
+    }
     return rc;
 }
 
@@ -386,7 +391,20 @@ int sqlite_cold_compact(struct sqlite_cold *c, int64_t before_ms, size_t max_ser
         ids[nids++] = sqlite3_column_int64(c->next_series, 0);
     sqlite3_reset(c->next_series);
     for (size_t i = 0; i < nids; i++) {
-        int rc = compact_series(c, ids[i], before_ms, stats, e);
+        /* a series whose chunks cannot be read is left raw; the others go on */
+        int rc = sqlite_exec(c->db, "SAVEPOINT compact_series", e);
+        if (rc == 0)
+            rc = compact_series(c, ids[i], before_ms, stats, e);
+        if (rc == 0) {
+            rc = sqlite_exec(c->db, "RELEASE compact_series", e);
+        } else if (rc == E_CORRUPT) {
+            sqlite3_exec(c->db, "ROLLBACK TO compact_series; RELEASE compact_series", NULL, NULL,
+                         NULL);
+            if (stats->series_failed++ == 0)
+                snprintf(stats->first_failure, sizeof stats->first_failure, "series %lld: %.200s",
+                         (long long)ids[i], e->msg);
+            rc = 0;
+        }
         if (rc)
             return rc;
         stats->series_seen++;
@@ -403,4 +421,33 @@ int sqlite_cold_compact(struct sqlite_cold *c, int64_t before_ms, size_t max_ser
 void sqlite_cold_abandon(struct sqlite_cold *c)
 {
     c->series_cursor = 0; /* a rolled-back step is redone from the start of the pass */
+}
+
+int sqlite_cold_drop_before(struct sqlite_cold *c, const struct table *t, int64_t horizon_ms,
+                            struct store_retention_stats *stats, struct err *e)
+{
+    /* whole days only: a day goes once its last millisecond is past the horizon */
+    int64_t first_kept_day = day_of(horizon_ms);
+    char sql[512];
+    sqlite3_stmt *q;
+    snprintf(sql, sizeof sql,
+             "SELECT count(*), coalesce(sum(count), 0) FROM %s_chunks WHERE day < %lld", t->name,
+             (long long)first_kept_day);
+    if (sqlite3_prepare_v2(c->db, sql, -1, &q, NULL) != SQLITE_OK)
+        return err_set(e, E_STORE, "retention of %s: %s", t->name, sqlite3_errmsg(c->db));
+    if (sqlite3_step(q) == SQLITE_ROW) {
+        stats->chunks_dropped += sqlite3_column_int64(q, 0);
+        stats->samples_dropped += sqlite3_column_int64(q, 1);
+    }
+    sqlite3_finalize(q);
+    /* raw samples past the horizon exist only when compaction is off or behind */
+    snprintf(sql, sizeof sql,
+             "DELETE FROM %s_chunks WHERE day < %lld; DELETE FROM %s_samples WHERE series_id IN "
+             "(SELECT id FROM %s_series) AND ts < %lld * %lld;",
+             t->name, (long long)first_kept_day, t->name, t->name, (long long)first_kept_day,
+             MS_PER_DAY);
+    int rc = sqlite_exec(c->db, sql, e);
+    if (rc == 0)
+        stats->samples_dropped += sqlite3_changes(c->db);
+    return rc;
 }

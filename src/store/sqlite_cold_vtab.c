@@ -188,6 +188,18 @@ static int set_error(struct cold_cursor *c, const char *msg)
     return SQLITE_ERROR;
 }
 
+/* A chunk that does not decode: the stored data is damaged (SQLITE_CORRUPT), and the message
+ * says which series and chunk. */
+static int corrupt_chunk(struct cold_cursor *c, const char *why)
+{
+    sqlite3_free(c->base.pVtab->zErrMsg);
+    c->base.pVtab->zErrMsg =
+        sqlite3_mprintf("damaged compressed chunk of series %lld starting at ts %lld: %s",
+                        (long long)sqlite3_column_int64(c->chunks, 0),
+                        (long long)sqlite3_column_int64(c->chunks, 2), why);
+    return SQLITE_CORRUPT_VTAB;
+}
+
 /* Decodes the chunk the statement is on; positions pos at the first row in [lo, hi] in the
  * cursor's order, or past the end when the chunk has none. */
 static int load_chunk(struct cold_cursor *c)
@@ -196,7 +208,7 @@ static int load_chunk(struct cold_cursor *c)
     size_t len = (size_t)sqlite3_column_bytes(c->chunks, 1), n = 0;
     struct err e = {0};
     if (chunk_header(blob, len, &n, NULL, NULL, &e) != 0)
-        return set_error(c, e.msg);
+        return corrupt_chunk(c, e.msg);
     if (n > c->cap) {
         sqlite3_free(c->ts);
         sqlite3_free(c->values);
@@ -207,7 +219,7 @@ static int load_chunk(struct cold_cursor *c)
             return SQLITE_NOMEM;
     }
     if (chunk_decode(blob, len, c->ts, c->values, c->cap, &c->n, &e) != 0)
-        return set_error(c, e.msg);
+        return corrupt_chunk(c, e.msg);
     c->series_id = sqlite3_column_int64(c->chunks, 0);
     size_t first = 0, end = c->n; /* [first, end) is the part inside [lo, hi] */
     while (first < end && c->ts[first] < c->lo)
@@ -258,23 +270,35 @@ static int cold_filter(sqlite3_vtab_cursor *base, int idx, const char *idx_str, 
     c->hi = INT64_MAX;
     int a = 0;
     int64_t series = 0;
-    bool by_series = (idx & IDX_SERIES) && bound_of(argv[a], true, &series) &&
-                     sqlite3_value_numeric_type(argv[a]) == SQLITE_INTEGER;
-    a += (idx & IDX_SERIES) ? 1 : 0;
+    bool by_series = false;
+    if (idx & IDX_SERIES) {
+        /* series ids are integers: 2.0 and '2' name series 2; 2.5 or 'x' name none */
+        sqlite3_value *id = argv[a++];
+        int type = sqlite3_value_numeric_type(id);
+        double d = sqlite3_value_double(id);
+        if (type == SQLITE_INTEGER) {
+            series = sqlite3_value_int64(id);
+        } else if (type == SQLITE_FLOAT && d == floor(d) && d > -9.2e18 && d < 9.2e18) {
+            series = (int64_t)d;
+        } else {
+            c->eof = true;
+            return SQLITE_OK;
+        }
+        by_series = true;
+    }
     if ((idx & IDX_LO) && !bound_of(argv[a++], true, &c->lo))
         c->lo = INT64_MIN;
     if ((idx & IDX_HI) && !bound_of(argv[a++], false, &c->hi))
         c->hi = INT64_MAX;
-    if ((idx & IDX_SERIES) && !by_series)
-        c->desc = false; /* not a usable series id: a full scan, which SQLite filters */
     /* a chunk never spans a UTC day: one starting a day before lo cannot reach it */
     int64_t start_lo = c->lo > INT64_MIN + MS_PER_DAY ? c->lo - MS_PER_DAY : INT64_MIN;
     char sql[400];
-    snprintf(sql, sizeof sql,
-             "SELECT series_id, data FROM %s WHERE %s start_ts >= ?2 AND start_ts <= ?3 AND "
-             "end_ts >= ?4 ORDER BY %s",
-             v->chunks, by_series ? "series_id = ?1 AND" : "?1 IS NOT NULL AND",
-             by_series ? (c->desc ? "start_ts DESC" : "start_ts") : "series_id, start_ts");
+    snprintf(
+        sql, sizeof sql,
+        "SELECT series_id, data, start_ts FROM %s WHERE %s start_ts >= ?2 AND start_ts <= ?3 AND "
+        "end_ts >= ?4 ORDER BY %s",
+        v->chunks, by_series ? "series_id = ?1 AND" : "?1 IS NOT NULL AND",
+        by_series ? (c->desc ? "start_ts DESC" : "start_ts") : "series_id, start_ts");
     if (sqlite3_prepare_v2(v->db, sql, -1, &c->chunks, NULL) != SQLITE_OK)
         return set_error(c, sqlite3_errmsg(v->db));
     sqlite3_bind_int64(c->chunks, 1, series);

@@ -3,8 +3,8 @@
  * 1-hour bucket, the sums, maxima and latency sketches the views need, so a window of a day or a
  * month reads a few thousand rollup rows instead of millions of events.
  *
- * They are maintained in the write transaction from the rows the batch just inserted (a rowid
- * range: the writer is the only one inserting, so a batch's rowids are contiguous): one
+ * They are maintained in the write transaction from the rows the batch just inserted into a
+ * partition (a rowid range: the writer is the only one inserting, so they are contiguous): one
  * INSERT ... SELECT ... GROUP BY per level folds the batch into its buckets with an upsert, never
  * a rescan. Events are only ever added, so every bucket is exact at any lateness: sums add,
  * maxima take the larger, and latency sketches (core/sketch.h) merge, keeping p50/p95/p99 within
@@ -101,9 +101,9 @@ void sqlite_event_rollup_ddl(struct buf *b, const struct table *t)
                    t->name, lv[i].name, d->key_ddl, d->measure_ddl, d->keys);
 }
 
-/* The fold of base rows (WHERE `where`) into one level's buckets. */
+/* The fold of the rows of source (WHERE `where`) into one level's buckets. */
 static void fold_sql(struct buf *b, const struct event_rollup_def *d, const struct rollup_level *lv,
-                     const char *where)
+                     const char *source, const char *where)
 {
     long long ms = (long long)lv->bucket_ms;
     buf_printf(b,
@@ -111,7 +111,7 @@ static void fold_sql(struct buf *b, const struct event_rollup_def *d, const stru
                "bucket, %s, %s FROM %s WHERE %s GROUP BY bucket, %s ON CONFLICT (ts, %s) DO "
                "UPDATE SET %s",
                d->table, lv->name, d->keys, d->measures, ms, ms, ms, d->key_exprs, d->measure_exprs,
-               d->table, where, d->key_exprs, d->keys, d->merge);
+               source, where, d->key_exprs, d->keys, d->merge);
 }
 
 int sqlite_event_rollup_backfill(sqlite3 *db, struct err *e)
@@ -126,7 +126,7 @@ int sqlite_event_rollup_backfill(sqlite3 *db, struct err *e)
             sql.len = 0;
             /* from scratch: whatever the tables held is replaced by what the rows say */
             buf_printf(&sql, "DELETE FROM %s_%s; ", defs[i].table, lv[j].name);
-            fold_sql(&sql, &defs[i], &lv[j], "true");
+            fold_sql(&sql, &defs[i], &lv[j], defs[i].table, "true");
             rc = sqlite_exec(db, sql.data, e);
         }
     buf_release(&sql);
@@ -142,7 +142,7 @@ struct sqlite_event_rollup {
 };
 
 int sqlite_event_rollup_new(struct sqlite_event_rollup **out, sqlite3 *db, const struct table *t,
-                            struct err *e)
+                            const char *source, struct err *e)
 {
     *out = NULL;
     const struct event_rollup_def *d = def_of(t);
@@ -159,7 +159,7 @@ int sqlite_event_rollup_new(struct sqlite_event_rollup **out, sqlite3 *db, const
     int rc = 0;
     for (size_t i = 0; i < n && i < MAX_LEVELS && rc == 0; i++) {
         sql.len = 0;
-        fold_sql(&sql, d, &lv[i], "rowid BETWEEN ?1 AND ?2");
+        fold_sql(&sql, d, &lv[i], source, "rowid BETWEEN ?1 AND ?2");
         if (sqlite3_prepare_v3(db, sql.data, -1, SQLITE_PREPARE_PERSISTENT, &r->fold[i], NULL) !=
             SQLITE_OK)
             rc = err_set(e, E_STORE, "preparing the %s rollup: %s", t->name, sqlite3_errmsg(db));

@@ -252,6 +252,8 @@ int sqlite_register_functions(struct sqlite_conn *c)
     if (rc == SQLITE_OK)
         rc = sqlite_cold_register(c->db);
     if (rc == SQLITE_OK)
+        rc = sqlite_partition_register(c->db);
+    if (rc == SQLITE_OK)
         rc = sqlite_sketch_register(c->db);
     if (rc != SQLITE_OK)
         return rc;

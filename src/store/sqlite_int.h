@@ -70,6 +70,10 @@ int sqlite_cold_route(struct sqlite_cold *c, struct point *pts, size_t n, struct
  * call stopped) into chunks; *pass_done once the last series was visited. */
 int sqlite_cold_compact(struct sqlite_cold *c, int64_t before_ms, size_t max_series,
                         struct store_compact_stats *stats, bool *pass_done, struct err *e);
+/* Drops the chunks of whole days before horizon_ms (and any raw samples before those days),
+ * adding to stats. */
+int sqlite_cold_drop_before(struct sqlite_cold *c, const struct table *t, int64_t horizon_ms,
+                            struct store_retention_stats *stats, struct err *e);
 /* After a rolled-back compaction step: the next pass starts over. */
 void sqlite_cold_abandon(struct sqlite_cold *c);
 /* DDL of the chunk table, the cold virtual table and the <table>_raw view, appended to b. */
@@ -80,9 +84,10 @@ int sqlite_cold_register(sqlite3 *db);
 /* Rollups of event tables (sqlite_event_rollup.c): api_usage and handler_metrics per key and
  * per 1m / 1h bucket, folded in from each batch's rows inside the write transaction. */
 struct sqlite_event_rollup;
-/* *out is NULL (and 0 returned) for a table without rollups. */
+/* Folds rows of source (t itself or one of its partitions). *out is NULL (and 0 returned) for
+ * a table without rollups. */
 int sqlite_event_rollup_new(struct sqlite_event_rollup **out, sqlite3 *db, const struct table *t,
-                            struct err *e);
+                            const char *source, struct err *e);
 void sqlite_event_rollup_free(struct sqlite_event_rollup **r);
 /* Folds the base rows with rowids first..last (the batch just inserted) into every level. */
 int sqlite_event_rollup_apply(struct sqlite_event_rollup *r, int64_t first_rowid,
@@ -92,6 +97,40 @@ void sqlite_event_rollup_ddl(struct buf *b, const struct table *t);
 bool sqlite_event_rollup_exists(const struct table *t);
 /* Fills every event rollup from all base rows (the migration that introduced them). */
 int sqlite_event_rollup_backfill(sqlite3 *db, struct err *e);
+
+/* Time partitions of event tables (sqlite_partition.c), on the writer connection and inside its
+ * write transaction. */
+struct sqlite_partitions;
+int sqlite_partitions_new(struct sqlite_partitions **out, sqlite3 *db, const struct table *t,
+                          int64_t window_ms, struct err *e);
+void sqlite_partitions_free(struct sqlite_partitions **p);
+/* Inserts the batch's rows into their partitions (creating those missing) and folds them into
+ * the table's rollups. */
+int sqlite_partitions_write(struct sqlite_partitions *p, const struct batch *b, struct err *e);
+/* After a rollback: partitions created inside it are gone; reload the list when next used. */
+void sqlite_partitions_forget(struct sqlite_partitions *p);
+/* Drops (DROP TABLE) the partitions that end at or before horizon_ms, adding to stats. */
+int sqlite_partitions_drop_before(struct sqlite_partitions *p, int64_t horizon_ms,
+                                  struct store_retention_stats *stats, struct err *e);
+/* DDL of the opsdb_partitions catalogue, appended to b. */
+void sqlite_partition_catalogue_ddl(struct buf *b);
+/* The name of t's partition that starts at start_ts. */
+void sqlite_partition_name(const struct table *t, int64_t start_ts, int64_t window_ms, char *out,
+                           size_t size);
+/* Registers the opsdb_partitioned virtual table module (sqlite_partition_vtab.c). */
+int sqlite_partition_register(sqlite3 *db);
+/* Moves the rows of event tables stored as plain tables (schema version 4 and before) into
+ * day partitions and puts the virtual table in their place. */
+int sqlite_partition_migrate(sqlite3 *db, struct err *e);
+
+/* DDL of one physical event table (a partition) named name with t's columns and indexes. */
+void sqlite_event_table_ddl(struct buf *b, const struct table *t, const char *name);
+/* Whether a table (plain or virtual) of that name exists. */
+bool sqlite_table_exists(sqlite3 *db, const char *name);
+/* The SQLite type of a column. */
+const char *sqlite_column_type(const struct column *c);
+/* Binds a batch value to parameter i. */
+void sqlite_bind_value(sqlite3_stmt *q, int i, const struct value *v);
 
 /* Creates or migrates the schema to schema_version(). Runs in one transaction. */
 int sqlite_migrate(sqlite3 *db, struct err *e);

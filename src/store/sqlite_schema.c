@@ -20,7 +20,7 @@ int sqlite_exec(sqlite3 *db, const char *sql, struct err *e)
     return 0;
 }
 
-static const char *sql_type(const struct column *c)
+const char *sqlite_column_type(const struct column *c)
 {
     switch (c->type) {
     case COL_REAL:
@@ -36,7 +36,7 @@ static const char *sql_type(const struct column *c)
 /* for_alter: ALTER TABLE ADD COLUMN cannot add NOT NULL without a default */
 static void column_ddl(struct buf *b, const struct column *c, bool for_alter)
 {
-    buf_printf(b, "%s %s", c->name, sql_type(c));
+    buf_printf(b, "%s %s", c->name, sqlite_column_type(c));
     if (c->default_sql)
         buf_printf(b, " NOT NULL DEFAULT %s", c->default_sql);
     else if (c->required && !for_alter)
@@ -97,34 +97,46 @@ static void series_ddl(struct buf *b, const struct table *t)
     sqlite_rollup_ddl(b, t);
 }
 
+void sqlite_event_table_ddl(struct buf *b, const struct table *t, const char *name)
+{
+    buf_printf(b, "CREATE TABLE IF NOT EXISTS %s (", name);
+    for (size_t i = 0; i < t->ncolumns; i++) {
+        if (i)
+            buf_printf(b, ", ");
+        column_ddl(b, &t->columns[i], false);
+    }
+    if (t->key_column)
+        buf_printf(b, ", UNIQUE (%s)", t->key_column);
+    buf_printf(b, ");\n");
+    for (size_t i = 0; i < t->nindexes; i++)
+        buf_printf(b, "CREATE INDEX IF NOT EXISTS %s_%s ON %s (%s);\n", name,
+                   t->indexes[i].name_suffix, name, t->indexes[i].columns);
+}
+
+/* Series tables: dictionary, samples, chunks and views; event tables: the virtual table over
+ * their partitions (made as rows arrive) and rollups; state tables: one plain table. */
 static void table_ddl(struct buf *b, const struct table *t)
 {
     if (t->kind == TABLE_SERIES) {
         series_ddl(b, t);
-    } else {
-        buf_printf(b, "CREATE TABLE IF NOT EXISTS %s (", t->name);
-        for (size_t i = 0; i < t->ncolumns; i++) {
-            if (i)
-                buf_printf(b, ", ");
-            column_ddl(b, &t->columns[i], false);
-        }
-        if (t->key_column)
-            buf_printf(b, ", UNIQUE (%s)", t->key_column);
-        buf_printf(b, ");\n");
+        for (size_t i = 0; i < t->nindexes; i++)
+            buf_printf(b, "CREATE INDEX IF NOT EXISTS %s_%s ON %s_series (%s);\n", t->name,
+                       t->indexes[i].name_suffix, t->name, t->indexes[i].columns);
+    } else if (t->kind == TABLE_EVENTS) {
+        buf_printf(b, "CREATE VIRTUAL TABLE IF NOT EXISTS %s USING opsdb_partitioned(%s);\n",
+                   t->name, t->name);
         sqlite_event_rollup_ddl(b, t);
+    } else {
+        sqlite_event_table_ddl(b, t, t->name);
     }
-    for (size_t i = 0; i < t->nindexes; i++)
-        buf_printf(b, "CREATE INDEX IF NOT EXISTS %s_%s ON %s%s (%s);\n", t->name,
-                   t->indexes[i].name_suffix, t->name, t->kind == TABLE_SERIES ? "_series" : "",
-                   t->indexes[i].columns);
 }
 
-/* Adds the columns the schema table has and the database lacks. */
-static int add_missing_columns(sqlite3 *db, const struct table *t, struct buf *b, struct err *e)
+/* Adds the columns the schema table has and the physical table `name` lacks. */
+static int add_missing_columns(sqlite3 *db, const struct table *t, const char *name, struct buf *b,
+                               struct err *e)
 {
     char sql[300];
-    snprintf(sql, sizeof sql, "SELECT name FROM pragma_table_info('%s%s')", t->name,
-             t->kind == TABLE_SERIES ? "_series" : "");
+    snprintf(sql, sizeof sql, "SELECT name FROM pragma_table_info('%s')", name);
     for (size_t i = 0; i < t->ncolumns; i++) {
         const struct column *c = &t->columns[i];
         if (t->kind == TABLE_SERIES && !is_series_key(c))
@@ -139,16 +151,15 @@ static int add_missing_columns(sqlite3 *db, const struct table *t, struct buf *b
         sqlite3_finalize(st);
         if (found)
             continue;
-        buf_printf(b, "ALTER TABLE %s%s ADD COLUMN ", t->name,
-                   t->kind == TABLE_SERIES ? "_series" : "");
+        buf_printf(b, "ALTER TABLE %s ADD COLUMN ", name);
         column_ddl(b, c, true);
         buf_printf(b, ";\n");
-        log_info("migration: adding column %s.%s", t->name, c->name);
+        log_info("migration: adding column %s.%s", name, c->name);
     }
     return 0;
 }
 
-static bool table_exists(sqlite3 *db, const char *name)
+bool sqlite_table_exists(sqlite3 *db, const char *name)
 {
     sqlite3_stmt *st;
     bool found = false;
@@ -191,6 +202,8 @@ static const struct migration migrations[] = {
      NULL, false, NULL},
     {4, "api_usage and handler_metrics rollups per 1 minute and 1 hour, backfilled", NULL, true,
      sqlite_event_rollup_backfill},
+    {5, "event tables partitioned by day: rows move into per-day tables behind a virtual table",
+     NULL, true, sqlite_partition_migrate},
 };
 
 static int read_version(sqlite3 *db, int *version, struct err *e)
@@ -220,6 +233,30 @@ static int run_numbered(sqlite3 *db, int from, bool after_derived, struct buf *b
     return 0;
 }
 
+/* Adds missing columns to every physical table of t: the dictionary of a series table, each
+ * partition of an event table (and the plain table it was before partitions), a state table. */
+static int add_columns_everywhere(sqlite3 *db, const struct table *t, struct buf *b, struct err *e)
+{
+    char name[300];
+    snprintf(name, sizeof name, "%s%s", t->name, t->kind == TABLE_SERIES ? "_series" : "");
+    int rc = 0;
+    if (sqlite_table_exists(db, name) && (rc = add_missing_columns(db, t, name, b, e)) != 0)
+        return rc;
+    if (t->kind != TABLE_EVENTS || !sqlite_table_exists(db, "opsdb_partitions"))
+        return 0;
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(db, "SELECT name FROM opsdb_partitions WHERE table_name = ?", -1, &q,
+                           NULL) != SQLITE_OK)
+        return err_set(e, E_STORE, "migration: %s", sqlite3_errmsg(db));
+    sqlite3_bind_text(q, 1, t->name, -1, SQLITE_STATIC);
+    while (rc == 0 && sqlite3_step(q) == SQLITE_ROW) {
+        snprintf(name, sizeof name, "%s", (const char *)sqlite3_column_text(q, 0));
+        rc = add_missing_columns(db, t, name, b, e);
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
+
 int sqlite_migrate(sqlite3 *db, struct err *e)
 {
     int version = 0, rc;
@@ -241,15 +278,13 @@ int sqlite_migrate(sqlite3 *db, struct err *e)
     buf_printf(&ddl, "CREATE TABLE IF NOT EXISTS opsdb_migrations (version INTEGER PRIMARY KEY, "
                      "applied_at INTEGER NOT NULL, description TEXT NOT NULL);\n"
                      "CREATE TABLE IF NOT EXISTS opsdb_meta (key TEXT PRIMARY KEY, value);\n");
+    sqlite_partition_catalogue_ddl(&ddl);
     if ((rc = run_numbered(db, version, false, &ddl, e)) != 0)
         goto rollback;
     size_t n;
     const struct table *tables = schema_tables(&n);
     for (size_t i = 0; i < n; i++) {
-        char name[300];
-        snprintf(name, sizeof name, "%s%s", tables[i].name,
-                 tables[i].kind == TABLE_SERIES ? "_series" : "");
-        if (table_exists(db, name) && (rc = add_missing_columns(db, &tables[i], &ddl, e)) != 0)
+        if ((rc = add_columns_everywhere(db, &tables[i], &ddl, e)) != 0)
             goto rollback;
         table_ddl(&ddl, &tables[i]);
     }

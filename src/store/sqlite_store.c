@@ -36,12 +36,14 @@ struct sqlite_store {
     sqlite3_stmt *sample_update; /* a sample written again replaces the value */
     struct sqlite_rollup *rollup;
     struct sqlite_cold *cold;
-    struct sqlite_event_rollup *event_rollup[16]; /* per schema table index; NULL: none */
+    struct sqlite_partitions *parts[16]; /* per schema table index: event tables' partitions */
     struct series_map series;
     bool in_group;
     /* fault injection for tests (STYLE 21): OPSDB_FAULT=commit:N fails every Nth commit */
     long fault_commit_every, commits;
     int64_t data_version; /* last PRAGMA data_version seen by the writer, 0 before the first */
+    int64_t partition_ms[16], retention_days[16]; /* from the configuration, per table */
+    int64_t rollup_1m_retention_ms, rollup_1h_retention_ms;
 };
 
 static struct sqlite_store *impl(struct store *s)
@@ -83,6 +85,7 @@ int sqlite_conn_open(struct sqlite_conn *c, const char *path, int flags, const s
         {"cpu_metric", true, 0, cfg->health_cpu_metric},
         {"memory_metric", true, 0, cfg->health_memory_metric},
         {"disk_metric", true, 0, cfg->health_disk_metric},
+        {"rollup_1m_retention_ms", false, (double)cfg->rollup_1m_retention_ms, NULL},
     };
     c->ndefaults = sizeof defaults / sizeof defaults[0];
     memcpy(c->params, defaults, sizeof defaults);
@@ -296,16 +299,16 @@ static int prepare_inserts(struct sqlite_store *st, struct err *e)
                 }
             }
         }
-        if (rc == 0)
+        if (rc == 0 && t->kind == TABLE_EVENTS) /* rows go to partitions, not the virtual table */
+            rc = sqlite_partitions_new(&st->parts[i], st->writer.db, t, st->partition_ms[i], e);
+        else if (rc == 0)
             rc = prepare(st->writer.db, sql.data, &st->insert[i], e);
-        if (rc == 0 && t->kind != TABLE_SERIES)
-            rc = sqlite_event_rollup_new(&st->event_rollup[i], st->writer.db, t, e);
     }
     buf_release(&sql);
     return rc;
 }
 
-static void bind_value(sqlite3_stmt *q, int i, const struct value *v)
+void sqlite_bind_value(sqlite3_stmt *q, int i, const struct value *v)
 {
     switch (v->type) {
     case VAL_INT:
@@ -353,7 +356,7 @@ static int64_t series_resolve(struct sqlite_store *st, const struct value *row, 
     if (id)
         return id;
     for (size_t j = 0; j < ncols; j++)
-        bind_value(st->series_insert, (int)j + 1, &row[cols[j]]);
+        sqlite_bind_value(st->series_insert, (int)j + 1, &row[cols[j]]);
     int rc = sqlite3_step(st->series_insert);
     id = rc == SQLITE_ROW ? sqlite3_column_int64(st->series_insert, 0) : 0;
     while (rc == SQLITE_ROW)
@@ -418,25 +421,28 @@ out:
 }
 
 static int write_rows(struct sqlite_store *st, const struct batch *b, sqlite3_stmt *ins,
-                      struct sqlite_event_rollup *rollup, struct err *e)
+                      struct err *e)
 {
     size_t ncol = b->table->ncolumns;
-    int64_t first_rowid = 0;
     for (size_t i = 0; i < b->nrows; i++) {
         const struct value *row = b->values + i * ncol;
         for (size_t j = 0; j < ncol; j++)
-            bind_value(ins, (int)j + 1, &row[j]);
+            sqlite_bind_value(ins, (int)j + 1, &row[j]);
         int rc = step_done(st->writer.db, ins, e);
         if (rc != 0)
             return rc;
-        if (i == 0)
-            first_rowid = sqlite3_last_insert_rowid(st->writer.db);
     }
-    /* the only writer appends: the batch's rows are the rowids first..last */
-    if (rollup && b->nrows)
-        return sqlite_event_rollup_apply(rollup, first_rowid,
-                                         sqlite3_last_insert_rowid(st->writer.db), e);
     return 0;
+}
+
+/* After a rollback: what the in-memory state says of series and partitions created inside it
+ * is wrong; reload it. */
+static void forget_rolled_back(struct sqlite_store *st)
+{
+    series_load(st, schema_table("system_metrics"), NULL);
+    for (size_t i = 0; i < sizeof st->parts / sizeof st->parts[0]; i++)
+        if (st->parts[i])
+            sqlite_partitions_forget(st->parts[i]);
 }
 
 static int sq_write_begin(struct store *s, struct err *e)
@@ -457,14 +463,13 @@ static int sq_write_batch(struct store *s, const struct batch *b, struct err *e)
     size_t ti = (size_t)(b->table - tables);
     if (sqlite_exec(st->writer.db, "SAVEPOINT batch", e) != 0)
         return E_STORE;
-    int rc = b->table->kind == TABLE_SERIES
-                 ? write_series(st, b, st->insert[ti], e)
-                 : write_rows(st, b, st->insert[ti], st->event_rollup[ti], e);
+    int rc = b->table->kind == TABLE_SERIES   ? write_series(st, b, st->insert[ti], e)
+             : b->table->kind == TABLE_EVENTS ? sqlite_partitions_write(st->parts[ti], b, e)
+                                              : write_rows(st, b, st->insert[ti], e);
     if (rc != 0) {
         sqlite3_exec(st->writer.db, "ROLLBACK TO batch; RELEASE batch", NULL, NULL, NULL);
-        /* series created inside the rolled-back savepoint are gone: reload the dictionary */
-        if (b->table->kind == TABLE_SERIES)
-            series_load(st, b->table, NULL);
+        /* series and partitions created inside the rolled-back savepoint are gone */
+        forget_rolled_back(st);
         return rc;
     }
     return sqlite_exec(st->writer.db, "RELEASE batch", e);
@@ -481,7 +486,7 @@ static int sq_write_commit(struct store *s, struct err *e)
         return 0;
     }
     sqlite3_exec(st->writer.db, "ROLLBACK", NULL, NULL, NULL);
-    series_load(st, schema_table("system_metrics"), NULL);
+    forget_rolled_back(st);
     return E_STORE;
 }
 
@@ -492,7 +497,7 @@ static void sq_write_rollback(struct store *s)
         return;
     st->in_group = false;
     sqlite3_exec(st->writer.db, "ROLLBACK", NULL, NULL, NULL);
-    series_load(st, schema_table("system_metrics"), NULL);
+    forget_rolled_back(st);
 }
 
 static int sq_compact_step(struct store *s, int64_t before_ms, struct store_compact_stats *stats,
@@ -507,6 +512,63 @@ static int sq_compact_step(struct store *s, int64_t before_ms, struct store_comp
         return 0;
     sqlite_cold_abandon(st->cold);
     sq_write_rollback(s); /* a no-op when the commit already rolled back */
+    return rc;
+}
+
+/* Rollup buckets past their resolution's retention (0 keeps them). Series rollups are keyed
+ * (series_id, ts): the series list makes the delete one range per series, not a scan. */
+static int drop_old_rollups(struct sqlite_store *st, int64_t now_ms,
+                            struct store_retention_stats *stats, struct err *e)
+{
+    size_t n, nlv;
+    const struct table *tables = schema_tables(&n);
+    const struct rollup_level *lv = store_rollup_levels(&nlv);
+    char sql[512];
+    for (size_t i = 0; i < n; i++) {
+        const struct table *t = &tables[i];
+        bool series = t->kind == TABLE_SERIES;
+        if (!series && !sqlite_event_rollup_exists(t))
+            continue;
+        for (size_t j = 0; j < nlv; j++) {
+            int64_t keep_ms =
+                lv[j].bucket_ms == 60000 ? st->rollup_1m_retention_ms : st->rollup_1h_retention_ms;
+            if (keep_ms == 0)
+                continue;
+            snprintf(sql, sizeof sql, "DELETE FROM %s_%s WHERE %s ts < %lld", t->name, lv[j].name,
+                     series ? "series_id IN (SELECT id FROM system_metrics_series) AND" : "",
+                     (long long)(now_ms - keep_ms));
+            int rc = sqlite_exec(st->writer.db, sql, e);
+            if (rc)
+                return rc;
+            stats->rollup_rows_dropped += sqlite3_changes(st->writer.db);
+        }
+    }
+    return 0;
+}
+
+static int sq_retention_apply(struct store *s, int64_t now_ms, struct store_retention_stats *stats,
+                              struct err *e)
+{
+    struct sqlite_store *st = impl(s);
+    int rc = sq_write_begin(s, e);
+    if (rc)
+        return rc;
+    size_t n;
+    const struct table *tables = schema_tables(&n);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (st->retention_days[i] == 0)
+            continue; /* kept forever */
+        int64_t horizon = now_ms - st->retention_days[i] * MS_PER_DAY;
+        if (tables[i].kind == TABLE_EVENTS)
+            rc = sqlite_partitions_drop_before(st->parts[i], horizon, stats, e);
+        else if (tables[i].kind == TABLE_SERIES)
+            rc = sqlite_cold_drop_before(st->cold, &tables[i], horizon, stats, e);
+    }
+    if (rc == 0)
+        rc = drop_old_rollups(st, now_ms, stats, e);
+    if (rc == 0 && (rc = sq_write_commit(s, e)) == 0)
+        return 0;
+    sq_write_rollback(s);
     return rc;
 }
 
@@ -614,6 +676,10 @@ static int sq_open(struct store *s, enum store_mode mode, struct err *e)
         return err_set(e, E_NOMEM, "out of memory");
     snprintf(st->path, sizeof st->path, "%s", s->cfg.db);
     st->readonly = mode == STORE_READONLY;
+    memcpy(st->partition_ms, s->cfg.partition_ms, sizeof st->partition_ms);
+    memcpy(st->retention_days, s->cfg.retention_days, sizeof st->retention_days);
+    st->rollup_1m_retention_ms = s->cfg.rollup_1m_retention_ms;
+    st->rollup_1h_retention_ms = s->cfg.rollup_1h_retention_ms;
     const char *fault = getenv("OPSDB_FAULT");
     if (fault && strncmp(fault, "commit:", 7) == 0)
         st->fault_commit_every = strtol(fault + 7, NULL, 10);
@@ -634,6 +700,12 @@ static int sq_open(struct store *s, enum store_mode mode, struct err *e)
         if (rc != 0)
             goto fail;
         return 0;
+    }
+    struct stat sb;
+    if (mode == STORE_EXISTING && stat(st->path, &sb) != 0) {
+        rc = err_set(e, E_NOTFOUND, "database %s does not exist: run `opsdb init --db %s`",
+                     st->path, st->path);
+        goto fail;
     }
     if ((rc = ensure_parent_dir(st->path, e)) != 0)
         goto fail;
@@ -668,8 +740,8 @@ static void sq_close(struct store *s)
     sqlite3_finalize(st->sample_update);
     sqlite_rollup_free(&st->rollup);
     sqlite_cold_free(&st->cold);
-    for (size_t i = 0; i < sizeof st->event_rollup / sizeof st->event_rollup[0]; i++)
-        sqlite_event_rollup_free(&st->event_rollup[i]);
+    for (size_t i = 0; i < sizeof st->parts / sizeof st->parts[0]; i++)
+        sqlite_partitions_free(&st->parts[i]);
     series_map_clear(&st->series);
     if (!st->readonly) /* refresh planner statistics where they are stale, as SQLite advises */
         sqlite3_exec(st->writer.db, "PRAGMA optimize", NULL, NULL, NULL);
@@ -789,10 +861,13 @@ static int query_error(struct sqlite_conn *c, int rc, const struct store_query *
     if ((rc & 0xff) == SQLITE_AUTH)
         return err_set(e, E_INVALID, "query denied: %s is not allowed on the read-only SQL route",
                        c->denied ? c->denied : "this statement");
+    if ((rc & 0xff) == SQLITE_CORRUPT)
+        return err_set(e, E_CORRUPT, "query failed: %s", sqlite3_errmsg(c->db));
     if ((rc & 0xff) == SQLITE_TOOBIG)
         return err_set(e, E_LIMIT, "query stopped: a value grew past the limit of 16 MiB");
-    if ((rc & 0xff) == SQLITE_READONLY)
-        return err_set(e, E_INVALID, "query denied: the SQL route is read-only");
+    if ((rc & 0xff) == SQLITE_READONLY || strstr(sqlite3_errmsg(c->db), "may not be modified"))
+        return err_set(e, E_INVALID, "query denied: the SQL route is read-only (%s)",
+                       sqlite3_errmsg(c->db)); /* the second: a write to a virtual table */
     if ((rc & 0xff) == SQLITE_ERROR || (rc & 0xff) == SQLITE_RANGE ||
         (rc & 0xff) == SQLITE_MISMATCH)
         return err_set(e, E_INVALID, "query failed: %s", sqlite3_errmsg(c->db));
@@ -884,6 +959,7 @@ const struct store_ops store_sqlite_ops = {
     .check_writable = sq_check_writable,
     .changed_elsewhere = sq_changed_elsewhere,
     .compact_step = sq_compact_step,
+    .retention_apply = sq_retention_apply,
     .reader_open = sq_reader_open,
     .reader_close = sq_reader_close,
     .reader_query = sq_reader_query,

@@ -23,28 +23,41 @@
  * whole minutes [m1, h1) and [h2, m2), raw rows (lo, m1) and [m2, hi]. Ranges that do not exist
  * are empty (a window with no whole minute is all raw: m1 = m2 = h1 = h2 = hi + 1). A bucket
  * [b, b + size) is whole when lo < b and b + size - 1 <= hi: rows past now never count. */
-#define SPLIT(default_ms)                                                                          \
-    "w0 AS (SELECT " NOW " - " WINDOW(                                                             \
-        default_ms) " AS lo, " NOW " AS hi),"                                                      \
-                    " w1 AS (SELECT lo, hi, ((lo + 60000) / 60000) * 60000 AS m1, ((hi + 1) / "    \
-                    "60000) * 60000"                                                               \
-                    "  AS m2 FROM w0),"                                                            \
-                    " w2 AS (SELECT lo, hi, m1 < m2 AS minutes, m1, m2, ((m1 + 3599999) / "        \
-                    "3600000) * 3600000 AS"                                                        \
-                    "  h1, (m2 / 3600000) * 3600000 AS h2 FROM w1),"                               \
-                    " bounds AS (SELECT lo, hi, CASE WHEN minutes THEN m1 ELSE hi + 1 END AS m1,"  \
-                    "  CASE WHEN minutes THEN m2 ELSE hi + 1 END AS m2,"                           \
-                    "  CASE WHEN minutes AND h1 < h2 THEN h1 WHEN minutes THEN m2 ELSE hi + 1 "    \
-                    "END AS h1,"                                                                   \
-                    "  CASE WHEN minutes AND h1 < h2 THEN h2 WHEN minutes THEN m2 ELSE hi + 1 "    \
-                    "END AS h2 FROM w2)"
+#define SPLIT(default_ms) SPLIT_W0(default_ms) SPLIT_REST
+#define SPLIT_W0(default_ms) "w0 AS (SELECT " NOW " - " WINDOW(default_ms) " AS lo, " NOW " AS hi),"
+/* minutes are read from the rollups only while they are kept (storage.rollup_1m_retention, a
+ * day of margin for the hourly retention run); before that the edges come from raw rows */
+#define SPLIT_REST                                                                                 \
+    " w1 AS (SELECT lo, hi, ((lo + 60000) / 60000) * 60000 AS m1,"                                 \
+    "  ((hi + 1) / 60000) * 60000 AS m2 FROM w0),"                                                 \
+    " w2 AS (SELECT lo, hi, m1 < m2 AS minutes, m1, m2,"                                           \
+    "  ((m1 + 3599999) / 3600000) * 3600000 AS h1, (m2 / 3600000) * 3600000 AS h2,"                \
+    "  (opsdb_param('rollup_1m_retention_ms', 0) = 0 OR lo > unixepoch() * 1000"                   \
+    "   - opsdb_param('rollup_1m_retention_ms', 0) + 86400000) AS kept FROM w1),"                  \
+    " bounds AS (SELECT lo, hi,"                                                                   \
+    "  CASE WHEN NOT minutes THEN hi + 1 WHEN kept THEN m1 WHEN h1 < h2 THEN h1 ELSE hi + 1"       \
+    "  END AS m1,"                                                                                 \
+    "  CASE WHEN NOT minutes THEN hi + 1 WHEN kept THEN m2 WHEN h1 < h2 THEN h2 ELSE hi + 1"       \
+    "  END AS m2,"                                                                                 \
+    "  CASE WHEN minutes AND h1 < h2 THEN h1 WHEN minutes AND kept THEN m2 ELSE hi + 1 END AS h1," \
+    "  CASE WHEN minutes AND h1 < h2 THEN h2 WHEN minutes AND kept THEN m2 ELSE hi + 1 END AS h2"  \
+    "  FROM w2)"
 
+#define SPLIT_15M SPLIT(900000)
+#define WINDOW_15M WINDOW(900000)
+
+#define API_COLS                                                                                   \
+    "r.service, r.endpoint, r.status_class, r.requests, r.request_bytes, r.response_bytes,"        \
+    " r.latency_sum, r.latency_count, r.latency_sketch AS sk, r.last_ts"
 /* api_usage rows in one raw range, in the shape of the rollup rows */
 #define API_RAW(range)                                                                             \
     "SELECT a.service, a.endpoint, a.status_code / 100, sum(a.count), sum(a.request_bytes),"       \
     " sum(a.response_bytes), sum(a.latency_ms * a.count), sum(CASE WHEN a.latency_ms IS NOT NULL"  \
     " THEN a.count END), sketch(a.latency_ms, a.count), max(a.ts) FROM bounds b CROSS JOIN"        \
     " api_usage a WHERE " range " GROUP BY a.service, a.endpoint, a.status_code / 100"
+
+#define API_RAW_LOW API_RAW("a.ts > b.lo AND a.ts < b.m1")
+#define API_RAW_HIGH API_RAW("a.ts >= b.m2 AND a.ts <= b.hi")
 
 #define HANDLER_COLS                                                                               \
     "r.handler, r.component, r.invocations, r.errors, r.retries, r.duration_sum,"                  \
@@ -55,6 +68,9 @@
     " sum(h.duration_ms_avg * h.invocations), sum(CASE WHEN h.duration_ms_avg IS NOT NULL THEN"    \
     " h.invocations END), max(h.duration_ms_p95), max(h.queue_depth), max(h.ts) FROM bounds b"     \
     " CROSS JOIN handler_metrics h WHERE " range " GROUP BY h.handler, h.component"
+
+#define HANDLER_RAW_LOW HANDLER_RAW("h.ts > b.lo AND h.ts < b.m1")
+#define HANDLER_RAW_HIGH HANDLER_RAW("h.ts >= b.m2 AND h.ts <= b.hi")
 
 static const char *const views[] = {
     /* system_health: per host/component the latest cpu, memory and disk, when it last reported
@@ -87,57 +103,35 @@ static const char *const views[] = {
      * partial minutes at its edges from raw rows (see SPLIT); latency percentiles merge the
      * buckets' sketches (within 1% of the exact value). Grouping by endpoint first makes the
      * sort that GROUP BY needs cheaper (endpoints differ early). */
-    "CREATE VIEW api_performance AS WITH " SPLIT(
-        900000) ", parts AS ("
-                " SELECT r.service, r.endpoint, r.status_class, r.requests, r.request_bytes,"
-                "  r.response_bytes, r.latency_sum, r.latency_count, r.latency_sketch AS sk, "
-                "r.last_ts"
-                "  FROM bounds b CROSS JOIN api_usage_1h r WHERE r.ts >= b.h1 AND r.ts < b.h2"
-                " UNION ALL SELECT r.service, r.endpoint, r.status_class, r.requests, "
-                "r.request_bytes,"
-                "  r.response_bytes, r.latency_sum, r.latency_count, r.latency_sketch, r.last_ts"
-                "  FROM bounds b CROSS JOIN api_usage_1m r WHERE r.ts >= b.m1 AND r.ts < b.h1"
-                " UNION ALL SELECT r.service, r.endpoint, r.status_class, r.requests, "
-                "r.request_bytes,"
-                "  r.response_bytes, r.latency_sum, r.latency_count, r.latency_sketch, r.last_ts"
-                "  FROM bounds b CROSS JOIN api_usage_1m r WHERE r.ts >= b.h2 AND r.ts < b.m2"
-                " UNION ALL " API_RAW("a.ts > b.lo AND a.ts < b.m1") " UNION ALL " API_RAW(
-                    "a.ts >= b.m2 AND a.ts <= b.hi") ")"
-                                                     " SELECT service, endpoint, sum(requests) AS "
-                                                     "requests,"
-                                                     " round(sum(requests) * 1000.0 / " WINDOW(
-                                                         900000) ", 3) AS requests_per_s,"
-                                                                 " round(1.0 * sum(CASE WHEN "
-                                                                 "status_class = 4 THEN requests "
-                                                                 "ELSE 0 END) / sum(requests), 6)"
-                                                                 "  AS rate_4xx,"
-                                                                 " round(1.0 * sum(CASE WHEN "
-                                                                 "status_class >= 5 THEN requests "
-                                                                 "ELSE 0 END) / sum(requests), 6)"
-                                                                 "  AS rate_5xx,"
-                                                                 " sketch_percentile(sketch_merge("
-                                                                 "sk), 50) AS latency_p50_ms,"
-                                                                 " sketch_percentile(sketch_merge("
-                                                                 "sk), 95) AS latency_p95_ms,"
-                                                                 " sketch_percentile(sketch_merge("
-                                                                 "sk), 99) AS latency_p99_ms,"
-                                                                 " sum(latency_sum) / "
-                                                                 "sum(latency_count) AS "
-                                                                 "latency_avg_ms,"
-                                                                 " sum(request_bytes) AS "
-                                                                 "request_bytes, "
-                                                                 "sum(response_bytes) AS "
-                                                                 "response_bytes,"
-                                                                 " max(last_ts) AS last_seen"
-                                                                 " FROM parts GROUP BY endpoint, "
-                                                                 "service",
+    "CREATE VIEW api_performance AS WITH " SPLIT_15M ", parts AS ("
+    " SELECT " API_COLS
+    " FROM bounds b CROSS JOIN api_usage_1h r WHERE r.ts >= b.h1 AND r.ts < b.h2"
+    " UNION ALL SELECT " API_COLS " FROM bounds b CROSS JOIN api_usage_1m r"
+    "  WHERE r.ts >= b.m1 AND r.ts < b.h1"
+    " UNION ALL SELECT " API_COLS " FROM bounds b CROSS JOIN api_usage_1m r"
+    "  WHERE r.ts >= b.h2 AND r.ts < b.m2"
+    " UNION ALL " API_RAW_LOW " UNION ALL " API_RAW_HIGH
+    ") SELECT service, endpoint, sum(requests) AS requests,"
+    " round(sum(requests) * 1000.0 / " WINDOW_15M ", 3) AS requests_per_s,"
+    " round(1.0 * sum(CASE WHEN status_class = 4 THEN requests ELSE 0 END) / sum(requests), 6)"
+    "  AS rate_4xx,"
+    " round(1.0 * sum(CASE WHEN status_class >= 5 THEN requests ELSE 0 END) / sum(requests), 6)"
+    "  AS rate_5xx,"
+    " sketch_percentile(sketch_merge(sk), 50) AS latency_p50_ms,"
+    " sketch_percentile(sketch_merge(sk), 95) AS latency_p95_ms,"
+    " sketch_percentile(sketch_merge(sk), 99) AS latency_p99_ms,"
+    " sum(latency_sum) / sum(latency_count) AS latency_avg_ms,"
+    " sum(request_bytes) AS request_bytes, sum(response_bytes) AS response_bytes,"
+    " max(last_ts) AS last_seen"
+    " FROM parts GROUP BY endpoint, service",
 
     /* error_summary: per fingerprint over the window (default 24 h), with the count of the last
      * hour, when it was first seen at all, the most severe level, and the latest message as a
      * sample. */
     "CREATE VIEW error_summary AS "
     "SELECT g.fingerprint, g.error_type, g.component, g.level, g.count_1h, g.count_window,"
-    " (SELECT min(e.ts) FROM error_logs e WHERE e.fingerprint = g.fingerprint) AS first_seen,"
+    " (SELECT e.ts FROM error_logs e WHERE e.fingerprint = g.fingerprint ORDER BY e.ts LIMIT 1)"
+    "  AS first_seen,"
     " g.last_seen,"
     " (SELECT e.message FROM error_logs e WHERE e.fingerprint = g.fingerprint AND e.ts <= " NOW
     "  ORDER BY e.ts DESC LIMIT 1) AS sample_message,"
@@ -164,7 +158,7 @@ static const char *const views[] = {
                   " SELECT r.pipeline,"
                   "  (SELECT p.status FROM pipeline_status p WHERE p.pipeline = r.pipeline AND "
                   "p.ts <= " NOW "   ORDER BY p.ts DESC LIMIT 1) AS last_status,"
-                  "  (SELECT p.ts FROM pipeline_status p INDEXED BY pipeline_status_pipeline_ts"
+                  "  (SELECT p.ts FROM pipeline_status p"
                   "   WHERE p.pipeline = r.pipeline AND p.ts "
                   "<= " NOW
                   "   AND p.status = 'succeeded' ORDER BY p.ts DESC LIMIT 1) AS last_success,"
@@ -174,8 +168,7 @@ static const char *const views[] = {
                   "   AS success_rate,"
                   "  round(avg(CASE WHEN r.succeeded OR r.failed THEN r.duration_ms END), 1) AS "
                   "mean_duration_ms,"
-                  "  " NOW
-                  " - (SELECT p.ts FROM pipeline_status p INDEXED BY pipeline_status_pipeline_ts"
+                  "  " NOW " - (SELECT p.ts FROM pipeline_status p"
                   "   WHERE p.pipeline = r.pipeline "
                   "AND p.ts <= " NOW
                   "   AND p.status = 'succeeded' ORDER BY p.ts DESC LIMIT 1) AS freshness_ms"
@@ -185,49 +178,33 @@ static const char *const views[] = {
      * hours and minutes from the rollups and the edges from raw rows (see SPLIT); latency is
      * the invocation-weighted mean of the interval means, p95 the worst interval p95, queue
      * depth the latest reported and the window's maximum. */
-    "CREATE VIEW handler_performance AS WITH " SPLIT(
-        900000) ", parts AS ("
-                " SELECT " HANDLER_COLS " FROM bounds b CROSS JOIN handler_metrics_1h r"
-                "  WHERE r.ts >= b.h1 AND r.ts < b.h2"
-                " UNION ALL SELECT " HANDLER_COLS " FROM bounds b CROSS JOIN handler_metrics_1m r"
-                "  WHERE r.ts >= b.m1 AND r.ts < b.h1"
-                " UNION ALL SELECT " HANDLER_COLS " FROM bounds b CROSS JOIN handler_metrics_1m r"
-                "  WHERE r.ts >= b.h2 AND r.ts < b.m2"
-                " UNION ALL " HANDLER_RAW("h.ts > b.lo AND h.ts < b.m1") " UNION ALL " HANDLER_RAW(
-                    "h.ts >= b.m2 AND h.ts <= b.hi") ")"
-                                                     " SELECT p.handler, p.component,"
-                                                     " sum(p.invocations) AS invocations,"
-                                                     " round(sum(p.invocations) * 1000.0 / " WINDOW(
-                                                         900000) ", 3) AS throughput_per_s,"
-                                                                 " sum(p.errors) AS errors,"
-                                                                 " round(1.0 * sum(p.errors) / "
-                                                                 "nullif(sum(p.invocations), 0), "
-                                                                 "6) AS error_rate,"
-                                                                 " sum(p.retries) AS retries,"
-                                                                 " round(sum(p.duration_sum) / "
-                                                                 "nullif(sum(p.duration_count), "
-                                                                 "0), 3) AS latency_avg_ms,"
-                                                                 " max(p.duration_p95_max) AS "
-                                                                 "latency_p95_ms,"
-                                                                 " (SELECT q.queue_depth FROM "
-                                                                 "handler_metrics q INDEXED BY "
-                                                                 "handler_metrics_handler_ts"
-                                                                 "  WHERE q.handler = p.handler "
-                                                                 "AND q.component = p.component "
-                                                                 "AND q.ts <= " NOW
-                                                                 "  ORDER BY q.ts DESC LIMIT 1) AS "
-                                                                 "queue_depth,"
-                                                                 " max(p.queue_depth_max) AS "
-                                                                 "queue_depth_max, max(p.last_ts) "
-                                                                 "AS last_seen"
-                                                                 " FROM parts p GROUP BY "
-                                                                 "p.handler, p.component",
+    "CREATE VIEW handler_performance AS WITH " SPLIT_15M ", parts AS ("
+    " SELECT " HANDLER_COLS " FROM bounds b CROSS JOIN handler_metrics_1h r"
+    "  WHERE r.ts >= b.h1 AND r.ts < b.h2"
+    " UNION ALL SELECT " HANDLER_COLS " FROM bounds b CROSS JOIN handler_metrics_1m r"
+    "  WHERE r.ts >= b.m1 AND r.ts < b.h1"
+    " UNION ALL SELECT " HANDLER_COLS " FROM bounds b CROSS JOIN handler_metrics_1m r"
+    "  WHERE r.ts >= b.h2 AND r.ts < b.m2"
+    " UNION ALL " HANDLER_RAW_LOW " UNION ALL " HANDLER_RAW_HIGH
+    ") SELECT p.handler, p.component, sum(p.invocations) AS invocations,"
+    " round(sum(p.invocations) * 1000.0 / " WINDOW_15M ", 3) AS throughput_per_s,"
+    " sum(p.errors) AS errors,"
+    " round(1.0 * sum(p.errors) / nullif(sum(p.invocations), 0), 6) AS error_rate,"
+    " sum(p.retries) AS retries,"
+    " round(sum(p.duration_sum) / nullif(sum(p.duration_count), 0), 3) AS latency_avg_ms,"
+    " max(p.duration_p95_max) AS latency_p95_ms,"
+    " (SELECT q.queue_depth FROM handler_metrics q WHERE q.handler = p.handler"
+    "  AND q.component = p.component AND q.ts <= " NOW
+    "  ORDER BY q.ts DESC LIMIT 1) AS queue_depth,"
+    " max(p.queue_depth_max) AS queue_depth_max, max(p.last_ts) AS last_seen"
+    " FROM parts p GROUP BY p.handler, p.component",
 
     /* active_alerts: the latest transition of every alert that is not resolved. */
     "CREATE VIEW active_alerts AS "
     "SELECT a.alert_id, a.rule, a.fingerprint, a.severity, a.state, a.value, a.labels, a.summary,"
     " a.escalation_level, a.notified, a.ts AS since,"
-    " (SELECT min(f.ts) FROM alert_history f WHERE f.alert_id = a.alert_id) AS first_seen"
+    " (SELECT f.ts FROM alert_history f WHERE f.alert_id = a.alert_id ORDER BY f.ts LIMIT 1)"
+    "  AS first_seen"
     " FROM alert_history a"
     " WHERE a.state IN ('pending', 'firing', 'acknowledged', 'escalated', 'suppressed')"
     " AND a.ts <= " NOW

@@ -122,6 +122,12 @@ bool store_changed_elsewhere(struct store *s)
     return s->ops->changed_elsewhere(s);
 }
 
+int store_retention_apply(struct store *s, int64_t now_ms, struct store_retention_stats *stats,
+                          struct err *e)
+{
+    return s->ops->retention_apply(s, now_ms, stats, e);
+}
+
 int store_compact_step(struct store *s, int64_t before_ms, struct store_compact_stats *stats,
                        struct err *e)
 {

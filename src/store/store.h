@@ -14,6 +14,8 @@ struct store_reader;
 enum store_mode {
     STORE_READWRITE, /* creates and migrates the schema, opens the write path */
     STORE_READONLY,  /* readers only; fails if the database does not exist */
+    STORE_EXISTING,  /* as STORE_READWRITE, but fails if the database does not exist
+                        (maintenance: compaction, retention) */
 };
 
 /* Opens (and for STORE_READWRITE creates/migrates) the database named by cfg->db. Migration
@@ -107,12 +109,28 @@ struct store_compact_stats {
     int64_t series_compacted; /* series that had samples to move */
     int64_t series_seen;      /* series visited */
     bool pass_done;           /* every series was visited since the pass began */
+    int64_t series_failed;    /* series left raw: a chunk of theirs could not be read */
+    char first_failure[256];  /* why, for the first of them */
 };
 /* One bounded step (a few hundred series) in its own write transaction, adding to *stats; call
  * again until stats->pass_done. The caller must not hold a write transaction; writer thread
  * only. E_STORE when the database failed (nothing of the step is kept). */
 int store_compact_step(struct store *s, int64_t before_ms, struct store_compact_stats *stats,
                        struct err *e);
+
+/* Retention: data past each table's policy is dropped whole — event partitions (DROP TABLE),
+ * days of compressed metric samples — and rollup buckets past their resolution's policy. */
+struct store_retention_stats {
+    int64_t partitions_dropped; /* event partitions */
+    int64_t rows_dropped;       /* their rows */
+    int64_t chunks_dropped;     /* compressed metric chunks (one per series and day) */
+    int64_t samples_dropped;    /* metric samples in them, and raw ones past policy */
+    int64_t rollup_rows_dropped;
+};
+/* Applies every retention policy as of now_ms in one write transaction; the caller must not hold
+ * one. E_STORE when the database failed (nothing is dropped then). Writer thread only. */
+int store_retention_apply(struct store *s, int64_t now_ms, struct store_retention_stats *stats,
+                          struct err *e);
 
 /* Names of the views every back end defines, in documentation order. */
 const char *const *store_view_names(size_t *count);

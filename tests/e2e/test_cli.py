@@ -156,12 +156,12 @@ def test_init_is_idempotent(run_cli, tmp_path):
     path = tmp_path / "data" / "i.db"  # the parent directory is created
     cp = run_cli("init", "--db", path)
     assert cp.returncode == 0, cp.stderr
-    assert "schema version 4" in cp.stdout and "8 tables, 7 views" in cp.stdout
-    first = schema_dump(run_cli, path)
+    assert "schema version 5" in cp.stdout and "8 tables, 7 views" in cp.stdout
     migrations = run_cli("query", "SELECT * FROM opsdb_migrations", "--db", path,
                          "--format", "json").stdout
     cp = run_cli("ingest", "api_usage", "-", "--db", path, input=ndjson([api_row(1)]))
     assert cp.returncode == 0, cp.stderr
+    first = schema_dump(run_cli, path)  # with the partition the row made
     for _ in range(2):
         cp = run_cli("init", "--db", path)
         assert cp.returncode == 0, cp.stderr
@@ -172,8 +172,10 @@ def test_init_is_idempotent(run_cli, tmp_path):
     assert count(run_cli, path) == 1
     names = {r["name"] for r in first}
     for name in ("api_usage", "system_metrics_series", "system_metrics_samples", "job_runs",
-                 "api_usage_endpoint_ts", "system_health", "job_status", "opsdb_migrations"):
+                 "system_health", "job_status", "opsdb_migrations", "opsdb_partitions"):
         assert name in names, name
+    # the row's day partition, with the table's indexes
+    assert any(n.startswith("api_usage_p") and n.endswith("_endpoint_ts") for n in names), names
 
 
 # ---- ingest --------------------------------------------------------------------------------
@@ -428,7 +430,7 @@ def test_schema_and_version(run_cli):
     assert run_cli("--version").stdout == cp.stdout
     cp = run_cli("schema")
     assert cp.returncode == 0
-    assert cp.stdout.startswith("schema version 4\n")
+    assert cp.stdout.startswith("schema version 5\n")
     assert re.search(r"^api_usage: ts\* .*endpoint\* .*count$", cp.stdout, re.M), cp.stdout
     for table in ("system_metrics", "api_usage", "error_logs", "pipeline_status",
                   "handler_metrics", "alert_history", "scheduled_jobs", "job_runs"):

@@ -244,15 +244,17 @@ def _writes(tmp):
         "cte_delete": ("WITH x AS (SELECT 1) DELETE FROM api_usage", None),
         "drop_table": ("DROP TABLE api_usage", None),
         "drop_view": ("DROP VIEW error_summary", None),
-        "drop_index": ("DROP INDEX api_usage_ts", None),
+        # DDL against a plain table, so the authorizer is what refuses (event tables are
+        # virtual tables: SQLite refuses DDL on them before the authorizer is asked)
+        "drop_index": ("DROP INDEX scheduled_jobs_next_run", None),
         "create_table": ("CREATE TABLE t (x)", None),
         "create_temp_table": ("CREATE TEMP TABLE t (x)", None),
         "create_table_as": ("CREATE TABLE t AS SELECT * FROM api_usage", None),
-        "create_index": ("CREATE INDEX i ON api_usage (host)", None),
+        "create_index": ("CREATE INDEX i ON scheduled_jobs (kind)", None),
         "create_view": ("CREATE VIEW v AS SELECT 1", None),
-        "create_trigger": ("CREATE TRIGGER tr AFTER INSERT ON api_usage BEGIN "
-                           "DELETE FROM api_usage; END", None),
-        "alter": ("ALTER TABLE api_usage ADD COLUMN x", None),
+        "create_trigger": ("CREATE TRIGGER tr AFTER INSERT ON scheduled_jobs BEGIN "
+                           "DELETE FROM scheduled_jobs; END", None),
+        "alter": ("ALTER TABLE scheduled_jobs ADD COLUMN x", None),
         "attach": (f"ATTACH DATABASE '{attach}' AS other", attach),
         "detach": ("DETACH DATABASE main", None),
         "pragma_writable_schema": ("PRAGMA writable_schema = 1", None),

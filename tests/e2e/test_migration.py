@@ -1,10 +1,10 @@
 """Schema migration: an older database is brought forward by `opsdb init` and by `opsdb serve`
 without losing rows; a database from a newer opsdb is refused; the journal is WAL.
 
-The "older schema" is made with the sqlite3 command-line shell (Debian package sqlite3): the
-column api_usage.count, the table job_runs and the index api_usage_service_ts are dropped and
-user_version is set to 0. The views are dropped first because SQLite refuses to drop a column
-that a view reads (api_performance reads count) — a database from before those views had none.
+The "older schema" is made with the sqlite3 command-line shell (Debian package sqlite3): a plain
+api_usage table without the column count (added later), without indexes, partitions and every
+other table, holding rows, at user_version 0. Migration adds the column, moves the rows into day
+partitions behind the virtual table, and creates the rest.
 """
 
 import json
@@ -15,7 +15,7 @@ import time
 import pytest
 
 NOW_MS = (int(time.time()) - 600) * 1000
-CURRENT_VERSION = 4  # src/core/schema.c SCHEMA_VERSION
+CURRENT_VERSION = 5  # src/core/schema.c SCHEMA_VERSION
 VIEWS = ["system_health", "api_performance", "error_summary", "pipeline_health",
          "handler_performance", "active_alerts", "job_status"]
 
@@ -41,45 +41,56 @@ def rows(n):
                                "latency_ms": float(i), "count": 4}) + "\n" for i in range(n))
 
 
+OLD_API_USAGE = ("ts INTEGER NOT NULL, service TEXT NOT NULL DEFAULT '', method TEXT NOT NULL, "
+                 "endpoint TEXT NOT NULL, status_code INTEGER NOT NULL, latency_ms REAL, "
+                 "request_bytes INTEGER, response_bytes INTEGER, client_id TEXT, "
+                 "host TEXT NOT NULL DEFAULT ''")
+
+
 def make_old(db, run_cli):
-    """A database at 'schema version 0' holding 25 api_usage rows."""
-    cp = run_cli("init", "--db", db)
-    assert cp.returncode == 0, cp.stderr
-    cp = run_cli("ingest", "api_usage", "-", "--db", db, input=rows(25))
-    assert cp.returncode == 0, cp.stderr
-    # the views over compressed samples need opsdb's virtual table module, which the sqlite3
-    # shell lacks, and ALTER TABLE re-checks every view: drop them too (init recreates them)
-    sqlite3(db, "".join(f"DROP VIEW {v};\n" for v in VIEWS + ["system_metrics",
-                                                             "system_metrics_raw"]) +
-            "ALTER TABLE api_usage DROP COLUMN count;\n"
-            "DROP TABLE job_runs;\n"
-            "DROP INDEX api_usage_service_ts;\n"
-            "PRAGMA user_version=0;\n")
-    names = {r["name"] for r in sqlite3_rows(db, "SELECT name FROM sqlite_schema")}
-    assert "job_runs" not in names and "api_usage_service_ts" not in names
-    cols = {r["name"] for r in sqlite3_rows(db, "SELECT name FROM pragma_table_info('api_usage')")}
-    assert "count" not in cols
+    """A database at 'schema version 0': api_usage as a plain table without the column count,
+    without indexes and partitions, holding 25 rows; nothing else."""
+    inserts = "".join(
+        f"INSERT INTO api_usage (ts, service, method, endpoint, status_code, latency_ms) VALUES "
+        f"({r['ts']}, '{r['service']}', 'GET', '{r['endpoint']}', {r['status_code']}, "
+        f"{r['latency_ms']});\n"
+        for r in map(json.loads, rows(25).splitlines()))
+    sqlite3(db, f"PRAGMA journal_mode=WAL;\nCREATE TABLE api_usage ({OLD_API_USAGE});\n"
+                f"{inserts}PRAGMA user_version=0;\n")
     before = sqlite3_rows(db, "SELECT * FROM api_usage ORDER BY rowid")
     assert len(before) == 25
     return before
 
 
-def check_migrated(db, before):
+def opsdb_rows(run_cli, db, sql):
+    cp = run_cli("query", sql, "--db", db, "--format", "json")
+    assert cp.returncode == 0, cp.stderr
+    return json.loads(cp.stdout)["rows"]
+
+
+def check_migrated(db, before, run_cli):
     assert sqlite3(db, "PRAGMA user_version;").strip() == str(CURRENT_VERSION)
     names = {r["name"]: r["type"] for r in sqlite3_rows(db, "SELECT name, type FROM sqlite_schema")}
     assert names.get("job_runs") == "table"
-    assert names.get("api_usage_service_ts") == "index"
     for v in VIEWS:
         assert names.get(v) == "view", v
-    info = {r["name"]: r for r in sqlite3_rows(db, "SELECT * FROM pragma_table_info('api_usage')")}
-    assert info["count"]["notnull"] == 1 and info["count"]["dflt_value"] == "1", info["count"]
-    after = sqlite3_rows(db, "SELECT * FROM api_usage ORDER BY rowid")
+    # the rows moved into day partitions, each with the table's columns and indexes
+    parts = [r["name"] for r in sqlite3_rows(
+        db, "SELECT name FROM opsdb_partitions WHERE table_name = 'api_usage'")]
+    assert parts and all(p.startswith("api_usage_p") for p in parts), parts
+    for part in parts:
+        info = {r["name"]: r for r in sqlite3_rows(db, f"SELECT * FROM pragma_table_info('{part}')")}
+        assert info["count"]["notnull"] == 1 and info["count"]["dflt_value"] == "1", info
+        idx = [r["name"] for r in sqlite3_rows(
+            db, f"SELECT name FROM pragma_index_info('{part}_service_ts')")]
+        assert idx == ["service", "ts"]
+    assert "api_usage" in names  # now the virtual table over the partitions
+    after = opsdb_rows(run_cli, db, "SELECT * FROM api_usage ORDER BY ts DESC")
     assert [{k: v for k, v in r.items() if k != "count"} for r in after] == before
     assert {r["count"] for r in after} == {1}  # the old rows get the column's default
-    job_cols = [r["name"] for r in sqlite3_rows(db, "SELECT name FROM pragma_table_info('job_runs')")]
+    job_cols = [r["name"] for r in opsdb_rows(run_cli, db,
+                                               "SELECT name FROM pragma_table_info('job_runs')")]
     assert job_cols[:4] == ["ts", "job", "run_id", "status"], job_cols
-    idx = [r["name"] for r in sqlite3_rows(db, "SELECT name FROM pragma_index_info('api_usage_service_ts')")]
-    assert idx == ["service", "ts"]
     log = sqlite3_rows(db, "SELECT * FROM opsdb_migrations")
     assert [r["version"] for r in log] == list(range(1, CURRENT_VERSION + 1)), log
     assert log[0]["applied_at"] >= NOW_MS and log[0]["description"]
@@ -94,7 +105,7 @@ def test_init_migrates_forward(run_cli, tmp_path):
     assert f"schema version {CURRENT_VERSION}" in cp.stdout
     assert f"from schema version 0 to {CURRENT_VERSION}" in cp.stderr and "adding column api_usage.count" in \
         cp.stderr, cp.stderr
-    check_migrated(db, before)
+    check_migrated(db, before, run_cli)
     assert sqlite3_rows(db, "SELECT applied_at FROM opsdb_migrations")[0]["applied_at"] >= t0
     # the migrated database works: the new column and table take rows, the view reads them
     cp = run_cli("ingest", "job_runs", "-", "--db", db,
@@ -120,7 +131,7 @@ def test_serve_migrates_forward(run_cli, server_factory, tmp_path):
     assert r.status_code == 200, r.text
     srv.stop()
     assert f"from schema version 0 to {CURRENT_VERSION}" in srv.stderr_text()
-    check_migrated(db, before)
+    check_migrated(db, before, run_cli)
 
 
 def test_newer_database_is_refused(run_cli, server_factory, tmp_path):

@@ -237,11 +237,18 @@ def full_scans(lines, alias_map):
             continue
         name, rest = m.group(1), m.group(3)
         tables = {name} | (set() if m.group(2) else alias_map.get(name, set()))
-        # the compressed samples' virtual table: idxNum bit 1 = one series, 2|4 = a ts bound
-        vt = re.match(r" VIRTUAL TABLE INDEX (\d+):", rest)
-        if vt:
+        vt = re.match(r" VIRTUAL TABLE INDEX (\d+):(.*)$", rest)
+        if vt and "system_metrics_cold" in tables:
+            # the compressed samples: idxNum bit 1 = one series, 2|4 = a ts bound
             idx = int(vt.group(1))
-            if tables & LARGE and (not idx & 1 or (idx == 1 and series_scanned)):
+            if not idx & 1 or (idx == 1 and series_scanned):
+                bad.append(line)
+            continue
+        if vt:
+            # a partitioned event table: the constraints each partition gets ("ts>=,job=,");
+            # none is a scan of every partition, unless rows come in ts order (idxNum bit 2:
+            # each partition's ts index, newest or oldest first, as ORDER BY ts LIMIT n reads)
+            if tables & LARGE and not vt.group(2).strip(",") and not int(vt.group(1)) & 2:
                 bad.append(line)
             continue
         if tables & LARGE and not re.search(

@@ -1,0 +1,401 @@
+/*
+ * Time partitions of event tables, the writer's side: each row goes to the table of its time
+ * window (<table>_p<YYYYMMDD> for day windows), created with its indexes on first use and listed
+ * in opsdb_partitions (name, table, [start_ts, end_ts), rows, state); the event rollups fold in
+ * each partition's new rows; retention drops partitions whole (DROP TABLE: no row-by-row
+ * DELETE, however many rows a day holds). The virtual table that reads them back as one table
+ * is sqlite_partition_vtab.c.
+ *
+ * A row goes to the partition whose range holds its ts, whatever window made it; a missing one
+ * is created aligned to the table's window now configured, so changing the window only shapes
+ * new partitions. Every change happens in the caller's write transaction; after a rollback the
+ * in-memory list is reloaded (sqlite_partitions_forget), as partitions created inside it are
+ * gone.
+ */
+#include "store/sqlite_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct part {
+    char name[128];
+    int64_t start_ts, end_ts;
+    sqlite3_stmt *insert;
+    struct sqlite_event_rollup *rollup; /* NULL for a table without rollups */
+};
+
+struct sqlite_partitions {
+    sqlite3 *db;
+    const struct table *t;
+    int64_t window_ms;
+    bool loaded;
+    struct part *parts; /* sorted by start_ts */
+    size_t n, cap;
+    sqlite3_stmt *count_rows; /* opsdb_partitions.rows += n */
+};
+
+void sqlite_partition_catalogue_ddl(struct buf *b)
+{
+    buf_printf(b, "CREATE TABLE IF NOT EXISTS opsdb_partitions (name TEXT PRIMARY KEY, "
+                  "table_name TEXT NOT NULL, start_ts INTEGER NOT NULL, end_ts INTEGER NOT NULL, "
+                  "rows INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL DEFAULT 'hot', "
+                  "created_at INTEGER NOT NULL);\n"
+                  "CREATE INDEX IF NOT EXISTS opsdb_partitions_table_start ON opsdb_partitions "
+                  "(table_name, start_ts);\n");
+}
+
+static int64_t floor_to(int64_t ts, int64_t size)
+{
+    int64_t b = ts / size * size;
+    return b > ts ? b - size : b;
+}
+
+void sqlite_partition_name(const struct table *t, int64_t start_ts, int64_t window_ms, char *out,
+                           size_t size)
+{
+    time_t secs = (time_t)(start_ts / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    if (window_ms % MS_PER_DAY == 0)
+        snprintf(out, size, "%s_p%04d%02d%02d", t->name, tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday);
+    else
+        snprintf(out, size, "%s_p%04d%02d%02dt%02d%02d%02d", t->name, tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+int sqlite_partitions_new(struct sqlite_partitions **out, sqlite3 *db, const struct table *t,
+                          int64_t window_ms, struct err *e)
+{
+    struct sqlite_partitions *p = calloc(1, sizeof *p);
+    if (!p)
+        return err_set(e, E_NOMEM, "out of memory");
+    p->db = db;
+    p->t = t;
+    p->window_ms = window_ms > 0 ? window_ms : MS_PER_DAY;
+    if (sqlite3_prepare_v3(db, "UPDATE opsdb_partitions SET rows = rows + ?2 WHERE name = ?1", -1,
+                           SQLITE_PREPARE_PERSISTENT, &p->count_rows, NULL) != SQLITE_OK) {
+        int rc = err_set(e, E_STORE, "preparing the partition catalogue: %s", sqlite3_errmsg(db));
+        free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+void sqlite_partitions_forget(struct sqlite_partitions *p)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        sqlite3_finalize(p->parts[i].insert);
+        sqlite_event_rollup_free(&p->parts[i].rollup);
+    }
+    p->n = 0;
+    p->loaded = false;
+}
+
+void sqlite_partitions_free(struct sqlite_partitions **pp)
+{
+    struct sqlite_partitions *p = *pp;
+    if (!p)
+        return;
+    sqlite_partitions_forget(p);
+    sqlite3_finalize(p->count_rows);
+    free(p->parts);
+    free(p);
+    *pp = NULL;
+}
+
+/* Prepares the insert and the rollup fold of a partition the catalogue lists. */
+static int open_part(struct sqlite_partitions *p, struct part *pt, struct err *e)
+{
+    struct buf sql;
+    buf_init(&sql, 1 << 16);
+    buf_printf(&sql, "INSERT INTO %s (", pt->name);
+    for (size_t j = 0; j < p->t->ncolumns; j++)
+        buf_printf(&sql, "%s%s", j ? ", " : "", p->t->columns[j].name);
+    buf_printf(&sql, ") VALUES (");
+    for (size_t j = 0; j < p->t->ncolumns; j++)
+        buf_printf(&sql, "%s?", j ? ", " : "");
+    buf_printf(&sql, ")");
+    int rc = 0;
+    if (sqlite3_prepare_v3(p->db, sql.data, -1, SQLITE_PREPARE_PERSISTENT, &pt->insert, NULL) !=
+        SQLITE_OK)
+        rc = err_set(e, E_STORE, "preparing inserts into %s: %s", pt->name, sqlite3_errmsg(p->db));
+    buf_release(&sql);
+    if (rc == 0)
+        rc = sqlite_event_rollup_new(&pt->rollup, p->db, p->t, pt->name, e);
+    return rc;
+}
+
+static int add_part(struct sqlite_partitions *p, const char *name, int64_t start, int64_t end,
+                    struct err *e)
+{
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 32;
+        struct part *grown = realloc(p->parts, cap * sizeof *grown);
+        if (!grown)
+            return err_set(e, E_NOMEM, "out of memory");
+        p->parts = grown;
+        p->cap = cap;
+    }
+    size_t at = p->n;
+    while (at > 0 && p->parts[at - 1].start_ts > start)
+        at--;
+    memmove(p->parts + at + 1, p->parts + at, (p->n - at) * sizeof *p->parts);
+    struct part *pt = &p->parts[at];
+    memset(pt, 0, sizeof *pt);
+    snprintf(pt->name, sizeof pt->name, "%s", name);
+    pt->start_ts = start;
+    pt->end_ts = end;
+    p->n++;
+    return open_part(p, pt, e);
+}
+
+static int load(struct sqlite_partitions *p, struct err *e)
+{
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(p->db,
+                           "SELECT name, start_ts, end_ts FROM opsdb_partitions WHERE "
+                           "table_name = ? ORDER BY start_ts",
+                           -1, &q, NULL) != SQLITE_OK)
+        return err_set(e, E_STORE, "reading partitions: %s", sqlite3_errmsg(p->db));
+    sqlite3_bind_text(q, 1, p->t->name, -1, SQLITE_STATIC);
+    int rc = 0;
+    while (rc == 0 && sqlite3_step(q) == SQLITE_ROW)
+        rc = add_part(p, (const char *)sqlite3_column_text(q, 0), sqlite3_column_int64(q, 1),
+                      sqlite3_column_int64(q, 2), e);
+    sqlite3_finalize(q);
+    p->loaded = rc == 0;
+    return rc;
+}
+
+/* Creates the partition of ts's window (table, indexes, catalogue row). */
+static int create_part(struct sqlite_partitions *p, int64_t ts, struct part **out, struct err *e)
+{
+    int64_t start = floor_to(ts, p->window_ms), end = start + p->window_ms;
+    /* a partition of another window may cover part of this one: stop where it starts */
+    for (size_t i = 0; i < p->n; i++)
+        if (p->parts[i].start_ts > ts && p->parts[i].start_ts < end)
+            end = p->parts[i].start_ts;
+        else if (p->parts[i].end_ts <= ts && p->parts[i].end_ts > start)
+            start = p->parts[i].end_ts;
+    char name[128];
+    sqlite_partition_name(p->t, start, p->window_ms, name, sizeof name);
+    struct buf ddl;
+    buf_init(&ddl, 1 << 16);
+    sqlite_event_table_ddl(&ddl, p->t, name);
+    buf_printf(&ddl,
+               "INSERT INTO opsdb_partitions (name, table_name, start_ts, end_ts, created_at) "
+               "VALUES ('%s', '%s', %lld, %lld, %lld);",
+               name, p->t->name, (long long)start, (long long)end, (long long)time_now_ms());
+    int rc = sqlite_exec(p->db, ddl.data, e);
+    buf_release(&ddl);
+    if (rc == 0)
+        rc = add_part(p, name, start, end, e);
+    if (rc == 0)
+        for (size_t i = 0; i < p->n; i++)
+            if (strcmp(p->parts[i].name, name) == 0)
+                *out = &p->parts[i];
+    return rc;
+}
+
+static int part_for(struct sqlite_partitions *p, int64_t ts, struct part **out, struct err *e)
+{
+    if (!p->loaded) {
+        int rc = load(p, e);
+        if (rc)
+            return rc;
+    }
+    size_t lo = 0, hi = p->n; /* the last partition starting at or before ts */
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (p->parts[mid].start_ts <= ts)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo > 0 && ts < p->parts[lo - 1].end_ts) {
+        *out = &p->parts[lo - 1];
+        return 0;
+    }
+    return create_part(p, ts, out, e);
+}
+
+/* Inserts rows (indexes into b) of one partition, then folds them into the rollups. */
+static int write_part(struct sqlite_partitions *p, struct part *pt, const struct batch *b,
+                      const size_t *rows, size_t n, struct err *e)
+{
+    size_t ncol = p->t->ncolumns;
+    int64_t first_rowid = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct value *row = b->values + rows[i] * ncol;
+        for (size_t j = 0; j < ncol; j++)
+            sqlite_bind_value(pt->insert, (int)j + 1, &row[j]);
+        int rc = sqlite3_step(pt->insert);
+        sqlite3_reset(pt->insert);
+        if (rc != SQLITE_DONE)
+            return err_set(e, E_STORE, "write failed: %s", sqlite3_errmsg(p->db));
+        if (i == 0)
+            first_rowid = sqlite3_last_insert_rowid(p->db);
+    }
+    sqlite3_bind_text(p->count_rows, 1, pt->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(p->count_rows, 2, (int64_t)n);
+    int rc = sqlite3_step(p->count_rows);
+    sqlite3_reset(p->count_rows);
+    if (rc != SQLITE_DONE)
+        return err_set(e, E_STORE, "write failed: %s", sqlite3_errmsg(p->db));
+    /* the only writer appends: the rows just inserted are the rowids first..last */
+    if (pt->rollup)
+        return sqlite_event_rollup_apply(pt->rollup, first_rowid, sqlite3_last_insert_rowid(p->db),
+                                         e);
+    return 0;
+}
+
+int sqlite_partitions_write(struct sqlite_partitions *p, const struct batch *b, struct err *e)
+{
+    int ts_col = schema_column(p->t, "ts");
+    size_t *rows = malloc((b->nrows ? b->nrows : 1) * sizeof *rows);
+    struct part **of = malloc((b->nrows ? b->nrows : 1) * sizeof *of);
+    int rc = rows && of ? 0 : err_set(e, E_NOMEM, "out of memory");
+    for (size_t i = 0; rc == 0 && i < b->nrows; i++)
+        rc = part_for(p, b->values[i * p->t->ncolumns + (size_t)ts_col].i, &of[i], e);
+    /* partition pointers move when one is created: map them to names' order once all exist */
+    for (size_t i = 0; rc == 0 && i < b->nrows; i++)
+        rc = part_for(p, b->values[i * p->t->ncolumns + (size_t)ts_col].i, &of[i], e);
+    /* one pass per partition, rows in input order */
+    bool *done = rc == 0 ? calloc(b->nrows ? b->nrows : 1, sizeof *done) : NULL;
+    if (rc == 0 && !done)
+        rc = err_set(e, E_NOMEM, "out of memory");
+    for (size_t i = 0; rc == 0 && i < b->nrows; i++) {
+        if (done[i])
+            continue;
+        size_t n = 0;
+        for (size_t j = i; j < b->nrows; j++)
+            if (!done[j] && of[j] == of[i]) {
+                rows[n++] = j;
+                done[j] = true;
+            }
+        rc = write_part(p, of[i], b, rows, n, e);
+    }
+    free(done);
+    free(of);
+    free(rows);
+    return rc;
+}
+
+int sqlite_partitions_drop_before(struct sqlite_partitions *p, int64_t horizon_ms,
+                                  struct store_retention_stats *stats, struct err *e)
+{
+    if (!p->loaded) {
+        int rc = load(p, e);
+        if (rc)
+            return rc;
+    }
+    char sql[512];
+    while (p->n > 0 && p->parts[0].end_ts <= horizon_ms) {
+        struct part *pt = &p->parts[0];
+        sqlite3_stmt *q;
+        int64_t rows = 0;
+        snprintf(sql, sizeof sql, "SELECT rows FROM opsdb_partitions WHERE name = '%s'", pt->name);
+        if (sqlite3_prepare_v2(p->db, sql, -1, &q, NULL) == SQLITE_OK) {
+            if (sqlite3_step(q) == SQLITE_ROW)
+                rows = sqlite3_column_int64(q, 0);
+            sqlite3_finalize(q);
+        }
+        sqlite3_finalize(pt->insert);
+        sqlite_event_rollup_free(&pt->rollup);
+        snprintf(sql, sizeof sql, "DROP TABLE %s; DELETE FROM opsdb_partitions WHERE name = '%s';",
+                 pt->name, pt->name);
+        int rc = sqlite_exec(p->db, sql, e);
+        memmove(p->parts, p->parts + 1, (p->n - 1) * sizeof *p->parts);
+        p->n--;
+        if (rc) {
+            sqlite_partitions_forget(p);
+            return rc;
+        }
+        stats->partitions_dropped++;
+        stats->rows_dropped += rows;
+    }
+    return 0;
+}
+
+/* A plain (pre-partition) table named t->name, as schema version 4 and before kept events. */
+static bool is_plain_table(sqlite3 *db, const char *name)
+{
+    sqlite3_stmt *q;
+    bool plain = false;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ? AND "
+                           "sql NOT LIKE 'CREATE VIRTUAL%'",
+                           -1, &q, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+        plain = sqlite3_step(q) == SQLITE_ROW;
+        sqlite3_finalize(q);
+    }
+    return plain;
+}
+
+/* Copies one day of the plain table into its new partition. */
+static int migrate_day(sqlite3 *db, const struct table *t, int64_t start, struct buf *sql,
+                       struct err *e)
+{
+    char name[128];
+    sqlite_partition_name(t, start, MS_PER_DAY, name, sizeof name);
+    sql->len = 0;
+    sqlite_event_table_ddl(sql, t, name);
+    buf_printf(sql, "INSERT INTO %s (", name);
+    for (size_t j = 0; j < t->ncolumns; j++)
+        buf_printf(sql, "%s%s", j ? ", " : "", t->columns[j].name);
+    buf_printf(sql, ") SELECT ");
+    for (size_t j = 0; j < t->ncolumns; j++)
+        buf_printf(sql, "%s%s", j ? ", " : "", t->columns[j].name);
+    buf_printf(sql,
+               " FROM %s WHERE ts >= %lld AND ts < %lld ORDER BY rowid;\n"
+               "INSERT INTO opsdb_partitions (name, table_name, start_ts, end_ts, rows, "
+               "created_at) VALUES ('%s', '%s', %lld, %lld, changes(), %lld);\n",
+               t->name, (long long)start, (long long)(start + MS_PER_DAY), name, t->name,
+               (long long)start, (long long)(start + MS_PER_DAY), (long long)time_now_ms());
+    return sqlite_exec(db, sql->data, e);
+}
+
+int sqlite_partition_migrate(sqlite3 *db, struct err *e)
+{
+    size_t n;
+    const struct table *tables = schema_tables(&n);
+    struct buf sql;
+    buf_init(&sql, 1 << 20);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct table *t = &tables[i];
+        if (t->kind != TABLE_EVENTS || !is_plain_table(db, t->name))
+            continue;
+        char q_sql[256];
+        snprintf(q_sql, sizeof q_sql,
+                 "SELECT DISTINCT (ts - ((ts %% %lld) + %lld) %% %lld) FROM %s ORDER BY 1",
+                 MS_PER_DAY, MS_PER_DAY, MS_PER_DAY, t->name);
+        sqlite3_stmt *q;
+        if (sqlite3_prepare_v2(db, q_sql, -1, &q, NULL) != SQLITE_OK) {
+            rc = err_set(e, E_STORE, "migration of %s: %s", t->name, sqlite3_errmsg(db));
+            break;
+        }
+        int64_t days[4096];
+        size_t ndays = 0;
+        while (sqlite3_step(q) == SQLITE_ROW && ndays < sizeof days / sizeof days[0])
+            days[ndays++] = sqlite3_column_int64(q, 0);
+        sqlite3_finalize(q);
+        log_info("migration: moving %s into %zu day partition%s", t->name, ndays,
+                 ndays == 1 ? "" : "s");
+        for (size_t d = 0; d < ndays && rc == 0; d++)
+            rc = migrate_day(db, t, days[d], &sql, e);
+        if (rc == 0) {
+            sql.len = 0;
+            buf_printf(&sql, "DROP TABLE %s;\nCREATE VIRTUAL TABLE %s USING opsdb_partitioned(%s);",
+                       t->name, t->name, t->name);
+            rc = sqlite_exec(db, sql.data, e);
+        }
+    }
+    buf_release(&sql);
+    return rc;
+}
