@@ -333,13 +333,24 @@ static int cmp_by_id(const void *a, const void *b)
 static int read_buckets(struct store_reader *r, const struct config *cfg, int agg,
                         struct series_answer *a, const char *ids, struct err *e)
 {
-    char sql[1024];
+    char sql[2048], source[1024];
     bool raw = strcmp(a->resolution, "raw") == 0;
+#define SELECTED                                                                                   \
+    "WHERE series_id IN (SELECT value FROM json_each(:ids)) AND ts >= :from AND ts < :to"
+    if (raw) /* the compressed and the raw samples, each arm given the series and the range: a
+              * compound view would not pass `series_id IN (...)` down and read every series */
+        snprintf(source, sizeof source,
+                 "(SELECT series_id, ts, value FROM %s_cold " SELECTED
+                 " UNION ALL SELECT series_id, ts, value FROM %s_samples " SELECTED ")",
+                 a->table, a->table);
+    else
+        snprintf(source, sizeof source, "(SELECT * FROM %s_%s " SELECTED ")", a->table,
+                 a->resolution);
+#undef SELECTED
     snprintf(sql, sizeof sql,
-             "SELECT series_id, (ts - ((ts %% :step) + :step) %% :step) AS b, %s FROM %s_%s "
-             "WHERE series_id IN (SELECT value FROM json_each(:ids)) AND ts >= :from AND ts < :to "
+             "SELECT series_id, (ts - ((ts %% :step) + :step) %% :step) AS b, %s FROM %s "
              "GROUP BY series_id, b ORDER BY series_id, b",
-             raw ? raw_expr[agg] : rollup_expr[agg], a->table, raw ? "raw" : a->resolution);
+             raw ? raw_expr[agg] : rollup_expr[agg], source);
     struct store_param p[] = {{"step", false, (double)a->step_ms, NULL},
                               {"ids", true, 0, ids},
                               {"from", false, (double)a->from_ms, NULL},

@@ -182,7 +182,10 @@ static int create_part(struct sqlite_partitions *p, int64_t ts, struct part **ou
         else if (p->parts[i].end_ts <= ts && p->parts[i].end_ts > start)
             start = p->parts[i].end_ts;
     char name[128];
-    sqlite_partition_name(p->t, start, p->window_ms, name, sizeof name);
+    /* a window cut short by a neighbour of another width is named by its exact start, so it
+     * never takes the name of a whole window of the same day */
+    bool whole = end - start == p->window_ms && floor_to(start, p->window_ms) == start;
+    sqlite_partition_name(p->t, start, whole ? p->window_ms : 1000, name, sizeof name);
     struct buf ddl;
     buf_init(&ddl, 1 << 16);
     sqlite_event_table_ddl(&ddl, p->t, name);
@@ -380,15 +383,26 @@ int sqlite_partition_migrate(sqlite3 *db, struct err *e)
             rc = err_set(e, E_STORE, "migration of %s: %s", t->name, sqlite3_errmsg(db));
             break;
         }
-        int64_t days[4096];
-        size_t ndays = 0;
-        while (sqlite3_step(q) == SQLITE_ROW && ndays < sizeof days / sizeof days[0])
+        int64_t *days = NULL;
+        size_t ndays = 0, cap = 0;
+        while (rc == 0 && sqlite3_step(q) == SQLITE_ROW) {
+            if (ndays == cap) {
+                cap = cap ? cap * 2 : 256;
+                int64_t *grown = realloc(days, cap * sizeof *days);
+                if (!grown) {
+                    rc = err_set(e, E_NOMEM, "out of memory migrating %s", t->name);
+                    break;
+                }
+                days = grown;
+            }
             days[ndays++] = sqlite3_column_int64(q, 0);
+        }
         sqlite3_finalize(q);
         log_info("migration: moving %s into %zu day partition%s", t->name, ndays,
                  ndays == 1 ? "" : "s");
         for (size_t d = 0; d < ndays && rc == 0; d++)
             rc = migrate_day(db, t, days[d], &sql, e);
+        free(days);
         if (rc == 0) {
             sql.len = 0;
             buf_printf(&sql, "DROP TABLE %s;\nCREATE VIRTUAL TABLE %s USING opsdb_partitioned(%s);",

@@ -20,9 +20,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A partition's rowid is (its start in minutes << ROWID_BITS) | its own rowid: unique across
- * partitions and increasing with time, as rowids of one table were. */
-#define ROWID_BITS 38
+/* A row's rowid is (its partition's start in minutes, offset by 2^31 so that times before 1970
+ * stay positive) << ROWID_BITS | its rowid in the partition: unique across partitions and
+ * increasing with time, as rowids of one table were, for 4000 years either side of 1970 and up
+ * to 2^31 rows per partition. */
+#define ROWID_BITS 31
+#define MINUTE_OFFSET (1LL << 31)
+
+static uint64_t minute_key(int64_t start_ts)
+{
+    int64_t minute = start_ts / 60000;
+    if (minute * 60000 > start_ts)
+        minute--; /* floor, also before 1970 */
+    return (uint64_t)(minute + MINUTE_OFFSET);
+}
 
 enum { IDX_DESC = 1, IDX_ORDERED = 2 };
 #define MAX_ARGS 32
@@ -136,6 +147,11 @@ static int part_best_index(sqlite3_vtab *base, sqlite3_index_info *info)
     for (int i = 0; i < info->nConstraint; i++) {
         const struct sqlite3_index_constraint *c = &info->aConstraint[i];
         const char *op = c->usable ? op_text(c->op) : NULL;
+        /* the partitions compare with their columns' collation (BINARY): a constraint under
+         * another (x = 'A' COLLATE NOCASE) is left to SQLite, which applies it to every row */
+        const char *coll = op ? sqlite3_vtab_collation(info, i) : NULL;
+        if (coll && sqlite3_stricmp(coll, "BINARY") != 0)
+            op = NULL;
         bool eq = op && op[0] == '=';
         if (!op || (!eq && c->iColumn != v->ts_col) || len + 40 > sizeof plan ||
             argv_index > MAX_ARGS)
@@ -386,7 +402,7 @@ static int part_filter(sqlite3_vtab_cursor *base, int idx, const char *plan, int
             hi = -1;
         } else {
             uint64_t r = (uint64_t)sqlite3_value_int64(argv[c->rowid_arg]);
-            int64_t start = (int64_t)(r >> ROWID_BITS) * 60000;
+            int64_t start = ((int64_t)(r >> ROWID_BITS) - MINUTE_OFFSET) * 60000;
             lo = start > lo ? start : lo;
             hi = start < hi ? start : hi;
         }
@@ -397,8 +413,7 @@ static int part_filter(sqlite3_vtab_cursor *base, int idx, const char *plan, int
         size_t keep = 0;
         uint64_t r = (uint64_t)sqlite3_value_int64(argv[c->rowid_arg]);
         for (size_t i = 0; i < c->nparts; i++)
-            if (c->parts[i].start_ts > 0 &&
-                (uint64_t)(c->parts[i].start_ts / 60000) == (r >> ROWID_BITS))
+            if (minute_key(c->parts[i].start_ts) == (r >> ROWID_BITS))
                 c->parts[keep++] = c->parts[i];
         c->nparts = keep;
     }
@@ -434,8 +449,8 @@ static int part_rowid(sqlite3_vtab_cursor *base, sqlite3_int64 *rowid)
 {
     struct part_cursor *c = (struct part_cursor *)base;
     const struct part_stmt *p = &c->parts[c->at];
-    uint64_t minute = p->start_ts > 0 ? (uint64_t)(p->start_ts / 60000) : 0;
-    *rowid = (sqlite3_int64)((minute << ROWID_BITS) | (uint64_t)sqlite3_column_int64(p->q, 0));
+    *rowid = (sqlite3_int64)((minute_key(p->start_ts) << ROWID_BITS) |
+                             (uint64_t)sqlite3_column_int64(p->q, 0));
     return SQLITE_OK;
 }
 

@@ -44,6 +44,7 @@ struct sqlite_store {
     int64_t data_version; /* last PRAGMA data_version seen by the writer, 0 before the first */
     int64_t partition_ms[16], retention_days[16]; /* from the configuration, per table */
     int64_t rollup_1m_retention_ms, rollup_1h_retention_ms;
+    int64_t partitions_version; /* PRAGMA data_version when the partition lists were checked */
 };
 
 static struct sqlite_store *impl(struct store *s)
@@ -106,7 +107,7 @@ static int pragmas(struct sqlite_conn *c, const struct config *cfg, bool writer,
     if (writer) {
         snprintf(sql, sizeof sql,
                  "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA cache_size=-%lld;"
-                 " PRAGMA temp_store=MEMORY;",
+                 " PRAGMA temp_store=MEMORY; PRAGMA secure_delete=FAST;",
                  strcmp(cfg->sqlite_synchronous, "normal") == 0 ? "NORMAL" : "FULL",
                  (long long)cfg->sqlite_cache_mib * 1024);
     } else {
@@ -445,6 +446,23 @@ static void forget_rolled_back(struct sqlite_store *st)
             sqlite_partitions_forget(st->parts[i]);
 }
 
+/* Another process (opsdb ingest, opsdb retention apply) may have created or dropped partitions
+ * since this connection last wrote: with the write lock held, a changed PRAGMA data_version
+ * means the in-memory partition lists must be read again. */
+static void notice_other_writers(struct sqlite_store *st)
+{
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(st->writer.db, "PRAGMA data_version", -1, &q, NULL) != SQLITE_OK)
+        return;
+    int64_t version = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
+    sqlite3_finalize(q);
+    if (version != st->partitions_version)
+        for (size_t i = 0; i < sizeof st->parts / sizeof st->parts[0]; i++)
+            if (st->parts[i])
+                sqlite_partitions_forget(st->parts[i]);
+    st->partitions_version = version;
+}
+
 static int sq_write_begin(struct store *s, struct err *e)
 {
     struct sqlite_store *st = impl(s);
@@ -452,6 +470,8 @@ static int sq_write_begin(struct store *s, struct err *e)
         return err_set(e, E_STORE, "the store was opened read-only");
     int rc = sqlite_exec(st->writer.db, "BEGIN IMMEDIATE", e);
     st->in_group = rc == 0;
+    if (rc == 0)
+        notice_other_writers(st);
     return rc;
 }
 
