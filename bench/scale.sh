@@ -450,6 +450,14 @@ if grep -qw apply <<<"$RETENTION_HELP"; then
     log "== retention apply: one day past the policy, per table (server stopped)"
     rec retention_available 1
     "$OPSDB" retention status --db "$DB" --format json "${RET_ARGS[@]}" >"$TMP/retention-before.json" 2>&1 || true
+    # catch up first (untimed): minute rollups older than their 7-day policy plus one day go now,
+    # so the timed runs below drop one day of everything, rollups included, as a steady-state
+    # server does every day, and not the backlog of a 30-day bulk load
+    keep=()
+    for u in "${DATA_TABLES[@]}"; do keep+=(--set "retention.$u=0"); done
+    "$OPSDB" retention apply --db "$DB" "${keep[@]}" --set storage.rollup_1m_retention=8d \
+        >"$TMP/retention-catch-up.log" 2>&1 || true
+    log "  catch-up (untimed): $(cat "$TMP/retention-catch-up.log")"
     for t in "${DATA_TABLES[@]}"; do
         if [ "$t" = system_metrics ]; then span=$DAYS; else span=$NDJSON_DAYS; fi
         cut=$(awk -v s="$span" 'BEGIN { printf "%d", int(s) - 1 }')

@@ -6,6 +6,7 @@
  */
 #include "core/sketch.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,8 +252,16 @@ static int get_varint(struct reader *r, const char *what, uint64_t *out)
                    start);
 }
 
-/* Reads bucket number k (1-based) after index *prev into s. */
-static int get_bucket(struct reader *r, struct sketch *s, uint64_t k, int *prev)
+/* What a blob holds, from a first pass that checks it whole. */
+struct blob_summary {
+    uint64_t count;  /* observations, zeros included */
+    int first, last; /* bucket index range; first > last when there are no buckets */
+};
+
+/* Reads bucket number k (1-based) after index *prev; adds its count to into unless into is
+ * NULL (the checking pass). */
+static int get_bucket(struct reader *r, struct sketch *into, struct blob_summary *sum, uint64_t k,
+                      int *prev)
 {
     uint64_t delta_zz = 0, count = 0;
     int rc = get_varint(r, "bucket index", &delta_zz);
@@ -274,18 +283,21 @@ static int get_bucket(struct reader *r, struct sketch *s, uint64_t k, int *prev)
                        (unsigned long long)k, (long long)index);
     if (count == 0)
         return err_set(r->e, E_INVALID, "sketch blob: bucket %llu is empty", (unsigned long long)k);
-    if (count > UINT64_MAX - s->count)
+    if (count > UINT64_MAX - sum->count)
         return err_set(r->e, E_INVALID, "sketch blob: the counts add up past 64 bits");
-    if (cover(s, (int)index, (int)index) != 0)
-        return err_set(r->e, E_NOMEM, "sketch: out of memory");
-    s->bins[index - s->lo] = count;
-    s->count += count;
+    if (into)
+        into->bins[index - into->lo] += count;
+    sum->count += count;
+    if (k == 1)
+        sum->first = (int)index;
+    sum->last = (int)index;
     *prev = (int)index;
     return 0;
 }
 
-/* Parses a whole blob into the empty sketch s. */
-static int parse(struct reader *r, struct sketch *s)
+/* One pass over a whole blob: checks it (into NULL) or adds it to into, whose bins already
+ * cover the blob's range (the checking pass found it). */
+static int parse(struct reader *r, struct sketch *into, struct blob_summary *sum)
 {
     if (r->len == 0)
         return err_set(r->e, E_INVALID, "sketch blob: empty (not a sketch)");
@@ -293,19 +305,21 @@ static int parse(struct reader *r, struct sketch *s)
         return err_set(r->e, E_INVALID, "sketch blob: version %u is not supported (expected %d)",
                        r->p[0], SKETCH_BLOB_VERSION);
     r->pos = 1;
-    uint64_t nbuckets = 0;
-    int rc = get_varint(r, "zero count", &s->zero_count);
+    uint64_t nbuckets = 0, zeros = 0;
+    int rc = get_varint(r, "zero count", &zeros);
     if (rc == 0)
         rc = get_varint(r, "bucket count", &nbuckets);
     if (rc != 0)
         return rc;
-    s->count = s->zero_count;
+    *sum = (struct blob_summary){zeros, 1, 0};
+    if (into)
+        into->zero_count += zeros;
     if (nbuckets > INDEX_RANGE)
         return err_set(r->e, E_INVALID, "sketch blob: %llu buckets, more than the %d possible",
                        (unsigned long long)nbuckets, INDEX_RANGE);
     int prev = 0;
     for (uint64_t k = 1; k <= nbuckets; k++)
-        if ((rc = get_bucket(r, s, k, &prev)) != 0)
+        if ((rc = get_bucket(r, into, sum, k, &prev)) != 0)
             return rc;
     if (r->pos != r->len)
         return err_set(r->e, E_INVALID, "sketch blob: %zu trailing bytes after the last bucket",
@@ -315,14 +329,21 @@ static int parse(struct reader *r, struct sketch *s)
 
 int sketch_merge_blob(struct sketch *s, const void *blob, size_t len, struct err *e)
 {
-    /* parsed whole into a scratch sketch first, so s is untouched by a blob that turns out bad */
-    struct sketch *parsed = sketch_new();
-    if (!parsed)
-        return err_set(e, E_NOMEM, "sketch: out of memory");
+    /* checked whole first, so s is untouched by a blob that turns out bad; then added straight
+     * into s: merging many small blobs (rollup buckets) allocates nothing per blob */
     struct reader r = {blob, len, 0, e};
-    int rc = parse(&r, parsed);
-    if (rc == 0)
-        rc = sketch_merge(s, parsed, e);
-    sketch_free(&parsed);
-    return rc;
+    struct blob_summary sum;
+    int rc = parse(&r, NULL, &sum);
+    if (rc != 0)
+        return rc;
+    if (sum.count > UINT64_MAX - s->count)
+        return err_set(e, E_LIMIT, "sketch: the merged count would pass %llu observations",
+                       (unsigned long long)UINT64_MAX);
+    if (sum.first <= sum.last && cover(s, sum.first, sum.last) != 0)
+        return err_set(e, E_NOMEM, "sketch: out of memory");
+    r.pos = 0;
+    rc = parse(&r, s, &sum);
+    assert(rc == 0); /* the same bytes passed the check */
+    s->count += sum.count;
+    return 0;
 }
