@@ -28,6 +28,8 @@ struct event_rollup_def {
     /* ON CONFLICT assignments, a bucket plus new rows: sums as coalesce(a + b, a, b) and maxima
      * as coalesce(max(a, b), a, b), so a side that is NULL (no value yet) does not win */
     const char *merge;
+    const char
+        *reduce; /* aggregates over rollup rows, in measure order: buckets into a wider one */
 };
 
 static const struct event_rollup_def defs[] = {
@@ -51,7 +53,9 @@ static const struct event_rollup_def defs[] = {
      "latency_count = coalesce(latency_count + excluded.latency_count, latency_count, "
      "excluded.latency_count), latency_sketch = sketch_combine(latency_sketch, "
      "excluded.latency_sketch), last_ts = coalesce(max(last_ts, excluded.last_ts), "
-     "last_ts, excluded.last_ts)"},
+     "last_ts, excluded.last_ts)",
+     "sum(requests), sum(errors), sum(request_bytes), sum(response_bytes), sum(latency_sum), "
+     "sum(latency_count), sketch_merge(latency_sketch), max(last_ts)"},
     {"handler_metrics", "handler TEXT NOT NULL, component TEXT NOT NULL", "handler, component",
      "handler, component",
      "invocations INTEGER NOT NULL, errors INTEGER, retries INTEGER, duration_sum REAL, "
@@ -71,7 +75,9 @@ static const struct event_rollup_def defs[] = {
      "excluded.duration_p95_max), duration_p95_max, excluded.duration_p95_max), "
      "queue_depth_max = coalesce(max(queue_depth_max, excluded.queue_depth_max), "
      "queue_depth_max, excluded.queue_depth_max), last_ts = coalesce(max(last_ts, "
-     "excluded.last_ts), last_ts, excluded.last_ts)"},
+     "excluded.last_ts), last_ts, excluded.last_ts)",
+     "sum(invocations), sum(errors), sum(retries), sum(duration_sum), sum(duration_count), "
+     "max(duration_p95_max), max(queue_depth_max), max(last_ts)"},
 };
 
 static const struct event_rollup_def *def_of(const struct table *t)
@@ -101,17 +107,24 @@ void sqlite_event_rollup_ddl(struct buf *b, const struct table *t)
                    t->name, lv[i].name, d->key_ddl, d->measure_ddl, d->keys);
 }
 
-/* The fold of the rows of source (WHERE `where`) into one level's buckets. */
-static void fold_sql(struct buf *b, const struct event_rollup_def *d, const struct rollup_level *lv,
-                     const char *source, const char *where)
+/* The rows of source (WHERE `where`) grouped into one level's buckets, as rollup rows. */
+static void fold_select_sql(struct buf *b, const struct event_rollup_def *d,
+                            const struct rollup_level *lv, const char *source, const char *where)
 {
     long long ms = (long long)lv->bucket_ms;
     buf_printf(b,
-               "INSERT INTO %s_%s (ts, %s, %s) SELECT (ts - ((ts %% %lld) + %lld) %% %lld) AS "
-               "bucket, %s, %s FROM %s WHERE %s GROUP BY bucket, %s ON CONFLICT (ts, %s) DO "
-               "UPDATE SET %s",
-               d->table, lv->name, d->keys, d->measures, ms, ms, ms, d->key_exprs, d->measure_exprs,
-               source, where, d->key_exprs, d->keys, d->merge);
+               "SELECT (ts - ((ts %% %lld) + %lld) %% %lld) AS bucket, %s, %s FROM %s WHERE %s "
+               "GROUP BY bucket, %s",
+               ms, ms, ms, d->key_exprs, d->measure_exprs, source, where, d->key_exprs);
+}
+
+/* The fold of the rows of source (WHERE `where`) into one level's buckets (the backfill). */
+static void fold_sql(struct buf *b, const struct event_rollup_def *d, const struct rollup_level *lv,
+                     const char *source, const char *where)
+{
+    buf_printf(b, "INSERT INTO %s_%s (ts, %s, %s) ", d->table, lv->name, d->keys, d->measures);
+    fold_select_sql(b, d, lv, source, where);
+    buf_printf(b, " ON CONFLICT (ts, %s) DO UPDATE SET %s", d->keys, d->merge);
 }
 
 int sqlite_event_rollup_backfill(sqlite3 *db, struct err *e)
@@ -135,11 +148,62 @@ int sqlite_event_rollup_backfill(sqlite3 *db, struct err *e)
 
 #define MAX_LEVELS 4
 
+/* A batch is folded in two steps: its rows are grouped once into per-minute deltas (a temp
+ * table), and the deltas are upserted into every level; the wider levels group the few delta
+ * rows, not the raw rows again. */
 struct sqlite_event_rollup {
     sqlite3 *db;
+    sqlite3_stmt *clear, *fold; /* fold: ?1..?2, the batch's rowids, into the deltas */
     size_t nlevels;
-    sqlite3_stmt *fold[MAX_LEVELS]; /* ?1..?2: the batch's rowids */
+    sqlite3_stmt *upsert[MAX_LEVELS];
 };
+
+static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out, const struct table *t,
+                   struct err *e)
+{
+    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL) != SQLITE_OK)
+        return err_set(e, E_STORE, "preparing the %s rollup: %s", t->name, sqlite3_errmsg(db));
+    return 0;
+}
+
+/* The deltas into one level: grouped by its bucket, reduced, upserted. */
+static void upsert_sql(struct buf *b, const struct event_rollup_def *d,
+                       const struct rollup_level *lv)
+{
+    long long ms = (long long)lv->bucket_ms;
+    buf_printf(b,
+               "INSERT INTO %s_%s (ts, %s, %s) SELECT (ts - ((ts %% %lld) + %lld) %% %lld) AS "
+               "bucket, %s, %s FROM temp.%s_delta WHERE true GROUP BY bucket, %s ON CONFLICT "
+               "(ts, %s) DO UPDATE SET %s",
+               d->table, lv->name, d->keys, d->measures, ms, ms, ms, d->keys, d->reduce, d->table,
+               d->keys, d->keys, d->merge);
+}
+
+static int prepare_all(struct sqlite_event_rollup *r, const struct event_rollup_def *d,
+                       const struct table *t, const char *source, struct buf *sql, struct err *e)
+{
+    size_t n;
+    const struct rollup_level *lv = store_rollup_levels(&n);
+    buf_printf(sql, "CREATE TEMP TABLE IF NOT EXISTS %s_delta (ts INTEGER NOT NULL, %s, %s)",
+               d->table, d->key_ddl, d->measure_ddl);
+    int rc = sqlite_exec(r->db, sql->data, e);
+    sql->len = 0;
+    buf_printf(sql, "DELETE FROM temp.%s_delta", d->table);
+    if (rc == 0)
+        rc = prepare(r->db, sql->data, &r->clear, t, e);
+    sql->len = 0;
+    buf_printf(sql, "INSERT INTO temp.%s_delta (ts, %s, %s) ", d->table, d->keys, d->measures);
+    fold_select_sql(sql, d, &lv[0], source, "rowid BETWEEN ?1 AND ?2");
+    if (rc == 0)
+        rc = prepare(r->db, sql->data, &r->fold, t, e);
+    for (size_t i = 0; i < n && i < MAX_LEVELS && rc == 0; i++) {
+        sql->len = 0;
+        upsert_sql(sql, d, &lv[i]);
+        if ((rc = prepare(r->db, sql->data, &r->upsert[i], t, e)) == 0)
+            r->nlevels++;
+    }
+    return rc;
+}
 
 int sqlite_event_rollup_new(struct sqlite_event_rollup **out, sqlite3 *db, const struct table *t,
                             const char *source, struct err *e)
@@ -152,20 +216,9 @@ int sqlite_event_rollup_new(struct sqlite_event_rollup **out, sqlite3 *db, const
     if (!r)
         return err_set(e, E_NOMEM, "out of memory");
     r->db = db;
-    size_t n;
-    const struct rollup_level *lv = store_rollup_levels(&n);
     struct buf sql;
     buf_init(&sql, 1 << 16);
-    int rc = 0;
-    for (size_t i = 0; i < n && i < MAX_LEVELS && rc == 0; i++) {
-        sql.len = 0;
-        fold_sql(&sql, d, &lv[i], source, "rowid BETWEEN ?1 AND ?2");
-        if (sqlite3_prepare_v3(db, sql.data, -1, SQLITE_PREPARE_PERSISTENT, &r->fold[i], NULL) !=
-            SQLITE_OK)
-            rc = err_set(e, E_STORE, "preparing the %s rollup: %s", t->name, sqlite3_errmsg(db));
-        else
-            r->nlevels++;
-    }
+    int rc = prepare_all(r, d, t, source, &sql, e);
     buf_release(&sql);
     if (rc) {
         sqlite_event_rollup_free(&r);
@@ -180,23 +233,32 @@ void sqlite_event_rollup_free(struct sqlite_event_rollup **rp)
     struct sqlite_event_rollup *r = *rp;
     if (!r)
         return;
+    sqlite3_finalize(r->clear);
+    sqlite3_finalize(r->fold);
     for (size_t i = 0; i < r->nlevels; i++)
-        sqlite3_finalize(r->fold[i]);
+        sqlite3_finalize(r->upsert[i]);
     free(r);
     *rp = NULL;
+}
+
+static int run(struct sqlite_event_rollup *r, sqlite3_stmt *q, struct err *e)
+{
+    int rc = sqlite3_step(q);
+    sqlite3_reset(q);
+    if (rc != SQLITE_DONE)
+        return err_set(e, E_STORE, "rollup write failed: %s", sqlite3_errmsg(r->db));
+    return 0;
 }
 
 int sqlite_event_rollup_apply(struct sqlite_event_rollup *r, int64_t first_rowid,
                               int64_t last_rowid, struct err *e)
 {
-    for (size_t i = 0; i < r->nlevels; i++) {
-        sqlite3_stmt *q = r->fold[i];
-        sqlite3_bind_int64(q, 1, first_rowid);
-        sqlite3_bind_int64(q, 2, last_rowid);
-        int rc = sqlite3_step(q);
-        sqlite3_reset(q);
-        if (rc != SQLITE_DONE)
-            return err_set(e, E_STORE, "rollup write failed: %s", sqlite3_errmsg(r->db));
-    }
-    return 0;
+    sqlite3_bind_int64(r->fold, 1, first_rowid);
+    sqlite3_bind_int64(r->fold, 2, last_rowid);
+    int rc = run(r, r->clear, e);
+    if (rc == 0)
+        rc = run(r, r->fold, e);
+    for (size_t i = 0; i < r->nlevels && rc == 0; i++)
+        rc = run(r, r->upsert[i], e);
+    return rc;
 }
