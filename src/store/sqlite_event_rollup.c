@@ -1,7 +1,7 @@
 /*
- * Rollups of event tables (api_usage, handler_metrics): per group key and per 1-minute and
- * 1-hour bucket, the sums, maxima and latency sketches the views need, so a window of a day or a
- * month reads a few thousand rollup rows instead of millions of events.
+ * Rollups of event tables (api_usage, handler_metrics, error_logs): per group key and per 1-minute
+ * and 1-hour bucket, the sums, maxima and latency sketches the views need, so a window of a day or
+ * a month reads a few thousand rollup rows instead of millions of events.
  *
  * They are maintained in the write transaction from the rows the batch just inserted into a
  * partition (a rowid range: the writer is the only one inserting, so they are contiguous): one
@@ -78,6 +78,19 @@ static const struct event_rollup_def defs[] = {
      "excluded.last_ts), last_ts, excluded.last_ts)",
      "sum(invocations), sum(errors), sum(retries), sum(duration_sum), sum(duration_count), "
      "max(duration_p95_max), max(queue_depth_max), max(last_ts)"},
+    {"error_logs", "fingerprint TEXT NOT NULL, host TEXT NOT NULL", "fingerprint, host",
+     "coalesce(fingerprint, ''), host",
+     "count INTEGER NOT NULL, level_rank INTEGER NOT NULL, error_type TEXT NOT NULL, component "
+     "TEXT NOT NULL, last_ts INTEGER NOT NULL",
+     "count, level_rank, error_type, component, last_ts",
+     /* severity as a rank, so that buckets merge with max(); error_summary names it back */
+     "count(*), max(CASE level WHEN 'debug' THEN 0 WHEN 'info' THEN 1 WHEN 'notice' THEN 2 WHEN "
+     "'warning' THEN 3 WHEN 'error' THEN 4 WHEN 'critical' THEN 5 ELSE 6 END), max(error_type), "
+     "max(component), max(ts)",
+     "count = count + excluded.count, level_rank = max(level_rank, excluded.level_rank), "
+     "error_type = max(error_type, excluded.error_type), component = max(component, "
+     "excluded.component), last_ts = max(last_ts, excluded.last_ts)",
+     "sum(count), max(level_rank), max(error_type), max(component), max(last_ts)"},
 };
 
 static const struct event_rollup_def *def_of(const struct table *t)
@@ -127,7 +140,8 @@ static void fold_sql(struct buf *b, const struct event_rollup_def *d, const stru
     buf_printf(b, " ON CONFLICT (ts, %s) DO UPDATE SET %s", d->keys, d->merge);
 }
 
-int sqlite_event_rollup_backfill(sqlite3 *db, struct err *e)
+/* Fills t's rollups (every table with rollups when t is NULL) from all base rows. */
+static int backfill(sqlite3 *db, const char *table, struct err *e)
 {
     size_t n;
     const struct rollup_level *lv = store_rollup_levels(&n);
@@ -135,7 +149,7 @@ int sqlite_event_rollup_backfill(sqlite3 *db, struct err *e)
     buf_init(&sql, 1 << 16);
     int rc = 0;
     for (size_t i = 0; i < sizeof defs / sizeof defs[0] && rc == 0; i++)
-        for (size_t j = 0; j < n && rc == 0; j++) {
+        for (size_t j = 0; j < n && rc == 0 && (!table || !strcmp(table, defs[i].table)); j++) {
             sql.len = 0;
             /* from scratch: whatever the tables held is replaced by what the rows say */
             buf_printf(&sql, "DELETE FROM %s_%s; ", defs[i].table, lv[j].name);
@@ -144,6 +158,16 @@ int sqlite_event_rollup_backfill(sqlite3 *db, struct err *e)
         }
     buf_release(&sql);
     return rc;
+}
+
+int sqlite_event_rollup_backfill(sqlite3 *db, struct err *e)
+{
+    return backfill(db, NULL, e);
+}
+
+int sqlite_error_rollup_backfill(sqlite3 *db, struct err *e)
+{
+    return backfill(db, "error_logs", e);
 }
 
 #define MAX_LEVELS 4

@@ -97,6 +97,8 @@ void sqlite_event_rollup_ddl(struct buf *b, const struct table *t);
 bool sqlite_event_rollup_exists(const struct table *t);
 /* Fills every event rollup from all base rows (the migration that introduced them). */
 int sqlite_event_rollup_backfill(sqlite3 *db, struct err *e);
+/* The same for error_logs' rollups alone (the migration that added them). */
+int sqlite_error_rollup_backfill(sqlite3 *db, struct err *e);
 
 /* Time partitions of event tables (sqlite_partition.c), on the writer connection and inside its
  * write transaction. */

@@ -204,6 +204,8 @@ static const struct migration migrations[] = {
      sqlite_event_rollup_backfill},
     {5, "event tables partitioned by day: rows move into per-day tables behind a virtual table",
      NULL, true, sqlite_partition_migrate},
+    {6, "error_logs rollups per fingerprint and host, per 1 minute and 1 hour, backfilled", NULL,
+     true, sqlite_error_rollup_backfill},
 };
 
 static int read_version(sqlite3 *db, int *version, struct err *e)

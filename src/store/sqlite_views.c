@@ -44,6 +44,18 @@
     "  FROM w2)"
 
 #define SPLIT_15M SPLIT(900000)
+#define SPLIT_24H SPLIT(86400000)
+
+#define ERROR_COLS                                                                                 \
+    "r.fingerprint, r.host, r.count AS n, r.level_rank, r.error_type, r.component, r.last_ts"
+/* error_logs rows in one raw range, in the shape of the rollup rows */
+#define ERROR_RAW(range)                                                                           \
+    "SELECT coalesce(e.fingerprint, ''), e.host, count(*), max(CASE e.level WHEN 'debug' THEN 0"   \
+    " WHEN 'info' THEN 1 WHEN 'notice' THEN 2 WHEN 'warning' THEN 3 WHEN 'error' THEN 4"           \
+    " WHEN 'critical' THEN 5 ELSE 6 END), max(e.error_type), max(e.component), max(e.ts)"          \
+    " FROM bounds b CROSS JOIN error_logs e WHERE " range " GROUP BY 1, 2"
+#define ERROR_RAW_LOW ERROR_RAW("e.ts > b.lo AND e.ts < b.m1")
+#define ERROR_RAW_HIGH ERROR_RAW("e.ts >= b.m2 AND e.ts <= b.hi")
 #define WINDOW_15M WINDOW(900000)
 
 #define API_COLS                                                                                   \
@@ -126,24 +138,33 @@ static const char *const views[] = {
     " FROM parts GROUP BY endpoint, service",
 
     /* error_summary: per fingerprint over the window (default 24 h), with the count of the last
-     * hour, when it was first seen at all, the most severe level, and the latest message as a
-     * sample. */
-    "CREATE VIEW error_summary AS "
-    "SELECT g.fingerprint, g.error_type, g.component, g.level, g.count_1h, g.count_window,"
+     * hour, when it was first seen at all, the most severe level, the hosts, and the latest
+     * message as a sample. Whole hours and minutes come from the rollups (per fingerprint and
+     * host, so distinct hosts stay exact), the edges and the last hour from raw rows. */
+    "CREATE VIEW error_summary AS WITH " SPLIT_24H ", parts AS ("
+    " SELECT " ERROR_COLS " FROM bounds b CROSS JOIN error_logs_1h r"
+    "  WHERE r.ts >= b.h1 AND r.ts < b.h2"
+    " UNION ALL SELECT " ERROR_COLS " FROM bounds b CROSS JOIN error_logs_1m r"
+    "  WHERE r.ts >= b.m1 AND r.ts < b.h1"
+    " UNION ALL SELECT " ERROR_COLS " FROM bounds b CROSS JOIN error_logs_1m r"
+    "  WHERE r.ts >= b.h2 AND r.ts < b.m2"
+    " UNION ALL " ERROR_RAW_LOW " UNION ALL " ERROR_RAW_HIGH "),"
+    " g AS (SELECT fingerprint, max(error_type) AS error_type, max(component) AS component,"
+    "  max(level_rank) AS level_rank, sum(n) AS count_window, max(last_ts) AS last_seen,"
+    "  count(DISTINCT host) AS hosts FROM parts GROUP BY fingerprint)"
+    " SELECT g.fingerprint, g.error_type, g.component,"
+    "  CASE g.level_rank WHEN 0 THEN 'debug' WHEN 1 THEN 'info' WHEN 2 THEN 'notice'"
+    "   WHEN 3 THEN 'warning' WHEN 4 THEN 'error' WHEN 5 THEN 'critical' ELSE 'fatal' END AS level,"
+    " (SELECT count(*) FROM bounds b CROSS JOIN error_logs e WHERE e.fingerprint = g.fingerprint"
+    "  AND e.ts > max(b.hi - 3600000, b.lo) AND e.ts <= b.hi) AS count_1h,"
+    " g.count_window,"
     " (SELECT e.ts FROM error_logs e WHERE e.fingerprint = g.fingerprint ORDER BY e.ts LIMIT 1)"
     "  AS first_seen,"
     " g.last_seen,"
     " (SELECT e.message FROM error_logs e WHERE e.fingerprint = g.fingerprint AND e.ts <= " NOW
     "  ORDER BY e.ts DESC LIMIT 1) AS sample_message,"
     " g.hosts"
-    " FROM (SELECT fingerprint, max(error_type) AS error_type, max(component) AS component,"
-    "  CASE max(CASE level WHEN 'debug' THEN 0 WHEN 'info' THEN 1 WHEN 'notice' THEN 2"
-    "   WHEN 'warning' THEN 3 WHEN 'error' THEN 4 WHEN 'critical' THEN 5 ELSE 6 END)"
-    "   WHEN 0 THEN 'debug' WHEN 1 THEN 'info' WHEN 2 THEN 'notice' WHEN 3 THEN 'warning'"
-    "   WHEN 4 THEN 'error' WHEN 5 THEN 'critical' ELSE 'fatal' END AS level,"
-    "  sum(ts > " NOW " - 3600000) AS count_1h, count(*) AS count_window, max(ts) AS last_seen,"
-    "  count(DISTINCT host) AS hosts"
-    "  FROM error_logs WHERE " IN_WINDOW(86400000) " GROUP BY fingerprint) g",
+    " FROM g",
 
     /* pipeline_health: runs in the window (default 24 h); a run failed if any of its rows
      * failed, succeeded if it reached succeeded without failing; freshness is the time since the

@@ -1,8 +1,9 @@
-"""api_usage and handler_metrics rollups (1 minute, 1 hour): maintained from each batch, late
-rows included, and read by api_performance and handler_performance for the whole minutes and
-hours of a window, with raw rows only at its edges. The views' answers are compared with values
-computed here from the raw rows, on random windows (now and length) from a second to three days;
-percentiles merged from latency sketches must be within 1% of the exact ones."""
+"""api_usage, handler_metrics and error_logs rollups (1 minute, 1 hour): maintained from each
+batch, late rows included, and read by api_performance, handler_performance and error_summary
+for the whole minutes and hours of a window, with raw rows only at its edges. The views'
+answers are compared with values computed here from the raw rows, on random windows (now and
+length) from a second to three days; percentiles merged from latency sketches must be within 1%
+of the exact ones."""
 
 import json
 import random
@@ -11,8 +12,9 @@ import time
 
 import pytest
 
-from test_views import (API_SPEC, HANDLER_SPEC, MIN, HOUR, DAY, compare_rows,
-                        expect_api_performance, expect_handler_performance, post_ndjson)
+from test_views import (API_SPEC, ERR_SPEC, HANDLER_SPEC, MIN, HOUR, DAY, compare_rows,
+                        expect_api_performance, expect_error_summary, expect_handler_performance,
+                        post_ndjson)
 
 SEED = 20261129
 # four days ago, off the minute grid; the views take `now` as a parameter
@@ -57,6 +59,26 @@ def gen(rng, n_api=4000, n_handler=1500, span=3 * DAY):
     return api, handler
 
 
+LEVELS = ["debug", "info", "notice", "warning", "error", "critical", "fatal"]
+
+
+def gen_errors(rng, n=2500, span=3 * DAY):
+    """Error events of 12 fingerprints on 5 hosts, at distinct times ("latest message" is never
+    a tie)."""
+    rows, used = [], set()
+    for _ in range(n):
+        ts = START + rng.randrange(span)
+        while ts in used:
+            ts += 1
+        used.add(ts)
+        f = rng.randrange(12)
+        rows.append({"ts": ts, "fingerprint": f"fp{f:02d}", "error_type": f"E{f % 4}",
+                     "component": rng.choice(["api", "db", ""]), "host": rng.choice(
+                         ["h1", "h2", "h3", "h4", ""]), "level": rng.choice(LEVELS),
+                     "message": f"failure {rng.randrange(10**6)}"})
+    return rows
+
+
 def post_shuffled(srv, rng, table, rows):
     """Several requests, out of time order: every batch lands in old and new buckets."""
     rows = rows[:]
@@ -69,10 +91,12 @@ def post_shuffled(srv, rng, table, rows):
 def loaded(module_server_factory):
     rng = random.Random(SEED)
     api, handler = gen(rng)
+    errors = gen_errors(rng)
     srv = module_server_factory()
     post_shuffled(srv, rng, "api_usage", api)
     post_shuffled(srv, rng, "handler_metrics", handler)
-    return srv, api, handler
+    post_shuffled(srv, rng, "error_logs", errors)
+    return srv, api, handler, errors
 
 
 def view_rows(srv, name, now_ms, window_ms):
@@ -95,7 +119,7 @@ def windows(seed, n):
 
 @pytest.mark.parametrize("now_ms,window_ms", windows(1, 20))
 def test_api_performance_matches_raw_rows(loaded, now_ms, window_ms):
-    srv, api, _ = loaded
+    srv, api, _, _ = loaded
     want = expect_api_performance(api, window_ms, now_ms)
     got = view_rows(srv, "api_performance", now_ms, window_ms)
     compare_rows("api_performance", got, want, ("service", "endpoint"), API_SPEC)
@@ -103,14 +127,22 @@ def test_api_performance_matches_raw_rows(loaded, now_ms, window_ms):
 
 @pytest.mark.parametrize("now_ms,window_ms", windows(2, 12))
 def test_handler_performance_matches_raw_rows(loaded, now_ms, window_ms):
-    srv, _, handler = loaded
+    srv, _, handler, _ = loaded
     want = expect_handler_performance(handler, window_ms, now_ms)
     got = view_rows(srv, "handler_performance", now_ms, window_ms)
     compare_rows("handler_performance", got, want, ("handler", "component"), HANDLER_SPEC)
 
 
+@pytest.mark.parametrize("now_ms,window_ms", windows(4, 12))
+def test_error_summary_matches_raw_rows(loaded, now_ms, window_ms):
+    srv, _, _, errors = loaded
+    want = {(k,): v for k, v in expect_error_summary(errors, window_ms, now_ms).items()}
+    got = view_rows(srv, "error_summary", now_ms, window_ms)
+    compare_rows("error_summary", got, want, ("fingerprint",), ERR_SPEC)
+
+
 def test_rollup_buckets_hold_every_request(loaded):
-    srv, api, _ = loaded
+    srv, api, _, _ = loaded
     for level, size in (("1m", MIN), ("1h", HOUR)):
         want = {}
         for r in api:
@@ -149,7 +181,7 @@ def test_late_rows_update_old_buckets(module_server_factory):
 def test_view_reads_rollups(loaded):
     """api_performance reads hours and minutes from the rollups and the raw table only for the
     edges of the window, through its ts index."""
-    srv, _, _ = loaded
+    srv, _, _, _ = loaded
     r = srv.get("/api/v1/query", params={"sql": "EXPLAIN QUERY PLAN SELECT * FROM "
                                          "api_performance"})
     assert r.status_code == 200, r.text
@@ -179,18 +211,20 @@ def test_migration_backfills_event_rollups(run_cli, tmp_path):
     rng = random.Random(SEED + 2)
     api, handler = gen(rng, 1500, 500, DAY)
     db = tmp_path / "v3.db"
-    for table, rows in (("api_usage", api), ("handler_metrics", handler)):
+    errors = gen_errors(rng, 800, DAY)
+    for table, rows in (("api_usage", api), ("handler_metrics", handler), ("error_logs", errors)):
         for i in range(0, len(rows), 400):
             cp = run_cli("ingest", table, "-", "--db", db,
                          input="".join(json.dumps(r) + "\n" for r in rows[i:i + 400]))
             assert cp.returncode == 0, cp.stderr
-    tables = [f"{t}_{lv}" for t in ("api_usage", "handler_metrics") for lv in ("1m", "1h")]
+    tables = [f"{t}_{lv}" for t in ("api_usage", "handler_metrics", "error_logs")
+              for lv in ("1m", "1h")]
     incremental = {t: rollup_rows(run_cli, db, t) for t in tables}
     sqlite3_shell(db, "".join(f"DROP TABLE {t};\n" for t in tables) +
                   "DELETE FROM opsdb_migrations WHERE version = 4; PRAGMA user_version = 3;")
     cp = run_cli("init", "--db", db)
     assert cp.returncode == 0, cp.stderr
-    assert "from schema version 3 to 5" in cp.stderr, cp.stderr
+    assert "from schema version 3 to 6" in cp.stderr, cp.stderr
     for t in tables:
         backfilled = rollup_rows(run_cli, db, t)
         assert len(backfilled) == len(incremental[t]), t

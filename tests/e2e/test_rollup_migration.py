@@ -60,8 +60,8 @@ def test_version_1_database_gets_rollups_backfilled(run_cli, tmp_path):
                 "DELETE FROM opsdb_migrations WHERE version = 2; PRAGMA user_version = 1;")
     cp = run_cli("init", "--db", db)
     assert cp.returncode == 0, cp.stderr
-    assert "from schema version 1 to 5" in cp.stderr, cp.stderr
-    assert sqlite3(db, "PRAGMA user_version;").strip() == "5"
+    assert "from schema version 1 to 6" in cp.stderr, cp.stderr
+    assert sqlite3(db, "PRAGMA user_version;").strip() == "6"
     backfilled = rollups(run_cli, db)
     for t in TABLES:
         same(backfilled[t], incremental[t])

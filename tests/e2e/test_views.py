@@ -260,22 +260,22 @@ def gen_error_logs(rng, clock):
     return rows
 
 
-def expect_error_summary(rows, window_ms=DAY):
+def expect_error_summary(rows, window_ms=DAY, now_ms=NOW):
     def fp_of(r):
         return r.get("fingerprint", "derived:" + r["error_type"])
 
     out = {}
     for fp in {fp_of(r) for r in rows}:
         every = [r for r in rows if fp_of(r) == fp]
-        g = [r for r in every if in_window(r["ts"], NOW, window_ms)]
+        g = [r for r in every if in_window(r["ts"], now_ms, window_ms)]
         if not g:
             continue
-        latest = max((r for r in every if r["ts"] <= NOW), key=lambda r: r["ts"])
+        latest = max((r for r in every if r["ts"] <= now_ms), key=lambda r: r["ts"])
         out[fp] = {
             "error_type": max(r.get("error_type", "") for r in g),
             "component": max(r.get("component", "") for r in g),
             "level": max((r["level"] for r in g), key=LEVELS.index),
-            "count_1h": sum(1 for r in g if r["ts"] > NOW - HOUR),
+            "count_1h": sum(1 for r in g if r["ts"] > now_ms - HOUR),
             "count_window": len(g),
             "first_seen": min(r["ts"] for r in every),
             "last_seen": max(r["ts"] for r in g),
