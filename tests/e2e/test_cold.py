@@ -38,46 +38,24 @@ import select
 import signal
 import subprocess
 import time
-from collections import namedtuple
 
 import pytest
 
-from test_series import Model as SeriesModel, close  # noqa: E402
+from test_series import (Key, Model as SeriesModel, ceil_to, close, floor_to,  # noqa: E402
+                         key, labels_json)
 from conftest import now_ms, sanitizer_reports as sanitizer_lines, wait_until
 
 SEC, MIN, HOUR, DAY = 1000, 60_000, 3_600_000, 86_400_000
-REL_TOL = 1e-9
 AGGS = ["avg", "min", "max", "sum", "count", "last"]
 SERVER_ARGS = ("--set", "query.cache_bytes=0", "--set", "query.max_rows=500000",
                "--set", "query.timeout=30s", "--set", "storage.compress_after=0")
 # metric -> (measurement, field) in line protocol
 LP_NAMES = {"cpu_usage": ("cpu", "usage"), "mem_used": ("mem", "used")}
 
-Key = namedtuple("Key", "metric host component labels")  # labels: sorted tuple of (key, value)
-
-
-def key(metric, host, component, **labels):
-    return Key(metric, host, component, tuple(sorted(labels.items())))
-
 
 def key_of_row(r):
     return Key(r["metric"], r["host"], r["component"],
                tuple(sorted(json.loads(r["labels"]).items())))
-
-
-def labels_json(k):
-    return json.dumps(dict(k.labels), sort_keys=True, separators=(",", ":"))
-
-
-def floor_to(ts, step):
-    return ts // step * step
-
-
-def ceil_to(ts, step):
-    return -(-ts // step) * step
-
-
-# close(): equal within REL_TOL, as test_series.py defines it
 
 
 # ---- the model -------------------------------------------------------------------------------
