@@ -73,13 +73,16 @@ static const struct command commands[] = {
      "system_metrics samples not yet compressed (state hot). from_ms/to_ms: epoch ms, to\n"
      "exclusive; bytes: pages on disk with indexes (for chunks: the compressed bytes).\n",
      cmd_partitions},
-    {"compact", "compress old raw metric samples now",
+    {"compact", "compress old metric samples and event partitions now",
      "usage: opsdb compact [--older-than DURATION] [--quiet]\n\n"
-     "Moves the raw system_metrics samples older than DURATION (default: the option\n"
-     "storage.compress_after, 2h) into compressed per-series chunks of one UTC day each,\n"
-     "a few hundred series per transaction. Queries, views and the series API read them as\n"
-     "before. The server does the same every storage.compact_interval; this command is for\n"
-     "doing it now (after a bulk load, before a backup). Progress goes to stderr.\n",
+     "Moves the raw system_metrics samples older than storage.compress_after (2h) into\n"
+     "compressed per-series chunks of one UTC day each, a few hundred series per transaction,\n"
+     "and packs the event partitions (api_usage, error_logs, ...) whose whole window is older\n"
+     "than storage.compress_events_after (1d) into zstd column blocks, one partition per\n"
+     "transaction. --older-than DURATION applies one age to both. Queries, views and the\n"
+     "series API read them as before. The server does the same every\n"
+     "storage.compact_interval; this command is for doing it now (after a bulk load, before a\n"
+     "backup). Progress goes to stderr.\n",
      cmd_compact},
     {"schema", "print the schema",
      "usage: opsdb schema [--markdown]\n\nPrints the tables and columns; --markdown prints the "

@@ -1,5 +1,6 @@
-/* opsdb compact: move raw metric samples older than a horizon into compressed chunks now, as the
- * server does every storage.compact_interval. */
+/* opsdb compact: move raw metric samples older than a horizon into compressed chunks, and pack
+ * event partitions older than theirs into compressed column blocks, now, as the server does
+ * every storage.compact_interval. */
 #include "cli/cli.h"
 #include "store/store.h"
 
@@ -35,27 +36,36 @@ int cmd_compact(int argc, char **argv)
     int rc = cli_load_config(&c, &cfg);
     if (rc)
         return rc;
-    if (!older_than && cfg.storage_compress_after_ms == 0) {
-        printf("storage.compress_after is 0 (never compress): nothing done; give --older-than "
-               "to compress anyway\n");
+    /* an age of 0 in the config means never; --older-than applies to both kinds */
+    int64_t samples_age_ms = older_than ? age_ms : cfg.storage_compress_after_ms;
+    int64_t events_age_ms = older_than ? age_ms : cfg.storage_compress_events_after_ms;
+    bool samples = older_than || samples_age_ms > 0, events = older_than || events_age_ms > 0;
+    if (!samples && !events) {
+        printf("storage.compress_after and storage.compress_events_after are 0 (never "
+               "compress): nothing done; give --older-than to compress anyway\n");
         return 0;
     }
-    if (!older_than)
-        age_ms = cfg.storage_compress_after_ms;
     struct store *s;
     if ((rc = cli_open_store(&c, &cfg, STORE_EXISTING, &s)) != 0)
         return rc;
-    int64_t before_ms = time_now_ms() - age_ms;
-    struct store_compact_stats st = {0};
+    int64_t now_ms = time_now_ms();
+    struct store_compact_stats st = {.pass_done = !samples};
     struct err e;
     while (!st.pass_done && rc == 0) {
-        rc = store_compact_step(s, before_ms, &st, &e);
+        rc = store_compact_step(s, now_ms - samples_age_ms, &st, &e);
         if (!quiet && rc == 0)
             fprintf(stderr, "\rcompact: %lld series visited, %lld samples moved",
                     (long long)st.series_seen, (long long)st.samples_moved);
     }
-    if (!quiet)
+    if (!quiet && samples)
         fputc('\n', stderr);
+    struct store_pack_stats ps = {.done = !events};
+    while (!ps.done && rc == 0) {
+        rc = store_pack_step(s, now_ms - events_age_ms, &ps, &e);
+        if (!quiet && rc == 0 && !ps.done)
+            fprintf(stderr, "compact: packed %s (%lld partitions, %lld rows so far)\n", ps.last,
+                    (long long)ps.partitions_packed, (long long)ps.rows_packed);
+    }
     store_close(&s);
     if (rc)
         return cli_fail("compaction stopped (what was done is kept): %s", e.msg);
@@ -63,8 +73,18 @@ int cmd_compact(int argc, char **argv)
         return cli_fail("compaction left %lld series raw: a compressed chunk of theirs cannot be "
                         "read (%s); the other series were compacted",
                         (long long)st.series_failed, st.first_failure);
-    printf("compacted %lld samples of %lld series older than %s into chunks\n",
-           (long long)st.samples_moved, (long long)st.series_compacted,
-           older_than ? older_than : "storage.compress_after");
+    if (!samples)
+        printf("storage.compress_after is 0: metric samples are not compressed\n");
+    if (!events)
+        printf("storage.compress_events_after is 0: event partitions are not packed\n");
+    if (samples)
+        printf("compacted %lld samples of %lld series older than %s into chunks\n",
+               (long long)st.samples_moved, (long long)st.series_compacted,
+               older_than ? older_than : "storage.compress_after");
+    if (events)
+        printf("packed %lld event partitions older than %s (%lld rows) into %lld bytes\n",
+               (long long)ps.partitions_packed,
+               older_than ? older_than : "storage.compress_events_after", (long long)ps.rows_packed,
+               (long long)ps.bytes_packed);
     return 0;
 }

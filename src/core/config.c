@@ -72,6 +72,10 @@ static const struct option options[] = {
     DUR("storage.compress_after", storage_compress_after_ms, "2h", 0, 3650.0 * 86400000,
         "raw metric samples older than this move into compressed per-series day chunks, "
         "readable as before (0 = never)"),
+    DUR("storage.compress_events_after", storage_compress_events_after_ms, "1d", 0,
+        3650.0 * 86400000,
+        "event partitions whose whole window is older than this are packed column-wise with "
+        "zstd, readable as before; a late row unpacks its partition again (0 = never)"),
     DUR("storage.rollup_1m_retention", rollup_1m_retention_ms, "7d", 0, 36500.0 * 86400000,
         "per-minute rollups older than this are dropped by retention (0 = kept forever); "
         "older windows are answered from hourly rollups and raw data"),

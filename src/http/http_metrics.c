@@ -98,6 +98,10 @@ static void write_writer(struct http_server *srv, struct buf *out)
            "Raw metric samples moved into compressed chunks.");
     buf_printf(out, "opsdb_samples_compacted_total %llu\n",
                (unsigned long long)ws.samples_compacted);
+    header(out, "opsdb_partitions_packed_total", "counter",
+           "Event partitions packed into compressed column blocks.");
+    buf_printf(out, "opsdb_partitions_packed_total %llu\n",
+               (unsigned long long)ws.partitions_packed);
     header(out, "opsdb_compaction_failures_total", "counter",
            "Compaction steps that failed and were rolled back (retried later).");
     buf_printf(out, "opsdb_compaction_failures_total %llu\n",

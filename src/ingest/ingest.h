@@ -56,7 +56,8 @@ struct writer_stats {
     bool last_group_failed;       /* the latest group failed to commit */
     char last_error[256];         /* its error */
     uint64_t samples_compacted;   /* raw metric samples moved into compressed chunks */
-    uint64_t compaction_failures; /* compaction steps rolled back */
+    uint64_t partitions_packed;   /* event partitions packed into compressed blocks */
+    uint64_t compaction_failures; /* compaction and packing steps rolled back */
 };
 
 /* Called on the writer thread after each successful commit with the batches it made durable, and

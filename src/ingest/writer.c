@@ -36,7 +36,9 @@ struct writer {
     struct writer_stats stats;
     int64_t compress_after_ms, compact_interval_ms; /* 0: no compaction */
     struct timespec next_compaction;                /* CLOCK_MONOTONIC */
-    int64_t retention_interval_ms;                  /* 0: retention is not applied */
+    int64_t compress_events_after_ms;               /* 0: event partitions are not packed */
+    struct timespec next_packing;
+    int64_t retention_interval_ms; /* 0: retention is not applied */
     struct timespec next_retention;
     size_t nhooks;
     writer_hook hooks[MAX_HOOKS];
@@ -202,6 +204,30 @@ static void compact_if_due(struct writer *w)
         after(&w->next_compaction, w->compact_interval_ms);
 }
 
+/* Packs one event partition when due, on the compaction interval; a pass goes on partition by
+ * partition between groups until none is left. Answers do not change. Writer thread, lock not
+ * held. */
+static void pack_if_due(struct writer *w)
+{
+    if (!w->compact_interval_ms || !w->compress_events_after_ms || !due(&w->next_packing))
+        return;
+    struct store_pack_stats ps = {0};
+    struct err e;
+    int rc = store_pack_step(w->store, time_now_ms() - w->compress_events_after_ms, &ps, &e);
+    if (rc)
+        log_warn("packing event partitions failed, retried in %llds: %s",
+                 (long long)(w->compact_interval_ms / 1000), e.msg);
+    else if (ps.partitions_packed)
+        log_info("packed %s: %lld rows into %lld bytes", ps.last, (long long)ps.rows_packed,
+                 (long long)ps.bytes_packed);
+    pthread_mutex_lock(&w->lock);
+    w->stats.partitions_packed += rc ? 0 : (uint64_t)ps.partitions_packed;
+    w->stats.compaction_failures += rc ? 1 : 0;
+    pthread_mutex_unlock(&w->lock);
+    if (rc || ps.done)
+        after(&w->next_packing, w->compact_interval_ms);
+}
+
 /* Applies the retention policies when due; what it drops changes answers, so the hooks hear of
  * it as of a write whose tables are unknown (n == 0). Writer thread, lock not held. */
 static void apply_retention_if_due(struct writer *w)
@@ -242,6 +268,7 @@ static void *writer_main(void *arg)
                 pthread_mutex_unlock(&w->lock);
                 check_outside_writes(w);
                 compact_if_due(w);
+                pack_if_due(w);
                 apply_retention_if_due(w);
                 pthread_mutex_lock(&w->lock);
             }
@@ -254,6 +281,7 @@ static void *writer_main(void *arg)
         check_outside_writes(w);
         write_group(w, group, rows);
         compact_if_due(w);
+        pack_if_due(w);
         apply_retention_if_due(w);
         pthread_mutex_lock(&w->lock);
     }
@@ -272,6 +300,8 @@ int writer_new(struct writer **out, struct store *s, const struct config *cfg, s
     w->compress_after_ms = cfg->storage_compress_after_ms;
     w->compact_interval_ms = cfg->storage_compact_interval_ms;
     after(&w->next_compaction, w->compact_interval_ms); /* not at start: let the server settle */
+    w->compress_events_after_ms = cfg->storage_compress_events_after_ms;
+    after(&w->next_packing, w->compact_interval_ms);
     w->retention_interval_ms = cfg->storage_retention_interval_ms;
     after(&w->next_retention, w->retention_interval_ms < 60000 ? w->retention_interval_ms : 60000);
     pthread_mutex_init(&w->lock, NULL);

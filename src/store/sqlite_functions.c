@@ -254,6 +254,8 @@ int sqlite_register_functions(struct sqlite_conn *c)
     if (rc == SQLITE_OK)
         rc = sqlite_partition_register(c->db);
     if (rc == SQLITE_OK)
+        rc = sqlite_packed_register(c->db);
+    if (rc == SQLITE_OK)
         rc = sqlite_sketch_register(c->db);
     if (rc != SQLITE_OK)
         return rc;

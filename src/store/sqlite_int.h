@@ -114,6 +114,15 @@ void sqlite_partitions_forget(struct sqlite_partitions *p);
 /* Drops (DROP TABLE) the partitions that end at or before horizon_ms, adding to stats. */
 int sqlite_partitions_drop_before(struct sqlite_partitions *p, int64_t horizon_ms,
                                   struct store_retention_stats *stats, struct err *e);
+/* Packs the oldest hot partition that ends at or before before_ms (if any) into column-packed
+ * blocks (state cold), adding to stats. A late row for a packed partition unpacks it
+ * (sqlite_partitions_write). */
+int sqlite_partitions_pack(struct sqlite_partitions *p, int64_t before_ms,
+                           struct store_pack_stats *stats, struct err *e);
+/* DDL of the table of blocks of the packed partition `partition`, appended to b. */
+void sqlite_packed_blocks_ddl(struct buf *b, const char *partition);
+/* Registers the opsdb_packed virtual table module (sqlite_packed_vtab.c). */
+int sqlite_packed_register(sqlite3 *db);
 /* DDL of the opsdb_partitions catalogue, appended to b. */
 void sqlite_partition_catalogue_ddl(struct buf *b);
 /* The name of t's partition that starts at start_ts. */

@@ -12,6 +12,7 @@
  * in-memory list is reloaded (sqlite_partitions_forget), as partitions created inside it are
  * gone.
  */
+#include "store/colpack.h"
 #include "store/sqlite_int.h"
 
 #include <stdio.h>
@@ -22,7 +23,8 @@
 struct part {
     char name[128];
     int64_t start_ts, end_ts;
-    sqlite3_stmt *insert;
+    bool packed;          /* cold: its rows are column-packed blocks (sqlite_packed_vtab.c) */
+    sqlite3_stmt *insert; /* NULL while packed */
     struct sqlite_event_rollup *rollup; /* NULL for a table without rollups */
 };
 
@@ -130,7 +132,7 @@ static int open_part(struct sqlite_partitions *p, struct part *pt, struct err *e
 }
 
 static int add_part(struct sqlite_partitions *p, const char *name, int64_t start, int64_t end,
-                    struct err *e)
+                    bool packed, struct err *e)
 {
     if (p->n == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 32;
@@ -149,23 +151,24 @@ static int add_part(struct sqlite_partitions *p, const char *name, int64_t start
     snprintf(pt->name, sizeof pt->name, "%s", name);
     pt->start_ts = start;
     pt->end_ts = end;
+    pt->packed = packed;
     p->n++;
-    return open_part(p, pt, e);
+    return packed ? 0 : open_part(p, pt, e);
 }
 
 static int load(struct sqlite_partitions *p, struct err *e)
 {
     sqlite3_stmt *q;
     if (sqlite3_prepare_v2(p->db,
-                           "SELECT name, start_ts, end_ts FROM opsdb_partitions WHERE "
-                           "table_name = ? ORDER BY start_ts",
+                           "SELECT name, start_ts, end_ts, state = 'cold' FROM opsdb_partitions "
+                           "WHERE table_name = ? ORDER BY start_ts",
                            -1, &q, NULL) != SQLITE_OK)
         return err_set(e, E_STORE, "reading partitions: %s", sqlite3_errmsg(p->db));
     sqlite3_bind_text(q, 1, p->t->name, -1, SQLITE_STATIC);
     int rc = 0;
     while (rc == 0 && sqlite3_step(q) == SQLITE_ROW)
         rc = add_part(p, (const char *)sqlite3_column_text(q, 0), sqlite3_column_int64(q, 1),
-                      sqlite3_column_int64(q, 2), e);
+                      sqlite3_column_int64(q, 2), sqlite3_column_int(q, 3), e);
     sqlite3_finalize(q);
     p->loaded = rc == 0;
     return rc;
@@ -196,7 +199,7 @@ static int create_part(struct sqlite_partitions *p, int64_t ts, struct part **ou
     int rc = sqlite_exec(p->db, ddl.data, e);
     buf_release(&ddl);
     if (rc == 0)
-        rc = add_part(p, name, start, end, e);
+        rc = add_part(p, name, start, end, false, e);
     if (rc == 0)
         for (size_t i = 0; i < p->n; i++)
             if (strcmp(p->parts[i].name, name) == 0)
@@ -226,10 +229,231 @@ static int part_for(struct sqlite_partitions *p, int64_t ts, struct part **out, 
     return create_part(p, ts, out, e);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Packing: a partition past storage.compress_events_after becomes column-packed blocks
+ * (colpack.c) read through the opsdb_packed virtual table under its own name; a late row for it
+ * unpacks it again (the next pass packs it anew), so the write path stays one plain INSERT.
+ */
+
+#define PACK_BLOCK_ROWS 8192
+#define PACK_BLOCK_TEXT_BYTES (4u << 20) /* bounds what reading one block takes */
+
+/* The rows of the block being packed: rowid, then the table's columns; strings in the arena. */
+struct pack_block {
+    size_t ncols, nrows, text_bytes;
+    struct value *cells;
+    struct arena arena;
+};
+
+static bool same_value(const struct value *a, const struct value *b)
+{
+    if (a->type != b->type)
+        return false;
+    switch (a->type) {
+    case VAL_INT:
+        return a->i == b->i;
+    case VAL_REAL:
+        return memcmp(&a->d, &b->d, sizeof a->d) == 0;
+    case VAL_TEXT:
+        return a->len == b->len && memcmp(a->s, b->s, a->len) == 0;
+    default:
+        return true;
+    }
+}
+
+/* Encodes the block, proves it decodes to the same rows, and inserts it into the blocks table. */
+static int flush_block(struct pack_block *pb, sqlite3_stmt *insert, int ts_col, struct buf *blob,
+                       struct store_pack_stats *stats, struct err *e)
+{
+    blob->len = 0;
+    int rc = colpack_encode(pb->cells, pb->nrows, pb->ncols, blob, e);
+    if (rc)
+        return rc;
+    struct colpack_block check;
+    colpack_block_init(&check);
+    rc = colpack_decode(blob->data, blob->len, &check, e);
+    for (size_t i = 0; rc == 0 && i < pb->nrows * pb->ncols; i++)
+        if (!same_value(&check.cells[i], &pb->cells[i]))
+            rc = err_set(e, E_CORRUPT, "packing: a block did not decode to its own rows");
+    colpack_block_release(&check);
+    if (rc)
+        return rc;
+    int64_t min_rowid = INT64_MAX, max_rowid = INT64_MIN;
+    for (size_t r = 0; r < pb->nrows; r++) {
+        int64_t rowid = pb->cells[r * pb->ncols].i;
+        min_rowid = rowid < min_rowid ? rowid : min_rowid;
+        max_rowid = rowid > max_rowid ? rowid : max_rowid;
+    }
+    sqlite3_bind_int64(insert, 1, pb->cells[(size_t)ts_col + 1].i);
+    sqlite3_bind_int64(insert, 2, pb->cells[(pb->nrows - 1) * pb->ncols + (size_t)ts_col + 1].i);
+    sqlite3_bind_int64(insert, 3, min_rowid);
+    sqlite3_bind_int64(insert, 4, max_rowid);
+    sqlite3_bind_int64(insert, 5, (int64_t)pb->nrows);
+    sqlite3_bind_blob(insert, 6, blob->data, (int)blob->len, SQLITE_STATIC);
+    rc = sqlite3_step(insert);
+    sqlite3_reset(insert);
+    if (rc != SQLITE_DONE)
+        return err_set(e, E_STORE, "packing: %s", sqlite3_errmsg(sqlite3_db_handle(insert)));
+    stats->rows_packed += (int64_t)pb->nrows;
+    stats->bytes_packed += (int64_t)blob->len;
+    pb->nrows = 0;
+    pb->text_bytes = 0;
+    arena_release(&pb->arena);
+    arena_init(&pb->arena);
+    return 0;
+}
+
+/* Adds the current row of q (rowid, then the columns) to the block. */
+static void take_row(struct pack_block *pb, sqlite3_stmt *q)
+{
+    struct value *row = pb->cells + pb->nrows * pb->ncols;
+    for (size_t j = 0; j < pb->ncols; j++) {
+        struct value *v = &row[j];
+        memset(v, 0, sizeof *v);
+        switch (sqlite3_column_type(q, (int)j)) {
+        case SQLITE_INTEGER:
+            v->type = VAL_INT;
+            v->i = sqlite3_column_int64(q, (int)j);
+            break;
+        case SQLITE_FLOAT:
+            v->type = VAL_REAL;
+            v->d = sqlite3_column_double(q, (int)j);
+            break;
+        case SQLITE_NULL:
+            v->type = VAL_NULL;
+            break;
+        default: /* text (event tables have no blob columns; a blob's bytes would read as text) */
+            v->type = VAL_TEXT;
+            v->len = (uint32_t)sqlite3_column_bytes(q, (int)j);
+            v->s = arena_strndup(&pb->arena, (const char *)sqlite3_column_text(q, (int)j), v->len);
+            pb->text_bytes += v->len;
+        }
+    }
+    pb->nrows++;
+}
+
+/* Every column of t after its rowid, for SELECT and INSERT lists. */
+static void column_list(struct buf *b, const struct table *t)
+{
+    for (size_t j = 0; j < t->ncolumns; j++)
+        buf_printf(b, ", %s", t->columns[j].name);
+}
+
+static int pack(struct sqlite_partitions *p, struct part *pt, struct store_pack_stats *stats,
+                struct err *e)
+{
+    struct pack_block pb = {.ncols = p->t->ncolumns + 1};
+    arena_init(&pb.arena);
+    pb.cells = malloc(PACK_BLOCK_ROWS * pb.ncols * sizeof *pb.cells);
+    struct buf sql, blob;
+    buf_init(&sql, 1 << 16);
+    buf_init(&blob, 2 * COLPACK_MAX_RAW_BYTES);
+    sqlite3_stmt *rows = NULL, *insert = NULL;
+    int rc = pb.cells ? 0 : err_set(e, E_NOMEM, "no memory to pack %s", pt->name);
+    if (rc == 0) {
+        sqlite_packed_blocks_ddl(&sql, pt->name);
+        rc = sqlite_exec(p->db, sql.data, e);
+    }
+    sql.len = 0;
+    buf_printf(&sql, "SELECT rowid");
+    column_list(&sql, p->t);
+    buf_printf(&sql, " FROM %s ORDER BY ts, rowid", pt->name);
+    char insert_sql[256];
+    snprintf(insert_sql, sizeof insert_sql,
+             "INSERT INTO %s_packed (min_ts, max_ts, min_rowid, max_rowid, rows, data) VALUES "
+             "(?, ?, ?, ?, ?, ?)",
+             pt->name);
+    if (rc == 0 && (sqlite3_prepare_v2(p->db, sql.data, -1, &rows, NULL) != SQLITE_OK ||
+                    sqlite3_prepare_v2(p->db, insert_sql, -1, &insert, NULL) != SQLITE_OK))
+        rc = err_set(e, E_STORE, "packing %s: %s", pt->name, sqlite3_errmsg(p->db));
+    int step = SQLITE_DONE;
+    int ts_col = schema_column(p->t, "ts");
+    while (rc == 0 && (step = sqlite3_step(rows)) == SQLITE_ROW) {
+        take_row(&pb, rows);
+        if (pb.nrows == PACK_BLOCK_ROWS || pb.text_bytes >= PACK_BLOCK_TEXT_BYTES)
+            rc = flush_block(&pb, insert, ts_col, &blob, stats, e);
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = err_set(e, E_STORE, "packing %s: %s", pt->name, sqlite3_errmsg(p->db));
+    if (rc == 0 && pb.nrows > 0)
+        rc = flush_block(&pb, insert, ts_col, &blob, stats, e);
+    sqlite3_finalize(rows);
+    sqlite3_finalize(insert);
+    if (rc == 0) { /* the plain table goes: nothing may hold a statement on it */
+        sqlite3_finalize(pt->insert);
+        pt->insert = NULL;
+        sqlite_event_rollup_free(&pt->rollup);
+        sql.len = 0;
+        buf_printf(&sql,
+                   "DROP TABLE %s;\nCREATE VIRTUAL TABLE %s USING opsdb_packed(%s, %s_packed);\n"
+                   "UPDATE opsdb_partitions SET state = 'cold' WHERE name = '%s';",
+                   pt->name, pt->name, p->t->name, pt->name, pt->name);
+        rc = sqlite_exec(p->db, sql.data, e);
+        pt->packed = true; /* after a failure the caller rolls back and forgets the list */
+    }
+    if (rc == 0) {
+        stats->partitions_packed++;
+        snprintf(stats->last, sizeof stats->last, "%s", pt->name);
+    }
+    buf_release(&blob);
+    buf_release(&sql);
+    arena_release(&pb.arena);
+    free(pb.cells);
+    return rc;
+}
+
+/* Turns a packed partition back into a plain table with the same rows and rowids. */
+static int unpack(struct sqlite_partitions *p, struct part *pt, struct err *e)
+{
+    struct buf sql;
+    buf_init(&sql, 1 << 16);
+    buf_printf(&sql,
+               "CREATE VIRTUAL TABLE temp.opsdb_unpacking USING opsdb_packed(%s, %s_packed);\n"
+               "DROP TABLE main.%s;\n",
+               p->t->name, pt->name, pt->name);
+    sqlite_event_table_ddl(&sql, p->t, pt->name);
+    buf_printf(&sql, "INSERT INTO main.%s (rowid", pt->name);
+    column_list(&sql, p->t);
+    buf_printf(&sql, ") SELECT rowid");
+    column_list(&sql, p->t);
+    buf_printf(&sql,
+               " FROM temp.opsdb_unpacking ORDER BY rowid;\nDROP TABLE temp.opsdb_unpacking;\n"
+               "DROP TABLE main.%s_packed;\n"
+               "UPDATE opsdb_partitions SET state = 'hot' WHERE name = '%s';",
+               pt->name, pt->name);
+    int rc = sqlite_exec(p->db, sql.data, e);
+    buf_release(&sql);
+    if (rc)
+        return rc;
+    log_info("%s was packed and got a late row: unpacked (packed again by the next pass)",
+             pt->name);
+    pt->packed = false;
+    return open_part(p, pt, e);
+}
+
+int sqlite_partitions_pack(struct sqlite_partitions *p, int64_t before_ms,
+                           struct store_pack_stats *stats, struct err *e)
+{
+    if (!p->loaded) {
+        int rc = load(p, e);
+        if (rc)
+            return rc;
+    }
+    for (size_t i = 0; i < p->n; i++)
+        if (!p->parts[i].packed && p->parts[i].end_ts <= before_ms)
+            return pack(p, &p->parts[i], stats, e);
+    return 0;
+}
+
 /* Inserts rows (indexes into b) of one partition, then folds them into the rollups. */
 static int write_part(struct sqlite_partitions *p, struct part *pt, const struct batch *b,
                       const size_t *rows, size_t n, struct err *e)
 {
+    if (pt->packed) {
+        int rc = unpack(p, pt, e);
+        if (rc)
+            return rc;
+    }
     size_t ncol = p->t->ncolumns;
     int64_t first_rowid = 0;
     for (size_t i = 0; i < n; i++) {
@@ -309,8 +533,10 @@ int sqlite_partitions_drop_before(struct sqlite_partitions *p, int64_t horizon_m
         }
         sqlite3_finalize(pt->insert);
         sqlite_event_rollup_free(&pt->rollup);
-        snprintf(sql, sizeof sql, "DROP TABLE %s; DELETE FROM opsdb_partitions WHERE name = '%s';",
-                 pt->name, pt->name);
+        snprintf(sql, sizeof sql,
+                 "DROP TABLE %s; DROP TABLE IF EXISTS %s_packed; DELETE FROM opsdb_partitions "
+                 "WHERE name = '%s';",
+                 pt->name, pt->name, pt->name);
         int rc = sqlite_exec(p->db, sql, e);
         memmove(p->parts, p->parts + 1, (p->n - 1) * sizeof *p->parts);
         p->n--;

@@ -535,6 +535,26 @@ static int sq_compact_step(struct store *s, int64_t before_ms, struct store_comp
     return rc;
 }
 
+/* One partition of the first table that has one to pack; done once a step finds none. */
+static int sq_pack_step(struct store *s, int64_t before_ms, struct store_pack_stats *stats,
+                        struct err *e)
+{
+    struct sqlite_store *st = impl(s);
+    int rc = sq_write_begin(s, e);
+    if (rc)
+        return rc;
+    struct store_pack_stats before = *stats;
+    for (size_t i = 0; i < sizeof st->parts / sizeof st->parts[0] && rc == 0; i++)
+        if (st->parts[i] && stats->partitions_packed == before.partitions_packed)
+            rc = sqlite_partitions_pack(st->parts[i], before_ms, stats, e);
+    stats->done = stats->partitions_packed == before.partitions_packed;
+    if (rc == 0 && (rc = sq_write_commit(s, e)) == 0)
+        return 0;
+    sq_write_rollback(s);
+    *stats = before; /* rolled back: nothing of the step is kept */
+    return rc;
+}
+
 /* Rollup buckets past their resolution's retention (0 keeps them). Series rollups are keyed
  * (series_id, ts): the series list makes the delete one range per series, not a scan. */
 static int drop_old_rollups(struct sqlite_store *st, int64_t now_ms,
@@ -979,6 +999,7 @@ const struct store_ops store_sqlite_ops = {
     .check_writable = sq_check_writable,
     .changed_elsewhere = sq_changed_elsewhere,
     .compact_step = sq_compact_step,
+    .pack_step = sq_pack_step,
     .retention_apply = sq_retention_apply,
     .reader_open = sq_reader_open,
     .reader_close = sq_reader_close,

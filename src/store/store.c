@@ -128,6 +128,12 @@ int store_retention_apply(struct store *s, int64_t now_ms, struct store_retentio
     return s->ops->retention_apply(s, now_ms, stats, e);
 }
 
+int store_pack_step(struct store *s, int64_t before_ms, struct store_pack_stats *stats,
+                    struct err *e)
+{
+    return s->ops->pack_step(s, before_ms, stats, e);
+}
+
 int store_compact_step(struct store *s, int64_t before_ms, struct store_compact_stats *stats,
                        struct err *e)
 {

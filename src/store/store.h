@@ -118,6 +118,23 @@ struct store_compact_stats {
 int store_compact_step(struct store *s, int64_t before_ms, struct store_compact_stats *stats,
                        struct err *e);
 
+/* Packing: event partitions whose whole window is older than a horizon become column-packed
+ * zstd blocks (state cold), read back under the same table names; a late row for one unpacks
+ * it. */
+struct store_pack_stats {
+    int64_t partitions_packed;
+    int64_t rows_packed;
+    int64_t bytes_packed; /* the blocks' bytes */
+    bool done;            /* no partition before the horizon is left hot */
+    char last[128];       /* the partition packed last */
+};
+/* Packs at most one partition (the oldest of some table) that ends at or before before_ms, in
+ * its own write transaction, adding to *stats; call again until stats->done. The caller must
+ * not hold a write transaction; writer thread only. E_STORE when the database failed (nothing
+ * of the step is kept). */
+int store_pack_step(struct store *s, int64_t before_ms, struct store_pack_stats *stats,
+                    struct err *e);
+
 /* Retention: data past each table's policy is dropped whole — event partitions (DROP TABLE),
  * days of compressed metric samples — and rollup buckets past their resolution's policy. */
 struct store_retention_stats {

@@ -24,6 +24,8 @@ struct store_ops {
     bool (*changed_elsewhere)(struct store *s);
     int (*compact_step)(struct store *s, int64_t before_ms, struct store_compact_stats *stats,
                         struct err *e);
+    int (*pack_step)(struct store *s, int64_t before_ms, struct store_pack_stats *stats,
+                     struct err *e);
     int (*retention_apply)(struct store *s, int64_t now_ms, struct store_retention_stats *stats,
                            struct err *e);
     /* A read connection, owned by the generic reader pool. */

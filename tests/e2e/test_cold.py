@@ -1061,9 +1061,12 @@ def test_compress_after_0_means_never_for_the_cli_too(run_cli, tmp_db):
     k = key("cpu_usage", "h", "c")
     ingest_cli(run_cli, tmp_db, [(k, now - age, 1.0) for age in (3 * HOUR, 10 * MIN, SEC)])
     cp = run_cli("compact", "--db", tmp_db, "--set", "storage.compress_after=0")
-    assert cp.returncode == 0 and "nothing done" in cp.stdout, (cp.stdout, cp.stderr)
+    assert cp.returncode == 0 and "storage.compress_after is 0" in cp.stdout, (cp.stdout, cp.stderr)
     cold = cli_query(run_cli, tmp_db, "SELECT count(*) AS n FROM system_metrics_cold")[0]["n"]
     assert cold == 0, f"storage.compress_after=0 (never): {cp.stdout}"
+    cp = run_cli("compact", "--db", tmp_db, "--set", "storage.compress_after=0",
+                 "--set", "storage.compress_events_after=0")
+    assert cp.returncode == 0 and "nothing done" in cp.stdout, (cp.stdout, cp.stderr)
 
 
 def test_the_cold_table_is_read_only(server_factory, run_cli, tmp_db):
