@@ -4,8 +4,8 @@
 #   fuzz/build.sh                      build every target into build/fuzz/
 #   fuzz/build.sh run [SECONDS] [NAME...]
 #                                      build, then fuzz each target (or the NAMEs: lineproto,
-#                                      json, csv, rfc3339, gunzip, sketch, chunk) for SECONDS
-#                                      (default 10);
+#                                      json, csv, rfc3339, gunzip, sketch, chunk, colpack) for
+#                                      SECONDS (default 10);
 #                                      exits non-zero when any target crashed
 #
 # Targets are built with clang (CLANG=...) and -fsanitize=fuzzer,address,undefined against the
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 CLANG=${CLANG:-clang}
 OUT=build/fuzz
 PKGS="sqlite3 libmicrohttpd jansson yaml-0.1 zlib libzstd"
-TARGETS="lineproto json csv rfc3339 gunzip sketch chunk"
+TARGETS="lineproto json csv rfc3339 gunzip sketch chunk colpack"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 # shellcheck disable=SC2086 # PKGS is a list of words
 CFLAGS="-std=c11 -D_GNU_SOURCE -Isrc -g -O1 -fno-omit-frame-pointer -Wall -Wextra $(pkg-config --cflags $PKGS)"

@@ -17,8 +17,6 @@
 #include "fuzz_common.h"
 #include "store/chunk.h"
 
-#include <zstd.h>
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define FUZZ_CHUNK_CAP (1 << 16)
@@ -74,21 +72,10 @@ static void decode_blob(const uint8_t *blob, size_t len)
 /* Decodes a blob made of the header bytes and the zstd-compressed payload in data. */
 static void decode_payload(const uint8_t *data, size_t size)
 {
-    if (size == 0 || data[0] > size - 1)
-        return;
-    size_t header_len = data[0], raw_len = size - 1 - header_len;
-    const uint8_t *raw = data + 1 + header_len;
-    size_t cap = header_len + ZSTD_compressBound(raw_len);
-    uint8_t *blob = malloc(cap);
-    memcpy(blob, data + 1, header_len);
-    ZSTD_CCtx *c = ZSTD_createCCtx();
-    fuzz_check(c != NULL, "no zstd context");
-    ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, 1);
-    ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
-    size_t zlen = ZSTD_compress2(c, blob + header_len, cap - header_len, raw, raw_len);
-    fuzz_check(!ZSTD_isError(zlen), "zstd: %s", ZSTD_getErrorName(zlen));
-    ZSTD_freeCCtx(c);
-    decode_blob(blob, header_len + zlen);
+    size_t len;
+    uint8_t *blob = fuzz_zstd_blob(data, size, &len);
+    if (blob)
+        decode_blob(blob, len);
     free(blob);
 }
 

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zstd.h>
 
 #include "core/core.h"
 #include "ingest/ingest.h"
@@ -30,6 +31,31 @@
             abort();                                                                               \
         }                                                                                          \
     } while (0)
+
+/* For the codec targets (chunk, colpack): data is a byte L, L header bytes, then a payload that
+ * is compressed here with zstd (its size and a checksum) after the header. Mutations of a real
+ * blob's payload rarely get past zstd's checksum; this way they reach the codec's parser.
+ * Returns the blob (free it) with its length in *len, or NULL when data is too short. */
+static inline uint8_t *fuzz_zstd_blob(const uint8_t *data, size_t size, size_t *len)
+{
+    if (size == 0 || data[0] > size - 1)
+        return NULL;
+    size_t header_len = data[0], raw_len = size - 1 - header_len;
+    const uint8_t *raw = data + 1 + header_len;
+    size_t cap = header_len + ZSTD_compressBound(raw_len);
+    uint8_t *blob = malloc(cap);
+    fuzz_check(blob != NULL, "no memory for %zu bytes", cap);
+    memcpy(blob, data + 1, header_len);
+    ZSTD_CCtx *c = ZSTD_createCCtx();
+    fuzz_check(c != NULL, "no zstd context");
+    ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, 1);
+    ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+    size_t zlen = ZSTD_compress2(c, blob + header_len, cap - header_len, raw, raw_len);
+    fuzz_check(!ZSTD_isError(zlen), "zstd: %s", ZSTD_getErrorName(zlen));
+    ZSTD_freeCCtx(c);
+    *len = header_len + zlen;
+    return blob;
+}
 
 /* The process's parse contexts, one per precision (index = enum time_precision). Retention is
  * off and the future limit wide, so seeds with fixed dates stay valid as time passes. */

@@ -110,7 +110,8 @@ static size_t put_column(uint8_t *p, const struct value *cells, size_t nrows, si
                 p[len++] = (uint8_t)(x >> (8 * i));
         } else if (v->type == VAL_TEXT) {
             len += put_uvarint(p + len, v->len);
-            memcpy(p + len, v->s, v->len);
+            if (v->len) /* an empty text may point nowhere (s NULL): memcpy must not see it */
+                memcpy(p + len, v->s, v->len);
             len += v->len;
         }
     }

@@ -12,9 +12,11 @@
 
 #include <cmocka.h>
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zstd.h>
 
 #include "core/core.h"
 
@@ -96,5 +98,38 @@ static inline struct value *ut_cell(struct batch *b, size_t i, const char *name)
         if (v_->len != strlen(w_) || memcmp(v_->s, w_, v_->len) != 0)                              \
             fail_msg("%s: '%.*s' != '%s'", (name), (int)v_->len, v_->s, w_);                       \
     } while (0)
+
+/* Forging codec blobs (test_chunk.c, test_colpack.c), written independently of src/store: an
+ * unsigned LEB128 varint at p; returns its bytes. */
+static inline size_t ut_put_uvarint(unsigned char *p, uint64_t v)
+{
+    size_t i = 0;
+    for (; v >= 0x80; v >>= 7)
+        p[i++] = (unsigned char)(v | 0x80);
+    p[i++] = (unsigned char)v;
+    return i;
+}
+
+/* Writes at p (room for cap bytes) one zstd frame of raw with a checksum, and with its content
+ * size unless no_content_size, then the bytes of tail (may be NULL); returns the bytes written. */
+static inline size_t ut_zstd_frame(unsigned char *p, size_t cap, const void *raw, size_t raw_len,
+                                   bool no_content_size, const char *tail)
+{
+    ZSTD_CCtx *c = ZSTD_createCCtx();
+    assert_non_null(c);
+    ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+    ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, !no_content_size);
+    ZSTD_outBuffer out = {p, cap, 0};
+    ZSTD_inBuffer in = {raw, raw_len, 0};
+    assert_int_equal(ZSTD_compressStream2(c, &out, &in, ZSTD_e_end), 0);
+    ZSTD_freeCCtx(c);
+    size_t len = out.pos;
+    if (tail) {
+        assert_true(strlen(tail) <= cap - len);
+        memcpy(p + len, tail, strlen(tail));
+        len += strlen(tail);
+    }
+    return len;
+}
 
 #endif

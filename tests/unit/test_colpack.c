@@ -1,0 +1,914 @@
+/*
+ * store: the column-pack codec (colpack.c) — bit-exact round trips of every value type and its
+ * edges (integers whose deltas wrap, NaN payloads and signed zeros, binary and 1 MiB texts, the
+ * row, column and size limits), every error of the encoder, truncated, flipped and forged blobs
+ * for the decoder, and the bytes per row on rows shaped like error logs. Forged blobs are built
+ * here with their own header writer and zstd, so each check the decoder makes after zstd is
+ * reached on its own.
+ */
+#include "unit.h"
+
+#include "store/colpack.h"
+
+#define T0 1767225600000LL /* 2026-01-01T00:00:00Z */
+#define NOISE_BYTES (2u << 20)
+
+static uint64_t rng = 0x2545f4914f6cdd1du;
+
+/* xorshift64: deterministic data, so the measured sizes are the same on every run */
+static uint64_t rnd(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+static uint64_t bits_of(double d)
+{
+    uint64_t b;
+    memcpy(&b, &d, sizeof b);
+    return b;
+}
+
+/* Random bytes, every one of the 256 values, that random texts are cut from. */
+static char noise[NOISE_BYTES];
+
+static int fill_noise(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < NOISE_BYTES; i++)
+        noise[i] = (char)(rnd() >> 56);
+    return 0;
+}
+
+static struct value vnull(void)
+{
+    struct value v = {.type = VAL_NULL};
+    return v;
+}
+
+static struct value vint(int64_t i)
+{
+    struct value v = {.i = i, .type = VAL_INT};
+    return v;
+}
+
+static struct value vreal(uint64_t bits)
+{
+    struct value v = {.type = VAL_REAL};
+    memcpy(&v.d, &bits, sizeof v.d);
+    return v;
+}
+
+static struct value vtext(const char *s, size_t len)
+{
+    struct value v = {.s = s, .len = (uint32_t)len, .type = VAL_TEXT};
+    return v;
+}
+
+/* Reals compare by their bits, texts by their bytes. */
+static bool same_value(const struct value *a, const struct value *b)
+{
+    if (a->type != b->type)
+        return false;
+    switch (a->type) {
+    case VAL_INT:
+        return a->i == b->i;
+    case VAL_REAL:
+        return bits_of(a->d) == bits_of(b->d);
+    case VAL_TEXT:
+        return a->len == b->len && (a->len == 0 || memcmp(a->s, b->s, a->len) == 0);
+    default:
+        return true;
+    }
+}
+
+static const char *describe(const struct value *v, char *out, size_t size)
+{
+    if (v->type == VAL_INT)
+        snprintf(out, size, "integer %lld", (long long)v->i);
+    else if (v->type == VAL_REAL)
+        snprintf(out, size, "real 0x%016llx", (unsigned long long)bits_of(v->d));
+    else if (v->type == VAL_TEXT)
+        snprintf(out, size, "text of %u bytes", v->len);
+    else
+        snprintf(out, size, "type %u", v->type);
+    return out;
+}
+
+static void assert_same_cells(const struct value *want, size_t nrows, size_t ncols,
+                              const struct colpack_block *got)
+{
+    assert_int_equal(got->nrows, nrows);
+    assert_int_equal(got->ncols, ncols);
+    for (size_t i = 0; i < nrows * ncols; i++) {
+        char a[64], b[64];
+        if (!same_value(&want[i], &got->cells[i]))
+            fail_msg("row %zu, column %zu: %s came back as %s", i / ncols, i % ncols,
+                     describe(&want[i], a, sizeof a), describe(&got->cells[i], b, sizeof b));
+    }
+}
+
+static void encode_ok(const struct value *cells, size_t nrows, size_t ncols, struct buf *out)
+{
+    struct err e;
+    err_clear(&e);
+    buf_init(out, 256u << 20);
+    int rc = colpack_encode(cells, nrows, ncols, out, &e);
+    if (rc != 0)
+        fail_msg("encoding %zu rows of %zu columns: rc %d: %s", nrows, ncols, rc, e.msg);
+}
+
+static int decode(const void *blob, size_t len, struct colpack_block *b, struct err *e)
+{
+    err_clear(e);
+    return colpack_decode(blob, len, b, e);
+}
+
+/* Encodes, decodes and compares bit for bit; returns the blob's size. */
+static size_t round_trip(const struct value *cells, size_t nrows, size_t ncols)
+{
+    struct buf out;
+    encode_ok(cells, nrows, ncols, &out);
+    struct colpack_block b;
+    colpack_block_init(&b);
+    struct err e;
+    int rc = decode(out.data, out.len, &b, &e);
+    if (rc != 0)
+        fail_msg("decoding %zu rows of %zu columns: rc %d: %s", nrows, ncols, rc, e.msg);
+    assert_same_cells(cells, nrows, ncols, &b);
+    size_t len = out.len;
+    colpack_block_release(&b);
+    buf_release(&out);
+    return len;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Round trips.
+ */
+
+static const uint64_t special_reals[] = {
+    0x0000000000000000u, /* +0.0 */
+    0x8000000000000000u, /* -0.0 */
+    0x7ff0000000000000u, /* +inf */
+    0xfff0000000000000u, /* -inf */
+    0x7ff8000000000000u, /* quiet NaN */
+    0xfff8000000000001u, /* negative quiet NaN with a payload */
+    0x7ff0000000000001u, /* signalling NaN */
+    0x7ff4c0ffee00f00du, /* signalling NaN with a payload */
+    0xffffffffffffffffu, /* all ones: a NaN */
+    0x0000000000000001u, /* smallest subnormal */
+    0x800fffffffffffffu, /* largest negative subnormal */
+    0x0010000000000000u, /* DBL_MIN */
+    0x7fefffffffffffffu, /* DBL_MAX */
+    0x3fb999999999999au, /* 0.1 */
+};
+#define NSPECIAL (sizeof special_reals / sizeof special_reals[0])
+
+static const int64_t special_ints[] = {
+    INT64_MIN, INT64_MAX, 0, -1, 1, INT64_MIN + 1, INT64_MAX - 1, T0, -T0, 63, 64, -64, -65,
+};
+#define NINTS (sizeof special_ints / sizeof special_ints[0])
+
+static void one_value(void **state)
+{
+    (void)state;
+    struct value v = vnull();
+    round_trip(&v, 1, 1);
+    for (size_t i = 0; i < NINTS; i++) {
+        v = vint(special_ints[i]);
+        round_trip(&v, 1, 1);
+    }
+    for (size_t i = 0; i < NSPECIAL; i++) {
+        v = vreal(special_reals[i]);
+        round_trip(&v, 1, 1);
+    }
+    v = vtext("", 0);
+    round_trip(&v, 1, 1);
+    v = vtext(NULL, 0); /* an empty text need not point anywhere */
+    round_trip(&v, 1, 1);
+    v = vtext("\0", 1);
+    round_trip(&v, 1, 1);
+    v = vtext("a\0b\xff\x80", 5);
+    round_trip(&v, 1, 1);
+}
+
+/* Deltas of 2^64 - 1 and around it wrap; NULLs between integers do not reset the delta. */
+static void extreme_integers(void **state)
+{
+    (void)state;
+    struct value col[NINTS * NINTS * 2];
+    size_t n = 0;
+    for (size_t i = 0; i < NINTS; i++) /* every ordered pair of edges is a delta */
+        for (size_t j = 0; j < NINTS; j++) {
+            col[n++] = vint(special_ints[i]);
+            col[n++] = j % 3 ? vint(special_ints[j]) : vnull();
+        }
+    round_trip(col, n, 1);
+    round_trip(col, n / 2, 2);
+    round_trip(col, n / 4, 4);
+
+    size_t many = 5000;
+    struct value *v = malloc(many * sizeof *v);
+    for (size_t i = 0; i < many; i++)
+        v[i] = vint((int64_t)rnd());
+    round_trip(v, many, 1);
+    for (size_t i = 0; i < many; i++) /* increasing timestamps, a few ms apart */
+        v[i] = vint(T0 + (int64_t)(i * 3 + rnd() % 5));
+    round_trip(v, many, 1);
+    free(v);
+}
+
+/* Reals are XORed against the column's previous real: NULLs, integers and texts between them
+ * must not disturb that chain. */
+static void special_reals_round_trip(void **state)
+{
+    (void)state;
+    struct value v[NSPECIAL * 4];
+    size_t n = 0;
+    for (size_t round = 0; round < 4; round++)
+        for (size_t i = 0; i < NSPECIAL; i++) {
+            size_t k = (i * 5 + round) % NSPECIAL;
+            v[n++] = round == 2 && i % 3 == 0   ? vnull()
+                     : round == 3 && i % 4 == 1 ? vint((int64_t)special_reals[k])
+                     : round == 3 && i % 4 == 2 ? vtext("x", 1)
+                                                : vreal(special_reals[k]);
+        }
+    round_trip(v, n, 1);
+    round_trip(v, n / 2, 2);
+    for (size_t i = 0; i < NSPECIAL; i++) { /* each alone, repeated */
+        struct value same[3] = {vreal(special_reals[i]), vreal(special_reals[i]),
+                                vreal(special_reals[i])};
+        round_trip(same, 3, 1);
+    }
+}
+
+static void texts(void **state)
+{
+    (void)state;
+    char all[256];
+    for (int i = 0; i < 256; i++)
+        all[i] = (char)i;
+    char *zeros = calloc(1, 1u << 20);
+    struct value v[] = {
+        vtext("", 0),
+        vtext("\0", 1),
+        vtext("\0\0\0", 3),
+        vtext(all, 256),
+        vtext(noise, 127), /* the length's varint grows at 128 and 16384 */
+        vtext(noise, 128),
+        vtext(noise + 1, 16383),
+        vtext(noise + 2, 16384),
+        vtext(noise + 3, 1u << 20),
+        vtext(zeros, 1u << 20),
+        vtext("\xc3\x28 not UTF-8", 13),
+    };
+    size_t n = sizeof v / sizeof v[0];
+    round_trip(v, n, 1);
+    round_trip(v, 1, n);
+    free(zeros);
+}
+
+/* A value of type t with the edges of its type often, and texts cut from the noise. */
+static struct value random_value(unsigned t)
+{
+    uint64_t r = rnd();
+    switch (t) {
+    case VAL_INT:
+        return vint(r % 4 == 0   ? special_ints[(r >> 8) % NINTS]
+                    : r % 4 == 1 ? (int64_t)(r >> 8) % 1000
+                                 : (int64_t)rnd());
+    case VAL_REAL:
+        return vreal(r % 3 == 0 ? special_reals[(r >> 8) % NSPECIAL] : rnd());
+    case VAL_TEXT: {
+        size_t len = r % 8 == 0 ? 0 : r % 8 < 6 ? (r >> 8) % 24 : (r >> 8) % 3000;
+        return vtext(noise + (rnd() % (NOISE_BYTES - len)), len);
+    }
+    default:
+        return vnull();
+    }
+}
+
+/* Columns of one type (with NULLs now and then) and columns of every type mixed. */
+static void fill_random(struct value *cells, size_t nrows, size_t ncols)
+{
+    for (size_t c = 0; c < ncols; c++) {
+        unsigned kind = (unsigned)(rnd() % 5); /* 0..3 one type, 4 any */
+        for (size_t r = 0; r < nrows; r++) {
+            unsigned t = kind < 4 ? kind : (unsigned)(rnd() % 4);
+            if (rnd() % 10 == 0)
+                t = VAL_NULL;
+            cells[r * ncols + c] = random_value(t);
+        }
+    }
+}
+
+static void random_mixes(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 40; round++) {
+        size_t nrows = 1 + rnd() % (round < 20 ? 8 : 2000), ncols = 1 + rnd() % 12;
+        struct value *cells = malloc(nrows * ncols * sizeof *cells);
+        fill_random(cells, nrows, ncols);
+        round_trip(cells, nrows, ncols);
+        free(cells);
+    }
+}
+
+static void most_rows(void **state)
+{
+    (void)state;
+    size_t nrows = COLPACK_MAX_ROWS, ncols = 3;
+    struct value *cells = malloc(nrows * ncols * sizeof *cells);
+    fill_random(cells, nrows, ncols);
+    for (size_t r = 0; r < nrows; r++)
+        cells[r * ncols] = vint(T0 + (int64_t)r * 7);
+    round_trip(cells, nrows, ncols);
+    round_trip(cells, nrows, 1);
+    free(cells);
+}
+
+static void most_columns(void **state)
+{
+    (void)state;
+    size_t ncols = COLPACK_MAX_COLUMNS, nrows = 200;
+    struct value *cells = malloc(nrows * ncols * sizeof *cells);
+    fill_random(cells, nrows, ncols);
+    round_trip(cells, nrows, ncols);
+    round_trip(cells, 1, ncols);
+    free(cells);
+}
+
+/* 64 texts of 1 MiB - 4 bytes are exactly COLPACK_MAX_RAW_BYTES unpacked: 1 type byte, a
+ * 3-byte length and the bytes each. One byte more is refused (see encode_errors). */
+#define BIG_TEXTS 64
+#define BIG_TEXT_BYTES ((1u << 20) - 4)
+
+static void largest_block(void **state)
+{
+    (void)state;
+    struct value v[BIG_TEXTS];
+    for (size_t i = 0; i < BIG_TEXTS; i++)
+        v[i] = vtext(noise + i, BIG_TEXT_BYTES);
+    assert_int_equal(BIG_TEXTS * (1 + 3 + BIG_TEXT_BYTES), COLPACK_MAX_RAW_BYTES);
+    round_trip(v, BIG_TEXTS, 1);
+}
+
+/* Encoding appends: two blobs side by side in one buffer each decode on their own. */
+static void appends(void **state)
+{
+    (void)state;
+    struct value a[] = {vint(1), vtext("one", 3)}, b[] = {vreal(special_reals[5])};
+    struct buf out;
+    encode_ok(a, 1, 2, &out);
+    size_t first = out.len;
+    struct err e;
+    err_clear(&e);
+    assert_int_equal(colpack_encode(b, 1, 1, &out, &e), 0);
+    struct colpack_block block;
+    colpack_block_init(&block);
+    assert_int_equal(decode(out.data, first, &block, &e), 0);
+    assert_same_cells(a, 1, 2, &block);
+    assert_int_equal(decode(out.data + first, out.len - first, &block, &e), 0);
+    assert_same_cells(b, 1, 1, &block);
+    colpack_block_release(&block);
+    buf_release(&out);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Encoder errors.
+ */
+
+static void expect_encode_error(const struct value *cells, size_t nrows, size_t ncols, int want_rc,
+                                const char *needle)
+{
+    struct buf out;
+    buf_init(&out, 1 << 20);
+    assert_int_equal(buf_append(&out, "keep", 4), 0);
+    struct err e;
+    err_clear(&e);
+    int rc = colpack_encode(cells, nrows, ncols, &out, &e);
+    if (rc != want_rc || e.code != want_rc || !strstr(e.msg, needle))
+        fail_msg("%zu rows of %zu columns: rc %d '%s', wanted %d '%s'", nrows, ncols, rc, e.msg,
+                 want_rc, needle);
+    assert_int_equal(out.len, 4); /* unchanged */
+    assert_memory_equal(out.data, "keep", 5);
+    buf_release(&out);
+}
+
+static void encode_errors(void **state)
+{
+    (void)state;
+    struct value v[6] = {vint(1), vtext("a", 1), vnull(), vreal(0), vint(2), vtext("", 0)};
+    expect_encode_error(v, 0, 1, E_INVALID, "a block holds 1..65536 rows of 1..64 columns, not 0");
+    expect_encode_error(v, COLPACK_MAX_ROWS + 1, 1, E_INVALID, "not 65537 of 1");
+    expect_encode_error(v, 1, 0, E_INVALID, "not 1 of 0");
+    expect_encode_error(v, 1, COLPACK_MAX_COLUMNS + 1, E_INVALID, "not 1 of 65");
+    v[5].type = 4;
+    expect_encode_error(v, 2, 3, E_INVALID, "row 1, column 2: a value of unknown type 4");
+    v[5].type = 255;
+    expect_encode_error(v, 2, 3, E_INVALID, "unknown type 255");
+
+    /* one byte past COLPACK_MAX_RAW_BYTES unpacked */
+    struct value big[BIG_TEXTS];
+    for (size_t i = 0; i < BIG_TEXTS; i++)
+        big[i] = vtext(noise, BIG_TEXT_BYTES);
+    big[BIG_TEXTS - 1].len++;
+    expect_encode_error(big, BIG_TEXTS, 1, E_LIMIT, "take more than 67108864 bytes unpacked");
+
+    /* the output's limit: E_LIMIT, nothing appended */
+    struct buf small;
+    buf_init(&small, 20);
+    assert_int_equal(buf_append(&small, "abc", 3), 0);
+    struct err e;
+    err_clear(&e);
+    assert_int_equal(colpack_encode(v, 2, 2, &small, &e), E_LIMIT);
+    assert_int_equal(e.code, E_LIMIT);
+    assert_non_null(strstr(e.msg, "no room for a block"));
+    assert_int_equal(small.len, 3);
+    assert_memory_equal(small.data, "abc", 4);
+    buf_release(&small);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Decoder errors.
+ */
+
+#define SAMPLE_ROWS 300
+#define SAMPLE_COLS 6
+
+static const char *const services[] = {"api", "auth", "billing", "search", "worker"};
+static const char *const levels[] = {"debug", "info", "warn", "error"};
+
+/* Rows of a timestamp, a service, a level or NULL, a latency, a message and a status or NULL. */
+static void sample_cells(struct value *cells, char text[][40])
+{
+    for (size_t r = 0; r < SAMPLE_ROWS; r++) {
+        struct value *row = &cells[r * SAMPLE_COLS];
+        const char *service = services[r % 5], *level = levels[(r / 7) % 4];
+        int len = snprintf(text[r], 40, "request %zu took too long", r * 37 % 1000);
+        row[0] = vint(T0 + (int64_t)r * 3);
+        row[1] = vtext(service, strlen(service));
+        row[2] = r % 9 ? vtext(level, strlen(level)) : vnull();
+        row[3] = vreal(bits_of((double)(r % 97) / 4));
+        row[4] = vtext(text[r], (size_t)len);
+        row[5] = r % 4 ? vint(200 + (int64_t)(r % 3) * 100) : vnull();
+    }
+}
+
+static struct value sample[SAMPLE_ROWS * SAMPLE_COLS];
+static char sample_text[SAMPLE_ROWS][40];
+
+static void sample_blob(struct buf *out)
+{
+    sample_cells(sample, sample_text);
+    encode_ok(sample, SAMPLE_ROWS, SAMPLE_COLS, out);
+}
+
+/* The header as the format describes it, written independently of colpack.c. */
+static size_t put_header(unsigned char *p, uint64_t nrows, uint64_t ncols)
+{
+    p[0] = 0x8f;
+    p[1] = 'P';
+    p[2] = 1;
+    size_t len = 3;
+    len += ut_put_uvarint(p + len, nrows);
+    len += ut_put_uvarint(p + len, ncols);
+    return len;
+}
+
+/* A failed decode says what is wrong and leaves the block empty. */
+static void assert_failed_cleanly(int rc, const struct err *e, const struct colpack_block *b)
+{
+    assert_int_equal(rc, E_INVALID);
+    assert_int_equal(e->code, E_INVALID);
+    if (!strstr(e->msg, "the packed block is corrupt: ") && !strstr(e->msg, "not a packed block") &&
+        !strstr(e->msg, "a packed block of unknown version"))
+        fail_msg("message '%s' does not say the block is corrupt", e->msg);
+    assert_true(b->cells == NULL && b->raw == NULL && b->nrows == 0 && b->ncols == 0);
+}
+
+/* Every cut of a blob fails with E_INVALID; one block serves every decode, failed or not. */
+static void truncated(void **state)
+{
+    (void)state;
+    struct buf blob;
+    sample_blob(&blob);
+    struct colpack_block b;
+    colpack_block_init(&b);
+    struct err e;
+    for (size_t len = 0; len < blob.len; len++) {
+        char *cut = malloc(len ? len : 1); /* exact size: ASan sees any overread */
+        memcpy(cut, blob.data, len);
+        int rc = decode(cut, len, &b, &e);
+        if (rc != E_INVALID)
+            fail_msg("cut at %zu of %zu: rc %d", len, blob.len, rc);
+        assert_failed_cleanly(rc, &e, &b);
+        free(cut);
+        if (len % 100 == 0) { /* a block that holds rows is emptied by a failed decode */
+            assert_int_equal(decode(blob.data, blob.len, &b, &e), 0);
+            assert_same_cells(sample, SAMPLE_ROWS, SAMPLE_COLS, &b);
+        }
+    }
+    assert_int_equal(decode(blob.data, blob.len, &b, &e), 0);
+    assert_string_equal(e.msg, "");
+    assert_same_cells(sample, SAMPLE_ROWS, SAMPLE_COLS, &b);
+    assert_int_equal(decode(blob.data, blob.len, &b, &e), 0); /* reused after success */
+    assert_same_cells(sample, SAMPLE_ROWS, SAMPLE_COLS, &b);
+    colpack_block_release(&b);
+    colpack_block_release(&b); /* released twice: still empty */
+    assert_null(b.cells);
+    buf_release(&blob);
+}
+
+/* A decoded block is sane when it holds its counts within bounds and survives a round trip. */
+static void assert_sane(const struct colpack_block *b)
+{
+    assert_true(b->nrows >= 1 && b->nrows <= COLPACK_MAX_ROWS);
+    assert_true(b->ncols >= 1 && b->ncols <= COLPACK_MAX_COLUMNS);
+    round_trip(b->cells, b->nrows, b->ncols);
+}
+
+/* Every single flipped bit is caught (the header by its checks, the payload by zstd's checksum
+ * and the size checks), or changes nothing that is decoded, or (in the header's counts) makes
+ * another block that is still sane. */
+static void flipped_bits(void **state)
+{
+    (void)state;
+    struct buf blob;
+    sample_blob(&blob);
+    unsigned char header[32];
+    size_t header_len = put_header(header, SAMPLE_ROWS, SAMPLE_COLS), decoded = 0, changed = 0;
+    assert_memory_equal(blob.data, header, header_len);
+    char *bad = malloc(blob.len);
+    struct colpack_block b;
+    colpack_block_init(&b);
+    struct err e;
+    for (size_t i = 0; i < blob.len; i++) {
+        for (int bit = 0; bit < 8; bit++) {
+            memcpy(bad, blob.data, blob.len);
+            bad[i] ^= (char)(1 << bit);
+            int rc = decode(bad, blob.len, &b, &e);
+            if (rc != 0) {
+                assert_failed_cleanly(rc, &e, &b);
+                continue;
+            }
+            decoded++;
+            if (i >= header_len) { /* what zstd ignores may change: nothing it decodes */
+                assert_same_cells(sample, SAMPLE_ROWS, SAMPLE_COLS, &b);
+                continue;
+            }
+            changed++;
+            assert_sane(&b);
+        }
+    }
+    print_message("%zu flips of %zu bits decoded, %zu of them in the header\n", decoded,
+                  blob.len * 8, changed);
+    /* bytes of garbage: never a crash */
+    for (size_t i = 0; i < 3000; i++) {
+        memcpy(bad, blob.data, blob.len);
+        bad[rnd() % blob.len] = (char)rnd();
+        bad[rnd() % blob.len] = (char)rnd();
+        int rc = decode(bad, blob.len, &b, &e);
+        if (rc != 0)
+            assert_failed_cleanly(rc, &e, &b);
+        else
+            assert_sane(&b);
+    }
+    colpack_block_release(&b);
+    free(bad);
+    buf_release(&blob);
+}
+
+struct forged {
+    const char *start; /* when set, 3 bytes in place of the magic and version */
+    uint64_t nrows, ncols;
+    const unsigned char *raw; /* payload before zstd */
+    size_t raw_len;
+    bool no_content_size;
+    const char *tail; /* bytes after the frame */
+};
+
+/* A blob with this header and payload in blob (cap bytes); returns its length. */
+static size_t forge(const struct forged *f, unsigned char *blob, size_t cap)
+{
+    size_t len = put_header(blob, f->nrows, f->ncols);
+    if (f->start)
+        memcpy(blob, f->start, 3);
+    return len +
+           ut_zstd_frame(blob + len, cap - len, f->raw, f->raw_len, f->no_content_size, f->tail);
+}
+
+/* Decodes the forged blob into b: rc want_rc and, on failure, a message containing needle. */
+static void decode_forged(const struct forged *f, struct colpack_block *b, int want_rc,
+                          const char *needle)
+{
+    static unsigned char blob[1 << 16];
+    size_t len = forge(f, blob, sizeof blob);
+    struct err e;
+    int rc = decode(blob, len, b, &e);
+    if (rc != want_rc || (needle && !strstr(e.msg, needle)))
+        fail_msg("forged %llu rows of %llu columns, %zu bytes: rc %d '%s', wanted %d '%s'",
+                 (unsigned long long)f->nrows, (unsigned long long)f->ncols, f->raw_len, rc, e.msg,
+                 want_rc, needle ? needle : "");
+    if (rc)
+        assert_failed_cleanly(rc, &e, b);
+}
+
+static void expect_forged(const struct forged *f, const char *needle)
+{
+    struct colpack_block b;
+    colpack_block_init(&b);
+    decode_forged(f, &b, E_INVALID, needle);
+}
+
+/* 3 rows of 2 columns, as the format describes them:
+ *   column 0: integer 1000, NULL, integer 990  (zigzag deltas 2000 = D0 0F, -10 = 19)
+ *   column 1: real 1.5, real -1.5, text "ab"    (bits, then bits ^ previous: only the sign) */
+static const unsigned char good[] = {
+    1, 0,    1,    0xd0, 0x0f, 19, 2, 2, 3, 0, 0,    0, 0,   0,
+    0, 0xf8, 0x3f, 0,    0,    0,  0, 0, 0, 0, 0x80, 2, 'a', 'b',
+};
+static const struct forged f = {NULL, 3, 2, good, sizeof good, false, NULL};
+
+static void forged_good(void **state)
+{
+    (void)state;
+    struct value want[] = {vint(1000),           vreal(bits_of(1.5)), vnull(),
+                           vreal(bits_of(-1.5)), vint(990),           vtext("ab", 2)};
+    struct colpack_block b;
+    colpack_block_init(&b);
+    decode_forged(&f, &b, 0, NULL);
+    assert_same_cells(want, 3, 2, &b);
+    /* the encoder writes the same payload: the same blob, but for zstd's choices */
+    round_trip(want, 3, 2);
+
+    /* the least a block can hold: one type byte a cell, all NULL */
+    const unsigned char nulls[6] = {0};
+    struct forged t = {NULL, 3, 2, nulls, sizeof nulls, false, NULL};
+    decode_forged(&t, &b, 0, NULL);
+    for (size_t i = 0; i < 6; i++)
+        assert_int_equal(b.cells[i].type, VAL_NULL);
+    /* a failed decode empties the block it was given */
+    t.raw_len = 5;
+    decode_forged(&t, &b, E_INVALID, "does not declare a size its rows can take");
+    colpack_block_release(&b);
+}
+
+static void forged_headers(void **state)
+{
+    (void)state;
+    struct forged t = f;
+    t.start = "\x8fQ\x01";
+    expect_forged(&t, "not a packed block (bad magic)");
+    t.start = "P\x8f\x01";
+    expect_forged(&t, "not a packed block (bad magic)");
+    t.start = "\x8fP\x02";
+    expect_forged(&t, "a packed block of unknown version 2");
+    t.start = "\x8fP\x00";
+    expect_forged(&t, "a packed block of unknown version 0");
+    const char *counts = "its row or column count is out of bounds";
+    const uint64_t bad_counts[][2] = {
+        {0, 2}, {COLPACK_MAX_ROWS + 1, 2}, {UINT64_MAX, 2}, {3, 0}, {3, COLPACK_MAX_COLUMNS + 1},
+    };
+    for (size_t i = 0; i < sizeof bad_counts / sizeof bad_counts[0]; i++) {
+        t = f;
+        t.nrows = bad_counts[i][0];
+        t.ncols = bad_counts[i][1];
+        expect_forged(&t, counts);
+    }
+
+    /* blobs too short for a header, or with a count's varint past 64 bits */
+    struct {
+        const char *bytes;
+        size_t len;
+        const char *needle;
+    } cases[] = {
+        {"", 0, "not a packed block"},
+        {"\x8f", 1, "not a packed block"},
+        {"\x8fP", 2, "not a packed block"},
+        {"hello, world", 12, "not a packed block"},
+        {"\x8fP\x01", 3, "its header is cut short"},
+        {"\x8fP\x01\x03", 4, "its header is cut short"},
+        {"\x8fP\x01\x80", 4, "its header is cut short"},
+        {"\x8fP\x01\xff\xff\xff\xff\xff\xff\xff\xff\xff\x7f\x01", 14, "its header is cut short"},
+        {"\x8fP\x01\x03\x02", 5, "its payload is truncated or followed by other bytes"},
+    };
+    struct colpack_block b;
+    colpack_block_init(&b);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *exact = malloc(cases[i].len ? cases[i].len : 1);
+        memcpy(exact, cases[i].bytes, cases[i].len);
+        struct err e;
+        int rc = decode(exact, cases[i].len, &b, &e);
+        if (rc != E_INVALID || !strstr(e.msg, cases[i].needle))
+            fail_msg("case %zu: rc %d '%s', wanted '%s'", i, rc, e.msg, cases[i].needle);
+        free(exact);
+    }
+    /* e may be NULL */
+    assert_int_equal(colpack_decode("x", 1, &b, NULL), E_INVALID);
+}
+
+/* The frame: no content size, a size the rows cannot take, bytes after it, not a data frame. */
+static void forged_frames(void **state)
+{
+    (void)state;
+    const char *sizes = "its payload does not declare a size its rows can take";
+    struct forged t = f;
+    t.no_content_size = true;
+    expect_forged(&t, sizes);
+    t = f;
+    t.raw_len = 5; /* fewer bytes than cells */
+    expect_forged(&t, sizes);
+    unsigned char *huge = calloc(1, COLPACK_MAX_RAW_BYTES + 1);
+    t.raw = huge;
+    t.raw_len = COLPACK_MAX_RAW_BYTES + 1;
+    expect_forged(&t, sizes);
+    free(huge);
+    t = f;
+    t.tail = "x";
+    expect_forged(&t, "its payload is truncated or followed by other bytes");
+
+    /* a second frame after the first, and a skippable frame in place of the payload */
+    static unsigned char two[256];
+    unsigned char header[32];
+    size_t len = forge(&f, two, sizeof two), header_len = put_header(header, 3, 2);
+    memcpy(two + len, two + header_len, len - header_len);
+    struct colpack_block b;
+    colpack_block_init(&b);
+    struct err e;
+    assert_failed_cleanly(decode(two, 2 * len - header_len, &b, &e), &e, &b);
+    assert_non_null(strstr(e.msg, "followed by other bytes"));
+    unsigned char skippable[64];
+    len = put_header(skippable, 1, 1);
+    memcpy(skippable + len, "\x50\x2a\x4d\x18\x04\x00\x00\x00\x00\x00\x00\x00", 12);
+    assert_failed_cleanly(decode(skippable, len + 12, &b, &e), &e, &b);
+}
+
+/* The column parser after zstd: each way a payload can lie about its columns. */
+static void forged_columns(void **state)
+{
+    (void)state;
+    struct {
+        unsigned char raw[32];
+        size_t len;
+        uint64_t nrows, ncols;
+        const char *needle;
+    } cases[] = {
+        {{1, 4, 1, 2, 2}, 5, 3, 1, "a value has an unknown type"},
+        {{0xff}, 1, 1, 1, "a value has an unknown type"},
+        {{1, 0x80}, 2, 1, 1, "an integer is cut short"},
+        {{1, 1, 2}, 3, 2, 1, "an integer is cut short"},
+        {{1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f},
+         11,
+         1,
+         1,
+         "an integer is cut short"}, /* a varint of 70 bits */
+        {{2, 0, 0, 0, 0, 0, 0, 0}, 8, 1, 1, "a real is cut short"},
+        {{2, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1}, 11, 2, 1, "a real is cut short"},
+        {{3, 0x80}, 2, 1, 1, "a text is cut short"},
+        {{3, 3, 'a', 'b'}, 4, 1, 1, "a text is cut short"},
+        {{3, 3, 2, 'a', 'b', 3, 'c'}, 7, 2, 1, "a text is cut short"},
+        {{3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 'a'},
+         11,
+         1,
+         1,
+         "a text is cut short"}, /* a length of 2^63 - 1 */
+        {{3, 3, 0, 0}, 4, 2, 2, "a column's types are cut short"},
+        {{3, 1, 'x'}, 3, 1, 2, "a column's types are cut short"},
+        {{1, 2, 0}, 3, 1, 1, "bytes are left over after the last column"},
+        {{0, 0, 0, 0, 0}, 5, 2, 2, "bytes are left over after the last column"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct forged t = {NULL, cases[i].nrows, cases[i].ncols, cases[i].raw, cases[i].len, false,
+                           NULL};
+        expect_forged(&t, cases[i].needle);
+    }
+    /* the good payload with a byte more */
+    unsigned char more[sizeof good + 1];
+    memcpy(more, good, sizeof good);
+    more[sizeof good] = 0;
+    struct forged t = f;
+    t.raw = more;
+    t.raw_len = sizeof more;
+    expect_forged(&t, "bytes are left over after the last column");
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Size: bytes per row on rows shaped like error logs.
+ */
+
+#define LOG_ROWS 8192
+#define LOG_COLS 6
+#define STACKS 10
+#define STACK_BYTES 2048
+
+static const char *const messages[] = {
+    "connection to db:5432 refused after %d retries",
+    "timeout after %d ms waiting for upstream",
+    "user %d not found",
+    "invalid token for session %d",
+    "disk usage at %d%% on /var/lib/data",
+    "deadline exceeded calling inventory (%d ms)",
+    "retrying job %d: worker crashed",
+    "failed to parse request body: unexpected byte at offset %d",
+    "rate limit exceeded for api key %d",
+    "cache miss storm: %d keys evicted",
+};
+
+static const char *const hosts[] = {
+    "web-01", "web-02", "web-03", "web-04", "api-01", "api-02", "api-03",
+    "api-04", "db-01",  "db-02",  "db-03",  "q-01",   "q-02",   "q-03",
+    "w-01",   "w-02",   "w-03",   "w-04",   "w-05",   "w-06",
+};
+
+/* A Java-like stack trace of STACK_BYTES, one of STACKS shapes. */
+static void make_stack(char *out, int which)
+{
+    size_t len =
+        (size_t)snprintf(out, STACK_BYTES, "java.lang.IllegalStateException: case %d\n", which);
+    for (int frame = 0; len < STACK_BYTES - 1; frame++)
+        len += (size_t)snprintf(out + len, STACK_BYTES - len,
+                                "\tat com.example.svc%d.Handler%d.step%d(Handler%d.java:%d)\n",
+                                which, frame % 7, frame, frame % 7, 40 + frame * 13 + which);
+}
+
+/* Sum of the values' own sizes: 8 bytes a number, the bytes of a text, nothing for NULL. */
+static size_t raw_bytes(const struct value *cells, size_t n)
+{
+    size_t sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += cells[i].type == VAL_TEXT ? cells[i].len : cells[i].type == VAL_NULL ? 0 : 8;
+    return sum;
+}
+
+/* Packs LOG_ROWS error rows (ts, service, level, message, stack or NULL, host), a stack on one
+ * row in stack_every; prints and returns the bytes per row. */
+static double error_rows(size_t stack_every, size_t *ratio)
+{
+    static char stacks[STACKS][STACK_BYTES], text[LOG_ROWS][96];
+    static struct value cells[LOG_ROWS * LOG_COLS];
+    for (int i = 0; i < STACKS; i++)
+        make_stack(stacks[i], i);
+    int64_t ts = T0;
+    for (size_t r = 0; r < LOG_ROWS; r++) {
+        struct value *row = &cells[r * LOG_COLS];
+        const char *service = services[rnd() % 5], *level = levels[rnd() % 4];
+        const char *host = hosts[rnd() % 20];
+        /* ~50 templates: 10 messages, each in 5 services' words */
+        int len = snprintf(text[r], sizeof text[r], messages[rnd() % 10], (int)(rnd() % 100000));
+        len += snprintf(text[r] + len, sizeof text[r] - (size_t)len, " [%s]", service);
+        ts += 1 + (int64_t)(rnd() % 5);
+        row[0] = vint(ts);
+        row[1] = vtext(service, strlen(service));
+        row[2] = vtext(level, strlen(level));
+        row[3] = vtext(text[r], (size_t)len);
+        row[4] = r % stack_every == 0 ? vtext(stacks[rnd() % STACKS], STACK_BYTES - 1) : vnull();
+        row[5] = vtext(host, strlen(host));
+    }
+    size_t len = round_trip(cells, LOG_ROWS, LOG_COLS);
+    size_t raw = raw_bytes(cells, LOG_ROWS * LOG_COLS);
+    double per = (double)len / LOG_ROWS;
+    *ratio = raw / len;
+    print_message("error rows, a stack every %zu: %8zu bytes, %6.2f bytes/row, %zux smaller than "
+                  "%zu raw bytes\n",
+                  stack_every, len, per, *ratio, raw);
+    return per;
+}
+
+static void size_error_logs(void **state)
+{
+    (void)state;
+    size_t ratio;
+    double per = error_rows(1, &ratio);
+    assert_true(ratio >= 10);
+    assert_true(per < 16);
+    per = error_rows(10, &ratio);
+    assert_true(ratio >= 10);
+    assert_true(per < 14);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(one_value),
+        cmocka_unit_test(extreme_integers),
+        cmocka_unit_test(special_reals_round_trip),
+        cmocka_unit_test(texts),
+        cmocka_unit_test(random_mixes),
+        cmocka_unit_test(most_rows),
+        cmocka_unit_test(most_columns),
+        cmocka_unit_test(largest_block),
+        cmocka_unit_test(appends),
+        cmocka_unit_test(encode_errors),
+        cmocka_unit_test(truncated),
+        cmocka_unit_test(flipped_bits),
+        cmocka_unit_test(forged_good),
+        cmocka_unit_test(forged_headers),
+        cmocka_unit_test(forged_frames),
+        cmocka_unit_test(forged_columns),
+        cmocka_unit_test(size_error_logs),
+    };
+    return cmocka_run_group_tests(tests, fill_noise, NULL);
+}
