@@ -253,6 +253,9 @@ int colpack_decode(const void *blob, size_t len, struct colpack_block *b, struct
     size_t frame_len = ZSTD_findFrameCompressedSize(z, zlen);
     if (ZSTD_isError(frame_len) || frame_len != zlen)
         return corrupt(e, "its payload is truncated or followed by other bytes");
+    /* the frame header descriptor follows the 4-byte magic; bit 2 says a checksum ends it */
+    if (zlen < 5 || !(z[4] & 0x04))
+        return corrupt(e, "its payload is a zstd frame without a checksum");
     unsigned long long size = ZSTD_getFrameContentSize(z, zlen);
     if (size == ZSTD_CONTENTSIZE_UNKNOWN || size == ZSTD_CONTENTSIZE_ERROR ||
         size < nrows * ncols || size > COLPACK_MAX_RAW_BYTES)
