@@ -73,6 +73,21 @@ static const struct command commands[] = {
      "system_metrics samples not yet compressed (state hot). from_ms/to_ms: epoch ms, to\n"
      "exclusive; bytes: pages on disk with indexes (for chunks: the compressed bytes).\n",
      cmd_partitions},
+    {"archive", "list, verify, restore or unload archived partitions",
+     "usage: opsdb archive list|verify [PARTITION...]|restore PARTITION|unload PARTITION\n"
+     "                     [--dir DIR] [--format table|json|csv]\n\n"
+     "With storage.archive_dir set, retention writes every event partition it drops to\n"
+     "DIR/<table>/<partition>.ndjson.zst (zstd NDJSON, one row per line, column names as keys,\n"
+     "readable with `zstdcat`) and a manifest <partition>.json (table, time range, rows,\n"
+     "bytes, sha256) before the drop.\n"
+     "  list       the archives in DIR (default storage.archive_dir)\n"
+     "  verify     checks size, sha256 and every row of each archive (or of those named)\n"
+     "             against its manifest; exits 1 when any fails\n"
+     "  restore    brings an archive back as a partition of its table (state restored) in one\n"
+     "             transaction, for an investigation: queries and views read it again and\n"
+     "             retention leaves it alone; its rows are not added to the rollups again\n"
+     "  unload     drops a restored partition again (the archive stays)\n",
+     cmd_archive},
     {"compact", "compress old metric samples and event partitions now",
      "usage: opsdb compact [--older-than DURATION] [--quiet]\n\n"
      "Moves the raw system_metrics samples older than storage.compress_after (2h) into\n"

@@ -33,7 +33,7 @@ int cmd_partitions(int argc, char **argv)
         return rc;
     struct store_result res;
     struct err e;
-    rc = query_partitions(s, &res, &e);
+    rc = query_partitions(s, cfg.storage_archive_dir, &res, &e);
     if (rc == 0) {
         cli_write_result(&res, fmt);
     }

@@ -28,6 +28,12 @@ static int apply(struct cli_common *c)
            (long long)st.rows_dropped, (long long)st.chunks_dropped,
            st.chunks_dropped == 1 ? "" : "s", (long long)st.samples_dropped,
            (long long)st.rollup_rows_dropped, (double)(time_now_ms() - t0) / 1000.0);
+    if (st.partitions_archived || st.archives_expired)
+        printf("archived %lld partition%s to %s first; removed %lld archive%s past "
+               "storage.archive_retention\n",
+               (long long)st.partitions_archived, st.partitions_archived == 1 ? "" : "s",
+               cfg.storage_archive_dir, (long long)st.archives_expired,
+               st.archives_expired == 1 ? "" : "s");
     return 0;
 }
 

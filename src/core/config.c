@@ -76,6 +76,12 @@ static const struct option options[] = {
         3650.0 * 86400000,
         "event partitions whose whole window is older than this are packed column-wise with "
         "zstd, readable as before; a late row unpacks its partition again (0 = never)"),
+    STR("storage.archive_dir", storage_archive_dir, "",
+        "directory where retention writes each event partition (zstd NDJSON plus a manifest) "
+        "before dropping it; empty = dropped without an archive"),
+    DUR("storage.archive_retention", storage_archive_retention_ms, "0", 0, 36500.0 * 86400000,
+        "archives whose window ended longer ago than this are removed by retention (0 = kept "
+        "forever)"),
     DUR("storage.rollup_1m_retention", rollup_1m_retention_ms, "7d", 0, 36500.0 * 86400000,
         "per-minute rollups older than this are dropped by retention (0 = kept forever); "
         "older windows are answered from hourly rollups and raw data"),

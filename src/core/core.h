@@ -295,6 +295,8 @@ struct config {
     int64_t rollup_1m_retention_ms, rollup_1h_retention_ms;
     int64_t storage_compress_after_ms, storage_compact_interval_ms, storage_retention_interval_ms;
     int64_t storage_compress_events_after_ms;
+    char storage_archive_dir[4096];       /* "" = partitions are dropped without an archive */
+    int64_t storage_archive_retention_ms; /* 0 = archives are kept forever */
     char log_level[16];
     size_t nfp_rules;
     char fp_regex[CONFIG_MAX_FP_RULES][256];

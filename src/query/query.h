@@ -113,8 +113,11 @@ int query_retention(struct store *s, const struct config *cfg, int64_t now_ms,
                     struct store_result *res, size_t *past_policy, struct err *e);
 
 /* One row per partition of every table: table, partition, from_ms, to_ms (exclusive), rows,
- * bytes, state (hot: raw rows, cold: compressed). The caller releases res. */
-int query_partitions(struct store *s, struct store_result *res, struct err *e);
+ * bytes, state (hot: raw rows, cold: compressed, restored: brought back from an archive), and,
+ * with archive_dir set, the archives of partitions no longer in the database (state archived,
+ * bytes of the file). Sorted by table and from_ms. The caller releases res. */
+int query_partitions(struct store *s, const char *archive_dir, struct store_result *res,
+                     struct err *e);
 
 /* Output formats. */
 enum query_format { FORMAT_TABLE, FORMAT_JSON, FORMAT_CSV };

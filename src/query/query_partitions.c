@@ -1,10 +1,14 @@
 /*
  * The partitions of every table, for `opsdb partitions`: event tables' time partitions (one
- * table each) from the catalogue, the days of compressed metric chunks, and the raw metric
- * samples not yet compressed; each with its time range, rows, bytes on disk and state (hot: raw
- * rows; cold: compressed).
+ * table each) from the catalogue, the days of compressed metric chunks, the raw metric samples
+ * not yet compressed, and the partitions retention archived and dropped; each with its time
+ * range, rows, bytes and state (hot: raw rows; cold: compressed; restored: brought back from
+ * an archive; archived: only in the archive directory, bytes of its file).
  */
 #include "query/query.h"
+
+#include <stdlib.h>
+#include <string.h>
 
 /* Bytes come from SQLite's dbstat (each table with its indexes; chunks by their blob sizes). */
 static const char *const partitions_sql =
@@ -24,11 +28,71 @@ static const char *const partitions_sql =
     "  (SELECT sum(pgsize) FROM sizes WHERE name = 'system_metrics_samples'), 'hot'"
     " ORDER BY 1, 3";
 
-int query_partitions(struct store *s, struct store_result *res, struct err *e)
+enum { COL_TABLE, COL_PARTITION, COL_FROM, COL_TO, COL_ROWS, COL_BYTES, COL_STATE, NCOLS };
+
+static int by_table_and_start(const void *x, const void *y)
+{
+    const struct value *a = x, *b = y;
+    int c = strcmp(a[COL_TABLE].s, b[COL_TABLE].s);
+    if (c)
+        return c;
+    if (a[COL_FROM].type != b[COL_FROM].type) /* NULL (no samples) first, as in SQL */
+        return a[COL_FROM].type == VAL_NULL ? -1 : 1;
+    return a[COL_FROM].i < b[COL_FROM].i ? -1 : a[COL_FROM].i > b[COL_FROM].i;
+}
+
+static void set_text(struct store_result *res, struct value *v, const char *s)
+{
+    v->type = VAL_TEXT;
+    v->len = (uint32_t)strlen(s);
+    v->s = arena_strndup(&res->arena, s, v->len);
+}
+
+static void set_int(struct value *v, int64_t i)
+{
+    v->type = VAL_INT;
+    v->i = i;
+}
+
+/* Adds the archives that are not (or no longer) in the database, state archived. */
+static int add_archived(const char *dir, struct store_result *res, struct err *e)
+{
+    struct store_archive *all;
+    size_t n;
+    int rc = store_archive_list(dir, &all, &n, e);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        bool in_db = false;
+        for (size_t r = 0; r < res->nrows && !in_db; r++)
+            in_db = strcmp(res->values[r * NCOLS + COL_PARTITION].s, all[i].partition) == 0;
+        if (in_db)
+            continue;
+        struct value *row = store_result_add_row(res);
+        if (!row) {
+            rc = err_set(e, E_NOMEM, "out of memory");
+            break;
+        }
+        set_text(res, &row[COL_TABLE], all[i].table->name);
+        set_text(res, &row[COL_PARTITION], all[i].partition);
+        set_int(&row[COL_FROM], all[i].from_ms);
+        set_int(&row[COL_TO], all[i].to_ms);
+        set_int(&row[COL_ROWS], all[i].rows);
+        set_int(&row[COL_BYTES], all[i].bytes);
+        set_text(res, &row[COL_STATE], "archived");
+    }
+    free(all);
+    if (rc == 0)
+        qsort(res->values, res->nrows, NCOLS * sizeof *res->values, by_table_and_start);
+    return rc;
+}
+
+int query_partitions(struct store *s, const char *archive_dir, struct store_result *res,
+                     struct err *e)
 {
     struct store_reader *r = store_reader_get(s);
     struct store_query q = {partitions_sql, NULL, 0, 0, 0, false};
     int rc = store_reader_query(r, &q, res, e);
     store_reader_put(s, r);
+    if (rc == 0 && archive_dir && archive_dir[0] && res->ncols == NCOLS)
+        rc = add_archived(archive_dir, res, e);
     return rc;
 }

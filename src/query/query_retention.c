@@ -25,12 +25,15 @@ static void stats_sql(const struct table *t, struct buf *sql)
                    t->name, t->name, t->name, t->name, t->name, t->name, t->name, t->name);
     else if (t->kind == TABLE_EVENTS)
         /* partitioned: the catalogue counts rows; the ends come from the first and last
-         * partitions' ts indexes */
+         * partitions' ts indexes. Partitions restored from archives are held on purpose, not
+         * under the policy: they are left out. */
         buf_printf(sql,
                    "SELECT (SELECT coalesce(sum(rows), 0) FROM opsdb_partitions WHERE "
-                   "table_name = '%s'), (SELECT ts FROM %s ORDER BY ts LIMIT 1), (SELECT ts "
-                   "FROM %s ORDER BY ts DESC LIMIT 1)",
-                   t->name, t->name, t->name);
+                   "table_name = '%s' AND state != 'restored'), (SELECT ts FROM %s WHERE ts >= "
+                   "(SELECT min(start_ts) FROM opsdb_partitions WHERE table_name = '%s' AND "
+                   "state != 'restored') ORDER BY ts LIMIT 1), (SELECT ts FROM %s ORDER BY ts "
+                   "DESC LIMIT 1)",
+                   t->name, t->name, t->name, t->name);
     else
         buf_printf(sql, "SELECT count(*), min(ts), max(ts) FROM %s", t->name);
 }

@@ -111,9 +111,18 @@ void sqlite_partitions_free(struct sqlite_partitions **p);
 int sqlite_partitions_write(struct sqlite_partitions *p, const struct batch *b, struct err *e);
 /* After a rollback: partitions created inside it are gone; reload the list when next used. */
 void sqlite_partitions_forget(struct sqlite_partitions *p);
-/* Drops (DROP TABLE) the partitions that end at or before horizon_ms, adding to stats. */
+/* Drops (DROP TABLE) the partitions that end at or before horizon_ms, but restored ones, adding
+ * to stats; with archive_dir set (not NULL or "") each is archived there first, and one that
+ * cannot be is not dropped (the error stops the pass). */
 int sqlite_partitions_drop_before(struct sqlite_partitions *p, int64_t horizon_ms,
-                                  struct store_retention_stats *stats, struct err *e);
+                                  const char *archive_dir, struct store_retention_stats *stats,
+                                  struct err *e);
+/* Creates the archive's partition (state restored) and fills it from the archive, inside the
+ * caller's write transaction; see store_archive_restore(). */
+int sqlite_partition_restore(sqlite3 *db, const struct store_archive *a, int64_t *rows,
+                             struct err *e);
+/* Drops a restored partition; see store_archive_unload(). */
+int sqlite_partition_unload(sqlite3 *db, const char *partition, struct err *e);
 /* Packs the oldest hot partition that ends at or before before_ms (if any) into column-packed
  * blocks (state cold), adding to stats. A late row for a packed partition unpacks it
  * (sqlite_partitions_write). */
@@ -136,6 +145,8 @@ int sqlite_partition_migrate(sqlite3 *db, struct err *e);
 
 /* DDL of one physical event table (a partition) named name with t's columns and indexes. */
 void sqlite_event_table_ddl(struct buf *b, const struct table *t, const char *name);
+/* "INSERT INTO name (<t's columns>) VALUES (?, ...)", parameters in column order, appended to b. */
+void sqlite_insert_sql(struct buf *b, const struct table *t, const char *name);
 /* Whether a table (plain or virtual) of that name exists. */
 bool sqlite_table_exists(sqlite3 *db, const char *name);
 /* The SQLite type of a column. */

@@ -24,6 +24,7 @@ struct part {
     char name[128];
     int64_t start_ts, end_ts;
     bool packed;          /* cold: its rows are column-packed blocks (sqlite_packed_vtab.c) */
+    bool restored;        /* brought back from an archive: retention leaves it alone */
     sqlite3_stmt *insert; /* NULL while packed */
     struct sqlite_event_rollup *rollup; /* NULL for a table without rollups */
 };
@@ -114,13 +115,7 @@ static int open_part(struct sqlite_partitions *p, struct part *pt, struct err *e
 {
     struct buf sql;
     buf_init(&sql, 1 << 16);
-    buf_printf(&sql, "INSERT INTO %s (", pt->name);
-    for (size_t j = 0; j < p->t->ncolumns; j++)
-        buf_printf(&sql, "%s%s", j ? ", " : "", p->t->columns[j].name);
-    buf_printf(&sql, ") VALUES (");
-    for (size_t j = 0; j < p->t->ncolumns; j++)
-        buf_printf(&sql, "%s?", j ? ", " : "");
-    buf_printf(&sql, ")");
+    sqlite_insert_sql(&sql, p->t, pt->name);
     int rc = 0;
     if (sqlite3_prepare_v3(p->db, sql.data, -1, SQLITE_PREPARE_PERSISTENT, &pt->insert, NULL) !=
         SQLITE_OK)
@@ -132,7 +127,7 @@ static int open_part(struct sqlite_partitions *p, struct part *pt, struct err *e
 }
 
 static int add_part(struct sqlite_partitions *p, const char *name, int64_t start, int64_t end,
-                    bool packed, struct err *e)
+                    const char *state, struct err *e)
 {
     if (p->n == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 32;
@@ -151,16 +146,17 @@ static int add_part(struct sqlite_partitions *p, const char *name, int64_t start
     snprintf(pt->name, sizeof pt->name, "%s", name);
     pt->start_ts = start;
     pt->end_ts = end;
-    pt->packed = packed;
+    pt->packed = strcmp(state, "cold") == 0;
+    pt->restored = strcmp(state, "restored") == 0;
     p->n++;
-    return packed ? 0 : open_part(p, pt, e);
+    return pt->packed ? 0 : open_part(p, pt, e);
 }
 
 static int load(struct sqlite_partitions *p, struct err *e)
 {
     sqlite3_stmt *q;
     if (sqlite3_prepare_v2(p->db,
-                           "SELECT name, start_ts, end_ts, state = 'cold' FROM opsdb_partitions "
+                           "SELECT name, start_ts, end_ts, state FROM opsdb_partitions "
                            "WHERE table_name = ? ORDER BY start_ts",
                            -1, &q, NULL) != SQLITE_OK)
         return err_set(e, E_STORE, "reading partitions: %s", sqlite3_errmsg(p->db));
@@ -168,7 +164,7 @@ static int load(struct sqlite_partitions *p, struct err *e)
     int rc = 0;
     while (rc == 0 && sqlite3_step(q) == SQLITE_ROW)
         rc = add_part(p, (const char *)sqlite3_column_text(q, 0), sqlite3_column_int64(q, 1),
-                      sqlite3_column_int64(q, 2), sqlite3_column_int(q, 3), e);
+                      sqlite3_column_int64(q, 2), (const char *)sqlite3_column_text(q, 3), e);
     sqlite3_finalize(q);
     p->loaded = rc == 0;
     return rc;
@@ -199,7 +195,7 @@ static int create_part(struct sqlite_partitions *p, int64_t ts, struct part **ou
     int rc = sqlite_exec(p->db, ddl.data, e);
     buf_release(&ddl);
     if (rc == 0)
-        rc = add_part(p, name, start, end, false, e);
+        rc = add_part(p, name, start, end, "hot", e);
     if (rc == 0)
         for (size_t i = 0; i < p->n; i++)
             if (strcmp(p->parts[i].name, name) == 0)
@@ -303,32 +299,43 @@ static int flush_block(struct pack_block *pb, sqlite3_stmt *insert, int ts_col, 
     return 0;
 }
 
-/* Adds the current row of q (rowid, then the columns) to the block. */
-static void take_row(struct pack_block *pb, sqlite3_stmt *q)
+/* Columns first.. first+n-1 of q's current row as values; text is copied into a, or with a
+ * NULL points into q (valid until q steps). */
+static void row_values(sqlite3_stmt *q, int first, size_t n, struct value *out, struct arena *a)
 {
-    struct value *row = pb->cells + pb->nrows * pb->ncols;
-    for (size_t j = 0; j < pb->ncols; j++) {
-        struct value *v = &row[j];
+    for (size_t j = 0; j < n; j++) {
+        struct value *v = &out[j];
+        int col = first + (int)j;
         memset(v, 0, sizeof *v);
-        switch (sqlite3_column_type(q, (int)j)) {
+        switch (sqlite3_column_type(q, col)) {
         case SQLITE_INTEGER:
             v->type = VAL_INT;
-            v->i = sqlite3_column_int64(q, (int)j);
+            v->i = sqlite3_column_int64(q, col);
             break;
         case SQLITE_FLOAT:
             v->type = VAL_REAL;
-            v->d = sqlite3_column_double(q, (int)j);
+            v->d = sqlite3_column_double(q, col);
             break;
         case SQLITE_NULL:
             v->type = VAL_NULL;
             break;
         default: /* text (event tables have no blob columns; a blob's bytes would read as text) */
             v->type = VAL_TEXT;
-            v->len = (uint32_t)sqlite3_column_bytes(q, (int)j);
-            v->s = arena_strndup(&pb->arena, (const char *)sqlite3_column_text(q, (int)j), v->len);
-            pb->text_bytes += v->len;
+            v->s = (const char *)sqlite3_column_text(q, col);
+            v->len = (uint32_t)sqlite3_column_bytes(q, col);
+            if (a)
+                v->s = arena_strndup(a, v->s, v->len);
         }
     }
+}
+
+/* Adds the current row of q (rowid, then the columns) to the block. */
+static void take_row(struct pack_block *pb, sqlite3_stmt *q)
+{
+    struct value *row = pb->cells + pb->nrows * pb->ncols;
+    row_values(q, 0, pb->ncols, row, &pb->arena);
+    for (size_t j = 0; j < pb->ncols; j++)
+        pb->text_bytes += row[j].type == VAL_TEXT ? row[j].len : 0;
     pb->nrows++;
 }
 
@@ -512,8 +519,44 @@ int sqlite_partitions_write(struct sqlite_partitions *p, const struct batch *b, 
     return rc;
 }
 
+/* Writes partition pt, rows in ts order, to an archive under dir. */
+static int archive_part(struct sqlite_partitions *p, const struct part *pt, const char *dir,
+                        struct err *e)
+{
+    struct archive_writer *w;
+    int rc = archive_writer_open(&w, dir, p->t, pt->name, e);
+    if (rc)
+        return rc;
+    struct buf sql;
+    buf_init(&sql, 1 << 16);
+    buf_printf(&sql, "SELECT rowid");
+    column_list(&sql, p->t);
+    buf_printf(&sql, " FROM %s ORDER BY ts, rowid", pt->name);
+    sqlite3_stmt *q = NULL;
+    struct value *row = malloc(p->t->ncolumns * sizeof *row);
+    if (!row)
+        rc = err_set(e, E_NOMEM, "out of memory");
+    else if (sqlite3_prepare_v2(p->db, sql.data, -1, &q, NULL) != SQLITE_OK)
+        rc = err_set(e, E_STORE, "archiving %s: %s", pt->name, sqlite3_errmsg(p->db));
+    int step = SQLITE_DONE;
+    while (rc == 0 && (step = sqlite3_step(q)) == SQLITE_ROW) {
+        row_values(q, 1, p->t->ncolumns, row, NULL);
+        rc = archive_writer_row(w, row, e);
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = err_set(e, E_STORE, "archiving %s: %s", pt->name, sqlite3_errmsg(p->db));
+    sqlite3_finalize(q);
+    free(row);
+    buf_release(&sql);
+    if (rc == 0)
+        return archive_writer_finish(&w, pt->start_ts, pt->end_ts, e);
+    archive_writer_abort(&w);
+    return rc;
+}
+
 int sqlite_partitions_drop_before(struct sqlite_partitions *p, int64_t horizon_ms,
-                                  struct store_retention_stats *stats, struct err *e)
+                                  const char *archive_dir, struct store_retention_stats *stats,
+                                  struct err *e)
 {
     if (!p->loaded) {
         int rc = load(p, e);
@@ -521,8 +564,13 @@ int sqlite_partitions_drop_before(struct sqlite_partitions *p, int64_t horizon_m
             return rc;
     }
     char sql[512];
-    while (p->n > 0 && p->parts[0].end_ts <= horizon_ms) {
-        struct part *pt = &p->parts[0];
+    size_t i = 0;
+    while (i < p->n && p->parts[i].end_ts <= horizon_ms) {
+        struct part *pt = &p->parts[i];
+        if (pt->restored) { /* brought back for an investigation: `archive unload` drops it */
+            i++;
+            continue;
+        }
         sqlite3_stmt *q;
         int64_t rows = 0;
         snprintf(sql, sizeof sql, "SELECT rows FROM opsdb_partitions WHERE name = '%s'", pt->name);
@@ -531,23 +579,133 @@ int sqlite_partitions_drop_before(struct sqlite_partitions *p, int64_t horizon_m
                 rows = sqlite3_column_int64(q, 0);
             sqlite3_finalize(q);
         }
-        sqlite3_finalize(pt->insert);
-        sqlite_event_rollup_free(&pt->rollup);
-        snprintf(sql, sizeof sql,
-                 "DROP TABLE %s; DROP TABLE IF EXISTS %s_packed; DELETE FROM opsdb_partitions "
-                 "WHERE name = '%s';",
-                 pt->name, pt->name, pt->name);
-        int rc = sqlite_exec(p->db, sql, e);
-        memmove(p->parts, p->parts + 1, (p->n - 1) * sizeof *p->parts);
-        p->n--;
+        int rc = archive_dir && archive_dir[0] ? archive_part(p, pt, archive_dir, e) : 0;
+        if (rc == 0) {
+            sqlite3_finalize(pt->insert);
+            pt->insert = NULL;
+            sqlite_event_rollup_free(&pt->rollup);
+            snprintf(sql, sizeof sql,
+                     "DROP TABLE %s; DROP TABLE IF EXISTS %s_packed; DELETE FROM opsdb_partitions "
+                     "WHERE name = '%s';",
+                     pt->name, pt->name, pt->name);
+            rc = sqlite_exec(p->db, sql, e);
+        }
         if (rc) {
             sqlite_partitions_forget(p);
             return rc;
         }
+        memmove(p->parts + i, p->parts + i + 1, (p->n - i - 1) * sizeof *p->parts);
+        p->n--;
         stats->partitions_dropped++;
         stats->rows_dropped += rows;
+        stats->partitions_archived += archive_dir && archive_dir[0] ? 1 : 0;
     }
     return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Restoring archives.
+ */
+
+struct restore {
+    sqlite3 *db;
+    const struct table *t;
+    sqlite3_stmt *insert;
+    int64_t rows;
+};
+
+static int restore_rows(void *arg, struct batch *b, struct err *e)
+{
+    struct restore *r = arg;
+    for (size_t i = 0; i < b->nrows; i++) {
+        const struct value *row = b->values + i * r->t->ncolumns;
+        for (size_t j = 0; j < r->t->ncolumns; j++)
+            sqlite_bind_value(r->insert, (int)j + 1, &row[j]);
+        int rc = sqlite3_step(r->insert);
+        sqlite3_reset(r->insert);
+        if (rc != SQLITE_DONE)
+            return err_set(e, E_STORE, "restoring: %s", sqlite3_errmsg(r->db));
+    }
+    r->rows += (int64_t)b->nrows;
+    return 0;
+}
+
+int sqlite_partition_restore(sqlite3 *db, const struct store_archive *a, int64_t *rows,
+                             struct err *e)
+{
+    const struct table *t = a->table;
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT name FROM opsdb_partitions WHERE table_name = ?1 AND "
+                           "end_ts > ?2 AND start_ts < ?3",
+                           -1, &q, NULL) != SQLITE_OK)
+        return err_set(e, E_STORE, "restoring: %s", sqlite3_errmsg(db));
+    sqlite3_bind_text(q, 1, t->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, a->from_ms);
+    sqlite3_bind_int64(q, 3, a->to_ms);
+    int rc = 0;
+    if (sqlite3_step(q) == SQLITE_ROW)
+        rc = err_set(e, E_INVALID,
+                     "%s cannot be restored: partition %s of %s, which covers part of its "
+                     "window, is in the database",
+                     a->partition, (const char *)sqlite3_column_text(q, 0), t->name);
+    sqlite3_finalize(q);
+    if (rc)
+        return rc;
+    struct buf sql;
+    buf_init(&sql, 1 << 16);
+    sqlite_event_table_ddl(&sql, t, a->partition);
+    buf_printf(&sql,
+               "INSERT INTO opsdb_partitions (name, table_name, start_ts, end_ts, state, "
+               "created_at) VALUES ('%s', '%s', %lld, %lld, 'restored', %lld);",
+               a->partition, t->name, (long long)a->from_ms, (long long)a->to_ms,
+               (long long)time_now_ms());
+    rc = sqlite_exec(db, sql.data, e);
+    struct restore r = {db, t, NULL, 0};
+    if (rc == 0) {
+        sql.len = 0;
+        sqlite_insert_sql(&sql, t, a->partition);
+        if (sqlite3_prepare_v2(db, sql.data, -1, &r.insert, NULL) != SQLITE_OK)
+            rc = err_set(e, E_STORE, "restoring: %s", sqlite3_errmsg(db));
+    }
+    if (rc == 0)
+        rc = archive_read(a, 4096, restore_rows, &r, e);
+    sqlite3_finalize(r.insert);
+    if (rc == 0) {
+        sql.len = 0;
+        buf_printf(&sql, "UPDATE opsdb_partitions SET rows = %lld WHERE name = '%s';",
+                   (long long)r.rows, a->partition);
+        rc = sqlite_exec(db, sql.data, e);
+    }
+    buf_release(&sql);
+    *rows = r.rows;
+    return rc;
+}
+
+int sqlite_partition_unload(sqlite3 *db, const char *partition, struct err *e)
+{
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(db, "SELECT state FROM opsdb_partitions WHERE name = ?", -1, &q, NULL) !=
+        SQLITE_OK)
+        return err_set(e, E_STORE, "unloading: %s", sqlite3_errmsg(db));
+    sqlite3_bind_text(q, 1, partition, -1, SQLITE_STATIC);
+    int rc = 0;
+    if (sqlite3_step(q) != SQLITE_ROW)
+        rc = err_set(e, E_INVALID, "no partition named '%s' is in the database", partition);
+    else if (strcmp((const char *)sqlite3_column_text(q, 0), "restored") != 0)
+        rc = err_set(e, E_INVALID,
+                     "%s is not a restored partition (its state is %s): only partitions "
+                     "brought back by `opsdb archive restore` can be unloaded",
+                     partition, (const char *)sqlite3_column_text(q, 0));
+    sqlite3_finalize(q);
+    if (rc)
+        return rc;
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "DROP TABLE %s; DROP TABLE IF EXISTS %s_packed; DELETE FROM opsdb_partitions "
+             "WHERE name = '%s';",
+             partition, partition, partition);
+    return sqlite_exec(db, sql, e);
 }
 
 /* A plain (pre-partition) table named t->name, as schema version 4 and before kept events. */

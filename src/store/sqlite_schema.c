@@ -113,6 +113,17 @@ void sqlite_event_table_ddl(struct buf *b, const struct table *t, const char *na
                    t->indexes[i].name_suffix, name, t->indexes[i].columns);
 }
 
+void sqlite_insert_sql(struct buf *b, const struct table *t, const char *name)
+{
+    buf_printf(b, "INSERT INTO %s (", name);
+    for (size_t j = 0; j < t->ncolumns; j++)
+        buf_printf(b, "%s%s", j ? ", " : "", t->columns[j].name);
+    buf_printf(b, ") VALUES (");
+    for (size_t j = 0; j < t->ncolumns; j++)
+        buf_printf(b, "%s?", j ? ", " : "");
+    buf_printf(b, ")");
+}
+
 /* Series tables: dictionary, samples, chunks and views; event tables: the virtual table over
  * their partitions (made as rows arrive) and rollups; state tables: one plain table. */
 static void table_ddl(struct buf *b, const struct table *t)

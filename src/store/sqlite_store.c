@@ -281,13 +281,7 @@ static int prepare_inserts(struct sqlite_store *st, struct err *e)
                        "INSERT OR IGNORE INTO %s_samples (series_id, ts, value) VALUES (?, ?, ?)",
                        t->name);
         } else {
-            buf_printf(&sql, "INSERT INTO %s (", t->name);
-            for (size_t j = 0; j < t->ncolumns; j++)
-                buf_printf(&sql, "%s%s", j ? ", " : "", t->columns[j].name);
-            buf_printf(&sql, ") VALUES (");
-            for (size_t j = 0; j < t->ncolumns; j++)
-                buf_printf(&sql, "%s?", j ? ", " : "");
-            buf_printf(&sql, ")");
+            sqlite_insert_sql(&sql, t, t->name);
             if (t->key_column) {
                 buf_printf(&sql, " ON CONFLICT (%s) DO UPDATE SET ", t->key_column);
                 bool first = true;
@@ -600,12 +594,40 @@ static int sq_retention_apply(struct store *s, int64_t now_ms, struct store_rete
             continue; /* kept forever */
         int64_t horizon = now_ms - st->retention_days[i] * MS_PER_DAY;
         if (tables[i].kind == TABLE_EVENTS)
-            rc = sqlite_partitions_drop_before(st->parts[i], horizon, stats, e);
+            rc = sqlite_partitions_drop_before(st->parts[i], horizon, s->cfg.storage_archive_dir,
+                                               stats, e);
         else if (tables[i].kind == TABLE_SERIES)
             rc = sqlite_cold_drop_before(st->cold, &tables[i], horizon, stats, e);
     }
     if (rc == 0)
         rc = drop_old_rollups(st, now_ms, stats, e);
+    if (rc == 0 && (rc = sq_write_commit(s, e)) == 0)
+        return 0;
+    sq_write_rollback(s);
+    return rc;
+}
+
+static int sq_restore_partition(struct store *s, const struct store_archive *a, int64_t *rows,
+                                struct err *e)
+{
+    struct sqlite_store *st = impl(s);
+    int rc = sq_write_begin(s, e);
+    if (rc)
+        return rc;
+    rc = sqlite_partition_restore(st->writer.db, a, rows, e);
+    if (rc == 0 && (rc = sq_write_commit(s, e)) == 0)
+        return 0;
+    sq_write_rollback(s);
+    return rc;
+}
+
+static int sq_unload_partition(struct store *s, const char *partition, struct err *e)
+{
+    struct sqlite_store *st = impl(s);
+    int rc = sq_write_begin(s, e);
+    if (rc)
+        return rc;
+    rc = sqlite_partition_unload(st->writer.db, partition, e);
     if (rc == 0 && (rc = sq_write_commit(s, e)) == 0)
         return 0;
     sq_write_rollback(s);
@@ -1000,6 +1022,8 @@ const struct store_ops store_sqlite_ops = {
     .changed_elsewhere = sq_changed_elsewhere,
     .compact_step = sq_compact_step,
     .pack_step = sq_pack_step,
+    .restore_partition = sq_restore_partition,
+    .unload_partition = sq_unload_partition,
     .retention_apply = sq_retention_apply,
     .reader_open = sq_reader_open,
     .reader_close = sq_reader_close,

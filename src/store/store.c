@@ -125,7 +125,23 @@ bool store_changed_elsewhere(struct store *s)
 int store_retention_apply(struct store *s, int64_t now_ms, struct store_retention_stats *stats,
                           struct err *e)
 {
-    return s->ops->retention_apply(s, now_ms, stats, e);
+    int rc = s->ops->retention_apply(s, now_ms, stats, e);
+    if (rc == 0 && s->cfg.storage_archive_dir[0] && s->cfg.storage_archive_retention_ms > 0)
+        rc = store_archive_expire(s->cfg.storage_archive_dir,
+                                  now_ms - s->cfg.storage_archive_retention_ms,
+                                  &stats->archives_expired, e);
+    return rc;
+}
+
+int store_archive_restore(struct store *s, const struct store_archive *a, int64_t *rows,
+                          struct err *e)
+{
+    return s->ops->restore_partition(s, a, rows, e);
+}
+
+int store_archive_unload(struct store *s, const char *partition, struct err *e)
+{
+    return s->ops->unload_partition(s, partition, e);
 }
 
 int store_pack_step(struct store *s, int64_t before_ms, struct store_pack_stats *stats,

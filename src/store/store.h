@@ -143,11 +143,52 @@ struct store_retention_stats {
     int64_t chunks_dropped;     /* compressed metric chunks (one per series and day) */
     int64_t samples_dropped;    /* metric samples in them, and raw ones past policy */
     int64_t rollup_rows_dropped;
+    int64_t partitions_archived; /* event partitions written to storage.archive_dir first */
+    int64_t archives_expired;    /* archives past storage.archive_retention removed */
 };
 /* Applies every retention policy as of now_ms in one write transaction; the caller must not hold
  * one. E_STORE when the database failed (nothing is dropped then). Writer thread only. */
 int store_retention_apply(struct store *s, int64_t now_ms, struct store_retention_stats *stats,
                           struct err *e);
+
+/* ---- archives: event partitions written out before retention drops them -------------------
+ * With storage.archive_dir set, retention writes each event partition it drops as
+ * <dir>/<table>/<partition>.ndjson.zst (zstd NDJSON, one row per line, column names as keys)
+ * plus a manifest <partition>.json, before the DROP; an archive that cannot be written stops the
+ * drop. Archives older than storage.archive_retention are removed by retention. */
+struct store_archive {
+    const struct table *table;
+    char partition[128];
+    int64_t from_ms, to_ms; /* the partition's window, [from, to) */
+    int64_t rows, bytes;    /* rows in it; bytes of the compressed file */
+    int64_t created_at_ms;
+    char sha256[65]; /* of the compressed file, hex */
+    char data_path[4300], manifest_path[4600];
+};
+
+/* The archives under dir, sorted by table and time; *out is malloc'd (free() it). A missing
+ * directory holds none. E_CORRUPT names a manifest that cannot be read; E_IO. */
+int store_archive_list(const char *dir, struct store_archive **out, size_t *n, struct err *e);
+/* The archive of the partition named partition: E_NOTFOUND when there is none. */
+int store_archive_find(const char *dir, const char *partition, struct store_archive *out,
+                       struct err *e);
+/* Reads a whole archive: its size and sha256 match the manifest, it decompresses, and it holds
+ * the manifest's rows, each a JSON object of the table's columns. E_CORRUPT says what is wrong;
+ * E_NOTFOUND when the data file is gone. Any thread. */
+int store_archive_verify(const struct store_archive *a, struct err *e);
+/* Brings an archive back as a partition of its table in state 'restored', in one write
+ * transaction (nothing of it stays on failure): queries and views read it again, and retention
+ * leaves it alone until store_archive_unload(). Its rows are not folded into rollups, which
+ * still count them or dropped them under their own policy. E_INVALID when a partition
+ * overlapping its window is in the database; E_CORRUPT as for verify (the archive is checked
+ * while it is read). *rows gets the rows restored. */
+int store_archive_restore(struct store *s, const struct store_archive *a, int64_t *rows,
+                          struct err *e);
+/* Drops a restored partition again. E_INVALID when partition is not a restored one. */
+int store_archive_unload(struct store *s, const char *partition, struct err *e);
+/* Removes the archives under dir whose window ended at or before before_ms, adding to
+ * *removed. */
+int store_archive_expire(const char *dir, int64_t before_ms, int64_t *removed, struct err *e);
 
 /* Names of the views every back end defines, in documentation order. */
 const char *const *store_view_names(size_t *count);

@@ -28,6 +28,9 @@ struct store_ops {
                      struct err *e);
     int (*retention_apply)(struct store *s, int64_t now_ms, struct store_retention_stats *stats,
                            struct err *e);
+    int (*restore_partition)(struct store *s, const struct store_archive *a, int64_t *rows,
+                             struct err *e);
+    int (*unload_partition)(struct store *s, const char *partition, struct err *e);
     /* A read connection, owned by the generic reader pool. */
     void *(*reader_open)(struct store *s, struct err *e);
     void (*reader_close)(void *conn);
@@ -53,5 +56,22 @@ struct store {
 };
 
 extern const struct store_ops store_sqlite_ops;
+
+/* Writing an archive (archive.c): open, a row at a time (t->ncolumns values), then finish,
+ * which puts the file and its manifest in place atomically and frees w; abort removes what was
+ * written. E_IO for the files, E_LIMIT for a row longer than a line may be. */
+struct archive_writer;
+int archive_writer_open(struct archive_writer **out, const char *dir, const struct table *t,
+                        const char *partition, struct err *e);
+int archive_writer_row(struct archive_writer *w, const struct value *row, struct err *e);
+int archive_writer_finish(struct archive_writer **w, int64_t from_ms, int64_t to_ms, struct err *e);
+void archive_writer_abort(struct archive_writer **w);
+
+/* Reading one back: hands batches of up to batch_rows rows to sink (NULL: only check), then
+ * checks size, sha256 and row count against the manifest — a mismatch is E_CORRUPT after the
+ * sink saw the rows, so a restore must keep them uncommitted until this returns 0. */
+typedef int (*archive_sink)(void *arg, struct batch *b, struct err *e);
+int archive_read(const struct store_archive *a, size_t batch_rows, archive_sink sink, void *arg,
+                 struct err *e);
 
 #endif
