@@ -17,6 +17,8 @@ static const struct command commands[] = {
      "usage: opsdb serve [--db PATH] [--listen HOST:PORT] [--no-collect]\n\n"
      "Opens (creating or migrating) the database and serves the HTTP API on --listen\n"
      "(default 127.0.0.1:8470) until SIGINT or SIGTERM; queued rows are committed before exit.\n"
+     "Log lines go to stderr, or with --set log.file=PATH only to that file, which is rotated\n"
+     "by log.max_size and log.max_age and reopened on SIGHUP (see docs/logging.md).\n"
      "  --listen HOST:PORT  address to listen on (port 0: any free port, logged at start)\n"
      "  --no-collect        do not collect this host's metrics (collection is not built yet)\n",
      cmd_serve},

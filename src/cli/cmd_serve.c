@@ -1,7 +1,7 @@
 /*
  * opsdb serve: opens (creating or migrating) the database, starts the writer and the HTTP
  * server, and runs until SIGINT or SIGTERM, then drains: no acknowledged row is lost and no
- * queued row is left uncommitted.
+ * queued row is left uncommitted. SIGHUP reopens the log file (log.file) and serving goes on.
  */
 #include "cli/cli.h"
 #include "http/http.h"
@@ -36,6 +36,18 @@ static void invalidate_cache(void *arg, const struct batch *const *batches, size
             query_cache_bump(cache, t);
     for (size_t i = 0; i < n; i++)
         query_cache_bump(cache, (size_t)(batches[i]->table - tables));
+}
+
+/* SIGHUP: what can be picked up again without a restart is, here, one line each. */
+static void server_reload(struct server *srv)
+{
+    struct err e;
+    if (srv->cfg.log_file[0] == '\0')
+        log_info("SIGHUP: no log.file set, nothing to reopen");
+    else if (log_reopen(&e) != 0)
+        log_error("SIGHUP: %s; lines still go to the file open before", e.msg);
+    else
+        log_info("SIGHUP: log file reopened");
 }
 
 static int server_start(struct server *srv)
@@ -84,12 +96,16 @@ int cmd_serve(int argc, char **argv)
     int rc = cli_load_config(&c, &srv.cfg);
     if (rc)
         return rc;
+    struct err e;
+    if (log_open_file(&srv.cfg, &e) != 0)
+        return cli_fail("%s", e.msg);
     /* signals are taken by sigwait below; every thread started from here inherits the mask */
-    sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGINT);
-    sigaddset(&stop, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
     /* a thread per connection would otherwise get a malloc arena each, and freed request memory
      * would stay spread over them: two arenas keep peak RSS near what is really in use */
@@ -101,15 +117,18 @@ int cmd_serve(int argc, char **argv)
     mallopt(M_TRIM_THRESHOLD, 128 << 20);
     if ((rc = server_start(&srv)) != 0) {
         server_stop(&srv);
+        log_close_file();
         return rc;
     }
     log_info("opsdb %s serving %s on http://%s (port %d)", OPSDB_VERSION, store_describe(srv.store),
              srv.cfg.listen, http_port(srv.http));
-    int sig;
-    sigwait(&stop, &sig);
+    int sig = SIGTERM;
+    while (sigwait(&signals, &sig) == 0 && sig == SIGHUP)
+        server_reload(&srv);
     log_info("%s: stopping (finishing requests and committing queued rows)",
              sig == SIGINT ? "SIGINT" : "SIGTERM");
     server_stop(&srv);
     log_info("stopped");
+    log_close_file();
     return 0;
 }

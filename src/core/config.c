@@ -54,6 +54,16 @@ static const struct option options[] = {
     STR("listen", listen, "127.0.0.1:8470", "HTTP listen address host:port"),
     CHOICE("log.level", log_level, "info", "debug|info|warn|error",
            "least severe log level written"),
+    STR("log.file", log_file, "",
+        "file `opsdb serve` appends its log lines to, instead of stderr (created 0640 in an "
+        "existing directory; reopened on SIGHUP); empty: stderr only"),
+    BYTES("log.max_size", log_max_bytes, "10MiB", 0, 1024.0 * 1024 * 1024,
+          "log.file is rotated to log.file.1.gz before a line would take it past this size "
+          "(0 = no size limit; see docs/logging.md)"),
+    DUR("log.max_age", log_max_age_ms, "1d", 0, 3650.0 * 86400000,
+        "log.file is rotated once opsdb has had it open this long (0 = no age limit)"),
+    INTO("log.keep", log_keep, "7", 0, 1000,
+         "rotated log files kept (log.file.1.gz is the newest); older ones are deleted"),
     BYTES("http.max_body_bytes", max_body_bytes, "64MiB", 1024, 1024.0 * 1024 * 1024,
           "largest request body accepted (413 beyond; after gzip decoding)"),
     INTO("http.max_connections", max_connections, "256", 4, 10000, "concurrent HTTP connections"),

@@ -72,11 +72,31 @@ int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf
 int buf_putc(struct buf *b, char c);
 
 /* ---------------------------------------------------------------------------------------------
- * Logging to stderr, one line per call, with a level and UTC time. Thread safe.
+ * Logging, one line per call, with a level and UTC time: to stderr, or only to the file named by
+ * the option log.file once log_open_file() has run (docs/logging.md). Every function here is
+ * thread safe. A line is written with one write(2), is never split between two files, and goes
+ * to stderr when the file cannot take it.
  */
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 void log_set_level(enum log_level level);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+struct config;
+/* When cfg->log_file is set, opens it for appending (O_APPEND; created 0640; its directory must
+ * exist) and sends every later line there instead of stderr. Before a line would take the file
+ * past cfg->log_max_bytes, or once it has been open cfg->log_max_age_ms (0: no limit), the file
+ * is rotated: gzipped to <file>.1.gz (temp file, fsync, rename), the older <file>.N.gz shift to
+ * N+1, those past cfg->log_keep are deleted (log_keep 0 keeps none), and the file is emptied.
+ * A failed rotation is reported in the file and tried again a minute later; lines go on.
+ * Returns 0 (also when log.file is empty: lines stay on stderr) or E_IO with the path and the
+ * reason in e. cfg is only read during the call; a file already open is replaced. */
+int log_open_file(const struct config *cfg, struct err *e);
+/* Opens the log file again by its path, so that after an external rename (logrotate) lines go
+ * to a fresh file at the original path; its age counts from now. For SIGHUP. Returns 0 (also
+ * when no file is open) or E_IO with the reason in e, and then lines keep going to the file
+ * open before. */
+int log_reopen(struct err *e);
+/* Closes the log file; later lines go to stderr. Does nothing when none is open. */
+void log_close_file(void);
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
 #define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
@@ -298,6 +318,8 @@ struct config {
     char storage_archive_dir[4096];       /* "" = partitions are dropped without an archive */
     int64_t storage_archive_retention_ms; /* 0 = archives are kept forever */
     char log_level[16];
+    char log_file[512]; /* "" = stderr */
+    int64_t log_max_bytes, log_max_age_ms, log_keep;
     size_t nfp_rules;
     char fp_regex[CONFIG_MAX_FP_RULES][256];
     char fp_replacement[CONFIG_MAX_FP_RULES][64];
