@@ -72,8 +72,8 @@ int cmd_retention(int argc, char **argv)
         return rc;
     struct store_result res;
     struct err e;
-    size_t past = 0;
-    rc = query_retention(s, &cfg, time_now_ms(), &res, &past, &e);
+    size_t past = 0, missing = 0;
+    rc = query_retention(s, &cfg, time_now_ms(), &res, &past, &missing, &e);
     if (rc == 0) {
         cli_write_result(&res, fmt);
     } else {
@@ -83,9 +83,14 @@ int cmd_retention(int argc, char **argv)
     store_close(&s);
     if (rc)
         return 1;
+    if (strcmp(action, "verify") == 0 && missing > 0)
+        cli_fail("%zu table%s data inside the retention policy: retention dropped data up to "
+                 "'dropped_until', after the policy's horizon (status 'missing inside policy' "
+                 "above)",
+                 missing, missing == 1 ? " misses" : "s miss");
     if (strcmp(action, "verify") == 0 && past > 0)
         return cli_fail("%zu table%s hold data older than their retention policy (status "
                         "'past policy' above)",
                         past, past == 1 ? "" : "s");
-    return 0;
+    return strcmp(action, "verify") == 0 && missing > 0 ? 1 : 0;
 }

@@ -107,10 +107,13 @@ uint32_t query_view_tables(const char *view);
 /* ---- retention ------------------------------------------------------------------------------ */
 
 /* One row per table: table, retention_days, oldest, newest (RFC 3339), rows, horizon (now -
- * retention, RFC 3339) and status: ok, empty, kept forever, or "past policy" when data older than
- * the horizon is held (counted in *past_policy). res is initialised here. */
+ * retention, RFC 3339), dropped_until (how far retention has dropped data, RFC 3339) and status:
+ * ok, empty, kept forever, "past policy" when data older than the horizon is held (counted in
+ * *past_policy), or "missing inside policy" when data newer than the horizon was dropped
+ * (counted in *missing). res is initialised here. */
 int query_retention(struct store *s, const struct config *cfg, int64_t now_ms,
-                    struct store_result *res, size_t *past_policy, struct err *e);
+                    struct store_result *res, size_t *past_policy, size_t *missing,
+                    struct err *e);
 
 /* One row per partition of every table: table, partition, from_ms, to_ms (exclusive), rows,
  * bytes, state (hot: raw rows, cold: compressed, restored: brought back from an archive), and,

@@ -1,8 +1,10 @@
 /*
  * Retention as a check: for every table, the oldest and newest data held against the table's
- * retention policy. Ingestion already refuses rows older than the policy; what ages past it
- * while stored is reported here (`opsdb retention status|verify`) until partitions are dropped
- * whole by the storage work.
+ * retention policy (`opsdb retention status|verify`). Two ways to break it: data held past the
+ * policy (retention has not run, or is failing), and data missing inside it — dropped while
+ * the policy still keeps it (retention applied with a shorter policy than the one now
+ * configured), known from the time retention last dropped data up to (opsdb_meta
+ * '<table>.dropped_until').
  */
 #include "query/query.h"
 
@@ -12,6 +14,8 @@
 /* count, oldest and newest ts of one table, in one row */
 static void stats_sql(const struct table *t, struct buf *sql)
 {
+    buf_printf(sql, "SELECT *, (SELECT value FROM opsdb_meta WHERE key = '%s.dropped_until') FROM (",
+               t->name);
     if (t->kind == TABLE_SERIES)
         /* samples are keyed (series_id, ts): one seek per series finds its raw ends; chunks
          * carry their count and ends, and are older than the raw samples of their series */
@@ -36,6 +40,7 @@ static void stats_sql(const struct table *t, struct buf *sql)
                    t->name, t->name, t->name, t->name);
     else
         buf_printf(sql, "SELECT count(*), min(ts), max(ts) FROM %s", t->name);
+    buf_printf(sql, ")");
 }
 
 static void set_text(struct store_result *res, struct value *v, const char *s)
@@ -58,13 +63,15 @@ static void set_time(struct store_result *res, struct value *v, const struct val
 }
 
 int query_retention(struct store *s, const struct config *cfg, int64_t now_ms,
-                    struct store_result *res, size_t *past_policy, struct err *e)
+                    struct store_result *res, size_t *past_policy, size_t *missing,
+                    struct err *e)
 {
-    static const char *const cols[] = {"table", "retention_days", "oldest", "newest",
-                                       "rows",  "horizon",        "status"};
+    static const char *const cols[] = {"table", "retention_days", "oldest",        "newest",
+                                       "rows",  "horizon",        "dropped_until", "status"};
     store_result_init(res);
-    store_result_set_columns(res, 7, cols);
+    store_result_set_columns(res, 8, cols);
     *past_policy = 0;
+    *missing = 0;
     size_t n;
     const struct table *tables = schema_tables(&n);
     struct store_reader *r = store_reader_get(s);
@@ -88,6 +95,7 @@ int query_retention(struct store *s, const struct config *cfg, int64_t now_ms,
             set_time(res, &out[2], &v[1]);
             set_time(res, &out[3], &v[2]);
             out[4] = v[0];
+            set_time(res, &out[6], &v[3]);
             const char *status = "ok";
             if (days == 0) {
                 status = "kept forever";
@@ -105,8 +113,12 @@ int query_retention(struct store *s, const struct config *cfg, int64_t now_ms,
                     status = "past policy";
                     (*past_policy)++;
                 }
+                if (v[3].type == VAL_INT && v[3].i > horizon) {
+                    status = "missing inside policy";
+                    (*missing)++;
+                }
             }
-            set_text(res, &out[6], status);
+            set_text(res, &out[7], status);
         }
         store_result_release(&one);
     }

@@ -427,7 +427,7 @@ int sqlite_cold_drop_before(struct sqlite_cold *c, const struct table *t, int64_
                             struct store_retention_stats *stats, struct err *e)
 {
     /* whole days only: a day goes once its last millisecond is past the horizon */
-    int64_t first_kept_day = day_of(horizon_ms);
+    int64_t first_kept_day = day_of(horizon_ms), chunks_before = stats->chunks_dropped;
     char sql[512];
     sqlite3_stmt *q;
     snprintf(sql, sizeof sql,
@@ -449,5 +449,7 @@ int sqlite_cold_drop_before(struct sqlite_cold *c, const struct table *t, int64_
     int rc = sqlite_exec(c->db, sql, e);
     if (rc == 0)
         stats->samples_dropped += sqlite3_changes(c->db);
+    if (rc == 0 && (stats->chunks_dropped > chunks_before || sqlite3_changes(c->db) > 0))
+        rc = sqlite_note_dropped(c->db, t, first_kept_day * MS_PER_DAY, e);
     return rc;
 }

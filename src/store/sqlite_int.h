@@ -147,6 +147,10 @@ int sqlite_partition_migrate(sqlite3 *db, struct err *e);
 void sqlite_event_table_ddl(struct buf *b, const struct table *t, const char *name);
 /* "INSERT INTO name (<t's columns>) VALUES (?, ...)", parameters in column order, appended to b. */
 void sqlite_insert_sql(struct buf *b, const struct table *t, const char *name);
+/* Records in opsdb_meta ('<table>.dropped_until') that retention dropped t's data up to
+ * until_ms (kept as the latest such time): `retention verify` finds data dropped inside the
+ * policy with it. */
+int sqlite_note_dropped(sqlite3 *db, const struct table *t, int64_t until_ms, struct err *e);
 /* Whether a table (plain or virtual) of that name exists. */
 bool sqlite_table_exists(sqlite3 *db, const char *name);
 /* The SQLite type of a column. */

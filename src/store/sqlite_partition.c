@@ -590,6 +590,8 @@ int sqlite_partitions_drop_before(struct sqlite_partitions *p, int64_t horizon_m
                      pt->name, pt->name, pt->name);
             rc = sqlite_exec(p->db, sql, e);
         }
+        if (rc == 0)
+            rc = sqlite_note_dropped(p->db, p->t, pt->end_ts, e);
         if (rc) {
             sqlite_partitions_forget(p);
             return rc;

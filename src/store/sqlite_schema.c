@@ -170,6 +170,16 @@ static int add_missing_columns(sqlite3 *db, const struct table *t, const char *n
     return 0;
 }
 
+int sqlite_note_dropped(sqlite3 *db, const struct table *t, int64_t until_ms, struct err *e)
+{
+    char sql[300];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO opsdb_meta (key, value) VALUES ('%s.dropped_until', %lld) ON "
+             "CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+             t->name, (long long)until_ms);
+    return sqlite_exec(db, sql, e);
+}
+
 bool sqlite_table_exists(sqlite3 *db, const char *name)
 {
     sqlite3_stmt *st;
