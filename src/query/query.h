@@ -112,8 +112,7 @@ uint32_t query_view_tables(const char *view);
  * *past_policy), or "missing inside policy" when data newer than the horizon was dropped
  * (counted in *missing). res is initialised here. */
 int query_retention(struct store *s, const struct config *cfg, int64_t now_ms,
-                    struct store_result *res, size_t *past_policy, size_t *missing,
-                    struct err *e);
+                    struct store_result *res, size_t *past_policy, size_t *missing, struct err *e);
 
 /* One row per partition of every table: table, partition, from_ms, to_ms (exclusive), rows,
  * bytes, state (hot: raw rows, cold: compressed, restored: brought back from an archive), and,

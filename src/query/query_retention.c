@@ -14,7 +14,8 @@
 /* count, oldest and newest ts of one table, in one row */
 static void stats_sql(const struct table *t, struct buf *sql)
 {
-    buf_printf(sql, "SELECT *, (SELECT value FROM opsdb_meta WHERE key = '%s.dropped_until') FROM (",
+    buf_printf(sql,
+               "SELECT *, (SELECT value FROM opsdb_meta WHERE key = '%s.dropped_until') FROM (",
                t->name);
     if (t->kind == TABLE_SERIES)
         /* samples are keyed (series_id, ts): one seek per series finds its raw ends; chunks
@@ -63,8 +64,7 @@ static void set_time(struct store_result *res, struct value *v, const struct val
 }
 
 int query_retention(struct store *s, const struct config *cfg, int64_t now_ms,
-                    struct store_result *res, size_t *past_policy, size_t *missing,
-                    struct err *e)
+                    struct store_result *res, size_t *past_policy, size_t *missing, struct err *e)
 {
     static const char *const cols[] = {"table", "retention_days", "oldest",        "newest",
                                        "rows",  "horizon",        "dropped_until", "status"};
