@@ -10,7 +10,7 @@
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Bump together with a migration in store/store_migrate.c. */
-#define SCHEMA_VERSION 6
+#define SCHEMA_VERSION 7
 
 static const char *const levels[] = {"debug", "info",     "notice", "warning",
                                      "error", "critical", "fatal",  NULL};

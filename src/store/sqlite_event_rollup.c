@@ -1,7 +1,8 @@
 /*
- * Rollups of event tables (api_usage, handler_metrics, error_logs): per group key and per 1-minute
- * and 1-hour bucket, the sums, maxima and latency sketches the views need, so a window of a day or
- * a month reads a few thousand rollup rows instead of millions of events.
+ * Rollups of event tables (api_usage, handler_metrics, error_logs): per group key and per 1-minute,
+ * 1-hour and 1-day bucket, the sums, maxima and latency sketches the views need, so a window of a
+ * day or a month reads a few thousand rollup rows instead of millions of events (a month of
+ * hourly latency sketches is still ~70k merges for api_usage: the daily level makes it ~3k).
  *
  * They are maintained in the write transaction from the rows the batch just inserted into a
  * partition (a rowid range: the writer is the only one inserting, so they are contiguous): one
@@ -93,6 +94,15 @@ static const struct event_rollup_def defs[] = {
      "sum(count), max(level_rank), max(error_type), max(component), max(last_ts)"},
 };
 
+/* Finest first; the daily level goes with the hourly one's retention. */
+static const struct rollup_level levels[] = {{"1m", 60000}, {"1h", 3600000}, {"1d", 86400000}};
+
+const struct rollup_level *sqlite_event_rollup_levels(size_t *count)
+{
+    *count = sizeof levels / sizeof levels[0];
+    return levels;
+}
+
 static const struct event_rollup_def *def_of(const struct table *t)
 {
     for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++)
@@ -112,7 +122,7 @@ void sqlite_event_rollup_ddl(struct buf *b, const struct table *t)
     if (!d)
         return;
     size_t n;
-    const struct rollup_level *lv = store_rollup_levels(&n);
+    const struct rollup_level *lv = sqlite_event_rollup_levels(&n);
     for (size_t i = 0; i < n; i++)
         buf_printf(b,
                    "CREATE TABLE IF NOT EXISTS %s_%s (ts INTEGER NOT NULL, %s, %s, PRIMARY KEY "
@@ -144,7 +154,7 @@ static void fold_sql(struct buf *b, const struct event_rollup_def *d, const stru
 static int backfill(sqlite3 *db, const char *table, struct err *e)
 {
     size_t n;
-    const struct rollup_level *lv = store_rollup_levels(&n);
+    const struct rollup_level *lv = sqlite_event_rollup_levels(&n);
     struct buf sql;
     buf_init(&sql, 1 << 16);
     int rc = 0;
@@ -168,6 +178,25 @@ int sqlite_event_rollup_backfill(sqlite3 *db, struct err *e)
 int sqlite_error_rollup_backfill(sqlite3 *db, struct err *e)
 {
     return backfill(db, "error_logs", e);
+}
+
+int sqlite_daily_rollup_backfill(sqlite3 *db, struct err *e)
+{
+    struct buf sql;
+    buf_init(&sql, 1 << 16);
+    int rc = 0;
+    for (size_t i = 0; i < sizeof defs / sizeof defs[0] && rc == 0; i++) {
+        const struct event_rollup_def *d = &defs[i];
+        sql.len = 0;
+        buf_printf(&sql,
+                   "DELETE FROM %s_1d; INSERT INTO %s_1d (ts, %s, %s) SELECT (ts - ((ts %% "
+                   "86400000) + 86400000) %% 86400000) AS bucket, %s, %s FROM %s_1h WHERE true "
+                   "GROUP BY bucket, %s",
+                   d->table, d->table, d->keys, d->measures, d->keys, d->reduce, d->table, d->keys);
+        rc = sqlite_exec(db, sql.data, e);
+    }
+    buf_release(&sql);
+    return rc;
 }
 
 #define MAX_LEVELS 4
@@ -207,7 +236,7 @@ static int prepare_all(struct sqlite_event_rollup *r, const struct event_rollup_
                        const struct table *t, const char *source, struct buf *sql, struct err *e)
 {
     size_t n;
-    const struct rollup_level *lv = store_rollup_levels(&n);
+    const struct rollup_level *lv = sqlite_event_rollup_levels(&n);
     buf_printf(sql, "CREATE TEMP TABLE IF NOT EXISTS %s_delta (ts INTEGER NOT NULL, %s, %s)",
                d->table, d->key_ddl, d->measure_ddl);
     int rc = sqlite_exec(r->db, sql->data, e);

@@ -99,6 +99,10 @@ bool sqlite_event_rollup_exists(const struct table *t);
 int sqlite_event_rollup_backfill(sqlite3 *db, struct err *e);
 /* The same for error_logs' rollups alone (the migration that added them). */
 int sqlite_error_rollup_backfill(sqlite3 *db, struct err *e);
+/* Fills every daily event rollup from the hourly one (the migration that added them). */
+int sqlite_daily_rollup_backfill(sqlite3 *db, struct err *e);
+/* The levels of the event rollups (<table>_<name>), finest first: 1m, 1h, 1d. */
+const struct rollup_level *sqlite_event_rollup_levels(size_t *count);
 
 /* Time partitions of event tables (sqlite_partition.c), on the writer connection and inside its
  * write transaction. */

@@ -227,6 +227,8 @@ static const struct migration migrations[] = {
      NULL, true, sqlite_partition_migrate},
     {6, "error_logs rollups per fingerprint and host, per 1 minute and 1 hour, backfilled", NULL,
      true, sqlite_error_rollup_backfill},
+    {7, "daily rollups of api_usage, handler_metrics and error_logs, built from the hourly ones",
+     NULL, true, sqlite_daily_rollup_backfill},
 };
 
 static int read_version(sqlite3 *db, int *version, struct err *e)

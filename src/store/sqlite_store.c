@@ -556,14 +556,16 @@ static int drop_old_rollups(struct sqlite_store *st, int64_t now_ms,
 {
     size_t n, nlv;
     const struct table *tables = schema_tables(&n);
-    const struct rollup_level *lv = store_rollup_levels(&nlv);
     char sql[512];
     for (size_t i = 0; i < n; i++) {
         const struct table *t = &tables[i];
         bool series = t->kind == TABLE_SERIES;
         if (!series && !sqlite_event_rollup_exists(t))
             continue;
+        const struct rollup_level *lv =
+            series ? store_rollup_levels(&nlv) : sqlite_event_rollup_levels(&nlv);
         for (size_t j = 0; j < nlv; j++) {
+            /* daily buckets go with the hourly ones' policy */
             int64_t keep_ms =
                 lv[j].bucket_ms == 60000 ? st->rollup_1m_retention_ms : st->rollup_1h_retention_ms;
             if (keep_ms == 0)

@@ -19,9 +19,10 @@
 #define LATEST_TS LATEST("ts")
 #define LATEST_VALUE LATEST("value")
 
-/* The window (lo, hi] split for rollups, as the one-row CTE `bounds`: whole hours [h1, h2),
- * whole minutes [m1, h1) and [h2, m2), raw rows (lo, m1) and [m2, hi]. Ranges that do not exist
- * are empty (a window with no whole minute is all raw: m1 = m2 = h1 = h2 = hi + 1). A bucket
+/* The window (lo, hi] split for rollups, as the one-row CTE `bounds`: whole UTC days [d1, d2),
+ * whole hours [h1, d1) and [d2, h2), whole minutes [m1, h1) and [h2, m2), raw rows (lo, m1) and
+ * [m2, hi]. Ranges that do not exist are empty (a window with no whole minute is all raw:
+ * m1 = m2 = h1 = h2 = d1 = d2 = hi + 1; one with no whole day has d1 = d2 = h2). A bucket
  * [b, b + size) is whole when lo < b and b + size - 1 <= hi: rows past now never count. */
 #define SPLIT(default_ms) SPLIT_W0(default_ms) SPLIT_REST
 #define SPLIT_W0(default_ms) "w0 AS (SELECT " NOW " - " WINDOW(default_ms) " AS lo, " NOW " AS hi),"
@@ -34,14 +35,21 @@
     "  ((m1 + 3599999) / 3600000) * 3600000 AS h1, (m2 / 3600000) * 3600000 AS h2,"                \
     "  (opsdb_param('rollup_1m_retention_ms', 0) = 0 OR lo > unixepoch() * 1000"                   \
     "   - opsdb_param('rollup_1m_retention_ms', 0) + 86400000) AS kept FROM w1),"                  \
-    " bounds AS (SELECT lo, hi,"                                                                   \
+    " w3 AS (SELECT lo, hi,"                                                                       \
     "  CASE WHEN NOT minutes THEN hi + 1 WHEN kept THEN m1 WHEN h1 < h2 THEN h1 ELSE hi + 1"       \
     "  END AS m1,"                                                                                 \
     "  CASE WHEN NOT minutes THEN hi + 1 WHEN kept THEN m2 WHEN h1 < h2 THEN h2 ELSE hi + 1"       \
     "  END AS m2,"                                                                                 \
     "  CASE WHEN minutes AND h1 < h2 THEN h1 WHEN minutes AND kept THEN m2 ELSE hi + 1 END AS h1," \
     "  CASE WHEN minutes AND h1 < h2 THEN h2 WHEN minutes AND kept THEN m2 ELSE hi + 1 END AS h2"  \
-    "  FROM w2)"
+    "  FROM w2),"                                                                                  \
+    " bounds AS (SELECT lo, hi, m1, m2, h1, h2,"                                                   \
+    "  CASE WHEN " DAYS_INSIDE " THEN " H1_DAY_CEIL " ELSE h2 END AS d1,"                          \
+    "  CASE WHEN " DAYS_INSIDE " THEN " H2_DAY_FLOOR " ELSE h2 END AS d2 FROM w3)"
+/* the first midnight at or after h1, the last at or before h2: whole days exist between them */
+#define H1_DAY_CEIL "((h1 + 86399999) / 86400000) * 86400000"
+#define H2_DAY_FLOOR "(h2 / 86400000) * 86400000"
+#define DAYS_INSIDE H1_DAY_CEIL " < " H2_DAY_FLOOR
 
 #define SPLIT_15M SPLIT(900000)
 #define SPLIT_24H SPLIT(86400000)
@@ -117,7 +125,11 @@ static const char *const views[] = {
      * sort that GROUP BY needs cheaper (endpoints differ early). */
     "CREATE VIEW api_performance AS WITH " SPLIT_15M ", parts AS ("
     " SELECT " API_COLS
-    " FROM bounds b CROSS JOIN api_usage_1h r WHERE r.ts >= b.h1 AND r.ts < b.h2"
+    " FROM bounds b CROSS JOIN api_usage_1d r WHERE r.ts >= b.d1 AND r.ts < b.d2"
+    " UNION ALL SELECT " API_COLS " FROM bounds b CROSS JOIN api_usage_1h r"
+    "  WHERE r.ts >= b.h1 AND r.ts < b.d1"
+    " UNION ALL SELECT " API_COLS " FROM bounds b CROSS JOIN api_usage_1h r"
+    "  WHERE r.ts >= b.d2 AND r.ts < b.h2"
     " UNION ALL SELECT " API_COLS " FROM bounds b CROSS JOIN api_usage_1m r"
     "  WHERE r.ts >= b.m1 AND r.ts < b.h1"
     " UNION ALL SELECT " API_COLS " FROM bounds b CROSS JOIN api_usage_1m r"
@@ -142,8 +154,12 @@ static const char *const views[] = {
      * message as a sample. Whole hours and minutes come from the rollups (per fingerprint and
      * host, so distinct hosts stay exact), the edges and the last hour from raw rows. */
     "CREATE VIEW error_summary AS WITH " SPLIT_24H ", parts AS ("
-    " SELECT " ERROR_COLS " FROM bounds b CROSS JOIN error_logs_1h r"
-    "  WHERE r.ts >= b.h1 AND r.ts < b.h2"
+    " SELECT " ERROR_COLS " FROM bounds b CROSS JOIN error_logs_1d r"
+    "  WHERE r.ts >= b.d1 AND r.ts < b.d2"
+    " UNION ALL SELECT " ERROR_COLS " FROM bounds b CROSS JOIN error_logs_1h r"
+    "  WHERE r.ts >= b.h1 AND r.ts < b.d1"
+    " UNION ALL SELECT " ERROR_COLS " FROM bounds b CROSS JOIN error_logs_1h r"
+    "  WHERE r.ts >= b.d2 AND r.ts < b.h2"
     " UNION ALL SELECT " ERROR_COLS " FROM bounds b CROSS JOIN error_logs_1m r"
     "  WHERE r.ts >= b.m1 AND r.ts < b.h1"
     " UNION ALL SELECT " ERROR_COLS " FROM bounds b CROSS JOIN error_logs_1m r"
@@ -200,8 +216,12 @@ static const char *const views[] = {
      * the invocation-weighted mean of the interval means, p95 the worst interval p95, queue
      * depth the latest reported and the window's maximum. */
     "CREATE VIEW handler_performance AS WITH " SPLIT_15M ", parts AS ("
-    " SELECT " HANDLER_COLS " FROM bounds b CROSS JOIN handler_metrics_1h r"
-    "  WHERE r.ts >= b.h1 AND r.ts < b.h2"
+    " SELECT " HANDLER_COLS " FROM bounds b CROSS JOIN handler_metrics_1d r"
+    "  WHERE r.ts >= b.d1 AND r.ts < b.d2"
+    " UNION ALL SELECT " HANDLER_COLS " FROM bounds b CROSS JOIN handler_metrics_1h r"
+    "  WHERE r.ts >= b.h1 AND r.ts < b.d1"
+    " UNION ALL SELECT " HANDLER_COLS " FROM bounds b CROSS JOIN handler_metrics_1h r"
+    "  WHERE r.ts >= b.d2 AND r.ts < b.h2"
     " UNION ALL SELECT " HANDLER_COLS " FROM bounds b CROSS JOIN handler_metrics_1m r"
     "  WHERE r.ts >= b.m1 AND r.ts < b.h1"
     " UNION ALL SELECT " HANDLER_COLS " FROM bounds b CROSS JOIN handler_metrics_1m r"

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from test_migration import CURRENT_VERSION
 from test_views import (API_SPEC, ERR_SPEC, HANDLER_SPEC, MIN, HOUR, DAY, compare_rows,
                         expect_api_performance, expect_error_summary, expect_handler_performance,
                         post_ndjson)
@@ -179,16 +180,17 @@ def test_late_rows_update_old_buckets(module_server_factory):
 
 
 def test_view_reads_rollups(loaded):
-    """api_performance reads hours and minutes from the rollups and the raw table only for the
-    edges of the window, through its ts index."""
+    """api_performance reads days, hours and minutes from the rollups and the raw table only for
+    the edges of the window, through its ts index."""
     srv, _, _, _ = loaded
     r = srv.get("/api/v1/query", params={"sql": "EXPLAIN QUERY PLAN SELECT * FROM "
                                          "api_performance"})
     assert r.status_code == 200, r.text
     lines = [row["detail"] for row in r.json()["rows"]]
-    # the hour and the two minute ranges (rollups r), each a range of the primary key, and the
-    # two raw edges (api_usage a, partitioned), each a ts range given to the partitions
-    assert lines.count("SEARCH r USING PRIMARY KEY (ts>? AND ts<?)") == 3, lines
+    # the day, the two hour and the two minute ranges (rollups r), each a range of the primary
+    # key, and the two raw edges (api_usage a, partitioned), each a ts range given to the
+    # partitions
+    assert lines.count("SEARCH r USING PRIMARY KEY (ts>? AND ts<?)") == 5, lines
     edges = [x for x in lines if x.startswith("SCAN a VIRTUAL TABLE")]
     assert len(edges) == 2 and all(x.endswith(("ts>,ts<,", "ts>=,ts<=,")) for x in edges), lines
     assert not [x for x in lines if x in ("SCAN a", "SCAN r")], lines
@@ -218,13 +220,26 @@ def test_migration_backfills_event_rollups(run_cli, tmp_path):
                          input="".join(json.dumps(r) + "\n" for r in rows[i:i + 400]))
             assert cp.returncode == 0, cp.stderr
     tables = [f"{t}_{lv}" for t in ("api_usage", "handler_metrics", "error_logs")
-              for lv in ("1m", "1h")]
+              for lv in ("1m", "1h", "1d")]
     incremental = {t: rollup_rows(run_cli, db, t) for t in tables}
+    assert all(incremental[t] for t in tables), "every level holds buckets"
     sqlite3_shell(db, "".join(f"DROP TABLE {t};\n" for t in tables) +
                   "DELETE FROM opsdb_migrations WHERE version = 4; PRAGMA user_version = 3;")
     cp = run_cli("init", "--db", db)
     assert cp.returncode == 0, cp.stderr
-    assert "from schema version 3 to 6" in cp.stderr, cp.stderr
+    assert f"from schema version 3 to {CURRENT_VERSION}" in cp.stderr, cp.stderr
+    same_rollups(run_cli, db, tables, incremental)
+    # version 7 added the daily level alone, built from the hourly one
+    daily = [t for t in tables if t.endswith("_1d")]
+    sqlite3_shell(db, "".join(f"DROP TABLE {t};\n" for t in daily) +
+                  "DELETE FROM opsdb_migrations WHERE version = 7; PRAGMA user_version = 6;")
+    cp = run_cli("init", "--db", db)
+    assert cp.returncode == 0, cp.stderr
+    assert "from schema version 6 to 7" in cp.stderr, cp.stderr
+    same_rollups(run_cli, db, daily, incremental)
+
+
+def same_rollups(run_cli, db, tables, incremental):
     for t in tables:
         backfilled = rollup_rows(run_cli, db, t)
         assert len(backfilled) == len(incremental[t]), t

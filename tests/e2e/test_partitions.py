@@ -36,6 +36,7 @@ import time
 import pytest
 
 from conftest import now_ms, wait_until
+from test_migration import CURRENT_VERSION
 from test_views import (API_SPEC, HANDLER_SPEC, compare_rows, expect_api_performance,
                         expect_handler_performance, post_ndjson)
 
@@ -1049,8 +1050,8 @@ def test_migration_from_version_4_moves_rows_into_day_partitions(run_cli, tmp_pa
 
     cp = run_cli("init", "--db", db)
     assert cp.returncode == 0, cp.stderr
-    assert "from schema version 4 to 6" in cp.stderr, cp.stderr
-    assert sqlite3_shell(db, "PRAGMA user_version;").strip() == "6"
+    assert f"from schema version 4 to {CURRENT_VERSION}" in cp.stderr, cp.stderr
+    assert sqlite3_shell(db, "PRAGMA user_version;").strip() == str(CURRENT_VERSION)
     assert sqlite3_shell(db, "SELECT sql FROM sqlite_schema WHERE name = 'api_usage';"
                          ).startswith("CREATE VIRTUAL TABLE")
 

@@ -8,6 +8,7 @@ import random
 import subprocess
 
 from conftest import now_ms
+from test_migration import CURRENT_VERSION
 
 TABLES = ("system_metrics_1m", "system_metrics_1h")
 
@@ -60,8 +61,8 @@ def test_version_1_database_gets_rollups_backfilled(run_cli, tmp_path):
                 "DELETE FROM opsdb_migrations WHERE version = 2; PRAGMA user_version = 1;")
     cp = run_cli("init", "--db", db)
     assert cp.returncode == 0, cp.stderr
-    assert "from schema version 1 to 6" in cp.stderr, cp.stderr
-    assert sqlite3(db, "PRAGMA user_version;").strip() == "6"
+    assert f"from schema version 1 to {CURRENT_VERSION}" in cp.stderr, cp.stderr
+    assert sqlite3(db, "PRAGMA user_version;").strip() == str(CURRENT_VERSION)
     backfilled = rollups(run_cli, db)
     for t in TABLES:
         same(backfilled[t], incremental[t])
