@@ -27,25 +27,36 @@
 #define SPLIT(default_ms) SPLIT_W0(default_ms) SPLIT_REST
 #define SPLIT_W0(default_ms) "w0 AS (SELECT " NOW " - " WINDOW(default_ms) " AS lo, " NOW " AS hi),"
 /* minutes are read from the rollups only while they are kept (storage.rollup_1m_retention, a
- * day of margin for the hourly retention run); before that the edges come from raw rows */
+ * day of margin for the hourly retention run), each edge on its own: a 30-day window reads the
+ * partial hour at its old end from raw rows and the minutes at its recent end from the rollups.
+ * A window with no whole hour uses minutes only when both ends are kept. */
 #define SPLIT_REST                                                                                 \
     " w1 AS (SELECT lo, hi, ((lo + 60000) / 60000) * 60000 AS m1,"                                 \
     "  ((hi + 1) / 60000) * 60000 AS m2 FROM w0),"                                                 \
     " w2 AS (SELECT lo, hi, m1 < m2 AS minutes, m1, m2,"                                           \
     "  ((m1 + 3599999) / 3600000) * 3600000 AS h1, (m2 / 3600000) * 3600000 AS h2,"                \
-    "  (opsdb_param('rollup_1m_retention_ms', 0) = 0 OR lo > unixepoch() * 1000"                   \
-    "   - opsdb_param('rollup_1m_retention_ms', 0) + 86400000) AS kept FROM w1),"                  \
-    " w3 AS (SELECT lo, hi,"                                                                       \
-    "  CASE WHEN NOT minutes THEN hi + 1 WHEN kept THEN m1 WHEN h1 < h2 THEN h1 ELSE hi + 1"       \
-    "  END AS m1,"                                                                                 \
-    "  CASE WHEN NOT minutes THEN hi + 1 WHEN kept THEN m2 WHEN h1 < h2 THEN h2 ELSE hi + 1"       \
-    "  END AS m2,"                                                                                 \
-    "  CASE WHEN minutes AND h1 < h2 THEN h1 WHEN minutes AND kept THEN m2 ELSE hi + 1 END AS h1," \
-    "  CASE WHEN minutes AND h1 < h2 THEN h2 WHEN minutes AND kept THEN m2 ELSE hi + 1 END AS h2"  \
-    "  FROM w2),"                                                                                  \
-    " bounds AS (SELECT lo, hi, m1, m2, h1, h2,"                                                   \
-    "  CASE WHEN " DAYS_INSIDE " THEN " H1_DAY_CEIL " ELSE h2 END AS d1,"                          \
-    "  CASE WHEN " DAYS_INSIDE " THEN " H2_DAY_FLOOR " ELSE h2 END AS d2 FROM w3)"
+    "  " KEPT("lo") " AS kept_lo, " KEPT(                                                          \
+        "hi") " AS kept_hi FROM w1),"                                                              \
+              " w3 AS (SELECT lo, hi,"                                                             \
+              "  CASE WHEN NOT minutes THEN hi + 1 WHEN h1 < h2 THEN CASE WHEN kept_lo THEN m1 "   \
+              "ELSE h1 END"                                                                        \
+              "   WHEN kept_lo AND kept_hi THEN m1 ELSE hi + 1 END AS m1,"                         \
+              "  CASE WHEN NOT minutes THEN hi + 1 WHEN h1 < h2 THEN CASE WHEN kept_hi THEN m2 "   \
+              "ELSE h2 END"                                                                        \
+              "   WHEN kept_lo AND kept_hi THEN m2 ELSE hi + 1 END AS m2,"                         \
+              "  CASE WHEN minutes AND h1 < h2 THEN h1 WHEN minutes AND kept_lo AND kept_hi THEN " \
+              "m2"                                                                                 \
+              "   ELSE hi + 1 END AS h1,"                                                          \
+              "  CASE WHEN minutes AND h1 < h2 THEN h2 WHEN minutes AND kept_lo AND kept_hi THEN " \
+              "m2"                                                                                 \
+              "   ELSE hi + 1 END AS h2"                                                           \
+              "  FROM w2),"                                                                        \
+              " bounds AS (SELECT lo, hi, m1, m2, h1, h2,"                                         \
+              "  CASE WHEN " DAYS_INSIDE " THEN " H1_DAY_CEIL " ELSE h2 END AS d1,"                \
+              "  CASE WHEN " DAYS_INSIDE " THEN " H2_DAY_FLOOR " ELSE h2 END AS d2 FROM w3)"
+#define KEPT(edge)                                                                                 \
+    "(opsdb_param('rollup_1m_retention_ms', 0) = 0 OR " edge " > unixepoch() * 1000"               \
+    " - opsdb_param('rollup_1m_retention_ms', 0) + 86400000)"
 /* the first midnight at or after h1, the last at or before h2: whole days exist between them */
 #define H1_DAY_CEIL "((h1 + 86399999) / 86400000) * 86400000"
 #define H2_DAY_FLOOR "(h2 / 86400000) * 86400000"
