@@ -8,7 +8,7 @@ set -eu
 build_pkgs="gcc make pkg-config libc6-dev libsqlite3-dev libmicrohttpd-dev libjansson-dev
 libyaml-dev zlib1g-dev libzstd-dev libsodium-dev"
 test_pkgs="libcmocka-dev python3 python3-pytest python3-requests prometheus influxdb-client
-sqlite3 procps curl clang-format"
+sqlite3 procps curl clang-format zstd"
 
 want=$build_pkgs
 [ "${1:-build}" = test ] && want="$build_pkgs $test_pkgs"
