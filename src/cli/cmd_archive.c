@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static int list(const char *dir, int fmt)
 {
@@ -17,25 +18,29 @@ static int list(const char *dir, int fmt)
     if (store_archive_list(dir, &all, &n, &e) != 0)
         return cli_fail("%s", e.msg);
     static const char *const names[] = {"table", "partition", "from_ms", "to_ms",
-                                        "rows",  "bytes",     "sha256"};
+                                        "rows",  "bytes",     "sha256",  "problem"};
     struct store_result res;
     store_result_init(&res);
-    int rc = store_result_set_columns(&res, 7, names);
+    int rc = store_result_set_columns(&res, 8, names);
+    size_t bad = 0;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         struct value *row = store_result_add_row(&res);
         if (!row) {
             rc = -1;
             break;
         }
-        const char *text[] = {all[i].table->name, all[i].partition, all[i].sha256};
-        int at[] = {0, 1, 6};
-        for (int k = 0; k < 3; k++) {
+        const char *text[] = {all[i].table->name, all[i].partition, all[i].sha256, all[i].problem};
+        int at[] = {0, 1, 6, 7};
+        bad += all[i].problem[0] != '\0';
+        for (int k = 0; k < 4; k++) {
+            if (!text[k][0])
+                continue; /* NULL */
             row[at[k]].type = VAL_TEXT;
             row[at[k]].s = arena_strndup(&res.arena, text[k], strlen(text[k]));
             row[at[k]].len = (uint32_t)strlen(text[k]);
         }
         int64_t nums[] = {all[i].from_ms, all[i].to_ms, all[i].rows, all[i].bytes};
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < 4 && !all[i].problem[0]; k++) {
             row[2 + k].type = VAL_INT;
             row[2 + k].i = nums[k];
         }
@@ -44,7 +49,11 @@ static int list(const char *dir, int fmt)
         cli_write_result(&res, fmt);
     store_result_release(&res);
     free(all);
-    return rc ? cli_fail("out of memory") : 0;
+    if (rc)
+        return cli_fail("out of memory");
+    return bad ? cli_fail("%zu manifest%s cannot be read (column problem above)", bad,
+                          bad == 1 ? "" : "s")
+               : 0;
 }
 
 static bool wanted(const char *partition, char **names, int nnames)
@@ -155,21 +164,25 @@ int cmd_archive(int argc, char **argv)
     else if (rc == 0 && (rc = cli_load_config(&c, &cfg)) == 0 && !dir)
         dir = cfg.storage_archive_dir;
     bool one = action && (strcmp(action, "restore") == 0 || strcmp(action, "unload") == 0);
-    if (rc == 0 && (!dir || !dir[0]))
+    if (rc == 0 && !one && strcmp(action, "list") != 0 && strcmp(action, "verify") != 0)
+        rc = cli_usage(cmd, "unknown action '%s': list, verify, restore or unload", action);
+    bool needs_dir = action && strcmp(action, "unload") != 0; /* unload reads the database only */
+    if (rc == 0 && needs_dir && (!dir || !dir[0]))
         rc = cli_usage(cmd, "no archive directory: set storage.archive_dir or give --dir DIR");
     else if (rc == 0 && one && nnames != 1)
         rc = cli_usage(cmd, "%s takes one partition name (see `opsdb archive list`)", action);
     else if (rc == 0 && strcmp(action, "list") == 0 && nnames)
         rc = cli_usage(cmd, "list takes no partition names");
+    struct stat st;
+    if (rc == 0 && needs_dir && (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)))
+        rc = cli_fail("the archive directory %s does not exist (or is not a directory)", dir);
     if (rc == 0) {
         if (strcmp(action, "list") == 0)
             rc = list(dir, fmt);
         else if (strcmp(action, "verify") == 0)
             rc = verify(dir, names, nnames);
-        else if (one)
-            rc = restore_or_unload(&c, dir, names[0], strcmp(action, "restore") == 0);
         else
-            rc = cli_usage(cmd, "unknown action '%s': list, verify, restore or unload", action);
+            rc = restore_or_unload(&c, dir, names[0], strcmp(action, "restore") == 0);
     }
     free(names);
     return rc == -1 ? cli_help("archive") : rc;

@@ -28,6 +28,11 @@ static int apply(struct cli_common *c)
            (long long)st.rows_dropped, (long long)st.chunks_dropped,
            st.chunks_dropped == 1 ? "" : "s", (long long)st.samples_dropped,
            (long long)st.rollup_rows_dropped, (double)(time_now_ms() - t0) / 1000.0);
+    if (st.expire_failure[0])
+        fprintf(stderr,
+                "opsdb: warning: archives past storage.archive_retention were not all "
+                "removed (retried by the next run): %s\n",
+                st.expire_failure);
     if (st.partitions_archived || st.archives_expired)
         printf("archived %lld partition%s to %s first; removed %lld archive%s past "
                "storage.archive_retention\n",

@@ -242,6 +242,9 @@ static void apply_retention_if_due(struct writer *w)
                  (long long)(w->retention_interval_ms / 1000), e.msg);
         return;
     }
+    if (rs.expire_failure[0])
+        log_warn("archives past storage.archive_retention were not all removed: %s",
+                 rs.expire_failure);
     if (rs.partitions_dropped || rs.chunks_dropped || rs.samples_dropped ||
         rs.rollup_rows_dropped) {
         log_info("retention dropped %lld partitions (%lld rows), %lld chunks (%lld samples), "

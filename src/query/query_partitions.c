@@ -61,7 +61,7 @@ static int add_archived(const char *dir, struct store_result *res, struct err *e
     size_t n;
     int rc = store_archive_list(dir, &all, &n, e);
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        bool in_db = false;
+        bool in_db = all[i].problem[0] != '\0'; /* unreadable: `archive verify` names it */
         for (size_t r = 0; r < res->nrows && !in_db; r++)
             in_db = strcmp(res->values[r * NCOLS + COL_PARTITION].s, all[i].partition) == 0;
         if (in_db)

@@ -356,8 +356,18 @@ int store_archive_list(const char *dir, struct store_archive **out, size_t *n, s
             }
             char path[4500];
             snprintf(path, sizeof path, "%s/%s", sub, ent->d_name);
-            if ((rc = read_manifest(dir, path, &(*out)[*n], e)) == 0)
-                (*n)++;
+            struct store_archive *a = &(*out)[*n];
+            struct err why;
+            err_clear(&why);
+            if (read_manifest(dir, path, a, &why) != 0) { /* listed, with what is wrong */
+                memset(a, 0, sizeof *a);
+                a->table = &tables[i];
+                snprintf(a->partition, sizeof a->partition, "%.*s",
+                         (int)(strlen(ent->d_name) - strlen(".json")), ent->d_name);
+                snprintf(a->manifest_path, sizeof a->manifest_path, "%s", path);
+                snprintf(a->problem, sizeof a->problem, "%s", why.msg);
+            }
+            (*n)++;
         }
         if (d)
             closedir(d);
@@ -369,7 +379,8 @@ int store_archive_list(const char *dir, struct store_archive **out, size_t *n, s
         *n = 0;
         return rc;
     }
-    qsort(*out, *n, sizeof **out, by_table_and_time);
+    if (*n > 1)
+        qsort(*out, *n, sizeof **out, by_table_and_time);
     return 0;
 }
 
@@ -386,7 +397,7 @@ int store_archive_find(const char *dir, const char *partition, struct store_arch
         if (strcmp(all[i].partition, partition) == 0) {
             *out = all[i];
             err_clear(e);
-            rc = 0;
+            rc = all[i].problem[0] ? err_set(e, E_CORRUPT, "%s", all[i].problem) : 0;
         }
     free(all);
     return rc;
@@ -532,6 +543,8 @@ int archive_read(const struct store_archive *a, size_t batch_rows, archive_sink 
 
 int store_archive_verify(const struct store_archive *a, struct err *e)
 {
+    if (a->problem[0])
+        return err_set(e, E_CORRUPT, "%s", a->problem);
     return archive_read(a, 4096, NULL, NULL, e);
 }
 
@@ -541,8 +554,8 @@ int store_archive_expire(const char *dir, int64_t before_ms, int64_t *removed, s
     size_t n;
     int rc = store_archive_list(dir, &all, &n, e);
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        if (all[i].to_ms > before_ms)
-            continue;
+        if (all[i].problem[0] || all[i].to_ms > before_ms)
+            continue; /* what cannot be read is not removed: verify names it */
         /* the manifest first: an archive without one is no longer listed */
         if (unlink(all[i].manifest_path) != 0 || (unlink(all[i].data_path) != 0 && errno != ENOENT))
             rc = err_set(e, E_IO, "archive %s: removing it: %s", all[i].partition, strerror(errno));

@@ -461,6 +461,15 @@ static int write_part(struct sqlite_partitions *p, struct part *pt, const struct
         if (rc)
             return rc;
     }
+    if (pt->restored) { /* new rows make it live data again, under the policy like any other */
+        char sql[300];
+        snprintf(sql, sizeof sql, "UPDATE opsdb_partitions SET state = 'hot' WHERE name = '%s'",
+                 pt->name);
+        int rc = sqlite_exec(p->db, sql, e);
+        if (rc)
+            return rc;
+        pt->restored = false;
+    }
     size_t ncol = p->t->ncolumns;
     int64_t first_rowid = 0;
     for (size_t i = 0; i < n; i++) {

@@ -126,10 +126,15 @@ int store_retention_apply(struct store *s, int64_t now_ms, struct store_retentio
                           struct err *e)
 {
     int rc = s->ops->retention_apply(s, now_ms, stats, e);
-    if (rc == 0 && s->cfg.storage_archive_dir[0] && s->cfg.storage_archive_retention_ms > 0)
-        rc = store_archive_expire(s->cfg.storage_archive_dir,
-                                  now_ms - s->cfg.storage_archive_retention_ms,
-                                  &stats->archives_expired, e);
+    /* the drop is committed: an archive that cannot be removed is reported, not a failure of
+     * retention */
+    struct err expire;
+    err_clear(&expire);
+    if (rc == 0 && s->cfg.storage_archive_dir[0] && s->cfg.storage_archive_retention_ms > 0 &&
+        store_archive_expire(s->cfg.storage_archive_dir,
+                             now_ms - s->cfg.storage_archive_retention_ms, &stats->archives_expired,
+                             &expire) != 0)
+        snprintf(stats->expire_failure, sizeof stats->expire_failure, "%s", expire.msg);
     return rc;
 }
 

@@ -145,6 +145,8 @@ struct store_retention_stats {
     int64_t rollup_rows_dropped;
     int64_t partitions_archived; /* event partitions written to storage.archive_dir first */
     int64_t archives_expired;    /* archives past storage.archive_retention removed */
+    char expire_failure[512];    /* why removing them failed ("" when it did not): the drop
+                                    stands, and the next run tries again */
 };
 /* Applies every retention policy as of now_ms in one write transaction; the caller must not hold
  * one. E_STORE when the database failed (nothing is dropped then). Writer thread only. */
@@ -164,10 +166,13 @@ struct store_archive {
     int64_t created_at_ms;
     char sha256[65]; /* of the compressed file, hex */
     char data_path[4300], manifest_path[4600];
+    char problem[512]; /* "" or why the manifest cannot be read (then only table, partition
+                          and manifest_path are set) */
 };
 
-/* The archives under dir, sorted by table and time; *out is malloc'd (free() it). A missing
- * directory holds none. E_CORRUPT names a manifest that cannot be read; E_IO. */
+/* The archives under dir, sorted by table and time, those whose manifest cannot be read
+ * included (with a problem); *out is malloc'd (free() it). A missing directory holds none. E_IO
+ * when a directory cannot be read. */
 int store_archive_list(const char *dir, struct store_archive **out, size_t *n, struct err *e);
 /* The archive of the partition named partition: E_NOTFOUND when there is none. */
 int store_archive_find(const char *dir, const char *partition, struct store_archive *out,
