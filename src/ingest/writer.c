@@ -179,13 +179,14 @@ static bool due(const struct timespec *when)
 }
 
 /* One compaction step when one is due; a pass that is not done continues after the next group
- * (or at once when idle). Writer thread, lock not held. */
-static void compact_if_due(struct writer *w)
+ * (or at once when idle). Returns whether a step ran and more is waiting. Writer thread, lock
+ * not held. */
+static bool compact_if_due(struct writer *w)
 {
     if (!w->compact_interval_ms || !w->compress_after_ms)
-        return;
+        return false;
     if (!due(&w->next_compaction))
-        return;
+        return false;
     struct store_compact_stats cs = {0};
     struct err e;
     int rc = store_compact_step(w->store, time_now_ms() - w->compress_after_ms, &cs, &e);
@@ -202,15 +203,16 @@ static void compact_if_due(struct writer *w)
     pthread_mutex_unlock(&w->lock);
     if (rc || cs.pass_done)
         after(&w->next_compaction, w->compact_interval_ms);
+    return !rc && !cs.pass_done;
 }
 
 /* Packs one event partition when due, on the compaction interval; a pass goes on partition by
  * partition between groups until none is left. Answers do not change. Writer thread, lock not
  * held. */
-static void pack_if_due(struct writer *w)
+static bool pack_if_due(struct writer *w)
 {
     if (!w->compact_interval_ms || !w->compress_events_after_ms || !due(&w->next_packing))
-        return;
+        return false;
     struct store_pack_stats ps = {0};
     struct err e;
     int rc = store_pack_step(w->store, time_now_ms() - w->compress_events_after_ms, &ps, &e);
@@ -226,6 +228,21 @@ static void pack_if_due(struct writer *w)
     pthread_mutex_unlock(&w->lock);
     if (rc || ps.done)
         after(&w->next_packing, w->compact_interval_ms);
+    return !rc && !ps.done;
+}
+
+/* While no request waits, steps of a compaction or packing pass follow each other at once. */
+static void maintain_while_idle(struct writer *w)
+{
+    for (;;) {
+        bool more = compact_if_due(w);
+        more = pack_if_due(w) || more;
+        pthread_mutex_lock(&w->lock);
+        bool busy = w->head || w->stopping;
+        pthread_mutex_unlock(&w->lock);
+        if (!more || busy)
+            return;
+    }
 }
 
 /* Applies the retention policies when due; what it drops changes answers, so the hooks hear of
@@ -270,8 +287,7 @@ static void *writer_main(void *arg)
             if (pthread_cond_timedwait(&w->work, &w->lock, &until) != 0) {
                 pthread_mutex_unlock(&w->lock);
                 check_outside_writes(w);
-                compact_if_due(w);
-                pack_if_due(w);
+                maintain_while_idle(w);
                 apply_retention_if_due(w);
                 pthread_mutex_lock(&w->lock);
             }

@@ -141,6 +141,14 @@ void sqlite_partition_catalogue_ddl(struct buf *b);
 /* The name of t's partition that starts at start_ts. */
 void sqlite_partition_name(const struct table *t, int64_t start_ts, int64_t window_ms, char *out,
                            size_t size);
+/* Narrows the inclusive bounds [*lo, *hi] of an integer ts by the constraint `ts <op> v` (op
+ * "=", ">", ">=", "<" or "<=", maybe followed by other text): exact for integers, rounded
+ * outwards for fractions, left as they are for what is not a number (sqlite_partition_vtab.c;
+ * both virtual tables use it). */
+void sqlite_ts_bound(const char *op, sqlite3_value *v, int64_t *lo, int64_t *hi);
+/* v as the integer a rowid equal to it has (an integer, or a real with a whole value); false
+ * when no rowid can equal it. */
+bool sqlite_rowid_of(sqlite3_value *v, int64_t *out);
 /* Registers the opsdb_partitioned virtual table module (sqlite_partition_vtab.c). */
 int sqlite_partition_register(sqlite3 *db);
 /* Moves the rows of event tables stored as plain tables (schema version 4 and before) into

@@ -177,17 +177,7 @@ static int set_error(struct packed_cursor *c, char *msg)
     return msg ? SQLITE_ERROR : SQLITE_NOMEM;
 }
 
-static int64_t bound_of(sqlite3_value *v, int64_t none)
-{
-    int type = sqlite3_value_numeric_type(v);
-    if (type != SQLITE_INTEGER && type != SQLITE_FLOAT)
-        return none;
-    double d = sqlite3_value_double(v);
-    return d < -9.2e18 ? INT64_MIN : d > 9.2e18 ? INT64_MAX : (int64_t)d;
-}
-
-/* The ts bounds (widened by one: a fractional bound rounds either way, and SQLite re-checks)
- * and the rowid of the plan. A bound that is not a number leaves the range open. */
+/* The inclusive ts bounds and the rowid of the plan. */
 static void read_plan(struct packed_cursor *c, const char *plan, int argc, sqlite3_value **argv)
 {
     c->lo = INT64_MIN;
@@ -201,22 +191,14 @@ static void read_plan(struct packed_cursor *c, const char *plan, int argc, sqlit
         p += strcspn(p, ",");
         if (*p)
             p++;
-        if (!is_ts) {
+        if (is_ts) {
+            sqlite_ts_bound(op, argv[a], &c->lo, &c->hi);
+        } else {
             c->by_rowid = true;
-            c->rowid = sqlite3_value_numeric_type(argv[a]) == SQLITE_INTEGER
-                           ? sqlite3_value_int64(argv[a])
-                           : INT64_MIN; /* matches no row: packed rows have real rowids */
-            continue;
-        }
-        if (op[0] != '<') {
-            int64_t x = bound_of(argv[a], INT64_MIN);
-            if (x != INT64_MIN && x - 1 > c->lo)
-                c->lo = x - 1;
-        }
-        if (op[0] != '>') {
-            int64_t x = bound_of(argv[a], INT64_MAX);
-            if (x != INT64_MAX && x + 1 < c->hi)
-                c->hi = x + 1;
+            if (!sqlite_rowid_of(argv[a], &c->rowid)) { /* no rowid equals it */
+                c->lo = 0;
+                c->hi = -1;
+            }
         }
     }
 }

@@ -16,6 +16,7 @@
  */
 #include "store/sqlite_int.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,7 @@ struct part_cursor {
     sqlite3_value *argv[MAX_ARGS]; /* copies: bound to later partitions' statements */
     int argc;
     int rowid_arg; /* the argument that is an equality on rowid, or -1 */
+    int64_t rowid; /* its value, as an integer */
     bool eof;
 };
 
@@ -230,18 +232,49 @@ static int set_error(struct part_cursor *c, const char *msg)
     return SQLITE_ERROR;
 }
 
-static int64_t bound_of(sqlite3_value *v, int64_t none)
+static int64_t clip(double d)
 {
-    int type = sqlite3_value_numeric_type(v);
-    if (type != SQLITE_INTEGER && type != SQLITE_FLOAT)
-        return none;
-    double d = sqlite3_value_double(v);
     return d < -9.2e18 ? INT64_MIN : d > 9.2e18 ? INT64_MAX : (int64_t)d;
 }
 
+void sqlite_ts_bound(const char *op, sqlite3_value *v, int64_t *lo, int64_t *hi)
+{
+    int type = sqlite3_value_numeric_type(v);
+    int64_t below, above; /* the whole milliseconds v lies between (equal when it is one) */
+    if (type == SQLITE_INTEGER) {
+        below = above = sqlite3_value_int64(v);
+    } else if (type == SQLITE_FLOAT && !isnan(sqlite3_value_double(v))) {
+        below = clip(floor(sqlite3_value_double(v)));
+        above = clip(ceil(sqlite3_value_double(v)));
+    } else {
+        return; /* not a number: no pruning, SQLite applies the constraint itself */
+    }
+    bool whole = below == above, or_equal = op[0] == '=' || op[1] == '=';
+    int64_t from = op[0] == '<'                              ? INT64_MIN
+                   : whole && !or_equal && above < INT64_MAX ? above + 1
+                                                             : above;
+    int64_t to = op[0] == '>'                              ? INT64_MAX
+                 : whole && !or_equal && below > INT64_MIN ? below - 1
+                                                           : below;
+    *lo = from > *lo ? from : *lo;
+    *hi = to < *hi ? to : *hi;
+}
+
+bool sqlite_rowid_of(sqlite3_value *v, int64_t *out)
+{
+    int type = sqlite3_value_numeric_type(v);
+    double d = type == SQLITE_FLOAT ? sqlite3_value_double(v) : 0;
+    if (type == SQLITE_INTEGER)
+        *out = sqlite3_value_int64(v);
+    else if (type == SQLITE_FLOAT && d == floor(d) && d >= -9.2e18 && d <= 9.2e18)
+        *out = (int64_t)d;
+    else
+        return false;
+    return true;
+}
+
 /* Builds the WHERE/ORDER BY every partition runs from the plan (see part_best_index), and the
- * ts bounds and rowid that pick partitions. Bounds are conservative: a fractional ts rounds
- * either way, and SQLite re-checks. */
+ * inclusive ts bounds and rowid that pick partitions. */
 static int plan_sql(struct part_cursor *c, int idx, const char *plan, sqlite3_value **argv,
                     int argc, int64_t *lo, int64_t *hi)
 {
@@ -261,16 +294,8 @@ static int plan_sql(struct part_cursor *c, int idx, const char *plan, sqlite3_va
         bool is_ts = name_len == 2 && strncmp(p, "ts", 2) == 0;
         if (name_len == 5 && strncmp(p, "rowid", 5) == 0)
             c->rowid_arg = a; /* bound as the partition's own rowid; picks the partition */
-        if (is_ts && op[0] != '<') {
-            int64_t x = bound_of(argv[a], INT64_MIN);
-            if (x != INT64_MIN && x - 1 > *lo)
-                *lo = x - 1;
-        }
-        if (is_ts && op[0] != '>') {
-            int64_t x = bound_of(argv[a], INT64_MAX);
-            if (x != INT64_MAX && x + 1 < *hi)
-                *hi = x + 1;
-        }
+        if (is_ts)
+            sqlite_ts_bound(op, argv[a], lo, hi);
         p += name_len + op_len + 1;
     }
     if (idx & IDX_ORDERED)
@@ -366,8 +391,7 @@ static int advance(struct part_cursor *c, bool start_partition)
             for (int i = 0; i < c->argc; i++) {
                 if (i == c->rowid_arg)
                     sqlite3_bind_int64(p->q, i + 1,
-                                       (int64_t)((uint64_t)sqlite3_value_int64(c->argv[i]) &
-                                                 ((1ULL << ROWID_BITS) - 1)));
+                                       (int64_t)((uint64_t)c->rowid & ((1ULL << ROWID_BITS) - 1)));
                 else
                     sqlite3_bind_value(p->q, i + 1, c->argv[i]);
             }
@@ -397,11 +421,11 @@ static int part_filter(sqlite3_vtab_cursor *base, int idx, const char *plan, int
     if (strcmp(previous, c->sql_where) != 0)
         clear_cache(c);      /* another plan: the cached statements say something else */
     if (c->rowid_arg >= 0) { /* the rowid names its partition's start minute */
-        if (sqlite3_value_numeric_type(argv[c->rowid_arg]) != SQLITE_INTEGER) {
+        if (!sqlite_rowid_of(argv[c->rowid_arg], &c->rowid)) {
             lo = 0; /* not an integer: no rowid matches */
             hi = -1;
         } else {
-            uint64_t r = (uint64_t)sqlite3_value_int64(argv[c->rowid_arg]);
+            uint64_t r = (uint64_t)c->rowid;
             int64_t start = ((int64_t)(r >> ROWID_BITS) - MINUTE_OFFSET) * 60000;
             lo = start > lo ? start : lo;
             hi = start < hi ? start : hi;
@@ -411,7 +435,7 @@ static int part_filter(sqlite3_vtab_cursor *base, int idx, const char *plan, int
         return rc;
     if (c->rowid_arg >= 0) { /* only the partition that starts at that minute */
         size_t keep = 0;
-        uint64_t r = (uint64_t)sqlite3_value_int64(argv[c->rowid_arg]);
+        uint64_t r = (uint64_t)c->rowid;
         for (size_t i = 0; i < c->nparts; i++)
             if (minute_key(c->parts[i].start_ts) == (r >> ROWID_BITS))
                 c->parts[keep++] = c->parts[i];
