@@ -15,6 +15,7 @@ import time
 import pytest
 
 from conftest import child_env
+from test_migration import CURRENT_VERSION
 
 COMMANDS = ["init", "serve", "ingest", "query", "view", "schema", "config", "version"]
 NOW_S = int(time.time()) - 600  # timestamps must lie within retention and not in the future
@@ -156,7 +157,7 @@ def test_init_is_idempotent(run_cli, tmp_path):
     path = tmp_path / "data" / "i.db"  # the parent directory is created
     cp = run_cli("init", "--db", path)
     assert cp.returncode == 0, cp.stderr
-    assert "schema version 6" in cp.stdout and "8 tables, 7 views" in cp.stdout
+    assert f"schema version {CURRENT_VERSION}," in cp.stdout and "8 tables, 7 views" in cp.stdout
     migrations = run_cli("query", "SELECT * FROM opsdb_migrations", "--db", path,
                          "--format", "json").stdout
     cp = run_cli("ingest", "api_usage", "-", "--db", path, input=ndjson([api_row(1)]))
@@ -430,7 +431,7 @@ def test_schema_and_version(run_cli):
     assert run_cli("--version").stdout == cp.stdout
     cp = run_cli("schema")
     assert cp.returncode == 0
-    assert cp.stdout.startswith("schema version 6\n")
+    assert cp.stdout.startswith(f"schema version {CURRENT_VERSION}\n")
     assert re.search(r"^api_usage: ts\* .*endpoint\* .*count$", cp.stdout, re.M), cp.stdout
     for table in ("system_metrics", "api_usage", "error_logs", "pipeline_status",
                   "handler_metrics", "alert_history", "scheduled_jobs", "job_runs"):
