@@ -93,8 +93,13 @@ static const struct option options[] = {
         "archives whose window ended longer ago than this are removed by retention (0 = kept "
         "forever)"),
     DUR("storage.rollup_1m_retention", rollup_1m_retention_ms, "7d", 0, 36500.0 * 86400000,
-        "per-minute rollups older than this are dropped by retention (0 = kept forever); "
-        "older windows are answered from hourly rollups and raw data"),
+        "per-minute rollups of system_metrics older than this are dropped by retention (0 = kept "
+        "forever); older windows are answered from hourly rollups and raw data"),
+    DUR("storage.event_rollup_1m_retention", event_rollup_1m_retention_ms, "35d", 0,
+        36500.0 * 86400000,
+        "per-minute rollups of api_usage, handler_metrics and error_logs older than this are "
+        "dropped by retention (0 = kept forever); longer than raw rows by default, so a view's "
+        "window reads minutes at both of its ends"),
     DUR("storage.rollup_1h_retention", rollup_1h_retention_ms, "400d", 0, 36500.0 * 86400000,
         "hourly rollups older than this are dropped by retention (0 = kept forever)"),
     DUR("storage.retention_interval", storage_retention_interval_ms, "1h", 0, 86400000,

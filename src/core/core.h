@@ -313,6 +313,7 @@ struct config {
     int64_t retention_days[16]; /* per schema table, by index */
     int64_t partition_ms[16];   /* per schema table: window of one partition (event tables) */
     int64_t rollup_1m_retention_ms, rollup_1h_retention_ms;
+    int64_t event_rollup_1m_retention_ms; /* the event tables' minute rollups */
     int64_t storage_compress_after_ms, storage_compact_interval_ms, storage_retention_interval_ms;
     int64_t storage_compress_events_after_ms;
     char storage_archive_dir[4096];       /* "" = partitions are dropped without an archive */

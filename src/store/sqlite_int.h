@@ -159,6 +159,8 @@ int sqlite_partition_migrate(sqlite3 *db, struct err *e);
 void sqlite_event_table_ddl(struct buf *b, const struct table *t, const char *name);
 /* "INSERT INTO name (<t's columns>) VALUES (?, ...)", parameters in column order, appended to b. */
 void sqlite_insert_sql(struct buf *b, const struct table *t, const char *name);
+/* Sets opsdb_meta's key to value, or keeps what it holds when that is larger. */
+int sqlite_meta_raise(sqlite3 *db, const char *key, int64_t value, struct err *e);
 /* Records in opsdb_meta ('<table>.dropped_until') that retention dropped t's data up to
  * until_ms (kept as the latest such time): `retention verify` finds data dropped inside the
  * policy with it. */

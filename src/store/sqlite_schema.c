@@ -170,14 +170,21 @@ static int add_missing_columns(sqlite3 *db, const struct table *t, const char *n
     return 0;
 }
 
+int sqlite_meta_raise(sqlite3 *db, const char *key, int64_t value, struct err *e)
+{
+    char sql[400];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO opsdb_meta (key, value) VALUES ('%s', %lld) ON CONFLICT (key) DO "
+             "UPDATE SET value = max(value, excluded.value)",
+             key, (long long)value);
+    return sqlite_exec(db, sql, e);
+}
+
 int sqlite_note_dropped(sqlite3 *db, const struct table *t, int64_t until_ms, struct err *e)
 {
-    char sql[300];
-    snprintf(sql, sizeof sql,
-             "INSERT INTO opsdb_meta (key, value) VALUES ('%s.dropped_until', %lld) ON "
-             "CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
-             t->name, (long long)until_ms);
-    return sqlite_exec(db, sql, e);
+    char key[200];
+    snprintf(key, sizeof key, "%s.dropped_until", t->name);
+    return sqlite_meta_raise(db, key, until_ms, e);
 }
 
 bool sqlite_table_exists(sqlite3 *db, const char *name)

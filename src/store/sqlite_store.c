@@ -43,7 +43,7 @@ struct sqlite_store {
     long fault_commit_every, commits;
     int64_t data_version; /* last PRAGMA data_version seen by the writer, 0 before the first */
     int64_t partition_ms[16], retention_days[16]; /* from the configuration, per table */
-    int64_t rollup_1m_retention_ms, rollup_1h_retention_ms;
+    int64_t rollup_1m_retention_ms, rollup_1h_retention_ms, event_rollup_1m_retention_ms;
     int64_t partitions_version; /* PRAGMA data_version when the partition lists were checked */
 };
 
@@ -86,7 +86,6 @@ int sqlite_conn_open(struct sqlite_conn *c, const char *path, int flags, const s
         {"cpu_metric", true, 0, cfg->health_cpu_metric},
         {"memory_metric", true, 0, cfg->health_memory_metric},
         {"disk_metric", true, 0, cfg->health_disk_metric},
-        {"rollup_1m_retention_ms", false, (double)cfg->rollup_1m_retention_ms, NULL},
     };
     c->ndefaults = sizeof defaults / sizeof defaults[0];
     memcpy(c->params, defaults, sizeof defaults);
@@ -565,9 +564,11 @@ static int drop_old_rollups(struct sqlite_store *st, int64_t now_ms,
         const struct rollup_level *lv =
             series ? store_rollup_levels(&nlv) : sqlite_event_rollup_levels(&nlv);
         for (size_t j = 0; j < nlv; j++) {
-            /* daily buckets go with the hourly ones' policy */
-            int64_t keep_ms =
-                lv[j].bucket_ms == 60000 ? st->rollup_1m_retention_ms : st->rollup_1h_retention_ms;
+            /* daily buckets go with the hourly ones' policy; the event tables' minutes have
+             * their own (the views' window edges read them) */
+            int64_t keep_ms = lv[j].bucket_ms != 60000 ? st->rollup_1h_retention_ms
+                              : series                 ? st->rollup_1m_retention_ms
+                                                       : st->event_rollup_1m_retention_ms;
             if (keep_ms == 0)
                 continue;
             snprintf(sql, sizeof sql, "DELETE FROM %s_%s WHERE %s ts < %lld", t->name, lv[j].name,
@@ -577,6 +578,10 @@ static int drop_old_rollups(struct sqlite_store *st, int64_t now_ms,
             if (rc)
                 return rc;
             stats->rollup_rows_dropped += sqlite3_changes(st->writer.db);
+            /* the views read minutes only from where this leaves them (sqlite_views.c) */
+            snprintf(sql, sizeof sql, "%s_%s.dropped_before", t->name, lv[j].name);
+            if ((rc = sqlite_meta_raise(st->writer.db, sql, now_ms - keep_ms, e)) != 0)
+                return rc;
         }
     }
     return 0;
@@ -743,6 +748,7 @@ static int sq_open(struct store *s, enum store_mode mode, struct err *e)
     memcpy(st->partition_ms, s->cfg.partition_ms, sizeof st->partition_ms);
     memcpy(st->retention_days, s->cfg.retention_days, sizeof st->retention_days);
     st->rollup_1m_retention_ms = s->cfg.rollup_1m_retention_ms;
+    st->event_rollup_1m_retention_ms = s->cfg.event_rollup_1m_retention_ms;
     st->rollup_1h_retention_ms = s->cfg.rollup_1h_retention_ms;
     const char *fault = getenv("OPSDB_FAULT");
     if (fault && strncmp(fault, "commit:", 7) == 0)

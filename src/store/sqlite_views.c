@@ -26,44 +26,42 @@
  * [b, b + size) is whole when lo < b and b + size - 1 <= hi: rows past now never count. */
 #define SPLIT(default_ms) SPLIT_W0(default_ms) SPLIT_REST
 #define SPLIT_W0(default_ms) "w0 AS (SELECT " NOW " - " WINDOW(default_ms) " AS lo, " NOW " AS hi),"
-/* minutes are read from the rollups only while they are kept (storage.rollup_1m_retention, a
- * day of margin for the hourly retention run), each edge on its own: a 30-day window reads the
- * partial hour at its old end from raw rows and the minutes at its recent end from the rollups.
- * A window with no whole hour uses minutes only when both ends are kept. */
+/* minutes are read from the rollups where retention has not dropped them: it records how far
+ * it did (opsdb_meta '<table>_1m.dropped_before', set in the same transaction; the CTE `cut`,
+ * see MINUTES_CUT), and each edge is judged on its own — a 30-day window reads the partial hour
+ * at its old end from raw rows only once that end's minutes are gone. A window with no whole
+ * hour uses minutes only when both ends have them. */
 #define SPLIT_REST                                                                                 \
     " w1 AS (SELECT lo, hi, ((lo + 60000) / 60000) * 60000 AS m1,"                                 \
     "  ((hi + 1) / 60000) * 60000 AS m2 FROM w0),"                                                 \
     " w2 AS (SELECT lo, hi, m1 < m2 AS minutes, m1, m2,"                                           \
     "  ((m1 + 3599999) / 3600000) * 3600000 AS h1, (m2 / 3600000) * 3600000 AS h2,"                \
-    "  " KEPT("lo") " AS kept_lo, " KEPT(                                                          \
-        "hi") " AS kept_hi FROM w1),"                                                              \
-              " w3 AS (SELECT lo, hi,"                                                             \
-              "  CASE WHEN NOT minutes THEN hi + 1 WHEN h1 < h2 THEN CASE WHEN kept_lo THEN m1 "   \
-              "ELSE h1 END"                                                                        \
-              "   WHEN kept_lo AND kept_hi THEN m1 ELSE hi + 1 END AS m1,"                         \
-              "  CASE WHEN NOT minutes THEN hi + 1 WHEN h1 < h2 THEN CASE WHEN kept_hi THEN m2 "   \
-              "ELSE h2 END"                                                                        \
-              "   WHEN kept_lo AND kept_hi THEN m2 ELSE hi + 1 END AS m2,"                         \
-              "  CASE WHEN minutes AND h1 < h2 THEN h1 WHEN minutes AND kept_lo AND kept_hi THEN " \
-              "m2"                                                                                 \
-              "   ELSE hi + 1 END AS h1,"                                                          \
-              "  CASE WHEN minutes AND h1 < h2 THEN h2 WHEN minutes AND kept_lo AND kept_hi THEN " \
-              "m2"                                                                                 \
-              "   ELSE hi + 1 END AS h2"                                                           \
-              "  FROM w2),"                                                                        \
-              " bounds AS (SELECT lo, hi, m1, m2, h1, h2,"                                         \
-              "  CASE WHEN " DAYS_INSIDE " THEN " H1_DAY_CEIL " ELSE h2 END AS d1,"                \
-              "  CASE WHEN " DAYS_INSIDE " THEN " H2_DAY_FLOOR " ELSE h2 END AS d2 FROM w3)"
-#define KEPT(edge)                                                                                 \
-    "(opsdb_param('rollup_1m_retention_ms', 0) = 0 OR " edge " > unixepoch() * 1000"               \
-    " - opsdb_param('rollup_1m_retention_ms', 0) + 86400000)"
+    "  m1 >= (SELECT v FROM cut) AS kept_lo,"                                                      \
+    "  max((m2 / 3600000) * 3600000, m1) >= (SELECT v FROM cut) AS kept_hi FROM w1),"              \
+    " w3 AS (SELECT lo, hi,"                                                                       \
+    "  CASE WHEN NOT minutes THEN hi + 1 WHEN h1 < h2 THEN CASE WHEN kept_lo THEN m1 ELSE h1 END"  \
+    "   WHEN kept_lo AND kept_hi THEN m1 ELSE hi + 1 END AS m1,"                                   \
+    "  CASE WHEN NOT minutes THEN hi + 1 WHEN h1 < h2 THEN CASE WHEN kept_hi THEN m2 ELSE h2 END"  \
+    "   WHEN kept_lo AND kept_hi THEN m2 ELSE hi + 1 END AS m2,"                                   \
+    "  CASE WHEN minutes AND h1 < h2 THEN h1 WHEN minutes AND kept_lo AND kept_hi THEN m2"         \
+    "   ELSE hi + 1 END AS h1,"                                                                    \
+    "  CASE WHEN minutes AND h1 < h2 THEN h2 WHEN minutes AND kept_lo AND kept_hi THEN m2"         \
+    "   ELSE hi + 1 END AS h2"                                                                     \
+    "  FROM w2),"                                                                                  \
+    " bounds AS (SELECT lo, hi, m1, m2, h1, h2,"                                                   \
+    "  CASE WHEN " DAYS_INSIDE " THEN " H1_DAY_CEIL " ELSE h2 END AS d1,"                          \
+    "  CASE WHEN " DAYS_INSIDE " THEN " H2_DAY_FLOOR " ELSE h2 END AS d2 FROM w3)"
+/* the start of the first minute bucket of table that retention kept (all before it ran) */
+#define MINUTES_CUT(table)                                                                         \
+    "cut AS (SELECT coalesce((SELECT value FROM opsdb_meta WHERE key = '" table                    \
+    "_1m.dropped_before'), -9223372036854775807) AS v), "
+#define SPLIT_API MINUTES_CUT("api_usage") SPLIT(900000)
+#define SPLIT_ERRORS MINUTES_CUT("error_logs") SPLIT(86400000)
+#define SPLIT_HANDLERS MINUTES_CUT("handler_metrics") SPLIT(900000)
 /* the first midnight at or after h1, the last at or before h2: whole days exist between them */
 #define H1_DAY_CEIL "((h1 + 86399999) / 86400000) * 86400000"
 #define H2_DAY_FLOOR "(h2 / 86400000) * 86400000"
 #define DAYS_INSIDE H1_DAY_CEIL " < " H2_DAY_FLOOR
-
-#define SPLIT_15M SPLIT(900000)
-#define SPLIT_24H SPLIT(86400000)
 
 #define ERROR_COLS                                                                                 \
     "r.fingerprint, r.host, r.count AS n, r.level_rank, r.error_type, r.component, r.last_ts"
@@ -134,7 +132,7 @@ static const char *const views[] = {
      * partial minutes at its edges from raw rows (see SPLIT); latency percentiles merge the
      * buckets' sketches (within 1% of the exact value). Grouping by endpoint first makes the
      * sort that GROUP BY needs cheaper (endpoints differ early). */
-    "CREATE VIEW api_performance AS WITH " SPLIT_15M ", parts AS ("
+    "CREATE VIEW api_performance AS WITH " SPLIT_API ", parts AS ("
     " SELECT " API_COLS
     " FROM bounds b CROSS JOIN api_usage_1d r WHERE r.ts >= b.d1 AND r.ts < b.d2"
     " UNION ALL SELECT " API_COLS " FROM bounds b CROSS JOIN api_usage_1h r"
@@ -148,9 +146,11 @@ static const char *const views[] = {
     " UNION ALL " API_RAW_LOW " UNION ALL " API_RAW_HIGH
     ") SELECT service, endpoint, sum(requests) AS requests,"
     " round(sum(requests) * 1000.0 / " WINDOW_15M ", 3) AS requests_per_s,"
-    " round(1.0 * sum(CASE WHEN status_class = 4 THEN requests ELSE 0 END) / sum(requests), 6)"
+    " round(1.0 * sum(CASE WHEN status_class = 4 THEN requests ELSE 0 END) / "
+    "sum(requests), 6)"
     "  AS rate_4xx,"
-    " round(1.0 * sum(CASE WHEN status_class >= 5 THEN requests ELSE 0 END) / sum(requests), 6)"
+    " round(1.0 * sum(CASE WHEN status_class >= 5 THEN requests ELSE 0 END) / "
+    "sum(requests), 6)"
     "  AS rate_5xx,"
     " sketch_percentile(sketch_merge(sk), 50) AS latency_p50_ms,"
     " sketch_percentile(sketch_merge(sk), 95) AS latency_p95_ms,"
@@ -164,7 +164,7 @@ static const char *const views[] = {
      * hour, when it was first seen at all, the most severe level, the hosts, and the latest
      * message as a sample. Whole hours and minutes come from the rollups (per fingerprint and
      * host, so distinct hosts stay exact), the edges and the last hour from raw rows. */
-    "CREATE VIEW error_summary AS WITH " SPLIT_24H ", parts AS ("
+    "CREATE VIEW error_summary AS WITH " SPLIT_ERRORS ", parts AS ("
     " SELECT " ERROR_COLS " FROM bounds b CROSS JOIN error_logs_1d r"
     "  WHERE r.ts >= b.d1 AND r.ts < b.d2"
     " UNION ALL SELECT " ERROR_COLS " FROM bounds b CROSS JOIN error_logs_1h r"
@@ -176,20 +176,26 @@ static const char *const views[] = {
     " UNION ALL SELECT " ERROR_COLS " FROM bounds b CROSS JOIN error_logs_1m r"
     "  WHERE r.ts >= b.h2 AND r.ts < b.m2"
     " UNION ALL " ERROR_RAW_LOW " UNION ALL " ERROR_RAW_HIGH "),"
-    " g AS (SELECT fingerprint, max(error_type) AS error_type, max(component) AS component,"
-    "  max(level_rank) AS level_rank, sum(n) AS count_window, max(last_ts) AS last_seen,"
+    " g AS (SELECT fingerprint, max(error_type) AS error_type, max(component) AS "
+    "component,"
+    "  max(level_rank) AS level_rank, sum(n) AS count_window, max(last_ts) AS "
+    "last_seen,"
     "  count(DISTINCT host) AS hosts FROM parts GROUP BY fingerprint)"
     " SELECT g.fingerprint, g.error_type, g.component,"
-    "  CASE g.level_rank WHEN 0 THEN 'debug' WHEN 1 THEN 'info' WHEN 2 THEN 'notice'"
-    "   WHEN 3 THEN 'warning' WHEN 4 THEN 'error' WHEN 5 THEN 'critical' ELSE 'fatal' END AS level,"
-    " (SELECT count(*) FROM bounds b CROSS JOIN error_logs e WHERE e.fingerprint = g.fingerprint"
+    "  CASE g.level_rank WHEN 0 THEN 'debug' WHEN 1 THEN 'info' WHEN 2 THEN "
+    "'notice'"
+    "   WHEN 3 THEN 'warning' WHEN 4 THEN 'error' WHEN 5 THEN 'critical' ELSE "
+    "'fatal' END AS level,"
+    " (SELECT count(*) FROM bounds b CROSS JOIN error_logs e WHERE e.fingerprint "
+    "= g.fingerprint"
     "  AND e.ts > max(b.hi - 3600000, b.lo) AND e.ts <= b.hi) AS count_1h,"
     " g.count_window,"
-    " (SELECT e.ts FROM error_logs e WHERE e.fingerprint = g.fingerprint ORDER BY e.ts LIMIT 1)"
+    " (SELECT e.ts FROM error_logs e WHERE e.fingerprint = g.fingerprint ORDER "
+    "BY e.ts LIMIT 1)"
     "  AS first_seen,"
     " g.last_seen,"
-    " (SELECT e.message FROM error_logs e WHERE e.fingerprint = g.fingerprint AND e.ts <= " NOW
-    "  ORDER BY e.ts DESC LIMIT 1) AS sample_message,"
+    " (SELECT e.message FROM error_logs e WHERE e.fingerprint = g.fingerprint "
+    "AND e.ts <= " NOW "  ORDER BY e.ts DESC LIMIT 1) AS sample_message,"
     " g.hosts"
     " FROM g",
 
@@ -226,7 +232,7 @@ static const char *const views[] = {
      * hours and minutes from the rollups and the edges from raw rows (see SPLIT); latency is
      * the invocation-weighted mean of the interval means, p95 the worst interval p95, queue
      * depth the latest reported and the window's maximum. */
-    "CREATE VIEW handler_performance AS WITH " SPLIT_15M ", parts AS ("
+    "CREATE VIEW handler_performance AS WITH " SPLIT_HANDLERS ", parts AS ("
     " SELECT " HANDLER_COLS " FROM bounds b CROSS JOIN handler_metrics_1d r"
     "  WHERE r.ts >= b.d1 AND r.ts < b.d2"
     " UNION ALL SELECT " HANDLER_COLS " FROM bounds b CROSS JOIN handler_metrics_1h r"
@@ -241,11 +247,14 @@ static const char *const views[] = {
     ") SELECT p.handler, p.component, sum(p.invocations) AS invocations,"
     " round(sum(p.invocations) * 1000.0 / " WINDOW_15M ", 3) AS throughput_per_s,"
     " sum(p.errors) AS errors,"
-    " round(1.0 * sum(p.errors) / nullif(sum(p.invocations), 0), 6) AS error_rate,"
+    " round(1.0 * sum(p.errors) / nullif(sum(p.invocations), 0), 6) AS "
+    "error_rate,"
     " sum(p.retries) AS retries,"
-    " round(sum(p.duration_sum) / nullif(sum(p.duration_count), 0), 3) AS latency_avg_ms,"
+    " round(sum(p.duration_sum) / nullif(sum(p.duration_count), 0), 3) AS "
+    "latency_avg_ms,"
     " max(p.duration_p95_max) AS latency_p95_ms,"
-    " (SELECT q.queue_depth FROM handler_metrics q WHERE q.handler = p.handler"
+    " (SELECT q.queue_depth FROM handler_metrics q WHERE q.handler = "
+    "p.handler"
     "  AND q.component = p.component AND q.ts <= " NOW
     "  ORDER BY q.ts DESC LIMIT 1) AS queue_depth,"
     " max(p.queue_depth_max) AS queue_depth_max, max(p.last_ts) AS last_seen"

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from conftest import now_ms
 from test_migration import CURRENT_VERSION
 from test_views import (API_SPEC, ERR_SPEC, HANDLER_SPEC, MIN, HOUR, DAY, compare_rows,
                         expect_api_performance, expect_error_summary, expect_handler_performance,
@@ -250,3 +251,44 @@ def same_rollups(run_cli, db, tables, incremental):
                     assert abs(g - w) <= 1e-9 * max(1.0, abs(w)), (t, col, got, want)
                 else:
                     assert g == w, (t, col, got, want)
+
+
+def test_minutes_are_read_until_retention_drops_them(run_cli, tmp_path):
+    """Retention records how far it dropped the minute rollups (opsdb_meta
+    '<table>_1m.dropped_before'); the views read minute buckets up to there and raw rows beyond,
+    so a window whose old end lies past the minutes' retention is exact before and after they
+    go, and reads minutes while they are there."""
+    rng = random.Random(SEED + 5)
+    api, _ = gen(rng, 3000, 10, 4 * DAY - HOUR)
+    db = tmp_path / "m.db"
+    cp = run_cli("ingest", "api_usage", "-", "--db", db,
+                 input="".join(json.dumps(r) + "\n" for r in api))
+    assert cp.returncode == 0, cp.stderr
+    now = START + 4 * DAY - HOUR + 7_777
+    window = 3 * DAY + 5 * HOUR + 1234  # the old end is about 3.2 days back, mid-hour
+
+    def view():
+        cp = run_cli("view", "api_performance", "--db", db, "--now", f"{now / 1000:.3f}",
+                     "--window", f"{window}ms", "--format", "json")
+        assert cp.returncode == 0, cp.stderr
+        return json.loads(cp.stdout)["rows"]
+
+    def meta(key):
+        cp = run_cli("query", f"SELECT value FROM opsdb_meta WHERE key = '{key}'", "--db", db,
+                     "--format", "json")
+        rows = json.loads(cp.stdout)["rows"]
+        return rows[0]["value"] if rows else None
+
+    want = expect_api_performance(api, window, now)
+    compare_rows("api_performance", view(), want, ("service", "endpoint"), API_SPEC)
+    assert meta("api_usage_1m.dropped_before") is None
+    cp = run_cli("retention", "apply", "--db", db, "--set", "storage.event_rollup_1m_retention=2d")
+    assert cp.returncode == 0, cp.stderr
+    cut = meta("api_usage_1m.dropped_before")
+    assert cut is not None and abs(cut - (now_ms() - 2 * DAY)) < 60_000
+    left = run_cli("query", f"SELECT count(*) AS n FROM api_usage_1m WHERE ts < {cut}", "--db",
+                   db, "--format", "json")
+    assert json.loads(left.stdout)["rows"][0]["n"] == 0
+    compare_rows("api_performance", view(), want, ("service", "endpoint"), API_SPEC)
+    # the system_metrics minutes have their own policy: the event one leaves them alone
+    assert meta("system_metrics_1m.dropped_before") is not None

@@ -567,6 +567,10 @@ def retention_data(seed, now, scale=1):
     return data
 
 
+ROLLUP_1M_2D = ("--set", "storage.rollup_1m_retention=2d",
+                "--set", "storage.event_rollup_1m_retention=2d")
+
+
 def dropped_expectation(data, now, policies, rollup_1m_ms, gone=()):
     """What `retention apply` at `now` drops: (partitions, rows, chunks, samples, rollup rows);
     partitions already dropped (names in gone) excluded."""
@@ -657,8 +661,7 @@ def test_retention_apply_drops_whole_partitions(run_cli, tmp_path):
     assert secs < 10
 
     before = now_ms()
-    got, secs, wall = run_apply(run_cli, db, *short_opts,
-                                "--set", "storage.rollup_1m_retention=2d")
+    got, secs, wall = run_apply(run_cli, db, *short_opts, *ROLLUP_1M_2D)
     after = now_ms()
     want = {dropped_expectation(data, t, short, 2 * DAY, gone) for t in (before, after)}
     assert got in want, (got, want)
@@ -668,7 +671,7 @@ def test_retention_apply_drops_whole_partitions(run_cli, tmp_path):
     assert secs < 10
 
     # a second apply has nothing left to drop
-    got, _, _ = run_apply(run_cli, db, *short_opts, "--set", "storage.rollup_1m_retention=2d")
+    got, _, _ = run_apply(run_cli, db, *short_opts, *ROLLUP_1M_2D)
     assert got == (0, 0, 0, 0, 0)
     assert run_cli("retention", "verify", "--db", db, *short_opts).returncode == 0
 
