@@ -37,6 +37,8 @@ static uint64_t minute_key(int64_t start_ts)
 }
 
 enum { IDX_DESC = 1, IDX_ORDERED = 2 };
+#define USED_BITS 29 /* columns whose use idxNum carries, above the two flags */
+#define USED_ALL ((1ULL << USED_BITS) - 1)
 #define MAX_ARGS 32
 
 struct part_vtab {
@@ -64,8 +66,9 @@ struct part_cursor {
     char sql_where[1024];          /* the plan's WHERE and ORDER BY, the same for every partition */
     sqlite3_value *argv[MAX_ARGS]; /* copies: bound to later partitions' statements */
     int argc;
-    int rowid_arg; /* the argument that is an equality on rowid, or -1 */
-    int64_t rowid; /* its value, as an integer */
+    int rowid_arg;     /* the argument that is an equality on rowid, or -1 */
+    int64_t rowid;     /* its value, as an integer */
+    uint64_t col_used; /* the columns the statement reads (sqlite3_index_info.colUsed) */
     bool eof;
 };
 
@@ -180,6 +183,11 @@ static int part_best_index(sqlite3_vtab *base, sqlite3_index_info *info)
         info->orderByConsumed = 1;
         info->idxNum = IDX_ORDERED | (info->aOrderBy[0].desc ? IDX_DESC : 0);
     }
+    /* the columns the statement reads go in idxNum above its two flags: each partition
+     * selects only those (a count(*), or a covering index, then reads no other column of a
+     * row); a column past the 29th used means all of them */
+    uint64_t used = info->colUsed;
+    info->idxNum |= (int)((used >> USED_BITS ? USED_ALL : used & USED_ALL) << 2);
     info->idxStr = sqlite3_mprintf("%s", plan);
     if (!info->idxStr)
         return SQLITE_NOMEM;
@@ -284,6 +292,9 @@ static int plan_sql(struct part_cursor *c, int idx, const char *plan, sqlite3_va
     c->rowid_arg = -1;
     c->sql_where[0] = '\0';
     const char *p = plan;
+    c->col_used = ((uint64_t)idx >> 2) & USED_ALL;
+    if (c->col_used == USED_ALL)
+        c->col_used = ~0ULL;
     for (int a = 0; *p && a < argc; a++) {
         size_t name_len = strcspn(p, "=<>"), op_len = strspn(p + name_len, "=<>");
         if (name_len == 0 || op_len == 0 || p[name_len + op_len] != ',')
@@ -363,7 +374,8 @@ static int stmt_for(struct part_cursor *c, struct part_vtab *v, struct part_stmt
     buf_init(&sql, 1 << 16);
     buf_printf(&sql, "SELECT rowid");
     for (size_t i = 0; i < v->t->ncolumns; i++)
-        buf_printf(&sql, ", %s", v->t->columns[i].name);
+        buf_printf(&sql, ", %s",
+                   i >= 64 || c->col_used & (1ULL << i) ? v->t->columns[i].name : "NULL");
     buf_printf(&sql, " FROM %s%s", p->name, c->sql_where);
     int rc = sqlite3_prepare_v3(v->db, sql.data, -1, SQLITE_PREPARE_PERSISTENT, &p->q, NULL);
     buf_release(&sql);
@@ -414,11 +426,12 @@ static int part_filter(sqlite3_vtab_cursor *base, int idx, const char *plan, int
     struct part_vtab *v = (struct part_vtab *)base->pVtab;
     char previous[sizeof c->sql_where];
     memcpy(previous, c->sql_where, sizeof previous);
+    uint64_t previous_used = c->col_used;
     int64_t lo, hi;
     int rc = plan_sql(c, idx, plan ? plan : "", argv, argc, &lo, &hi);
     if (rc != SQLITE_OK)
         return rc;
-    if (strcmp(previous, c->sql_where) != 0)
+    if (strcmp(previous, c->sql_where) != 0 || previous_used != c->col_used)
         clear_cache(c);      /* another plan: the cached statements say something else */
     if (c->rowid_arg >= 0) { /* the rowid names its partition's start minute */
         if (!sqlite_rowid_of(argv[c->rowid_arg], &c->rowid)) {
