@@ -149,6 +149,9 @@ void sqlite_ts_bound(const char *op, sqlite3_value *v, int64_t *lo, int64_t *hi)
 /* v as the integer a rowid equal to it has (an integer, or a real with a whole value); false
  * when no rowid can equal it. */
 bool sqlite_rowid_of(sqlite3_value *v, int64_t *out);
+/* Declares a virtual table with event table t's columns and types (xConnect of both the
+ * partitioned and the packed virtual tables). */
+int sqlite_declare_event_vtab(sqlite3 *db, const struct table *t);
 /* Registers the opsdb_partitioned virtual table module (sqlite_partition_vtab.c). */
 int sqlite_partition_register(sqlite3 *db);
 /* Moves the rows of event tables stored as plain tables (schema version 4 and before) into

@@ -63,15 +63,7 @@ static int packed_connect(sqlite3 *db, void *aux, int argc, const char *const *a
                                   "table of its blocks");
         return SQLITE_ERROR;
     }
-    struct buf ddl;
-    buf_init(&ddl, 1 << 16);
-    buf_printf(&ddl, "CREATE TABLE x(");
-    for (size_t i = 0; i < t->ncolumns; i++)
-        buf_printf(&ddl, "%s%s %s", i ? ", " : "", t->columns[i].name,
-                   sqlite_column_type(&t->columns[i]));
-    buf_printf(&ddl, ")");
-    int rc = sqlite3_declare_vtab(db, ddl.data);
-    buf_release(&ddl);
+    int rc = sqlite_declare_event_vtab(db, t);
     if (rc != SQLITE_OK)
         return rc;
     struct packed_vtab *v = sqlite3_malloc(sizeof *v);

@@ -72,15 +72,8 @@ struct part_cursor {
     bool eof;
 };
 
-static int part_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
-                        sqlite3_vtab **out, char **errmsg)
+int sqlite_declare_event_vtab(sqlite3 *db, const struct table *t)
 {
-    (void)aux;
-    const struct table *t = argc == 4 ? schema_table(argv[3]) : NULL;
-    if (!t || t->kind != TABLE_EVENTS) {
-        *errmsg = sqlite3_mprintf("opsdb_partitioned: expected one argument, an event table");
-        return SQLITE_ERROR;
-    }
     struct buf ddl;
     buf_init(&ddl, 1 << 16);
     buf_printf(&ddl, "CREATE TABLE x(");
@@ -90,6 +83,19 @@ static int part_connect(sqlite3 *db, void *aux, int argc, const char *const *arg
     buf_printf(&ddl, ")");
     int rc = sqlite3_declare_vtab(db, ddl.data);
     buf_release(&ddl);
+    return rc;
+}
+
+static int part_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
+                        sqlite3_vtab **out, char **errmsg)
+{
+    (void)aux;
+    const struct table *t = argc == 4 ? schema_table(argv[3]) : NULL;
+    if (!t || t->kind != TABLE_EVENTS) {
+        *errmsg = sqlite3_mprintf("opsdb_partitioned: expected one argument, an event table");
+        return SQLITE_ERROR;
+    }
+    int rc = sqlite_declare_event_vtab(db, t);
     if (rc != SQLITE_OK)
         return rc;
     struct part_vtab *v = sqlite3_malloc(sizeof *v);
