@@ -90,11 +90,11 @@ static const struct command commands[] = {
      "             retention leaves it alone; its rows are not added to the rollups again\n"
      "  unload     drops a restored partition again (the archive stays)\n",
      cmd_archive},
-    {"compact", "compress old metric samples and event partitions now",
+    {"compact", "compact old metric chunks and compress event partitions now",
      "usage: opsdb compact [--older-than DURATION] [--quiet]\n\n"
-     "Moves the raw system_metrics samples older than storage.compress_after (2h) into\n"
-     "compressed per-series chunks of one UTC day each, a few hundred series per transaction,\n"
-     "and packs the event partitions (api_usage, error_logs, ...) whose whole window is older\n"
+     "Rewrites each past UTC day of system_metrics whose samples are all older than\n"
+     "storage.compress_after (2h) from its chunk per ingestion request into one compressed\n"
+     "chunk per series, a few hundred series per transaction, and packs the event partitions (api_usage, error_logs, ...) whose whole window is older\n"
      "than storage.compress_events_after (1d) into zstd column blocks, one partition per\n"
      "transaction. --older-than DURATION applies one age to both. Queries, views and the\n"
      "series API read them as before. The server does the same every\n"

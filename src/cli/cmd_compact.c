@@ -1,4 +1,6 @@
-/* opsdb compact: move raw metric samples older than a horizon into compressed chunks, and pack
+/* opsdb compact: rewrite the past days of metric samples older than a horizon, held in a chunk
+ * per ingestion request, as one chunk per series and day (and move any raw samples a database
+ * from before schema version 8 still has), and pack
  * event partitions older than theirs into compressed column blocks, now, as the server does
  * every storage.compact_interval. */
 #include "cli/cli.h"
@@ -70,7 +72,7 @@ int cmd_compact(int argc, char **argv)
     if (rc)
         return cli_fail("compaction stopped (what was done is kept): %s", e.msg);
     if (st.series_failed)
-        return cli_fail("compaction left %lld series raw: a compressed chunk of theirs cannot be "
+        return cli_fail("compaction left %lld series as they were: a compressed chunk of theirs cannot be "
                         "read (%s); the other series were compacted",
                         (long long)st.series_failed, st.first_failure);
     if (!samples)

@@ -25,21 +25,26 @@ void batch_release(struct batch *b)
     b->nrows = b->cap_rows = 0;
 }
 
+void batch_reserve(struct batch *b, size_t rows)
+{
+    if (rows <= b->cap_rows)
+        return;
+    /* values live outside the arena so growth can reuse memory (realloc) instead of
+     * abandoning the old block: a big request then costs its rows once, not twice */
+    struct value *v = realloc(b->values, rows * b->table->ncolumns * sizeof *v);
+    if (!v) {
+        fprintf(stderr, "opsdb: out of memory growing a batch to %zu rows\n", rows);
+        abort();
+    }
+    b->values = v;
+    b->cap_rows = rows;
+}
+
 struct value *batch_add_row(struct batch *b)
 {
     size_t ncol = b->table->ncolumns;
-    if (b->nrows == b->cap_rows) {
-        /* values live outside the arena so growth can reuse memory (realloc) instead of
-         * abandoning the old block: a big request then costs its rows once, not twice */
-        size_t cap = b->cap_rows ? b->cap_rows * 2 : 64;
-        struct value *v = realloc(b->values, cap * ncol * sizeof *v);
-        if (!v) {
-            fprintf(stderr, "opsdb: out of memory growing a batch to %zu rows\n", cap);
-            abort();
-        }
-        b->values = v;
-        b->cap_rows = cap;
-    }
+    if (b->nrows == b->cap_rows)
+        batch_reserve(b, b->cap_rows ? b->cap_rows * 2 : 64);
     struct value *row = b->values + b->nrows * ncol;
     memset(row, 0, ncol * sizeof *row);
     b->nrows++;

@@ -80,8 +80,8 @@ static const struct option options[] = {
           "memory for cached view and series answers (0 turns the cache off)"),
     INTO("query.max_rows", query_max_rows, "10000", 1, 10000000, "rows one query may return"),
     DUR("storage.compress_after", storage_compress_after_ms, "2h", 0, 3650.0 * 86400000,
-        "raw metric samples older than this move into compressed per-series day chunks, "
-        "readable as before (0 = never)"),
+        "a past day of metric samples, all older than this, is compacted from its chunk per "
+        "request into one chunk per series (0 = never)"),
     DUR("storage.compress_events_after", storage_compress_events_after_ms, "1d", 0,
         3650.0 * 86400000,
         "event partitions whose whole window is older than this are packed column-wise with "

@@ -210,6 +210,9 @@ void batch_init(struct batch *b, const struct table *t);
 void batch_release(struct batch *b);
 /* Appends a row with every value VAL_NULL and returns it (valid until the next add). */
 struct value *batch_add_row(struct batch *b);
+/* Makes room for rows rows in all (a parser that can count its rows ahead saves the copies of
+ * growing by doubling); aborts when memory is out, as batch_add_row does. */
+void batch_reserve(struct batch *b, size_t rows);
 /* Drops the last row (a row that failed to parse). */
 void batch_drop_last(struct batch *b);
 static inline struct value *batch_row(struct batch *b, size_t i)

@@ -10,7 +10,7 @@
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Bump together with a migration in store/store_migrate.c. */
-#define SCHEMA_VERSION 7
+#define SCHEMA_VERSION 8
 
 static const char *const levels[] = {"debug", "info",     "notice", "warning",
                                      "error", "critical", "fatal",  NULL};
@@ -327,11 +327,14 @@ int schema_markdown(struct buf *b)
             buf_printf(b,
                        "- series unique on (metric, host, component, labels): find series by "
                        "metric, then host\n"
-                       "- samples keyed by (series_id, ts): one series over time\n\n"
-                       "Internal tables: `%s_series` (id, the series key columns), `%s_samples` "
-                       "(series_id, ts, value), and the rollups `%s_1m` and `%s_1h` (series_id, "
-                       "ts = bucket start, min, max, sum, count, last, last_ts), kept exact in the "
-                       "transaction that writes the samples; `GET /api/v1/series` reads them.\n",
+                       "- samples in compressed chunks keyed by (series_id, start_ts): one series "
+                       "over time\n\n"
+                       "Internal tables: `%s_series` (id, the series key columns), `%s_chunks` "
+                       "(series_id, day, start_ts, end_ts, count, data, minutes: the samples, "
+                       "compressed, with their minute buckets; see docs/storage.md), and the "
+                       "rollups `%s_1m` and `%s_1h` (series_id, ts = bucket start, min, max, sum, "
+                       "count, last, last_ts), kept exact in the transaction that writes the "
+                       "samples; `GET /api/v1/series` reads them.\n",
                        t->name, t->name, t->name, t->name);
         buf_printf(b, "\n");
     }

@@ -391,7 +391,10 @@ int ingest_parse_lineproto(const struct ingest_ctx *ctx, const char *data, size_
         abort();
     struct buf tmp;
     buf_init(&tmp, 1 << 20);
-    size_t pos = 0, lineno = 0;
+    size_t pos = 0, lineno = 0, lines = 0;
+    for (const char *p = data; p && p < data + len; p = memchr(p, '\n', (size_t)(data + len - p)))
+        lines++, p++;
+    bool reserved = false;
     int rc = 0;
     while (pos < len) {
         const char *nl = memchr(data + pos, '\n', len - pos);
@@ -414,6 +417,11 @@ int ingest_parse_lineproto(const struct ingest_ctx *ctx, const char *data, size_
         }
         if (split_line(ctx, line, line_len, lineno, L, r))
             emit_points(ctx, b, &c, L, lineno, &tmp, r);
+        if (!reserved && b->nrows) { /* lines tend to have as many fields as the first */
+            size_t guess = b->nrows * lines;
+            batch_reserve(b, guess < ctx->max_rows ? guess : ctx->max_rows + 1);
+            reserved = true;
+        }
         if (b->nrows > ctx->max_rows) {
             rc = E_LIMIT;
             break;

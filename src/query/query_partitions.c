@@ -1,9 +1,10 @@
 /*
  * The partitions of every table, for `opsdb partitions`: event tables' time partitions (one
- * table each) from the catalogue, the days of compressed metric chunks, the raw metric samples
- * not yet compressed, and the partitions retention archived and dropped; each with its time
- * range, rows, bytes and state (hot: raw rows; cold: compressed; restored: brought back from
- * an archive; archived: only in the archive directory, bytes of its file).
+ * table each) from the catalogue, the days of metric chunks, raw metric samples if a database
+ * from before schema version 8 still has any, and the partitions retention archived and
+ * dropped; each with its time range, rows, bytes and state (hot: raw rows, or a day of metric
+ * samples still in a chunk per batch; cold: compressed, or compacted; restored: brought back
+ * from an archive; archived: only in the archive directory, bytes of its file).
  */
 #include "query/query.h"
 
@@ -19,13 +20,18 @@ static const char *const partitions_sql =
     "   length(p.name) + 1) = p.name || '_') AS bytes, p.state"
     " FROM opsdb_partitions p"
     " UNION ALL SELECT 'system_metrics', 'system_metrics_chunks day ' || date(day * 86400,"
-    "  'unixepoch'), day * 86400000, (day + 1) * 86400000, sum(count), sum(length(data)),"
-    "  'cold' FROM system_metrics_chunks GROUP BY day"
+    "  'unixepoch'), day * 86400000, (day + 1) * 86400000, sum(count),"
+    "  sum(data + coalesce(minutes, 0)),"
+    "  CASE WHEN max(n) > 1 THEN 'hot' ELSE 'cold' END"
+    "  FROM (SELECT day, sum(count) AS count, sum(length(data)) AS data,"
+    "   sum(length(minutes)) AS minutes, count(*) - (sum(count) + 65535) / 65536 + 1 AS n"
+    "   FROM system_metrics_chunks GROUP BY day, series_id) GROUP BY day"
     " UNION ALL SELECT 'system_metrics', 'system_metrics_samples', (SELECT min((SELECT min(s.ts)"
     "  FROM system_metrics_samples s WHERE s.series_id = r.id)) FROM system_metrics_series r),"
     "  (SELECT max((SELECT max(s.ts) FROM system_metrics_samples s WHERE s.series_id = r.id))"
     "  FROM system_metrics_series r) + 1, (SELECT count(*) FROM system_metrics_samples),"
     "  (SELECT sum(pgsize) FROM sizes WHERE name = 'system_metrics_samples'), 'hot'"
+    "  WHERE EXISTS (SELECT 1 FROM system_metrics_samples)"
     " ORDER BY 1, 3";
 
 enum { COL_TABLE, COL_PARTITION, COL_FROM, COL_TO, COL_ROWS, COL_BYTES, COL_STATE, NCOLS };

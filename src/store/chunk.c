@@ -34,6 +34,7 @@
  */
 #include "store/chunk.h"
 #include "store/varint.h"
+#include "store/zstd_ctx.h"
 
 #include <assert.h>
 #include <float.h>
@@ -296,15 +297,10 @@ static int check_samples(const int64_t *ts, size_t n, struct err *e)
 static int compress_payload(void *dst, size_t cap, const void *raw, size_t raw_len, size_t *zlen,
                             struct err *e)
 {
-    ZSTD_CCtx *cctx = ZSTD_createCCtx();
+    ZSTD_CCtx *cctx = zstd_thread_cctx(ZSTD_LEVEL);
     if (!cctx)
         return err_set(e, E_NOMEM, "no memory for a zstd context to encode a chunk");
-    size_t rc = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, ZSTD_LEVEL);
-    if (!ZSTD_isError(rc))
-        rc = ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
-    if (!ZSTD_isError(rc))
-        rc = ZSTD_compress2(cctx, dst, cap, raw, raw_len);
-    ZSTD_freeCCtx(cctx);
+    size_t rc = ZSTD_compress2(cctx, dst, cap, raw, raw_len);
     /* with a bound-sized output only allocation can fail */
     if (ZSTD_isError(rc))
         return err_set(e, E_NOMEM, "compressing a chunk's %zu bytes failed: %s", raw_len,
@@ -393,7 +389,10 @@ static int decompress_payload(const struct header *h, const uint8_t *z, size_t z
     *raw = malloc((size_t)size);
     if (!*raw)
         return err_set(e, E_NOMEM, "no memory to decode a chunk of %zu samples", h->n);
-    size_t got = ZSTD_decompress(*raw, (size_t)size, z, zlen);
+    ZSTD_DCtx *dctx = zstd_thread_dctx();
+    if (!dctx)
+        return err_set(e, E_NOMEM, "no memory for a zstd context to decode a chunk");
+    size_t got = ZSTD_decompressDCtx(dctx, *raw, (size_t)size, z, zlen);
     if (ZSTD_isError(got) || got != size)
         return err_set(e, E_INVALID, "the chunk's payload is corrupt: %s",
                        ZSTD_isError(got) ? ZSTD_getErrorName(got) : "short content");

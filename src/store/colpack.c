@@ -22,6 +22,7 @@
  */
 #include "store/colpack.h"
 #include "store/varint.h"
+#include "store/zstd_ctx.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -129,7 +130,7 @@ int colpack_encode(const struct value *cells, size_t nrows, size_t ncols, struct
         return e->code;
     size_t zcap = HEADER_MAX + ZSTD_compressBound(raw_len);
     uint8_t *raw = malloc(raw_len), *blob = malloc(zcap);
-    ZSTD_CCtx *cctx = ZSTD_createCCtx();
+    ZSTD_CCtx *cctx = zstd_thread_cctx(ZSTD_LEVEL);
     int rc = 0;
     if (!raw || !blob || !cctx) {
         rc = err_set(e, E_NOMEM, "no memory to pack %zu rows (%zu bytes)", nrows, raw_len);
@@ -144,11 +145,7 @@ int colpack_encode(const struct value *cells, size_t nrows, size_t ncols, struct
     blob[hlen++] = VERSION;
     hlen += put_uvarint(blob + hlen, nrows);
     hlen += put_uvarint(blob + hlen, ncols);
-    size_t z = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, ZSTD_LEVEL);
-    if (!ZSTD_isError(z))
-        z = ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
-    if (!ZSTD_isError(z))
-        z = ZSTD_compress2(cctx, blob + hlen, zcap - hlen, raw, used);
+    size_t z = ZSTD_compress2(cctx, blob + hlen, zcap - hlen, raw, used);
     if (ZSTD_isError(z)) { /* with a bound-sized output only allocation can fail */
         rc = err_set(e, E_NOMEM, "compressing %zu rows failed: %s", nrows, ZSTD_getErrorName(z));
         goto out;
@@ -160,7 +157,6 @@ int colpack_encode(const struct value *cells, size_t nrows, size_t ncols, struct
     else if (rc)
         err_set(e, rc, "no memory to append a block of %zu bytes", hlen + z);
 out:
-    ZSTD_freeCCtx(cctx);
     free(blob);
     free(raw);
     return rc;
@@ -269,7 +265,12 @@ int colpack_decode(const void *blob, size_t len, struct colpack_block *b, struct
         rc = err_set(e, E_NOMEM, "no memory to unpack %zu rows", b->nrows);
         goto fail;
     }
-    size_t got = ZSTD_decompress(b->raw, (size_t)size, z, zlen);
+    ZSTD_DCtx *dctx = zstd_thread_dctx();
+    size_t got = dctx ? ZSTD_decompressDCtx(dctx, b->raw, (size_t)size, z, zlen) : 0;
+    if (!dctx) {
+        rc = err_set(e, E_NOMEM, "no memory for a zstd context to unpack %zu rows", b->nrows);
+        goto fail;
+    }
     if (ZSTD_isError(got) || got != size) {
         rc = corrupt(e, ZSTD_isError(got) ? ZSTD_getErrorName(got) : "its payload is short");
         goto fail;

@@ -1,22 +1,24 @@
 /*
- * Cold metric samples, the writer's side: compaction moves the raw samples of <table>_samples
- * older than a horizon into compressed per-series chunks in <table>_chunks (chunk.c's codec),
- * and a late sample for a time that is already cold is merged into the chunks of its day. The
- * virtual table that reads chunks back is sqlite_cold_vtab.c.
+ * Metric samples, the writer's side: every sample is kept in compressed per-series chunks in
+ * <table>_chunks (chunk.c's codec). Ingestion writes each series' run of a batch as one chunk,
+ * so a batch of 200,000 points is a thousand row inserts, not 200,000 B-tree entries; compaction
+ * later rewrites a past day of one series, held in a chunk per batch, as one chunk (it compresses
+ * better and reads faster). The virtual table that reads chunks back is sqlite_cold_vtab.c.
  *
  * A chunk holds samples of one series within one UTC day (so a day is a partition: retention
- * drops whole days of chunks) and at most ROW_SAMPLES_MAX samples; a day with more has several
- * chunks. The invariant that makes hot + cold the table, with no sample counted twice:
- *   per series, every raw (hot) sample is newer than every cold one.
- * Compaction keeps it by moving all of a series' samples before the horizon in one
- * transaction; ingestion keeps it by sending a sample at or before its series' newest cold ts to
- * the chunks. opsdb_meta('<table>.cold_end_ms') is the newest cold ts over all series, so a batch
- * of recent samples (the usual case) costs one read, not a lookup per series.
+ * drops whole days of chunks) and at most ROW_SAMPLES_MAX samples. The invariant that makes the
+ * chunks the table, with no sample counted twice: the chunks of a series never overlap in time.
+ * A run of new samples that does overlap a chunk (a late or rewritten sample) is merged with its
+ * day's chunks and the day is rewritten.
  *
- * Every change happens inside the caller's write transaction: a failure rolls back chunks and
- * samples together.
+ * <table>_samples, where samples were kept a row each before schema version 8, stays empty:
+ * compaction still moves any raw sample it finds into chunks, which is how that migration
+ * empties it.
+ *
+ * Every change happens inside the caller's write transaction: a failure rolls back with it.
  */
 #include "store/chunk.h"
+#include "store/minutes.h"
 #include "store/sqlite_int.h"
 
 #include <stdio.h>
@@ -33,18 +35,19 @@ struct samples {
 
 struct sqlite_cold {
     sqlite3 *db;
-    char meta_key[128];
-    sqlite3_stmt *day_chunks;  /* the chunks of one series in one day, by start */
-    sqlite3_stmt *put_chunk;   /* insert one chunk */
-    sqlite3_stmt *drop_chunks; /* delete the chunks of one series in one day */
-    sqlite3_stmt *last_cold;   /* newest cold ts of one series */
-    sqlite3_stmt *get_meta, *raise_meta;
-    sqlite3_stmt *hot_before;  /* raw samples of one series before a ts */
-    sqlite3_stmt *drop_hot;    /* delete them */
-    sqlite3_stmt *next_series; /* series ids after a cursor */
-    int64_t series_cursor;     /* compaction resumes after this id */
-    struct samples merged;     /* scratch: a day of one series */
-    struct buf blob;           /* scratch: one encoded chunk */
+    sqlite3_stmt *day_chunks;   /* the chunks of one series in one day, by start */
+    sqlite3_stmt *put_chunk;    /* insert one chunk */
+    sqlite3_stmt *drop_chunks;  /* delete the chunks of one series in one day */
+    sqlite3_stmt *chunk_before; /* end of the last chunk of one series starting at or before */
+    sqlite3_stmt *days_to_fold; /* days of one series in more chunks than they need */
+    sqlite3_stmt *hot_before;   /* raw samples of one series before a ts */
+    sqlite3_stmt *drop_hot;     /* delete them */
+    sqlite3_stmt *next_series;  /* series ids after a cursor */
+    int64_t series_cursor;      /* compaction resumes after this id */
+    struct samples merged;      /* scratch: a day of one series */
+    struct buf blob;            /* scratch: one encoded chunk */
+    struct minutes minutes;     /* scratch: the minute buckets of one chunk */
+    struct buf minutes_blob;    /* scratch: their encoding */
 };
 
 void sqlite_cold_ddl(struct buf *b, const struct table *t)
@@ -52,7 +55,7 @@ void sqlite_cold_ddl(struct buf *b, const struct table *t)
     buf_printf(b,
                "CREATE TABLE IF NOT EXISTS %s_chunks (series_id INTEGER NOT NULL, day INTEGER NOT "
                "NULL, start_ts INTEGER NOT NULL, end_ts INTEGER NOT NULL, count INTEGER NOT NULL, "
-               "data BLOB NOT NULL, PRIMARY KEY (series_id, start_ts));\n"
+               "data BLOB NOT NULL, minutes BLOB, PRIMARY KEY (series_id, start_ts));\n"
                "CREATE INDEX IF NOT EXISTS %s_chunks_day ON %s_chunks (day);\n"
                "CREATE VIRTUAL TABLE IF NOT EXISTS %s_cold USING opsdb_chunks(%s_chunks);\n"
                "DROP VIEW IF EXISTS %s_raw;\n"
@@ -80,8 +83,9 @@ int sqlite_cold_new(struct sqlite_cold **out, sqlite3 *db, const struct table *t
     if (!c)
         return err_set(e, E_NOMEM, "out of memory");
     c->db = db;
-    snprintf(c->meta_key, sizeof c->meta_key, "%s.cold_end_ms", t->name);
     buf_init(&c->blob, 64u << 20);
+    buf_init(&c->minutes_blob, 64u << 20);
+    minutes_init(&c->minutes);
     const char *n = t->name;
     char sql[8][400];
     snprintf(sql[0], sizeof sql[0],
@@ -89,26 +93,32 @@ int sqlite_cold_new(struct sqlite_cold **out, sqlite3 *db, const struct table *t
              "start_ts < ?2 + %lld ORDER BY start_ts",
              n, MS_PER_DAY);
     snprintf(sql[1], sizeof sql[1],
-             "INSERT INTO %s_chunks (series_id, day, start_ts, end_ts, count, data) "
-             "VALUES (?, ?, ?, ?, ?, ?)",
+             "INSERT INTO %s_chunks (series_id, day, start_ts, end_ts, count, data, minutes) "
+             "VALUES (?, ?, ?, ?, ?, ?, ?)",
              n);
     snprintf(sql[2], sizeof sql[2],
              "DELETE FROM %s_chunks WHERE series_id = ?1 AND start_ts >= ?2 AND "
              "start_ts < ?2 + %lld",
              n, MS_PER_DAY);
     snprintf(sql[3], sizeof sql[3],
-             "SELECT end_ts FROM %s_chunks WHERE series_id = ? ORDER BY start_ts DESC LIMIT 1", n);
+             "SELECT end_ts FROM %s_chunks WHERE series_id = ?1 AND start_ts <= ?2 ORDER BY "
+             "start_ts DESC LIMIT 1",
+             n);
     snprintf(sql[4], sizeof sql[4],
              "SELECT ts, value FROM %s_samples WHERE series_id = ? AND ts < ? ORDER BY ts", n);
     snprintf(sql[5], sizeof sql[5], "DELETE FROM %s_samples WHERE series_id = ? AND ts < ?", n);
     snprintf(sql[6], sizeof sql[6], "SELECT id FROM %s_series WHERE id > ? ORDER BY id LIMIT ?", n);
+    snprintf(sql[7], sizeof sql[7],
+             "SELECT day FROM %s_chunks WHERE series_id = ?1 GROUP BY day HAVING max(end_ts) < ?2 "
+             "AND count(*) > (sum(count) + %d) / %d",
+             n, ROW_SAMPLES_MAX - 1, ROW_SAMPLES_MAX);
     int rc = prepare(db, sql[0], &c->day_chunks, e);
     if (!rc)
         rc = prepare(db, sql[1], &c->put_chunk, e);
     if (!rc)
         rc = prepare(db, sql[2], &c->drop_chunks, e);
     if (!rc)
-        rc = prepare(db, sql[3], &c->last_cold, e);
+        rc = prepare(db, sql[3], &c->chunk_before, e);
     if (!rc)
         rc = prepare(db, sql[4], &c->hot_before, e);
     if (!rc)
@@ -116,12 +126,7 @@ int sqlite_cold_new(struct sqlite_cold **out, sqlite3 *db, const struct table *t
     if (!rc)
         rc = prepare(db, sql[6], &c->next_series, e);
     if (!rc)
-        rc = prepare(db, "SELECT value FROM opsdb_meta WHERE key = ?", &c->get_meta, e);
-    if (!rc)
-        rc = prepare(db,
-                     "INSERT INTO opsdb_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) "
-                     "DO UPDATE SET value = max(value, excluded.value)",
-                     &c->raise_meta, e);
+        rc = prepare(db, sql[7], &c->days_to_fold, e);
     if (rc) {
         sqlite_cold_free(&c);
         return rc;
@@ -135,13 +140,15 @@ void sqlite_cold_free(struct sqlite_cold **cp)
     struct sqlite_cold *c = *cp;
     if (!c)
         return;
-    sqlite3_stmt *all[] = {c->day_chunks, c->put_chunk,  c->drop_chunks, c->last_cold,  c->get_meta,
-                           c->raise_meta, c->hot_before, c->drop_hot,    c->next_series};
+    sqlite3_stmt *all[] = {c->day_chunks,   c->put_chunk,  c->drop_chunks, c->chunk_before,
+                           c->days_to_fold, c->hot_before, c->drop_hot,    c->next_series};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         sqlite3_finalize(all[i]);
     free(c->merged.ts);
     free(c->merged.values);
     buf_release(&c->blob);
+    buf_release(&c->minutes_blob);
+    minutes_release(&c->minutes);
     free(c);
     *cp = NULL;
 }
@@ -205,6 +212,32 @@ static int load_day(struct sqlite_cold *c, int64_t series_id, int64_t day_start,
     return rc;
 }
 
+/* Inserts one chunk of n samples (1..ROW_SAMPLES_MAX, one day, strictly increasing ts) with
+ * their minute buckets. */
+static int put_chunk(struct sqlite_cold *c, int64_t series_id, int64_t day, const int64_t *ts,
+                     const double *values, size_t n, struct err *e)
+{
+    c->blob.len = 0;
+    c->minutes.n = 0;
+    c->minutes_blob.len = 0;
+    int rc = chunk_encode(ts, values, n, &c->blob, e);
+    if (rc == 0)
+        rc = minutes_add_samples(&c->minutes, ts, values, n, e);
+    if (rc == 0)
+        rc = minutes_encode(&c->minutes, 0, c->minutes.n, &c->minutes_blob, e);
+    if (rc)
+        return rc;
+    sqlite3_stmt *q = c->put_chunk;
+    sqlite3_bind_int64(q, 1, series_id);
+    sqlite3_bind_int64(q, 2, day);
+    sqlite3_bind_int64(q, 3, ts[0]);
+    sqlite3_bind_int64(q, 4, ts[n - 1]);
+    sqlite3_bind_int64(q, 5, (int64_t)n);
+    sqlite3_bind_blob(q, 6, c->blob.data, (int)c->blob.len, SQLITE_STATIC);
+    sqlite3_bind_blob(q, 7, c->minutes_blob.data, (int)c->minutes_blob.len, SQLITE_STATIC);
+    return step_done(c, q, e);
+}
+
 /* Replaces the chunks of the day with c->merged, ROW_SAMPLES_MAX samples per chunk. */
 static int store_day(struct sqlite_cold *c, int64_t series_id, int64_t day_start, struct err *e)
 {
@@ -213,18 +246,8 @@ static int store_day(struct sqlite_cold *c, int64_t series_id, int64_t day_start
     int rc = step_done(c, c->drop_chunks, e);
     for (size_t at = 0; rc == 0 && at < c->merged.n; at += ROW_SAMPLES_MAX) {
         size_t n = c->merged.n - at < ROW_SAMPLES_MAX ? c->merged.n - at : ROW_SAMPLES_MAX;
-        c->blob.len = 0;
-        rc = chunk_encode(c->merged.ts + at, c->merged.values + at, n, &c->blob, e);
-        if (rc)
-            break;
-        sqlite3_stmt *q = c->put_chunk;
-        sqlite3_bind_int64(q, 1, series_id);
-        sqlite3_bind_int64(q, 2, day_start / MS_PER_DAY);
-        sqlite3_bind_int64(q, 3, c->merged.ts[at]);
-        sqlite3_bind_int64(q, 4, c->merged.ts[at + n - 1]);
-        sqlite3_bind_int64(q, 5, (int64_t)n);
-        sqlite3_bind_blob(q, 6, c->blob.data, (int)c->blob.len, SQLITE_STATIC);
-        rc = step_done(c, q, e);
+        rc = put_chunk(c, series_id, day_start / MS_PER_DAY, c->merged.ts + at,
+                       c->merged.values + at, n, e);
     }
     return rc;
 }
@@ -258,11 +281,9 @@ static int merge_day(struct sqlite_cold *c, struct point *pts, size_t n, struct 
         out--;
         c->merged.ts[out] = p->ts;
         c->merged.values[out] = p->value;
-        p->cold = true;
         j--;
         /* earlier duplicates in the batch are overwritten by this one: skip them */
         while (dup_in_batch && j > 0 && pts[j - 1].ts == p->ts) {
-            pts[j - 1].cold = true;
             p->replaced = true;
             j--;
         }
@@ -276,13 +297,6 @@ static int merge_day(struct sqlite_cold *c, struct point *pts, size_t n, struct 
     }
     c->merged.n = old + n - gap;
     return store_day(c, series_id, day_start, e);
-}
-
-static int raise_cold_end(struct sqlite_cold *c, int64_t ts, struct err *e)
-{
-    sqlite3_bind_text(c->raise_meta, 1, c->meta_key, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(c->raise_meta, 2, ts);
-    return step_done(c, c->raise_meta, e);
 }
 
 /* Merges pts[0, n) (one series, sorted) day by day. */
@@ -300,41 +314,64 @@ static int merge_days(struct sqlite_cold *c, struct point *pts, size_t n, struct
     return 0;
 }
 
-static int64_t read_int(sqlite3_stmt *q, int64_t none)
+/* True when a chunk of the series holds a sample in [lo, hi]. Chunks of a series never overlap,
+ * so only the last one starting at or before hi can. */
+static bool overlaps_chunks(struct sqlite_cold *c, int64_t series_id, int64_t lo, int64_t hi)
 {
-    int64_t v = sqlite3_step(q) == SQLITE_ROW && sqlite3_column_type(q, 0) != SQLITE_NULL
-                    ? sqlite3_column_int64(q, 0)
-                    : none;
+    sqlite3_stmt *q = c->chunk_before;
+    sqlite3_bind_int64(q, 1, series_id);
+    sqlite3_bind_int64(q, 2, hi);
+    bool hit = sqlite3_step(q) == SQLITE_ROW && sqlite3_column_int64(q, 0) >= lo;
     sqlite3_reset(q);
-    return v;
+    return hit;
 }
 
-int sqlite_cold_route(struct sqlite_cold *c, struct point *pts, size_t n, struct err *e)
+/* Writes pts[0, n) (one series, one day, sorted by ts then input order, overlapping no chunk)
+ * as new chunks: of samples with one ts the last written wins, the others are marked replaced. */
+static int put_new_chunks(struct sqlite_cold *c, struct point *pts, size_t n, struct err *e)
 {
-    sqlite3_bind_text(c->get_meta, 1, c->meta_key, -1, SQLITE_STATIC);
-    int64_t cold_end_all = read_int(c->get_meta, INT64_MIN);
-    for (size_t i = 0; i < n;) {
-        size_t j = i + 1;
-        while (j < n && pts[j].series_id == pts[i].series_id)
-            j++;
-        if (pts[i].ts <= cold_end_all) { /* the oldest sample of the run may be cold */
-            sqlite3_bind_int64(c->last_cold, 1, pts[i].series_id);
-            int64_t cold_end = read_int(c->last_cold, INT64_MIN);
-            size_t k = i;
-            while (k < j && pts[k].ts <= cold_end)
-                k++;
-            int rc = k > i ? merge_days(c, pts + i, k - i, e) : 0;
-            if (rc)
-                return rc;
+    int rc = reserve(&c->merged, n, e);
+    if (rc)
+        return rc;
+    c->merged.n = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i + 1 < n && pts[i + 1].ts == pts[i].ts) {
+            pts[i].replaced = true; /* its bucket is recomputed from what is stored */
+            continue;
         }
+        c->merged.ts[c->merged.n] = pts[i].ts;
+        c->merged.values[c->merged.n++] = pts[i].value;
+    }
+    int64_t series_id = pts[0].series_id, day = day_of(pts[0].ts);
+    for (size_t at = 0; rc == 0 && at < c->merged.n; at += ROW_SAMPLES_MAX) {
+        size_t k = c->merged.n - at < ROW_SAMPLES_MAX ? c->merged.n - at : ROW_SAMPLES_MAX;
+        rc = put_chunk(c, series_id, day, c->merged.ts + at, c->merged.values + at, k, e);
+    }
+    return rc;
+}
+
+int sqlite_cold_append(struct sqlite_cold *c, struct point *pts, size_t n, struct err *e)
+{
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1; /* [i, j): one series in one day */
+        while (j < n && pts[j].series_id == pts[i].series_id &&
+               day_of(pts[j].ts) == day_of(pts[i].ts))
+            j++;
+        int rc = overlaps_chunks(c, pts[i].series_id, pts[i].ts, pts[j - 1].ts)
+                     ? merge_day(c, pts + i, j - i, e)
+                     : put_new_chunks(c, pts + i, j - i, e);
+        if (rc)
+            return rc;
         i = j;
     }
     return 0;
 }
 
-/* Moves one series' raw samples before before_ms into its chunks. */
-static int compact_series(struct sqlite_cold *c, int64_t series_id, int64_t before_ms,
-                          struct store_compact_stats *stats, struct err *e)
+/* Moves one series' raw samples before before_ms into its chunks (raw samples exist only in a
+ * database written before ingestion wrote chunks itself: the migration to schema version 8
+ * moves them all). */
+static int move_raw_samples(struct sqlite_cold *c, int64_t series_id, int64_t before_ms,
+                            struct store_compact_stats *stats, struct err *e)
 {
     struct point *pts = NULL;
     size_t n = 0, cap = 0;
@@ -353,8 +390,8 @@ static int compact_series(struct sqlite_cold *c, int64_t series_id, int64_t befo
             }
             pts = grown;
         }
-        pts[n] = (struct point){
-            series_id, sqlite3_column_int64(q, 0), sqlite3_column_double(q, 1), n, false, false};
+        pts[n] = (struct point){series_id, sqlite3_column_int64(q, 0), sqlite3_column_double(q, 1),
+                                n, false};
         n++;
     }
     if (rc == 0 && step != SQLITE_DONE)
@@ -367,13 +404,60 @@ static int compact_series(struct sqlite_cold *c, int64_t series_id, int64_t befo
         sqlite3_bind_int64(c->drop_hot, 2, before_ms);
         rc = step_done(c, c->drop_hot, e);
     }
-    if (rc == 0 && n > 0)
-        rc = raise_cold_end(c, pts[n - 1].ts, e);
-    if (rc == 0 && n > 0) {
+    if (rc == 0)
         stats->samples_moved += (int64_t)n;
-        stats->series_compacted++;
-    }
     free(pts);
+    return rc;
+}
+
+/* Rewrites the days of one series that lie in more chunks than they need (ingestion writes a
+ * chunk per series and batch) and whose samples all precede before_ms as the fewest chunks. */
+static int fold_days(struct sqlite_cold *c, int64_t series_id, int64_t before_ms,
+                     struct store_compact_stats *stats, struct err *e)
+{
+    int64_t *days = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0, step;
+    sqlite3_stmt *q = c->days_to_fold;
+    sqlite3_bind_int64(q, 1, series_id);
+    sqlite3_bind_int64(q, 2, before_ms);
+    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            int64_t *grown = realloc(days, cap * sizeof *days);
+            if (!grown) {
+                rc = err_set(e, E_NOMEM, "out of memory compacting series %lld",
+                             (long long)series_id);
+                break;
+            }
+            days = grown;
+        }
+        days[n++] = sqlite3_column_int64(q, 0);
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = err_set(e, E_STORE, "finding chunks to compact: %s", sqlite3_errmsg(c->db));
+    sqlite3_reset(q);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        c->merged.n = 0;
+        rc = load_day(c, series_id, days[i] * MS_PER_DAY, e);
+        if (rc == 0)
+            rc = store_day(c, series_id, days[i] * MS_PER_DAY, e);
+        if (rc == 0)
+            stats->samples_moved += (int64_t)c->merged.n;
+    }
+    free(days);
+    return rc;
+}
+
+static int compact_series(struct sqlite_cold *c, int64_t series_id, int64_t before_ms,
+                          struct store_compact_stats *stats, struct err *e)
+{
+    int64_t moved = stats->samples_moved;
+    int rc = move_raw_samples(c, series_id, before_ms, stats, e);
+    if (rc == 0)
+        rc = fold_days(c, series_id, before_ms, stats, e);
+    if (rc == 0 && stats->samples_moved > moved)
+        stats->series_compacted++;
     return rc;
 }
 
@@ -451,5 +535,73 @@ int sqlite_cold_drop_before(struct sqlite_cold *c, const struct table *t, int64_
         stats->samples_dropped += sqlite3_changes(c->db);
     if (rc == 0 && (stats->chunks_dropped > chunks_before || sqlite3_changes(c->db) > 0))
         rc = sqlite_note_dropped(c->db, t, first_kept_day * MS_PER_DAY, e);
+    return rc;
+}
+
+int sqlite_cold_drop_minutes_before(struct sqlite_cold *c, const struct table *t,
+                                    int64_t horizon_ms, int64_t *chunks, int64_t *kept_from,
+                                    struct err *e)
+{
+    /* whole days only, as the chunks: a day's minutes go once its last one is past */
+    int64_t first_kept_day = day_of(horizon_ms);
+    char sql[300];
+    snprintf(sql, sizeof sql,
+             "UPDATE %s_chunks SET minutes = NULL WHERE day < %lld AND minutes IS NOT NULL",
+             t->name, (long long)first_kept_day);
+    int rc = sqlite_exec(c->db, sql, e);
+    *chunks = rc == 0 ? sqlite3_changes(c->db) : 0;
+    *kept_from = first_kept_day * MS_PER_DAY;
+    return rc;
+}
+
+int sqlite_cold_migrate(sqlite3 *db, const struct table *t, struct err *e)
+{
+    struct sqlite_cold *c;
+    int rc = sqlite_cold_new(&c, db, t, e);
+    if (rc)
+        return rc;
+    struct store_compact_stats stats = {0};
+    bool done = false;
+    while (rc == 0 && !done) /* every raw sample: compaction moves them, day by day */
+        rc = sqlite_cold_compact(c, INT64_MAX, 512, &stats, &done, e);
+    if (rc == 0 && stats.series_failed) /* the damaged ones stay as they were */
+        log_warn("%s: %lld series keep raw samples, their chunks are damaged; first: %s", t->name,
+                 (long long)stats.series_failed, stats.first_failure);
+    /* then every day whose chunks have no minutes yet */
+    char sql[300];
+    snprintf(sql, sizeof sql,
+             "SELECT DISTINCT series_id, day FROM %s_chunks WHERE minutes IS NULL ORDER BY 1, 2",
+             t->name);
+    sqlite3_stmt *q = NULL;
+    if (rc == 0 && sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK)
+        rc = err_set(e, E_STORE, "migration: %s", sqlite3_errmsg(db));
+    int64_t(*days)[2] = NULL;
+    size_t n = 0, cap = 0;
+    while (rc == 0 && sqlite3_step(q) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 1024;
+            int64_t(*grown)[2] = realloc(days, cap * sizeof *days);
+            if (!grown) {
+                rc = err_set(e, E_NOMEM, "out of memory listing chunks to migrate");
+                break;
+            }
+            days = grown;
+        }
+        days[n][0] = sqlite3_column_int64(q, 0);
+        days[n++][1] = sqlite3_column_int64(q, 1);
+    }
+    sqlite3_finalize(q);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        c->merged.n = 0;
+        rc = load_day(c, days[i][0], days[i][1] * MS_PER_DAY, e);
+        if (rc == 0) {
+            rc = store_day(c, days[i][0], days[i][1] * MS_PER_DAY, e);
+        } else if (rc == E_CORRUPT) { /* left without minutes, readable as it was */
+            log_warn("%s: %s", t->name, e->msg);
+            rc = 0;
+        }
+    }
+    free(days);
+    sqlite_cold_free(&c);
     return rc;
 }

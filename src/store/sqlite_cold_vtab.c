@@ -11,8 +11,14 @@
  * `ORDER BY ts DESC LIMIT 1` decodes one chunk. Pruning is conservative and SQLite re-checks every
  * constraint (omit is never set): a constraint value of an unexpected type only costs speed.
  * The table is read-only.
+ *
+ * Minutes mode, opsdb_chunks(<chunks>, minutes), is <table>_1m: the minute buckets kept in each
+ * chunk's row (minutes.c) as (series_id, ts, min, max, sum, count, last, last_ts). A series'
+ * buckets in range are read whole, merging the two halves of a minute that a chunk boundary
+ * split, so every minute is one row; the same constraints prune the chunks.
  */
 #include "store/chunk.h"
+#include "store/minutes.h"
 #include "store/sqlite_int.h"
 
 #include <math.h>
@@ -21,6 +27,8 @@
 #include <string.h>
 
 enum { VCOL_SERIES_ID, VCOL_TS, VCOL_VALUE }; /* the virtual table's columns */
+/* ... and in minutes mode (opsdb_chunks(<chunks>, minutes)): the 1-minute rollup */
+enum { MCOL_MIN = 2, MCOL_MAX, MCOL_SUM, MCOL_COUNT, MCOL_LAST, MCOL_LAST_TS };
 
 /* idxNum bits: which constraints xFilter receives (in this order) and the row order */
 enum {
@@ -34,11 +42,14 @@ struct cold_vtab {
     sqlite3_vtab base;
     sqlite3 *db;
     char chunks[128]; /* the chunk table's name */
+    bool minutes;     /* rows are the chunks' minute buckets, not their samples */
 };
 
 struct cold_cursor {
     sqlite3_vtab_cursor base;
     sqlite3_stmt *chunks; /* the chunks that may hold rows, in the output order */
+    char chunks_sql[400]; /* its text: a filter with the same text (one per series of an IN
+                           * list) rebinds it instead of preparing it again */
     bool desc, eof;
     int64_t lo, hi; /* ts bounds, inclusive */
     int64_t series_id;
@@ -46,6 +57,12 @@ struct cold_cursor {
     double *values;
     size_t n, cap;
     ptrdiff_t pos; /* index in ts/values of the current row */
+    /* minutes mode: the buckets in [lo, hi] of one series, [first, end) of m, merged across
+     * its chunks (a minute split by a chunk boundary is one row) */
+    struct minutes m;
+    size_t first, end;
+    bool pending;  /* the statement is on a chunk of the next series, not decoded yet */
+    bool finished; /* the statement has no more chunks (stepping it again would rerun it) */
 };
 
 static bool valid_name(const char *s)
@@ -63,11 +80,16 @@ static int cold_connect(sqlite3 *db, void *aux, int argc, const char *const *arg
                         sqlite3_vtab **out, char **errmsg)
 {
     (void)aux;
-    if (argc != 4 || !valid_name(argv[3])) {
-        *errmsg = sqlite3_mprintf("opsdb_chunks: expected one argument, the chunk table's name");
+    bool minutes = argc == 5 && strcmp(argv[4], "minutes") == 0;
+    if ((argc != 4 && !minutes) || !valid_name(argv[3])) {
+        *errmsg = sqlite3_mprintf("opsdb_chunks: expected the chunk table's name, then "
+                                  "optionally 'minutes'");
         return SQLITE_ERROR;
     }
-    int rc = sqlite3_declare_vtab(db, "CREATE TABLE x(series_id INTEGER, ts INTEGER, value REAL)");
+    int rc = sqlite3_declare_vtab(
+        db, minutes ? "CREATE TABLE x(series_id INTEGER, ts INTEGER, min REAL, max REAL, sum "
+                      "REAL, count INTEGER, last REAL, last_ts INTEGER)"
+                    : "CREATE TABLE x(series_id INTEGER, ts INTEGER, value REAL)");
     if (rc != SQLITE_OK)
         return rc;
     struct cold_vtab *v = sqlite3_malloc(sizeof *v);
@@ -75,6 +97,7 @@ static int cold_connect(sqlite3 *db, void *aux, int argc, const char *const *arg
         return SQLITE_NOMEM;
     memset(v, 0, sizeof *v);
     v->db = db;
+    v->minutes = minutes;
     snprintf(v->chunks, sizeof v->chunks, "%s", argv[3]);
     sqlite3_vtab_config(db, SQLITE_VTAB_INNOCUOUS);
     *out = &v->base;
@@ -159,6 +182,7 @@ static int cold_close(sqlite3_vtab_cursor *base)
     sqlite3_finalize(c->chunks);
     sqlite3_free(c->ts);
     sqlite3_free(c->values);
+    minutes_release(&c->m);
     sqlite3_free(c);
     return SQLITE_OK;
 }
@@ -255,6 +279,51 @@ static int next_chunk(struct cold_cursor *c)
     }
 }
 
+/* Minutes mode: the statement's chunks come by (series_id, start_ts); loads the buckets of the
+ * next series that has one in [lo, hi]; eof when none is left. */
+static int next_series(struct cold_cursor *c)
+{
+    for (;;) {
+        c->m.n = 0;
+        while (!c->finished) {
+            if (!c->pending) {
+                int rc = sqlite3_step(c->chunks);
+                if (rc != SQLITE_ROW) {
+                    c->finished = true;
+                    if (rc != SQLITE_DONE)
+                        return rc;
+                    break;
+                }
+                c->pending = true;
+            }
+            int64_t series = sqlite3_column_int64(c->chunks, 0);
+            if (c->m.n && series != c->series_id)
+                break; /* the next series' first chunk waits for the next call */
+            c->series_id = series;
+            c->pending = false;
+            struct err e = {0};
+            const void *blob = sqlite3_column_blob(c->chunks, 1);
+            if (minutes_decode_append(&c->m, blob, (size_t)sqlite3_column_bytes(c->chunks, 1),
+                                      &e) != 0)
+                return e.code == E_NOMEM ? SQLITE_NOMEM : corrupt_chunk(c, e.msg);
+        }
+        if (c->m.n == 0) {
+            c->eof = true;
+            return SQLITE_OK;
+        }
+        c->first = 0;
+        c->end = c->m.n;
+        while (c->first < c->end && c->m.ts[c->first] < c->lo)
+            c->first++;
+        while (c->end > c->first && c->m.ts[c->end - 1] > c->hi)
+            c->end--;
+        if (c->first < c->end) {
+            c->pos = c->desc ? (ptrdiff_t)c->end - 1 : (ptrdiff_t)c->first;
+            return SQLITE_OK;
+        }
+    }
+}
+
 static int cold_filter(sqlite3_vtab_cursor *base, int idx, const char *idx_str, int argc,
                        sqlite3_value **argv)
 {
@@ -262,8 +331,6 @@ static int cold_filter(sqlite3_vtab_cursor *base, int idx, const char *idx_str, 
     (void)argc;
     struct cold_cursor *c = (struct cold_cursor *)base;
     struct cold_vtab *v = (struct cold_vtab *)base->pVtab;
-    sqlite3_finalize(c->chunks);
-    c->chunks = NULL;
     c->eof = false;
     c->desc = idx & IDX_DESC;
     c->lo = INT64_MIN;
@@ -290,28 +357,44 @@ static int cold_filter(sqlite3_vtab_cursor *base, int idx, const char *idx_str, 
         c->lo = INT64_MIN;
     if ((idx & IDX_HI) && !bound_of(argv[a++], false, &c->hi))
         c->hi = INT64_MAX;
-    /* a chunk never spans a UTC day: one starting a day before lo cannot reach it */
+    /* a chunk never spans a UTC day: one starting a day before lo cannot reach it; a minute
+     * bucket at ts holds samples up to ts + 59999 */
     int64_t start_lo = c->lo > INT64_MIN + MS_PER_DAY ? c->lo - MS_PER_DAY : INT64_MIN;
+    int64_t start_hi = v->minutes && c->hi < INT64_MAX - MINUTE_MS ? c->hi + MINUTE_MS - 1 : c->hi;
+    /* minutes mode reads a series' chunks in ascending order and walks its buckets backwards */
+    bool desc_chunks = c->desc && !v->minutes;
     char sql[400];
-    snprintf(
-        sql, sizeof sql,
-        "SELECT series_id, data, start_ts FROM %s WHERE %s start_ts >= ?2 AND start_ts <= ?3 AND "
-        "end_ts >= ?4 ORDER BY %s",
-        v->chunks, by_series ? "series_id = ?1 AND" : "?1 IS NOT NULL AND",
-        by_series ? (c->desc ? "start_ts DESC" : "start_ts") : "series_id, start_ts");
-    if (sqlite3_prepare_v2(v->db, sql, -1, &c->chunks, NULL) != SQLITE_OK)
-        return set_error(c, sqlite3_errmsg(v->db));
+    snprintf(sql, sizeof sql,
+             "SELECT series_id, %s, start_ts FROM %s WHERE %s start_ts >= ?2 AND start_ts <= ?3 "
+             "AND end_ts >= ?4 %s ORDER BY %s",
+             v->minutes ? "minutes" : "data", v->chunks,
+             by_series ? "series_id = ?1 AND" : "?1 IS NOT NULL AND",
+             v->minutes ? "AND minutes IS NOT NULL" : "",
+             by_series ? (desc_chunks ? "start_ts DESC" : "start_ts") : "series_id, start_ts");
+    if (c->chunks && strcmp(sql, c->chunks_sql) == 0) {
+        sqlite3_reset(c->chunks);
+    } else {
+        sqlite3_finalize(c->chunks);
+        c->chunks = NULL;
+        if (sqlite3_prepare_v2(v->db, sql, -1, &c->chunks, NULL) != SQLITE_OK)
+            return set_error(c, sqlite3_errmsg(v->db));
+        snprintf(c->chunks_sql, sizeof c->chunks_sql, "%s", sql);
+    }
     sqlite3_bind_int64(c->chunks, 1, series);
     sqlite3_bind_int64(c->chunks, 2, start_lo);
-    sqlite3_bind_int64(c->chunks, 3, c->hi);
+    sqlite3_bind_int64(c->chunks, 3, start_hi);
     sqlite3_bind_int64(c->chunks, 4, c->lo);
-    return next_chunk(c);
+    c->pending = c->finished = false;
+    return v->minutes ? next_series(c) : next_chunk(c);
 }
 
 static int cold_next(sqlite3_vtab_cursor *base)
 {
     struct cold_cursor *c = (struct cold_cursor *)base;
     c->pos += c->desc ? -1 : 1;
+    if (((struct cold_vtab *)base->pVtab)->minutes)
+        return c->pos >= (ptrdiff_t)c->first && c->pos < (ptrdiff_t)c->end ? SQLITE_OK
+                                                                           : next_series(c);
     return pos_valid(c) ? SQLITE_OK : next_chunk(c);
 }
 
@@ -320,10 +403,41 @@ static int cold_eof(sqlite3_vtab_cursor *base)
     return ((struct cold_cursor *)base)->eof;
 }
 
+/* A minute bucket's column; a NaN sum (inf + -inf) reads as NULL. */
+static void minutes_column(const struct cold_cursor *c, sqlite3_context *ctx, int col)
+{
+    size_t i = (size_t)c->pos;
+    switch (col) {
+    case VCOL_TS:
+        sqlite3_result_int64(ctx, c->m.ts[i]);
+        break;
+    case MCOL_MIN:
+        sqlite3_result_double(ctx, c->m.min[i]);
+        break;
+    case MCOL_MAX:
+        sqlite3_result_double(ctx, c->m.max[i]);
+        break;
+    case MCOL_SUM:
+        sqlite3_result_double(ctx, c->m.sum[i]);
+        break;
+    case MCOL_COUNT:
+        sqlite3_result_int64(ctx, c->m.count[i]);
+        break;
+    case MCOL_LAST:
+        sqlite3_result_double(ctx, c->m.last[i]);
+        break;
+    default:
+        sqlite3_result_int64(ctx, c->m.last_ts[i]);
+        break;
+    }
+}
+
 static int cold_column(sqlite3_vtab_cursor *base, sqlite3_context *ctx, int col)
 {
     struct cold_cursor *c = (struct cold_cursor *)base;
-    if (col == VCOL_SERIES_ID)
+    if (col != VCOL_SERIES_ID && ((struct cold_vtab *)base->pVtab)->minutes)
+        minutes_column(c, ctx, col);
+    else if (col == VCOL_SERIES_ID)
         sqlite3_result_int64(ctx, c->series_id);
     else if (col == VCOL_TS)
         sqlite3_result_int64(ctx, c->ts[c->pos]);
@@ -335,7 +449,8 @@ static int cold_column(sqlite3_vtab_cursor *base, sqlite3_context *ctx, int col)
 static int cold_rowid(sqlite3_vtab_cursor *base, sqlite3_int64 *rowid)
 {
     struct cold_cursor *c = (struct cold_cursor *)base;
-    *rowid = c->ts[c->pos]; /* unique per series only; nothing in opsdb relies on rowids here */
+    /* unique per series only; nothing in opsdb relies on rowids here */
+    *rowid = ((struct cold_vtab *)base->pVtab)->minutes ? c->m.ts[c->pos] : c->ts[c->pos];
     return SQLITE_OK;
 }
 

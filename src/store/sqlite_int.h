@@ -38,8 +38,8 @@ struct point {
     int64_t ts;
     double value;
     size_t order;  /* input order: the last write of a duplicate sample wins */
-    bool replaced; /* the sample existed: its value was overwritten, its buckets are recomputed */
-    bool cold;     /* written to the chunks of its day (sqlite_cold_route), not to the raw rows */
+    bool replaced; /* the sample existed or came again later in the batch: not added to its
+                      buckets, which are recomputed from what is stored */
 };
 
 /* Rollup maintenance for one TABLE_SERIES table (sqlite_rollup.c). Runs on the writer
@@ -54,6 +54,8 @@ void sqlite_rollup_free(struct sqlite_rollup **r);
 int sqlite_rollup_apply(struct sqlite_rollup *r, const struct point *pts, size_t n, struct err *e);
 /* DDL of the rollup tables of t, appended to b. */
 void sqlite_rollup_ddl(struct buf *b, const struct table *t);
+/* True for the level whose buckets live in the chunks' rows (the minutes), not in a table. */
+bool sqlite_rollup_in_chunks(const struct rollup_level *lv);
 
 #define MS_PER_DAY 86400000LL
 
@@ -62,18 +64,30 @@ void sqlite_rollup_ddl(struct buf *b, const struct table *t);
 struct sqlite_cold;
 int sqlite_cold_new(struct sqlite_cold **out, sqlite3 *db, const struct table *t, struct err *e);
 void sqlite_cold_free(struct sqlite_cold **c);
-/* Sends the samples at or before their series' newest cold sample to the chunks of their day
- * (pts sorted by series, ts, input order): marks them cold, and replaced where they overwrote a
- * sample. The others stay for the raw table. */
-int sqlite_cold_route(struct sqlite_cold *c, struct point *pts, size_t n, struct err *e);
-/* Moves the raw samples before before_ms of up to max_series series (continuing where the last
- * call stopped) into chunks; *pass_done once the last series was visited. */
+/* Writes a batch's samples (pts sorted by series, ts, input order) as chunks: each series' run
+ * within one day becomes a new chunk, unless chunks of that series already hold samples in its
+ * time range — then the day's chunks and the run are merged and rewritten. Of samples with one
+ * series and ts the last written wins; the others, and samples that overwrote a stored one, are
+ * marked replaced. */
+int sqlite_cold_append(struct sqlite_cold *c, struct point *pts, size_t n, struct err *e);
+/* Compaction of up to max_series series (continuing where the last call stopped): moves raw
+ * samples before before_ms into chunks, and rewrites each day whose samples all precede
+ * before_ms and that lies in more chunks than it needs (ingestion's one per batch) as the
+ * fewest chunks; *pass_done once the last series was visited. */
 int sqlite_cold_compact(struct sqlite_cold *c, int64_t before_ms, size_t max_series,
                         struct store_compact_stats *stats, bool *pass_done, struct err *e);
 /* Drops the chunks of whole days before horizon_ms (and any raw samples before those days),
  * adding to stats. */
 int sqlite_cold_drop_before(struct sqlite_cold *c, const struct table *t, int64_t horizon_ms,
                             struct store_retention_stats *stats, struct err *e);
+/* Drops the minute buckets of the chunks of whole days before horizon_ms; *chunks counts the
+ * chunks that lost theirs and *kept_from is where minutes now begin. */
+int sqlite_cold_drop_minutes_before(struct sqlite_cold *c, const struct table *t,
+                                    int64_t horizon_ms, int64_t *chunks, int64_t *kept_from,
+                                    struct err *e);
+/* The migration to schema version 8 (needs the chunk table with its minutes column): moves every
+ * raw sample of t into chunks and gives every chunk its minute buckets. */
+int sqlite_cold_migrate(sqlite3 *db, const struct table *t, struct err *e);
 /* After a rolled-back compaction step: the next pass starts over. */
 void sqlite_cold_abandon(struct sqlite_cold *c);
 /* DDL of the chunk table, the cold virtual table and the <table>_raw view, appended to b. */

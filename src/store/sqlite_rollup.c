@@ -1,8 +1,10 @@
 /*
  * Rollups of metric samples: per series, per 1-minute and 1-hour bucket, min, max, sum, count
- * and last. They are written in the same transaction as the samples, from the batch the writer
- * already holds sorted by (series, ts): one upsert per series and bucket, never a rescan, so a
- * 30-day chart reads 720 hourly rows per series instead of 259,200 samples. A sample written again
+ * and last. The minutes live in the chunks' rows (sqlite_cold.c computes them whenever it writes
+ * samples; <table>_1m is the opsdb_chunks virtual table in minutes mode). The hours are a table
+ * written in the same transaction as the samples, from the batch the writer already holds
+ * sorted by (series, ts): one upsert per series and bucket, never a rescan, so a 30-day chart
+ * reads 720 hourly rows per series instead of 259,200 samples. A sample written again
  * (same series and ts) replaces the old value; only then is its bucket recomputed from raw rows,
  * which keeps every rollup exact whatever the order or lateness of the data (sums are added in
  * another order than a query over raw rows would: equal up to floating-point rounding). A sum
@@ -34,17 +36,29 @@ struct bucket {
     int64_t count, last_ts;
 };
 
+bool sqlite_rollup_in_chunks(const struct rollup_level *lv)
+{
+    return lv->bucket_ms == 60000;
+}
+
 void sqlite_rollup_ddl(struct buf *b, const struct table *t)
 {
     size_t n;
     const struct rollup_level *lv = store_rollup_levels(&n);
     for (size_t i = 0; i < n; i++)
-        buf_printf(b,
-                   "CREATE TABLE IF NOT EXISTS %s_%s (series_id INTEGER NOT NULL, ts INTEGER NOT "
-                   "NULL, min REAL NOT NULL, max REAL NOT NULL, sum REAL, count INTEGER "
-                   "NOT NULL, last REAL NOT NULL, last_ts INTEGER NOT NULL, "
-                   "PRIMARY KEY (series_id, ts)) WITHOUT ROWID;\n",
-                   t->name, lv[i].name);
+        if (sqlite_rollup_in_chunks(&lv[i]))
+            buf_printf(b,
+                       "CREATE VIRTUAL TABLE IF NOT EXISTS %s_%s USING opsdb_chunks(%s_chunks, "
+                       "minutes);\n",
+                       t->name, lv[i].name, t->name);
+        else
+            buf_printf(
+                b,
+                "CREATE TABLE IF NOT EXISTS %s_%s (series_id INTEGER NOT NULL, ts INTEGER NOT "
+                "NULL, min REAL NOT NULL, max REAL NOT NULL, sum REAL, count INTEGER "
+                "NOT NULL, last REAL NOT NULL, last_ts INTEGER NOT NULL, "
+                "PRIMARY KEY (series_id, ts)) WITHOUT ROWID;\n",
+                t->name, lv[i].name);
 }
 
 static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out, struct err *e)
@@ -65,6 +79,8 @@ int sqlite_rollup_new(struct sqlite_rollup **out, sqlite3 *db, const struct tabl
     char sql[1024];
     int rc = 0;
     for (size_t i = 0; i < n && i < MAX_LEVELS && rc == 0; i++) {
+        if (sqlite_rollup_in_chunks(&lv[i]))
+            continue;
         struct level *L = &r->levels[r->nlevels++];
         L->bucket_ms = lv[i].bucket_ms;
         snprintf(sql, sizeof sql,

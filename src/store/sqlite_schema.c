@@ -200,6 +200,29 @@ bool sqlite_table_exists(sqlite3 *db, const char *name)
     return found;
 }
 
+/* Version 8, before the derived step: a chunk table from before it gets its minutes column (a
+ * database older than version 3 has none yet; the derived step creates it whole). */
+static int add_minutes_column(sqlite3 *db, struct err *e)
+{
+    if (!sqlite_table_exists(db, "system_metrics_chunks"))
+        return 0;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT 1 FROM pragma_table_info('system_metrics_chunks') WHERE name = "
+                           "'minutes'",
+                           -1, &st, NULL) != SQLITE_OK)
+        return err_set(e, E_STORE, "migration: %s", sqlite3_errmsg(db));
+    bool found = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return found ? 0
+                 : sqlite_exec(db, "ALTER TABLE system_metrics_chunks ADD COLUMN minutes BLOB", e);
+}
+
+static int migrate_samples_to_chunks(sqlite3 *db, struct err *e)
+{
+    return sqlite_cold_migrate(db, schema_table("system_metrics"), e);
+}
+
 /* Numbered migrations for what the derived step cannot do (renames, data rewrites). Each runs
  * once, in order, inside the migration transaction: before the derived step, or after it when
  * it fills what the derived step created (backfills). */
@@ -223,7 +246,7 @@ struct migration {
 static const struct migration migrations[] = {
     {1, "initial schema: seven tables, job_runs, indexes and views", NULL, false, NULL},
     {2, "system_metrics rollups per 1 minute and 1 hour, backfilled from the samples",
-     BACKFILL("1m", "60000") BACKFILL("1h", "3600000"), true, NULL},
+     BACKFILL("1h", "3600000"), true, NULL}, /* minutes: from the chunks since version 8 */
     {3,
      "cold storage: compressed per-series day chunks, the opsdb_chunks virtual table, views "
      "over raw and cold samples",
@@ -236,6 +259,12 @@ static const struct migration migrations[] = {
      true, sqlite_error_rollup_backfill},
     {7, "daily rollups of api_usage, handler_metrics and error_logs, built from the hourly ones",
      NULL, true, sqlite_daily_rollup_backfill},
+    {8, "system_metrics minute rollups kept beside the samples in each chunk row, not in a table",
+     "DROP TABLE IF EXISTS system_metrics_1m;", false, add_minutes_column},
+    {8,
+     "metric samples written as chunks from the start: raw samples moved into chunks, minute "
+     "rollups computed for every chunk",
+     NULL, true, migrate_samples_to_chunks},
 };
 
 static int read_version(sqlite3 *db, int *version, struct err *e)

@@ -33,7 +33,6 @@ struct sqlite_store {
     bool readonly;
     sqlite3_stmt *insert[16]; /* per schema table index */
     sqlite3_stmt *series_insert;
-    sqlite3_stmt *sample_update; /* a sample written again replaces the value */
     struct sqlite_rollup *rollup;
     struct sqlite_cold *cold;
     struct sqlite_partitions *parts[16]; /* per schema table index: event tables' partitions */
@@ -266,19 +265,11 @@ static int prepare_inserts(struct sqlite_store *st, struct err *e)
             buf_printf(&sql, ") DO UPDATE SET %s = excluded.%s RETURNING id",
                        t->columns[cols[0]].name, t->columns[cols[0]].name);
             rc = prepare(st->writer.db, sql.data, &st->series_insert, e);
-            sql.len = 0;
-            buf_printf(&sql, "UPDATE %s_samples SET value = ?3 WHERE series_id = ?1 AND ts = ?2",
-                       t->name);
-            if (rc == 0)
-                rc = prepare(st->writer.db, sql.data, &st->sample_update, e);
             if (rc == 0)
                 rc = sqlite_rollup_new(&st->rollup, st->writer.db, t, e);
             if (rc == 0)
                 rc = sqlite_cold_new(&st->cold, st->writer.db, t, e);
-            sql.len = 0;
-            buf_printf(&sql,
-                       "INSERT OR IGNORE INTO %s_samples (series_id, ts, value) VALUES (?, ?, ?)",
-                       t->name);
+            continue; /* samples go to chunks (sqlite_cold.c) */
         } else {
             sqlite_insert_sql(&sql, t, t->name);
             if (t->key_column) {
@@ -341,6 +332,43 @@ static int cmp_point(const void *a, const void *b)
     return (x->order > y->order) - (x->order < y->order);
 }
 
+/* Sorts pts by (series, ts, input order) into out. Series ids are dense, so a counting sort by
+ * id (stable: input order kept) does most of the work in linear time; each series' run is then
+ * sorted by ts only when it is out of order, which a live source seldom is. */
+static void sort_points(const struct point *pts, struct point *out, size_t n)
+{
+    int64_t lo = INT64_MAX, hi = INT64_MIN;
+    for (size_t i = 0; i < n; i++) {
+        lo = pts[i].series_id < lo ? pts[i].series_id : lo;
+        hi = pts[i].series_id > hi ? pts[i].series_id : hi;
+    }
+    size_t *at = n && (uint64_t)(hi - lo) < 4 * (uint64_t)n + 1024
+                     ? calloc((size_t)(hi - lo) + 2, sizeof *at)
+                     : NULL;
+    if (!at) {
+        memcpy(out, pts, n * sizeof *out);
+        qsort(out, n, sizeof *out, cmp_point);
+        return;
+    }
+    size_t range = (size_t)(hi - lo) + 1;
+    for (size_t i = 0; i < n; i++)
+        at[pts[i].series_id - lo + 1]++;
+    for (size_t k = 1; k <= range; k++)
+        at[k] += at[k - 1];
+    for (size_t i = 0; i < n; i++)
+        out[at[pts[i].series_id - lo]++] = pts[i];
+    free(at);
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        bool sorted = true;
+        for (; j < n && out[j].series_id == out[i].series_id; j++)
+            sorted = sorted && out[j].ts >= out[j - 1].ts;
+        if (!sorted)
+            qsort(out + i, j - i, sizeof *out, cmp_point);
+        i = j;
+    }
+}
+
 static int64_t series_resolve(struct sqlite_store *st, const struct value *row, const int *cols,
                               size_t ncols, struct buf *key, struct err *e)
 {
@@ -364,16 +392,18 @@ static int64_t series_resolve(struct sqlite_store *st, const struct value *row, 
     return id;
 }
 
-static int write_series(struct sqlite_store *st, const struct batch *b, sqlite3_stmt *ins,
-                        struct err *e)
+static int write_series(struct sqlite_store *st, const struct batch *b, struct err *e)
 {
     const struct table *t = b->table;
     int cols[16];
     size_t ncols = series_key_columns(t, cols);
     int ts_col = schema_column(t, "ts"), value_col = schema_column(t, "value");
-    struct point *pts = malloc((b->nrows ? b->nrows : 1) * sizeof *pts);
-    if (!pts)
+    struct point *in = malloc((b->nrows ? b->nrows : 1) * sizeof *in);
+    struct point *pts = in ? malloc((b->nrows ? b->nrows : 1) * sizeof *pts) : NULL;
+    if (!pts) {
+        free(in);
         return err_set(e, E_NOMEM, "out of memory sorting %zu samples", b->nrows);
+    }
     struct buf key;
     buf_init(&key, 1 << 16);
     int rc = 0;
@@ -384,32 +414,15 @@ static int write_series(struct sqlite_store *st, const struct batch *b, sqlite3_
             rc = E_STORE;
             goto out;
         }
-        pts[i] = (struct point){id, row[ts_col].i, row[value_col].d, i, false, false};
+        in[i] = (struct point){id, row[ts_col].i, row[value_col].d, i, false};
     }
-    qsort(pts, b->nrows, sizeof *pts, cmp_point);
-    if ((rc = sqlite_cold_route(st->cold, pts, b->nrows, e)) != 0)
+    sort_points(in, pts, b->nrows);
+    if ((rc = sqlite_cold_append(st->cold, pts, b->nrows, e)) != 0)
         goto out;
-    for (size_t i = 0; i < b->nrows; i++) {
-        if (pts[i].cold)
-            continue;
-        sqlite3_bind_int64(ins, 1, pts[i].series_id);
-        sqlite3_bind_int64(ins, 2, pts[i].ts);
-        sqlite3_bind_double(ins, 3, pts[i].value);
-        if ((rc = step_done(st->writer.db, ins, e)) != 0)
-            goto out;
-        if (sqlite3_changes(st->writer.db) == 0) {
-            /* the sample exists (an earlier request, or earlier in this one): replace it */
-            pts[i].replaced = true;
-            sqlite3_bind_int64(st->sample_update, 1, pts[i].series_id);
-            sqlite3_bind_int64(st->sample_update, 2, pts[i].ts);
-            sqlite3_bind_double(st->sample_update, 3, pts[i].value);
-            if ((rc = step_done(st->writer.db, st->sample_update, e)) != 0)
-                goto out;
-        }
-    }
     rc = sqlite_rollup_apply(st->rollup, pts, b->nrows, e);
 out:
     buf_release(&key);
+    free(in);
     free(pts);
     return rc;
 }
@@ -476,7 +489,7 @@ static int sq_write_batch(struct store *s, const struct batch *b, struct err *e)
     size_t ti = (size_t)(b->table - tables);
     if (sqlite_exec(st->writer.db, "SAVEPOINT batch", e) != 0)
         return E_STORE;
-    int rc = b->table->kind == TABLE_SERIES   ? write_series(st, b, st->insert[ti], e)
+    int rc = b->table->kind == TABLE_SERIES   ? write_series(st, b, e)
              : b->table->kind == TABLE_EVENTS ? sqlite_partitions_write(st->parts[ti], b, e)
                                               : write_rows(st, b, st->insert[ti], e);
     if (rc != 0) {
@@ -548,14 +561,39 @@ static int sq_pack_step(struct store *s, int64_t before_ms, struct store_pack_st
     return rc;
 }
 
-/* Rollup buckets past their resolution's retention (0 keeps them). Series rollups are keyed
- * (series_id, ts): the series list makes the delete one range per series, not a scan. */
+/* Drops the buckets of one rollup level before horizon_ms; *dropped_before is where the
+ * level now begins. The series minutes live in the chunks (whole days at a time); other
+ * levels are tables — series rollups keyed (series_id, ts), where the series list makes the
+ * delete one range per series, not a scan. */
+static int drop_rollup_level(struct sqlite_store *st, const struct table *t,
+                             const struct rollup_level *lv, int64_t horizon_ms,
+                             int64_t *dropped_before, struct store_retention_stats *stats,
+                             struct err *e)
+{
+    bool series = t->kind == TABLE_SERIES;
+    *dropped_before = horizon_ms;
+    if (series && sqlite_rollup_in_chunks(lv)) {
+        int64_t chunks;
+        int rc =
+            sqlite_cold_drop_minutes_before(st->cold, t, horizon_ms, &chunks, dropped_before, e);
+        stats->rollup_rows_dropped += rc ? 0 : chunks;
+        return rc;
+    }
+    char sql[512];
+    snprintf(sql, sizeof sql, "DELETE FROM %s_%s WHERE %s ts < %lld", t->name, lv->name,
+             series ? "series_id IN (SELECT id FROM system_metrics_series) AND" : "",
+             (long long)horizon_ms);
+    int rc = sqlite_exec(st->writer.db, sql, e);
+    stats->rollup_rows_dropped += rc ? 0 : sqlite3_changes(st->writer.db);
+    return rc;
+}
+
+/* Rollup buckets past their resolution's retention (0 keeps them). */
 static int drop_old_rollups(struct sqlite_store *st, int64_t now_ms,
                             struct store_retention_stats *stats, struct err *e)
 {
     size_t n, nlv;
     const struct table *tables = schema_tables(&n);
-    char sql[512];
     for (size_t i = 0; i < n; i++) {
         const struct table *t = &tables[i];
         bool series = t->kind == TABLE_SERIES;
@@ -571,16 +609,14 @@ static int drop_old_rollups(struct sqlite_store *st, int64_t now_ms,
                                                        : st->event_rollup_1m_retention_ms;
             if (keep_ms == 0)
                 continue;
-            snprintf(sql, sizeof sql, "DELETE FROM %s_%s WHERE %s ts < %lld", t->name, lv[j].name,
-                     series ? "series_id IN (SELECT id FROM system_metrics_series) AND" : "",
-                     (long long)(now_ms - keep_ms));
-            int rc = sqlite_exec(st->writer.db, sql, e);
+            int64_t dropped_before;
+            int rc = drop_rollup_level(st, t, &lv[j], now_ms - keep_ms, &dropped_before, stats, e);
             if (rc)
                 return rc;
-            stats->rollup_rows_dropped += sqlite3_changes(st->writer.db);
             /* the views read minutes only from where this leaves them (sqlite_views.c) */
-            snprintf(sql, sizeof sql, "%s_%s.dropped_before", t->name, lv[j].name);
-            if ((rc = sqlite_meta_raise(st->writer.db, sql, now_ms - keep_ms, e)) != 0)
+            char key[200];
+            snprintf(key, sizeof key, "%s_%s.dropped_before", t->name, lv[j].name);
+            if ((rc = sqlite_meta_raise(st->writer.db, key, dropped_before, e)) != 0)
                 return rc;
         }
     }
@@ -807,7 +843,6 @@ static void sq_close(struct store *s)
     for (size_t i = 0; i < sizeof st->insert / sizeof st->insert[0]; i++)
         sqlite3_finalize(st->insert[i]);
     sqlite3_finalize(st->series_insert);
-    sqlite3_finalize(st->sample_update);
     sqlite_rollup_free(&st->rollup);
     sqlite_cold_free(&st->cold);
     for (size_t i = 0; i < sizeof st->parts / sizeof st->parts[0]; i++)

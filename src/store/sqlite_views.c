@@ -10,12 +10,11 @@
 #define WINDOW(default_ms) "opsdb_param('window_ms', " #default_ms ")"
 #define IN_WINDOW(default_ms) "ts > " NOW " - " WINDOW(default_ms) " AND ts <= " NOW
 
-/* The newest sample of series r at or before NOW: raw samples of a series are all newer than its
- * compressed ones, so the chunks are read only for a series with no raw sample in range. */
+/* The newest sample of series r at or before NOW: the chunks come newest first for one series,
+ * so this decodes one chunk. */
 #define LATEST(col)                                                                                \
-    " coalesce((SELECT s." col " FROM system_metrics_samples s WHERE s.series_id = r.id AND "      \
-    "s.ts <= " NOW " ORDER BY s.ts DESC LIMIT 1), (SELECT c." col " FROM system_metrics_cold c "   \
-    "WHERE c.series_id = r.id AND c.ts <= " NOW " ORDER BY c.ts DESC LIMIT 1))"
+    " (SELECT c." col " FROM system_metrics_cold c WHERE c.series_id = r.id AND c.ts <= " NOW      \
+    " ORDER BY c.ts DESC LIMIT 1)"
 #define LATEST_TS LATEST("ts")
 #define LATEST_VALUE LATEST("value")
 

@@ -306,8 +306,7 @@ def test_rows_land_in_one_partition_per_utc_day(loaded, run_cli):
     assert {c["table_name"] for c in cat} == set(EVENT_TABLES)
     assert all(loaded["t0"] <= c["created_at"] <= loaded["t1"] for c in cat), cat
     parts = cli_rows(run_cli, srv.db, "partitions")
-    assert listed(parts, "system_metrics") == [
-        ("system_metrics_samples", None, None, 0, "hot")]
+    assert listed(parts, "system_metrics") == []  # none loaded here: no chunk days
     for table in EVENT_TABLES:
         rows, mark = data[table], MARKER[table]
         want = want_catalogue(table, rows)
@@ -606,8 +605,9 @@ ROLLUP_1M_2D = ("--set", "storage.rollup_1m_retention=2d",
 
 
 def dropped_expectation(data, now, policies, rollup_1m_ms, gone=()):
-    """What `retention apply` at `now` drops: (partitions, rows, chunks, samples, rollup rows);
-    partitions already dropped (names in gone) excluded."""
+    """What `retention apply` at `now` drops: (partitions, rows, chunks, samples, rollup rows —
+    for the metric minutes: chunks that lost theirs); partitions already dropped (names in gone)
+    excluded."""
     parts = rows = 0
     for table, days in policies.items():
         if table == "system_metrics":
@@ -627,8 +627,12 @@ def dropped_expectation(data, now, policies, rollup_1m_ms, gone=()):
     rollups = len({k for k in api_rollup_1m(data["api_usage"]) if k[0] < cut})
     rollups += len({(r["ts"] - r["ts"] % MIN, r["handler"], r["component"])
                     for r in data["handler_metrics"] if r["ts"] - r["ts"] % MIN < cut})
-    rollups += len({(x["host"], x["ts"] - x["ts"] % MIN)
-                    for x in data["system_metrics"] if x["ts"] - x["ts"] % MIN < cut})
+    # metric minutes live in the chunks' rows and go a whole day at a time, one chunk per host
+    # and day here (compaction folded every past day), except in days whose chunks went
+    raw_first = day_of(now - policies["system_metrics"] * DAY) if "system_metrics" in policies \
+        else float("-inf")
+    rollups += len({(x["host"], day_of(x["ts"])) for x in data["system_metrics"]
+                    if raw_first <= x["ts"] < day_of(cut)})
     rollups += len({(r["ts"] - r["ts"] % MIN, r["fingerprint"], r.get("host", ""))
                     for r in data["error_logs"] if r["ts"] - r["ts"] % MIN < cut})
     return parts, rows, len(chunks) if "system_metrics" in policies else 0, samples, rollups

@@ -648,12 +648,12 @@ def rollup_consistency(srv, table, bucket):
     return tuple(srv.query(f"""
         WITH a AS (SELECT series_id, ts - ts % {bucket} AS b, count(*) AS c, sum(value) AS s,
                           min(value) AS mn, max(value) AS mx, max(ts) AS lts
-                   FROM system_metrics_samples GROUP BY 1, 2)
+                   FROM system_metrics_raw GROUP BY 1, 2)
         SELECT (SELECT count(*) FROM a LEFT JOIN {table} r
                 ON r.series_id = a.series_id AND r.ts = a.b
                 WHERE r.ts IS NULL OR r.count != a.c OR r.sum != a.s OR r.min != a.mn
                    OR r.max != a.mx OR r.last_ts != a.lts
-                   OR r.last != (SELECT value FROM system_metrics_samples x
+                   OR r.last != (SELECT value FROM system_metrics_raw x
                                  WHERE x.series_id = a.series_id AND x.ts = a.lts)) AS bad,
                (SELECT count(*) FROM {table}) - (SELECT count(*) FROM a) AS extra""")[0].values())
 
