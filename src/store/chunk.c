@@ -521,3 +521,34 @@ out:
     free(raw);
     return rc;
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * One value column alone (chunk.h): a kind byte, then the decimal or XOR section.
+ */
+
+enum { COLUMN_XOR = 0, COLUMN_DECIMAL = 1 };
+
+size_t chunk_values_bound(size_t n)
+{
+    return 1 + 1 + n * 10; /* kind, scale, a varint each (XOR: n control bytes + 8 n) */
+}
+
+size_t chunk_put_values(uint8_t *p, const double *values, size_t n)
+{
+    int k = decimal_scale(values, n);
+    p[0] = k >= 0 ? COLUMN_DECIMAL : COLUMN_XOR;
+    return 1 + (k >= 0 ? put_decimal(p + 1, values, n, k, decimal_prefers_dod(values, n, k))
+                       : put_xor(p + 1, values, n));
+}
+
+int chunk_get_values(struct reader *r, size_t n, double *values, struct err *e)
+{
+    if (r->pos >= r->len)
+        return err_set(e, E_INVALID, "a value column is missing");
+    uint8_t kind = r->p[r->pos++];
+    if (kind == COLUMN_DECIMAL)
+        return decode_decimal(r, n, values, e);
+    if (kind == COLUMN_XOR)
+        return decode_xor(r, n, values, e);
+    return err_set(e, E_INVALID, "a value column of unknown kind %u", kind);
+}

@@ -37,4 +37,15 @@ int chunk_header(const void *blob, size_t len, size_t *n, int64_t *first_ts, int
 int chunk_decode(const void *blob, size_t len, int64_t *ts, double *values, size_t cap, size_t *n,
                  struct err *e);
 
+/* One column of n doubles in the encoding the chunks use for values (decimal or XOR, chosen for
+ * the column, behind a kind byte), without timestamps, header or compression: for codecs that
+ * keep several columns over one run of timestamps and compress them together (minutes.c).
+ * chunk_put_values writes at most chunk_values_bound(n) bytes at p and returns how many.
+ * chunk_get_values reads n values at r, advancing it; E_INVALID (with a message) for bytes that
+ * are not such a column, never reading out of bounds. Values come back bit for bit. */
+struct reader;
+size_t chunk_values_bound(size_t n);
+size_t chunk_put_values(uint8_t *p, const double *values, size_t n);
+int chunk_get_values(struct reader *r, size_t n, double *values, struct err *e);
+
 #endif

@@ -8,8 +8,10 @@
  * exact by construction: it is rebuilt from the samples whenever they are rewritten.
  *
  * Buckets are mergeable: two runs that share a minute (a batch boundary inside a minute) give
- * two partial buckets, and minutes_append() merges a bucket equal in ts to the last one held.
- * A sum that overflows (inf + -inf) is NaN, which SQLite reads as NULL.
+ * two partial buckets, and minutes_decode_append() merges a bucket equal in ts to the last one
+ * held. Samples are finite (ingestion refuses others); a sum that overflows (inf + -inf) is NaN,
+ * which SQLite reads as NULL. Split sums are added in another order than one pass would: equal up
+ * to floating-point rounding.
  *
  * The functions keep no state: any thread may call them at any time.
  */
@@ -32,12 +34,14 @@ void minutes_init(struct minutes *m);
 void minutes_release(struct minutes *m);
 
 /* Appends the buckets of n samples (ts strictly increasing, after every bucket held but the
- * last, which a sample of its minute joins). 0, or E_NOMEM. */
+ * last, which a sample of its minute joins). 0, or E_NOMEM, or E_INVALID for a ts within a
+ * minute of INT64_MIN (it has no minute start). */
 int minutes_add_samples(struct minutes *m, const int64_t *ts, const double *values, size_t n,
                         struct err *e);
 
-/* Appends to out the encoding of buckets [from, from + n) of m (n >= 1). 0, or the chunk
- * codec's errors (E_INVALID, E_NOMEM, E_LIMIT); out is unchanged on error. */
+/* Appends to out the encoding of buckets [from, from + n) of m (1 <= n <= CHUNK_MAX_SAMPLES,
+ * else E_INVALID). 0, or E_NOMEM, or the buf's E_LIMIT; out is unchanged on error and e says
+ * why. */
 int minutes_encode(const struct minutes *m, size_t from, size_t n, struct buf *out, struct err *e);
 
 /* Decodes a blob and appends its buckets, merging its first into the last held when they share

@@ -26,6 +26,11 @@
 #include <string.h>
 
 #define ROW_SAMPLES_MAX 65536
+/* A new run of samples is added to its series' last chunk, rather than starting a chunk of its
+ * own, while the two together hold at most this many: a source that sends one sample per series
+ * per request (an agent every 10 s) then fills chunks of a few hundred samples instead of a row
+ * per sample, at the cost of re-encoding a small chunk per request. */
+#define HEAD_SAMPLES_MAX 256
 
 struct samples {
     int64_t *ts;
@@ -38,7 +43,8 @@ struct sqlite_cold {
     sqlite3_stmt *day_chunks;   /* the chunks of one series in one day, by start */
     sqlite3_stmt *put_chunk;    /* insert one chunk */
     sqlite3_stmt *drop_chunks;  /* delete the chunks of one series in one day */
-    sqlite3_stmt *chunk_before; /* end of the last chunk of one series starting at or before */
+    sqlite3_stmt *chunk_before; /* the last chunk of one series starting at or before a ts */
+    sqlite3_stmt *drop_chunk;   /* delete one chunk */
     sqlite3_stmt *days_to_fold; /* days of one series in more chunks than they need */
     sqlite3_stmt *hot_before;   /* raw samples of one series before a ts */
     sqlite3_stmt *drop_hot;     /* delete them */
@@ -87,7 +93,7 @@ int sqlite_cold_new(struct sqlite_cold **out, sqlite3 *db, const struct table *t
     buf_init(&c->minutes_blob, 64u << 20);
     minutes_init(&c->minutes);
     const char *n = t->name;
-    char sql[8][400];
+    char sql[9][400];
     snprintf(sql[0], sizeof sql[0],
              "SELECT data FROM %s_chunks WHERE series_id = ?1 AND start_ts >= ?2 AND "
              "start_ts < ?2 + %lld ORDER BY start_ts",
@@ -101,8 +107,8 @@ int sqlite_cold_new(struct sqlite_cold **out, sqlite3 *db, const struct table *t
              "start_ts < ?2 + %lld",
              n, MS_PER_DAY);
     snprintf(sql[3], sizeof sql[3],
-             "SELECT end_ts FROM %s_chunks WHERE series_id = ?1 AND start_ts <= ?2 ORDER BY "
-             "start_ts DESC LIMIT 1",
+             "SELECT start_ts, end_ts, count, data FROM %s_chunks WHERE series_id = ?1 AND "
+             "start_ts <= ?2 ORDER BY start_ts DESC LIMIT 1",
              n);
     snprintf(sql[4], sizeof sql[4],
              "SELECT ts, value FROM %s_samples WHERE series_id = ? AND ts < ? ORDER BY ts", n);
@@ -112,6 +118,8 @@ int sqlite_cold_new(struct sqlite_cold **out, sqlite3 *db, const struct table *t
              "SELECT day FROM %s_chunks WHERE series_id = ?1 GROUP BY day HAVING max(end_ts) < ?2 "
              "AND count(*) > (sum(count) + %d) / %d",
              n, ROW_SAMPLES_MAX - 1, ROW_SAMPLES_MAX);
+    snprintf(sql[8], sizeof sql[8], "DELETE FROM %s_chunks WHERE series_id = ?1 AND start_ts = ?2",
+             n);
     int rc = prepare(db, sql[0], &c->day_chunks, e);
     if (!rc)
         rc = prepare(db, sql[1], &c->put_chunk, e);
@@ -127,6 +135,8 @@ int sqlite_cold_new(struct sqlite_cold **out, sqlite3 *db, const struct table *t
         rc = prepare(db, sql[6], &c->next_series, e);
     if (!rc)
         rc = prepare(db, sql[7], &c->days_to_fold, e);
+    if (!rc)
+        rc = prepare(db, sql[8], &c->drop_chunk, e);
     if (rc) {
         sqlite_cold_free(&c);
         return rc;
@@ -140,8 +150,9 @@ void sqlite_cold_free(struct sqlite_cold **cp)
     struct sqlite_cold *c = *cp;
     if (!c)
         return;
-    sqlite3_stmt *all[] = {c->day_chunks,   c->put_chunk,  c->drop_chunks, c->chunk_before,
-                           c->days_to_fold, c->hot_before, c->drop_hot,    c->next_series};
+    sqlite3_stmt *all[] = {c->day_chunks,   c->put_chunk,  c->drop_chunks,
+                           c->chunk_before, c->drop_chunk, c->days_to_fold,
+                           c->hot_before,   c->drop_hot,   c->next_series};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         sqlite3_finalize(all[i]);
     free(c->merged.ts);
@@ -314,40 +325,89 @@ static int merge_days(struct sqlite_cold *c, struct point *pts, size_t n, struct
     return 0;
 }
 
-/* True when a chunk of the series holds a sample in [lo, hi]. Chunks of a series never overlap,
- * so only the last one starting at or before hi can. */
-static bool overlaps_chunks(struct sqlite_cold *c, int64_t series_id, int64_t lo, int64_t hi)
+/* Appends pts[0, n) (sorted by ts then input order, all after what c->merged holds) to
+ * c->merged: of samples with one ts the last written wins, the others are marked replaced (their
+ * buckets are recomputed from what is stored). */
+static int append_run(struct sqlite_cold *c, struct point *pts, size_t n, struct err *e)
 {
-    sqlite3_stmt *q = c->chunk_before;
-    sqlite3_bind_int64(q, 1, series_id);
-    sqlite3_bind_int64(q, 2, hi);
-    bool hit = sqlite3_step(q) == SQLITE_ROW && sqlite3_column_int64(q, 0) >= lo;
-    sqlite3_reset(q);
-    return hit;
-}
-
-/* Writes pts[0, n) (one series, one day, sorted by ts then input order, overlapping no chunk)
- * as new chunks: of samples with one ts the last written wins, the others are marked replaced. */
-static int put_new_chunks(struct sqlite_cold *c, struct point *pts, size_t n, struct err *e)
-{
-    int rc = reserve(&c->merged, n, e);
-    if (rc)
-        return rc;
-    c->merged.n = 0;
-    for (size_t i = 0; i < n; i++) {
+    int rc = reserve(&c->merged, c->merged.n + n, e);
+    for (size_t i = 0; i < n && rc == 0; i++) {
         if (i + 1 < n && pts[i + 1].ts == pts[i].ts) {
-            pts[i].replaced = true; /* its bucket is recomputed from what is stored */
+            pts[i].replaced = true;
             continue;
         }
         c->merged.ts[c->merged.n] = pts[i].ts;
         c->merged.values[c->merged.n++] = pts[i].value;
     }
-    int64_t series_id = pts[0].series_id, day = day_of(pts[0].ts);
+    return rc;
+}
+
+/* Writes c->merged (one series, one day) as chunks of at most ROW_SAMPLES_MAX samples. */
+static int put_merged(struct sqlite_cold *c, int64_t series_id, int64_t day, struct err *e)
+{
+    int rc = 0;
     for (size_t at = 0; rc == 0 && at < c->merged.n; at += ROW_SAMPLES_MAX) {
         size_t k = c->merged.n - at < ROW_SAMPLES_MAX ? c->merged.n - at : ROW_SAMPLES_MAX;
         rc = put_chunk(c, series_id, day, c->merged.ts + at, c->merged.values + at, k, e);
     }
     return rc;
+}
+
+/* Decodes the chunk the statement q is on (series_id's; its blob in column data_col) into
+ * c->merged. */
+static int load_chunk_row(struct sqlite_cold *c, sqlite3_stmt *q, int data_col, int64_t series_id,
+                          struct err *e)
+{
+    const void *blob = sqlite3_column_blob(q, data_col);
+    size_t len = (size_t)sqlite3_column_bytes(q, data_col), n = 0, got = 0;
+    int rc = chunk_header(blob, len, &n, NULL, NULL, e);
+    if (rc == 0)
+        rc = reserve(&c->merged, n, e);
+    if (rc == 0)
+        rc = chunk_decode(blob, len, c->merged.ts, c->merged.values, c->merged.cap, &got, e);
+    c->merged.n = rc == 0 ? got : 0;
+    if (rc == E_INVALID) { /* a corrupt chunk is a database problem, not the caller's */
+        char why[sizeof e->msg];
+        snprintf(why, sizeof why, "%s", e->msg);
+        rc = err_set(e, E_CORRUPT, "series %lld: unreadable chunk: %.400s", (long long)series_id,
+                     why);
+    }
+    return rc;
+}
+
+/* Writes one series' run pts[0, n) within one day. Chunks of a series never overlap: a run
+ * that overlaps the series' chunks is merged with its day (merge_day); one that follows a small
+ * chunk of the same day joins it; any other becomes a chunk of its own. */
+static int append_series_day(struct sqlite_cold *c, struct point *pts, size_t n, struct err *e)
+{
+    int64_t series_id = pts[0].series_id, lo = pts[0].ts, hi = pts[n - 1].ts, day = day_of(lo);
+    sqlite3_stmt *q = c->chunk_before; /* only the last chunk starting at or before hi can */
+    sqlite3_bind_int64(q, 1, series_id);
+    sqlite3_bind_int64(q, 2, hi);
+    bool found = sqlite3_step(q) == SQLITE_ROW;
+    int64_t start = found ? sqlite3_column_int64(q, 0) : 0;
+    bool overlaps = found && sqlite3_column_int64(q, 1) >= lo;
+    bool joins = found && !overlaps && day_of(start) == day &&
+                 sqlite3_column_int64(q, 2) + (int64_t)n <= HEAD_SAMPLES_MAX;
+    int rc = 0;
+    c->merged.n = 0;
+    if (joins && (rc = load_chunk_row(c, q, 3, series_id, e)) == E_CORRUPT) {
+        joins = false; /* a damaged chunk is left as it is; the run starts a chunk of its own */
+        rc = 0;
+    }
+    sqlite3_reset(q);
+    if (rc)
+        return rc;
+    if (overlaps)
+        return merge_day(c, pts, n, e);
+    if (joins) {
+        sqlite3_bind_int64(c->drop_chunk, 1, series_id);
+        sqlite3_bind_int64(c->drop_chunk, 2, start);
+        rc = step_done(c, c->drop_chunk, e);
+    }
+    if (rc == 0)
+        rc = append_run(c, pts, n, e);
+    return rc ? rc : put_merged(c, series_id, day, e);
 }
 
 int sqlite_cold_append(struct sqlite_cold *c, struct point *pts, size_t n, struct err *e)
@@ -357,9 +417,7 @@ int sqlite_cold_append(struct sqlite_cold *c, struct point *pts, size_t n, struc
         while (j < n && pts[j].series_id == pts[i].series_id &&
                day_of(pts[j].ts) == day_of(pts[i].ts))
             j++;
-        int rc = overlaps_chunks(c, pts[i].series_id, pts[i].ts, pts[j - 1].ts)
-                     ? merge_day(c, pts + i, j - i, e)
-                     : put_new_chunks(c, pts + i, j - i, e);
+        int rc = append_series_day(c, pts + i, j - i, e);
         if (rc)
             return rc;
         i = j;
