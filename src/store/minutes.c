@@ -3,7 +3,7 @@
  * zigzag-mapped signed one (varint.h):
  *
  *   header   8F 4D 01      magic ('M' after a non-ASCII byte) and version
- *            uv n          buckets, 1..CHUNK_MAX_SAMPLES
+ *            uv n          buckets, 1..MINUTES_MAX (a chunk holds one day at most)
  *            zz first      the first bucket's start, a multiple of 60000 ms
  *   payload  one zstd frame (level 3, with its content size and checksum), used up exactly:
  *            n - 1 times uv  minutes from one bucket's start to the next (>= 1)
@@ -27,7 +27,7 @@
 
 enum { MAGIC0 = 0x8f, MAGIC1 = 'M', VERSION = 1, HEADER_MAX = 3 + 10 + 10, ZSTD_LEVEL = 3 };
 
-#define COUNT_MAX 0x1p53 /* counts stay exact as doubles (SQL sums of them) */
+#define COUNT_MAX 0x1p53 /* counts, at most this, stay exact as doubles (SQL sums of them) */
 
 void minutes_init(struct minutes *m)
 {
@@ -108,10 +108,13 @@ int minutes_add_samples(struct minutes *m, const int64_t *ts, const double *valu
             return err_set(e, E_INVALID, "sample ts %lld has no minute", (long long)ts[i]);
         int64_t b = minute_of(ts[i]);
         double v = values[i];
-        if (m->n && m->ts[m->n - 1] == b)
+        if (!m->n || m->ts[m->n - 1] != b)
+            put_bucket(m, b, v, v, v, 1, v, ts[i]);
+        else if ((double)m->count[m->n - 1] < COUNT_MAX)
             merge_into(m, m->n - 1, v, v, v, 1, v, ts[i]);
         else
-            put_bucket(m, b, v, v, v, 1, v, ts[i]);
+            return err_set(e, E_INVALID, "the minute at %lld holds 2^53 samples already",
+                           (long long)b);
     }
     return rc;
 }
@@ -125,7 +128,7 @@ static size_t payload_max(size_t n)
 
 static size_t payload_min(size_t n)
 {
-    return (n - 1) + n + n + 4 * 2;
+    return (n - 1) + n + n + 4 * (1 + n); /* a value column: a kind byte and a byte a value */
 }
 
 /* Buckets [from, from + n) of m as the payload; returns its length. */
@@ -134,7 +137,7 @@ static size_t put_payload(uint8_t *p, const struct minutes *m, size_t from, size
 {
     size_t len = 0;
     for (size_t i = from + 1; i < from + n; i++)
-        len += put_uvarint(p + len, u64_of(m->ts[i] - m->ts[i - 1]) / MINUTE_MS);
+        len += put_uvarint(p + len, (u64_of(m->ts[i]) - u64_of(m->ts[i - 1])) / MINUTE_MS);
     for (size_t i = from; i < from + n; i++)
         len += put_uvarint(p + len, u64_of(m->count[i] - 1));
     for (size_t i = from; i < from + n; i++)
@@ -149,9 +152,8 @@ static size_t put_payload(uint8_t *p, const struct minutes *m, size_t from, size
 
 int minutes_encode(const struct minutes *m, size_t from, size_t n, struct buf *out, struct err *e)
 {
-    if (n == 0 || n > CHUNK_MAX_SAMPLES)
-        return err_set(e, E_INVALID, "%zu minute buckets cannot be encoded: 1..%u", n,
-                       CHUNK_MAX_SAMPLES);
+    if (n == 0 || n > MINUTES_MAX)
+        return err_set(e, E_INVALID, "%zu minute buckets cannot be encoded: 1..%d", n, MINUTES_MAX);
     size_t raw_cap = payload_max(n), zcap = HEADER_MAX + ZSTD_compressBound(raw_cap);
     uint8_t *raw = malloc(raw_cap), *blob = malloc(zcap);
     double *column = malloc(n * sizeof *column);
@@ -199,7 +201,7 @@ static int get_payload(struct reader *r, int64_t first, size_t n, struct minutes
         uint64_t room = u64_of(INT64_MAX) - u64_of(d->ts[i - 1]); /* exact: < 2^64 */
         if (!get_uvarint(r, &v) || v == 0 || v > room / MINUTE_MS)
             return corrupt(e, "a bucket does not start after the one before");
-        d->ts[i] = d->ts[i - 1] + (int64_t)v * MINUTE_MS;
+        d->ts[i] = i64_of(u64_of(d->ts[i - 1]) + v * MINUTE_MS);
     }
     for (size_t i = 0; i < n; i++) {
         if (!get_uvarint(r, &v) || v >= (uint64_t)COUNT_MAX)
@@ -212,10 +214,12 @@ static int get_payload(struct reader *r, int64_t first, size_t n, struct minutes
         d->last_ts[i] = d->ts[i] + (int64_t)v;
     }
     double *const columns[] = {d->min, d->max, d->sum, d->last};
+    static const char *const names[] = {"min", "max", "sum", "last"};
     for (size_t c = 0; c < 4; c++) {
-        int rc = chunk_get_values(r, n, columns[c], e);
-        if (rc)
-            return rc;
+        struct err why = {0};
+        if (chunk_get_values(r, n, columns[c], &why) != 0)
+            return err_set(e, E_INVALID, "the minute buckets are corrupt: column %s: %s", names[c],
+                           why.msg);
     }
     return r->pos == r->len ? 0 : corrupt(e, "stray bytes end its payload");
 }
@@ -223,22 +227,23 @@ static int get_payload(struct reader *r, int64_t first, size_t n, struct minutes
 /* Appends the decoded buckets d to m, merging d's first into m's last when they share a minute. */
 static int append_decoded(struct minutes *m, const struct minutes *d, struct err *e)
 {
-    size_t skip = 0;
     if (m->n && d->ts[0] < m->ts[m->n - 1])
         return err_set(e, E_INVALID, "minute buckets out of order: %lld after %lld",
                        (long long)d->ts[0], (long long)m->ts[m->n - 1]);
-    if (m->n && d->ts[0] == m->ts[m->n - 1]) {
-        size_t l = m->n - 1;
-        if ((double)m->count[l] + (double)d->count[0] >= COUNT_MAX)
-            return corrupt(e, "a merged bucket counts more than 2^53 samples");
-        merge_into(m, l, d->min[0], d->max[0], d->sum[0], d->count[0], d->last[0], d->last_ts[0]);
-        skip = 1;
-    }
-    int rc = reserve(m, m->n + d->n - skip, e);
-    for (size_t i = skip; i < d->n && rc == 0; i++)
+    bool shared = m->n && d->ts[0] == m->ts[m->n - 1];
+    if (shared && (double)m->count[m->n - 1] + (double)d->count[0] > COUNT_MAX)
+        return corrupt(e, "a merged bucket counts more than 2^53 samples");
+    size_t skip = shared ? 1 : 0;
+    int rc = reserve(m, m->n + d->n - skip, e); /* first: on failure m is as it was */
+    if (rc)
+        return rc;
+    if (shared)
+        merge_into(m, m->n - 1, d->min[0], d->max[0], d->sum[0], d->count[0], d->last[0],
+                   d->last_ts[0]);
+    for (size_t i = skip; i < d->n; i++)
         put_bucket(m, d->ts[i], d->min[i], d->max[i], d->sum[i], d->count[i], d->last[i],
                    d->last_ts[i]);
-    return rc;
+    return 0;
 }
 
 int minutes_decode_append(struct minutes *m, const void *blob, size_t len, struct err *e)
@@ -250,7 +255,7 @@ int minutes_decode_append(struct minutes *m, const void *blob, size_t len, struc
     if (r.p[2] != VERSION)
         return err_set(e, E_INVALID, "minute summary of unknown version %u", r.p[2]);
     r.pos = 3;
-    if (!get_uvarint(&r, &n) || n == 0 || n > CHUNK_MAX_SAMPLES || !get_uvarint(&r, &first))
+    if (!get_uvarint(&r, &n) || n == 0 || n > MINUTES_MAX || !get_uvarint(&r, &first))
         return corrupt(e, "its header is truncated or names no buckets");
     int64_t first_ts = i64_of(unzigzag(first));
     if (first_ts % MINUTE_MS != 0)

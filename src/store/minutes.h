@@ -21,6 +21,8 @@
 #include "core/core.h"
 
 #define MINUTE_MS 60000LL
+/* Buckets in one blob: a chunk holds one UTC day at most. */
+#define MINUTES_MAX 1440
 
 /* Buckets in ts order, each array of capacity cap. */
 struct minutes {
@@ -35,18 +37,19 @@ void minutes_release(struct minutes *m);
 
 /* Appends the buckets of n samples (ts strictly increasing, after every bucket held but the
  * last, which a sample of its minute joins). 0, or E_NOMEM, or E_INVALID for a ts within a
- * minute of INT64_MIN (it has no minute start). */
+ * minute of INT64_MIN (it has no minute start) or a minute past 2^53 samples. */
 int minutes_add_samples(struct minutes *m, const int64_t *ts, const double *values, size_t n,
                         struct err *e);
 
-/* Appends to out the encoding of buckets [from, from + n) of m (1 <= n <= CHUNK_MAX_SAMPLES,
- * else E_INVALID). 0, or E_NOMEM, or the buf's E_LIMIT; out is unchanged on error and e says
+/* Appends to out the encoding of buckets [from, from + n) of m (1 <= n <= MINUTES_MAX, else
+ * E_INVALID). 0, or E_NOMEM, or the buf's E_LIMIT; out is unchanged on error and e says
  * why. */
 int minutes_encode(const struct minutes *m, size_t from, size_t n, struct buf *out, struct err *e);
 
 /* Decodes a blob and appends its buckets, merging its first into the last held when they share
- * a minute. A blob comes from disk: anything malformed is E_INVALID with a message (m keeps
- * what it held before), never a read out of bounds. E_NOMEM when memory is short. */
+ * a minute (counts stay at most 2^53: a merge past that is E_INVALID). A blob comes from disk:
+ * anything malformed is E_INVALID with a message (m keeps what it held before), never a read out of
+ * bounds. E_NOMEM when memory is short. */
 int minutes_decode_append(struct minutes *m, const void *blob, size_t len, struct err *e);
 
 #endif
