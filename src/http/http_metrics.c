@@ -95,7 +95,7 @@ static void write_writer(struct http_server *srv, struct buf *out)
     buf_printf(out, "opsdb_writer_batches_failed_total %llu\n",
                (unsigned long long)ws.batches_failed);
     header(out, "opsdb_samples_compacted_total", "counter",
-           "Raw metric samples moved into compressed chunks.");
+           "Metric samples compacted: rewritten from a chunk per request into a chunk per day.");
     buf_printf(out, "opsdb_samples_compacted_total %llu\n",
                (unsigned long long)ws.samples_compacted);
     header(out, "opsdb_partitions_packed_total", "counter",

@@ -55,7 +55,7 @@ struct writer_stats {
     double commit_seconds_sum;
     bool last_group_failed;       /* the latest group failed to commit */
     char last_error[256];         /* its error */
-    uint64_t samples_compacted;   /* raw metric samples moved into compressed chunks */
+    uint64_t samples_compacted;   /* metric samples compacted into day chunks */
     uint64_t partitions_packed;   /* event partitions packed into compressed blocks */
     uint64_t compaction_failures; /* compaction and packing steps rolled back */
 };

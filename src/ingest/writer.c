@@ -194,9 +194,10 @@ static bool compact_if_due(struct writer *w)
         log_warn("compaction failed, retried in %llds: %s",
                  (long long)(w->compact_interval_ms / 1000), e.msg);
     else if (cs.series_failed)
-        log_warn("compaction failed for %lld series with unreadable chunks (they stay raw; the "
-                 "others were compacted): %s",
-                 (long long)cs.series_failed, cs.first_failure);
+        log_warn(
+            "compaction failed for %lld series with unreadable chunks (they stay as they were; the "
+            "others were compacted): %s",
+            (long long)cs.series_failed, cs.first_failure);
     pthread_mutex_lock(&w->lock);
     w->stats.samples_compacted += rc ? 0 : (uint64_t)cs.samples_moved; /* rolled back: none */
     w->stats.compaction_failures += rc ? 1 : 0;

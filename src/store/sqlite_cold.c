@@ -533,7 +533,9 @@ int sqlite_cold_compact(struct sqlite_cold *c, int64_t before_ms, size_t max_ser
         ids[nids++] = sqlite3_column_int64(c->next_series, 0);
     sqlite3_reset(c->next_series);
     for (size_t i = 0; i < nids; i++) {
-        /* a series whose chunks cannot be read is left raw; the others go on */
+        /* a series whose chunks cannot be read is left as it was (and not counted); the others
+         * go on */
+        struct store_compact_stats before = *stats;
         int rc = sqlite_exec(c->db, "SAVEPOINT compact_series", e);
         if (rc == 0)
             rc = compact_series(c, ids[i], before_ms, stats, e);
@@ -542,6 +544,8 @@ int sqlite_cold_compact(struct sqlite_cold *c, int64_t before_ms, size_t max_ser
         } else if (rc == E_CORRUPT) {
             sqlite3_exec(c->db, "ROLLBACK TO compact_series; RELEASE compact_series", NULL, NULL,
                          NULL);
+            stats->samples_moved = before.samples_moved;
+            stats->series_compacted = before.series_compacted;
             if (stats->series_failed++ == 0)
                 snprintf(stats->first_failure, sizeof stats->first_failure, "series %lld: %.200s",
                          (long long)ids[i], e->msg);
