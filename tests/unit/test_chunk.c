@@ -8,6 +8,7 @@
 #include "unit.h"
 
 #include "store/chunk.h"
+#include "store/varint.h" /* struct reader, for chunk_get_values */
 
 #include <float.h>
 #include <math.h>
@@ -15,34 +16,9 @@
 #define DAY_SAMPLES 8640   /* one day at 10 s */
 #define T0 1767225600000LL /* 2026-01-01T00:00:00Z */
 
-static uint64_t rng = 0x9e3779b97f4a7c15u;
-
-/* xorshift64: deterministic data, so the measured sizes are the same on every run */
-static uint64_t rnd(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-
 static double rnd_unit(void)
 {
     return (double)(rnd() >> 11) / 9007199254740992.0;
-}
-
-static uint64_t bits_of(double d)
-{
-    uint64_t b;
-    memcpy(&b, &d, sizeof b);
-    return b;
-}
-
-static double of_bits(uint64_t b)
-{
-    double d;
-    memcpy(&d, &b, sizeof d);
-    return d;
 }
 
 /* x as text with `decimals` digits and read back, as a scraper would hand it over */
@@ -746,8 +722,131 @@ static void size_integers(void **state)
     free(ts);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * One value column alone: chunk_put_values, chunk_get_values.
+ */
+
+/* Writes v[0 .. n) as a column into exactly chunk_values_bound(n) bytes (ASan sees a write past
+ * them), checks its kind byte (1 decimal, 0 XOR), reads it back bit for bit from an exact-size
+ * copy and returns the column (free it) and its length. */
+static uint8_t *column_round_trip(const double *v, size_t n, int kind, size_t *len)
+{
+    uint8_t *col = malloc(chunk_values_bound(n));
+    *len = chunk_put_values(col, v, n);
+    assert_true(*len >= 1 && *len <= chunk_values_bound(n));
+    if (col[0] != kind)
+        fail_msg("%zu values: column kind %u, wanted %d", n, col[0], kind);
+    uint8_t *exact = malloc(*len);
+    memcpy(exact, col, *len);
+    free(col);
+    double *back = malloc((n ? n : 1) * sizeof *back);
+    struct reader r = {exact, *len, 0};
+    struct err e;
+    err_clear(&e);
+    if (chunk_get_values(&r, n, back, &e) != 0)
+        fail_msg("%zu values: %s", n, e.msg);
+    assert_int_equal(r.pos, *len);
+    for (size_t i = 0; i < n; i++)
+        if (bits_of(back[i]) != bits_of(v[i]))
+            fail_msg("value %zu of %zu: 0x%016llx came back as 0x%016llx", i, n,
+                     (unsigned long long)bits_of(v[i]), (unsigned long long)bits_of(back[i]));
+    free(back);
+    return exact;
+}
+
+static void values_round_trip(void **state)
+{
+    (void)state;
+    size_t len, n = 4000;
+    double *v = malloc(n * sizeof *v);
+    const double decimal[][8] = {
+        {0, 1, 2, 3, 1e15, -1e15, 9007199254740991.0, -9007199254740991.0},
+        {12.34, 99.99, 0.01, -0.01, 100, 0, 55.5, 3.14},
+        {0.123456789012345, 1e-15, -1e-15, 0.1, 0.2, 0.3, 0.7, 0.9},
+        {1e12, 1e12 + 7, 1e12 + 15, 1e12 + 24, 1e12 + 34, 1e12 + 45, 1e12 + 57, 1e12 + 70},
+    };
+    for (size_t s = 0; s < sizeof decimal / sizeof decimal[0]; s++)
+        for (size_t k = 0; k <= 8; k++)
+            free(column_round_trip(decimal[s], k, 1, &len));
+    /* each special double alone and repeated, then all of them in turn */
+    for (size_t i = 0; i < NSPECIAL; i++) {
+        v[0] = v[1] = v[2] = of_bits(special_bits[i]);
+        bool is_decimal = (v[0] == 0 && !signbit(v[0])) || v[0] == 1.0; /* +0.0, 1.0 */
+        free(column_round_trip(v, 3, is_decimal, &len));
+    }
+    for (size_t i = 0; i < NSPECIAL * 3; i++)
+        v[i] = of_bits(special_bits[(i * 7) % NSPECIAL]);
+    free(column_round_trip(v, NSPECIAL * 3, 0, &len));
+    /* the largest columns: random bits (XOR), and mantissas near +-2^53 that alternate (decimal) */
+    for (size_t i = 0; i < n; i++)
+        v[i] = of_bits(rnd());
+    free(column_round_trip(v, n, 0, &len));
+    print_message("%zu random doubles: %zu bytes of %zu bound\n", n, len, chunk_values_bound(n));
+    for (size_t i = 0; i < n; i++)
+        v[i] = (i % 2 ? 1 : -1) * (9007199254740991.0 - (double)(rnd() % 1000));
+    free(column_round_trip(v, n, 1, &len));
+    /* a column reads only its own bytes: two back to back */
+    uint8_t *a = column_round_trip(decimal[1], 8, 1, &len), both[256];
+    size_t len_b;
+    uint8_t *b = column_round_trip(v, 5, 1, &len_b);
+    memcpy(both, a, len);
+    memcpy(both + len, b, len_b);
+    struct reader r = {both, len + len_b, 0};
+    double back[8];
+    assert_int_equal(chunk_get_values(&r, 8, back, NULL), 0);
+    assert_int_equal(r.pos, len);
+    assert_int_equal(chunk_get_values(&r, 5, back, NULL), 0);
+    assert_true(r.pos == len + len_b && back[4] == v[4]);
+    free(b);
+    free(a);
+    free(v);
+}
+
+/* chunk_get_values on bytes that are not a column of n values: E_INVALID with needle. */
+static void expect_bad_column(const uint8_t *col, size_t len, size_t n, const char *needle)
+{
+    uint8_t *exact = malloc(len ? len : 1); /* ASan sees a read past the end */
+    if (len)
+        memcpy(exact, col, len);
+    struct reader r = {exact, len, 0};
+    double v[64];
+    struct err e;
+    err_clear(&e);
+    int rc = chunk_get_values(&r, n, v, &e);
+    if (rc != E_INVALID || e.code != E_INVALID || !e.msg[0] || (needle && !strstr(e.msg, needle)))
+        fail_msg("%zu bytes for %zu values: rc %d '%s', wanted '%s'", len, n, rc, e.msg,
+                 needle ? needle : "");
+    free(exact);
+}
+
+static void values_errors(void **state)
+{
+    (void)state;
+    expect_bad_column(NULL, 0, 3, "a value column is missing");
+    const uint8_t kinds[] = {2, 3, 0x10, 0x80, 0xff};
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        uint8_t col[] = {kinds[k], 0, 2, 2, 2};
+        char needle[64];
+        snprintf(needle, sizeof needle, "a value column of unknown kind %u", kinds[k]);
+        expect_bad_column(col, sizeof col, 3, needle);
+    }
+    expect_bad_column((const uint8_t[]){1, 0x20, 2, 2, 2}, 5, 3, "no decimal scale in 0..15");
+    expect_bad_column((const uint8_t[]){0, 0x90, 0x80, 0x80}, 4, 3, "value 0 of 3 is malformed");
+    /* every truncation of a decimal and of an XOR column */
+    double v[] = {1.25, -3.5, 1e6, 0.75, 1.0 / 3, -0.0, NAN, 2};
+    for (size_t use_xor = 0; use_xor < 2; use_xor++) {
+        size_t len, n = use_xor ? 8 : 4;
+        uint8_t *col = column_round_trip(v, n, !use_xor, &len);
+        for (size_t cut = 0; cut < len; cut++)
+            expect_bad_column(col, cut, n, NULL);
+        expect_bad_column(col, len, n + 1, NULL); /* one value more than it holds */
+        free(col);
+    }
+}
+
 int main(void)
 {
+    unit_rng = 0x9e3779b97f4a7c15u; /* the seed the measured sizes were taken with */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(one_sample),           cmocka_unit_test(extreme_timestamps),
         cmocka_unit_test(irregular_timestamps), cmocka_unit_test(special_doubles),
@@ -758,7 +857,8 @@ int main(void)
         cmocka_unit_test(forged_payloads),      cmocka_unit_test(forged_sizes),
         cmocka_unit_test(forged_headers),       cmocka_unit_test(not_chunks),
         cmocka_unit_test(header_fields),        cmocka_unit_test(size_two_decimals),
-        cmocka_unit_test(size_integers),
+        cmocka_unit_test(size_integers),        cmocka_unit_test(values_round_trip),
+        cmocka_unit_test(values_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,24 +13,6 @@
 #define T0 1767225600000LL /* 2026-01-01T00:00:00Z */
 #define NOISE_BYTES (2u << 20)
 
-static uint64_t rng = 0x2545f4914f6cdd1du;
-
-/* xorshift64: deterministic data, so the measured sizes are the same on every run */
-static uint64_t rnd(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-
-static uint64_t bits_of(double d)
-{
-    uint64_t b;
-    memcpy(&b, &d, sizeof b);
-    return b;
-}
-
 /* Random bytes, every one of the 256 values, that random texts are cut from. */
 static char noise[NOISE_BYTES];
 

@@ -20,6 +20,33 @@
 
 #include "core/core.h"
 
+/* xorshift64: deterministic data, the same on every run (a test program may set unit_rng
+ * first, as its own seed). */
+static uint64_t unit_rng __attribute__((unused)) = 0x2545f4914f6cdd1du;
+
+static inline uint64_t rnd(void)
+{
+    unit_rng ^= unit_rng << 13;
+    unit_rng ^= unit_rng >> 7;
+    unit_rng ^= unit_rng << 17;
+    return unit_rng;
+}
+
+/* A double's bits and back, for bit-exact comparisons. */
+static inline uint64_t bits_of(double d)
+{
+    uint64_t b;
+    memcpy(&b, &d, sizeof b);
+    return b;
+}
+
+static inline double of_bits(uint64_t b)
+{
+    double d;
+    memcpy(&d, &b, sizeof d);
+    return d;
+}
+
 /* A test that shows a known, reported bug in src/: skipped (so the suite stays green) unless
  * OPSDB_TEST_KNOWN_BUGS is set in the environment, which runs it to show the failure. */
 #define KNOWN_BUG(why)                                                                             \
