@@ -72,9 +72,10 @@ int cmd_compact(int argc, char **argv)
     if (rc)
         return cli_fail("compaction stopped (what was done is kept): %s", e.msg);
     if (st.series_failed)
-        return cli_fail("compaction left %lld series as they were: a compressed chunk of theirs cannot be "
-                        "read (%s); the other series were compacted",
-                        (long long)st.series_failed, st.first_failure);
+        return cli_fail(
+            "compaction left %lld series as they were: a compressed chunk of theirs cannot be "
+            "read (%s); the other series were compacted",
+            (long long)st.series_failed, st.first_failure);
     if (!samples)
         printf("storage.compress_after is 0: metric samples are not compressed\n");
     if (!events)
