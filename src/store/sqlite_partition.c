@@ -88,12 +88,18 @@ int sqlite_partitions_new(struct sqlite_partitions **out, sqlite3 *db, const str
     return 0;
 }
 
+/* Releases what writes into pt (its plain table is about to go, or the list is reloaded). */
+static void close_part(struct part *pt)
+{
+    sqlite3_finalize(pt->insert);
+    pt->insert = NULL;
+    sqlite_event_rollup_free(&pt->rollup);
+}
+
 void sqlite_partitions_forget(struct sqlite_partitions *p)
 {
-    for (size_t i = 0; i < p->n; i++) {
-        sqlite3_finalize(p->parts[i].insert);
-        sqlite_event_rollup_free(&p->parts[i].rollup);
-    }
+    for (size_t i = 0; i < p->n; i++)
+        close_part(&p->parts[i]);
     p->n = 0;
     p->loaded = false;
 }
@@ -387,9 +393,7 @@ static int pack(struct sqlite_partitions *p, struct part *pt, struct store_pack_
     sqlite3_finalize(rows);
     sqlite3_finalize(insert);
     if (rc == 0) { /* the plain table goes: nothing may hold a statement on it */
-        sqlite3_finalize(pt->insert);
-        pt->insert = NULL;
-        sqlite_event_rollup_free(&pt->rollup);
+        close_part(pt);
         sql.len = 0;
         buf_printf(&sql,
                    "DROP TABLE %s;\nCREATE VIRTUAL TABLE %s USING opsdb_packed(%s, %s_packed);\n"
@@ -590,9 +594,7 @@ int sqlite_partitions_drop_before(struct sqlite_partitions *p, int64_t horizon_m
         }
         int rc = archive_dir && archive_dir[0] ? archive_part(p, pt, archive_dir, e) : 0;
         if (rc == 0) {
-            sqlite3_finalize(pt->insert);
-            pt->insert = NULL;
-            sqlite_event_rollup_free(&pt->rollup);
+            close_part(pt);
             snprintf(sql, sizeof sql,
                      "DROP TABLE %s; DROP TABLE IF EXISTS %s_packed; DELETE FROM opsdb_partitions "
                      "WHERE name = '%s';",
