@@ -1,17 +1,27 @@
-"""The per-run rollup of pipeline_status, pipeline_status_runs: one row per (pipeline, run_id)
-with the first and last ts of the run's rows, their count, whether any failed or succeeded,
-min(started_at), max(finished_at) and max(duration_ms), kept from each batch's rows in the
-write transaction. It must always equal what grouping the stored rows by run gives: the runs
-come in pieces, late, across midnight (two partitions) and into packed partitions. Schema
-version 9 backfills it; retention drops a run's row only once its raw rows are all gone.
+"""The per-run rollup of pipeline_status and pipeline_health, which reads it.
 
-The data: runs of a few rows to a few dozen minutes, some lasting hours across midnight or
-days, a run_id reused by two pipelines, rows at the same ts, missing started_at/finished_at/
-duration_ms, and rows sent in shuffled requests of random sizes.
+pipeline_status_runs holds one row per (pipeline, run_id) — first and last ts of the run's rows,
+their count, whether any failed or succeeded, min(started_at), max(finished_at),
+max(duration_ms) — kept from each batch's rows in the write transaction; it must always equal
+what grouping the stored rows by run gives. Schema version 9 backfills it; retention drops a
+run's row only once its raw rows are all gone.
+
+pipeline_health takes the runs wholly inside its window from the rollup and those that
+straddle an edge of the window from their raw rows. Its answer must be exactly what the view
+computed before the rollup existed, which grouped every row of the window by run: that SQL is
+kept here (REFERENCE) and run over the raw rows through the SQL route for each window, and the
+two answers must be equal to the last digit.
+
+The data: runs of a few rows to a few dozen minutes, some lasting hours across midnight (the
+partitions' edge) or longer than the windows, a run_id reused by two pipelines, rows at the same
+ts, missing started_at/finished_at/duration_ms, and rows sent in shuffled requests of random
+sizes, so runs arrive in pieces and late. The windows: random ends and lengths from 1 ms to
+four days, ends and starts exactly on rows, and the default (24 h).
 """
 
 import json
 import random
+import re
 import subprocess
 import shutil
 
@@ -28,6 +38,29 @@ MIN, HOUR, DAY = 60_000, 3_600_000, 86_400_000
 END = (now_ms() // MIN) * MIN - HOUR
 START = END - 4 * DAY
 
+# The view as it was before the rollup (schema version 8): every row of the window grouped by
+# run. opsdb_now_ms() and the window are put in as numbers for each window.
+REFERENCE = """
+WITH runs AS ( SELECT pipeline, run_id, max(ts) AS ts,  max(status = 'failed') AS failed,
+ max(status = 'succeeded') AS succeeded,
+ coalesce(max(finished_at) - min(started_at), max(duration_ms)) AS duration_ms
+ FROM pipeline_status WHERE ts > opsdb_now_ms() - opsdb_param('window_ms', 86400000)
+ AND ts <= opsdb_now_ms() GROUP BY pipeline, run_id)
+SELECT r.pipeline,
+ (SELECT p.status FROM pipeline_status p WHERE p.pipeline = r.pipeline AND p.ts <= opsdb_now_ms()
+  ORDER BY p.ts DESC LIMIT 1) AS last_status,
+ (SELECT p.ts FROM pipeline_status p WHERE p.pipeline = r.pipeline AND p.ts <= opsdb_now_ms()
+  AND p.status = 'succeeded' ORDER BY p.ts DESC LIMIT 1) AS last_success,
+ count(*) AS runs, sum(r.failed) AS failed_runs,
+ round(1.0 * sum(r.succeeded AND NOT r.failed) / nullif(sum(r.succeeded OR r.failed), 0), 6)
+  AS success_rate,
+ round(avg(CASE WHEN r.succeeded OR r.failed THEN r.duration_ms END), 1) AS mean_duration_ms,
+ opsdb_now_ms() - (SELECT p.ts FROM pipeline_status p WHERE p.pipeline = r.pipeline
+  AND p.ts <= opsdb_now_ms() AND p.status = 'succeeded' ORDER BY p.ts DESC LIMIT 1)
+  AS freshness_ms
+FROM runs r GROUP BY r.pipeline
+"""
+
 # what the rollup must hold, from the raw rows
 RUNS_FROM_ROWS = """
 SELECT pipeline, run_id, min(ts) AS first_ts, max(ts) AS last_ts, count(*) AS rows,
@@ -41,7 +74,14 @@ RUNS_STORED = ("SELECT pipeline, run_id, first_ts, last_ts, rows, failed, succee
                "ORDER BY pipeline, run_id")
 SPAN = "SELECT value FROM opsdb_meta WHERE key = 'pipeline_status_runs.max_span_ms'"
 
+COLUMNS = ["pipeline", "last_status", "last_success", "runs", "failed_runs", "success_rate",
+           "mean_duration_ms", "freshness_ms"]
 STATUSES = ["queued", "running", "succeeded", "failed", "skipped", "cancelled"]
+
+
+def reference_sql(now, window_ms=DAY):
+    return (REFERENCE.replace("opsdb_param('window_ms', 86400000)", str(window_ms))
+            .replace("opsdb_now_ms()", str(now)))
 
 
 def gen_runs(rng, start=START, end=END, n_runs=700):
@@ -85,6 +125,41 @@ def send_shuffled(srv, rng, rows):
         i += n
 
 
+def windows(rng, rows, n=60):
+    """(now_ms, window_ms or None) pairs: random, and with an edge exactly on a row."""
+    out = [(END, None), (END, 30 * DAY), (START + DAY, None)]
+    scales = [(1, HOUR), (HOUR, DAY), (DAY, 4 * DAY)]
+    for _ in range(n):
+        lo, hi = rng.choice(scales)
+        window = rng.randint(lo, hi)
+        kind = rng.random()
+        if kind < 0.4:
+            now = rng.randint(START - HOUR, END + HOUR)
+        elif kind < 0.7:
+            now = rng.choice(rows)["ts"]  # a row exactly at now: inside
+        else:
+            now = rng.choice(rows)["ts"] + window  # a row exactly at now - window: outside
+        out.append((now, window))
+    return out
+
+
+def view_params(now, window):
+    params = {"now": f"{now // 1000}.{now % 1000:03d}"}
+    if window is not None:
+        params["window"] = f"{window}ms"
+    return params
+
+
+def check_windows(srv, wins):
+    for now, window in wins:
+        r = srv.get("/api/v1/views/pipeline_health", params=view_params(now, window))
+        assert r.status_code == 200, r.text
+        assert r.json()["columns"] == COLUMNS
+        got = r.json()["rows"]
+        want = srv.query(reference_sql(now, window if window is not None else DAY))
+        assert got == want, f"now={now} window={window}:\n view {got}\n reference {want}"
+
+
 def check_rollup(srv):
     stored, derived = srv.query(RUNS_STORED), srv.query(RUNS_FROM_ROWS)
     assert stored == derived
@@ -110,15 +185,21 @@ def test_rollup_holds_each_run(loaded):
     assert len(spans_midnight) > 10
 
 
+def test_view_equals_reference(loaded):
+    srv, rows, rng = loaded
+    check_windows(srv, windows(rng, rows))
+
+
 def test_late_rows_and_packed_partitions(loaded, run_cli):
-    """Late rows into packed partitions (which unpacks them) and new runs' pieces: the rollup
-    stays exact."""
+    """Packed partitions (the view's raw reads go through their blocks), then late rows into
+    them and new runs' pieces: the rollup and the view stay exact."""
     srv, rows, rng = loaded
     srv.stop()
     cp = run_cli("compact", "--db", srv.db, "--older-than", "1h")
     assert cp.returncode == 0, cp.stderr
     assert "packed" in cp.stdout
     srv.restart()
+    check_windows(srv, windows(rng, rows, 25))
     late = gen_runs(rng, n_runs=150)
     # and more rows of runs already stored, before and after their rows
     for r in rng.sample(rows, 100):
@@ -126,7 +207,31 @@ def test_late_rows_and_packed_partitions(loaded, run_cli):
         extra["ts"] = min(max(extra["ts"], START), END)
         late.append(extra)
     send_shuffled(srv, rng, late)
+    rows = rows + late
     check_rollup(srv)
+    check_windows(srv, windows(rng, rows, 40))
+
+
+def plan(srv, sql):
+    r = srv.get("/api/v1/query", params={"sql": "EXPLAIN QUERY PLAN " + sql})
+    assert r.status_code == 200, r.text
+    return [row["detail"] for row in r.json()["rows"]]
+
+
+def test_plan_reads_the_rollup_by_time(loaded):
+    """The view picks runs by a range of the rollup's primary key (first_ts, ...); it reads raw
+    rows only in ts ranges bounded on both sides (the straddling runs), and per pipeline for
+    the latest row (as before)."""
+    srv, _, _ = loaded
+    lines = plan(srv, "SELECT * FROM pipeline_health")
+    text = "\n".join(lines)
+    assert re.search(r"^SEARCH pr USING PRIMARY KEY \(first_ts>\? AND first_ts<\?\)$", text,
+                     re.M), text
+    assert not re.search(r"SCAN pr\b", text), text
+    raw = [line.split(":", 1)[1] for line in lines if line.startswith("SCAN p VIRTUAL TABLE")]
+    ranges = [c for c in raw if "pipeline=" not in c]
+    assert len(ranges) == 2 and len(raw) == 5, lines
+    assert all(re.search(r"ts>=?,", c) and re.search(r"ts<=,", c) for c in ranges), ranges
 
 
 def sqlite3(db, sql):
@@ -138,6 +243,13 @@ def sqlite3(db, sql):
 
 def cli_rows(run_cli, db, sql):
     cp = run_cli("query", sql, "--db", db, "--format", "json")
+    assert cp.returncode == 0, cp.stderr
+    return json.loads(cp.stdout)["rows"]
+
+
+def view_cli(run_cli, db, now, window):
+    cp = run_cli("view", "pipeline_health", "--db", db, "--now", view_params(now, window)["now"],
+                 "--window", f"{window}ms", "--format", "json")
     assert cp.returncode == 0, cp.stderr
     return json.loads(cp.stdout)["rows"]
 
@@ -166,12 +278,17 @@ def test_migration_backfills_runs(run_cli, tmp_path):
     assert "migration to schema version 9" in cp.stderr, cp.stderr
     assert cli_rows(run_cli, db, RUNS_STORED) == incremental
     assert cli_rows(run_cli, db, SPAN) == span
+    for now, window in windows(rng, rows, 10):
+        window = window or DAY
+        assert view_cli(run_cli, db, now, window) == \
+            cli_rows(run_cli, db, reference_sql(now, window)), (now, window)
 
 
 def test_retention_keeps_runs_while_raw_rows_stay(run_cli, tmp_path):
     """Per-run rows follow storage.rollup_1h_retention but stay while any raw row of their run
     is held: with a shorter rollup policy than the raw one, exactly the runs whose rows are all
-    dropped go; with a longer one, runs older than the raw rows stay."""
+    dropped go, and the view stays exact for every window inside raw retention. With a longer
+    one, runs older than the raw rows stay and answer windows the raw rows no longer reach."""
     rng = random.Random(SEED + 2)
     clock = now_ms()
     rows = gen_runs(rng, start=clock - 9 * DAY, end=clock - HOUR, n_runs=300)
@@ -194,6 +311,11 @@ def test_retention_keeps_runs_while_raw_rows_stay(run_cli, tmp_path):
     with_rows = cli_rows(run_cli, db, "SELECT DISTINCT pipeline, run_id FROM pipeline_status")
     assert {(r["pipeline"], r["run_id"]) for r in kept} == \
         {(r["pipeline"], r["run_id"]) for r in with_rows}
+    for _ in range(12):
+        window = rng.randint(MIN, 4 * DAY)
+        now = rng.randint(until + window, clock)
+        assert view_cli(run_cli, db, now, window) == \
+            cli_rows(run_cli, db, reference_sql(now, window)), (now, window)
 
     # raw rows kept 2 days, hourly rollups 4: runs of days 2..4 stay without their rows
     cp = run_cli("retention", "apply", "--db", db, "--set", "retention.pipeline_status=2d",
@@ -204,3 +326,8 @@ def test_retention_keeps_runs_while_raw_rows_stay(run_cli, tmp_path):
     assert any(r["last_ts"] < clock - 3 * DAY for r in kept)  # no raw row of these is left
     assert [r for r in before if r["last_ts"] >= clock - 4 * DAY + 10 * MIN] == \
         [r for r in kept if r["last_ts"] >= clock - 4 * DAY + 10 * MIN]
+    # a window over dropped raw rows: the runs wholly inside it come from the rollup
+    now, window = clock - 3 * DAY, 12 * HOUR
+    assert cli_rows(run_cli, db, reference_sql(now, window)) == []
+    inside = [r for r in before if now - window < r["first_ts"] and r["last_ts"] <= now]
+    assert sum(r["runs"] for r in view_cli(run_cli, db, now, window)) == len(inside) > 0
