@@ -101,7 +101,9 @@ static const struct option options[] = {
         "dropped by retention (0 = kept forever); longer than raw rows by default, so a view's "
         "window reads minutes at both of its ends"),
     DUR("storage.rollup_1h_retention", rollup_1h_retention_ms, "400d", 0, 36500.0 * 86400000,
-        "hourly rollups older than this are dropped by retention (0 = kept forever)"),
+        "hourly and daily rollups, and pipeline_status's rows per run, older than this are "
+        "dropped by retention (0 = kept forever); a run's row stays while raw rows of the run "
+        "do"),
     DUR("storage.retention_interval", storage_retention_interval_ms, "1h", 0, 86400000,
         "how often the server applies the retention policies (the first time a minute after "
         "start; 0 = never: use `opsdb retention apply`)"),

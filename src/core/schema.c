@@ -9,8 +9,8 @@
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
-/* Bump together with a migration in store/store_migrate.c. */
-#define SCHEMA_VERSION 8
+/* Bump together with a migration in store/sqlite_schema.c. */
+#define SCHEMA_VERSION 9
 
 static const char *const levels[] = {"debug", "info",     "notice", "warning",
                                      "error", "critical", "fatal",  NULL};

@@ -118,6 +118,29 @@ int sqlite_daily_rollup_backfill(sqlite3 *db, struct err *e);
 /* The levels of the event rollups (<table>_<name>), finest first: 1m, 1h, 1d. */
 const struct rollup_level *sqlite_event_rollup_levels(size_t *count);
 
+/* The per-run rollup of pipeline_status (sqlite_run_rollup.c): one row per (pipeline, run_id)
+ * in <table>_runs, folded in from each batch's rows inside the write transaction; the longest
+ * run's span is kept in opsdb_meta ('<table>_runs.max_span_ms') for the view to find runs by
+ * their first_ts. */
+struct sqlite_run_rollup;
+/* Folds rows of source (one of t's partitions). *out is NULL (and 0 returned) for a table
+ * without a per-run rollup. */
+int sqlite_run_rollup_new(struct sqlite_run_rollup **out, sqlite3 *db, const struct table *t,
+                          const char *source, struct err *e);
+void sqlite_run_rollup_free(struct sqlite_run_rollup **r);
+/* Folds the base rows with rowids first..last (the batch just inserted) into their runs. */
+int sqlite_run_rollup_apply(struct sqlite_run_rollup *r, int64_t first_rowid, int64_t last_rowid,
+                            struct err *e);
+/* DDL of t's per-run rollup table and its index (nothing for other tables), appended to b. */
+void sqlite_run_rollup_ddl(struct buf *b, const struct table *t);
+bool sqlite_run_rollup_exists(const struct table *t);
+/* Fills the per-run rollup from all base rows (the migration that introduced it). */
+int sqlite_run_rollup_backfill(sqlite3 *db, struct err *e);
+/* Deletes the runs of t that ended before horizon_ms and whose raw rows retention has all
+ * dropped (they lie before '<table>.dropped_until'); *dropped counts them. */
+int sqlite_run_rollup_drop_before(sqlite3 *db, const struct table *t, int64_t horizon_ms,
+                                  int64_t *dropped, struct err *e);
+
 /* Time partitions of event tables (sqlite_partition.c), on the writer connection and inside its
  * write transaction. */
 struct sqlite_partitions;

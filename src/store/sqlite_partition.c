@@ -1,10 +1,10 @@
 /*
  * Time partitions of event tables, the writer's side: each row goes to the table of its time
  * window (<table>_p<YYYYMMDD> for day windows), created with its indexes on first use and listed
- * in opsdb_partitions (name, table, [start_ts, end_ts), rows, state); the event rollups fold in
- * each partition's new rows; retention drops partitions whole (DROP TABLE: no row-by-row
- * DELETE, however many rows a day holds). The virtual table that reads them back as one table
- * is sqlite_partition_vtab.c.
+ * in opsdb_partitions (name, table, [start_ts, end_ts), rows, state); the event rollups and
+ * the per-run rollup fold in each partition's new rows; retention drops partitions whole (DROP
+ * TABLE: no row-by-row DELETE, however many rows a day holds). The virtual table that reads them
+ * back as one table is sqlite_partition_vtab.c.
  *
  * A row goes to the partition whose range holds its ts, whatever window made it; a missing one
  * is created aligned to the table's window now configured, so changing the window only shapes
@@ -27,6 +27,7 @@ struct part {
     bool restored;        /* brought back from an archive: retention leaves it alone */
     sqlite3_stmt *insert; /* NULL while packed */
     struct sqlite_event_rollup *rollup; /* NULL for a table without rollups */
+    struct sqlite_run_rollup *runs;     /* NULL for a table without a per-run rollup */
 };
 
 struct sqlite_partitions {
@@ -88,12 +89,19 @@ int sqlite_partitions_new(struct sqlite_partitions **out, sqlite3 *db, const str
     return 0;
 }
 
+/* Releases what writes into pt (its plain table is about to go, or the list is reloaded). */
+static void close_part(struct part *pt)
+{
+    sqlite3_finalize(pt->insert);
+    pt->insert = NULL;
+    sqlite_event_rollup_free(&pt->rollup);
+    sqlite_run_rollup_free(&pt->runs);
+}
+
 void sqlite_partitions_forget(struct sqlite_partitions *p)
 {
-    for (size_t i = 0; i < p->n; i++) {
-        sqlite3_finalize(p->parts[i].insert);
-        sqlite_event_rollup_free(&p->parts[i].rollup);
-    }
+    for (size_t i = 0; i < p->n; i++)
+        close_part(&p->parts[i]);
     p->n = 0;
     p->loaded = false;
 }
@@ -123,6 +131,8 @@ static int open_part(struct sqlite_partitions *p, struct part *pt, struct err *e
     buf_release(&sql);
     if (rc == 0)
         rc = sqlite_event_rollup_new(&pt->rollup, p->db, p->t, pt->name, e);
+    if (rc == 0)
+        rc = sqlite_run_rollup_new(&pt->runs, p->db, p->t, pt->name, e);
     return rc;
 }
 
@@ -387,9 +397,7 @@ static int pack(struct sqlite_partitions *p, struct part *pt, struct store_pack_
     sqlite3_finalize(rows);
     sqlite3_finalize(insert);
     if (rc == 0) { /* the plain table goes: nothing may hold a statement on it */
-        sqlite3_finalize(pt->insert);
-        pt->insert = NULL;
-        sqlite_event_rollup_free(&pt->rollup);
+        close_part(pt);
         sql.len = 0;
         buf_printf(&sql,
                    "DROP TABLE %s;\nCREATE VIRTUAL TABLE %s USING opsdb_packed(%s, %s_packed);\n"
@@ -490,9 +498,11 @@ static int write_part(struct sqlite_partitions *p, struct part *pt, const struct
     if (rc != SQLITE_DONE)
         return err_set(e, E_STORE, "write failed: %s", sqlite3_errmsg(p->db));
     /* the only writer appends: the rows just inserted are the rowids first..last */
-    if (pt->rollup)
-        return sqlite_event_rollup_apply(pt->rollup, first_rowid, sqlite3_last_insert_rowid(p->db),
-                                         e);
+    int64_t last_rowid = sqlite3_last_insert_rowid(p->db);
+    if (pt->rollup && (rc = sqlite_event_rollup_apply(pt->rollup, first_rowid, last_rowid, e)))
+        return rc;
+    if (pt->runs)
+        return sqlite_run_rollup_apply(pt->runs, first_rowid, last_rowid, e);
     return 0;
 }
 
@@ -590,9 +600,7 @@ int sqlite_partitions_drop_before(struct sqlite_partitions *p, int64_t horizon_m
         }
         int rc = archive_dir && archive_dir[0] ? archive_part(p, pt, archive_dir, e) : 0;
         if (rc == 0) {
-            sqlite3_finalize(pt->insert);
-            pt->insert = NULL;
-            sqlite_event_rollup_free(&pt->rollup);
+            close_part(pt);
             snprintf(sql, sizeof sql,
                      "DROP TABLE %s; DROP TABLE IF EXISTS %s_packed; DELETE FROM opsdb_partitions "
                      "WHERE name = '%s';",

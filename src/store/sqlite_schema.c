@@ -137,6 +137,7 @@ static void table_ddl(struct buf *b, const struct table *t)
         buf_printf(b, "CREATE VIRTUAL TABLE IF NOT EXISTS %s USING opsdb_partitioned(%s);\n",
                    t->name, t->name);
         sqlite_event_rollup_ddl(b, t);
+        sqlite_run_rollup_ddl(b, t);
     } else {
         sqlite_event_table_ddl(b, t, t->name);
     }
@@ -265,6 +266,10 @@ static const struct migration migrations[] = {
      "metric samples written as chunks from the start: raw samples moved into chunks, minute "
      "rollups computed for every chunk",
      NULL, true, migrate_samples_to_chunks},
+    {9,
+     "pipeline_status rollup per run (pipeline, run_id), backfilled from the rows, for "
+     "pipeline_health",
+     NULL, true, sqlite_run_rollup_backfill},
 };
 
 static int read_version(sqlite3 *db, int *version, struct err *e)

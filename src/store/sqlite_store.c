@@ -588,6 +588,20 @@ static int drop_rollup_level(struct sqlite_store *st, const struct table *t,
     return rc;
 }
 
+/* The per-run rows of t (pipeline_status) follow the hourly rollups' policy, but stay while any
+ * raw row of their run does (sqlite_run_rollup.c): pipeline_health finds runs only there. */
+static int drop_old_runs(struct sqlite_store *st, const struct table *t, int64_t now_ms,
+                         struct store_retention_stats *stats, struct err *e)
+{
+    if (st->rollup_1h_retention_ms == 0 || !sqlite_run_rollup_exists(t))
+        return 0;
+    int64_t dropped;
+    int rc = sqlite_run_rollup_drop_before(st->writer.db, t, now_ms - st->rollup_1h_retention_ms,
+                                           &dropped, e);
+    stats->rollup_rows_dropped += dropped;
+    return rc;
+}
+
 /* Rollup buckets past their resolution's retention (0 keeps them). */
 static int drop_old_rollups(struct sqlite_store *st, int64_t now_ms,
                             struct store_retention_stats *stats, struct err *e)
@@ -597,6 +611,9 @@ static int drop_old_rollups(struct sqlite_store *st, int64_t now_ms,
     for (size_t i = 0; i < n; i++) {
         const struct table *t = &tables[i];
         bool series = t->kind == TABLE_SERIES;
+        int rc = drop_old_runs(st, t, now_ms, stats, e);
+        if (rc)
+            return rc;
         if (!series && !sqlite_event_rollup_exists(t))
             continue;
         const struct rollup_level *lv =
@@ -610,7 +627,7 @@ static int drop_old_rollups(struct sqlite_store *st, int64_t now_ms,
             if (keep_ms == 0)
                 continue;
             int64_t dropped_before;
-            int rc = drop_rollup_level(st, t, &lv[j], now_ms - keep_ms, &dropped_before, stats, e);
+            rc = drop_rollup_level(st, t, &lv[j], now_ms - keep_ms, &dropped_before, stats, e);
             if (rc)
                 return rc;
             /* the views read minutes only from where this leaves them (sqlite_views.c) */

@@ -8,7 +8,6 @@
 
 #define NOW "opsdb_now_ms()"
 #define WINDOW(default_ms) "opsdb_param('window_ms', " #default_ms ")"
-#define IN_WINDOW(default_ms) "ts > " NOW " - " WINDOW(default_ms) " AND ts <= " NOW
 
 /* The newest sample of series r at or before NOW: the chunks come newest first for one series,
  * so this decodes one chunk. */
@@ -99,6 +98,50 @@
 
 #define HANDLER_RAW_LOW HANDLER_RAW("h.ts > b.lo AND h.ts < b.m1")
 #define HANDLER_RAW_HIGH HANDLER_RAW("h.ts >= b.m2 AND h.ts <= b.hi")
+
+/* pipeline_health's runs come from the per-run rollup (sqlite_run_rollup.c). Every run with a
+ * row in the window (lo, hi] has first_ts <= hi and last_ts > lo, hence first_ts > lo - span,
+ * span being the longest last_ts - first_ts of any run (opsdb_meta, never lowered): one range of
+ * the rollup's primary key (first_ts, ...) holds them all, `near`. A run wholly inside the
+ * window (first_ts > lo and last_ts <= hi) has every row there, so its rollup row is what
+ * grouping the window's rows gives. The others, `edges`, straddle an edge: rows on both sides
+ * of lo or of hi. They are grouped from raw rows, read in two ranges of the window: (lo, l],
+ * up to the last row of any run that began at or before lo, and [h, hi], from the first row of
+ * any run that goes on past hi (h > l: no row is read twice). A straddling run's rows in the
+ * window all lie there; one with no row in the window drops out of the join. */
+#define WINDOW_24H WINDOW(86400000)
+#define RUN_SPAN                                                                                   \
+    "coalesce((SELECT value FROM opsdb_meta WHERE key = 'pipeline_status_runs.max_span_ms'), 0)"
+#define RUN_SOURCES                                                                                \
+    "bounds AS (SELECT " NOW " - " WINDOW_24H " AS lo, " NOW " AS hi, " RUN_SPAN " AS span),"      \
+    " near AS NOT MATERIALIZED (SELECT pr.pipeline, pr.run_id, pr.first_ts, pr.last_ts,"           \
+    "  pr.failed, pr.succeeded, coalesce(pr.finished_at_max - pr.started_at_min,"                  \
+    "  pr.duration_ms_max) AS duration_ms, pr.first_ts > b.lo AND pr.last_ts <= b.hi AS inside"    \
+    "  FROM bounds b CROSS JOIN pipeline_status_runs pr"                                           \
+    "  WHERE pr.first_ts > b.lo - b.span AND pr.first_ts <= b.hi AND pr.last_ts > b.lo),"          \
+    " edges AS (SELECT pipeline, run_id, first_ts, last_ts FROM near WHERE NOT inside),"           \
+    " reach AS (SELECT lo, hi, l, max(h, l + 1) AS h FROM (SELECT b.lo, b.hi, min(b.hi,"           \
+    "  coalesce((SELECT max(e.last_ts) FROM edges e WHERE e.first_ts <= b.lo), b.lo)) AS l,"       \
+    "  coalesce((SELECT min(e.first_ts) FROM edges e WHERE e.last_ts > b.hi), b.hi + 1) AS h"      \
+    "  FROM bounds b)),"                                                                           \
+    " edge_rows AS (SELECT " EDGE_ROW " WHERE p.ts > x.lo AND p.ts <= x.l"                         \
+    "  UNION ALL SELECT " EDGE_ROW " WHERE p.ts >= x.h AND p.ts <= x.hi)"
+#define EDGE_ROW                                                                                   \
+    "p.pipeline, p.run_id, p.status, p.started_at, p.finished_at, p.duration_ms"                   \
+    " FROM reach x CROSS JOIN pipeline_status p"
+/* the runs that straddle an edge, grouped from their rows in the window */
+#define RUNS_STRADDLING                                                                            \
+    "SELECT e.pipeline, max(p.status = 'failed'), max(p.status = 'succeeded'),"                    \
+    " coalesce(max(p.finished_at) - min(p.started_at), max(p.duration_ms))"                        \
+    " FROM edges e JOIN edge_rows p ON p.pipeline = e.pipeline AND p.run_id = e.run_id"            \
+    " GROUP BY e.pipeline, e.run_id"
+/* the latest row of pipeline r.pipeline at or before now, and its latest success */
+#define PIPE_LAST_STATUS                                                                           \
+    "(SELECT p.status FROM pipeline_status p WHERE p.pipeline = r.pipeline AND p.ts <= " NOW       \
+    " ORDER BY p.ts DESC LIMIT 1)"
+#define PIPE_LAST_SUCCESS                                                                          \
+    "(SELECT p.ts FROM pipeline_status p WHERE p.pipeline = r.pipeline AND p.ts <= " NOW           \
+    " AND p.status = 'succeeded' ORDER BY p.ts DESC LIMIT 1)"
 
 static const char *const views[] = {
     /* system_health: per host/component the latest cpu, memory and disk, when it last reported
@@ -200,32 +243,18 @@ static const char *const views[] = {
 
     /* pipeline_health: runs in the window (default 24 h); a run failed if any of its rows
      * failed, succeeded if it reached succeeded without failing; freshness is the time since the
-     * last success. */
-    "CREATE VIEW pipeline_health AS "
-    "WITH runs AS ("
-    " SELECT pipeline, run_id, max(ts) AS ts,"
-    "  max(status = 'failed') AS failed, max(status = 'succeeded') AS succeeded,"
-    "  coalesce(max(finished_at) - min(started_at), max(duration_ms)) AS duration_ms"
-    " FROM pipeline_status WHERE " IN_WINDOW(
-        86400000) " GROUP BY pipeline, run_id)"
-                  " SELECT r.pipeline,"
-                  "  (SELECT p.status FROM pipeline_status p WHERE p.pipeline = r.pipeline AND "
-                  "p.ts <= " NOW "   ORDER BY p.ts DESC LIMIT 1) AS last_status,"
-                  "  (SELECT p.ts FROM pipeline_status p"
-                  "   WHERE p.pipeline = r.pipeline AND p.ts "
-                  "<= " NOW
-                  "   AND p.status = 'succeeded' ORDER BY p.ts DESC LIMIT 1) AS last_success,"
-                  "  count(*) AS runs, sum(r.failed) AS failed_runs,"
-                  "  round(1.0 * sum(r.succeeded AND NOT r.failed) / nullif(sum(r.succeeded OR "
-                  "r.failed), 0), 6)"
-                  "   AS success_rate,"
-                  "  round(avg(CASE WHEN r.succeeded OR r.failed THEN r.duration_ms END), 1) AS "
-                  "mean_duration_ms,"
-                  "  " NOW " - (SELECT p.ts FROM pipeline_status p"
-                  "   WHERE p.pipeline = r.pipeline "
-                  "AND p.ts <= " NOW
-                  "   AND p.status = 'succeeded' ORDER BY p.ts DESC LIMIT 1) AS freshness_ms"
-                  " FROM runs r GROUP BY r.pipeline",
+     * last success. Runs wholly inside the window come from the per-run rollup, runs that
+     * straddle an edge from their raw rows in the window (see RUN_SOURCES). */
+    "CREATE VIEW pipeline_health AS WITH " RUN_SOURCES ","
+    " runs AS (SELECT pipeline, failed, succeeded, duration_ms FROM near WHERE inside"
+    "  UNION ALL " RUNS_STRADDLING ")"
+    " SELECT r.pipeline, " PIPE_LAST_STATUS " AS last_status, " PIPE_LAST_SUCCESS
+    " AS last_success, count(*) AS runs, sum(r.failed) AS failed_runs,"
+    " round(1.0 * sum(r.succeeded AND NOT r.failed) / nullif(sum(r.succeeded OR r.failed), 0), 6)"
+    "  AS success_rate,"
+    " round(avg(CASE WHEN r.succeeded OR r.failed THEN r.duration_ms END), 1) AS mean_duration_ms,"
+    " " NOW " - " PIPE_LAST_SUCCESS " AS freshness_ms"
+    " FROM runs r GROUP BY r.pipeline",
 
     /* handler_performance: per handler and component over the window (default 15 min), whole
      * hours and minutes from the rollups and the edges from raw rows (see SPLIT); latency is
