@@ -251,8 +251,12 @@ def test_compact_packs_exactly_the_partitions_past_the_horizon(twin):
               f"bytes (x{min(ratios):.1f} .. x{max(ratios):.1f})")
         for p in cold:
             assert p["bytes"] < plain[p["partition"]], p
-            if table == "error_logs":
+            # a partial day (the first one holds from 0 to 22 hours of rows, by the time of day
+            # the test runs) takes whole pages: the 10x holds for the days that fill them
+            if table == "error_logs" and p["rows"] >= 1000:
                 assert p["bytes"] * 10 <= plain[p["partition"]], (p, plain[p["partition"]])
+        if table == "error_logs":
+            assert sum(p["bytes"] for p in cold) * 10 <= sum(plain[p["partition"]] for p in cold)
         hot = [p for p in parts if p["table"] == table and p["state"] == "hot"]
         assert all(p["bytes"] == plain[p["partition"]] for p in hot), hot
     assert twin["compact"][2] <= cold_bytes  # blocks' payload fits in the pages listed
