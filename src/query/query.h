@@ -129,6 +129,10 @@ int query_format_parse(const char *s); /* -1 when unknown */
 int query_write_json(const struct store_result *res, const char *extra, struct buf *out);
 int query_write_csv(const struct store_result *res, struct buf *out);
 int query_write_table(const struct store_result *res, struct buf *out);
+/* The shortest text that reads back as d (the %.15g text when that reads back), NUL-ended;
+ * returns its length. Finite d only. */
+#define QUERY_NUMBER_TEXT_MAX 40
+size_t query_number_text(double d, char out[static QUERY_NUMBER_TEXT_MAX]);
 /* Appends one value as JSON. */
 void query_json_value(const struct value *v, struct buf *out);
 
