@@ -175,12 +175,7 @@ static bool matches(const struct matcher *ms, size_t n, const char *host, const 
 /* ---- parameters ---------------------------------------------------------------------------- */
 
 static const char *const aggs[] = {"avg", "min", "max", "sum", "count", "last", NULL};
-/* per agg: the expression over raw samples, and over a rollup table */
-static const char *const raw_expr[] = {"avg(value)", "min(value)", "max(value)",
-                                       "sum(value)", "count(*)",   "value, max(ts)"};
-static const char *const rollup_expr[] = {
-    "sum(sum) / sum(count)", "min(min)", "max(max)", "sum(sum)", "sum(count)",
-    "last, max(last_ts)"};
+enum { AGG_AVG, AGG_MIN, AGG_MAX, AGG_SUM, AGG_COUNT, AGG_LAST }; /* indexes of aggs */
 
 /* Rounds an automatic step up to whole seconds, minutes or hours, so rollups can answer. */
 static int64_t auto_step(int64_t range_ms)
@@ -280,7 +275,7 @@ static int pick_resolution(const struct config *cfg, const struct series_request
 
 static int select_series(struct store_reader *r, const struct config *cfg,
                          const struct series_request *req, struct series_answer *a,
-                         struct matcher *ms, size_t nms, struct buf *ids, struct err *e)
+                         struct matcher *ms, size_t nms, struct err *e)
 {
     char sql[512];
     snprintf(sql, sizeof sql,
@@ -295,7 +290,6 @@ static int select_series(struct store_reader *r, const struct config *cfg,
     a->series = calloc(a->candidates.nrows ? a->candidates.nrows : 1, sizeof *a->series);
     if (!a->series)
         return err_set(e, E_NOMEM, "out of memory");
-    buf_putc(ids, '[');
     for (size_t i = 0; i < a->candidates.nrows; i++) {
         const struct value *row = a->candidates.values + i * a->candidates.ncols;
         const char *host = row[1].type == VAL_TEXT ? row[1].s : "";
@@ -309,9 +303,64 @@ static int select_series(struct store_reader *r, const struct config *cfg,
         if (a->nseries >= SERIES_MAX)
             return err_set(e, E_LIMIT, "more than %d series match: narrow the filter", SERIES_MAX);
         a->series[a->nseries++] = (struct series){row[0].i, host, comp, labels, 0, 0};
-        buf_printf(ids, "%s%lld", a->nseries > 1 ? "," : "", (long long)row[0].i);
     }
-    buf_putc(ids, ']');
+    return 0;
+}
+
+/* Aggregates the stored buckets of the selected series into the answer's step buckets: rows
+ * (series_id, bucket start, value) of a->data, a slice per series in the order of ids. */
+struct aggregation {
+    struct series_answer *a;
+    int agg;
+    struct series **by_id; /* the selected series, by id */
+    struct series *cur;    /* the series of the open bucket */
+    int64_t cur_id, b;     /* the open bucket's series and start */
+    bool open;
+    double min, max, sum, last;
+    int64_t count, last_ts;
+};
+
+/* Appends the open bucket as a row of a->data. */
+static int flush(struct aggregation *g, struct err *e)
+{
+    struct series_answer *a = g->a;
+    if (!g->open)
+        return 0;
+    g->open = false;
+    if (a->data.nrows >= POINTS_MAX)
+        return err_set(e, E_LIMIT,
+                       "the answer has more than %d buckets: use a larger step, a "
+                       "shorter range or a narrower filter",
+                       POINTS_MAX);
+    struct value *row = store_result_add_row(&a->data);
+    if (!row)
+        return err_set(e, E_NOMEM, "out of memory");
+    row[0] = (struct value){.i = g->cur_id, .type = VAL_INT};
+    row[1] = (struct value){.i = g->b, .type = VAL_INT};
+    double v;
+    switch (g->agg) {
+    case AGG_AVG:
+        v = g->sum / (double)g->count;
+        break;
+    case AGG_MIN:
+        v = g->min;
+        break;
+    case AGG_MAX:
+        v = g->max;
+        break;
+    case AGG_SUM:
+        v = g->sum;
+        break;
+    case AGG_COUNT:
+        row[2] = (struct value){.i = g->count, .type = VAL_INT};
+        goto counted;
+    default:
+        v = g->last;
+    }
+    row[2] = isnan(v) ? (struct value){.type = VAL_NULL} : (struct value){.d = v, .type = VAL_REAL};
+counted:
+    if (g->cur->npoints++ == 0)
+        g->cur->first_point = a->data.nrows - 1;
     return 0;
 }
 
@@ -322,65 +371,85 @@ static int cmp_series_id(const void *k, const void *elem)
     return (id > (*s)->id) - (id < (*s)->id);
 }
 
+static int take_buckets(void *arg, int64_t id, const struct series_bucket *b, size_t n,
+                        struct err *e)
+{
+    struct aggregation *g = arg;
+    if (!g->cur || g->cur->id != id) {
+        int rc = flush(g, e);
+        if (rc)
+            return rc;
+        struct series **s = bsearch(&id, g->by_id, g->a->nseries, sizeof *g->by_id, cmp_series_id);
+        if (!s)
+            return err_set(e, E_STORE, "series %lld was not asked for", (long long)id);
+        g->cur = *s;
+    }
+    int64_t step = g->a->step_ms;
+    for (size_t i = 0; i < n; i++) {
+        int64_t bucket = floor_to(b[i].ts, step);
+        if (g->open && (bucket != g->b || id != g->cur_id)) {
+            int rc = flush(g, e);
+            if (rc)
+                return rc;
+        }
+        if (!g->open) {
+            g->open = true;
+            g->cur_id = id;
+            g->b = bucket;
+            g->min = b[i].min;
+            g->max = b[i].max;
+            g->sum = b[i].sum;
+            g->count = b[i].count;
+            g->last = b[i].last;
+            g->last_ts = b[i].last_ts;
+            continue;
+        }
+        g->min = b[i].min < g->min ? b[i].min : g->min;
+        g->max = b[i].max > g->max ? b[i].max : g->max;
+        g->sum += b[i].sum;
+        g->count += b[i].count;
+        if (b[i].last_ts >= g->last_ts) {
+            g->last = b[i].last;
+            g->last_ts = b[i].last_ts;
+        }
+    }
+    return 0;
+}
+
 static int cmp_by_id(const void *a, const void *b)
 {
     const struct series *const *x = a, *const *y = b;
     return ((*x)->id > (*y)->id) - ((*x)->id < (*y)->id);
 }
 
-/* Reads the buckets of every selected series; the data comes ordered by series id and bucket,
- * and each series takes the slice that belongs to it. */
+/* Reads the stored buckets of every selected series and aggregates them by step. */
 static int read_buckets(struct store_reader *r, const struct config *cfg, int agg,
-                        struct series_answer *a, const char *ids, struct err *e)
+                        struct series_answer *a, struct err *e)
 {
-    char sql[2048], source[1024];
-    bool raw = strcmp(a->resolution, "raw") == 0;
-#define SELECTED                                                                                   \
-    "WHERE series_id IN (SELECT value FROM json_each(:ids)) AND ts >= :from AND ts < :to"
-    if (raw) /* the compressed and the raw samples, each arm given the series and the range: a
-              * compound view would not pass `series_id IN (...)` down and read every series */
-        snprintf(source, sizeof source,
-                 "(SELECT series_id, ts, value FROM %s_cold " SELECTED
-                 " UNION ALL SELECT series_id, ts, value FROM %s_samples " SELECTED ")",
-                 a->table, a->table);
-    else
-        snprintf(source, sizeof source, "(SELECT * FROM %s_%s " SELECTED ")", a->table,
-                 a->resolution);
-#undef SELECTED
-    snprintf(sql, sizeof sql,
-             "SELECT series_id, (ts - ((ts %% :step) + :step) %% :step) AS b, %s FROM %s "
-             "GROUP BY series_id, b ORDER BY series_id, b",
-             raw ? raw_expr[agg] : rollup_expr[agg], source);
-    struct store_param p[] = {{"step", false, (double)a->step_ms, NULL},
-                              {"ids", true, 0, ids},
-                              {"from", false, (double)a->from_ms, NULL},
-                              {"to", false, (double)a->to_ms, NULL}};
-    struct store_query q = {sql, p, 4, cfg->query_timeout_ms, POINTS_MAX, false};
-    int rc = store_reader_query(r, &q, &a->data, e);
-    if (rc == E_LIMIT && a->data.nrows >= POINTS_MAX)
-        return err_set(e, E_LIMIT,
-                       "the answer has more than %d buckets: use a larger step, a "
-                       "shorter range or a narrower filter",
-                       POINTS_MAX);
-    if (rc)
-        return rc;
-    struct series **by_id = malloc((a->nseries ? a->nseries : 1) * sizeof *by_id);
-    if (!by_id)
-        return err_set(e, E_NOMEM, "out of memory");
+    static const char *const cols[] = {"series_id", "b", "value"};
+    struct series **by_id = malloc(a->nseries * sizeof *by_id);
+    int64_t *ids = malloc(a->nseries * sizeof *ids);
+    int rc = 0;
+    if (!by_id || !ids) {
+        rc = err_set(e, E_NOMEM, "out of memory");
+        goto out;
+    }
     for (size_t i = 0; i < a->nseries; i++)
         by_id[i] = &a->series[i];
     qsort(by_id, a->nseries, sizeof *by_id, cmp_by_id);
-    for (size_t i = 0; i < a->data.nrows; i++) {
-        const struct value *row = a->data.values + i * a->data.ncols;
-        struct series **s = bsearch(&row[0].i, by_id, a->nseries, sizeof *by_id, cmp_series_id);
-        if (!s)
-            continue;
-        if ((*s)->npoints == 0)
-            (*s)->first_point = i;
-        (*s)->npoints++;
-    }
+    for (size_t i = 0; i < a->nseries; i++)
+        ids[i] = by_id[i]->id;
+    store_result_set_columns(&a->data, 3, cols);
+    struct aggregation g = {.a = a, .agg = agg, .by_id = by_id};
+    struct series_read q = {a->table, a->resolution,        ids, a->nseries, a->from_ms,
+                            a->to_ms, cfg->query_timeout_ms};
+    rc = store_series_read(r, &q, take_buckets, &g, e);
+    if (rc == 0)
+        rc = flush(&g, e);
+out:
     free(by_id);
-    return 0;
+    free(ids);
+    return rc;
 }
 
 static void answer_release(struct series_answer *a)
@@ -408,14 +477,11 @@ static int run(struct store *s, const struct config *cfg, const struct series_re
         free_matchers(ms, nms); /* those parsed before the bad one */
         return rc;
     }
-    struct buf ids;
-    buf_init(&ids, (size_t)SERIES_MAX * 24);
     struct store_reader *r = store_reader_get(s);
-    rc = select_series(r, cfg, req, a, ms, nms, &ids, e);
+    rc = select_series(r, cfg, req, a, ms, nms, e);
     if (rc == 0 && a->nseries)
-        rc = read_buckets(r, cfg, agg, a, ids.data, e);
+        rc = read_buckets(r, cfg, agg, a, e);
     store_reader_put(s, r);
-    buf_release(&ids);
     free_matchers(ms, nms);
     return rc;
 }

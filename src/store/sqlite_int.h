@@ -94,6 +94,9 @@ void sqlite_cold_abandon(struct sqlite_cold *c);
 void sqlite_cold_ddl(struct buf *b, const struct table *t);
 /* Registers the opsdb_chunks virtual table module on a connection (sqlite_cold_vtab.c). */
 int sqlite_cold_register(sqlite3 *db);
+/* store_series_read() on a read connection (sqlite_series.c). */
+int sqlite_series_read(void *conn, const struct series_read *q, series_sink sink, void *arg,
+                       struct err *e);
 
 /* Rollups of event tables (sqlite_event_rollup.c): api_usage and handler_metrics per key and
  * per 1m / 1h bucket, folded in from each batch's rows inside the write transaction. */

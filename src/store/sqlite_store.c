@@ -1088,4 +1088,5 @@ const struct store_ops store_sqlite_ops = {
     .reader_open = sq_reader_open,
     .reader_close = sq_reader_close,
     .reader_query = sq_reader_query,
+    .series_read = sqlite_series_read,
 };

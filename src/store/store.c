@@ -216,6 +216,14 @@ int store_reader_query(struct store_reader *r, const struct store_query *q,
     return r->ops->reader_query(r->conn, q, res, e);
 }
 
+int store_series_read(struct store_reader *r, const struct series_read *q, series_sink sink,
+                      void *arg, struct err *e)
+{
+    if (!r)
+        return err_set(e, E_STORE, "no read connection could be opened (see the server log)");
+    return r->ops->series_read(r->conn, q, sink, arg, e);
+}
+
 void store_result_init(struct store_result *res)
 {
     memset(res, 0, sizeof *res);

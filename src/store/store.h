@@ -102,6 +102,31 @@ struct rollup_level {
 };
 const struct rollup_level *store_rollup_levels(size_t *count);
 
+/* Reading metric series for the series API and alert rules: what one stored bucket holds.
+ * A rollup level's bucket as kept; a raw sample as a bucket of one (min, max, sum and last are
+ * its value, count 1, last_ts its ts). sum is NaN where it overflowed. */
+struct series_bucket {
+    int64_t ts, count, last_ts;
+    double min, max, sum, last;
+};
+/* Gets one series' buckets, in ts order; a series may come in several calls, one after the
+ * other. Non-zero (an error code, with e set) stops the read, which returns that value. */
+typedef int (*series_sink)(void *arg, int64_t series_id, const struct series_bucket *b, size_t n,
+                           struct err *e);
+struct series_read {
+    const char *table;      /* a TABLE_SERIES table */
+    const char *resolution; /* "raw" or a rollup level's name */
+    const int64_t *ids;     /* ascending, no repeats */
+    size_t nids;
+    int64_t from_ms, to_ms; /* from_ms <= ts < to_ms */
+    int64_t timeout_ms;     /* 0: no limit */
+};
+/* Hands sink the stored buckets of each series of q->ids that has any in the range, series in
+ * the order of ids. E_INVALID for a table or resolution that does not exist, E_LIMIT past the
+ * time limit, E_CORRUPT for damaged data, E_STORE. */
+int store_series_read(struct store_reader *r, const struct series_read *q, series_sink sink,
+                      void *arg, struct err *e);
+
 /* Compaction: raw metric samples older than a horizon move into compressed per-series chunks
  * (one UTC day per chunk at most), which stay readable under the same table and view names. */
 struct store_compact_stats {

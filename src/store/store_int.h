@@ -36,6 +36,8 @@ struct store_ops {
     void (*reader_close)(void *conn);
     int (*reader_query)(void *conn, const struct store_query *q, struct store_result *res,
                         struct err *e);
+    int (*series_read)(void *conn, const struct series_read *q, series_sink sink, void *arg,
+                       struct err *e);
 };
 
 struct store_reader {
