@@ -2,7 +2,7 @@
 # sanitizers and -Werror, and runs every test; `make run` builds and starts the server.
 
 CC      ?= cc
-PKGS    := sqlite3 libmicrohttpd jansson yaml-0.1 zlib libzstd libsodium
+PKGS    := sqlite3 libmicrohttpd jansson yaml-0.1 zlib libzstd libsodium libcurl
 WARN    := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wno-format-nonliteral -Werror
 CSTD    := -std=c11 -D_GNU_SOURCE -Isrc
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

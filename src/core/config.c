@@ -86,6 +86,13 @@ static const struct option options[] = {
         3650.0 * 86400000,
         "event partitions whose whole window is older than this are packed column-wise with "
         "zstd, readable as before; a late row unpacks its partition again (0 = never)"),
+    STR("alerting.rule_files", alert_rule_files, "",
+        "alert rule files (YAML groups shaped like Prometheus rule files), a list or "
+        "comma-separated; relative paths are read from the config file's directory; empty: "
+        "no rules"),
+    DUR("alerting.interval", alert_interval_ms, "15s", 1000, 86400000.0,
+        "how often a rule group is evaluated when it does not say (threshold rules are also "
+        "evaluated as their table's rows are committed)"),
     STR("storage.archive_dir", storage_archive_dir, "",
         "directory where retention writes each event partition (zstd NDJSON plus a manifest) "
         "before dropping it; empty = dropped without an archive"),
@@ -359,6 +366,29 @@ static int load_fp_rules(struct config *c, yaml_document_t *doc, yaml_node_t *se
     return 0;
 }
 
+/* alerting.rule_files as a YAML list: kept as the comma-separated text --set takes. */
+static int load_rule_files(struct config *c, yaml_document_t *doc, yaml_node_t *seq, struct err *e)
+{
+    char list[sizeof c->alert_rule_files] = "";
+    size_t len = 0;
+    for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top;
+         it++) {
+        yaml_node_t *item = yaml_document_get_node(doc, *it);
+        const char *path = scalar(item);
+        if (!path || !*path || strchr(path, ','))
+            return err_set(e, E_INVALID,
+                           "line %zu: alerting.rule_files must be a list of file paths (without "
+                           "commas)",
+                           item->start_mark.line + 1);
+        int n = snprintf(list + len, sizeof list - len, "%s%s", len ? "," : "", path);
+        if (n < 0 || (size_t)n >= sizeof list - len)
+            return err_set(e, E_LIMIT, "line %zu: alerting.rule_files is longer than %zu bytes",
+                           item->start_mark.line + 1, sizeof list - 1);
+        len += (size_t)n;
+    }
+    return config_set(c, "alerting.rule_files", list, e);
+}
+
 static int load_node(struct config *c, yaml_document_t *doc, yaml_node_t *n, const char *prefix,
                      struct err *e)
 {
@@ -376,6 +406,11 @@ static int load_node(struct config *c, yaml_document_t *doc, yaml_node_t *n, con
         int rc;
         if (strcmp(name, "fingerprint.rules") == 0)
             rc = load_fp_rules(c, doc, v, e);
+        else if (strcmp(name, "alerting.rule_files") == 0 && v->type == YAML_SEQUENCE_NODE)
+            rc = load_rule_files(c, doc, v, e);
+        else if (strcmp(name, "alerting.receivers") == 0 || strcmp(name, "alerting.route") == 0 ||
+                 strcmp(name, "alerting.inhibit_rules") == 0)
+            rc = 0; /* read by the alert module from config_path (docs/alerts.md) */
         else if (v->type == YAML_MAPPING_NODE)
             rc = load_node(c, doc, v, name, e);
         else if (v->type == YAML_SCALAR_NODE)
@@ -409,6 +444,7 @@ int config_load_file(struct config *c, const char *path, struct err *e)
                      parser.problem ? parser.problem : "invalid YAML");
         goto out_parser;
     }
+    snprintf(c->config_path, sizeof c->config_path, "%s", path);
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     if (root && !(root->type == YAML_SCALAR_NODE && root->data.scalar.length == 0)) {
         rc = load_node(c, &doc, root, "", e);

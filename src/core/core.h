@@ -324,6 +324,9 @@ struct config {
     char log_level[16];
     char log_file[512]; /* "" = stderr */
     int64_t log_max_bytes, log_max_age_ms, log_keep;
+    char config_path[512];       /* the file config_load_file() read last; "" = none */
+    char alert_rule_files[2048]; /* comma-separated paths */
+    int64_t alert_interval_ms;   /* default evaluation interval of a rule group */
     size_t nfp_rules;
     char fp_regex[CONFIG_MAX_FP_RULES][256];
     char fp_replacement[CONFIG_MAX_FP_RULES][64];

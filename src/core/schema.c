@@ -10,7 +10,7 @@
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Bump together with a migration in store/sqlite_schema.c. */
-#define SCHEMA_VERSION 9
+#define SCHEMA_VERSION 10
 
 static const char *const levels[] = {"debug", "info",     "notice", "warning",
                                      "error", "critical", "fatal",  NULL};
@@ -21,6 +21,7 @@ static const char *const pipeline_states[] = {"queued",  "running",   "succeeded
 static const char *const alert_states[] = {
     "pending", "firing", "acknowledged", "escalated", "suppressed", "resolved", NULL};
 static const char *const severities[] = {"info", "warning", "critical", "page", NULL};
+static const char *const delivery_states[] = {"ok", "failed", "retrying", "dropped", NULL};
 static const char *const job_kinds[] = {"builtin", "command", "external", NULL};
 static const char *const job_states[] = {"ok",     "running", "failed", "missed",
                                          "paused", "never",   NULL};
@@ -214,6 +215,23 @@ static const struct table_index job_runs_idx[] = {
     {"status_ts", "status, ts", "failures over time"},
 };
 
+static const struct column notification_log_cols[] = {
+    TS("ts", true, "time the attempt ended"),
+    TEXT("receiver", true, 128, "receiver name"),
+    TEXT("group_key", true, 1024, "the notification group: route and group_by label values"),
+    TEXT("alert_id", false, 128, "the first alert of the notification"),
+    INT("alerts", true, 0, BIG, NULL, "alerts the notification carried"),
+    ENUM("status", true, delivery_states, NULL, "ok, failed (gave up), retrying, dropped"),
+    INT("attempt", true, 1, BIG, NULL, "attempt number, from 1"),
+    INT("http_status", false, 0, 999, NULL, "HTTP status of the answer (webhooks)"),
+    TEXT("error", false, 1024, "why the attempt failed"),
+    REAL("latency_ms", false, 0, 0, "time the attempt took"),
+};
+static const struct table_index notification_log_idx[] = {
+    {"ts", "ts", "timestamp-based"},
+    {"receiver_ts", "receiver, ts", "one receiver's deliveries"},
+};
+
 #define TABLE(nm, kind, doc, cols, idx, key, days)                                                 \
     {                                                                                              \
         nm, kind, doc, cols, N(cols), idx, N(idx), key, days                                       \
@@ -241,6 +259,9 @@ static const struct table tables[] = {
           scheduled_jobs_cols, scheduled_jobs_idx, "name", 0),
     TABLE("job_runs", TABLE_EVENTS, "One run of a scheduled job.", job_runs_cols, job_runs_idx,
           NULL, 90),
+    TABLE("notification_log", TABLE_EVENTS,
+          "One attempt to deliver an alert notification to a receiver.", notification_log_cols,
+          notification_log_idx, NULL, 90),
 };
 
 const struct table *schema_tables(size_t *count)

@@ -270,6 +270,8 @@ static const struct migration migrations[] = {
      "pipeline_status rollup per run (pipeline, run_id), backfilled from the rows, for "
      "pipeline_health",
      NULL, true, sqlite_run_rollup_backfill},
+    {10, "notification_log: one row per attempt to deliver an alert notification", NULL, false,
+     NULL},
 };
 
 static int read_version(sqlite3 *db, int *version, struct err *e)

@@ -1,0 +1,98 @@
+/*
+ * alert/: alert rules, their evaluation, the life of each alert, and its notifications.
+ *
+ * Rules live in YAML files of groups shaped like Prometheus rule files (docs/alerts.md). A
+ * threshold rule aggregates one metric (system_metrics) or one numeric column (an event table)
+ * over a window per series or per `by` group and compares it with a threshold; an SQL rule runs
+ * a read-only query whose rows are alerts (columns are labels, `value` the value). The engine
+ * evaluates each group on its interval, and threshold rules also as soon as rows of their table
+ * are committed. An alert is rule + labels; it goes pending -> firing -> resolved (and
+ * acknowledged), each transition a row of alert_history, and firing and resolved alerts are
+ * handed to the notifier.
+ */
+#ifndef OPSDB_ALERT_H
+#define OPSDB_ALERT_H
+
+#include "core/core.h"
+
+struct store;
+struct writer;
+struct batch;
+
+/* ---- rules (rules.c) -------------------------------------------------------------------- */
+
+enum alert_agg {
+    ALERT_AVG,
+    ALERT_MIN,
+    ALERT_MAX,
+    ALERT_SUM,
+    ALERT_COUNT,
+    ALERT_RATE, /* per second increase of a counter over the window (resets count from 0) */
+    ALERT_P50,
+    ALERT_P95,
+    ALERT_P99,
+};
+enum alert_op { ALERT_GT, ALERT_GE, ALERT_LT, ALERT_LE, ALERT_EQ, ALERT_NE };
+
+#define ALERT_BY_MAX 8
+
+struct alert_rule {
+    char name[128];  /* `alert:` */
+    char group[128]; /* the group's name */
+    char file[512];
+    int line; /* of the rule's `alert:` key */
+    bool is_sql;
+    /* threshold rules */
+    char table[64], metric[128], filter[512];
+    char by[ALERT_BY_MAX][64]; /* event tables: the columns that make one alert each */
+    size_t nby;
+    enum alert_agg agg;
+    /* SQL rules: :window_start and :now are bound (epoch ms) */
+    char *sql;
+    enum alert_op op;
+    double threshold, resolve_threshold; /* resolve_threshold = threshold when not given */
+    int64_t window_ms, for_ms, keep_firing_for_ms, interval_ms;
+    int n_of, m_of; /* fire when true in n_of of the last m_of evaluations; 0: not used */
+    char *labels_json, *annotations_json; /* objects of text values, "{}" when none */
+};
+
+struct alert_rules {
+    struct alert_rule *rules;
+    size_t n;
+};
+
+/* Reads the comma-separated rule files (relative paths from base_dir, "" = the working
+ * directory). Every error names the file and line: "rules.yaml:12: op: '=>' is not one of ...".
+ * default_interval_ms is a group's interval when it gives none. */
+int alert_rules_load(struct alert_rules *out, const char *files, const char *base_dir,
+                     int64_t default_interval_ms, struct err *e);
+void alert_rules_free(struct alert_rules *r);
+const char *alert_agg_name(enum alert_agg a);
+const char *alert_op_name(enum alert_op op);
+
+/* ---- the engine (engine.c) -------------------------------------------------------------- */
+
+struct alert_engine;
+
+/* Loads the rules and receivers named by cfg and starts the evaluation thread. The store and
+ * the writer must outlive the engine. Alerts left pending or firing by the last run are taken
+ * up again from alert_history, without notifying again what was notified. */
+int alert_engine_new(struct alert_engine **out, struct store *s, struct writer *w,
+                     const struct config *cfg, struct err *e);
+void alert_engine_free(struct alert_engine **a);
+/* Reads the rule files and receivers again; on any error keeps what it had and says why. */
+int alert_engine_reload(struct alert_engine *a, struct err *e);
+/* The writer's after-commit hook (arg: the engine): wakes the threshold rules on those
+ * tables. */
+void alert_engine_on_commit(void *arg, const struct batch *const *batches, size_t n);
+/* GET /api/v1/rules: {"groups": [{"name", "interval_s", "rules": [...]}]} with each rule's
+ * definition, state, last evaluation and its error if any. */
+void alert_engine_rules_json(struct alert_engine *a, struct buf *out);
+/* GET /api/v1/alerts: {"alerts": [...]} the pending, firing and acknowledged alerts. */
+void alert_engine_alerts_json(struct alert_engine *a, struct buf *out);
+/* Acknowledges a firing alert by its id (E_NOTFOUND when no such alert is active). */
+int alert_engine_ack(struct alert_engine *a, const char *alert_id, const char *who, struct err *e);
+/* Prometheus text lines for /metrics. */
+void alert_engine_metrics(struct alert_engine *a, struct buf *out);
+
+#endif

@@ -1,0 +1,45 @@
+/*
+ * Private to alert/: what the engine (engine.c) hands the notifier (notify.c).
+ *
+ * The notifier reads `alerting.receivers` and `alerting.route` from the config file, routes each
+ * alert state change through the routing tree by its labels, groups alerts by the route's
+ * group_by labels, and delivers each group to its receiver on its own thread, with retries and
+ * backoff, writing every attempt to the notification_log table. It never blocks the caller:
+ * a slow or dead receiver delays nothing but its own deliveries.
+ */
+#ifndef OPSDB_ALERT_INT_H
+#define OPSDB_ALERT_INT_H
+
+#include "alert/alert.h"
+
+#include <jansson.h>
+
+/* One alert as it changed state. */
+struct notify_alert {
+    const char *alert_id;    /* rule + labels, stable across restarts */
+    const char *status;      /* "firing" or "resolved" */
+    json_t *labels;          /* object of text values; includes alertname and severity */
+    json_t *annotations;     /* object of text values, templates already expanded */
+    double value;            /* the value that made the transition */
+    int64_t starts_ms;       /* when it started firing */
+    int64_t ends_ms;         /* when it resolved; 0 while firing */
+    const char *incident_id; /* the incident it belongs to, or NULL */
+};
+
+struct notifier;
+struct writer;
+
+/* Reads the receivers and the routing tree from the `alerting:` section of the YAML file at
+ * config_path ("" or a file without receivers: every alert is dropped, and counted). Errors name
+ * the file and line: E_INVALID for a bad receiver or route, E_IO for an unreadable file.
+ * Attempts are written to notification_log through w (which must outlive the notifier). */
+int notifier_new(struct notifier **out, const char *config_path, struct writer *w, struct err *e);
+/* Takes one state change (copied: the caller keeps a). Any thread; never blocks on delivery. */
+void notifier_post(struct notifier *n, const struct notify_alert *a);
+/* Delivers what group_wait still holds, waits up to timeout_ms for the queued deliveries, then
+ * stops the threads and frees. */
+void notifier_free(struct notifier **n, int64_t timeout_ms);
+/* Prometheus text lines: opsdb_notifications_total{receiver,status}, queue length, latency. */
+void notifier_metrics(struct notifier *n, struct buf *out);
+
+#endif
