@@ -90,6 +90,20 @@ static const struct command commands[] = {
      "             retention leaves it alone; its rows are not added to the rollups again\n"
      "  unload     drops a restored partition again (the archive stays)\n",
      cmd_archive},
+    {"alerts", "check alert rule files; list, acknowledge and reload a server's alerts",
+     "usage: opsdb alerts check FILE...\n"
+     "       opsdb alerts list|rules|reload [--server URL]\n"
+     "       opsdb alerts ack ID [--by NAME] [--server URL]\n\n"
+     "  check   reads rule files as the server would and prints each file's groups and rules,\n"
+     "          or the first error with its file and line; exits 1 when any file is bad\n"
+     "  list    the pending, firing and acknowledged alerts of the server (JSON)\n"
+     "  rules   the server's rule groups, each rule with its state and last evaluation\n"
+     "  reload  makes the server read its rule files and receivers again (as SIGHUP does)\n"
+     "  ack     acknowledges a firing alert by its id (from list): it stays active but is\n"
+     "          marked acknowledged in alert_history\n"
+     "  --server  the server's address (default: the configured listen address)\n"
+     "Rule syntax: docs/alerts.md.\n",
+     cmd_alerts},
     {"compact", "compact old metric chunks and compress event partitions now",
      "usage: opsdb compact [--older-than DURATION] [--quiet]\n\n"
      "Rewrites each past UTC day of system_metrics whose samples are all older than\n"

@@ -50,6 +50,7 @@ struct alert_rule {
     /* SQL rules: :window_start and :now are bound (epoch ms) */
     char *sql;
     enum alert_op op;
+    bool has_threshold; /* an SQL rule without one makes an alert of every row it returns */
     double threshold, resolve_threshold; /* resolve_threshold = threshold when not given */
     int64_t window_ms, for_ms, keep_firing_for_ms, interval_ms;
     int n_of, m_of; /* fire when true in n_of of the last m_of evaluations; 0: not used */
@@ -74,11 +75,13 @@ const char *alert_op_name(enum alert_op op);
 
 struct alert_engine;
 
-/* Loads the rules and receivers named by cfg and starts the evaluation thread. The store and
- * the writer must outlive the engine. Alerts left pending or firing by the last run are taken
- * up again from alert_history, without notifying again what was notified. */
+/* Loads the rules and receivers named by cfg (E_INVALID or E_IO naming the file and line). The
+ * store and the writer must outlive the engine. Alerts left pending or firing by the last run
+ * are taken up again from alert_history, without notifying again what was notified. */
 int alert_engine_new(struct alert_engine **out, struct store *s, struct writer *w,
                      const struct config *cfg, struct err *e);
+/* Starts the evaluation thread; register alert_engine_on_commit with the writer first. */
+int alert_engine_start(struct alert_engine *a, struct err *e);
 void alert_engine_free(struct alert_engine **a);
 /* Reads the rule files and receivers again; on any error keeps what it had and says why. */
 int alert_engine_reload(struct alert_engine *a, struct err *e);

@@ -59,6 +59,7 @@ int cmd_series(int argc, char **argv);
 int cmd_retention(int argc, char **argv);
 int cmd_compact(int argc, char **argv);
 int cmd_archive(int argc, char **argv);
+int cmd_alerts(int argc, char **argv);
 int cmd_partitions(int argc, char **argv);
 int cmd_schema(int argc, char **argv);
 int cmd_config(int argc, char **argv);

@@ -1,8 +1,10 @@
 /*
  * opsdb serve: opens (creating or migrating) the database, starts the writer and the HTTP
  * server, and runs until SIGINT or SIGTERM, then drains: no acknowledged row is lost and no
- * queued row is left uncommitted. SIGHUP reopens the log file (log.file) and serving goes on.
+ * queued row is left uncommitted. SIGHUP reopens the log file (log.file) and reloads the alert
+ * rules and receivers, and serving goes on.
  */
+#include "alert/alert.h"
 #include "cli/cli.h"
 #include "http/http.h"
 #include "ingest/ingest.h"
@@ -22,6 +24,7 @@ struct server {
     struct fingerprint_rules *fingerprints;
     struct writer *writer;
     struct query_cache *cache;
+    struct alert_engine *alerts;
     struct http_server *http;
 };
 
@@ -48,6 +51,10 @@ static void server_reload(struct server *srv)
         log_error("SIGHUP: %s; lines still go to the file open before", e.msg);
     else
         log_info("SIGHUP: log file reopened");
+    if (alert_engine_reload(srv->alerts, &e) != 0)
+        log_error("SIGHUP: the alert rules were not reloaded: %s; the rules loaded before still "
+                  "run",
+                  e.msg);
 }
 
 static int server_start(struct server *srv)
@@ -62,7 +69,13 @@ static int server_start(struct server *srv)
         return cli_fail("%s", e.msg);
     srv->cache = query_cache_new((size_t)srv->cfg.query_cache_bytes);
     writer_on_commit(srv->writer, invalidate_cache, srv->cache);
-    struct http_deps deps = {&srv->cfg, srv->store, srv->writer, srv->fingerprints, srv->cache};
+    if (alert_engine_new(&srv->alerts, srv->store, srv->writer, &srv->cfg, &e) != 0)
+        return cli_fail("%s", e.msg);
+    writer_on_commit(srv->writer, alert_engine_on_commit, srv->alerts);
+    if (alert_engine_start(srv->alerts, &e) != 0)
+        return cli_fail("%s", e.msg);
+    struct http_deps deps = {&srv->cfg,         srv->store, srv->writer,
+                             srv->fingerprints, srv->cache, srv->alerts};
     if (http_start(&srv->http, &deps, &e) != 0)
         return cli_fail("%s", e.msg);
     return 0;
@@ -70,8 +83,9 @@ static int server_start(struct server *srv)
 
 static void server_stop(struct server *srv)
 {
-    http_stop(&srv->http);     /* no new requests; running ones finish */
-    writer_free(&srv->writer); /* commits what is queued */
+    http_stop(&srv->http);           /* no new requests; running ones finish */
+    alert_engine_free(&srv->alerts); /* its last rows go through the writer */
+    writer_free(&srv->writer);       /* commits what is queued */
     query_cache_free(&srv->cache);
     fingerprint_rules_free(&srv->fingerprints);
     store_close(&srv->store);

@@ -15,10 +15,12 @@ struct http_deps {
     struct store *store;
     struct writer *writer;
     const struct fingerprint_rules *fingerprints;
-    struct query_cache *cache; /* answers of views and series */
+    struct query_cache *cache;   /* answers of views and series */
+    struct alert_engine *alerts; /* NULL: alerting routes answer 404 */
 };
 
 struct http_server;
+struct alert_engine;
 
 /* Starts listening on cfg->listen with a thread per connection. */
 int http_start(struct http_server **out, const struct http_deps *deps, struct err *e);

@@ -86,5 +86,9 @@ void handle_query(struct http_server *srv, struct request *req, struct response 
 void handle_series(struct http_server *srv, struct request *req, struct response *res);
 void handle_schema(struct http_server *srv, struct request *req, struct response *res);
 void handle_index(struct http_server *srv, struct request *req, struct response *res);
+void handle_rules(struct http_server *srv, struct request *req, struct response *res);
+void handle_alerts(struct http_server *srv, struct request *req, struct response *res);
+void handle_alerts_reload(struct http_server *srv, struct request *req, struct response *res);
+void handle_alert_ack(struct http_server *srv, struct request *req, struct response *res);
 
 #endif

@@ -2,6 +2,7 @@
  * /metrics in the Prometheus text exposition format: what was ingested and rejected, how long
  * each route takes, how the writer groups commits, and how big the database is.
  */
+#include "alert/alert.h"
 #include "http/http_int.h"
 
 #include <stdlib.h>
@@ -167,6 +168,8 @@ void metrics_write(struct http_server *srv, struct buf *out)
     header(out, "opsdb_database_size_bytes", "gauge", "Bytes the database occupies on disk.");
     buf_printf(out, "opsdb_database_size_bytes %lld\n",
                (long long)store_size_bytes(srv->deps.store));
+    if (srv->deps.alerts)
+        alert_engine_metrics(srv->deps.alerts, out);
     if (srv->deps.cache) {
         struct query_cache_stats cs;
         query_cache_get_stats(srv->deps.cache, &cs);

@@ -37,6 +37,15 @@ static const struct route routes[] = {
     {{"GET", "/api/v1/series", "reader",
       "time-bucketed series of one metric (metric, filter, from, to, step, agg, resolution)"},
      handle_series},
+    {{"GET", "/api/v1/rules", "reader", "alert rule groups, each rule with its state"},
+     handle_rules},
+    {{"GET", "/api/v1/alerts", "reader", "the pending, firing and acknowledged alerts"},
+     handle_alerts},
+    {{"POST", "/api/v1/alerts/reload", "admin", "read the rule files and receivers again"},
+     handle_alerts_reload},
+    {{"POST", "/api/v1/alerts/{id}/ack", "writer",
+      "acknowledge a firing alert (body: optional {\"by\": name})"},
+     handle_alert_ack},
 };
 
 #define NROUTES (sizeof routes / sizeof routes[0])
@@ -55,20 +64,25 @@ route_handler route_handler_at(int i)
     return routes[i].handle;
 }
 
-/* Matches path against a pattern; a trailing "{name}" takes one non-empty segment. */
+/* Matches path against a pattern; "{name}" takes one non-empty segment, at the end or between
+ * fixed parts ("/api/v1/alerts/{id}/ack"). */
 static bool path_matches(const char *pattern, const char *url, char *arg, size_t arg_size)
 {
     const char *brace = strchr(pattern, '{');
     if (!brace)
         return strcmp(pattern, url) == 0;
     size_t prefix = (size_t)(brace - pattern);
-    if (strncmp(pattern, url, prefix) != 0)
+    const char *suffix = strchr(brace, '}') + 1;
+    size_t url_len = strlen(url), suffix_len = strlen(suffix);
+    if (strncmp(pattern, url, prefix) != 0 || url_len < prefix + suffix_len ||
+        strcmp(url + url_len - suffix_len, suffix) != 0)
         return false;
     const char *seg = url + prefix;
-    size_t len = strlen(seg);
-    if (len == 0 || len >= arg_size || strchr(seg, '/'))
+    size_t len = url_len - prefix - suffix_len;
+    if (len == 0 || len >= arg_size || memchr(seg, '/', len))
         return false;
-    memcpy(arg, seg, len + 1);
+    memcpy(arg, seg, len);
+    arg[len] = '\0';
     return true;
 }
 

@@ -72,6 +72,25 @@ int query_series(struct store *s, const struct config *cfg, const struct series_
 int query_series_rows(struct store *s, const struct config *cfg, const struct series_request *req,
                       struct store_result *res, struct err *e);
 
+/* One value per series over exactly [from_ms, to_ms) (has_from and has_to must be set; step
+ * and resolution are ignored), from the raw samples, for alert rules: agg is also rate (the
+ * per-second increase of a counter over the samples' span, a drop counting as a reset), p50, p95
+ * or p99. Rows (host, component, labels, value) of the series that have samples; value is NULL
+ * where it has none (a rate of one sample). Errors as query_series(). */
+int query_series_window(struct store *s, const struct config *cfg, const struct series_request *req,
+                        struct store_result *res, struct err *e);
+
+/* A filter's label matchers, parsed and checked (regexes compile) but not compiled: for code
+ * that turns them into SQL conditions. op is "=", "!=", "=~" or "!~". Up to max terms; E_INVALID
+ * names the bad matcher. */
+struct query_filter_term {
+    char key[128];
+    char value[512];
+    char op[3];
+};
+int query_filter_split(const char *filter, struct query_filter_term *out, size_t max, size_t *n,
+                       struct err *e);
+
 /* ---- answer cache -------------------------------------------------------------------------- */
 
 /* A bounded LRU cache of answers (views, series) keyed by the request. An answer depends on

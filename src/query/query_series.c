@@ -4,29 +4,18 @@
  * whose buckets divide the step (exact by construction: every stored bucket lies inside one
  * output bucket), or from the raw samples when none does.
  */
-#include "query/query.h"
+#include "query/query_int.h"
 
 #include <jansson.h>
 #include <math.h>
-#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define SERIES_MAX 10000   /* series one query may return */
 #define POINTS_MAX 2000000 /* buckets over all series one query may return */
-#define MATCHERS_MAX 16
 #define DEFAULT_RANGE_MS (3600 * 1000LL)
 #define TARGET_BUCKETS 300
-
-enum match_op { MATCH_EQ, MATCH_NE, MATCH_RE, MATCH_NRE };
-
-struct matcher {
-    char key[128];
-    char value[512];
-    enum match_op op;
-    regex_t re;
-};
 
 struct series {
     int64_t id;
@@ -35,6 +24,7 @@ struct series {
 };
 
 struct series_answer {
+    bool window; /* one bucket over [from_ms, to_ms) of raw samples, for alert rules */
     const char *table, *metric, *agg, *resolution;
     int64_t step_ms, from_ms, to_ms;
     struct series *series; /* sorted by host, component, labels */
@@ -45,137 +35,24 @@ struct series_answer {
     struct store_result candidates, data;
 };
 
-/* ---- matchers ------------------------------------------------------------------------------ */
-
-static int parse_one(const char *text, size_t len, struct matcher *m, struct err *e)
-{
-    static const struct {
-        const char *op;
-        enum match_op kind;
-    } ops[] = {{"!=", MATCH_NE}, {"=~", MATCH_RE}, {"!~", MATCH_NRE}, {"=", MATCH_EQ}};
-    size_t k = 0;
-    while (k < len &&
-           (text[k] == '_' || (text[k] >= 'a' && text[k] <= 'z') ||
-            (text[k] >= 'A' && text[k] <= 'Z') || (k && text[k] >= '0' && text[k] <= '9')))
-        k++;
-    size_t i;
-    for (i = 0; i < sizeof ops / sizeof ops[0]; i++)
-        if (k && len - k >= strlen(ops[i].op) &&
-            strncmp(text + k, ops[i].op, strlen(ops[i].op)) == 0)
-            break;
-    if (i == sizeof ops / sizeof ops[0] || k >= sizeof m->key)
-        return err_set(e, E_INVALID,
-                       "filter: '%.*s' is not a label matcher (label=value, label!=value, "
-                       "label=~regex or label!~regex)",
-                       (int)(len > 80 ? 80 : len), text);
-    memcpy(m->key, text, k);
-    m->key[k] = '\0';
-    m->op = ops[i].kind;
-    const char *v = text + k + strlen(ops[i].op);
-    size_t vl = len - (size_t)(v - text);
-    if (vl >= 2 && v[0] == '"' && v[vl - 1] == '"') {
-        v++;
-        vl -= 2;
-    }
-    if (vl >= sizeof m->value)
-        return err_set(e, E_INVALID, "filter: the value of '%s' is too long", m->key);
-    memcpy(m->value, v, vl);
-    m->value[vl] = '\0';
-    if (m->op == MATCH_RE || m->op == MATCH_NRE) {
-        char anchored[sizeof m->value + 8];
-        snprintf(anchored, sizeof anchored, "^(%s)$", m->value); /* whole value, as Prometheus */
-        int rc = regcomp(&m->re, anchored, REG_EXTENDED | REG_NOSUB);
-        if (rc != 0) {
-            char why[128];
-            regerror(rc, &m->re, why, sizeof why);
-            return err_set(e, E_INVALID, "filter: '%s' is not a valid regular expression: %s",
-                           m->value, why);
-        }
-    }
-    return 0;
-}
-
-/* Splits on commas, except inside double quotes or braces, so a value may be quoted
- * (host="a,b") and a regex may hold a quantifier (host=~w{1,3}). */
-static int parse_matchers(const char *filter, struct matcher *ms, size_t *n, struct err *e)
-{
-    *n = 0;
-    if (!filter || !*filter)
-        return 0;
-    const char *start = filter;
-    bool quoted = false;
-    int braces = 0;
-    for (const char *p = filter;; p++) {
-        if (*p == '"')
-            quoted = !quoted;
-        else if (!quoted && *p == '{')
-            braces++;
-        else if (!quoted && *p == '}' && braces > 0)
-            braces--;
-        bool end = *p == '\0';
-        if (end && (quoted || braces > 0))
-            return err_set(e, E_INVALID, "filter: unbalanced %s in '%.80s'",
-                           quoted ? "quote" : "brace", filter);
-        if (!end && (*p != ',' || quoted || braces > 0))
-            continue;
-        if (*n >= MATCHERS_MAX)
-            return err_set(e, E_INVALID, "filter: at most %d matchers", MATCHERS_MAX);
-        int rc = parse_one(start, (size_t)(p - start), &ms[*n], e);
-        if (rc)
-            return rc;
-        (*n)++;
-        if (end)
-            return 0;
-        start = p + 1;
-    }
-}
-
-static void free_matchers(struct matcher *ms, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (ms[i].op == MATCH_RE || ms[i].op == MATCH_NRE)
-            regfree(&ms[i].re);
-}
-
-static bool matches(const struct matcher *ms, size_t n, const char *host, const char *component,
-                    json_t *labels)
-{
-    for (size_t i = 0; i < n; i++) {
-        const struct matcher *m = &ms[i];
-        const char *v = "";
-        if (strcmp(m->key, "host") == 0) {
-            v = host;
-        } else if (strcmp(m->key, "component") == 0) {
-            v = component;
-        } else if (labels) {
-            const char *s = json_string_value(json_object_get(labels, m->key));
-            v = s ? s : ""; /* a missing label is the empty string, as in Prometheus */
-        }
-        bool ok;
-        switch (m->op) {
-        case MATCH_EQ:
-            ok = strcmp(v, m->value) == 0;
-            break;
-        case MATCH_NE:
-            ok = strcmp(v, m->value) != 0;
-            break;
-        case MATCH_RE:
-            ok = regexec(&m->re, v, 0, NULL, 0) == 0;
-            break;
-        default:
-            ok = regexec(&m->re, v, 0, NULL, 0) != 0;
-            break;
-        }
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
 /* ---- parameters ---------------------------------------------------------------------------- */
 
-static const char *const aggs[] = {"avg", "min", "max", "sum", "count", "last", NULL};
-enum { AGG_AVG, AGG_MIN, AGG_MAX, AGG_SUM, AGG_COUNT, AGG_LAST }; /* indexes of aggs */
+/* the first six answer from rollups; the others need raw samples, and only window aggregates
+ * (alert rules) take them */
+static const char *const aggs[] = {"avg",  "min", "max", "sum", "count", "last",
+                                   "rate", "p50", "p95", "p99", NULL};
+enum {
+    AGG_AVG,
+    AGG_MIN,
+    AGG_MAX,
+    AGG_SUM,
+    AGG_COUNT,
+    AGG_LAST,
+    AGG_RATE,
+    AGG_P50,
+    AGG_P95,
+    AGG_P99
+};
 
 /* Rounds an automatic step up to whole seconds, minutes or hours, so rollups can answer. */
 static int64_t auto_step(int64_t range_ms)
@@ -204,13 +81,17 @@ static int check_request(const struct series_request *req, struct series_answer 
     a->agg = req->agg ? req->agg : "avg";
     for (*agg = 0; aggs[*agg] && strcmp(aggs[*agg], a->agg) != 0; (*agg)++)
         ;
-    if (!aggs[*agg])
-        return err_set(e, E_INVALID, "agg: '%s' is not one of avg, min, max, sum, count, last",
-                       a->agg);
+    if (!aggs[*agg] || (*agg >= AGG_RATE && !a->window))
+        return err_set(e, E_INVALID, "agg: '%s' is not one of avg, min, max, sum, count, last%s",
+                       a->agg, a->window ? ", rate, p50, p95, p99" : "");
     a->to_ms = req->has_to ? req->to_ms : time_now_ms();
     a->from_ms = req->has_from ? req->from_ms : a->to_ms - DEFAULT_RANGE_MS;
     if (a->from_ms >= a->to_ms)
         return err_set(e, E_INVALID, "from must be before to");
+    if (a->window) { /* one bucket, [from, to) as given */
+        a->step_ms = a->to_ms - a->from_ms;
+        return 0;
+    }
     a->step_ms = req->step_ms ? req->step_ms : auto_step(a->to_ms - a->from_ms);
     if (a->step_ms < 1000)
         return err_set(e, E_INVALID, "step: at least 1s");
@@ -296,7 +177,7 @@ static int select_series(struct store_reader *r, const struct config *cfg,
         const char *comp = row[2].type == VAL_TEXT ? row[2].s : "";
         const char *labels = row[3].type == VAL_TEXT ? row[3].s : "{}";
         json_t *lj = nms ? json_loads(labels, 0, NULL) : NULL;
-        bool ok = matches(ms, nms, host, comp, lj);
+        bool ok = matchers_match(ms, nms, host, comp, lj);
         json_decref(lj);
         if (!ok)
             continue;
@@ -318,7 +199,31 @@ struct aggregation {
     bool open;
     double min, max, sum, last;
     int64_t count, last_ts;
+    /* raw samples only: the counter increase (a drop is a reset: the new value counts from 0),
+     * the first sample's time, and the values for percentiles */
+    double increase;
+    int64_t first_ts;
+    double *values;
+    size_t nvalues, cap_values;
 };
+
+static int cmp_double(const void *x, const void *y)
+{
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+/* The p-th percentile (0..100) of the bucket's values, linearly interpolated between the two
+ * nearest ranks, as the SQL function percentile() computes it. */
+static double percentile_of(struct aggregation *g, double p)
+{
+    qsort(g->values, g->nvalues, sizeof *g->values, cmp_double);
+    double rank = p / 100 * (double)(g->nvalues - 1);
+    size_t lo = (size_t)rank;
+    if (lo + 1 >= g->nvalues)
+        return g->values[g->nvalues - 1];
+    return g->values[lo] + (rank - (double)lo) * (g->values[lo + 1] - g->values[lo]);
+}
 
 /* Appends the open bucket as a row of a->data. */
 static int flush(struct aggregation *g, struct err *e)
@@ -354,6 +259,19 @@ static int flush(struct aggregation *g, struct err *e)
     case AGG_COUNT:
         row[2] = (struct value){.i = g->count, .type = VAL_INT};
         goto counted;
+    case AGG_RATE: /* per second over the samples' own span; one sample has no rate */
+        v = g->last_ts > g->first_ts ? g->increase * 1000 / (double)(g->last_ts - g->first_ts)
+                                     : NAN;
+        break;
+    case AGG_P50:
+        v = percentile_of(g, 50);
+        break;
+    case AGG_P95:
+        v = percentile_of(g, 95);
+        break;
+    case AGG_P99:
+        v = percentile_of(g, 99);
+        break;
     default:
         v = g->last;
     }
@@ -385,15 +303,31 @@ static int take_buckets(void *arg, int64_t id, const struct series_bucket *b, si
         g->cur = *s;
     }
     int64_t step = g->a->step_ms;
+    bool percentiles = g->agg >= AGG_P50;
     for (size_t i = 0; i < n; i++) {
-        int64_t bucket = floor_to(b[i].ts, step);
+        int64_t bucket = g->a->window ? g->a->from_ms : floor_to(b[i].ts, step);
         if (g->open && (bucket != g->b || id != g->cur_id)) {
             int rc = flush(g, e);
             if (rc)
                 return rc;
         }
+        if (percentiles) {
+            if (!g->open)
+                g->nvalues = 0;
+            if (g->nvalues == g->cap_values) {
+                size_t cap = g->cap_values ? 2 * g->cap_values : 1024;
+                double *v = realloc(g->values, cap * sizeof *v);
+                if (!v)
+                    return err_set(e, E_NOMEM, "out of memory");
+                g->values = v;
+                g->cap_values = cap;
+            }
+            g->values[g->nvalues++] = b[i].last;
+        }
         if (!g->open) {
             g->open = true;
+            g->increase = 0;
+            g->first_ts = b[i].ts;
             g->cur_id = id;
             g->b = bucket;
             g->min = b[i].min;
@@ -404,6 +338,7 @@ static int take_buckets(void *arg, int64_t id, const struct series_bucket *b, si
             g->last_ts = b[i].last_ts;
             continue;
         }
+        g->increase += b[i].last >= g->last ? b[i].last - g->last : b[i].last;
         g->min = b[i].min < g->min ? b[i].min : g->min;
         g->max = b[i].max > g->max ? b[i].max : g->max;
         g->sum += b[i].sum;
@@ -446,6 +381,7 @@ static int read_buckets(struct store_reader *r, const struct config *cfg, int ag
     rc = store_series_read(r, &q, take_buckets, &g, e);
     if (rc == 0)
         rc = flush(&g, e);
+    free(g.values);
 out:
     free(by_id);
     free(ids);
@@ -460,21 +396,22 @@ static void answer_release(struct series_answer *a)
 }
 
 static int run(struct store *s, const struct config *cfg, const struct series_request *req,
-               struct series_answer *a, struct err *e)
+               bool window, struct series_answer *a, struct err *e)
 {
     memset(a, 0, sizeof *a);
+    a->window = window;
     store_result_init(&a->candidates);
     store_result_init(&a->data);
     int agg = 0;
-    struct matcher ms[MATCHERS_MAX];
+    struct matcher ms[QUERY_MATCHERS_MAX];
     size_t nms = 0;
     int rc = check_request(req, a, &agg, e);
     if (rc == 0)
-        rc = pick_resolution(cfg, req, a, e);
+        rc = window ? (a->resolution = "raw", 0) : pick_resolution(cfg, req, a, e);
     if (rc == 0)
-        rc = parse_matchers(req->filter, ms, &nms, e);
+        rc = matchers_parse(req->filter, ms, &nms, e);
     if (rc) {
-        free_matchers(ms, nms); /* those parsed before the bad one */
+        matchers_release(ms, nms); /* those parsed before the bad one */
         return rc;
     }
     struct store_reader *r = store_reader_get(s);
@@ -482,7 +419,7 @@ static int run(struct store *s, const struct config *cfg, const struct series_re
     if (rc == 0 && a->nseries)
         rc = read_buckets(r, cfg, agg, a, e);
     store_reader_put(s, r);
-    free_matchers(ms, nms);
+    matchers_release(ms, nms);
     return rc;
 }
 
@@ -516,7 +453,7 @@ int query_series(struct store *s, const struct config *cfg, const struct series_
                  struct buf *out, struct err *e)
 {
     struct series_answer a;
-    int rc = run(s, cfg, req, &a, e);
+    int rc = run(s, cfg, req, false, &a, e);
     if (rc == 0) {
         struct value m = {.s = a.metric, .len = (uint32_t)strlen(a.metric), .type = VAL_TEXT};
         buf_printf(out, "{\"table\":\"%s\",\"metric\":", a.table);
@@ -556,7 +493,7 @@ int query_series_rows(struct store *s, const struct config *cfg, const struct se
 {
     struct series_answer a;
     store_result_init(res);
-    int rc = run(s, cfg, req, &a, e);
+    int rc = run(s, cfg, req, false, &a, e);
     if (rc == 0) {
         static const char *const cols[] = {"host", "component", "labels", "ts", "value"};
         store_result_set_columns(res, 5, cols);
@@ -575,6 +512,35 @@ int query_series_rows(struct store *s, const struct config *cfg, const struct se
                     (struct value){.i = a.data.values[row * a.data.ncols + 1].i, .type = VAL_INT};
                 out[4] = (struct value){.d = value_at(&a, row), .type = VAL_REAL};
             }
+        }
+    }
+    answer_release(&a);
+    return rc;
+}
+
+int query_series_window(struct store *s, const struct config *cfg, const struct series_request *req,
+                        struct store_result *res, struct err *e)
+{
+    struct series_answer a;
+    store_result_init(res);
+    int rc = run(s, cfg, req, true, &a, e);
+    if (rc == 0) {
+        static const char *const cols[] = {"host", "component", "labels", "value"};
+        store_result_set_columns(res, 4, cols);
+        for (size_t i = 0; i < a.nseries; i++) {
+            const struct series *se = &a.series[i];
+            if (se->npoints == 0)
+                continue;
+            struct value *out = store_result_add_row(res);
+            const char *texts[] = {se->host, se->component, se->labels};
+            for (int c = 0; c < 3; c++) {
+                out[c].type = VAL_TEXT;
+                out[c].len = (uint32_t)strlen(texts[c]);
+                out[c].s = arena_strndup(&res->arena, texts[c], out[c].len);
+            }
+            double v = value_at(&a, se->first_point);
+            out[3] = isnan(v) ? (struct value){.type = VAL_NULL}
+                              : (struct value){.d = v, .type = VAL_REAL};
         }
     }
     answer_release(&a);

@@ -4,12 +4,16 @@
  *                                has no percentile aggregate and the views need p50/p95/p99
  *   opsdb_param(name, default)   a view parameter set for this query, or the default
  *   opsdb_now_ms()               the query's reference time (parameter now_ms, else the clock)
+ *   regexp(re, text)             X REGEXP Y: whether the POSIX extended regex matches the whole
+ *                                text (as label matchers do); NULL text is the empty string
  * and the authorizer and progress handler that make user SQL read-only and time-bounded.
  */
 #include "store/sqlite_int.h"
 #include "store/sqlite_sketch.h"
 
 #include <math.h>
+#include <regex.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -237,10 +241,60 @@ static int authorizer(void *arg, int action, const char *a1, const char *a2, con
     }
 }
 
+static void free_regex(void *re)
+{
+    regfree(re);
+    sqlite3_free(re);
+}
+
+/* The pattern is compiled once per statement (kept as the argument's auxiliary data). */
+static void regexp_func(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    regex_t *re = sqlite3_get_auxdata(ctx, 0);
+    if (!re) {
+        const char *pattern = (const char *)sqlite3_value_text(argv[0]);
+        if (!pattern) {
+            sqlite3_result_null(ctx);
+            return;
+        }
+        char *anchored = sqlite3_mprintf("^(%s)$", pattern);
+        re = sqlite3_malloc(sizeof *re);
+        if (!anchored || !re) {
+            sqlite3_free(anchored);
+            sqlite3_free(re);
+            sqlite3_result_error_nomem(ctx);
+            return;
+        }
+        int rc = regcomp(re, anchored, REG_EXTENDED | REG_NOSUB);
+        sqlite3_free(anchored);
+        if (rc != 0) {
+            char why[128], msg[300];
+            regerror(rc, re, why, sizeof why);
+            sqlite3_free(re);
+            snprintf(msg, sizeof msg, "regexp: '%.100s' is not a valid regular expression: %s",
+                     pattern, why);
+            sqlite3_result_error(ctx, msg, -1);
+            return;
+        }
+        sqlite3_set_auxdata(ctx, 0, re, free_regex);
+        re = sqlite3_get_auxdata(ctx, 0); /* SQLite may have freed it already */
+        if (!re) {
+            sqlite3_result_error_nomem(ctx);
+            return;
+        }
+    }
+    const char *text = (const char *)sqlite3_value_text(argv[1]);
+    sqlite3_result_int(ctx, regexec(re, text ? text : "", 0, NULL, 0) == 0);
+}
+
 int sqlite_register_functions(struct sqlite_conn *c)
 {
     int flags = SQLITE_UTF8;
-    int rc = sqlite3_create_function(c->db, "percentile", 2, flags | SQLITE_DETERMINISTIC, NULL,
+    int rc = sqlite3_create_function(c->db, "regexp", 2, flags | SQLITE_DETERMINISTIC, NULL,
+                                     regexp_func, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_create_function(c->db, "percentile", 2, flags | SQLITE_DETERMINISTIC, NULL,
                                      NULL, percentile_step, percentile_final);
     if (rc == SQLITE_OK)
         rc = sqlite3_create_function(c->db, "percentile", 3, flags | SQLITE_DETERMINISTIC, NULL,

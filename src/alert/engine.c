@@ -1,0 +1,1006 @@
+/*
+ * The alert engine: a thread that evaluates the rules and keeps the life of every alert.
+ *
+ * Each group runs on its interval; a threshold rule also runs as soon as rows of its table are
+ * committed (the writer's after-commit hook marks the table and wakes the thread), at most every
+ * COMMIT_EVAL_GAP_MS, so an alert with `for: 0` fires within a second of the sample that crossed.
+ *
+ * An alert is a rule and a label set (its id: a hash of group, rule and labels). Its states:
+ * inactive (only its recent outcomes kept, for n_of_m) -> pending (condition true, `for` not yet
+ * over) -> firing -> resolved (removed), and firing -> acknowledged by a person. The condition is
+ * the rule's comparison with threshold while the alert is quiet and with resolve_threshold once it
+ * is active (hysteresis); n_of_m counts true outcomes among the last M evaluations;
+ * keep_firing_for holds a firing alert that long after its condition went away. Every transition
+ * is a row of alert_history; firing and resolved go to the notifier. At start, the alerts that
+ * alert_history shows active come back with their state and whether they were notified, so a
+ * restart neither loses an alert nor notifies it twice.
+ *
+ * Locking: evaluation queries run without the lock; the transitions they cause are applied under
+ * it, and the rows and notifications they make are written after it is released.
+ */
+#include "alert/alert_int.h"
+#include "alert/eval.h"
+#include "ingest/ingest.h"
+#include "query/query.h"
+#include "store/store.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define COMMIT_EVAL_GAP_MS 200
+#define ALERT_BUCKETS 4096
+#define NOTIFY_DRAIN_MS 5000
+
+enum alert_state { ST_INACTIVE, ST_PENDING, ST_FIRING, ST_ACKED };
+static const char *const state_names[] = {"inactive", "pending", "firing", "acknowledged"};
+
+struct alert {
+    struct alert *next; /* in its hash bucket */
+    char id[17];        /* 16 hex digits */
+    char group[128], rule[128];
+    char *labels_json; /* every label: the data's, the rule's, alertname */
+    char *summary;
+    char *annotations_json; /* expanded */
+    enum alert_state state;
+    double value;
+    int64_t active_since_ms, fired_ms, last_hit_ms;
+    uint64_t outcomes[2]; /* the last evaluations' outcomes, newest in bit 0 (n_of_m) */
+    bool notified;
+    bool seen; /* produced by the evaluation being applied */
+};
+
+struct rule_state {
+    int64_t last_eval_ms, next_due_ms;
+    double last_duration_ms;
+    char last_error[512];
+    uint64_t evaluations, failures;
+};
+
+/* What a transition leaves to do once the lock is released. */
+struct pending_out {
+    struct batch history;
+    struct notify_alert *notes;
+    char **note_strings; /* owned copies the notes point to */
+    json_t **note_json;
+    size_t nnotes, cap;
+};
+
+struct alert_engine {
+    struct store *store;
+    struct writer *writer;
+    struct config cfg;
+    struct notifier *notifier;
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    bool stopping;
+    uint64_t dirty_tables; /* by schema index: committed since their rules last ran */
+    struct alert_rules rules;
+    struct rule_state *rstate;
+    /* a reload's rules and receivers, checked, waiting for the thread to take them between two
+     * evaluations (evaluations read the rules without the lock) */
+    bool swap_pending;
+    struct alert_rules next_rules;
+    struct rule_state *next_rstate;
+    struct notifier *next_notifier;
+    struct alert *buckets[ALERT_BUCKETS];
+    size_t nalerts;
+    uint64_t transitions_total, eval_failures_total, evaluations_total;
+};
+
+static const struct alert_rule *rule_named(const struct alert_rules *rules, const char *group,
+                                           const char *name);
+
+/* ---- identity and labels ------------------------------------------------------------------- */
+
+static void alert_id_of(const char *group, const char *rule, const char *labels, char out[17])
+{
+    crypto_generichash_state st;
+    unsigned char h[8];
+    crypto_generichash_init(&st, NULL, 0, sizeof h);
+    crypto_generichash_update(&st, (const unsigned char *)group, strlen(group) + 1);
+    crypto_generichash_update(&st, (const unsigned char *)rule, strlen(rule) + 1);
+    crypto_generichash_update(&st, (const unsigned char *)labels, strlen(labels));
+    crypto_generichash_final(&st, h, sizeof h);
+    sodium_bin2hex(out, 17, h, sizeof h);
+}
+
+static size_t bucket_of(const char *id)
+{
+    size_t h = 0;
+    for (const char *p = id; *p; p++)
+        h = h * 31 + (unsigned char)*p;
+    return h % ALERT_BUCKETS;
+}
+
+static struct alert *find_alert(struct alert_engine *a, const char *id)
+{
+    for (struct alert *x = a->buckets[bucket_of(id)]; x; x = x->next)
+        if (strcmp(x->id, id) == 0)
+            return x;
+    return NULL;
+}
+
+static void free_alert(struct alert *x)
+{
+    free(x->labels_json);
+    free(x->summary);
+    free(x->annotations_json);
+    free(x);
+}
+
+static void remove_alert(struct alert_engine *a, struct alert *x)
+{
+    struct alert **p = &a->buckets[bucket_of(x->id)];
+    while (*p != x)
+        p = &(*p)->next;
+    *p = x->next;
+    a->nalerts--;
+    free_alert(x);
+}
+
+/* The data's labels with the rule's on top, and alertname. */
+static char *full_labels(const struct alert_rule *r, const char *data_labels)
+{
+    json_t *all = json_loads(data_labels, 0, NULL);
+    json_t *extra = json_loads(r->labels_json, 0, NULL);
+    if (!json_is_object(all)) {
+        json_decref(all);
+        all = json_object();
+    }
+    if (json_is_object(extra))
+        json_object_update(all, extra);
+    json_object_set_new(all, "alertname", json_string(r->name));
+    char *text = json_dumps(all, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(all);
+    json_decref(extra);
+    return text;
+}
+
+/* {{ $labels.name }} and {{ $value }} in an annotation; anything else is left as written. */
+static void expand(struct buf *out, const char *tmpl, json_t *labels, double value)
+{
+    const char *p = tmpl;
+    while (*p) {
+        const char *open = strstr(p, "{{");
+        const char *close = open ? strstr(open, "}}") : NULL;
+        if (!close) {
+            buf_append(out, p, strlen(p));
+            return;
+        }
+        buf_append(out, p, (size_t)(open - p));
+        const char *s = open + 2, *end = close;
+        while (s < end && *s == ' ')
+            s++;
+        while (end > s && end[-1] == ' ')
+            end--;
+        size_t len = (size_t)(end - s);
+        if (len == 6 && strncmp(s, "$value", 6) == 0) {
+            char num[QUERY_NUMBER_TEXT_MAX];
+            buf_append(out, num, isfinite(value) ? query_number_text(value, num) : 0);
+        } else if (len > 8 && strncmp(s, "$labels.", 8) == 0) {
+            char name[128];
+            snprintf(name, sizeof name, "%.*s", (int)(len - 8), s + 8);
+            const char *v = json_string_value(json_object_get(labels, name));
+            buf_append(out, v ? v : "", v ? strlen(v) : 0);
+        } else {
+            buf_append(out, open, (size_t)(close + 2 - open));
+        }
+        p = close + 2;
+    }
+}
+
+/* Expands the rule's annotations for x; summary is the summary annotation or the rule name. */
+static void annotate(struct alert *x, const struct alert_rule *r)
+{
+    json_t *labels = json_loads(x->labels_json, 0, NULL);
+    json_t *tmpl = json_loads(r->annotations_json, 0, NULL);
+    json_t *done = json_object();
+    const char *key;
+    json_t *v;
+    json_object_foreach(tmpl, key, v)
+    {
+        struct buf b;
+        buf_init(&b, 1 << 16);
+        expand(&b, json_string_value(v) ? json_string_value(v) : "", labels, x->value);
+        json_object_set_new(done, key, json_stringn(b.data ? b.data : "", b.len));
+        buf_release(&b);
+    }
+    free(x->annotations_json);
+    x->annotations_json = json_dumps(done, JSON_COMPACT | JSON_SORT_KEYS);
+    const char *summary = json_string_value(json_object_get(done, "summary"));
+    free(x->summary);
+    x->summary = strdup(summary ? summary : r->name);
+    json_decref(done);
+    json_decref(tmpl);
+    json_decref(labels);
+}
+
+/* ---- what transitions write -------------------------------------------------------------- */
+
+static void set_text(struct batch *b, struct value *row, const char *col, const char *s)
+{
+    int c = schema_column(b->table, col);
+    size_t len = strlen(s);
+    row[c] = (struct value){
+        .s = arena_strndup(&b->arena, s, len), .len = (uint32_t)len, .type = VAL_TEXT};
+}
+
+static const char *severity_of(const char *labels_json, json_t **keep)
+{
+    static const char *const known[] = {"info", "warning", "critical", "page"};
+    *keep = json_loads(labels_json, 0, NULL);
+    const char *s = json_string_value(json_object_get(*keep, "severity"));
+    for (size_t i = 0; s && i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(s, known[i]) == 0)
+            return known[i];
+    return "warning";
+}
+
+/* A row of alert_history for x entering state (a state name of the table). */
+static void record(struct pending_out *o, const struct alert *x, const char *state, int64_t now_ms)
+{
+    struct value *row = batch_add_row(&o->history);
+    const struct table *t = o->history.table;
+    json_t *labels;
+    const char *severity = severity_of(x->labels_json, &labels);
+    row[schema_column(t, "ts")] = (struct value){.i = now_ms, .type = VAL_INT};
+    set_text(&o->history, row, "alert_id", x->id);
+    set_text(&o->history, row, "rule", x->rule);
+    set_text(&o->history, row, "fingerprint", x->id);
+    set_text(&o->history, row, "severity", severity);
+    set_text(&o->history, row, "state", state);
+    if (isfinite(x->value))
+        row[schema_column(t, "value")] = (struct value){.d = x->value, .type = VAL_REAL};
+    set_text(&o->history, row, "labels", x->labels_json);
+    set_text(&o->history, row, "summary", x->summary ? x->summary : x->rule);
+    row[schema_column(t, "escalation_level")] = (struct value){.i = 0, .type = VAL_INT};
+    row[schema_column(t, "notified")] = (struct value){.i = x->notified, .type = VAL_INT};
+    json_decref(labels);
+}
+
+/* A notification of x (firing or resolved), copied for after the lock. */
+static void notify(struct pending_out *o, const struct alert *x, const char *status, int64_t now_ms)
+{
+    if (o->nnotes == o->cap) {
+        size_t cap = o->cap ? 2 * o->cap : 8;
+        struct notify_alert *n = realloc(o->notes, cap * sizeof *n);
+        char **s = n ? realloc(o->note_strings, cap * sizeof *s) : NULL;
+        json_t **j = s ? realloc(o->note_json, 2 * cap * sizeof *j) : NULL;
+        if (n)
+            o->notes = n;
+        if (s)
+            o->note_strings = s;
+        if (!n || !s || !j) {
+            log_error("alerting: out of memory; a notification of %s is lost", x->id);
+            return;
+        }
+        o->note_json = j;
+        o->cap = cap;
+    }
+    size_t i = o->nnotes++;
+    o->note_strings[i] = strdup(x->id);
+    o->note_json[2 * i] = json_loads(x->labels_json, 0, NULL);
+    o->note_json[2 * i + 1] = json_loads(x->annotations_json ? x->annotations_json : "{}", 0, NULL);
+    o->notes[i] = (struct notify_alert){o->note_strings[i],
+                                        status,
+                                        o->note_json[2 * i],
+                                        o->note_json[2 * i + 1],
+                                        x->value,
+                                        x->fired_ms,
+                                        strcmp(status, "resolved") == 0 ? now_ms : 0,
+                                        NULL};
+}
+
+static void pending_out_init(struct pending_out *o)
+{
+    memset(o, 0, sizeof *o);
+    batch_init(&o->history, schema_table("alert_history"));
+}
+
+/* Writes the rows, then hands the notifications on; frees everything. */
+static void pending_out_flush(struct alert_engine *a, struct pending_out *o)
+{
+    struct err e;
+    if (o->history.nrows && writer_submit(a->writer, &o->history, &e) != 0)
+        log_error("alerting: writing %zu alert_history rows failed: %s", o->history.nrows, e.msg);
+    for (size_t i = 0; i < o->nnotes; i++) {
+        if (a->notifier)
+            notifier_post(a->notifier, &o->notes[i]);
+        free(o->note_strings[i]);
+        json_decref(o->note_json[2 * i]);
+        json_decref(o->note_json[2 * i + 1]);
+    }
+    free(o->notes);
+    free(o->note_strings);
+    free(o->note_json);
+    batch_release(&o->history);
+    memset(o, 0, sizeof *o);
+}
+
+/* ---- applying one evaluation ------------------------------------------------------------- */
+
+static int popcount_last(const uint64_t bits[2], int m)
+{
+    int n = 0;
+    for (int i = 0; i < m; i++)
+        n += (int)((bits[i / 64] >> (i % 64)) & 1);
+    return n;
+}
+
+static void push_outcome(uint64_t bits[2], bool hit)
+{
+    bits[1] = bits[1] << 1 | bits[0] >> 63;
+    bits[0] = bits[0] << 1 | (hit ? 1 : 0);
+}
+
+/* One alert's step given this evaluation's outcome. Returns false when it is gone. */
+static bool step(struct alert_engine *a, struct alert *x, const struct alert_rule *r, bool present,
+                 double value, int64_t now_ms, struct pending_out *o)
+{
+    bool active = x->state != ST_INACTIVE;
+    bool cond =
+        present && (r->is_sql && !r->has_threshold
+                        ? true
+                        : eval_compare(r->op, value, active ? r->resolve_threshold : r->threshold));
+    if (present)
+        x->value = value;
+    push_outcome(x->outcomes, cond);
+    bool hit = r->m_of ? popcount_last(x->outcomes, r->m_of) >= r->n_of : cond;
+    if (hit) {
+        x->last_hit_ms = now_ms;
+        if (x->state == ST_INACTIVE) {
+            x->state = ST_PENDING;
+            x->active_since_ms = now_ms;
+            annotate(x, r);
+            if (r->for_ms > 0) {
+                record(o, x, "pending", now_ms);
+                a->transitions_total++;
+            }
+        }
+        if (x->state == ST_PENDING && now_ms - x->active_since_ms >= r->for_ms) {
+            x->state = ST_FIRING;
+            x->fired_ms = now_ms;
+            annotate(x, r);
+            x->notified = true;
+            record(o, x, "firing", now_ms);
+            notify(o, x, "firing", now_ms);
+            a->transitions_total++;
+        }
+        return true;
+    }
+    if (x->state == ST_FIRING || x->state == ST_ACKED) {
+        if (r->keep_firing_for_ms && now_ms - x->last_hit_ms < r->keep_firing_for_ms)
+            return true;
+        annotate(x, r);
+        record(o, x, "resolved", now_ms);
+        if (x->notified)
+            notify(o, x, "resolved", now_ms);
+        a->transitions_total++;
+        return false;
+    }
+    if (x->state == ST_PENDING) { /* never fired: it goes, its row says so */
+        x->state = ST_INACTIVE;
+        if (r->for_ms > 0) {
+            record(o, x, "resolved", now_ms);
+            a->transitions_total++;
+        }
+    }
+    /* inactive: kept while its recent outcomes can still add up to n_of_m */
+    return r->m_of && popcount_last(x->outcomes, r->m_of) > 0;
+}
+
+static struct alert *new_alert(struct alert_engine *a, const struct alert_rule *r, const char *id,
+                               char *labels)
+{
+    struct alert *x = calloc(1, sizeof *x);
+    if (!x) {
+        free(labels);
+        return NULL;
+    }
+    memcpy(x->id, id, sizeof x->id);
+    snprintf(x->group, sizeof x->group, "%s", r->group);
+    snprintf(x->rule, sizeof x->rule, "%s", r->name);
+    x->labels_json = labels;
+    x->value = NAN;
+    size_t b = bucket_of(id);
+    x->next = a->buckets[b];
+    a->buckets[b] = x;
+    a->nalerts++;
+    return x;
+}
+
+/* Applies one evaluation of rule r (under the lock). */
+static void apply(struct alert_engine *a, const struct alert_rule *r, const struct eval_result *res,
+                  int64_t now_ms, struct pending_out *o)
+{
+    for (size_t i = 0; i < res->n; i++) {
+        const struct eval_sample *s = &res->samples[i];
+        if (!s->has_value && !(r->is_sql && !r->has_threshold))
+            continue;
+        char *labels = full_labels(r, s->labels_json);
+        if (!labels)
+            continue;
+        char id[17];
+        alert_id_of(r->group, r->name, labels, id);
+        struct alert *x = find_alert(a, id);
+        if (x)
+            free(labels);
+        else if (!(x = new_alert(a, r, id, labels)))
+            continue;
+        if (x->seen)
+            continue; /* the same label set twice in one answer: the first counts */
+        x->seen = true;
+        if (!step(a, x, r, true, s->value, now_ms, o))
+            remove_alert(a, x);
+    }
+    for (size_t b = 0; b < ALERT_BUCKETS; b++) {
+        struct alert **p = &a->buckets[b];
+        while (*p) {
+            struct alert *x = *p;
+            bool mine = strcmp(x->rule, r->name) == 0 && strcmp(x->group, r->group) == 0;
+            if (mine && !x->seen && !step(a, x, r, false, NAN, now_ms, o)) {
+                *p = x->next;
+                a->nalerts--;
+                free_alert(x);
+                continue;
+            }
+            if (mine)
+                x->seen = false;
+            p = &x->next;
+        }
+    }
+}
+
+/* ---- the thread -------------------------------------------------------------------------- */
+
+static void evaluate(struct alert_engine *a, size_t i, int64_t now_ms)
+{
+    const struct alert_rule *r = &a->rules.rules[i];
+    struct eval_result res = {0};
+    struct err e = {0};
+    int64_t t0 = time_now_ms();
+    int rc = eval_rule(a->store, &a->cfg, r, now_ms, &res, &e);
+    struct pending_out o;
+    pending_out_init(&o);
+    pthread_mutex_lock(&a->lock);
+    struct rule_state *st = &a->rstate[i];
+    st->evaluations++;
+    a->evaluations_total++;
+    st->last_eval_ms = now_ms;
+    st->last_duration_ms = (double)(time_now_ms() - t0);
+    if (rc) {
+        st->failures++;
+        a->eval_failures_total++;
+        if (strcmp(st->last_error, e.msg) != 0)
+            log_error("alerting: rule %s (%s:%d) failed: %s", r->name, r->file, r->line, e.msg);
+        snprintf(st->last_error, sizeof st->last_error, "%s", e.msg);
+    } else {
+        st->last_error[0] = '\0';
+        apply(a, r, &res, now_ms, &o);
+    }
+    pthread_mutex_unlock(&a->lock);
+    pending_out_flush(a, &o);
+    eval_result_release(&res);
+}
+
+/* Runs what is due; returns when the next thing will be. Called with the lock held. */
+static int64_t run_due(struct alert_engine *a)
+{
+    int64_t now = time_now_ms(), next = now + 60000;
+    uint64_t dirty = a->dirty_tables;
+    a->dirty_tables = 0;
+    for (size_t i = 0; i < a->rules.n && !a->stopping; i++) {
+        const struct alert_rule *r = &a->rules.rules[i];
+        struct rule_state *st = &a->rstate[i];
+        bool committed = false;
+        if (!r->is_sql && dirty) {
+            const struct table *t = schema_table(r->table);
+            size_t ntables;
+            const struct table *all = schema_tables(&ntables);
+            committed = t && (dirty >> (t - all) & 1);
+        }
+        bool due = now >= st->next_due_ms;
+        if (committed && !due && now - st->last_eval_ms < COMMIT_EVAL_GAP_MS) {
+            a->dirty_tables |= dirty; /* not yet: keep the mark for the next pass */
+            next = st->last_eval_ms + COMMIT_EVAL_GAP_MS < next
+                       ? st->last_eval_ms + COMMIT_EVAL_GAP_MS
+                       : next;
+            committed = false;
+        }
+        if (due || committed) {
+            if (due)
+                st->next_due_ms = now + r->interval_ms;
+            pthread_mutex_unlock(&a->lock);
+            evaluate(a, i, time_now_ms());
+            pthread_mutex_lock(&a->lock);
+        }
+        if (st->next_due_ms < next)
+            next = st->next_due_ms;
+    }
+    return next;
+}
+
+/* Takes a reload's rules and receivers (on the thread, under the lock): the alerts of a rule
+ * that is gone resolve; the others keep their state, and every rule is due at once. */
+static void take_reload(struct alert_engine *a, struct pending_out *o, struct alert_rules *old,
+                        struct rule_state **old_state, struct notifier **old_notifier)
+{
+    int64_t now = time_now_ms();
+    for (size_t b = 0; b < ALERT_BUCKETS; b++) {
+        struct alert **p = &a->buckets[b];
+        while (*p) {
+            struct alert *x = *p;
+            if (rule_named(&a->next_rules, x->group, x->rule)) {
+                p = &x->next;
+                continue;
+            }
+            if (x->state != ST_INACTIVE) {
+                record(o, x, "resolved", now);
+                if (x->notified && x->state != ST_PENDING)
+                    notify(o, x, "resolved", now);
+            }
+            *p = x->next;
+            a->nalerts--;
+            free_alert(x);
+        }
+    }
+    *old = a->rules;
+    *old_state = a->rstate;
+    *old_notifier = a->notifier;
+    a->rules = a->next_rules;
+    a->rstate = a->next_rstate;
+    a->notifier = a->next_notifier;
+    memset(&a->next_rules, 0, sizeof a->next_rules);
+    a->next_rstate = NULL;
+    a->next_notifier = NULL;
+    a->swap_pending = false;
+}
+
+static void *engine_main(void *arg)
+{
+    struct alert_engine *a = arg;
+    pthread_mutex_lock(&a->lock);
+    while (!a->stopping) {
+        if (a->swap_pending) {
+            struct pending_out o;
+            struct alert_rules old;
+            struct rule_state *old_state;
+            struct notifier *old_notifier;
+            pending_out_init(&o);
+            take_reload(a, &o, &old, &old_state, &old_notifier);
+            pthread_mutex_unlock(&a->lock);
+            pending_out_flush(a, &o);
+            notifier_free(&old_notifier, NOTIFY_DRAIN_MS);
+            alert_rules_free(&old);
+            free(old_state);
+            pthread_mutex_lock(&a->lock);
+        }
+        int64_t next = run_due(a);
+        if (a->stopping || a->swap_pending || (a->dirty_tables && time_now_ms() >= next))
+            continue;
+        int64_t wait_ms = next - time_now_ms();
+        if (wait_ms > 0 && !a->dirty_tables) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += wait_ms / 1000;
+            ts.tv_nsec += (long)(wait_ms % 1000) * 1000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&a->wake, &a->lock, &ts);
+        } else if (a->dirty_tables && wait_ms > 0) {
+            /* committed rows wait for the gap; sleep at most until it is over */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            long gap = wait_ms < COMMIT_EVAL_GAP_MS ? (long)wait_ms : COMMIT_EVAL_GAP_MS;
+            ts.tv_nsec += gap * 1000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&a->wake, &a->lock, &ts);
+        }
+    }
+    pthread_mutex_unlock(&a->lock);
+    return NULL;
+}
+
+void alert_engine_on_commit(void *arg, const struct batch *const *batches, size_t n)
+{
+    struct alert_engine *a = arg;
+    size_t ntables;
+    const struct table *all = schema_tables(&ntables);
+    uint64_t mask = n == 0 ? ~0ull : 0; /* another process wrote: any table */
+    for (size_t i = 0; i < n; i++)
+        mask |= 1ull << (batches[i]->table - all);
+    pthread_mutex_lock(&a->lock);
+    a->dirty_tables |= mask;
+    pthread_cond_signal(&a->wake);
+    pthread_mutex_unlock(&a->lock);
+}
+
+/* ---- loading, restoring, reloading ------------------------------------------------------- */
+
+static void config_dir(const struct config *cfg, char *out, size_t size)
+{
+    snprintf(out, size, "%s", cfg->config_path);
+    char *slash = strrchr(out, '/');
+    if (slash)
+        *slash = '\0';
+    else
+        out[0] = '\0';
+}
+
+static int load_rules(const struct config *cfg, struct alert_rules *rules,
+                      struct rule_state **rstate, struct err *e)
+{
+    char dir[512];
+    config_dir(cfg, dir, sizeof dir);
+    int rc = alert_rules_load(rules, cfg->alert_rule_files, dir, cfg->alert_interval_ms, e);
+    if (rc)
+        return rc;
+    *rstate = calloc(rules->n ? rules->n : 1, sizeof **rstate);
+    if (!*rstate) {
+        alert_rules_free(rules);
+        return err_set(e, E_NOMEM, "out of memory");
+    }
+    return 0;
+}
+
+static const struct alert_rule *rule_named(const struct alert_rules *rules, const char *group,
+                                           const char *name)
+{
+    for (size_t i = 0; i < rules->n; i++)
+        if (strcmp(rules->rules[i].name, name) == 0 &&
+            (!group || strcmp(rules->rules[i].group, group) == 0))
+            return &rules->rules[i];
+    return NULL;
+}
+
+/* The alerts alert_history shows active, taken up again (their group is the first with a rule
+ * of that name; an alert whose rule is gone resolves at the first evaluation of nothing). */
+static void restore(struct alert_engine *a)
+{
+    struct store_query q = {
+        "SELECT alert_id, rule, state, value, labels, summary, notified, since, "
+        "first_seen FROM active_alerts",
+        NULL,
+        0,
+        0,
+        100000,
+        false};
+    struct store_result res;
+    struct err e;
+    struct store_reader *rd = store_reader_get(a->store);
+    int rc = store_reader_query(rd, &q, &res, &e);
+    store_reader_put(a->store, rd);
+    if (rc) {
+        log_error("alerting: reading the active alerts failed: %s", e.msg);
+        store_result_release(&res);
+        return;
+    }
+    size_t restored = 0;
+    for (size_t i = 0; i < res.nrows; i++) {
+        const struct value *row = res.values + i * res.ncols;
+        if (row[0].type != VAL_TEXT || row[1].type != VAL_TEXT || row[4].type != VAL_TEXT ||
+            row[0].len != 16 || find_alert(a, row[0].s))
+            continue;
+        const struct alert_rule *r = rule_named(&a->rules, NULL, row[1].s);
+        if (!r)
+            continue;
+        struct alert *x = new_alert(a, r, row[0].s, strndup(row[4].s, row[4].len));
+        if (!x || !x->labels_json)
+            continue;
+        const char *state = row[2].type == VAL_TEXT ? row[2].s : "";
+        x->state = strcmp(state, "pending") == 0        ? ST_PENDING
+                   : strcmp(state, "acknowledged") == 0 ? ST_ACKED
+                                                        : ST_FIRING;
+        x->value = row[3].type == VAL_REAL  ? row[3].d
+                   : row[3].type == VAL_INT ? (double)row[3].i
+                                            : NAN;
+        x->summary = row[5].type == VAL_TEXT ? strndup(row[5].s, row[5].len) : NULL;
+        x->notified = row[6].type == VAL_INT && row[6].i;
+        x->active_since_ms = row[8].type == VAL_INT ? row[8].i : time_now_ms();
+        x->fired_ms = row[7].type == VAL_INT ? row[7].i : x->active_since_ms;
+        x->last_hit_ms = time_now_ms();
+        annotate(x, r);
+        restored++;
+    }
+    if (restored)
+        log_info("alerting: %zu active alerts taken up from alert_history", restored);
+    store_result_release(&res);
+}
+
+int alert_engine_new(struct alert_engine **out, struct store *s, struct writer *w,
+                     const struct config *cfg, struct err *e)
+{
+    struct alert_engine *a = calloc(1, sizeof *a);
+    if (!a)
+        return err_set(e, E_NOMEM, "out of memory");
+    a->store = s;
+    a->writer = w;
+    a->cfg = *cfg;
+    pthread_mutex_init(&a->lock, NULL);
+    pthread_cond_init(&a->wake, NULL);
+    int rc = load_rules(cfg, &a->rules, &a->rstate, e);
+    if (rc == 0)
+        rc = notifier_new(&a->notifier, cfg->config_path, w, e);
+    if (rc) {
+        alert_engine_free(&a);
+        return rc;
+    }
+    restore(a);
+    if (a->rules.n)
+        log_info("alerting: %zu rules loaded", a->rules.n);
+    *out = a;
+    return 0;
+}
+
+int alert_engine_start(struct alert_engine *a, struct err *e)
+{
+    if (pthread_create(&a->thread, NULL, engine_main, a) != 0)
+        return err_set(e, E_NOMEM, "cannot start the alert thread");
+    a->started = true;
+    return 0;
+}
+
+void alert_engine_free(struct alert_engine **ap)
+{
+    struct alert_engine *a = *ap;
+    if (!a)
+        return;
+    if (a->started) {
+        pthread_mutex_lock(&a->lock);
+        a->stopping = true;
+        pthread_cond_signal(&a->wake);
+        pthread_mutex_unlock(&a->lock);
+        pthread_join(a->thread, NULL);
+    }
+    notifier_free(&a->notifier, NOTIFY_DRAIN_MS);
+    notifier_free(&a->next_notifier, 0);
+    alert_rules_free(&a->next_rules);
+    free(a->next_rstate);
+    for (size_t b = 0; b < ALERT_BUCKETS; b++)
+        while (a->buckets[b]) {
+            struct alert *x = a->buckets[b];
+            a->buckets[b] = x->next;
+            free_alert(x);
+        }
+    alert_rules_free(&a->rules);
+    free(a->rstate);
+    pthread_mutex_destroy(&a->lock);
+    pthread_cond_destroy(&a->wake);
+    free(a);
+    *ap = NULL;
+}
+
+int alert_engine_reload(struct alert_engine *a, struct err *e)
+{
+    struct alert_rules rules;
+    struct rule_state *rstate;
+    int rc = load_rules(&a->cfg, &rules, &rstate, e);
+    struct notifier *notifier = NULL;
+    if (rc == 0 && (rc = notifier_new(&notifier, a->cfg.config_path, a->writer, e)) != 0) {
+        alert_rules_free(&rules);
+        free(rstate);
+    }
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&a->lock);
+    if (a->swap_pending) { /* a reload the thread has not taken yet: this one replaces it */
+        alert_rules_free(&a->next_rules);
+        free(a->next_rstate);
+        notifier_free(&a->next_notifier, 0);
+    }
+    a->next_rules = rules;
+    a->next_rstate = rstate;
+    a->next_notifier = notifier;
+    a->swap_pending = true;
+    pthread_cond_signal(&a->wake);
+    pthread_mutex_unlock(&a->lock);
+    log_info("alerting: reloaded, %zu rules", rules.n);
+    return 0;
+}
+
+/* ---- what the API shows ------------------------------------------------------------------ */
+
+static void json_text(struct buf *out, const char *s)
+{
+    struct value v = {.s = s ? s : "", .len = (uint32_t)strlen(s ? s : ""), .type = VAL_TEXT};
+    query_json_value(&v, out);
+}
+
+static void json_number(struct buf *out, double d)
+{
+    struct value v = {.d = d, .type = VAL_REAL};
+    query_json_value(&v, out); /* null when not finite */
+}
+
+static void rule_json(struct alert_engine *a, size_t i, struct buf *out)
+{
+    const struct alert_rule *r = &a->rules.rules[i];
+    const struct rule_state *st = &a->rstate[i];
+    size_t pending = 0, firing = 0;
+    for (size_t b = 0; b < ALERT_BUCKETS; b++)
+        for (const struct alert *x = a->buckets[b]; x; x = x->next)
+            if (strcmp(x->rule, r->name) == 0 && strcmp(x->group, r->group) == 0) {
+                pending += x->state == ST_PENDING;
+                firing += x->state == ST_FIRING || x->state == ST_ACKED;
+            }
+    buf_append(out, "{\"name\":", 8);
+    json_text(out, r->name);
+    buf_printf(out, ",\"kind\":\"%s\",\"file\":", r->is_sql ? "sql" : "threshold");
+    json_text(out, r->file);
+    buf_printf(out, ",\"line\":%d", r->line);
+    if (r->is_sql) {
+        buf_append(out, ",\"sql\":", 7);
+        json_text(out, r->sql);
+    } else {
+        buf_append(out, ",\"table\":", 9);
+        json_text(out, r->table);
+        buf_append(out, ",\"metric\":", 10);
+        json_text(out, r->metric);
+        buf_append(out, ",\"filter\":", 10);
+        json_text(out, r->filter);
+        buf_printf(out, ",\"aggregation\":\"%s\",\"by\":[", alert_agg_name(r->agg));
+        for (size_t k = 0; k < r->nby; k++) {
+            buf_append(out, k ? "," : "", k ? 1 : 0);
+            json_text(out, r->by[k]);
+        }
+        buf_putc(out, ']');
+    }
+    char n_of_m[32] = "null";
+    if (r->m_of)
+        snprintf(n_of_m, sizeof n_of_m, "\"%d/%d\"", r->n_of, r->m_of);
+    buf_printf(out, ",\"op\":\"%s\",\"threshold\":", alert_op_name(r->op));
+    if (r->has_threshold)
+        json_number(out, r->threshold);
+    else
+        buf_append(out, "null", 4);
+    buf_append(out, ",\"resolve_threshold\":", 21);
+    if (r->has_threshold)
+        json_number(out, r->resolve_threshold);
+    else
+        buf_append(out, "null", 4);
+    buf_printf(out,
+               ",\"window_s\":%g,\"for_s\":%g,\"keep_firing_for_s\":%g,\"n_of_m\":%s,"
+               "\"labels\":%s,\"annotations\":%s,\"state\":\"%s\",\"pending\":%zu,"
+               "\"firing\":%zu,\"evaluations\":%llu,\"failures\":%llu,\"last_evaluation\":%lld,"
+               "\"last_duration_ms\":%g,\"last_error\":",
+               (double)r->window_ms / 1000, (double)r->for_ms / 1000,
+               (double)r->keep_firing_for_ms / 1000, n_of_m, r->labels_json, r->annotations_json,
+               firing    ? "firing"
+               : pending ? "pending"
+                         : "inactive",
+               pending, firing, (unsigned long long)st->evaluations,
+               (unsigned long long)st->failures, (long long)st->last_eval_ms, st->last_duration_ms);
+    if (st->last_error[0])
+        json_text(out, st->last_error);
+    else
+        buf_append(out, "null", 4);
+    buf_putc(out, '}');
+}
+
+void alert_engine_rules_json(struct alert_engine *a, struct buf *out)
+{
+    pthread_mutex_lock(&a->lock);
+    buf_append(out, "{\"groups\":[", 11);
+    for (size_t i = 0; i < a->rules.n; i++) {
+        const struct alert_rule *r = &a->rules.rules[i];
+        bool first_of_group = i == 0 || strcmp(a->rules.rules[i - 1].group, r->group) != 0;
+        if (first_of_group) {
+            buf_append(out, i ? "]}," : "", i ? 3 : 0);
+            buf_append(out, "{\"name\":", 8);
+            json_text(out, r->group);
+            buf_printf(out, ",\"interval_s\":%g,\"rules\":[", (double)r->interval_ms / 1000);
+        } else {
+            buf_putc(out, ',');
+        }
+        rule_json(a, i, out);
+    }
+    buf_append(out, a->rules.n ? "]}]}" : "]}", a->rules.n ? 4 : 2);
+    pthread_mutex_unlock(&a->lock);
+}
+
+static void alert_json(const struct alert *x, struct buf *out)
+{
+    char since[40], fired[40];
+    time_format_rfc3339(x->active_since_ms, since, sizeof since);
+    time_format_rfc3339(x->fired_ms, fired, sizeof fired);
+    buf_printf(out, "{\"id\":\"%s\",\"rule\":", x->id);
+    json_text(out, x->rule);
+    buf_append(out, ",\"group\":", 9);
+    json_text(out, x->group);
+    buf_printf(out, ",\"state\":\"%s\",\"value\":", state_names[x->state]);
+    json_number(out, x->value);
+    buf_printf(out, ",\"labels\":%s,\"annotations\":%s,\"summary\":", x->labels_json,
+               x->annotations_json ? x->annotations_json : "{}");
+    json_text(out, x->summary);
+    buf_printf(out, ",\"active_since\":\"%s\",\"fired_at\":", since);
+    if (x->state == ST_FIRING || x->state == ST_ACKED)
+        buf_printf(out, "\"%s\"", fired);
+    else
+        buf_append(out, "null", 4);
+    buf_printf(out, ",\"notified\":%s}", x->notified ? "true" : "false");
+}
+
+void alert_engine_alerts_json(struct alert_engine *a, struct buf *out)
+{
+    pthread_mutex_lock(&a->lock);
+    buf_append(out, "{\"alerts\":[", 11);
+    bool first = true;
+    for (size_t b = 0; b < ALERT_BUCKETS; b++)
+        for (const struct alert *x = a->buckets[b]; x; x = x->next) {
+            if (x->state == ST_INACTIVE)
+                continue;
+            buf_append(out, first ? "" : ",", first ? 0 : 1);
+            first = false;
+            alert_json(x, out);
+        }
+    buf_append(out, "]}", 2);
+    pthread_mutex_unlock(&a->lock);
+}
+
+int alert_engine_ack(struct alert_engine *a, const char *alert_id, const char *who, struct err *e)
+{
+    struct pending_out o;
+    pending_out_init(&o);
+    pthread_mutex_lock(&a->lock);
+    struct alert *x = find_alert(a, alert_id);
+    int rc = 0;
+    if (!x || x->state == ST_INACTIVE)
+        rc = err_set(e, E_NOTFOUND, "no active alert has id '%s' (GET /api/v1/alerts lists them)",
+                     alert_id);
+    else if (x->state == ST_PENDING)
+        rc = err_set(e, E_INVALID, "alert %s is pending, not firing: nothing to acknowledge yet",
+                     alert_id);
+    if (rc == 0 && x->state == ST_FIRING) {
+        x->state = ST_ACKED;
+        record(&o, x, "acknowledged", time_now_ms());
+        a->transitions_total++;
+        log_info("alerting: alert %s (%s) acknowledged by %s", x->id, x->rule,
+                 who && *who ? who : "someone");
+    }
+    pthread_mutex_unlock(&a->lock);
+    pending_out_flush(a, &o);
+    return rc;
+}
+
+void alert_engine_metrics(struct alert_engine *a, struct buf *out)
+{
+    pthread_mutex_lock(&a->lock);
+    size_t by_state[4] = {0};
+    for (size_t b = 0; b < ALERT_BUCKETS; b++)
+        for (const struct alert *x = a->buckets[b]; x; x = x->next)
+            by_state[x->state]++;
+    buf_printf(out,
+               "# HELP opsdb_alert_rules Alert rules loaded.\n# TYPE opsdb_alert_rules gauge\n"
+               "opsdb_alert_rules %zu\n"
+               "# HELP opsdb_alerts Alerts by state.\n# TYPE opsdb_alerts gauge\n",
+               a->rules.n);
+    for (int s = ST_PENDING; s <= ST_ACKED; s++)
+        buf_printf(out, "opsdb_alerts{state=\"%s\"} %zu\n", state_names[s], by_state[s]);
+    buf_printf(out,
+               "# HELP opsdb_alert_evaluations_total Rule evaluations.\n"
+               "# TYPE opsdb_alert_evaluations_total counter\n"
+               "opsdb_alert_evaluations_total %llu\n"
+               "# HELP opsdb_alert_evaluation_failures_total Rule evaluations that failed.\n"
+               "# TYPE opsdb_alert_evaluation_failures_total counter\n"
+               "opsdb_alert_evaluation_failures_total %llu\n"
+               "# HELP opsdb_alert_transitions_total Alert state transitions recorded.\n"
+               "# TYPE opsdb_alert_transitions_total counter\n"
+               "opsdb_alert_transitions_total %llu\n",
+               (unsigned long long)a->evaluations_total, (unsigned long long)a->eval_failures_total,
+               (unsigned long long)a->transitions_total);
+    if (a->notifier) /* under the lock: a reload frees the notifier it replaces */
+        notifier_metrics(a->notifier, out);
+    pthread_mutex_unlock(&a->lock);
+}

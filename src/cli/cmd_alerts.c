@@ -1,0 +1,139 @@
+/*
+ * opsdb alerts: check rule files before they go live, and talk to a running server's alert
+ * engine (the live state lives there): list the active alerts, acknowledge one, reload.
+ */
+#include "alert/alert.h"
+#include "cli/cli.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ANSWER_MAX (64 << 20)
+
+static int check(int nfiles, char **files, const struct config *cfg)
+{
+    int failed = 0;
+    for (int i = 0; i < nfiles; i++) {
+        struct alert_rules rules;
+        struct err e;
+        if (alert_rules_load(&rules, files[i], "", cfg->alert_interval_ms, &e) != 0) {
+            fprintf(stderr, "%s\n", e.msg);
+            failed++;
+            continue;
+        }
+        size_t groups = 0;
+        for (size_t k = 0; k < rules.n; k++)
+            groups += k == 0 || strcmp(rules.rules[k].group, rules.rules[k - 1].group) != 0;
+        printf("%s: ok, %zu group%s, %zu rule%s\n", files[i], groups, groups == 1 ? "" : "s",
+               rules.n, rules.n == 1 ? "" : "s");
+        alert_rules_free(&rules);
+    }
+    return failed ? 1 : 0;
+}
+
+static size_t collect(char *data, size_t size, size_t n, void *arg)
+{
+    struct buf *b = arg;
+    if (b->len + size * n > ANSWER_MAX)
+        return 0;
+    buf_append(b, data, size * n);
+    return size * n;
+}
+
+/* One request to the server; prints the answer; non-zero exit for a failure. */
+static int call(const char *server, const char *method, const char *path, const char *body)
+{
+    char url[1024];
+    snprintf(url, sizeof url, "%s%s%s", strncmp(server, "http", 4) ? "http://" : "", server, path);
+    CURL *c = curl_easy_init();
+    if (!c)
+        return cli_fail("cannot start an HTTP client");
+    struct buf answer;
+    buf_init(&answer, ANSWER_MAX);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &answer);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    if (body)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    CURLcode rc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(c);
+    int exit_code = 0;
+    if (rc != CURLE_OK)
+        exit_code = cli_fail("cannot reach the server at %s: %s (is `opsdb serve` running there? "
+                             "--server URL)",
+                             url, curl_easy_strerror(rc));
+    else if (status < 200 || status > 299)
+        exit_code = cli_fail("the server answered %ld: %.*s", status, (int)answer.len,
+                             answer.data ? answer.data : "");
+    else
+        printf("%.*s\n", (int)answer.len, answer.data ? answer.data : "");
+    buf_release(&answer);
+    return exit_code;
+}
+
+int cmd_alerts(int argc, char **argv)
+{
+    struct cli_common c = {0};
+    const char *server = NULL, *by = "";
+    int nargs = 0;
+    char **args = calloc((size_t)argc + 1, sizeof *args);
+    if (!args)
+        return cli_fail("out of memory");
+    int rc = 0;
+    for (int i = 1; i < argc && rc == 0; i++) {
+        int common = cli_common_flag(&c, argc, argv, &i);
+        if (common < 0)
+            rc = 2;
+        else if (common == 1)
+            continue;
+        else if (strcmp(argv[i], "--server") == 0 && i + 1 < argc)
+            server = argv[++i];
+        else if (strcmp(argv[i], "--by") == 0 && i + 1 < argc)
+            by = argv[++i];
+        else if (argv[i][0] == '-')
+            rc = cli_usage(cli_command("alerts"), "unknown flag '%s'", argv[i]);
+        else
+            args[nargs++] = argv[i];
+    }
+    if (rc == 0 && c.help)
+        rc = -1;
+    struct config cfg;
+    if (rc == 0)
+        rc = cli_load_config(&c, &cfg);
+    if (rc == 0 && !server)
+        server = cfg.listen;
+    const char *sub = nargs ? args[0] : "";
+    if (rc == 0 && strcmp(sub, "check") == 0) {
+        rc = nargs < 2 ? cli_usage(cli_command("alerts"), "alerts check needs a rule file")
+                       : check(nargs - 1, args + 1, &cfg);
+    } else if (rc == 0 && strcmp(sub, "list") == 0 && nargs == 1) {
+        rc = call(server, "GET", "/api/v1/alerts", NULL);
+    } else if (rc == 0 && strcmp(sub, "rules") == 0 && nargs == 1) {
+        rc = call(server, "GET", "/api/v1/rules", NULL);
+    } else if (rc == 0 && strcmp(sub, "reload") == 0 && nargs == 1) {
+        rc = call(server, "POST", "/api/v1/alerts/reload", "");
+    } else if (rc == 0 && strcmp(sub, "ack") == 0 && nargs == 2) {
+        char path[300], body[300];
+        if (strlen(args[1]) > 128 || strchr(args[1], '/') || strchr(args[1], '?')) {
+            rc = cli_usage(cli_command("alerts"), "'%s' is not an alert id", args[1]);
+        } else {
+            snprintf(path, sizeof path, "/api/v1/alerts/%s/ack", args[1]);
+            snprintf(body, sizeof body, "{\"by\":\"%.*s\"}", (int)strcspn(by, "\"\\"), by);
+            rc = call(server, "POST", path, body);
+        }
+    } else if (rc == 0) {
+        rc = cli_usage(cli_command("alerts"), "expected check FILE..., list, rules, reload or "
+                                              "ack ID");
+    }
+    free(args);
+    return rc == -1 ? cli_help("alerts") : rc;
+}
