@@ -91,11 +91,12 @@ static const struct command commands[] = {
      "  unload     drops a restored partition again (the archive stays)\n",
      cmd_archive},
     {"alerts", "check alert rule files; list, acknowledge and reload a server's alerts",
-     "usage: opsdb alerts check FILE...\n"
+     "usage: opsdb alerts check FILE...|defaults\n"
      "       opsdb alerts list|rules|reload [--server URL]\n"
      "       opsdb alerts ack ID [--by NAME] [--server URL]\n\n"
      "  check   reads rule files as the server would and prints each file's groups and rules,\n"
      "          or the first error with its file and line; exits 1 when any file is bad\n"
+     "  defaults  prints the default rule set (alerting.default_rules), a rule file to copy\n"
      "  list    the pending, firing and acknowledged alerts of the server (JSON)\n"
      "  rules   the server's rule groups, each rule with its state and last evaluation\n"
      "  reload  makes the server read its rule files and receivers again (as SIGHUP does)\n"

@@ -67,6 +67,12 @@ struct alert_rules {
  * default_interval_ms is a group's interval when it gives none. */
 int alert_rules_load(struct alert_rules *out, const char *files, const char *base_dir,
                      int64_t default_interval_ms, struct err *e);
+/* The rules a server runs: cfg's alerting.rule_files (relative to the config file's
+ * directory) and, with alerting.default_rules on, the default set (alert_default_rules()) but
+ * for its groups that a user group of the same name replaces. Errors as alert_rules_load(). */
+int alert_rules_load_config(struct alert_rules *out, const struct config *cfg, struct err *e);
+/* The default rule set, as a rule file's text (docs/alerts.md). */
+const char *alert_default_rules(void);
 void alert_rules_free(struct alert_rules *r);
 const char *alert_agg_name(enum alert_agg a);
 const char *alert_op_name(enum alert_op op);

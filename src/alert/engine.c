@@ -629,22 +629,10 @@ void alert_engine_on_commit(void *arg, const struct batch *const *batches, size_
 
 /* ---- loading, restoring, reloading ------------------------------------------------------- */
 
-static void config_dir(const struct config *cfg, char *out, size_t size)
-{
-    snprintf(out, size, "%s", cfg->config_path);
-    char *slash = strrchr(out, '/');
-    if (slash)
-        *slash = '\0';
-    else
-        out[0] = '\0';
-}
-
 static int load_rules(const struct config *cfg, struct alert_rules *rules,
                       struct rule_state **rstate, struct err *e)
 {
-    char dir[512];
-    config_dir(cfg, dir, sizeof dir);
-    int rc = alert_rules_load(rules, cfg->alert_rule_files, dir, cfg->alert_interval_ms, e);
+    int rc = alert_rules_load_config(rules, cfg, e);
     if (rc)
         return rc;
     *rstate = calloc(rules->n ? rules->n : 1, sizeof **rstate);

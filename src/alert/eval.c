@@ -217,11 +217,14 @@ static int eval_events(struct store *s, const struct config *cfg, const struct a
 static int eval_sql(struct store *s, const struct config *cfg, const struct alert_rule *r,
                     int64_t now_ms, struct eval_result *out, struct err *e)
 {
+    /* window_ms and now_ms are what the views read: a view in a rule covers the rule's window */
     struct store_param params[] = {
         {"window_start", false, (double)(now_ms - r->window_ms + 1), NULL},
         {"now", false, (double)now_ms, NULL},
+        {"window_ms", false, (double)r->window_ms, NULL},
+        {"now_ms", false, (double)now_ms, NULL},
     };
-    struct store_query q = {r->sql, params, 2, cfg->query_timeout_ms, 100000, true};
+    struct store_query q = {r->sql, params, 4, cfg->query_timeout_ms, 100000, true};
     struct store_result res;
     struct store_reader *rd = store_reader_get(s);
     int rc = store_reader_query(rd, &q, &res, e);

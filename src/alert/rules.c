@@ -465,16 +465,17 @@ static int parse_document(struct alert_rules *rs, size_t *cap, struct parse *p,
     return 0;
 }
 
-static int load_file(struct alert_rules *rs, size_t *cap, const char *path,
-                     int64_t default_interval_ms, struct err *e)
+/* Reads one rule file from f, or from text when f is NULL; name is what messages call it. */
+static int load_one(struct alert_rules *rs, size_t *cap, const char *path, FILE *f,
+                    const char *text, int64_t default_interval_ms, struct err *e)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return err_set(e, E_IO, "cannot open rule file %s: %s", path, strerror(errno));
     yaml_parser_t parser;
     yaml_document_t doc;
     yaml_parser_initialize(&parser);
-    yaml_parser_set_input_file(&parser, f);
+    if (f)
+        yaml_parser_set_input_file(&parser, f);
+    else
+        yaml_parser_set_input_string(&parser, (const unsigned char *)text, strlen(text));
     int rc;
     if (!yaml_parser_load(&parser, &doc)) {
         rc = err_set(e, E_INVALID, "%s:%zu: %s", path, parser.problem_mark.line + 1,
@@ -485,6 +486,16 @@ static int load_file(struct alert_rules *rs, size_t *cap, const char *path,
         yaml_document_delete(&doc);
     }
     yaml_parser_delete(&parser);
+    return rc;
+}
+
+static int load_file(struct alert_rules *rs, size_t *cap, const char *path,
+                     int64_t default_interval_ms, struct err *e)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return err_set(e, E_IO, "cannot open rule file %s: %s", path, strerror(errno));
+    int rc = load_one(rs, cap, path, f, NULL, default_interval_ms, e);
     fclose(f);
     return rc;
 }
@@ -538,4 +549,54 @@ void alert_rules_free(struct alert_rules *r)
     }
     free(r->rules);
     memset(r, 0, sizeof *r);
+}
+
+static bool has_group(const struct alert_rules *rs, const char *group)
+{
+    for (size_t i = 0; i < rs->n; i++)
+        if (strcmp(rs->rules[i].group, group) == 0)
+            return true;
+    return false;
+}
+
+int alert_rules_load_config(struct alert_rules *out, const struct config *cfg, struct err *e)
+{
+    char dir[sizeof cfg->config_path];
+    snprintf(dir, sizeof dir, "%s", cfg->config_path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    else
+        dir[0] = '\0';
+    int rc = alert_rules_load(out, cfg->alert_rule_files, dir, cfg->alert_interval_ms, e);
+    if (rc || strcmp(cfg->alert_default_rules, "on") != 0)
+        return rc;
+    struct alert_rules defaults = {0};
+    size_t cap = 0;
+    rc = load_one(&defaults, &cap, "<default rules>", NULL, alert_default_rules(),
+                  cfg->alert_interval_ms, e);
+    /* the default groups first, but for those a user group of the same name replaces */
+    size_t keep = 0;
+    for (size_t i = 0; rc == 0 && i < defaults.n; i++)
+        keep += !has_group(out, defaults.rules[i].group);
+    struct alert_rules all = {0};
+    if (rc == 0 && (all.rules = calloc(keep + out->n + 1, sizeof *all.rules)) == NULL)
+        rc = err_set(e, E_NOMEM, "out of memory");
+    if (rc) {
+        alert_rules_free(&defaults);
+        alert_rules_free(out);
+        return rc;
+    }
+    for (size_t i = 0; i < defaults.n; i++) {
+        if (has_group(out, defaults.rules[i].group))
+            continue;
+        all.rules[all.n++] = defaults.rules[i];
+        memset(&defaults.rules[i], 0, sizeof defaults.rules[i]); /* moved */
+    }
+    memcpy(all.rules + all.n, out->rules, out->n * sizeof *out->rules);
+    all.n += out->n;
+    free(out->rules);
+    alert_rules_free(&defaults);
+    *out = all;
+    return 0;
 }

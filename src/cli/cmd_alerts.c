@@ -115,6 +115,8 @@ int cmd_alerts(int argc, char **argv)
     if (rc == 0 && strcmp(sub, "check") == 0) {
         rc = nargs < 2 ? cli_usage(cli_command("alerts"), "alerts check needs a rule file")
                        : check(nargs - 1, args + 1, &cfg);
+    } else if (rc == 0 && strcmp(sub, "defaults") == 0 && nargs == 1) {
+        fputs(alert_default_rules(), stdout);
     } else if (rc == 0 && strcmp(sub, "list") == 0 && nargs == 1) {
         rc = call(server, "GET", "/api/v1/alerts", NULL);
     } else if (rc == 0 && strcmp(sub, "rules") == 0 && nargs == 1) {
@@ -131,8 +133,8 @@ int cmd_alerts(int argc, char **argv)
             rc = call(server, "POST", path, body);
         }
     } else if (rc == 0) {
-        rc = cli_usage(cli_command("alerts"), "expected check FILE..., list, rules, reload or "
-                                              "ack ID");
+        rc = cli_usage(cli_command("alerts"), "expected check FILE..., defaults, list, rules, "
+                                              "reload or ack ID");
     }
     free(args);
     return rc == -1 ? cli_help("alerts") : rc;

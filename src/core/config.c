@@ -90,6 +90,9 @@ static const struct option options[] = {
         "alert rule files (YAML groups shaped like Prometheus rule files), a list or "
         "comma-separated; relative paths are read from the config file's directory; empty: "
         "no rules"),
+    CHOICE("alerting.default_rules", alert_default_rules, "on", "on|off",
+           "run the default rule set (docs/alerts.md; `opsdb alerts defaults` prints it) beside "
+           "alerting.rule_files; a rule file's group of the same name replaces a default group"),
     DUR("alerting.interval", alert_interval_ms, "15s", 1000, 86400000.0,
         "how often a rule group is evaluated when it does not say (threshold rules are also "
         "evaluated as their table's rows are committed)"),

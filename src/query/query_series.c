@@ -488,6 +488,17 @@ int query_series(struct store *s, const struct config *cfg, const struct series_
     return rc;
 }
 
+/* The first three columns of a row: the series' host, component and labels. */
+static void put_labels(struct store_result *res, struct value *out, const struct series *se)
+{
+    const char *texts[] = {se->host, se->component, se->labels};
+    for (int c = 0; c < 3; c++) {
+        out[c].type = VAL_TEXT;
+        out[c].len = (uint32_t)strlen(texts[c]);
+        out[c].s = arena_strndup(&res->arena, texts[c], out[c].len);
+    }
+}
+
 int query_series_rows(struct store *s, const struct config *cfg, const struct series_request *req,
                       struct store_result *res, struct err *e)
 {
@@ -502,12 +513,7 @@ int query_series_rows(struct store *s, const struct config *cfg, const struct se
             for (size_t k = 0; k < se->npoints; k++) {
                 size_t row = se->first_point + k;
                 struct value *out = store_result_add_row(res);
-                const char *texts[] = {se->host, se->component, se->labels};
-                for (int c = 0; c < 3; c++) {
-                    out[c].type = VAL_TEXT;
-                    out[c].len = (uint32_t)strlen(texts[c]);
-                    out[c].s = arena_strndup(&res->arena, texts[c], out[c].len);
-                }
+                put_labels(res, out, se);
                 out[3] =
                     (struct value){.i = a.data.values[row * a.data.ncols + 1].i, .type = VAL_INT};
                 out[4] = (struct value){.d = value_at(&a, row), .type = VAL_REAL};
@@ -532,12 +538,7 @@ int query_series_window(struct store *s, const struct config *cfg, const struct 
             if (se->npoints == 0)
                 continue;
             struct value *out = store_result_add_row(res);
-            const char *texts[] = {se->host, se->component, se->labels};
-            for (int c = 0; c < 3; c++) {
-                out[c].type = VAL_TEXT;
-                out[c].len = (uint32_t)strlen(texts[c]);
-                out[c].s = arena_strndup(&res->arena, texts[c], out[c].len);
-            }
+            put_labels(res, out, se);
             double v = value_at(&a, se->first_point);
             out[3] = isnan(v) ? (struct value){.type = VAL_NULL}
                               : (struct value){.d = v, .type = VAL_REAL};

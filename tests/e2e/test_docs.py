@@ -26,3 +26,22 @@ def test_generated_doc_is_current(run_cli, doc, command):
                     f"{first + 1}: {old[first] if first < len(old) else '<end>'!r} vs "
                     f"{new[first] if first < len(new) else '<end>'!r}): run `make docs` and "
                     f"commit it", pytrace=False)
+
+
+def test_alerts_doc_shows_the_default_rules_as_they_run(run_cli, tmp_path):
+    """docs/alerts.md quotes `opsdb alerts defaults` whole, the text is a rule file that
+    `opsdb alerts check` accepts, and every rule's runbook anchor exists in the page."""
+    cp = run_cli("alerts", "defaults")
+    assert cp.returncode == 0, cp.stderr
+    doc = (ROOT / "docs/alerts.md").read_text()
+    assert "```yaml\n" + cp.stdout + "```" in doc, \
+        "docs/alerts.md does not quote `opsdb alerts defaults`: paste its output again"
+    rules = tmp_path / "defaults.yaml"
+    rules.write_text(cp.stdout)
+    check = run_cli("alerts", "check", rules)
+    assert check.returncode == 0 and "ok, 7 groups, 16 rules" in check.stdout, check
+    for anchor in sorted(set(line.split("docs/alerts.md#")[1].split('"')[0]
+                             for line in cp.stdout.splitlines() if "docs/alerts.md#" in line)):
+        heading = next((h for h in doc.splitlines() if h.startswith("#### ")
+                        and h[5:].strip().lower() == anchor), None)
+        assert heading, f"runbook anchor #{anchor} has no '#### ' heading in docs/alerts.md"
