@@ -93,7 +93,9 @@ static const struct command commands[] = {
     {"alerts", "check alert rule files; list, acknowledge and reload a server's alerts",
      "usage: opsdb alerts check FILE...|defaults\n"
      "       opsdb alerts list|rules|reload [--server URL]\n"
-     "       opsdb alerts ack ID [--by NAME] [--server URL]\n\n"
+     "       opsdb alerts ack ID [--by NAME] [--server URL]\n"
+     "       opsdb alerts silence --matchers M [--for 2h] --by NAME [--comment TEXT]\n"
+     "       opsdb alerts silences|expire ID [--server URL]\n\n"
      "  check   reads rule files as the server would and prints each file's groups and rules,\n"
      "          or the first error with its file and line; exits 1 when any file is bad\n"
      "  defaults  prints the default rule set (alerting.default_rules), a rule file to copy\n"
@@ -102,6 +104,10 @@ static const struct command commands[] = {
      "  reload  makes the server read its rule files and receivers again (as SIGHUP does)\n"
      "  ack     acknowledges a firing alert by its id (from list): it stays active but is\n"
      "          marked acknowledged in alert_history\n"
+     "  silence  suppresses the alerts whose labels match all of M (label matchers as in the\n"
+     "          series API, e.g. host=db-1,severity=~warning|info) for --for: they are recorded\n"
+     "          as suppressed and not notified; prints the silence's id\n"
+     "  silences  lists the silences (active, pending, expired); expire ID ends one now\n"
      "  --server  the server's address (default: the configured listen address)\n"
      "Rule syntax: docs/alerts.md.\n",
      cmd_alerts},

@@ -101,6 +101,23 @@ void alert_engine_rules_json(struct alert_engine *a, struct buf *out);
 void alert_engine_alerts_json(struct alert_engine *a, struct buf *out);
 /* Acknowledges a firing alert by its id (E_NOTFOUND when no such alert is active). */
 int alert_engine_ack(struct alert_engine *a, const char *alert_id, const char *who, struct err *e);
+/* Silences: while one is active, the alerts its label matchers all match are recorded as
+ * suppressed (with the silence in the summary) and not notified; they are kept in the silences
+ * table. Times in epoch ms. */
+struct alert_silence {
+    char id[64]; /* "" on creation: one is made */
+    char matchers[1024];
+    int64_t starts_ms, ends_ms;
+    char created_by[256];
+    char comment[1024];
+};
+/* Creates or replaces (by id) a silence and writes it; s->id is set. E_INVALID names the bad
+ * field (matchers that do not parse, an end not after the start or already past). */
+int alert_engine_silence(struct alert_engine *a, struct alert_silence *s, struct err *e);
+/* Ends a silence now (E_NOTFOUND for an unknown id). */
+int alert_engine_silence_expire(struct alert_engine *a, const char *id, struct err *e);
+/* GET /api/v1/silences: {"silences": [...]} with each one's state (active, pending, expired). */
+void alert_engine_silences_json(struct alert_engine *a, struct buf *out);
 /* Prometheus text lines for /metrics. */
 void alert_engine_metrics(struct alert_engine *a, struct buf *out);
 

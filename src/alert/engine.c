@@ -20,6 +20,7 @@
  */
 #include "alert/alert_int.h"
 #include "alert/eval.h"
+#include "alert/suppress.h"
 #include "ingest/ingest.h"
 #include "query/query.h"
 #include "store/store.h"
@@ -51,7 +52,8 @@ struct alert {
     int64_t active_since_ms, fired_ms, last_hit_ms;
     uint64_t outcomes[2]; /* the last evaluations' outcomes, newest in bit 0 (n_of_m) */
     bool notified;
-    bool seen; /* produced by the evaluation being applied */
+    bool suppressed; /* firing, but silenced, in maintenance or inhibited: not notified */
+    bool seen;       /* produced by the evaluation being applied */
 };
 
 struct rule_state {
@@ -75,6 +77,7 @@ struct alert_engine {
     struct writer *writer;
     struct config cfg;
     struct notifier *notifier;
+    struct suppressor *suppressor;
     pthread_t thread;
     bool started;
     pthread_mutex_t lock;
@@ -89,6 +92,7 @@ struct alert_engine {
     struct alert_rules next_rules;
     struct rule_state *next_rstate;
     struct notifier *next_notifier;
+    struct suppressor *next_suppressor;
     struct alert *buckets[ALERT_BUCKETS];
     size_t nalerts;
     uint64_t transitions_total, eval_failures_total, evaluations_total;
@@ -96,6 +100,7 @@ struct alert_engine {
 
 static const struct alert_rule *rule_named(const struct alert_rules *rules, const char *group,
                                            const char *name);
+static void load_silences(struct alert_engine *a);
 
 /* ---- identity and labels ------------------------------------------------------------------- */
 
@@ -244,7 +249,8 @@ static const char *severity_of(const char *labels_json, json_t **keep)
 }
 
 /* A row of alert_history for x entering state (a state name of the table). */
-static void record(struct pending_out *o, const struct alert *x, const char *state, int64_t now_ms)
+static void record_note(struct pending_out *o, const struct alert *x, const char *state,
+                        int64_t now_ms, const char *note)
 {
     struct value *row = batch_add_row(&o->history);
     const struct table *t = o->history.table;
@@ -259,10 +265,18 @@ static void record(struct pending_out *o, const struct alert *x, const char *sta
     if (isfinite(x->value))
         row[schema_column(t, "value")] = (struct value){.d = x->value, .type = VAL_REAL};
     set_text(&o->history, row, "labels", x->labels_json);
-    set_text(&o->history, row, "summary", x->summary ? x->summary : x->rule);
+    char summary[1200];
+    snprintf(summary, sizeof summary, "%s%s%s", x->summary ? x->summary : x->rule,
+             note ? " - " : "", note ? note : "");
+    set_text(&o->history, row, "summary", summary);
     row[schema_column(t, "escalation_level")] = (struct value){.i = 0, .type = VAL_INT};
     row[schema_column(t, "notified")] = (struct value){.i = x->notified, .type = VAL_INT};
     json_decref(labels);
+}
+
+static void record(struct pending_out *o, const struct alert *x, const char *state, int64_t now_ms)
+{
+    record_note(o, x, state, now_ms, NULL);
 }
 
 /* A notification of x (firing or resolved), copied for after the lock. */
@@ -340,9 +354,59 @@ static void push_outcome(uint64_t bits[2], bool hit)
     bits[0] = bits[0] << 1 | (hit ? 1 : 0);
 }
 
+/* The labels of the alerts firing and not suppressed, the sources of inhibition: built once per
+ * evaluation, when an alert of it fires or fires on. */
+struct firing_set {
+    json_t **labels;
+    size_t n;
+    bool built;
+};
+
+static void firing_set_build(struct alert_engine *a, struct firing_set *f)
+{
+    f->built = true;
+    f->labels = calloc(a->nalerts + 1, sizeof *f->labels);
+    for (size_t b = 0; f->labels && b < ALERT_BUCKETS; b++)
+        for (const struct alert *x = a->buckets[b]; x; x = x->next)
+            if ((x->state == ST_FIRING || x->state == ST_ACKED) && !x->suppressed &&
+                f->n < a->nalerts)
+                f->labels[f->n++] = json_loads(x->labels_json, 0, NULL);
+}
+
+static void firing_set_release(struct firing_set *f)
+{
+    for (size_t i = 0; i < f->n; i++)
+        json_decref(f->labels[i]);
+    free(f->labels);
+}
+
+/* Fires x or keeps it firing: notified unless suppressed, and a row whenever that changes. */
+static void fire_on(struct alert_engine *a, struct alert *x, int64_t now_ms, bool first,
+                    struct firing_set *f, struct pending_out *o)
+{
+    if (!f->built)
+        firing_set_build(a, f);
+    char why[512] = "";
+    json_t *labels = json_loads(x->labels_json, 0, NULL);
+    bool suppressed =
+        suppressor_check(a->suppressor, labels, now_ms, f->labels, f->n, why, sizeof why);
+    json_decref(labels);
+    if (!first && suppressed == x->suppressed)
+        return;
+    x->suppressed = suppressed;
+    a->transitions_total++;
+    if (suppressed) {
+        record_note(o, x, "suppressed", now_ms, why);
+        return;
+    }
+    x->notified = true;
+    record(o, x, "firing", now_ms);
+    notify(o, x, "firing", now_ms);
+}
+
 /* One alert's step given this evaluation's outcome. Returns false when it is gone. */
 static bool step(struct alert_engine *a, struct alert *x, const struct alert_rule *r, bool present,
-                 double value, int64_t now_ms, struct pending_out *o)
+                 double value, int64_t now_ms, struct firing_set *f, struct pending_out *o)
 {
     bool active = x->state != ST_INACTIVE;
     bool cond =
@@ -368,10 +432,9 @@ static bool step(struct alert_engine *a, struct alert *x, const struct alert_rul
             x->state = ST_FIRING;
             x->fired_ms = now_ms;
             annotate(x, r);
-            x->notified = true;
-            record(o, x, "firing", now_ms);
-            notify(o, x, "firing", now_ms);
-            a->transitions_total++;
+            fire_on(a, x, now_ms, true, f, o);
+        } else if (x->state == ST_FIRING || x->state == ST_ACKED) {
+            fire_on(a, x, now_ms, false, f, o); /* a silence may have begun or ended */
         }
         return true;
     }
@@ -420,6 +483,7 @@ static struct alert *new_alert(struct alert_engine *a, const struct alert_rule *
 static void apply(struct alert_engine *a, const struct alert_rule *r, const struct eval_result *res,
                   int64_t now_ms, struct pending_out *o)
 {
+    struct firing_set f = {0};
     for (size_t i = 0; i < res->n; i++) {
         const struct eval_sample *s = &res->samples[i];
         if (!s->has_value && !(r->is_sql && !r->has_threshold))
@@ -437,7 +501,7 @@ static void apply(struct alert_engine *a, const struct alert_rule *r, const stru
         if (x->seen)
             continue; /* the same label set twice in one answer: the first counts */
         x->seen = true;
-        if (!step(a, x, r, true, s->value, now_ms, o))
+        if (!step(a, x, r, true, s->value, now_ms, &f, o))
             remove_alert(a, x);
     }
     for (size_t b = 0; b < ALERT_BUCKETS; b++) {
@@ -445,7 +509,7 @@ static void apply(struct alert_engine *a, const struct alert_rule *r, const stru
         while (*p) {
             struct alert *x = *p;
             bool mine = strcmp(x->rule, r->name) == 0 && strcmp(x->group, r->group) == 0;
-            if (mine && !x->seen && !step(a, x, r, false, NAN, now_ms, o)) {
+            if (mine && !x->seen && !step(a, x, r, false, NAN, now_ms, &f, o)) {
                 *p = x->next;
                 a->nalerts--;
                 free_alert(x);
@@ -456,6 +520,7 @@ static void apply(struct alert_engine *a, const struct alert_rule *r, const stru
             p = &x->next;
         }
     }
+    firing_set_release(&f);
 }
 
 /* ---- the thread -------------------------------------------------------------------------- */
@@ -557,9 +622,12 @@ static void take_reload(struct alert_engine *a, struct pending_out *o, struct al
     a->rules = a->next_rules;
     a->rstate = a->next_rstate;
     a->notifier = a->next_notifier;
+    suppressor_free(&a->suppressor); /* its silences were copied into the next one */
+    a->suppressor = a->next_suppressor;
     memset(&a->next_rules, 0, sizeof a->next_rules);
     a->next_rstate = NULL;
     a->next_notifier = NULL;
+    a->next_suppressor = NULL;
     a->swap_pending = false;
 }
 
@@ -653,23 +721,27 @@ static const struct alert_rule *rule_named(const struct alert_rules *rules, cons
     return NULL;
 }
 
+/* What the engine reads of its own state at start (res is released by the caller). */
+static int read_table(struct alert_engine *a, const char *sql, struct store_result *res,
+                      struct err *e)
+{
+    struct store_query q = {sql, NULL, 0, 0, SILENCES_MAX * 10, false};
+    struct store_reader *rd = store_reader_get(a->store);
+    int rc = store_reader_query(rd, &q, res, e);
+    store_reader_put(a->store, rd);
+    return rc;
+}
+
 /* The alerts alert_history shows active, taken up again (their group is the first with a rule
  * of that name; an alert whose rule is gone resolves at the first evaluation of nothing). */
 static void restore(struct alert_engine *a)
 {
-    struct store_query q = {
-        "SELECT alert_id, rule, state, value, labels, summary, notified, since, "
-        "first_seen FROM active_alerts",
-        NULL,
-        0,
-        0,
-        100000,
-        false};
     struct store_result res;
     struct err e;
-    struct store_reader *rd = store_reader_get(a->store);
-    int rc = store_reader_query(rd, &q, &res, &e);
-    store_reader_put(a->store, rd);
+    int rc = read_table(a,
+                        "SELECT alert_id, rule, state, value, labels, summary, notified, since, "
+                        "first_seen FROM active_alerts",
+                        &res, &e);
     if (rc) {
         log_error("alerting: reading the active alerts failed: %s", e.msg);
         store_result_release(&res);
@@ -720,12 +792,15 @@ int alert_engine_new(struct alert_engine **out, struct store *s, struct writer *
     pthread_cond_init(&a->wake, NULL);
     int rc = load_rules(cfg, &a->rules, &a->rstate, e);
     if (rc == 0)
+        rc = suppressor_new(&a->suppressor, cfg->config_path, e);
+    if (rc == 0)
         rc = notifier_new(&a->notifier, cfg->config_path, w, e);
     if (rc) {
         alert_engine_free(&a);
         return rc;
     }
     restore(a);
+    load_silences(a);
     if (a->rules.n)
         log_info("alerting: %zu rules loaded", a->rules.n);
     *out = a;
@@ -754,6 +829,8 @@ void alert_engine_free(struct alert_engine **ap)
     }
     notifier_free(&a->notifier, NOTIFY_DRAIN_MS);
     notifier_free(&a->next_notifier, 0);
+    suppressor_free(&a->suppressor);
+    suppressor_free(&a->next_suppressor);
     alert_rules_free(&a->next_rules);
     free(a->next_rstate);
     for (size_t b = 0; b < ALERT_BUCKETS; b++)
@@ -772,25 +849,38 @@ void alert_engine_free(struct alert_engine **ap)
 
 int alert_engine_reload(struct alert_engine *a, struct err *e)
 {
-    struct alert_rules rules;
-    struct rule_state *rstate;
-    int rc = load_rules(&a->cfg, &rules, &rstate, e);
+    struct alert_rules rules = {0};
+    struct rule_state *rstate = NULL;
     struct notifier *notifier = NULL;
-    if (rc == 0 && (rc = notifier_new(&notifier, a->cfg.config_path, a->writer, e)) != 0) {
+    struct suppressor *suppressor = NULL;
+    int rc = load_rules(&a->cfg, &rules, &rstate, e);
+    if (rc == 0 && (rc = suppressor_new(&suppressor, a->cfg.config_path, e)) == 0)
+        rc = notifier_new(&notifier, a->cfg.config_path, a->writer, e);
+    if (rc) {
         alert_rules_free(&rules);
         free(rstate);
-    }
-    if (rc)
+        suppressor_free(&suppressor);
         return rc;
+    }
     pthread_mutex_lock(&a->lock);
     if (a->swap_pending) { /* a reload the thread has not taken yet: this one replaces it */
         alert_rules_free(&a->next_rules);
         free(a->next_rstate);
         notifier_free(&a->next_notifier, 0);
+        suppressor_free(&a->next_suppressor);
+    }
+    /* the silences made over the API live on in the new suppressor */
+    for (size_t i = 0; a->suppressor && i < SILENCES_MAX; i++) {
+        const struct alert_silence *si = suppressor_silence_at(a->suppressor, i);
+        struct err ignored;
+        if (!si)
+            break;
+        suppressor_put_silence(suppressor, si, &ignored);
     }
     a->next_rules = rules;
     a->next_rstate = rstate;
     a->next_notifier = notifier;
+    a->next_suppressor = suppressor;
     a->swap_pending = true;
     pthread_cond_signal(&a->wake);
     pthread_mutex_unlock(&a->lock);
@@ -991,4 +1081,137 @@ void alert_engine_metrics(struct alert_engine *a, struct buf *out)
     if (a->notifier) /* under the lock: a reload frees the notifier it replaces */
         notifier_metrics(a->notifier, out);
     pthread_mutex_unlock(&a->lock);
+}
+
+/* ---- silences ------------------------------------------------------------------------------ */
+
+/* Writes a silence's row (upserted by id). */
+static int write_silence(struct alert_engine *a, const struct alert_silence *si, struct err *e)
+{
+    struct batch b;
+    batch_init(&b, schema_table("silences"));
+    struct value *row = batch_add_row(&b);
+    row[schema_column(b.table, "ts")] = (struct value){.i = time_now_ms(), .type = VAL_INT};
+    set_text(&b, row, "id", si->id);
+    set_text(&b, row, "matchers", si->matchers);
+    row[schema_column(b.table, "starts_at")] = (struct value){.i = si->starts_ms, .type = VAL_INT};
+    row[schema_column(b.table, "ends_at")] = (struct value){.i = si->ends_ms, .type = VAL_INT};
+    set_text(&b, row, "created_by", si->created_by);
+    if (si->comment[0])
+        set_text(&b, row, "comment", si->comment);
+    int rc = writer_submit(a->writer, &b, e);
+    batch_release(&b);
+    return rc;
+}
+
+/* Puts si in the suppressors (the one a pending reload brings too) and makes every rule due, so
+ * the alerts it covers change at once. Under the lock. */
+static int hold_silence(struct alert_engine *a, const struct alert_silence *si, struct err *e)
+{
+    int rc = suppressor_put_silence(a->suppressor, si, e);
+    if (rc == 0 && a->next_suppressor)
+        rc = suppressor_put_silence(a->next_suppressor, si, e);
+    for (size_t i = 0; rc == 0 && i < a->rules.n; i++)
+        a->rstate[i].next_due_ms = 0;
+    pthread_cond_signal(&a->wake);
+    return rc;
+}
+
+int alert_engine_silence(struct alert_engine *a, struct alert_silence *si, struct err *e)
+{
+    int64_t now = time_now_ms();
+    if (!si->id[0]) {
+        unsigned char raw[8];
+        randombytes_buf(raw, sizeof raw);
+        sodium_bin2hex(si->id, sizeof si->id, raw, sizeof raw);
+    }
+    if (!si->starts_ms)
+        si->starts_ms = now;
+    if (si->ends_ms <= now)
+        return err_set(e, E_INVALID, "ends_at: the silence would already be over");
+    if (!si->created_by[0])
+        return err_set(e, E_INVALID, "created_by: say who makes the silence");
+    /* checked (matchers, times) before anything is written */
+    struct suppressor *probe = NULL;
+    int rc = suppressor_new(&probe, "", e);
+    if (rc == 0)
+        rc = suppressor_put_silence(probe, si, e);
+    suppressor_free(&probe);
+    if (rc == 0)
+        rc = write_silence(a, si, e);
+    if (rc == 0) {
+        pthread_mutex_lock(&a->lock);
+        rc = hold_silence(a, si, e);
+        pthread_mutex_unlock(&a->lock);
+        log_info("alerting: silence %s (%s) until %lld by %s", si->id, si->matchers,
+                 (long long)si->ends_ms, si->created_by);
+    }
+    return rc;
+}
+
+int alert_engine_silence_expire(struct alert_engine *a, const char *id, struct err *e)
+{
+    pthread_mutex_lock(&a->lock);
+    const struct alert_silence *found = suppressor_silence(a->suppressor, id);
+    struct alert_silence si;
+    if (found)
+        si = *found;
+    pthread_mutex_unlock(&a->lock);
+    if (!found)
+        return err_set(e, E_NOTFOUND, "no silence has id '%s' (GET /api/v1/silences lists them)",
+                       id);
+    int64_t now = time_now_ms();
+    if (si.ends_ms <= now)
+        return 0; /* over already */
+    si.ends_ms = now;
+    if (si.starts_ms >= now)
+        si.starts_ms = now - 1; /* a pending silence ends before it began */
+    int rc = write_silence(a, &si, e);
+    if (rc == 0) {
+        pthread_mutex_lock(&a->lock);
+        rc = hold_silence(a, &si, e);
+        pthread_mutex_unlock(&a->lock);
+    }
+    return rc;
+}
+
+void alert_engine_silences_json(struct alert_engine *a, struct buf *out)
+{
+    pthread_mutex_lock(&a->lock);
+    buf_append(out, "{\"silences\":", 12);
+    suppressor_silences_json(a->suppressor, time_now_ms(), out);
+    buf_putc(out, '}');
+    pthread_mutex_unlock(&a->lock);
+}
+
+/* The silences not yet over, from the table (at start). */
+static void load_silences(struct alert_engine *a)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql,
+             "SELECT id, matchers, starts_at, ends_at, created_by, comment FROM silences WHERE "
+             "ends_at > %lld",
+             (long long)time_now_ms());
+    struct store_result res;
+    struct err e;
+    int rc = read_table(a, sql, &res, &e);
+    for (size_t i = 0; rc == 0 && i < res.nrows; i++) {
+        const struct value *row = res.values + i * res.ncols;
+        struct alert_silence si = {0};
+        if (row[0].type != VAL_TEXT || row[1].type != VAL_TEXT || row[2].type != VAL_INT ||
+            row[3].type != VAL_INT)
+            continue;
+        snprintf(si.id, sizeof si.id, "%s", row[0].s);
+        snprintf(si.matchers, sizeof si.matchers, "%s", row[1].s);
+        si.starts_ms = row[2].i;
+        si.ends_ms = row[3].i;
+        snprintf(si.created_by, sizeof si.created_by, "%s",
+                 row[4].type == VAL_TEXT ? row[4].s : "");
+        snprintf(si.comment, sizeof si.comment, "%s", row[5].type == VAL_TEXT ? row[5].s : "");
+        if (suppressor_put_silence(a->suppressor, &si, &e) != 0)
+            log_error("alerting: silence %s is not used: %s", si.id, e.msg);
+    }
+    if (rc)
+        log_error("alerting: reading the silences failed: %s", e.msg);
+    store_result_release(&res);
 }

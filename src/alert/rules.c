@@ -6,6 +6,7 @@
  * that ran before. What a rule means is documented in docs/alerts.md.
  */
 #include "alert/alert.h"
+#include "alert/ydoc.h"
 #include "query/query.h"
 
 #include <ctype.h>
@@ -16,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <yaml.h>
 
 #define RULES_MAX 10000
 #define DEFAULT_WINDOW_MS (5 * 60 * 1000LL)
@@ -36,72 +36,42 @@ const char *alert_op_name(enum alert_op op)
     return op_names[op];
 }
 
-/* Where the parse is: the file, for messages, and the document. */
-struct parse {
-    const char *file;
-    yaml_document_t *doc;
-    struct err *e;
-};
-
 static size_t line_of(const yaml_node_t *n)
 {
     return n->start_mark.line + 1;
 }
 
-static int fail(struct parse *p, const yaml_node_t *at, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(struct parse *p, const yaml_node_t *at, const char *fmt, ...)
+static int want_text(struct ydoc *p, const yaml_node_t *v, const char *key, const char **out)
 {
-    char msg[400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return err_set(p->e, E_INVALID, "%s:%zu: %s", p->file, at ? line_of(at) : 0, msg);
-}
-
-static yaml_node_t *node(struct parse *p, int id)
-{
-    return yaml_document_get_node(p->doc, id);
-}
-
-static const char *text_of(const yaml_node_t *n)
-{
-    return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
-}
-
-static int want_text(struct parse *p, const yaml_node_t *v, const char *key, const char **out)
-{
-    *out = text_of(v);
+    *out = ydoc_text(v);
     if (!*out)
-        return fail(p, v, "%s: expected a value, not a %s", key,
-                    v->type == YAML_MAPPING_NODE ? "map" : "list");
+        return ydoc_fail(p, v, "%s: expected a value, not a %s", key,
+                         v->type == YAML_MAPPING_NODE ? "map" : "list");
     return 0;
 }
 
-static int want_copy(struct parse *p, const yaml_node_t *v, const char *key, char *out, size_t size)
+static int want_copy(struct ydoc *p, const yaml_node_t *v, const char *key, char *out, size_t size)
 {
     const char *s;
     if (want_text(p, v, key, &s))
         return p->e->code;
     if (strlen(s) >= size)
-        return fail(p, v, "%s: longer than %zu bytes", key, size - 1);
+        return ydoc_fail(p, v, "%s: longer than %zu bytes", key, size - 1);
     memcpy(out, s, strlen(s) + 1);
     return 0;
 }
 
-static int want_duration(struct parse *p, const yaml_node_t *v, const char *key, int64_t *ms)
+static int want_duration(struct ydoc *p, const yaml_node_t *v, const char *key, int64_t *ms)
 {
     const char *s;
     if (want_text(p, v, key, &s))
         return p->e->code;
     if (!time_parse_duration(s, ms) || *ms < 0)
-        return fail(p, v, "%s: '%s' is not a duration (like 30s, 5m, 1h)", key, s);
+        return ydoc_fail(p, v, "%s: '%s' is not a duration (like 30s, 5m, 1h)", key, s);
     return 0;
 }
 
-static int want_number(struct parse *p, const yaml_node_t *v, const char *key, double *out)
+static int want_number(struct ydoc *p, const yaml_node_t *v, const char *key, double *out)
 {
     const char *s;
     if (want_text(p, v, key, &s))
@@ -110,11 +80,11 @@ static int want_number(struct parse *p, const yaml_node_t *v, const char *key, d
     errno = 0;
     *out = strtod(s, &end);
     if (!*s || *end || errno || !isfinite(*out))
-        return fail(p, v, "%s: '%s' is not a number", key, s);
+        return ydoc_fail(p, v, "%s: '%s' is not a number", key, s);
     return 0;
 }
 
-static int want_choice(struct parse *p, const yaml_node_t *v, const char *key,
+static int want_choice(struct ydoc *p, const yaml_node_t *v, const char *key,
                        const char *const *names, int *out)
 {
     const char *s;
@@ -128,7 +98,7 @@ static int want_choice(struct parse *p, const yaml_node_t *v, const char *key,
     char list[200] = "";
     for (size_t i = 0, len = 0; names[i] && len < sizeof list; i++)
         len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", names[i]);
-    return fail(p, v, "%s: '%s' is not one of %s", key, s, list);
+    return ydoc_fail(p, v, "%s: '%s' is not one of %s", key, s, list);
 }
 
 static bool valid_name(const char *s)
@@ -142,26 +112,26 @@ static bool valid_name(const char *s)
 }
 
 /* labels or annotations: a map of names to text, kept as a JSON object's text */
-static int want_map(struct parse *p, const yaml_node_t *v, const char *key, bool labels, char **out)
+static int want_map(struct ydoc *p, const yaml_node_t *v, const char *key, bool labels, char **out)
 {
     if (v->type != YAML_MAPPING_NODE)
-        return fail(p, v, "%s: expected a map of names to values", key);
+        return ydoc_fail(p, v, "%s: expected a map of names to values", key);
     json_t *obj = json_object();
     int rc = 0;
     for (yaml_node_pair_t *kv = v->data.mapping.pairs.start; kv < v->data.mapping.pairs.top; kv++) {
-        const yaml_node_t *kn = node(p, kv->key), *vn = node(p, kv->value);
-        const char *name = text_of(kn), *val = text_of(vn);
+        const yaml_node_t *kn = ydoc_node(p, kv->key), *vn = ydoc_node(p, kv->value);
+        const char *name = ydoc_text(kn), *val = ydoc_text(vn);
         if (!name || !valid_name(name)) {
-            rc = fail(p, kn, "%s: '%s' is not a valid name (letters, digits, _)", key,
-                      name ? name : "?");
+            rc = ydoc_fail(p, kn, "%s: '%s' is not a valid name (letters, digits, _)", key,
+                           name ? name : "?");
             break;
         }
         if (!val) {
-            rc = fail(p, vn, "%s.%s: expected a value", key, name);
+            rc = ydoc_fail(p, vn, "%s.%s: expected a value", key, name);
             break;
         }
         if (labels && strcmp(name, "alertname") == 0) {
-            rc = fail(p, kn, "%s: alertname is the rule's name and cannot be set", key);
+            rc = ydoc_fail(p, kn, "%s: alertname is the rule's name and cannot be set", key);
             break;
         }
         json_object_set_new(obj, name, json_string(val));
@@ -176,15 +146,15 @@ static int want_map(struct parse *p, const yaml_node_t *v, const char *key, bool
     return rc;
 }
 
-static int want_by(struct parse *p, const yaml_node_t *v, struct alert_rule *r)
+static int want_by(struct ydoc *p, const yaml_node_t *v, struct alert_rule *r)
 {
     if (v->type != YAML_SEQUENCE_NODE)
-        return fail(p, v, "by: expected a list of columns");
+        return ydoc_fail(p, v, "by: expected a list of columns");
     for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
          it++) {
         if (r->nby >= ALERT_BY_MAX)
-            return fail(p, v, "by: at most %d columns", ALERT_BY_MAX);
-        if (want_copy(p, node(p, *it), "by", r->by[r->nby], sizeof r->by[0]))
+            return ydoc_fail(p, v, "by: at most %d columns", ALERT_BY_MAX);
+        if (want_copy(p, ydoc_node(p, *it), "by", r->by[r->nby], sizeof r->by[0]))
             return p->e->code;
         r->nby++;
     }
@@ -192,14 +162,14 @@ static int want_by(struct parse *p, const yaml_node_t *v, struct alert_rule *r)
 }
 
 /* "3/5": fire when the condition held in 3 of the last 5 evaluations */
-static int want_n_of_m(struct parse *p, const yaml_node_t *v, struct alert_rule *r)
+static int want_n_of_m(struct ydoc *p, const yaml_node_t *v, struct alert_rule *r)
 {
     const char *s;
     if (want_text(p, v, "n_of_m", &s))
         return p->e->code;
     int n = 0, m = 0, used = 0;
     if (sscanf(s, "%d/%d%n", &n, &m, &used) != 2 || s[used] || n < 1 || m < n || m > 100)
-        return fail(p, v, "n_of_m: '%s' is not N/M with 1 <= N <= M <= 100 (like 3/5)", s);
+        return ydoc_fail(p, v, "n_of_m: '%s' is not N/M with 1 <= N <= M <= 100 (like 3/5)", s);
     r->n_of = n;
     r->m_of = m;
     return 0;
@@ -207,7 +177,7 @@ static int want_n_of_m(struct parse *p, const yaml_node_t *v, struct alert_rule 
 
 /* ---- one rule ---------------------------------------------------------------------------- */
 
-static int rule_key(struct parse *p, struct alert_rule *r, const char *key, const yaml_node_t *v,
+static int rule_key(struct ydoc *p, struct alert_rule *r, const char *key, const yaml_node_t *v,
                     const yaml_node_t **seen_threshold, const yaml_node_t **seen_resolve)
 {
     int choice;
@@ -262,109 +232,110 @@ static int rule_key(struct parse *p, struct alert_rule *r, const char *key, cons
         return want_map(p, v, key, true, &r->labels_json);
     if (strcmp(key, "annotations") == 0)
         return want_map(p, v, key, false, &r->annotations_json);
-    return fail(p, v,
-                "unknown key '%s' in a rule (alert, table, metric, filter, by, aggregation, "
-                "window, op, threshold, resolve_threshold, for, keep_firing_for, n_of_m, sql, "
-                "labels, annotations)",
-                key);
+    return ydoc_fail(p, v,
+                     "unknown key '%s' in a rule (alert, table, metric, filter, by, aggregation, "
+                     "window, op, threshold, resolve_threshold, for, keep_firing_for, n_of_m, sql, "
+                     "labels, annotations)",
+                     key);
 }
 
 /* What the keys cannot say alone: the kind, the table and its columns, hysteresis. */
-static int check_threshold_rule(struct parse *p, const yaml_node_t *at, struct alert_rule *r)
+static int check_threshold_rule(struct ydoc *p, const yaml_node_t *at, struct alert_rule *r)
 {
     const struct table *t = schema_table(r->table);
     if (!t || (t->kind != TABLE_SERIES && t->kind != TABLE_EVENTS))
-        return fail(p, at,
-                    "rule %s: table '%s' is not a table rules can watch (system_metrics "
-                    "or an event table such as api_usage)",
-                    r->name, r->table);
+        return ydoc_fail(p, at,
+                         "rule %s: table '%s' is not a table rules can watch (system_metrics "
+                         "or an event table such as api_usage)",
+                         r->name, r->table);
     struct query_filter_term terms[16];
     size_t nterms;
     if (query_filter_split(r->filter, terms, 16, &nterms, p->e) != 0)
-        return fail(p, at, "rule %s: %s", r->name, p->e->msg);
+        return ydoc_fail(p, at, "rule %s: %s", r->name, p->e->msg);
     if (t->kind == TABLE_SERIES) {
         if (!*r->metric)
-            return fail(p, at, "rule %s: metric is required on %s", r->name, r->table);
+            return ydoc_fail(p, at, "rule %s: metric is required on %s", r->name, r->table);
         if (r->nby)
-            return fail(p, at, "rule %s: by is for event tables; %s makes one alert per series",
-                        r->name, r->table);
+            return ydoc_fail(p, at,
+                             "rule %s: by is for event tables; %s makes one alert per series",
+                             r->name, r->table);
         return 0;
     }
     if (*r->metric) {
         int c = schema_column(t, r->metric);
         if (c < 0 || (t->columns[c].type != COL_INT && t->columns[c].type != COL_REAL))
-            return fail(p, at, "rule %s: metric '%s' is not a numeric column of %s", r->name,
-                        r->metric, r->table);
+            return ydoc_fail(p, at, "rule %s: metric '%s' is not a numeric column of %s", r->name,
+                             r->metric, r->table);
     } else if (r->agg != ALERT_COUNT && r->agg != ALERT_RATE) {
-        return fail(p, at, "rule %s: metric (a numeric column of %s) is required for %s", r->name,
-                    r->table, agg_names[r->agg]);
+        return ydoc_fail(p, at, "rule %s: metric (a numeric column of %s) is required for %s",
+                         r->name, r->table, agg_names[r->agg]);
     }
     for (size_t i = 0; i < r->nby; i++)
         if (schema_column(t, r->by[i]) < 0)
-            return fail(p, at, "rule %s: by: '%s' is not a column of %s", r->name, r->by[i],
-                        r->table);
+            return ydoc_fail(p, at, "rule %s: by: '%s' is not a column of %s", r->name, r->by[i],
+                             r->table);
     for (size_t i = 0; i < nterms; i++)
         if (schema_column(t, terms[i].key) < 0)
-            return fail(p, at, "rule %s: filter: '%s' is not a column of %s", r->name, terms[i].key,
-                        r->table);
+            return ydoc_fail(p, at, "rule %s: filter: '%s' is not a column of %s", r->name,
+                             terms[i].key, r->table);
     return 0;
 }
 
-static int check_rule(struct parse *p, const yaml_node_t *at, struct alert_rule *r,
+static int check_rule(struct ydoc *p, const yaml_node_t *at, struct alert_rule *r,
                       const yaml_node_t *threshold, const yaml_node_t *resolve)
 {
     if (!*r->name)
-        return fail(p, at, "a rule without alert: (its name)");
+        return ydoc_fail(p, at, "a rule without alert: (its name)");
     if (!valid_name(r->name))
-        return fail(p, at, "alert: '%s' is not a valid name (letters, digits, _)", r->name);
+        return ydoc_fail(p, at, "alert: '%s' is not a valid name (letters, digits, _)", r->name);
     if (r->is_sql == (*r->table != '\0'))
-        return fail(p, at, "rule %s: give either table (a threshold rule) or sql (an SQL rule)",
-                    r->name);
+        return ydoc_fail(
+            p, at, "rule %s: give either table (a threshold rule) or sql (an SQL rule)", r->name);
     if (r->is_sql && (*r->metric || *r->filter || r->nby))
-        return fail(p, at, "rule %s: metric, filter and by are for threshold rules, not sql",
-                    r->name);
+        return ydoc_fail(p, at, "rule %s: metric, filter and by are for threshold rules, not sql",
+                         r->name);
     if (!r->is_sql && !threshold)
-        return fail(p, at, "rule %s: threshold is required", r->name);
+        return ydoc_fail(p, at, "rule %s: threshold is required", r->name);
     if (r->window_ms < 1000 || r->window_ms > MAX_WINDOW_MS)
-        return fail(p, at, "rule %s: window must be between 1s and 31d", r->name);
+        return ydoc_fail(p, at, "rule %s: window must be between 1s and 31d", r->name);
     if (!resolve)
         r->resolve_threshold = r->threshold;
     else if (!threshold)
-        return fail(p, resolve, "rule %s: resolve_threshold needs a threshold", r->name);
+        return ydoc_fail(p, resolve, "rule %s: resolve_threshold needs a threshold", r->name);
     bool above = r->op == ALERT_GT || r->op == ALERT_GE,
          below = r->op == ALERT_LT || r->op == ALERT_LE;
     if (resolve && !above && !below)
-        return fail(p, resolve, "rule %s: resolve_threshold needs op >, >=, < or <=", r->name);
+        return ydoc_fail(p, resolve, "rule %s: resolve_threshold needs op >, >=, < or <=", r->name);
     if (resolve && ((above && r->resolve_threshold > r->threshold) ||
                     (below && r->resolve_threshold < r->threshold)))
-        return fail(p, resolve,
-                    "rule %s: resolve_threshold %g must be on the quiet side of threshold %g "
-                    "(%s it for op %s)",
-                    r->name, r->resolve_threshold, r->threshold, above ? "at most" : "at least",
-                    op_names[r->op]);
+        return ydoc_fail(p, resolve,
+                         "rule %s: resolve_threshold %g must be on the quiet side of threshold %g "
+                         "(%s it for op %s)",
+                         r->name, r->resolve_threshold, r->threshold,
+                         above ? "at most" : "at least", op_names[r->op]);
     r->has_threshold = threshold != NULL;
     return r->is_sql ? 0 : check_threshold_rule(p, at, r);
 }
 
-static int parse_rule(struct parse *p, const yaml_node_t *n, const char *group, int64_t interval_ms,
+static int parse_rule(struct ydoc *p, const yaml_node_t *n, const char *group, int64_t interval_ms,
                       struct alert_rule *r)
 {
     memset(r, 0, sizeof *r);
     snprintf(r->group, sizeof r->group, "%s", group);
-    snprintf(r->file, sizeof r->file, "%.*s", (int)sizeof r->file - 1, p->file);
+    snprintf(r->file, sizeof r->file, "%.*s", (int)sizeof r->file - 1, p->name);
     r->line = (int)line_of(n);
     r->interval_ms = interval_ms;
     r->window_ms = DEFAULT_WINDOW_MS;
     r->agg = ALERT_AVG;
     r->op = ALERT_GT;
     if (n->type != YAML_MAPPING_NODE)
-        return fail(p, n, "a rule must be a map (alert: ..., table: ... or sql: ...)");
+        return ydoc_fail(p, n, "a rule must be a map (alert: ..., table: ... or sql: ...)");
     const yaml_node_t *threshold = NULL, *resolve = NULL;
     for (yaml_node_pair_t *kv = n->data.mapping.pairs.start; kv < n->data.mapping.pairs.top; kv++) {
-        const char *key = text_of(node(p, kv->key));
+        const char *key = ydoc_text(ydoc_node(p, kv->key));
         if (!key)
-            return fail(p, node(p, kv->key), "rule keys must be text");
-        if (rule_key(p, r, key, node(p, kv->value), &threshold, &resolve))
+            return ydoc_fail(p, ydoc_node(p, kv->key), "rule keys must be text");
+        if (rule_key(p, r, key, ydoc_node(p, kv->value), &threshold, &resolve))
             return p->e->code;
     }
     return check_rule(p, n, r, threshold, resolve);
@@ -372,11 +343,11 @@ static int parse_rule(struct parse *p, const yaml_node_t *n, const char *group, 
 
 /* ---- groups and files -------------------------------------------------------------------- */
 
-static int add_rule(struct alert_rules *rs, size_t *cap, struct parse *p, const yaml_node_t *n,
+static int add_rule(struct alert_rules *rs, size_t *cap, struct ydoc *p, const yaml_node_t *n,
                     const char *group, int64_t interval_ms)
 {
     if (rs->n >= RULES_MAX)
-        return fail(p, n, "more than %d rules", RULES_MAX);
+        return ydoc_fail(p, n, "more than %d rules", RULES_MAX);
     if (rs->n == *cap) {
         size_t c = *cap ? 2 * *cap : 16;
         struct alert_rule *more = realloc(rs->rules, c * sizeof *more);
@@ -397,17 +368,17 @@ static int add_rule(struct alert_rules *rs, size_t *cap, struct parse *p, const 
     return rc;
 }
 
-static int parse_group(struct alert_rules *rs, size_t *cap, struct parse *p, const yaml_node_t *g,
+static int parse_group(struct alert_rules *rs, size_t *cap, struct ydoc *p, const yaml_node_t *g,
                        int64_t default_interval_ms)
 {
     if (g->type != YAML_MAPPING_NODE)
-        return fail(p, g, "a group must be a map (name, interval, rules)");
+        return ydoc_fail(p, g, "a group must be a map (name, interval, rules)");
     const char *name = NULL;
     int64_t interval_ms = default_interval_ms;
     const yaml_node_t *rules = NULL;
     for (yaml_node_pair_t *kv = g->data.mapping.pairs.start; kv < g->data.mapping.pairs.top; kv++) {
-        const char *key = text_of(node(p, kv->key));
-        const yaml_node_t *v = node(p, kv->value);
+        const char *key = ydoc_text(ydoc_node(p, kv->key));
+        const yaml_node_t *v = ydoc_node(p, kv->value);
         if (key && strcmp(key, "name") == 0) {
             if (want_text(p, v, key, &name))
                 return p->e->code;
@@ -415,88 +386,66 @@ static int parse_group(struct alert_rules *rs, size_t *cap, struct parse *p, con
             if (want_duration(p, v, key, &interval_ms))
                 return p->e->code;
             if (interval_ms < 1000)
-                return fail(p, v, "interval: at least 1s");
+                return ydoc_fail(p, v, "interval: at least 1s");
         } else if (key && strcmp(key, "rules") == 0) {
             rules = v;
         } else {
-            return fail(p, node(p, kv->key), "unknown key '%s' in a group (name, interval, rules)",
-                        key ? key : "?");
+            return ydoc_fail(p, ydoc_node(p, kv->key),
+                             "unknown key '%s' in a group (name, interval, rules)",
+                             key ? key : "?");
         }
     }
     if (!name || !*name)
-        return fail(p, g, "a group without name:");
+        return ydoc_fail(p, g, "a group without name:");
     if (strlen(name) >= sizeof rs->rules[0].group)
-        return fail(p, g, "group name longer than %zu bytes", sizeof rs->rules[0].group - 1);
+        return ydoc_fail(p, g, "group name longer than %zu bytes", sizeof rs->rules[0].group - 1);
     for (size_t i = 0; i < rs->n; i++)
         if (strcmp(rs->rules[i].group, name) == 0)
-            return fail(p, g, "group '%s' is defined twice (first in %s:%d)", name,
-                        rs->rules[i].file, rs->rules[i].line);
+            return ydoc_fail(p, g, "group '%s' is defined twice (first in %s:%d)", name,
+                             rs->rules[i].file, rs->rules[i].line);
     if (!rules || rules->type != YAML_SEQUENCE_NODE)
-        return fail(p, rules ? rules : g, "group %s: rules: expected a list of rules", name);
+        return ydoc_fail(p, rules ? rules : g, "group %s: rules: expected a list of rules", name);
     for (yaml_node_item_t *it = rules->data.sequence.items.start;
          it < rules->data.sequence.items.top; it++)
-        if (add_rule(rs, cap, p, node(p, *it), name, interval_ms))
+        if (add_rule(rs, cap, p, ydoc_node(p, *it), name, interval_ms))
             return p->e->code;
     return 0;
 }
 
-static int parse_document(struct alert_rules *rs, size_t *cap, struct parse *p,
+static int parse_document(struct alert_rules *rs, size_t *cap, struct ydoc *p,
                           int64_t default_interval_ms)
 {
-    yaml_node_t *root = yaml_document_get_root_node(p->doc);
-    if (!root || (root->type == YAML_SCALAR_NODE && root->data.scalar.length == 0))
+    yaml_node_t *root = ydoc_root(p);
+    if (!root)
         return 0; /* an empty file: no groups */
     if (root->type != YAML_MAPPING_NODE)
-        return fail(p, root, "expected a map with groups: [...]");
+        return ydoc_fail(p, root, "expected a map with groups: [...]");
     for (yaml_node_pair_t *kv = root->data.mapping.pairs.start; kv < root->data.mapping.pairs.top;
          kv++) {
-        const char *key = text_of(node(p, kv->key));
-        const yaml_node_t *v = node(p, kv->value);
+        const char *key = ydoc_text(ydoc_node(p, kv->key));
+        const yaml_node_t *v = ydoc_node(p, kv->value);
         if (!key || strcmp(key, "groups") != 0)
-            return fail(p, node(p, kv->key), "unknown key '%s' (a rule file holds groups:)",
-                        key ? key : "?");
+            return ydoc_fail(p, ydoc_node(p, kv->key),
+                             "unknown key '%s' (a rule file holds groups:)", key ? key : "?");
         if (v->type != YAML_SEQUENCE_NODE)
-            return fail(p, v, "groups: expected a list of groups");
+            return ydoc_fail(p, v, "groups: expected a list of groups");
         for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
              it++)
-            if (parse_group(rs, cap, p, node(p, *it), default_interval_ms))
+            if (parse_group(rs, cap, p, ydoc_node(p, *it), default_interval_ms))
                 return p->e->code;
     }
     return 0;
 }
 
-/* Reads one rule file from f, or from text when f is NULL; name is what messages call it. */
-static int load_one(struct alert_rules *rs, size_t *cap, const char *path, FILE *f,
+/* Reads one rule file, or a text (path NULL) that messages call name. */
+static int load_one(struct alert_rules *rs, size_t *cap, const char *path, const char *name,
                     const char *text, int64_t default_interval_ms, struct err *e)
 {
-    yaml_parser_t parser;
-    yaml_document_t doc;
-    yaml_parser_initialize(&parser);
-    if (f)
-        yaml_parser_set_input_file(&parser, f);
-    else
-        yaml_parser_set_input_string(&parser, (const unsigned char *)text, strlen(text));
-    int rc;
-    if (!yaml_parser_load(&parser, &doc)) {
-        rc = err_set(e, E_INVALID, "%s:%zu: %s", path, parser.problem_mark.line + 1,
-                     parser.problem ? parser.problem : "invalid YAML");
-    } else {
-        struct parse p = {path, &doc, e};
-        rc = parse_document(rs, cap, &p, default_interval_ms);
-        yaml_document_delete(&doc);
-    }
-    yaml_parser_delete(&parser);
-    return rc;
-}
-
-static int load_file(struct alert_rules *rs, size_t *cap, const char *path,
-                     int64_t default_interval_ms, struct err *e)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return err_set(e, E_IO, "cannot open rule file %s: %s", path, strerror(errno));
-    int rc = load_one(rs, cap, path, f, NULL, default_interval_ms, e);
-    fclose(f);
+    struct ydoc d;
+    int rc = path ? ydoc_load_file(&d, path, e) : ydoc_load_text(&d, name, text, e);
+    if (rc == 0)
+        rc = parse_document(rs, cap, &d, default_interval_ms);
+    ydoc_release(&d);
     return rc;
 }
 
@@ -531,7 +480,7 @@ int alert_rules_load(struct alert_rules *out, const char *files, const char *bas
             rc = n < 0 || (size_t)n >= sizeof path
                      ? err_set(e, E_INVALID, "rule file path %s is longer than %zu bytes", name,
                                sizeof path - 1)
-                     : load_file(out, &cap, path, default_interval_ms, e);
+                     : load_one(out, &cap, path, NULL, NULL, default_interval_ms, e);
         }
         p = comma ? comma + 1 : p + strlen(p);
     }
@@ -573,7 +522,7 @@ int alert_rules_load_config(struct alert_rules *out, const struct config *cfg, s
         return rc;
     struct alert_rules defaults = {0};
     size_t cap = 0;
-    rc = load_one(&defaults, &cap, "<default rules>", NULL, alert_default_rules(),
+    rc = load_one(&defaults, &cap, NULL, "<default rules>", alert_default_rules(),
                   cfg->alert_interval_ms, e);
     /* the default groups first, but for those a user group of the same name replaces */
     size_t keep = 0;

@@ -6,6 +6,7 @@
 #include "cli/cli.h"
 
 #include <curl/curl.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,10 +81,27 @@ static int call(const char *server, const char *method, const char *path, const 
     return exit_code;
 }
 
+/* opsdb alerts silence --matchers M [--for 2h] --by NAME [--comment TEXT] */
+static int silence(const char *server, const char *matchers, const char *duration, const char *by,
+                   const char *comment)
+{
+    if (!matchers || !*by)
+        return cli_usage(cli_command("alerts"), "alerts silence needs --matchers and --by");
+    json_t *body = json_pack("{s:s, s:s, s:s, s:s}", "matchers", matchers, "duration", duration,
+                             "created_by", by, "comment", comment);
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!text)
+        return cli_fail("out of memory (or text that is not UTF-8)");
+    int rc = call(server, "POST", "/api/v1/silences", text);
+    free(text);
+    return rc;
+}
+
 int cmd_alerts(int argc, char **argv)
 {
     struct cli_common c = {0};
-    const char *server = NULL, *by = "";
+    const char *server = NULL, *by = "", *matchers = NULL, *duration = "2h", *comment = "";
     int nargs = 0;
     char **args = calloc((size_t)argc + 1, sizeof *args);
     if (!args)
@@ -99,6 +117,12 @@ int cmd_alerts(int argc, char **argv)
             server = argv[++i];
         else if (strcmp(argv[i], "--by") == 0 && i + 1 < argc)
             by = argv[++i];
+        else if (strcmp(argv[i], "--matchers") == 0 && i + 1 < argc)
+            matchers = argv[++i];
+        else if (strcmp(argv[i], "--for") == 0 && i + 1 < argc)
+            duration = argv[++i];
+        else if (strcmp(argv[i], "--comment") == 0 && i + 1 < argc)
+            comment = argv[++i];
         else if (argv[i][0] == '-')
             rc = cli_usage(cli_command("alerts"), "unknown flag '%s'", argv[i]);
         else
@@ -123,6 +147,18 @@ int cmd_alerts(int argc, char **argv)
         rc = call(server, "GET", "/api/v1/rules", NULL);
     } else if (rc == 0 && strcmp(sub, "reload") == 0 && nargs == 1) {
         rc = call(server, "POST", "/api/v1/alerts/reload", "");
+    } else if (rc == 0 && strcmp(sub, "silences") == 0 && nargs == 1) {
+        rc = call(server, "GET", "/api/v1/silences", NULL);
+    } else if (rc == 0 && strcmp(sub, "silence") == 0 && nargs == 1) {
+        rc = silence(server, matchers, duration, by, comment);
+    } else if (rc == 0 && strcmp(sub, "expire") == 0 && nargs == 2) {
+        char path[300];
+        if (strlen(args[1]) > 64 || strchr(args[1], '/') || strchr(args[1], '?')) {
+            rc = cli_usage(cli_command("alerts"), "'%s' is not a silence id", args[1]);
+        } else {
+            snprintf(path, sizeof path, "/api/v1/silences/%s", args[1]);
+            rc = call(server, "DELETE", path, NULL);
+        }
     } else if (rc == 0 && strcmp(sub, "ack") == 0 && nargs == 2) {
         char path[300], body[300];
         if (strlen(args[1]) > 128 || strchr(args[1], '/') || strchr(args[1], '?')) {
@@ -134,7 +170,7 @@ int cmd_alerts(int argc, char **argv)
         }
     } else if (rc == 0) {
         rc = cli_usage(cli_command("alerts"), "expected check FILE..., defaults, list, rules, "
-                                              "reload or ack ID");
+                                              "reload, ack ID, silence, silences or expire ID");
     }
     free(args);
     return rc == -1 ? cli_help("alerts") : rc;

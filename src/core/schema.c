@@ -10,7 +10,7 @@
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Bump together with a migration in store/sqlite_schema.c. */
-#define SCHEMA_VERSION 10
+#define SCHEMA_VERSION 11
 
 static const char *const levels[] = {"debug", "info",     "notice", "warning",
                                      "error", "critical", "fatal",  NULL};
@@ -232,6 +232,19 @@ static const struct table_index notification_log_idx[] = {
     {"receiver_ts", "receiver, ts", "one receiver's deliveries"},
 };
 
+static const struct column silences_cols[] = {
+    TS("ts", true, "time of the last change to this silence"),
+    TEXT("id", true, 64, "silence id"),
+    TEXT("matchers", true, 1024, "label matchers an alert must all match to be silenced"),
+    TS("starts_at", true, "when it starts"),
+    TS("ends_at", true, "when it ends (expired from then on)"),
+    TEXT("created_by", true, 255, "who made it"),
+    TEXT("comment", false, 4096, "why"),
+};
+static const struct table_index silences_idx[] = {
+    {"ends", "ends_at", "the silences not yet expired"},
+};
+
 #define TABLE(nm, kind, doc, cols, idx, key, days)                                                 \
     {                                                                                              \
         nm, kind, doc, cols, N(cols), idx, N(idx), key, days                                       \
@@ -262,6 +275,10 @@ static const struct table tables[] = {
     TABLE("notification_log", TABLE_EVENTS,
           "One attempt to deliver an alert notification to a receiver.", notification_log_cols,
           notification_log_idx, NULL, 90),
+    TABLE("silences", TABLE_STATE,
+          "Silences of alerts: while one is active, the alerts its matchers match are recorded "
+          "as suppressed and not notified. Upserted by id.",
+          silences_cols, silences_idx, "id", 0),
 };
 
 const struct table *schema_tables(size_t *count)

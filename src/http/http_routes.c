@@ -46,6 +46,12 @@ static const struct route routes[] = {
     {{"POST", "/api/v1/alerts/{id}/ack", "writer",
       "acknowledge a firing alert (body: optional {\"by\": name})"},
      handle_alert_ack},
+    {{"GET", "/api/v1/silences", "reader", "silences, active, pending and expired"},
+     handle_silences},
+    {{"POST", "/api/v1/silences", "writer",
+      "silence alerts: {matchers, ends_at or duration, created_by, comment}"},
+     handle_silence_create},
+    {{"DELETE", "/api/v1/silences/{id}", "writer", "expire a silence now"}, handle_silence_expire},
 };
 
 #define NROUTES (sizeof routes / sizeof routes[0])

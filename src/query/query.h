@@ -91,6 +91,15 @@ struct query_filter_term {
 int query_filter_split(const char *filter, struct query_filter_term *out, size_t max, size_t *n,
                        struct err *e);
 
+/* Compiled label matchers, for matching label sets outside series queries (silences,
+ * inhibition, routes). Free with query_matchers_free(). */
+struct query_matchers;
+int query_matchers_new(struct query_matchers **out, const char *filter, struct err *e);
+void query_matchers_free(struct query_matchers **m);
+/* Whether labels (a JSON object of text values; a missing label is "") match them all. */
+struct json_t;
+bool query_matchers_match(const struct query_matchers *m, struct json_t *labels);
+
 /* ---- answer cache -------------------------------------------------------------------------- */
 
 /* A bounded LRU cache of answers (views, series) keyed by the request. An answer depends on

@@ -4,6 +4,7 @@
  */
 #include "query/query_int.h"
 
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -152,4 +153,40 @@ int query_filter_split(const char *filter, struct query_filter_term *out, size_t
     }
     matchers_release(ms, nms);
     return rc;
+}
+
+struct query_matchers {
+    size_t n;
+    struct matcher ms[QUERY_MATCHERS_MAX];
+};
+
+int query_matchers_new(struct query_matchers **out, const char *filter, struct err *e)
+{
+    struct query_matchers *m = calloc(1, sizeof *m);
+    if (!m)
+        return err_set(e, E_NOMEM, "out of memory");
+    int rc = matchers_parse(filter, m->ms, &m->n, e);
+    if (rc) {
+        matchers_release(m->ms, m->n);
+        free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+void query_matchers_free(struct query_matchers **mp)
+{
+    if (!*mp)
+        return;
+    matchers_release((*mp)->ms, (*mp)->n);
+    free(*mp);
+    *mp = NULL;
+}
+
+bool query_matchers_match(const struct query_matchers *m, json_t *labels)
+{
+    const char *host = json_string_value(json_object_get(labels, "host"));
+    const char *component = json_string_value(json_object_get(labels, "component"));
+    return matchers_match(m->ms, m->n, host ? host : "", component ? component : "", labels);
 }

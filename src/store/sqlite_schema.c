@@ -272,6 +272,8 @@ static const struct migration migrations[] = {
      NULL, true, sqlite_run_rollup_backfill},
     {10, "notification_log: one row per attempt to deliver an alert notification", NULL, false,
      NULL},
+    {11, "silences: label matchers that suppress alert notifications for a while", NULL, false,
+     NULL},
 };
 
 static int read_version(sqlite3 *db, int *version, struct err *e)
