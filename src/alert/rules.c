@@ -542,7 +542,8 @@ int alert_rules_load_config(struct alert_rules *out, const struct config *cfg, s
         all.rules[all.n++] = defaults.rules[i];
         memset(&defaults.rules[i], 0, sizeof defaults.rules[i]); /* moved */
     }
-    memcpy(all.rules + all.n, out->rules, out->n * sizeof *out->rules);
+    if (out->n)
+        memcpy(all.rules + all.n, out->rules, out->n * sizeof *out->rules);
     all.n += out->n;
     free(out->rules);
     alert_rules_free(&defaults);
