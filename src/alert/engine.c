@@ -101,6 +101,8 @@ struct alert_engine {
 static const struct alert_rule *rule_named(const struct alert_rules *rules, const char *group,
                                            const char *name);
 static void load_silences(struct alert_engine *a);
+static int read_table(struct alert_engine *a, const char *sql, struct store_result *res,
+                      struct err *e);
 
 /* ---- identity and labels ------------------------------------------------------------------- */
 
@@ -1052,8 +1054,34 @@ int alert_engine_ack(struct alert_engine *a, const char *alert_id, const char *w
     return rc;
 }
 
+/* opsdb_alert_relevance{rule}: alert_quality's relevance over its default window (7 days). */
+static void relevance_metrics(struct alert_engine *a, struct buf *out)
+{
+    struct store_result res;
+    struct err e;
+    if (read_table(a, "SELECT rule, relevance FROM alert_quality", &res, &e) == 0) {
+        buf_printf(out, "# HELP opsdb_alert_relevance Share of a rule's alerts of the last 7 "
+                        "days that were acknowledged or lasted (view alert_quality).\n"
+                        "# TYPE opsdb_alert_relevance gauge\n");
+        for (size_t i = 0; i < res.nrows; i++) {
+            const struct value *row = res.values + i * res.ncols;
+            /* rule names are checked when rules load; a row written by hand may hold anything,
+             * and only plain names need no escaping in a label value */
+            if (row[0].type != VAL_TEXT || (row[1].type != VAL_REAL && row[1].type != VAL_INT) ||
+                strspn(row[0].s,
+                       "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") !=
+                    row[0].len)
+                continue;
+            buf_printf(out, "opsdb_alert_relevance{rule=\"%s\"} %g\n", row[0].s,
+                       row[1].type == VAL_REAL ? row[1].d : (double)row[1].i);
+        }
+    }
+    store_result_release(&res);
+}
+
 void alert_engine_metrics(struct alert_engine *a, struct buf *out)
 {
+    relevance_metrics(a, out);
     pthread_mutex_lock(&a->lock);
     size_t by_state[4] = {0};
     for (size_t b = 0; b < ALERT_BUCKETS; b++)

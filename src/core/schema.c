@@ -10,7 +10,7 @@
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Bump together with a migration in store/sqlite_schema.c. */
-#define SCHEMA_VERSION 11
+#define SCHEMA_VERSION 12
 
 static const char *const levels[] = {"debug", "info",     "notice", "warning",
                                      "error", "critical", "fatal",  NULL};

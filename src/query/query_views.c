@@ -30,6 +30,10 @@ static const struct view_info views[] = {
     {"handler_performance", MIN15, "per handler: throughput, error rate, latency, queue depth",
      "handler_metrics"},
     {"active_alerts", 0, "alerts whose latest transition is not resolved", "alert_history"},
+    {"alert_quality", 7 * DAY,
+     "per rule: alerts in the window, relevant (acknowledged or lasting) and noisy ones, "
+     "relevance",
+     "alert_history"},
     {"job_status", 0, "per job: status ok/running/failed/missed/paused, last and next run",
      "scheduled_jobs,job_runs"},
 };

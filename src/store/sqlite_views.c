@@ -1,5 +1,5 @@
 /*
- * The seven views in SQLite's dialect. Each reads its window from view parameters:
+ * The views in SQLite's dialect. Each reads its window from view parameters:
  * opsdb_now_ms() is the end of the window (parameter now_ms, default the clock) and
  * opsdb_param('window_ms', default) its length — 15 minutes for rates, 24 hours for summaries.
  * Every lookup is a range or point search on an index (tests/e2e check the query plans).
@@ -299,6 +299,35 @@ static const char *const views[] = {
     " AND a.ts <= " NOW
     " AND NOT EXISTS (SELECT 1 FROM alert_history b WHERE b.alert_id = a.alert_id"
     "  AND (b.ts > a.ts OR (b.ts = a.ts AND b.rowid > a.rowid)) AND b.ts <= " NOW ")",
+
+    /* alert_quality: per rule, its alert episodes (a firing or suppressed row that follows
+     * nothing, a pending or a resolved row) that began in the window; relevant when
+     * acknowledged, still active, or active for at least quick_ms (5 min). */
+    "CREATE VIEW alert_quality AS WITH e AS MATERIALIZED ("
+    "  SELECT s.rule, s.alert_id, s.ts AS started,"
+    "    (SELECT min(r.ts) FROM alert_history r WHERE r.alert_id = s.alert_id"
+    "     AND r.ts >= s.ts AND r.ts <= " NOW " AND r.state = 'resolved') AS ended,"
+    "    EXISTS (SELECT 1 FROM alert_history k WHERE k.alert_id = s.alert_id"
+    "     AND k.ts >= s.ts AND k.ts <= " NOW " AND k.state = 'acknowledged'"
+    "     AND NOT EXISTS (SELECT 1 FROM alert_history r2 WHERE r2.alert_id = s.alert_id"
+    "      AND r2.ts >= s.ts AND r2.ts < k.ts AND r2.state = 'resolved')) AS acked"
+    "   FROM alert_history s"
+    "   WHERE s.state IN ('firing', 'suppressed') AND s.ts > " NOW
+    " - " WINDOW(604800000) "   AND s.ts <= " NOW "   AND coalesce((SELECT p.state FROM "
+                                                  "alert_history p WHERE p.alert_id = s.alert_id"
+                            "    AND (p.ts < s.ts OR (p.ts = s.ts AND p.rowid < s.rowid))"
+                            "    ORDER BY p.ts DESC, p.rowid DESC LIMIT 1), 'resolved') IN "
+                            "('resolved', 'pending'))"
+                            " SELECT rule, count(*) AS alerts, sum(relevant) AS relevant,"
+                            " count(*) - sum(relevant) AS noisy, round(1.0 * sum(relevant) / "
+                            "count(*), 4) AS relevance,"
+                            " sum(acked) AS acknowledged, sum(ended IS NULL) AS active,"
+                            " CAST(avg(coalesce(ended, " NOW
+                            ") - started) AS INTEGER) AS mean_duration_ms"
+                            " FROM (SELECT e.*, (e.acked OR e.ended IS NULL"
+                            "   OR e.ended - e.started >= opsdb_param('quick_ms', 300000)) AS "
+                            "relevant FROM e)"
+                            " GROUP BY rule",
 
     /* job_status: every job with its live state; missed when the next run is overdue by more
      * than its grace period. */

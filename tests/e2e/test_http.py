@@ -118,7 +118,7 @@ def test_responses_have_nosniff(srv):
 # ---- views and schema ---------------------------------------------------------------------
 
 VIEWS = {"system_health", "api_performance", "error_summary", "pipeline_health",
-         "handler_performance", "active_alerts", "job_status"}
+         "handler_performance", "active_alerts", "alert_quality", "job_status"}
 
 
 def test_views_list(srv):

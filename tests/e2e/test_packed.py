@@ -53,7 +53,7 @@ KEYED = {"api_usage": ("endpoint", "/a"), "pipeline_status": ("pipeline", "pipe1
 COMPACT_RE = re.compile(r"^packed (\d+) event partitions older than (\S+) \((\d+) rows\) into "
                         r"(\d+) bytes$", re.M)
 VIEWS = ["api_performance", "error_summary", "handler_performance", "pipeline_health",
-         "active_alerts", "job_status"]
+         "active_alerts", "alert_quality", "job_status"]
 
 # ---- realistic error_logs rows (what makes packing worth it: repetitive text with numbers) -----
 

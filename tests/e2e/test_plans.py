@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LARGE = {"system_metrics_samples", "system_metrics_cold", "api_usage", "error_logs", "pipeline_status",
          "handler_metrics", "alert_history", "job_runs", "pipeline_status_runs"}
 VIEWS = ["system_health", "api_performance", "error_summary", "pipeline_health",
-         "handler_performance", "active_alerts", "job_status"]
+         "handler_performance", "active_alerts", "alert_quality", "job_status"]
 SQL_WORDS = {"where", "group", "order", "limit", "join", "left", "inner", "cross", "outer", "on",
              "using", "union", "natural", "as", "having", "window", "except", "intersect",
              "full", "right"}
