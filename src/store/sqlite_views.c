@@ -110,6 +110,7 @@
  * any run that goes on past hi (h > l: no row is read twice). A straddling run's rows in the
  * window all lie there; one with no row in the window drops out of the join. */
 #define WINDOW_24H WINDOW(86400000)
+#define WINDOW_7D WINDOW(604800000)
 #define RUN_SPAN                                                                                   \
     "coalesce((SELECT value FROM opsdb_meta WHERE key = 'pipeline_status_runs.max_span_ms'), 0)"
 #define RUN_SOURCES                                                                                \
@@ -312,22 +313,17 @@ static const char *const views[] = {
     "     AND NOT EXISTS (SELECT 1 FROM alert_history r2 WHERE r2.alert_id = s.alert_id"
     "      AND r2.ts >= s.ts AND r2.ts < k.ts AND r2.state = 'resolved')) AS acked"
     "   FROM alert_history s"
-    "   WHERE s.state IN ('firing', 'suppressed') AND s.ts > " NOW
-    " - " WINDOW(604800000) "   AND s.ts <= " NOW "   AND coalesce((SELECT p.state FROM "
-                                                  "alert_history p WHERE p.alert_id = s.alert_id"
-                            "    AND (p.ts < s.ts OR (p.ts = s.ts AND p.rowid < s.rowid))"
-                            "    ORDER BY p.ts DESC, p.rowid DESC LIMIT 1), 'resolved') IN "
-                            "('resolved', 'pending'))"
-                            " SELECT rule, count(*) AS alerts, sum(relevant) AS relevant,"
-                            " count(*) - sum(relevant) AS noisy, round(1.0 * sum(relevant) / "
-                            "count(*), 4) AS relevance,"
-                            " sum(acked) AS acknowledged, sum(ended IS NULL) AS active,"
-                            " CAST(avg(coalesce(ended, " NOW
-                            ") - started) AS INTEGER) AS mean_duration_ms"
-                            " FROM (SELECT e.*, (e.acked OR e.ended IS NULL"
-                            "   OR e.ended - e.started >= opsdb_param('quick_ms', 300000)) AS "
-                            "relevant FROM e)"
-                            " GROUP BY rule",
+    "   WHERE s.state IN ('firing', 'suppressed') AND s.ts > " NOW " - " WINDOW_7D
+    "   AND s.ts <= " NOW " AND coalesce((SELECT p.state FROM alert_history p"
+    "    WHERE p.alert_id = s.alert_id AND (p.ts < s.ts OR (p.ts = s.ts AND p.rowid < s.rowid))"
+    "    ORDER BY p.ts DESC, p.rowid DESC LIMIT 1), 'resolved') IN ('resolved', 'pending'))"
+    " SELECT rule, count(*) AS alerts, sum(relevant) AS relevant,"
+    " count(*) - sum(relevant) AS noisy, round(1.0 * sum(relevant) / count(*), 4) AS relevance,"
+    " sum(acked) AS acknowledged, sum(ended IS NULL) AS active,"
+    " CAST(avg(coalesce(ended, " NOW ") - started) AS INTEGER) AS mean_duration_ms"
+    " FROM (SELECT e.*, (e.acked OR e.ended IS NULL"
+    "   OR e.ended - e.started >= opsdb_param('quick_ms', 300000)) AS relevant FROM e)"
+    " GROUP BY rule",
 
     /* job_status: every job with its live state; missed when the next run is overdue by more
      * than its grace period. */
