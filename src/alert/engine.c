@@ -56,6 +56,18 @@ struct alert {
     bool seen;       /* produced by the evaluation being applied */
 };
 
+/* The recent state changes of one alert id, kept after it resolves: an alert that changes
+ * state more than alerting.flapping_transitions times within alerting.flapping_window is
+ * flapping — notified once, then held as suppressed until it calms down. */
+#define FLAP_TIMES_MAX 64
+struct flap {
+    struct flap *next;
+    char id[17];
+    int64_t times[FLAP_TIMES_MAX]; /* oldest first */
+    size_t n;
+    bool announced; /* the one notification of this flapping spell went out */
+};
+
 struct rule_state {
     int64_t last_eval_ms, next_due_ms;
     double last_duration_ms;
@@ -95,7 +107,9 @@ struct alert_engine {
     struct suppressor *next_suppressor;
     struct alert *buckets[ALERT_BUCKETS];
     size_t nalerts;
-    uint64_t transitions_total, eval_failures_total, evaluations_total;
+    struct flap *flaps[ALERT_BUCKETS];
+    int64_t flaps_swept_ms;
+    uint64_t transitions_total, eval_failures_total, evaluations_total, flapping_total;
 };
 
 static const struct alert_rule *rule_named(const struct alert_rules *rules, const char *group,
@@ -382,6 +396,63 @@ static void firing_set_release(struct firing_set *f)
     free(f->labels);
 }
 
+/* Notes a state change of alert id; returns its changes within the window (0: not tracked). */
+static size_t flap_note(struct alert_engine *a, const char *id, int64_t now_ms)
+{
+    if (a->cfg.alert_flapping_transitions <= 0)
+        return 0;
+    size_t b = bucket_of(id);
+    struct flap *f = a->flaps[b];
+    while (f && strcmp(f->id, id) != 0)
+        f = f->next;
+    if (!f) {
+        if (!(f = calloc(1, sizeof *f)))
+            return 0;
+        memcpy(f->id, id, sizeof f->id);
+        f->next = a->flaps[b];
+        a->flaps[b] = f;
+    }
+    size_t keep = 0;
+    for (size_t i = 0; i < f->n; i++)
+        if (f->times[i] > now_ms - a->cfg.alert_flapping_window_ms)
+            f->times[keep++] = f->times[i];
+    f->n = keep;
+    if (f->n == FLAP_TIMES_MAX)
+        memmove(f->times, f->times + 1, --f->n * sizeof *f->times);
+    f->times[f->n++] = now_ms;
+    if ((int64_t)f->n <= a->cfg.alert_flapping_transitions)
+        f->announced = false; /* calm again: a new spell is announced again */
+    return f->n;
+}
+
+static struct flap *flap_of(struct alert_engine *a, const char *id)
+{
+    struct flap *f = a->flaps[bucket_of(id)];
+    while (f && strcmp(f->id, id) != 0)
+        f = f->next;
+    return f;
+}
+
+/* Drops the entries with no change left in the window (once a minute). */
+static void flaps_sweep(struct alert_engine *a, int64_t now_ms)
+{
+    if (now_ms - a->flaps_swept_ms < 60000)
+        return;
+    a->flaps_swept_ms = now_ms;
+    for (size_t b = 0; b < ALERT_BUCKETS; b++) {
+        struct flap **p = &a->flaps[b];
+        while (*p) {
+            struct flap *f = *p;
+            if (f->n && f->times[f->n - 1] > now_ms - a->cfg.alert_flapping_window_ms) {
+                p = &f->next;
+                continue;
+            }
+            *p = f->next;
+            free(f);
+        }
+    }
+}
+
 /* Fires x or keeps it firing: notified unless suppressed, and a row whenever that changes. */
 static void fire_on(struct alert_engine *a, struct alert *x, int64_t now_ms, bool first,
                     struct firing_set *f, struct pending_out *o)
@@ -389,10 +460,24 @@ static void fire_on(struct alert_engine *a, struct alert *x, int64_t now_ms, boo
     if (!f->built)
         firing_set_build(a, f);
     char why[512] = "";
+    const char *note = NULL;
     json_t *labels = json_loads(x->labels_json, 0, NULL);
     bool suppressed =
         suppressor_check(a->suppressor, labels, now_ms, f->labels, f->n, why, sizeof why);
     json_decref(labels);
+    size_t changes = first ? flap_note(a, x->id, now_ms) : 0;
+    struct flap *fl = changes ? flap_of(a, x->id) : NULL;
+    if (!suppressed && fl && (int64_t)changes > a->cfg.alert_flapping_transitions) {
+        snprintf(why, sizeof why, "flapping: %zu state changes within %lld s", changes,
+                 (long long)(a->cfg.alert_flapping_window_ms / 1000));
+        if (fl->announced) {
+            suppressed = true;
+        } else {
+            fl->announced = true;
+            note = why; /* notified this once, with the reason */
+            a->flapping_total++;
+        }
+    }
     if (!first && suppressed == x->suppressed)
         return;
     x->suppressed = suppressed;
@@ -402,7 +487,7 @@ static void fire_on(struct alert_engine *a, struct alert *x, int64_t now_ms, boo
         return;
     }
     x->notified = true;
-    record(o, x, "firing", now_ms);
+    record_note(o, x, "firing", now_ms, note);
     notify(o, x, "firing", now_ms);
 }
 
@@ -448,6 +533,7 @@ static bool step(struct alert_engine *a, struct alert *x, const struct alert_rul
         if (x->notified)
             notify(o, x, "resolved", now_ms);
         a->transitions_total++;
+        flap_note(a, x->id, now_ms);
         return false;
     }
     if (x->state == ST_PENDING) { /* never fired: it goes, its row says so */
@@ -561,6 +647,7 @@ static void evaluate(struct alert_engine *a, size_t i, int64_t now_ms)
 static int64_t run_due(struct alert_engine *a)
 {
     int64_t now = time_now_ms(), next = now + 60000;
+    flaps_sweep(a, now);
     uint64_t dirty = a->dirty_tables;
     a->dirty_tables = 0;
     for (size_t i = 0; i < a->rules.n && !a->stopping; i++) {
@@ -841,6 +928,12 @@ void alert_engine_free(struct alert_engine **ap)
             a->buckets[b] = x->next;
             free_alert(x);
         }
+    for (size_t b = 0; b < ALERT_BUCKETS; b++)
+        while (a->flaps[b]) {
+            struct flap *f = a->flaps[b];
+            a->flaps[b] = f->next;
+            free(f);
+        }
     alert_rules_free(&a->rules);
     free(a->rstate);
     pthread_mutex_destroy(&a->lock);
@@ -1103,9 +1196,13 @@ void alert_engine_metrics(struct alert_engine *a, struct buf *out)
                "opsdb_alert_evaluation_failures_total %llu\n"
                "# HELP opsdb_alert_transitions_total Alert state transitions recorded.\n"
                "# TYPE opsdb_alert_transitions_total counter\n"
-               "opsdb_alert_transitions_total %llu\n",
+               "opsdb_alert_transitions_total %llu\n"
+               "# HELP opsdb_alert_flapping_total Flapping spells detected (notified once, "
+               "then held).\n"
+               "# TYPE opsdb_alert_flapping_total counter\n"
+               "opsdb_alert_flapping_total %llu\n",
                (unsigned long long)a->evaluations_total, (unsigned long long)a->eval_failures_total,
-               (unsigned long long)a->transitions_total);
+               (unsigned long long)a->transitions_total, (unsigned long long)a->flapping_total);
     if (a->notifier) /* under the lock: a reload frees the notifier it replaces */
         notifier_metrics(a->notifier, out);
     pthread_mutex_unlock(&a->lock);

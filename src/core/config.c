@@ -93,6 +93,11 @@ static const struct option options[] = {
     CHOICE("alerting.default_rules", alert_default_rules, "on", "on|off",
            "run the default rule set (docs/alerts.md; `opsdb alerts defaults` prints it) beside "
            "alerting.rule_files; a rule file's group of the same name replaces a default group"),
+    INTO("alerting.flapping_transitions", alert_flapping_transitions, "6", 0, 1000,
+         "an alert that changes state more often than this within alerting.flapping_window is "
+         "flapping: notified once, then recorded as suppressed until it calms down (0 = off)"),
+    DUR("alerting.flapping_window", alert_flapping_window_ms, "30m", 1000, 86400000.0,
+        "the window of alerting.flapping_transitions"),
     DUR("alerting.interval", alert_interval_ms, "15s", 1000, 86400000.0,
         "how often a rule group is evaluated when it does not say (threshold rules are also "
         "evaluated as their table's rows are committed)"),

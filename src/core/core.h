@@ -328,6 +328,7 @@ struct config {
     char alert_rule_files[2048]; /* comma-separated paths */
     int64_t alert_interval_ms;   /* default evaluation interval of a rule group */
     char alert_default_rules[8]; /* "on" or "off" */
+    int64_t alert_flapping_transitions, alert_flapping_window_ms;
     size_t nfp_rules;
     char fp_regex[CONFIG_MAX_FP_RULES][256];
     char fp_replacement[CONFIG_MAX_FP_RULES][64];
