@@ -24,6 +24,7 @@ struct notify_alert {
     int64_t starts_ms;       /* when it started firing */
     int64_t ends_ms;         /* when it resolved; 0 while firing */
     const char *incident_id; /* the incident it belongs to, or NULL */
+    const char *receiver;    /* an escalation's receiver: delivered there, not routed; or NULL */
 };
 
 struct notifier;

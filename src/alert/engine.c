@@ -19,6 +19,7 @@
  * it, and the rows and notifications they make are written after it is released.
  */
 #include "alert/alert_int.h"
+#include "alert/escalate.h"
 #include "alert/eval.h"
 #include "alert/suppress.h"
 #include "ingest/ingest.h"
@@ -53,7 +54,9 @@ struct alert {
     uint64_t outcomes[2]; /* the last evaluations' outcomes, newest in bit 0 (n_of_m) */
     bool notified;
     bool suppressed; /* firing, but silenced, in maintenance or inhibited: not notified */
-    bool seen;       /* produced by the evaluation being applied */
+    int escalation_level;
+    char severity[16]; /* raised by an escalation step; "" = the labels' */
+    bool seen;         /* produced by the evaluation being applied */
 };
 
 /* The recent state changes of one alert id, kept after it resolves: an alert that changes
@@ -80,6 +83,7 @@ struct pending_out {
     struct batch history;
     struct notify_alert *notes;
     char **note_strings; /* owned copies the notes point to */
+    char **note_receivers;
     json_t **note_json;
     size_t nnotes, cap;
 };
@@ -90,6 +94,7 @@ struct alert_engine {
     struct config cfg;
     struct notifier *notifier;
     struct suppressor *suppressor;
+    struct escalations *escalations;
     pthread_t thread;
     bool started;
     pthread_mutex_t lock;
@@ -105,6 +110,7 @@ struct alert_engine {
     struct rule_state *next_rstate;
     struct notifier *next_notifier;
     struct suppressor *next_suppressor;
+    struct escalations *next_escalations;
     struct alert *buckets[ALERT_BUCKETS];
     size_t nalerts;
     struct flap *flaps[ALERT_BUCKETS];
@@ -272,6 +278,8 @@ static void record_note(struct pending_out *o, const struct alert *x, const char
     const struct table *t = o->history.table;
     json_t *labels;
     const char *severity = severity_of(x->labels_json, &labels);
+    if (x->severity[0])
+        severity = x->severity;
     row[schema_column(t, "ts")] = (struct value){.i = now_ms, .type = VAL_INT};
     set_text(&o->history, row, "alert_id", x->id);
     set_text(&o->history, row, "rule", x->rule);
@@ -285,7 +293,8 @@ static void record_note(struct pending_out *o, const struct alert *x, const char
     snprintf(summary, sizeof summary, "%s%s%s", x->summary ? x->summary : x->rule,
              note ? " - " : "", note ? note : "");
     set_text(&o->history, row, "summary", summary);
-    row[schema_column(t, "escalation_level")] = (struct value){.i = 0, .type = VAL_INT};
+    row[schema_column(t, "escalation_level")] =
+        (struct value){.i = x->escalation_level, .type = VAL_INT};
     row[schema_column(t, "notified")] = (struct value){.i = x->notified, .type = VAL_INT};
     json_decref(labels);
 }
@@ -295,19 +304,23 @@ static void record(struct pending_out *o, const struct alert *x, const char *sta
     record_note(o, x, state, now_ms, NULL);
 }
 
-/* A notification of x (firing or resolved), copied for after the lock. */
-static void notify(struct pending_out *o, const struct alert *x, const char *status, int64_t now_ms)
+/* A notification of x (firing or resolved), copied for after the lock; receiver NULL: routed. */
+static void notify_to(struct pending_out *o, const struct alert *x, const char *status,
+                      int64_t now_ms, const char *receiver)
 {
     if (o->nnotes == o->cap) {
         size_t cap = o->cap ? 2 * o->cap : 8;
         struct notify_alert *n = realloc(o->notes, cap * sizeof *n);
         char **s = n ? realloc(o->note_strings, cap * sizeof *s) : NULL;
-        json_t **j = s ? realloc(o->note_json, 2 * cap * sizeof *j) : NULL;
+        char **r = s ? realloc(o->note_receivers, cap * sizeof *r) : NULL;
+        json_t **j = r ? realloc(o->note_json, 2 * cap * sizeof *j) : NULL;
         if (n)
             o->notes = n;
         if (s)
             o->note_strings = s;
-        if (!n || !s || !j) {
+        if (r)
+            o->note_receivers = r;
+        if (!n || !s || !r || !j) {
             log_error("alerting: out of memory; a notification of %s is lost", x->id);
             return;
         }
@@ -317,6 +330,9 @@ static void notify(struct pending_out *o, const struct alert *x, const char *sta
     size_t i = o->nnotes++;
     o->note_strings[i] = strdup(x->id);
     o->note_json[2 * i] = json_loads(x->labels_json, 0, NULL);
+    if (x->severity[0]) /* raised by an escalation */
+        json_object_set_new(o->note_json[2 * i], "severity", json_string(x->severity));
+    o->note_receivers[i] = receiver ? strdup(receiver) : NULL;
     o->note_json[2 * i + 1] = json_loads(x->annotations_json ? x->annotations_json : "{}", 0, NULL);
     o->notes[i] = (struct notify_alert){o->note_strings[i],
                                         status,
@@ -325,7 +341,13 @@ static void notify(struct pending_out *o, const struct alert *x, const char *sta
                                         x->value,
                                         x->fired_ms,
                                         strcmp(status, "resolved") == 0 ? now_ms : 0,
-                                        NULL};
+                                        NULL,
+                                        o->note_receivers[i]};
+}
+
+static void notify(struct pending_out *o, const struct alert *x, const char *status, int64_t now_ms)
+{
+    notify_to(o, x, status, now_ms, NULL);
 }
 
 static void pending_out_init(struct pending_out *o)
@@ -344,11 +366,13 @@ static void pending_out_flush(struct alert_engine *a, struct pending_out *o)
         if (a->notifier)
             notifier_post(a->notifier, &o->notes[i]);
         free(o->note_strings[i]);
+        free(o->note_receivers[i]);
         json_decref(o->note_json[2 * i]);
         json_decref(o->note_json[2 * i + 1]);
     }
     free(o->notes);
     free(o->note_strings);
+    free(o->note_receivers);
     free(o->note_json);
     batch_release(&o->history);
     memset(o, 0, sizeof *o);
@@ -491,6 +515,30 @@ static void fire_on(struct alert_engine *a, struct alert *x, int64_t now_ms, boo
     notify(o, x, "firing", now_ms);
 }
 
+/* The next escalation step of a firing alert nobody acknowledged, when it is due: a row
+ * (state escalated, its level) and a notification to the step's receiver. */
+static void escalate(struct alert_engine *a, struct alert *x, int64_t now_ms, struct pending_out *o)
+{
+    const struct escalation_step *st;
+    int level;
+    json_t *labels = json_loads(x->labels_json, 0, NULL);
+    bool due = escalations_due(a->escalations, labels, x->fired_ms, now_ms, x->escalation_level,
+                               &st, &level);
+    json_decref(labels);
+    if (!due)
+        return;
+    x->escalation_level = level;
+    if (st->severity[0])
+        snprintf(x->severity, sizeof x->severity, "%s", st->severity);
+    char note[200];
+    snprintf(note, sizeof note, "escalated to level %d%s%s%s%s", level,
+             st->receiver[0] ? ", notifying " : "", st->receiver,
+             st->severity[0] ? ", severity " : "", st->severity);
+    record_note(o, x, "escalated", now_ms, note);
+    notify_to(o, x, "firing", now_ms, st->receiver[0] ? st->receiver : NULL);
+    a->transitions_total++;
+}
+
 /* One alert's step given this evaluation's outcome. Returns false when it is gone. */
 static bool step(struct alert_engine *a, struct alert *x, const struct alert_rule *r, bool present,
                  double value, int64_t now_ms, struct firing_set *f, struct pending_out *o)
@@ -523,6 +571,8 @@ static bool step(struct alert_engine *a, struct alert *x, const struct alert_rul
         } else if (x->state == ST_FIRING || x->state == ST_ACKED) {
             fire_on(a, x, now_ms, false, f, o); /* a silence may have begun or ended */
         }
+        if (x->state == ST_FIRING && !x->suppressed)
+            escalate(a, x, now_ms, o);
         return true;
     }
     if (x->state == ST_FIRING || x->state == ST_ACKED) {
@@ -713,6 +763,9 @@ static void take_reload(struct alert_engine *a, struct pending_out *o, struct al
     a->notifier = a->next_notifier;
     suppressor_free(&a->suppressor); /* its silences were copied into the next one */
     a->suppressor = a->next_suppressor;
+    escalations_free(&a->escalations);
+    a->escalations = a->next_escalations;
+    a->next_escalations = NULL;
     memset(&a->next_rules, 0, sizeof a->next_rules);
     a->next_rstate = NULL;
     a->next_notifier = NULL;
@@ -829,7 +882,7 @@ static void restore(struct alert_engine *a)
     struct err e;
     int rc = read_table(a,
                         "SELECT alert_id, rule, state, value, labels, summary, notified, since, "
-                        "first_seen FROM active_alerts",
+                        "first_seen, escalation_level FROM active_alerts",
                         &res, &e);
     if (rc) {
         log_error("alerting: reading the active alerts failed: %s", e.msg);
@@ -860,6 +913,7 @@ static void restore(struct alert_engine *a)
         x->active_since_ms = row[8].type == VAL_INT ? row[8].i : time_now_ms();
         x->fired_ms = row[7].type == VAL_INT ? row[7].i : x->active_since_ms;
         x->last_hit_ms = time_now_ms();
+        x->escalation_level = row[9].type == VAL_INT ? (int)row[9].i : 0;
         annotate(x, r);
         restored++;
     }
@@ -882,6 +936,8 @@ int alert_engine_new(struct alert_engine **out, struct store *s, struct writer *
     int rc = load_rules(cfg, &a->rules, &a->rstate, e);
     if (rc == 0)
         rc = suppressor_new(&a->suppressor, cfg->config_path, e);
+    if (rc == 0)
+        rc = escalations_new(&a->escalations, cfg->config_path, e);
     if (rc == 0)
         rc = notifier_new(&a->notifier, cfg->config_path, w, e);
     if (rc) {
@@ -920,6 +976,8 @@ void alert_engine_free(struct alert_engine **ap)
     notifier_free(&a->next_notifier, 0);
     suppressor_free(&a->suppressor);
     suppressor_free(&a->next_suppressor);
+    escalations_free(&a->escalations);
+    escalations_free(&a->next_escalations);
     alert_rules_free(&a->next_rules);
     free(a->next_rstate);
     for (size_t b = 0; b < ALERT_BUCKETS; b++)
@@ -948,13 +1006,16 @@ int alert_engine_reload(struct alert_engine *a, struct err *e)
     struct rule_state *rstate = NULL;
     struct notifier *notifier = NULL;
     struct suppressor *suppressor = NULL;
+    struct escalations *escalations = NULL;
     int rc = load_rules(&a->cfg, &rules, &rstate, e);
-    if (rc == 0 && (rc = suppressor_new(&suppressor, a->cfg.config_path, e)) == 0)
+    if (rc == 0 && (rc = suppressor_new(&suppressor, a->cfg.config_path, e)) == 0 &&
+        (rc = escalations_new(&escalations, a->cfg.config_path, e)) == 0)
         rc = notifier_new(&notifier, a->cfg.config_path, a->writer, e);
     if (rc) {
         alert_rules_free(&rules);
         free(rstate);
         suppressor_free(&suppressor);
+        escalations_free(&escalations);
         return rc;
     }
     pthread_mutex_lock(&a->lock);
@@ -963,6 +1024,7 @@ int alert_engine_reload(struct alert_engine *a, struct err *e)
         free(a->next_rstate);
         notifier_free(&a->next_notifier, 0);
         suppressor_free(&a->next_suppressor);
+        escalations_free(&a->next_escalations);
     }
     /* the silences made over the API live on in the new suppressor */
     for (size_t i = 0; a->suppressor && i < SILENCES_MAX; i++) {
@@ -976,6 +1038,7 @@ int alert_engine_reload(struct alert_engine *a, struct err *e)
     a->next_rstate = rstate;
     a->next_notifier = notifier;
     a->next_suppressor = suppressor;
+    a->next_escalations = escalations;
     a->swap_pending = true;
     pthread_cond_signal(&a->wake);
     pthread_mutex_unlock(&a->lock);

@@ -419,7 +419,8 @@ static int load_node(struct config *c, yaml_document_t *doc, yaml_node_t *n, con
         else if (strcmp(name, "alerting.receivers") == 0 || strcmp(name, "alerting.route") == 0 ||
                  strcmp(name, "alerting.inhibit_rules") == 0 ||
                  strcmp(name, "alerting.maintenance") == 0 ||
-                 strcmp(name, "alerting.dependencies") == 0)
+                 strcmp(name, "alerting.dependencies") == 0 ||
+                 strcmp(name, "alerting.escalations") == 0)
             rc = 0; /* read by the alert module from config_path (docs/alerts.md) */
         else if (v->type == YAML_MAPPING_NODE)
             rc = load_node(c, doc, v, name, e);
