@@ -1,0 +1,2330 @@
+/*
+ * The notifier: Alertmanager's routing, grouping and delivery, for opsdb's alerts.
+ *
+ * notifier_post() copies a state change onto a bounded queue and returns. The dispatcher thread
+ * routes each change through the routing tree (alerting.route), files it in its group (the route
+ * and the values of its group_by labels) and decides, as Alertmanager does, when a group is sent:
+ * group_wait after the group appears, group_interval after the last send when it changed,
+ * repeat_interval while it is firing and unchanged. A notification goes to its receiver's own
+ * thread, which delivers it (webhook: an HTTP POST of Alertmanager's version 4 payload; exec: a
+ * program that reads the same JSON on stdin) with retries and exponential backoff, and writes
+ * every attempt to notification_log. What cannot be delivered (queue full, no receiver, opsdb
+ * stopping) is counted and written as `dropped` rows.
+ *
+ * Threads: the callers of notifier_post() and notifier_metrics(), the dispatcher, and one per
+ * receiver. n->lock guards the queues, the dropped rows waiting to be written and the counters;
+ * the groups and the set of firing alerts belong to the dispatcher alone. No lock is held across
+ * network I/O, a child process or writer_submit().
+ */
+#include "alert/alert_int.h"
+#include "ingest/ingest.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <regex.h>
+#include <signal.h>
+#include <sodium.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <yaml.h>
+
+/* ---- limits and defaults ------------------------------------------------------------------ */
+
+#define QUEUE_MAX 10000         /* state changes waiting for the dispatcher; more are dropped */
+#define RECEIVER_QUEUE_MAX 1000 /* notifications waiting for one receiver; more are dropped */
+#define DROPS_PENDING_MAX 1000  /* dropped rows waiting to be written; more are only counted */
+#define RECEIVERS_MAX 64
+#define ROUTES_MAX 256
+#define ROUTE_DEPTH_MAX 16
+#define LIST_MAX 32 /* group_by and equal labels, matchers of a route, words of a command */
+#define INHIBIT_RULES_MAX 64
+#define LABELS_MAX 64          /* labels and annotations of one alert */
+#define TEXT_MAX 4096          /* one label value, annotation, config string */
+#define ATTEMPTS_MAX 100       /* max_attempts */
+#define ALERTS_MAX 100000      /* max_alerts */
+#define TIMEOUT_MAX_MS 3600000 /* a receiver's timeout */
+#define INTERVAL_MAX_MS (366 * 86400000LL)
+#define ANSWER_QUOTE_BYTES 200 /* of a failed answer's body or a program's output, in the error */
+#define BACKOFF_FIRST_MS 1000
+#define BACKOFF_MAX_MS 60000
+#define EXEC_POLL_MS 10
+
+#define DEFAULT_GROUP_WAIT_MS 30000
+#define DEFAULT_GROUP_INTERVAL_MS 300000
+#define DEFAULT_REPEAT_INTERVAL_MS 14400000
+#define DEFAULT_TIMEOUT_MS 10000
+#define DEFAULT_MAX_ATTEMPTS 5
+
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
+
+/* Why alerts were dropped: the error text of their rows. */
+#define QUEUE_MAX_TEXT STRINGIFY(QUEUE_MAX)
+#define RECEIVER_QUEUE_MAX_TEXT STRINGIFY(RECEIVER_QUEUE_MAX)
+static const char WHY_QUEUE_FULL[] = "the notification queue is full (" QUEUE_MAX_TEXT
+                                     " waiting): alerts change faster than they are routed";
+static const char WHY_NO_RECEIVER[] =
+    "no receiver is configured: add alerting.receivers and alerting.route to the config file";
+static const char WHY_INVALID[] = "invalid alert: it needs an id, status firing or resolved, and "
+                                  "labels and annotations that are objects of text values";
+static const char WHY_RECEIVER_BUSY[] = "the receiver's queue is full (" RECEIVER_QUEUE_MAX_TEXT
+                                        " notifications waiting): it is too slow or down";
+static const char WHY_STOPPED[] = "opsdb stopped before this notification could be delivered";
+
+/* ---- types -------------------------------------------------------------------------------- */
+
+enum status { ST_OK, ST_FAILED, ST_RETRYING, ST_DROPPED, NSTATUS };
+static const char *const status_names[NSTATUS] = {"ok", "failed", "retrying", "dropped"};
+
+/* One state change, copied from a notify_alert. Shared (refs) by the groups and the firing set
+ * that hold it; only the dispatcher touches refs. */
+struct nalert {
+    struct nalert *next; /* in the queue */
+    int refs;
+    char *id, *incident;
+    bool firing;
+    json_t *labels, *annotations;
+    int64_t starts_ms, ends_ms;
+    char fingerprint[17]; /* of the labels, as Alertmanager's alert fingerprint */
+};
+
+struct matcher {
+    char *name, *value;
+    bool is_re;
+    regex_t re; /* is_re: ^(value)$ */
+};
+
+struct matchers {
+    struct matcher *v;
+    size_t n;
+};
+
+struct route {
+    size_t index;    /* depth-first: groups are keyed by it */
+    char *key;       /* Alertmanager's route key, e.g. {}/{severity="critical"} */
+    size_t receiver; /* index in n->receivers */
+    char **group_by;
+    size_t ngroup_by;
+    bool group_by_all; /* group_by: ['...'] */
+    int64_t group_wait_ms, group_interval_ms, repeat_interval_ms;
+    bool cont; /* continue: later siblings are tried too */
+    struct matchers match;
+    struct route *routes;
+    size_t nroutes;
+    yaml_node_t *routes_node; /* while parsing: children wait for the parent's settings */
+};
+
+struct inhibit_rule {
+    struct matchers source, target;
+    char **equal;
+    size_t nequal;
+};
+
+struct delivery {
+    struct delivery *next;
+    char *group_key, *alert_id;
+    size_t nalerts;
+    char *body; /* the JSON payload */
+    size_t len;
+};
+
+struct attempt {
+    bool ok;
+    long http_status; /* 0: none */
+    char error[512];
+};
+
+struct receiver;
+struct cfgp;
+struct field;
+
+/* A kind of receiver: its keys in the config, and one delivery attempt. */
+struct receiver_ops {
+    const char *kind;
+    const struct field *fields;
+    size_t nfields;
+    /* After the fields are read: what is missing or inconsistent. */
+    int (*check)(struct cfgp *p, yaml_node_t *at, const char *ctx, struct receiver *r);
+    /* On the receiver's thread; fills out. */
+    void (*attempt)(struct receiver *r, const struct delivery *d, struct attempt *out);
+};
+
+struct receiver {
+    struct notifier *n;
+    size_t index;
+    char *name;
+    const struct receiver_ops *ops;
+    int64_t max_attempts, timeout_ms, max_alerts;
+    bool send_resolved;
+    char *url, *hmac_secret; /* webhook */
+    CURL *curl;              /* webhook: the thread's handle, which keeps connections open */
+    char **argv;             /* exec: NULL-terminated */
+    size_t argc;
+    pthread_t thread;
+    bool started;
+    /* under n->lock */
+    pthread_cond_t wake; /* a delivery was queued, or opsdb is stopping */
+    struct delivery *head, *tail;
+    size_t queued;
+    bool busy;
+};
+
+struct counters {
+    uint64_t n[NSTATUS]; /* dropped counts alerts, the others attempts */
+    double latency_s;
+    uint64_t latency_n;
+};
+
+/* A dropped row waiting to be written by the dispatcher. */
+struct drop {
+    size_t receiver; /* n->nreceivers: none */
+    const char *why;
+    char *group_key, *alert_id;
+    uint64_t alerts;
+};
+
+/* String-keyed hash map (keys copied; values not owned). */
+struct map_entry {
+    struct map_entry *next;
+    uint64_t hash;
+    char *key;
+    void *value;
+};
+
+struct map {
+    struct map_entry **b;
+    size_t nb, n;
+};
+
+struct idset {
+    uint64_t *v; /* sorted hashes of alert ids */
+    size_t n;
+};
+
+struct group {
+    const struct route *route;
+    char *id;  /* in n->groups: route index and label text */
+    char *key; /* the payload's groupKey */
+    json_t *group_labels;
+    struct nalert **alerts; /* in arrival order */
+    size_t nalerts, cap;
+    struct map index;                     /* alert id -> position + 1 */
+    int64_t next_flush_ms, last_flush_ms; /* monotonic */
+    bool waited;                          /* group_wait is over */
+    bool dirty;                           /* changed since the last flush */
+    /* the last notification, as Alertmanager's notification log keeps it */
+    bool sent;
+    int64_t sent_ms;
+    struct idset sent_firing, sent_resolved;
+};
+
+struct log_columns {
+    int ts, receiver, group_key, alert_id, alerts, status, attempt, http_status, error, latency_ms;
+};
+
+struct notifier {
+    char *path;
+    struct writer *w;
+    const struct table *log_table;
+    struct log_columns col;
+    struct receiver *receivers;
+    size_t nreceivers;
+    struct route *root; /* NULL: no route, every alert is dropped */
+    size_t nroutes;
+    struct inhibit_rule *inhibit;
+    size_t ninhibit;
+
+    pthread_mutex_t lock;
+    pthread_cond_t wake; /* the dispatcher: a change queued, a drop to write, or stopping */
+    pthread_cond_t idle; /* notifier_free(): a receiver finished a delivery */
+    struct nalert *qhead, *qtail;
+    size_t qlen;
+    struct drop *drops;
+    size_t ndrops;
+    uint64_t drops_unrecorded;
+    struct counters *counters; /* nreceivers + 1: the last is alerts without a receiver */
+    bool stopping;             /* no more posts; the dispatcher flushes and ends */
+    bool receivers_stopping;   /* receivers end once their queue is empty */
+    atomic_bool abort;         /* the deadline passed: deliveries stop now */
+    bool threads;              /* the receivers' conditions exist, their threads may have started */
+    pthread_t dispatcher;
+    bool dispatcher_started;
+
+    /* the dispatcher's alone */
+    struct map groups;
+    struct map firing; /* alert id -> nalert, for inhibition */
+};
+
+/* ---- small helpers ------------------------------------------------------------------------ */
+
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) {
+        fprintf(stderr, "opsdb: out of memory in the notifier\n");
+        abort();
+    }
+    return p;
+}
+
+static void *xrealloc(void *p, size_t size)
+{
+    p = realloc(p, size ? size : 1);
+    if (!p) {
+        fprintf(stderr, "opsdb: out of memory in the notifier\n");
+        abort();
+    }
+    return p;
+}
+
+static char *xstrdup(const char *s)
+{
+    size_t len = strlen(s);
+    char *d = xcalloc(1, len + 1);
+    memcpy(d, s, len);
+    return d;
+}
+
+static void free_strings(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static double mono_ms_precise(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1000.0 + (double)t.tv_nsec / 1e6;
+}
+
+/* Waits on c (CLOCK_MONOTONIC) until at_ms, or forever when at_ms is INT64_MAX. */
+static void cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m, int64_t at_ms)
+{
+    if (at_ms == INT64_MAX) {
+        pthread_cond_wait(c, m);
+        return;
+    }
+    struct timespec ts = {.tv_sec = at_ms / 1000, .tv_nsec = (at_ms % 1000) * 1000000};
+    pthread_cond_timedwait(c, m, &ts);
+}
+
+static void cond_init_monotonic(pthread_cond_t *c)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(c, &a);
+    pthread_condattr_destroy(&a);
+}
+
+/* The value of label name, "" when absent (as Alertmanager's matchers see it). */
+static const char *label_value(json_t *labels, const char *name)
+{
+    const char *v = json_string_value(json_object_get(labels, name));
+    return v ? v : "";
+}
+
+/* Appends s quoted as in Alertmanager's label sets: "...", with \ " and newlines escaped. */
+static void put_quoted(struct buf *b, const char *s)
+{
+    buf_putc(b, '"');
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            buf_putc(b, '\\');
+        if (*s == '\n')
+            buf_append(b, "\\n", 2);
+        else
+            buf_putc(b, *s);
+    }
+    buf_putc(b, '"');
+}
+
+/* ---- a string-keyed hash map -------------------------------------------------------------- */
+
+static struct map_entry **map_slot(const struct map *m, const char *key, uint64_t h)
+{
+    struct map_entry **e = &m->b[h & (m->nb - 1)];
+    while (*e && !((*e)->hash == h && strcmp((*e)->key, key) == 0))
+        e = &(*e)->next;
+    return e;
+}
+
+static void *map_get(const struct map *m, const char *key)
+{
+    if (!m->nb)
+        return NULL;
+    struct map_entry *e = *map_slot(m, key, hash64(key, strlen(key), 0));
+    return e ? e->value : NULL;
+}
+
+static void map_grow(struct map *m)
+{
+    size_t nb = m->nb ? m->nb * 2 : 16;
+    struct map_entry **b = xcalloc(nb, sizeof *b);
+    for (size_t i = 0; i < m->nb; i++) {
+        for (struct map_entry *e = m->b[i], *next; e; e = next) {
+            next = e->next;
+            e->next = b[e->hash & (nb - 1)];
+            b[e->hash & (nb - 1)] = e;
+        }
+    }
+    free(m->b);
+    m->b = b;
+    m->nb = nb;
+}
+
+/* Inserts or replaces. */
+static void map_put(struct map *m, const char *key, void *value)
+{
+    if (m->n >= m->nb)
+        map_grow(m);
+    uint64_t h = hash64(key, strlen(key), 0);
+    struct map_entry **slot = map_slot(m, key, h);
+    if (!*slot) {
+        *slot = xcalloc(1, sizeof **slot);
+        (*slot)->hash = h;
+        (*slot)->key = xstrdup(key);
+        m->n++;
+    }
+    (*slot)->value = value;
+}
+
+/* Removes key; returns its value (NULL when absent). */
+static void *map_take(struct map *m, const char *key)
+{
+    if (!m->nb)
+        return NULL;
+    struct map_entry **slot = map_slot(m, key, hash64(key, strlen(key), 0));
+    struct map_entry *e = *slot;
+    if (!e)
+        return NULL;
+    void *value = e->value;
+    *slot = e->next;
+    free(e->key);
+    free(e);
+    m->n--;
+    return value;
+}
+
+static void map_release(struct map *m)
+{
+    for (size_t i = 0; i < m->nb; i++) {
+        for (struct map_entry *e = m->b[i], *next; e; e = next) {
+            next = e->next;
+            free(e->key);
+            free(e);
+        }
+    }
+    free(m->b);
+    memset(m, 0, sizeof *m);
+}
+
+/* The values of m, for iterating while the map changes; free() the array. */
+static void **map_values(const struct map *m, size_t *n)
+{
+    void **v = xcalloc(m->n, sizeof *v);
+    *n = 0;
+    for (size_t i = 0; i < m->nb; i++)
+        for (struct map_entry *e = m->b[i]; e; e = e->next)
+            v[(*n)++] = e->value;
+    return v;
+}
+
+/* ---- alerts ------------------------------------------------------------------------------- */
+
+static void nalert_unref(struct nalert *a)
+{
+    if (!a || --a->refs > 0)
+        return;
+    free(a->id);
+    free(a->incident);
+    json_decref(a->labels);
+    json_decref(a->annotations);
+    free(a);
+}
+
+/* A copy of obj (NULL: an empty object) when it is an object of at most LABELS_MAX text
+ * values; NULL otherwise. */
+static json_t *text_object_copy(json_t *obj)
+{
+    if (!obj)
+        return json_object();
+    if (!json_is_object(obj) || json_object_size(obj) > LABELS_MAX)
+        return NULL;
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v)
+    {
+        if (!json_is_string(v) || json_string_length(v) > TEXT_MAX || strlen(k) > TEXT_MAX)
+            return NULL;
+    }
+    return json_deep_copy(obj);
+}
+
+static void fingerprint_labels(json_t *labels, char out[17])
+{
+    char *text = json_dumps(labels, JSON_COMPACT | JSON_SORT_KEYS);
+    uint64_t h = text ? hash64(text, strlen(text), 0) : 0;
+    free(text);
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
+
+/* Copies a; NULL when a is not a valid state change. */
+static struct nalert *nalert_new(const struct notify_alert *a)
+{
+    if (!a->alert_id || !*a->alert_id || strlen(a->alert_id) > TEXT_MAX || !a->status)
+        return NULL;
+    if (a->incident_id &&
+        (strlen(a->incident_id) > TEXT_MAX ||
+         !utf8_valid((const unsigned char *)a->incident_id, strlen(a->incident_id))))
+        return NULL;
+    bool firing = strcmp(a->status, "firing") == 0;
+    if (!firing && strcmp(a->status, "resolved") != 0)
+        return NULL;
+    json_t *labels = text_object_copy(a->labels);
+    json_t *annotations = text_object_copy(a->annotations);
+    if (!labels || !annotations) {
+        json_decref(labels);
+        json_decref(annotations);
+        return NULL;
+    }
+    struct nalert *c = xcalloc(1, sizeof *c);
+    c->refs = 1;
+    c->id = xstrdup(a->alert_id);
+    c->incident = a->incident_id && *a->incident_id ? xstrdup(a->incident_id) : NULL;
+    c->firing = firing;
+    c->labels = labels;
+    c->annotations = annotations;
+    c->starts_ms = a->starts_ms;
+    c->ends_ms = firing ? 0 : a->ends_ms > 0 ? a->ends_ms : time_now_ms();
+    fingerprint_labels(labels, c->fingerprint);
+    return c;
+}
+
+/* ---- matchers and routing ----------------------------------------------------------------- */
+
+static bool matchers_match(const struct matchers *m, json_t *labels)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        const char *v = label_value(labels, m->v[i].name);
+        bool ok = m->v[i].is_re ? regexec(&m->v[i].re, v, 0, NULL, 0) == 0
+                                : strcmp(v, m->v[i].value) == 0;
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static void matchers_release(struct matchers *m)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        free(m->v[i].name);
+        free(m->v[i].value);
+        if (m->v[i].is_re)
+            regfree(&m->v[i].re);
+    }
+    free(m->v);
+    memset(m, 0, sizeof *m);
+}
+
+/* Alertmanager's routing: a route that matches hands the alert to its first matching child
+ * (and the later ones while the matching child says continue), or takes it itself when no
+ * child does. Writes the routes that take it to out (room for ROUTES_MAX); returns how many. */
+static size_t route_match(const struct route *rt, json_t *labels, const struct route **out)
+{
+    if (!matchers_match(&rt->match, labels))
+        return 0;
+    size_t n = 0;
+    for (size_t i = 0; i < rt->nroutes; i++) {
+        size_t k = route_match(&rt->routes[i], labels, out + n);
+        n += k;
+        if (k && !rt->routes[i].cont)
+            break;
+    }
+    if (n == 0)
+        out[n++] = rt;
+    return n;
+}
+
+/* The group's label set as text ({a="1", b="2"}, names sorted) and, when group_labels is not
+ * NULL, as an object. */
+static void group_labels_of(const struct route *rt, json_t *labels, struct buf *text,
+                            json_t **group_labels)
+{
+    json_t *g = json_object();
+    if (rt->group_by_all) {
+        json_object_update(g, labels);
+    } else {
+        for (size_t i = 0; i < rt->ngroup_by; i++) {
+            json_t *v = json_object_get(labels, rt->group_by[i]);
+            if (v)
+                json_object_set(g, rt->group_by[i], v);
+        }
+    }
+    size_t nkeys = json_object_size(g), k = 0;
+    const char **keys = xcalloc(nkeys, sizeof *keys);
+    const char *name;
+    json_t *v;
+    json_object_foreach(g, name, v)
+    {
+        keys[k++] = name;
+    }
+    for (size_t i = 1; i < nkeys; i++) /* insertion sort: a handful of labels */
+        for (size_t j = i; j > 0 && strcmp(keys[j - 1], keys[j]) > 0; j--) {
+            const char *t = keys[j];
+            keys[j] = keys[j - 1];
+            keys[j - 1] = t;
+        }
+    buf_putc(text, '{');
+    for (size_t i = 0; i < nkeys; i++) {
+        buf_printf(text, "%s%s=", i ? ", " : "", keys[i]);
+        put_quoted(text, json_string_value(json_object_get(g, keys[i])));
+    }
+    buf_putc(text, '}');
+    free(keys);
+    if (group_labels)
+        *group_labels = g;
+    else
+        json_decref(g);
+}
+
+/* Alertmanager's groupKey: route key, colon, group labels. */
+static char *group_key_of(const struct route *rt, json_t *labels, json_t **group_labels)
+{
+    struct buf b;
+    buf_init(&b, 1 << 20);
+    buf_printf(&b, "%s:", rt->key);
+    group_labels_of(rt, labels, &b, group_labels);
+    char *key = xstrdup(b.data ? b.data : "");
+    buf_release(&b);
+    return key;
+}
+
+/* ---- counters and notification_log rows --------------------------------------------------- */
+
+struct row {
+    const char *receiver, *group_key, *alert_id; /* alert_id may be NULL */
+    int64_t alerts, attempt;
+    enum status status;
+    long http_status;  /* 0: none */
+    const char *error; /* NULL: none */
+    double latency_ms; /* < 0: none */
+};
+
+static void put_text(struct batch *b, struct value *row, int col, const char *s)
+{
+    const struct column *c = &b->table->columns[col];
+    struct value *v = &row[col];
+    size_t len = strlen(s);
+    if (c->max_len && len > c->max_len) { /* cut at a character boundary */
+        len = c->max_len;
+        while (len && ((unsigned char)s[len] & 0xC0) == 0x80)
+            len--;
+    }
+    v->type = VAL_TEXT;
+    v->s = arena_strndup(&b->arena, s, len);
+    v->len = (uint32_t)len;
+}
+
+static void put_int(struct value *v, int64_t i)
+{
+    v->type = VAL_INT;
+    v->i = i;
+}
+
+/* Writes one row through the writer (blocks until it is committed); a failure is logged, as
+ * nobody else would hear of it. Never called with n->lock held. */
+static void row_write(struct notifier *n, const struct row *r)
+{
+    if (!n->w)
+        return;
+    struct batch b;
+    batch_init(&b, n->log_table);
+    struct value *v = batch_add_row(&b);
+    put_int(&v[n->col.ts], time_now_ms());
+    put_text(&b, v, n->col.receiver, r->receiver);
+    put_text(&b, v, n->col.group_key, r->group_key);
+    if (r->alert_id)
+        put_text(&b, v, n->col.alert_id, r->alert_id);
+    put_int(&v[n->col.alerts], r->alerts);
+    put_text(&b, v, n->col.status, status_names[r->status]);
+    put_int(&v[n->col.attempt], r->attempt);
+    if (r->http_status > 0)
+        put_int(&v[n->col.http_status], r->http_status);
+    if (r->error)
+        put_text(&b, v, n->col.error, r->error);
+    if (r->latency_ms >= 0) {
+        v[n->col.latency_ms].type = VAL_REAL;
+        v[n->col.latency_ms].d = r->latency_ms;
+    }
+    struct err e;
+    err_clear(&e);
+    if (writer_submit(n->w, &b, &e) != 0)
+        log_warn("notifier: the notification_log row of receiver '%s' (%s) was not written: %s",
+                 r->receiver, status_names[r->status], e.msg);
+    batch_release(&b);
+}
+
+static const char *receiver_name(const struct notifier *n, size_t i)
+{
+    return i < n->nreceivers ? n->receivers[i].name : "";
+}
+
+/* Counts alerts dropped for receiver i and queues their row for the dispatcher. Consecutive
+ * drops of one group for one reason share a row. Called with n->lock held. */
+static void drop_locked(struct notifier *n, size_t receiver, const char *why, const char *group_key,
+                        const char *alert_id, uint64_t alerts)
+{
+    n->counters[receiver].n[ST_DROPPED] += alerts;
+    struct drop *last = n->ndrops ? &n->drops[n->ndrops - 1] : NULL;
+    if (last && last->receiver == receiver && last->why == why &&
+        strcmp(last->group_key, group_key) == 0) {
+        last->alerts += alerts;
+        return;
+    }
+    if (n->ndrops >= DROPS_PENDING_MAX) {
+        n->drops_unrecorded += alerts;
+        return;
+    }
+    if ((n->ndrops & (n->ndrops - 1)) == 0) /* 0, 1, 2, 4, ...: grow to the next power of 2 */
+        n->drops = xrealloc(n->drops, (n->ndrops ? n->ndrops * 2 : 1) * sizeof *n->drops);
+    n->drops[n->ndrops++] = (struct drop){receiver, why, xstrdup(group_key),
+                                          alert_id ? xstrdup(alert_id) : NULL, alerts};
+    pthread_cond_signal(&n->wake);
+}
+
+/* Drops alert a for every receiver it routes to (or none). Takes n->lock. */
+static void drop_alert(struct notifier *n, const struct nalert *a, const char *why)
+{
+    const struct route *hit[ROUTES_MAX];
+    size_t nhit = n->root ? route_match(n->root, a->labels, hit) : 0;
+    char *keys[ROUTES_MAX];
+    for (size_t i = 0; i < nhit; i++)
+        keys[i] = group_key_of(hit[i], a->labels, NULL);
+    pthread_mutex_lock(&n->lock);
+    if (nhit == 0)
+        drop_locked(n, n->nreceivers, why, "", a->id, 1);
+    for (size_t i = 0; i < nhit; i++)
+        drop_locked(n, hit[i]->receiver, why, keys[i], a->id, 1);
+    pthread_mutex_unlock(&n->lock);
+    for (size_t i = 0; i < nhit; i++)
+        free(keys[i]);
+}
+
+/* Writes the dropped rows queued so far. Never called with n->lock held. */
+static void drops_write(struct notifier *n)
+{
+    pthread_mutex_lock(&n->lock);
+    struct drop *drops = n->drops;
+    size_t ndrops = n->ndrops;
+    uint64_t unrecorded = n->drops_unrecorded;
+    n->drops = NULL;
+    n->ndrops = 0;
+    n->drops_unrecorded = 0;
+    pthread_mutex_unlock(&n->lock);
+    for (size_t i = 0; i < ndrops; i++) {
+        struct drop *d = &drops[i];
+        row_write(n, &(struct row){receiver_name(n, d->receiver), d->group_key, d->alert_id,
+                                   (int64_t)d->alerts, 1, ST_DROPPED, 0, d->why, -1});
+        free(d->group_key);
+        free(d->alert_id);
+    }
+    free(drops);
+    if (unrecorded)
+        log_warn("notifier: %llu dropped alerts were counted but not written to notification_log "
+                 "(more than %d rows were waiting)",
+                 (unsigned long long)unrecorded, DROPS_PENDING_MAX);
+}
+
+static void count_attempt(struct notifier *n, size_t receiver, enum status st, double latency_ms)
+{
+    pthread_mutex_lock(&n->lock);
+    n->counters[receiver].n[st]++;
+    n->counters[receiver].latency_s += latency_ms / 1000.0;
+    n->counters[receiver].latency_n++;
+    pthread_mutex_unlock(&n->lock);
+}
+
+/* ---- the payload -------------------------------------------------------------------------- */
+
+/* The label (annotation) pairs every alert of list shares. */
+static json_t *common_pairs(struct nalert *const *list, size_t n, bool annotations)
+{
+    json_t *common = json_object();
+    if (n == 0)
+        return common;
+    json_t *first = annotations ? list[0]->annotations : list[0]->labels;
+    const char *k;
+    json_t *v;
+    json_object_foreach(first, k, v)
+    {
+        bool shared = true;
+        for (size_t i = 1; i < n && shared; i++) {
+            json_t *o = json_object_get(annotations ? list[i]->annotations : list[i]->labels, k);
+            shared = o && json_equal(o, v);
+        }
+        if (shared)
+            json_object_set(common, k, v);
+    }
+    return common;
+}
+
+static json_t *alert_json(const struct nalert *a)
+{
+    char starts[40], ends[40] = "0001-01-01T00:00:00Z";
+    time_format_rfc3339(a->starts_ms, starts, sizeof starts);
+    if (!a->firing)
+        time_format_rfc3339(a->ends_ms, ends, sizeof ends);
+    return json_pack("{s:s, s:O, s:O, s:s, s:s, s:s, s:s}", "status",
+                     a->firing ? "firing" : "resolved", "labels", a->labels, "annotations",
+                     a->annotations, "startsAt", starts, "endsAt", ends, "generatorURL", "",
+                     "fingerprint", a->fingerprint);
+}
+
+/* Alertmanager's webhook payload, version 4, of the first nsend of the n alerts in list (the
+ * rest are counted as truncatedAlerts), plus "incident" when one of them belongs to one. */
+static char *payload_json(const struct receiver *r, const struct group *g,
+                          struct nalert *const *list, size_t n, size_t nsend, size_t *len)
+{
+    bool firing = false;
+    const char *incident = NULL;
+    for (size_t i = 0; i < n; i++) {
+        firing |= list[i]->firing;
+        if (!incident && i < nsend)
+            incident = list[i]->incident;
+    }
+    json_t *alerts = json_array();
+    for (size_t i = 0; i < nsend; i++)
+        json_array_append_new(alerts, alert_json(list[i]));
+    json_t *p = json_pack("{s:s, s:s, s:I, s:s, s:s, s:O, s:o, s:o, s:s, s:o}", "version", "4",
+                          "groupKey", g->key, "truncatedAlerts", (json_int_t)(n - nsend), "status",
+                          firing ? "firing" : "resolved", "receiver", r->name, "groupLabels",
+                          g->group_labels, "commonLabels", common_pairs(list, n, false),
+                          "commonAnnotations", common_pairs(list, n, true), "externalURL", "",
+                          "alerts", alerts);
+    if (incident)
+        json_object_set_new(p, "incident", json_string(incident));
+    char *body = json_dumps(p, JSON_COMPACT);
+    json_decref(p);
+    if (!body) {
+        fprintf(stderr, "opsdb: out of memory building a notification\n");
+        abort();
+    }
+    *len = strlen(body);
+    return body;
+}
+
+/* ---- webhook receivers -------------------------------------------------------------------- */
+
+struct answer {
+    char quote[ANSWER_QUOTE_BYTES + 1];
+    size_t len;
+};
+
+static size_t answer_write(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct answer *a = arg;
+    size_t n = size * nmemb,
+           take = n < ANSWER_QUOTE_BYTES - a->len ? n : ANSWER_QUOTE_BYTES - a->len;
+    for (size_t i = 0; i < take; i++) /* keep the error text on one line */
+        a->quote[a->len++] = (unsigned char)data[i] < 0x20 ? ' ' : data[i];
+    a->quote[a->len] = '\0';
+    return n;
+}
+
+/* The quote without trailing spaces (a last newline). */
+static const char *answer_text(struct answer *a)
+{
+    while (a->len && a->quote[a->len - 1] == ' ')
+        a->quote[--a->len] = '\0';
+    return a->quote;
+}
+
+static int abort_check(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    struct notifier *n = arg;
+    return atomic_load(&n->abort) ? 1 : 0;
+}
+
+/* "X-Opsdb-Signature: sha256=<hex of HMAC-SHA256(secret, body)>" */
+static void signature_header(const char *secret, const char *body, size_t len, char *out,
+                             size_t size)
+{
+    unsigned char mac[crypto_auth_hmacsha256_BYTES];
+    char hex[2 * sizeof mac + 1];
+    crypto_auth_hmacsha256_state st;
+    crypto_auth_hmacsha256_init(&st, (const unsigned char *)secret, strlen(secret));
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)body, len);
+    crypto_auth_hmacsha256_final(&st, mac);
+    sodium_bin2hex(hex, sizeof hex, mac, sizeof mac);
+    snprintf(out, size, "X-Opsdb-Signature: sha256=%s", hex);
+}
+
+static void webhook_error(struct receiver *r, CURLcode rc, const char *errbuf, struct attempt *out)
+{
+    long os_errno = 0;
+    curl_easy_getinfo(r->curl, CURLINFO_OS_ERRNO, &os_errno);
+    if (rc == CURLE_OPERATION_TIMEDOUT)
+        snprintf(out->error, sizeof out->error, "timed out after %lld ms",
+                 (long long)r->timeout_ms);
+    else if (rc == CURLE_ABORTED_BY_CALLBACK)
+        snprintf(out->error, sizeof out->error, "aborted: opsdb is stopping");
+    else if (rc == CURLE_COULDNT_CONNECT && os_errno == ECONNREFUSED)
+        snprintf(out->error, sizeof out->error, "connection refused");
+    else
+        snprintf(out->error, sizeof out->error, "%s", *errbuf ? errbuf : curl_easy_strerror(rc));
+}
+
+static void webhook_attempt(struct receiver *r, const struct delivery *d, struct attempt *out)
+{
+    if (!r->curl && !(r->curl = curl_easy_init())) {
+        snprintf(out->error, sizeof out->error, "cannot start an HTTP client (curl_easy_init)");
+        return;
+    }
+    CURL *c = r->curl;
+    curl_easy_reset(c); /* keeps the open connections */
+    struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
+    headers = curl_slist_append(headers, "Expect:"); /* no 100-continue round trip */
+    char sig[128];
+    if (r->hmac_secret) {
+        signature_header(r->hmac_secret, d->body, d->len, sig, sizeof sig);
+        headers = curl_slist_append(headers, sig);
+    }
+    struct answer ans = {.len = 0};
+    char errbuf[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(c, CURLOPT_URL, r->url);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_POST, 1L);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, d->body);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)d->len);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "opsdb-notifier");
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)r->timeout_ms);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, answer_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &ans);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, abort_check);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, r->n);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    CURLcode rc = curl_easy_perform(c);
+    curl_slist_free_all(headers);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->http_status); /* 0: no answer */
+    if (rc != CURLE_OK) {
+        webhook_error(r, rc, errbuf, out);
+        return;
+    }
+    out->ok = out->http_status >= 200 && out->http_status < 300;
+    if (!out->ok)
+        snprintf(out->error, sizeof out->error, "HTTP %ld%s%s", out->http_status,
+                 *answer_text(&ans) ? ": " : "", ans.quote);
+}
+
+/* ---- exec receivers ----------------------------------------------------------------------- */
+
+/* The state of one run of a receiver's program. */
+struct run {
+    pid_t pid;
+    int in, out; /* our ends of its stdin and of its stdout+stderr; -1 when closed */
+    const char *body;
+    size_t len, written;
+    struct answer output;
+    int status; /* from waitpid, once exited */
+    bool exited;
+};
+
+static int run_start(struct receiver *r, struct run *run, char *why, size_t why_size)
+{
+    int in[2], out[2];
+    if (pipe2(in, O_CLOEXEC) != 0)
+        return snprintf(why, why_size, "cannot make a pipe: %s", strerror(errno)), -1;
+    if (pipe2(out, O_CLOEXEC) != 0) {
+        snprintf(why, why_size, "cannot make a pipe: %s", strerror(errno));
+        close(in[0]), close(in[1]);
+        return -1;
+    }
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 2);
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t none, pipe_default;
+    sigemptyset(&none);
+    sigemptyset(&pipe_default);
+    sigaddset(&pipe_default, SIGPIPE);
+    posix_spawnattr_setsigmask(&attr, &none);            /* this thread blocks SIGPIPE */
+    posix_spawnattr_setsigdefault(&attr, &pipe_default); /* opsdb serve ignores it */
+    posix_spawnattr_setpgroup(&attr, 0); /* its own group: a timeout kills what it started too */
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+                                        POSIX_SPAWN_SETPGROUP);
+    int rc = posix_spawnp(&run->pid, r->argv[0], &fa, &attr, r->argv, environ);
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&fa);
+    close(in[0]);
+    close(out[1]);
+    if (rc != 0) {
+        snprintf(why, why_size, "cannot run %s: %s", r->argv[0], strerror(rc));
+        close(in[1]), close(out[0]);
+        return -1;
+    }
+    run->in = in[1];
+    run->out = out[0];
+    fcntl(run->in, F_SETFL, O_NONBLOCK);
+    fcntl(run->out, F_SETFL, O_NONBLOCK);
+    return 0;
+}
+
+static void fd_close(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+/* Feeds stdin, collects output and looks for the exit, for at most wait_ms. */
+static void run_step(struct run *run, int wait_ms)
+{
+    struct pollfd p[2];
+    nfds_t np = 0;
+    if (run->in >= 0)
+        p[np++] = (struct pollfd){.fd = run->in, .events = POLLOUT};
+    if (run->out >= 0)
+        p[np++] = (struct pollfd){.fd = run->out, .events = POLLIN};
+    if (np)
+        poll(p, np, wait_ms);
+    else
+        usleep((useconds_t)wait_ms * 1000);
+    if (run->in >= 0) {
+        ssize_t w = write(run->in, run->body + run->written, run->len - run->written);
+        if (w > 0)
+            run->written += (size_t)w;
+        if (run->written == run->len || (w < 0 && errno != EAGAIN && errno != EINTR)) {
+            fd_close(&run->in); /* EPIPE: it does not read its input, which is its business */
+            sigset_t pipe_sig;
+            sigemptyset(&pipe_sig);
+            sigaddset(&pipe_sig, SIGPIPE);
+            struct timespec zero = {0, 0};
+            sigtimedwait(&pipe_sig, NULL, &zero); /* consume the SIGPIPE this thread blocks */
+        }
+    }
+    if (run->out >= 0) {
+        char chunk[4096];
+        ssize_t got = read(run->out, chunk, sizeof chunk);
+        if (got > 0)
+            answer_write(chunk, 1, (size_t)got, &run->output);
+        else if (got == 0 || (errno != EAGAIN && errno != EINTR))
+            fd_close(&run->out);
+    }
+    if (waitpid(run->pid, &run->status, WNOHANG) == run->pid)
+        run->exited = true;
+}
+
+static void exec_attempt(struct receiver *r, const struct delivery *d, struct attempt *out)
+{
+    struct run run = {.in = -1, .out = -1, .body = d->body, .len = d->len};
+    if (run_start(r, &run, out->error, sizeof out->error) != 0)
+        return;
+    int64_t deadline = mono_ms() + r->timeout_ms;
+    bool stopped = false, timed_out = false;
+    while (!run.exited) {
+        stopped = atomic_load(&r->n->abort);
+        timed_out = mono_ms() >= deadline;
+        if (stopped || timed_out) {
+            kill(-run.pid, SIGKILL);
+            waitpid(run.pid, &run.status, 0);
+            break;
+        }
+        run_step(&run, EXEC_POLL_MS);
+    }
+    char chunk[512]; /* what it wrote just before it ended, for the error text */
+    ssize_t got;
+    while (run.out >= 0 && run.output.len < ANSWER_QUOTE_BYTES &&
+           (got = read(run.out, chunk, sizeof chunk)) > 0)
+        answer_write(chunk, 1, (size_t)got, &run.output);
+    fd_close(&run.in);
+    fd_close(&run.out);
+    const char *sep = *answer_text(&run.output) ? ": " : "";
+    if (stopped)
+        snprintf(out->error, sizeof out->error, "killed: opsdb is stopping");
+    else if (timed_out)
+        snprintf(out->error, sizeof out->error, "killed after timeout (%lld ms)",
+                 (long long)r->timeout_ms);
+    else if (WIFEXITED(run.status) && WEXITSTATUS(run.status) == 0)
+        out->ok = true;
+    else if (WIFEXITED(run.status))
+        snprintf(out->error, sizeof out->error, "exit status %d%s%s", WEXITSTATUS(run.status), sep,
+                 run.output.quote);
+    else
+        snprintf(out->error, sizeof out->error, "killed by signal %d%s%s", WTERMSIG(run.status),
+                 sep, run.output.quote);
+}
+
+/* ---- the receivers' threads --------------------------------------------------------------- */
+
+static void delivery_free(struct delivery *d)
+{
+    free(d->group_key);
+    free(d->alert_id);
+    free(d->body);
+    free(d);
+}
+
+static void delivery_dropped(struct receiver *r, const struct delivery *d, int64_t attempt,
+                             const char *why)
+{
+    pthread_mutex_lock(&r->n->lock);
+    r->n->counters[r->index].n[ST_DROPPED] += d->nalerts;
+    pthread_mutex_unlock(&r->n->lock);
+    row_write(r->n, &(struct row){r->name, d->group_key, d->alert_id, (int64_t)d->nalerts, attempt,
+                                  ST_DROPPED, 0, why, -1});
+}
+
+/* Sleeps before attempt + 1: 1 s, 2 s, 4 s ... up to BACKOFF_MAX_MS. False when opsdb stops
+ * meanwhile. */
+static bool backoff(struct receiver *r, int64_t attempt)
+{
+    int64_t delay = BACKOFF_FIRST_MS;
+    for (int64_t i = 1; i < attempt && delay < BACKOFF_MAX_MS; i++)
+        delay *= 2;
+    int64_t until = mono_ms() + (delay < BACKOFF_MAX_MS ? delay : BACKOFF_MAX_MS);
+    pthread_mutex_lock(&r->n->lock);
+    while (!atomic_load(&r->n->abort) && mono_ms() < until)
+        cond_wait_until(&r->wake, &r->n->lock, until);
+    pthread_mutex_unlock(&r->n->lock);
+    return !atomic_load(&r->n->abort);
+}
+
+static void deliver(struct receiver *r, const struct delivery *d)
+{
+    for (int64_t attempt = 1;; attempt++) {
+        struct attempt a = {.ok = false};
+        double t0 = mono_ms_precise();
+        r->ops->attempt(r, d, &a);
+        double ms = mono_ms_precise() - t0;
+        bool last = attempt >= r->max_attempts || atomic_load(&r->n->abort);
+        enum status st = a.ok ? ST_OK : last ? ST_FAILED : ST_RETRYING;
+        if (st == ST_FAILED)
+            log_warn("notifier: receiver '%s' gave up on %s after %lld attempts: %s", r->name,
+                     d->group_key, (long long)attempt, a.error);
+        row_write(r->n, &(struct row){r->name, d->group_key, d->alert_id, (int64_t)d->nalerts,
+                                      attempt, st, a.http_status, a.ok ? NULL : a.error, ms});
+        count_attempt(r->n, r->index, st, ms);
+        if (st != ST_RETRYING)
+            return;
+        if (!backoff(r, attempt)) {
+            char why[160];
+            snprintf(why, sizeof why, "%s (attempt %lld was not made)", WHY_STOPPED,
+                     (long long)attempt + 1);
+            delivery_dropped(r, d, attempt + 1, why);
+            return;
+        }
+    }
+}
+
+static void *receiver_main(void *arg)
+{
+    struct receiver *r = arg;
+    struct notifier *n = r->n;
+    sigset_t pipe_sig; /* a program that does not read its stdin: EPIPE, not the signal */
+    sigemptyset(&pipe_sig);
+    sigaddset(&pipe_sig, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_sig, NULL);
+    pthread_mutex_lock(&n->lock);
+    for (;;) {
+        while (!r->head && !n->receivers_stopping)
+            pthread_cond_wait(&r->wake, &n->lock);
+        struct delivery *d = r->head;
+        if (!d)
+            break;
+        r->head = d->next;
+        if (!r->head)
+            r->tail = NULL;
+        r->queued--;
+        r->busy = true;
+        pthread_mutex_unlock(&n->lock);
+        if (atomic_load(&n->abort))
+            delivery_dropped(r, d, 1, WHY_STOPPED);
+        else
+            deliver(r, d);
+        delivery_free(d);
+        pthread_mutex_lock(&n->lock);
+        r->busy = false;
+        pthread_cond_broadcast(&n->idle);
+    }
+    pthread_mutex_unlock(&n->lock);
+    if (r->curl)
+        curl_easy_cleanup(r->curl);
+    r->curl = NULL;
+    return NULL;
+}
+
+/* Hands d to its receiver's thread, or drops it when that one has too much waiting. */
+static void delivery_queue(struct notifier *n, struct receiver *r, struct delivery *d)
+{
+    pthread_mutex_lock(&n->lock);
+    if (r->queued >= RECEIVER_QUEUE_MAX) {
+        drop_locked(n, r->index, WHY_RECEIVER_BUSY, d->group_key, d->alert_id, d->nalerts);
+        pthread_mutex_unlock(&n->lock);
+        delivery_free(d);
+        return;
+    }
+    if (r->tail)
+        r->tail->next = d;
+    else
+        r->head = d;
+    r->tail = d;
+    r->queued++;
+    pthread_cond_signal(&r->wake);
+    pthread_mutex_unlock(&n->lock);
+}
+
+/* ---- groups (the dispatcher's) ------------------------------------------------------------ */
+
+static void idset_release(struct idset *s)
+{
+    free(s->v);
+    memset(s, 0, sizeof *s);
+}
+
+static int u64_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static uint64_t id_hash(const struct nalert *a)
+{
+    return hash64(a->id, strlen(a->id), 0x6f707364);
+}
+
+/* True when every id of a is in b. */
+static bool idset_subset(const struct idset *a, const struct idset *b)
+{
+    for (size_t i = 0; i < a->n; i++)
+        if (!bsearch(&a->v[i], b->v, b->n, sizeof *b->v, u64_cmp))
+            return false;
+    return true;
+}
+
+static void group_free(struct group *g)
+{
+    for (size_t i = 0; i < g->nalerts; i++)
+        nalert_unref(g->alerts[i]);
+    free(g->alerts);
+    map_release(&g->index);
+    json_decref(g->group_labels);
+    idset_release(&g->sent_firing);
+    idset_release(&g->sent_resolved);
+    free(g->id);
+    free(g->key);
+    free(g);
+}
+
+static struct group *group_get(struct notifier *n, const struct route *rt, json_t *labels,
+                               int64_t now)
+{
+    json_t *group_labels;
+    char *key = group_key_of(rt, labels, &group_labels);
+    size_t idlen = strlen(key) + 24;
+    char *id = xcalloc(1, idlen);
+    snprintf(id, idlen, "%zu:%s", rt->index, key);
+    struct group *g = map_get(&n->groups, id);
+    if (g) {
+        free(id);
+        free(key);
+        json_decref(group_labels);
+        return g;
+    }
+    g = xcalloc(1, sizeof *g);
+    g->route = rt;
+    g->id = id;
+    g->key = key;
+    g->group_labels = group_labels;
+    g->next_flush_ms = now + rt->group_wait_ms;
+    map_put(&n->groups, id, g);
+    return g;
+}
+
+/* Files a in g; a change (a new alert, or one that fired or resolved) after the group's first
+ * send is sent group_interval after the last flush. */
+static void group_add(struct group *g, struct nalert *a)
+{
+    uintptr_t pos = (uintptr_t)map_get(&g->index, a->id);
+    bool changed = true;
+    a->refs++;
+    if (pos) {
+        changed = g->alerts[pos - 1]->firing != a->firing;
+        nalert_unref(g->alerts[pos - 1]);
+        g->alerts[pos - 1] = a;
+    } else {
+        if (g->nalerts == g->cap) {
+            g->cap = g->cap ? g->cap * 2 : 4;
+            g->alerts = xrealloc(g->alerts, g->cap * sizeof *g->alerts);
+        }
+        g->alerts[g->nalerts++] = a;
+        map_put(&g->index, a->id, (void *)(uintptr_t)g->nalerts);
+    }
+    if (changed && g->waited) {
+        g->dirty = true;
+        int64_t at = g->last_flush_ms + g->route->group_interval_ms;
+        if (at < g->next_flush_ms)
+            g->next_flush_ms = at;
+    }
+}
+
+/* Whether an inhibit rule mutes a: a firing alert other than a matches the rule's source and has
+ * the same values of its equal labels. */
+static bool inhibited(const struct notifier *n, const struct nalert *a)
+{
+    for (size_t i = 0; i < n->ninhibit; i++) {
+        const struct inhibit_rule *rule = &n->inhibit[i];
+        if (!matchers_match(&rule->target, a->labels))
+            continue;
+        for (size_t b = 0; b < n->firing.nb; b++) {
+            for (struct map_entry *e = n->firing.b[b]; e; e = e->next) {
+                const struct nalert *src = e->value;
+                if (strcmp(src->id, a->id) == 0 || !matchers_match(&rule->source, src->labels))
+                    continue;
+                size_t k = 0;
+                while (k < rule->nequal && strcmp(label_value(src->labels, rule->equal[k]),
+                                                  label_value(a->labels, rule->equal[k])) == 0)
+                    k++;
+                if (k == rule->nequal)
+                    return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* Alertmanager's rule (notify.go, DedupStage.needsUpdate): send when an alert fires that the
+ * last notification did not carry, when all are resolved and it carried firing ones, when one
+ * resolved that it did not carry (with send_resolved), or when repeat_interval has passed. */
+static bool needs_update(const struct group *g, bool send_resolved, const struct idset *firing,
+                         const struct idset *resolved, int64_t now)
+{
+    if (!g->sent)
+        return firing->n > 0;
+    if (!idset_subset(firing, &g->sent_firing))
+        return true;
+    if (firing->n == 0)
+        return g->sent_firing.n > 0;
+    if (send_resolved && !idset_subset(resolved, &g->sent_resolved))
+        return true;
+    return now - g->sent_ms >= g->route->repeat_interval_ms;
+}
+
+/* Sends the group's notification when needs_update says so, then lets its resolved alerts go. */
+static void group_flush(struct notifier *n, struct group *g, int64_t now)
+{
+    struct receiver *r = &n->receivers[g->route->receiver];
+    struct nalert **list = xcalloc(g->nalerts, sizeof *list);
+    struct idset firing = {xcalloc(g->nalerts, sizeof(uint64_t)), 0};
+    struct idset resolved = {xcalloc(g->nalerts, sizeof(uint64_t)), 0};
+    size_t nlist = 0;
+    bool muted = false;
+    for (size_t i = 0; i < g->nalerts; i++) {
+        struct nalert *a = g->alerts[i];
+        if (n->ninhibit && inhibited(n, a)) {
+            muted = true;
+            continue;
+        }
+        struct idset *set = a->firing ? &firing : &resolved;
+        set->v[set->n++] = id_hash(a);
+        if (a->firing || r->send_resolved)
+            list[nlist++] = a;
+    }
+    qsort(firing.v, firing.n, sizeof *firing.v, u64_cmp);
+    qsort(resolved.v, resolved.n, sizeof *resolved.v, u64_cmp);
+    if (nlist && needs_update(g, r->send_resolved, &firing, &resolved, now)) {
+        struct delivery *d = xcalloc(1, sizeof *d);
+        d->group_key = xstrdup(g->key);
+        d->alert_id = xstrdup(list[0]->id);
+        d->nalerts =
+            r->max_alerts > 0 && nlist > (size_t)r->max_alerts ? (size_t)r->max_alerts : nlist;
+        d->body = payload_json(r, g, list, nlist, d->nalerts, &d->len);
+        delivery_queue(n, r, d);
+        idset_release(&g->sent_firing);
+        idset_release(&g->sent_resolved);
+        g->sent_firing = firing;
+        g->sent_resolved = resolved;
+        firing = resolved = (struct idset){NULL, 0};
+        g->sent = true;
+        g->sent_ms = now;
+    }
+    idset_release(&firing);
+    idset_release(&resolved);
+    free(list);
+    /* resolved alerts have had their one notification */
+    size_t kept = 0;
+    for (size_t i = 0; i < g->nalerts; i++) {
+        if (g->alerts[i]->firing)
+            g->alerts[kept++] = g->alerts[i];
+        else
+            nalert_unref(g->alerts[i]);
+    }
+    g->nalerts = kept;
+    map_release(&g->index);
+    for (size_t i = 0; i < kept; i++)
+        map_put(&g->index, g->alerts[i]->id, (void *)(uintptr_t)(i + 1));
+    g->waited = true;
+    g->dirty = false;
+    g->last_flush_ms = now;
+    /* next: the repeat; sooner (every group_interval) while inhibition hides alerts, or nothing
+     * was sent yet, as Alertmanager looks again at every group_interval */
+    int64_t interval_later = now + g->route->group_interval_ms;
+    g->next_flush_ms = g->sent ? g->sent_ms + g->route->repeat_interval_ms : interval_later;
+    if (g->next_flush_ms < interval_later)
+        g->next_flush_ms = interval_later;
+    if (muted && interval_later < g->next_flush_ms)
+        g->next_flush_ms = interval_later;
+}
+
+/* Flushes the groups that are due (when stopping: also those that group_wait or group_interval
+ * still hold) and removes the empty ones. Returns when the next one is due (INT64_MAX: none). */
+static int64_t groups_flush(struct notifier *n, int64_t now, bool stopping)
+{
+    size_t ng;
+    struct group **gs = (struct group **)map_values(&n->groups, &ng);
+    int64_t next = INT64_MAX;
+    for (size_t i = 0; i < ng; i++) {
+        struct group *g = gs[i];
+        if (g->next_flush_ms <= now || (stopping && (!g->waited || g->dirty)))
+            group_flush(n, g, now);
+        if (g->nalerts == 0) {
+            map_take(&n->groups, g->id);
+            group_free(g);
+        } else if (g->next_flush_ms < next) {
+            next = g->next_flush_ms;
+        }
+    }
+    free(gs);
+    return next;
+}
+
+/* Routes a and files it in its groups (or drops it: no receiver). */
+static void dispatch(struct notifier *n, struct nalert *a, int64_t now)
+{
+    if (n->ninhibit) {
+        nalert_unref(map_take(&n->firing, a->id));
+        if (a->firing) {
+            a->refs++;
+            map_put(&n->firing, a->id, a);
+        }
+    }
+    const struct route *hit[ROUTES_MAX];
+    size_t nhit = n->root ? route_match(n->root, a->labels, hit) : 0;
+    if (nhit == 0) {
+        drop_alert(n, a, WHY_NO_RECEIVER);
+        return;
+    }
+    for (size_t i = 0; i < nhit; i++)
+        group_add(group_get(n, hit[i], a->labels, now), a);
+}
+
+static void *dispatcher_main(void *arg)
+{
+    struct notifier *n = arg;
+    int64_t next = INT64_MAX;
+    pthread_mutex_lock(&n->lock);
+    for (;;) {
+        while (!n->qhead && !n->ndrops && !n->stopping && mono_ms() < next)
+            cond_wait_until(&n->wake, &n->lock, next);
+        struct nalert *q = n->qhead;
+        n->qhead = n->qtail = NULL;
+        n->qlen = 0;
+        bool stopping = n->stopping;
+        pthread_mutex_unlock(&n->lock);
+        int64_t now = mono_ms();
+        while (q) {
+            struct nalert *a = q;
+            q = q->next;
+            dispatch(n, a, now);
+            nalert_unref(a);
+        }
+        next = groups_flush(n, mono_ms(), stopping);
+        drops_write(n);
+        pthread_mutex_lock(&n->lock);
+        if (stopping && !n->qhead && !n->ndrops)
+            break;
+    }
+    pthread_mutex_unlock(&n->lock);
+    return NULL;
+}
+
+/* ---- the configuration -------------------------------------------------------------------- */
+
+/* The state of reading the alerting section. */
+struct cfgp {
+    const char *path;
+    yaml_document_t *doc;
+    struct notifier *n;
+    struct err *e;
+};
+
+enum ftype { F_STRING, F_DURATION, F_BOOL, F_INT, F_CUSTOM };
+
+/* One key of a map in the config: where it goes in the struct being filled, its bounds. */
+struct field {
+    const char *key;
+    enum ftype type;
+    size_t offset;
+    int64_t min, max; /* F_DURATION (ms), F_INT */
+    /* F_CUSTOM: reads v into obj; ctx names the map the key is in */
+    int (*custom)(struct cfgp *p, const struct field *f, yaml_node_t *v, const char *ctx,
+                  void *obj);
+};
+
+static int fail(struct cfgp *p, const yaml_node_t *at, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(struct cfgp *p, const yaml_node_t *at, const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return err_set(p->e, E_INVALID, "%s:%zu: %s", p->path, at->start_mark.line + 1, msg);
+}
+
+static yaml_node_t *node(struct cfgp *p, int id)
+{
+    return yaml_document_get_node(p->doc, id);
+}
+
+static const char *scalar(const yaml_node_t *v)
+{
+    return v && v->type == YAML_SCALAR_NODE ? (const char *)v->data.scalar.value : NULL;
+}
+
+static const char *text_of(struct cfgp *p, yaml_node_t *v, const char *ctx, int *rc)
+{
+    const char *s = scalar(v);
+    if (!s)
+        *rc = fail(p, v, "%s: expected a text value, not a %s", ctx,
+                   v->type == YAML_MAPPING_NODE ? "map" : "list");
+    else if (strlen(s) > TEXT_MAX)
+        *rc = fail(p, v, "%s: longer than %d bytes", ctx, TEXT_MAX), s = NULL;
+    return s;
+}
+
+static bool label_name_ok(const char *s)
+{
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_'))
+        return false;
+    for (s++; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_' ||
+              (*s >= '0' && *s <= '9')))
+            return false;
+    return true;
+}
+
+static int set_scalar_field(struct cfgp *p, const struct field *f, yaml_node_t *v, const char *ctx,
+                            void *obj)
+{
+    int rc = 0;
+    const char *s = text_of(p, v, ctx, &rc);
+    if (!s)
+        return rc;
+    void *dst = (char *)obj + f->offset;
+    int64_t i = 0;
+    char *end;
+    switch (f->type) {
+    case F_STRING:
+        free(*(char **)dst);
+        *(char **)dst = xstrdup(s);
+        return 0;
+    case F_BOOL:
+        if (strcasecmp(s, "true") == 0 || strcasecmp(s, "yes") == 0)
+            *(bool *)dst = true;
+        else if (strcasecmp(s, "false") == 0 || strcasecmp(s, "no") == 0)
+            *(bool *)dst = false;
+        else
+            return fail(p, v, "%s: '%s' is not true or false", ctx, s);
+        return 0;
+    case F_DURATION:
+        if (!time_parse_duration(s, &i))
+            return fail(p, v, "%s: '%s' is not a duration (e.g. 0s, 500ms, 30s, 5m, 4h, 1d)", ctx,
+                        s);
+        if (i < f->min || i > f->max)
+            return fail(p, v, "%s: %s is outside %lldms..%lldms", ctx, s, (long long)f->min,
+                        (long long)f->max);
+        break;
+    case F_INT:
+        errno = 0;
+        i = strtoll(s, &end, 10);
+        if (errno || end == s || *end)
+            return fail(p, v, "%s: '%s' is not an integer", ctx, s);
+        if (i < f->min || i > f->max)
+            return fail(p, v, "%s: %s is outside %lld..%lld", ctx, s, (long long)f->min,
+                        (long long)f->max);
+        break;
+    case F_CUSTOM:
+        break;
+    }
+    *(int64_t *)dst = i;
+    return 0;
+}
+
+/* Reads the keys of map into obj by the table f; every key must be in it, once. */
+static int parse_fields(struct cfgp *p, yaml_node_t *map, const char *ctx, const struct field *f,
+                        size_t nf, void *obj)
+{
+    char known[256] = "";
+    for (size_t i = 0, len = 0; i < nf && len < sizeof known; i++)
+        len += (size_t)snprintf(known + len, sizeof known - len, "%s%s", i ? ", " : "", f[i].key);
+    if (map->type != YAML_MAPPING_NODE)
+        return fail(p, map, "%s: expected a map (keys: %s)", ctx, known);
+    uint64_t seen = 0;
+    for (yaml_node_pair_t *pr = map->data.mapping.pairs.start; pr < map->data.mapping.pairs.top;
+         pr++) {
+        yaml_node_t *k = node(p, pr->key), *v = node(p, pr->value);
+        const char *key = scalar(k);
+        size_t i = 0;
+        while (key && i < nf && strcmp(f[i].key, key) != 0)
+            i++;
+        if (!key || i == nf)
+            return fail(p, k, "%s: unknown key '%s' (known: %s)", ctx, key ? key : "?", known);
+        if (seen & (1ull << i))
+            return fail(p, k, "%s: '%s' is given twice", ctx, key);
+        seen |= 1ull << i;
+        char sub[300];
+        snprintf(sub, sizeof sub, "%s.%s", ctx, key);
+        int rc = f[i].type == F_CUSTOM ? f[i].custom(p, &f[i], v, ctx, obj)
+                                       : set_scalar_field(p, &f[i], v, sub, obj);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* A list of label names (or of words, label_names false) as a YAML list. */
+static int parse_names(struct cfgp *p, yaml_node_t *v, const char *ctx, bool label_names,
+                       char ***out, size_t *n)
+{
+    if (v->type != YAML_SEQUENCE_NODE)
+        return fail(p, v, "%s: expected a list", ctx);
+    size_t count = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    if (count > LIST_MAX)
+        return fail(p, v, "%s: more than %d items", ctx, LIST_MAX);
+    free_strings(*out, *n);
+    *out = xcalloc(count + 1, sizeof **out);
+    *n = 0;
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+         it++) {
+        int rc = 0;
+        yaml_node_t *item = node(p, *it);
+        const char *s = text_of(p, item, ctx, &rc);
+        if (!s)
+            return rc;
+        if (label_names && !label_name_ok(s) && strcmp(s, "...") != 0)
+            return fail(p, item, "%s: '%s' is not a label name", ctx, s);
+        (*out)[(*n)++] = xstrdup(s);
+    }
+    return 0;
+}
+
+/* match / match_re (and the inhibit rules' source_/target_ ones): label -> value or regex. */
+static int parse_matchers(struct cfgp *p, const struct field *f, yaml_node_t *v, const char *ctx,
+                          void *obj)
+{
+    struct matchers *m = (struct matchers *)((char *)obj + f->offset);
+    bool is_re = strstr(f->key, "_re") != NULL;
+    if (v->type != YAML_MAPPING_NODE)
+        return fail(p, v, "%s.%s: expected a map of label: %s", ctx, f->key,
+                    is_re ? "regex" : "value");
+    for (yaml_node_pair_t *pr = v->data.mapping.pairs.start; pr < v->data.mapping.pairs.top; pr++) {
+        yaml_node_t *k = node(p, pr->key), *val = node(p, pr->value);
+        const char *name = scalar(k);
+        char sub[300];
+        snprintf(sub, sizeof sub, "%s.%s.%s", ctx, f->key, name ? name : "?");
+        int rc = 0;
+        const char *value = text_of(p, val, sub, &rc);
+        if (!value)
+            return rc;
+        if (!name || !label_name_ok(name))
+            return fail(p, k, "%s.%s: '%s' is not a label name", ctx, f->key, name ? name : "?");
+        if (m->n >= LIST_MAX)
+            return fail(p, k, "%s: more than %d matchers", ctx, LIST_MAX);
+        struct matcher mt = {.is_re = is_re};
+        if (is_re) {
+            size_t len = strlen(value) + 5;
+            char *anchored = xcalloc(1, len);
+            snprintf(anchored, len, "^(%s)$", value); /* anchored, as in Alertmanager */
+            int err = regcomp(&mt.re, anchored, REG_EXTENDED | REG_NOSUB);
+            free(anchored);
+            if (err) {
+                char why[200];
+                regerror(err, &mt.re, why, sizeof why);
+                return fail(p, val, "%s: '%s' is not a valid regular expression (POSIX ERE): %s",
+                            sub, value, why);
+            }
+        }
+        mt.name = xstrdup(name);
+        mt.value = xstrdup(value);
+        m->v = xrealloc(m->v, (m->n + 1) * sizeof *m->v);
+        m->v[m->n++] = mt;
+    }
+    return 0;
+}
+
+/* -- receivers -- */
+
+static int parse_command(struct cfgp *p, const struct field *f, yaml_node_t *v, const char *ctx,
+                         void *obj)
+{
+    struct receiver *r = obj;
+    char sub[300];
+    snprintf(sub, sizeof sub, "%s.%s", ctx, f->key);
+    if (v->type == YAML_SEQUENCE_NODE)
+        return parse_names(p, v, sub, false, &r->argv, &r->argc);
+    int rc = 0;
+    const char *s = text_of(p, v, sub, &rc);
+    if (!s)
+        return rc;
+    free_strings(r->argv, r->argc);
+    r->argv = xcalloc(LIST_MAX + 1, sizeof *r->argv);
+    r->argc = 0;
+    for (const char *w = s + strspn(s, " "); *w; w += strspn(w, " ")) { /* split on spaces */
+        size_t len = strcspn(w, " ");
+        if (r->argc == LIST_MAX)
+            return fail(p, v, "%s: more than %d words", sub, LIST_MAX);
+        r->argv[r->argc] = xcalloc(1, len + 1);
+        memcpy(r->argv[r->argc++], w, len);
+        w += len;
+    }
+    return 0;
+}
+
+static int webhook_check(struct cfgp *p, yaml_node_t *at, const char *ctx, struct receiver *r)
+{
+    if (!r->url)
+        return fail(p, at, "%s: url is missing (e.g. url: http://127.0.0.1:9000/hook)", ctx);
+    if (strncmp(r->url, "http://", 7) != 0 && strncmp(r->url, "https://", 8) != 0)
+        return fail(p, at, "%s: url '%s' is not an http:// or https:// URL", ctx, r->url);
+    if (r->hmac_secret && !*r->hmac_secret)
+        return fail(p, at, "%s: hmac_secret is empty; remove it or give a secret", ctx);
+    return 0;
+}
+
+static int exec_check(struct cfgp *p, yaml_node_t *at, const char *ctx, struct receiver *r)
+{
+    if (r->argc == 0)
+        return fail(p, at, "%s: command is missing (e.g. command: /usr/local/bin/page-oncall)",
+                    ctx);
+    return 0;
+}
+
+static const struct field webhook_fields[] = {
+    {"url", F_STRING, offsetof(struct receiver, url), 0, 0, NULL},
+    {"hmac_secret", F_STRING, offsetof(struct receiver, hmac_secret), 0, 0, NULL},
+    {"timeout", F_DURATION, offsetof(struct receiver, timeout_ms), 1, TIMEOUT_MAX_MS, NULL},
+    {"send_resolved", F_BOOL, offsetof(struct receiver, send_resolved), 0, 0, NULL},
+    {"max_alerts", F_INT, offsetof(struct receiver, max_alerts), 0, ALERTS_MAX, NULL},
+};
+
+static const struct field exec_fields[] = {
+    {"command", F_CUSTOM, 0, 0, 0, parse_command},
+    {"timeout", F_DURATION, offsetof(struct receiver, timeout_ms), 1, TIMEOUT_MAX_MS, NULL},
+    {"send_resolved", F_BOOL, offsetof(struct receiver, send_resolved), 0, 0, NULL},
+    {"max_alerts", F_INT, offsetof(struct receiver, max_alerts), 0, ALERTS_MAX, NULL},
+};
+
+/* The kinds of receivers: a new one is a row here and its attempt function. */
+static const struct receiver_ops receiver_kinds[] = {
+    {"webhook", webhook_fields, sizeof webhook_fields / sizeof webhook_fields[0], webhook_check,
+     webhook_attempt},
+    {"exec", exec_fields, sizeof exec_fields / sizeof exec_fields[0], exec_check, exec_attempt},
+};
+#define NKINDS (sizeof receiver_kinds / sizeof receiver_kinds[0])
+
+static int parse_kind(struct cfgp *p, const struct field *f, yaml_node_t *v, const char *ctx,
+                      void *obj)
+{
+    struct receiver *r = obj;
+    const struct receiver_ops *ops = NULL;
+    for (size_t i = 0; i < NKINDS; i++)
+        if (strcmp(receiver_kinds[i].kind, f->key) == 0)
+            ops = &receiver_kinds[i];
+    if (r->ops)
+        return fail(p, v,
+                    "%s: has both %s and %s; a receiver delivers one way (define two "
+                    "receivers and route to both with continue: true)",
+                    ctx, r->ops->kind, ops->kind);
+    r->ops = ops;
+    char sub[300];
+    snprintf(sub, sizeof sub, "%s.%s", ctx, f->key);
+    int rc = parse_fields(p, v, sub, ops->fields, ops->nfields, r);
+    return rc ? rc : ops->check(p, v, sub, r);
+}
+
+static const struct field receiver_fields[] = {
+    {"name", F_STRING, offsetof(struct receiver, name), 0, 0, NULL},
+    {"max_attempts", F_INT, offsetof(struct receiver, max_attempts), 1, ATTEMPTS_MAX, NULL},
+    {"webhook", F_CUSTOM, 0, 0, 0, parse_kind},
+    {"exec", F_CUSTOM, 0, 0, 0, parse_kind},
+};
+
+static int parse_receiver(struct cfgp *p, yaml_node_t *v, size_t index)
+{
+    struct notifier *n = p->n;
+    struct receiver *r = &n->receivers[index];
+    r->n = n;
+    r->index = index;
+    r->max_attempts = DEFAULT_MAX_ATTEMPTS;
+    r->timeout_ms = DEFAULT_TIMEOUT_MS;
+    r->send_resolved = true;
+    char ctx[64];
+    snprintf(ctx, sizeof ctx, "receivers[%zu]", index);
+    int rc = parse_fields(p, v, ctx, receiver_fields,
+                          sizeof receiver_fields / sizeof receiver_fields[0], r);
+    if (rc)
+        return rc;
+    if (!r->name || !*r->name)
+        return fail(p, v, "%s: name is missing (routes name their receiver)", ctx);
+    if (strlen(r->name) > 128)
+        return fail(p, v, "%s: name is longer than 128 bytes", ctx);
+    for (size_t i = 0; i < index; i++)
+        if (strcmp(n->receivers[i].name, r->name) == 0)
+            return fail(p, v, "%s: receiver '%s' is defined twice", ctx, r->name);
+    if (!r->ops)
+        return fail(p, v, "%s: receiver '%s' needs webhook: {url: ...} or exec: {command: ...}",
+                    ctx, r->name);
+    return 0;
+}
+
+static int parse_receivers(struct cfgp *p, yaml_node_t *seq)
+{
+    struct notifier *n = p->n;
+    if (seq->type != YAML_SEQUENCE_NODE)
+        return fail(p, seq, "receivers: expected a list of {name: ..., webhook: {...}}");
+    size_t count = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+    if (count > RECEIVERS_MAX)
+        return fail(p, seq, "receivers: more than %d receivers", RECEIVERS_MAX);
+    n->receivers = xcalloc(count, sizeof *n->receivers);
+    for (size_t i = 0; i < count; i++) {
+        n->nreceivers = i + 1; /* so that a failure frees what was read */
+        int rc = parse_receiver(p, node(p, seq->data.sequence.items.start[i]), i);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* -- routes -- */
+
+static int parse_route_receiver(struct cfgp *p, const struct field *f, yaml_node_t *v,
+                                const char *ctx, void *obj)
+{
+    (void)f;
+    struct route *rt = obj;
+    int rc = 0;
+    const char *name = text_of(p, v, ctx, &rc);
+    if (!name)
+        return rc;
+    for (size_t i = 0; i < p->n->nreceivers; i++) {
+        if (strcmp(p->n->receivers[i].name, name) == 0) {
+            rt->receiver = i;
+            return 0;
+        }
+    }
+    char names[200] = "";
+    for (size_t i = 0, len = 0; i < p->n->nreceivers && len < sizeof names; i++)
+        len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", i ? ", " : "",
+                                p->n->receivers[i].name);
+    return fail(p, v, "%s: receiver '%s' is not defined (%s%s)", ctx, name,
+                *names ? "receivers: " : "alerting.receivers is empty", names);
+}
+
+static int parse_group_by(struct cfgp *p, const struct field *f, yaml_node_t *v, const char *ctx,
+                          void *obj)
+{
+    struct route *rt = obj;
+    char sub[300];
+    snprintf(sub, sizeof sub, "%s.%s", ctx, f->key);
+    int rc = parse_names(p, v, sub, true, &rt->group_by, &rt->ngroup_by);
+    if (rc)
+        return rc;
+    rt->group_by_all = false;
+    for (size_t i = 0; i < rt->ngroup_by; i++)
+        if (strcmp(rt->group_by[i], "...") == 0)
+            rt->group_by_all = true;
+    if (rt->group_by_all && rt->ngroup_by > 1)
+        return fail(p, v, "%s: '...' (every label) stands alone", sub);
+    return 0;
+}
+
+static int parse_child_routes(struct cfgp *p, const struct field *f, yaml_node_t *v,
+                              const char *ctx, void *obj)
+{
+    (void)f;
+    struct route *rt = obj;
+    if (v->type != YAML_SEQUENCE_NODE)
+        return fail(p, v, "%s.routes: expected a list of routes", ctx);
+    rt->routes_node = v; /* read once this route's own settings are known */
+    return 0;
+}
+
+static const struct field route_fields[] = {
+    {"receiver", F_CUSTOM, 0, 0, 0, parse_route_receiver},
+    {"group_by", F_CUSTOM, 0, 0, 0, parse_group_by},
+    {"group_wait", F_DURATION, offsetof(struct route, group_wait_ms), 0, INTERVAL_MAX_MS, NULL},
+    {"group_interval", F_DURATION, offsetof(struct route, group_interval_ms), 1, INTERVAL_MAX_MS,
+     NULL},
+    {"repeat_interval", F_DURATION, offsetof(struct route, repeat_interval_ms), 1, INTERVAL_MAX_MS,
+     NULL},
+    {"match", F_CUSTOM, offsetof(struct route, match), 0, 0, parse_matchers},
+    {"match_re", F_CUSTOM, offsetof(struct route, match), 0, 0, parse_matchers},
+    {"continue", F_BOOL, offsetof(struct route, cont), 0, 0, NULL},
+    {"routes", F_CUSTOM, 0, 0, 0, parse_child_routes},
+};
+
+static void route_release(struct route *rt)
+{
+    for (size_t i = 0; i < rt->nroutes; i++)
+        route_release(&rt->routes[i]);
+    free(rt->routes);
+    free(rt->key);
+    free_strings(rt->group_by, rt->ngroup_by);
+    matchers_release(&rt->match);
+}
+
+/* Alertmanager's route key: the parent's, "/", and this route's matchers. */
+static char *route_key(const struct route *parent, const struct route *rt)
+{
+    struct buf b;
+    buf_init(&b, 1 << 20);
+    buf_printf(&b, "%s%s{", parent ? parent->key : "", parent ? "/" : "");
+    for (size_t i = 0; i < rt->match.n; i++) {
+        buf_printf(&b, "%s%s%s", i ? "," : "", rt->match.v[i].name,
+                   rt->match.v[i].is_re ? "=~" : "=");
+        put_quoted(&b, rt->match.v[i].value);
+    }
+    buf_putc(&b, '}');
+    char *key = xstrdup(b.data);
+    buf_release(&b);
+    return key;
+}
+
+/* Reads rt from v: what it does not set comes from parent (the root's from the defaults). */
+static int parse_route(struct cfgp *p, yaml_node_t *v, const char *ctx, const struct route *parent,
+                       struct route *rt, int depth)
+{
+    if (depth > ROUTE_DEPTH_MAX)
+        return fail(p, v, "%s: routes nest deeper than %d levels", ctx, ROUTE_DEPTH_MAX);
+    if (p->n->nroutes >= ROUTES_MAX)
+        return fail(p, v, "%s: more than %d routes", ctx, ROUTES_MAX);
+    rt->index = p->n->nroutes++;
+    rt->receiver = parent ? parent->receiver : SIZE_MAX;
+    rt->group_wait_ms = parent ? parent->group_wait_ms : DEFAULT_GROUP_WAIT_MS;
+    rt->group_interval_ms = parent ? parent->group_interval_ms : DEFAULT_GROUP_INTERVAL_MS;
+    rt->repeat_interval_ms = parent ? parent->repeat_interval_ms : DEFAULT_REPEAT_INTERVAL_MS;
+    if (parent) {
+        rt->group_by_all = parent->group_by_all;
+        rt->group_by = xcalloc(parent->ngroup_by + 1, sizeof *rt->group_by);
+        for (size_t i = 0; i < parent->ngroup_by; i++)
+            rt->group_by[rt->ngroup_by++] = xstrdup(parent->group_by[i]);
+    }
+    int rc =
+        parse_fields(p, v, ctx, route_fields, sizeof route_fields / sizeof route_fields[0], rt);
+    if (rc)
+        return rc;
+    if (!parent && rt->receiver == SIZE_MAX)
+        return fail(p, v,
+                    "%s: receiver is missing: the root route names the receiver of every "
+                    "alert no child route takes",
+                    ctx);
+    if (!parent && (rt->match.n || rt->cont))
+        return fail(p, v,
+                    "%s: the root route takes every alert; match, match_re and continue "
+                    "belong to its child routes",
+                    ctx);
+    rt->key = route_key(parent, rt);
+    yaml_node_t *children = rt->routes_node;
+    rt->routes_node = NULL;
+    if (!children)
+        return 0;
+    size_t count =
+        (size_t)(children->data.sequence.items.top - children->data.sequence.items.start);
+    rt->routes = xcalloc(count, sizeof *rt->routes);
+    for (size_t i = 0; i < count; i++) {
+        char sub[300];
+        snprintf(sub, sizeof sub, "%s.routes[%zu]", ctx, i);
+        rt->nroutes = i + 1;
+        rc = parse_route(p, node(p, children->data.sequence.items.start[i]), sub, rt,
+                         &rt->routes[i], depth + 1);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* -- inhibit rules -- */
+
+static int parse_equal(struct cfgp *p, const struct field *f, yaml_node_t *v, const char *ctx,
+                       void *obj)
+{
+    struct inhibit_rule *rule = obj;
+    char sub[300];
+    snprintf(sub, sizeof sub, "%s.%s", ctx, f->key);
+    int rc = parse_names(p, v, sub, true, &rule->equal, &rule->nequal);
+    for (size_t i = 0; rc == 0 && i < rule->nequal; i++)
+        if (strcmp(rule->equal[i], "...") == 0)
+            rc = fail(p, v, "%s: '...' is not a label name", sub);
+    return rc;
+}
+
+static const struct field inhibit_fields[] = {
+    {"source_match", F_CUSTOM, offsetof(struct inhibit_rule, source), 0, 0, parse_matchers},
+    {"source_match_re", F_CUSTOM, offsetof(struct inhibit_rule, source), 0, 0, parse_matchers},
+    {"target_match", F_CUSTOM, offsetof(struct inhibit_rule, target), 0, 0, parse_matchers},
+    {"target_match_re", F_CUSTOM, offsetof(struct inhibit_rule, target), 0, 0, parse_matchers},
+    {"equal", F_CUSTOM, 0, 0, 0, parse_equal},
+};
+
+static int parse_inhibit_rules(struct cfgp *p, yaml_node_t *seq)
+{
+    struct notifier *n = p->n;
+    if (seq->type != YAML_SEQUENCE_NODE)
+        return fail(p, seq,
+                    "inhibit_rules: expected a list of {source_match, target_match, "
+                    "equal}");
+    size_t count = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+    if (count > INHIBIT_RULES_MAX)
+        return fail(p, seq, "inhibit_rules: more than %d rules", INHIBIT_RULES_MAX);
+    n->inhibit = xcalloc(count, sizeof *n->inhibit);
+    for (size_t i = 0; i < count; i++) {
+        n->ninhibit = i + 1;
+        yaml_node_t *v = node(p, seq->data.sequence.items.start[i]);
+        char ctx[64];
+        snprintf(ctx, sizeof ctx, "inhibit_rules[%zu]", i);
+        int rc = parse_fields(p, v, ctx, inhibit_fields,
+                              sizeof inhibit_fields / sizeof inhibit_fields[0], &n->inhibit[i]);
+        if (rc)
+            return rc;
+        if (n->inhibit[i].source.n == 0 || n->inhibit[i].target.n == 0)
+            return fail(p, v,
+                        "%s: needs source_match (or source_match_re) and target_match (or "
+                        "target_match_re)",
+                        ctx);
+    }
+    return 0;
+}
+
+/* Finds alerting.receivers, .route and .inhibit_rules in the document and reads them. */
+static int parse_alerting(struct cfgp *p, yaml_node_t *root)
+{
+    yaml_node_t *alerting = NULL, *receivers = NULL, *route = NULL, *inhibit = NULL;
+    if (!root || root->type != YAML_MAPPING_NODE)
+        return 0; /* empty: config_load_file() has said what else is wrong */
+    for (yaml_node_pair_t *pr = root->data.mapping.pairs.start; pr < root->data.mapping.pairs.top;
+         pr++)
+        if (scalar(node(p, pr->key)) && strcmp(scalar(node(p, pr->key)), "alerting") == 0)
+            alerting = node(p, pr->value);
+    if (!alerting || alerting->type != YAML_MAPPING_NODE)
+        return 0;
+    for (yaml_node_pair_t *pr = alerting->data.mapping.pairs.start;
+         pr < alerting->data.mapping.pairs.top; pr++) {
+        const char *key = scalar(node(p, pr->key));
+        yaml_node_t *v = node(p, pr->value);
+        if (key && strcmp(key, "receivers") == 0)
+            receivers = v;
+        else if (key && strcmp(key, "route") == 0)
+            route = v;
+        else if (key && strcmp(key, "inhibit_rules") == 0)
+            inhibit = v; /* the other keys are config.c's options */
+    }
+    int rc = receivers ? parse_receivers(p, receivers) : 0;
+    if (rc == 0 && route) {
+        p->n->root = xcalloc(1, sizeof *p->n->root);
+        rc = parse_route(p, route, "route", NULL, p->n->root, 0);
+    } else if (rc == 0 && p->n->nreceivers) {
+        rc = fail(p, receivers,
+                  "receivers: defined, but there is no route to them: add "
+                  "alerting.route: {receiver: %s}",
+                  p->n->receivers[0].name);
+    }
+    if (rc == 0 && inhibit)
+        rc = parse_inhibit_rules(p, inhibit);
+    return rc;
+}
+
+static int config_read(struct notifier *n, const char *path, struct err *e)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return err_set(e, E_IO, "cannot open config file %s: %s", path, strerror(errno));
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    yaml_parser_initialize(&parser);
+    yaml_parser_set_input_file(&parser, f);
+    int rc;
+    if (!yaml_parser_load(&parser, &doc)) {
+        rc = err_set(e, E_INVALID, "%s:%zu: %s", path, parser.problem_mark.line + 1,
+                     parser.problem ? parser.problem : "invalid YAML");
+    } else {
+        struct cfgp p = {path, &doc, n, e};
+        rc = parse_alerting(&p, yaml_document_get_root_node(&doc));
+        yaml_document_delete(&doc);
+    }
+    yaml_parser_delete(&parser);
+    fclose(f);
+    return rc;
+}
+
+/* ---- the interface ------------------------------------------------------------------------ */
+
+static void libraries_init(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (sodium_init() < 0)
+        abort(); /* no randomness source: nothing of opsdb's crypto could work */
+}
+
+static void notifier_release(struct notifier *n)
+{
+    for (size_t i = 0; i < n->nreceivers; i++) {
+        struct receiver *r = &n->receivers[i];
+        free(r->name);
+        free(r->url);
+        free(r->hmac_secret);
+        free_strings(r->argv, r->argc);
+        if (n->threads)
+            pthread_cond_destroy(&r->wake);
+    }
+    free(n->receivers);
+    if (n->root)
+        route_release(n->root);
+    free(n->root);
+    for (size_t i = 0; i < n->ninhibit; i++) {
+        matchers_release(&n->inhibit[i].source);
+        matchers_release(&n->inhibit[i].target);
+        free_strings(n->inhibit[i].equal, n->inhibit[i].nequal);
+    }
+    free(n->inhibit);
+    free(n->counters);
+    free(n->path);
+    pthread_mutex_destroy(&n->lock);
+    pthread_cond_destroy(&n->wake);
+    pthread_cond_destroy(&n->idle);
+    free(n);
+}
+
+static int column(const struct table *t, const char *name)
+{
+    int c = schema_column(t, name);
+    if (c < 0) {
+        fprintf(stderr, "opsdb: BUG: notification_log has no column %s\n", name);
+        abort();
+    }
+    return c;
+}
+
+int notifier_new(struct notifier **out, const char *config_path, struct writer *w, struct err *e)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, libraries_init);
+    *out = NULL;
+    struct notifier *n = xcalloc(1, sizeof *n);
+    n->w = w;
+    n->path = xstrdup(config_path ? config_path : "");
+    n->log_table = schema_table("notification_log");
+    const struct table *t = n->log_table;
+    n->col = (struct log_columns){column(t, "ts"),        column(t, "receiver"),
+                                  column(t, "group_key"), column(t, "alert_id"),
+                                  column(t, "alerts"),    column(t, "status"),
+                                  column(t, "attempt"),   column(t, "http_status"),
+                                  column(t, "error"),     column(t, "latency_ms")};
+    pthread_mutex_init(&n->lock, NULL);
+    cond_init_monotonic(&n->wake);
+    cond_init_monotonic(&n->idle);
+    atomic_init(&n->abort, false);
+    int rc = *n->path ? config_read(n, n->path, e) : 0;
+    if (rc) {
+        notifier_release(n);
+        return rc;
+    }
+    n->counters = xcalloc(n->nreceivers + 1, sizeof *n->counters);
+    for (size_t i = 0; i < n->nreceivers; i++)
+        cond_init_monotonic(&n->receivers[i].wake);
+    n->threads = true;
+    for (size_t i = 0; i < n->nreceivers; i++) {
+        struct receiver *r = &n->receivers[i];
+        r->started = pthread_create(&r->thread, NULL, receiver_main, r) == 0;
+        if (!r->started) {
+            rc = err_set(e, E_NOMEM, "cannot start the thread of receiver '%s'", r->name);
+            notifier_free(&n, 0);
+            return rc;
+        }
+    }
+    n->dispatcher_started = pthread_create(&n->dispatcher, NULL, dispatcher_main, n) == 0;
+    if (!n->dispatcher_started) {
+        notifier_free(&n, 0);
+        return err_set(e, E_NOMEM, "cannot start the notification dispatcher thread");
+    }
+    *out = n;
+    return 0;
+}
+
+void notifier_post(struct notifier *n, const struct notify_alert *a)
+{
+    struct nalert *c = nalert_new(a);
+    if (!c) {
+        const char *id = a->alert_id && strlen(a->alert_id) <= TEXT_MAX ? a->alert_id : NULL;
+        pthread_mutex_lock(&n->lock);
+        drop_locked(n, n->nreceivers, WHY_INVALID, "", id, 1);
+        pthread_mutex_unlock(&n->lock);
+        return;
+    }
+    pthread_mutex_lock(&n->lock);
+    if (n->stopping || n->qlen >= QUEUE_MAX) {
+        bool stopping = n->stopping;
+        pthread_mutex_unlock(&n->lock);
+        drop_alert(n, c, stopping ? WHY_STOPPED : WHY_QUEUE_FULL);
+        nalert_unref(c);
+        return;
+    }
+    if (n->qtail)
+        n->qtail->next = c;
+    else
+        n->qhead = c;
+    n->qtail = c;
+    n->qlen++;
+    pthread_cond_signal(&n->wake);
+    pthread_mutex_unlock(&n->lock);
+}
+
+/* Lets the receivers finish their queues until deadline_ms, then stops them. */
+static void receivers_stop(struct notifier *n, int64_t deadline_ms)
+{
+    pthread_mutex_lock(&n->lock);
+    n->receivers_stopping = true;
+    for (;;) {
+        bool pending = false;
+        for (size_t i = 0; i < n->nreceivers; i++) {
+            pthread_cond_broadcast(&n->receivers[i].wake);
+            pending |= n->receivers[i].head || n->receivers[i].busy;
+        }
+        if (!pending || mono_ms() >= deadline_ms)
+            break;
+        cond_wait_until(&n->idle, &n->lock, deadline_ms);
+    }
+    atomic_store(&n->abort, true); /* what is left is dropped, a running attempt stops */
+    for (size_t i = 0; i < n->nreceivers; i++)
+        pthread_cond_broadcast(&n->receivers[i].wake);
+    pthread_mutex_unlock(&n->lock);
+    for (size_t i = 0; i < n->nreceivers; i++)
+        if (n->receivers[i].started)
+            pthread_join(n->receivers[i].thread, NULL);
+}
+
+void notifier_free(struct notifier **np, int64_t timeout_ms)
+{
+    struct notifier *n = *np;
+    if (!n)
+        return;
+    *np = NULL;
+    int64_t deadline = mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    pthread_mutex_lock(&n->lock);
+    n->stopping = true;
+    pthread_cond_signal(&n->wake);
+    pthread_mutex_unlock(&n->lock);
+    if (n->dispatcher_started)
+        pthread_join(n->dispatcher, NULL); /* it sends what the groups hold, and ends */
+    receivers_stop(n, deadline);
+    drops_write(n);
+    size_t ng;
+    void **groups = map_values(&n->groups, &ng);
+    for (size_t i = 0; i < ng; i++)
+        group_free(groups[i]);
+    free(groups);
+    map_release(&n->groups);
+    void **firing = map_values(&n->firing, &ng);
+    for (size_t i = 0; i < ng; i++)
+        nalert_unref(firing[i]);
+    free(firing);
+    map_release(&n->firing);
+    for (struct nalert *q = n->qhead, *next; q; q = next) { /* only if the dispatcher never ran */
+        next = q->next;
+        nalert_unref(q);
+    }
+    notifier_release(n);
+}
+
+/* A Prometheus label value: \ " and newlines escaped. */
+static void put_label(struct buf *b, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\n')
+            buf_append(b, "\\n", 2);
+        else if (*s == '"' || *s == '\\')
+            buf_printf(b, "\\%c", *s);
+        else
+            buf_putc(b, *s);
+    }
+}
+
+void notifier_metrics(struct notifier *n, struct buf *out)
+{
+    pthread_mutex_lock(&n->lock);
+    size_t nc = n->nreceivers + 1;
+    struct counters *c = xcalloc(nc, sizeof *c);
+    memcpy(c, n->counters, nc * sizeof *c);
+    size_t qlen = n->qlen;
+    pthread_mutex_unlock(&n->lock);
+    buf_printf(out, "# HELP opsdb_notifications_total Notification attempts by receiver and "
+                    "outcome (ok; retrying: failed, tried again; failed: the last attempt failed); "
+                    "dropped counts alerts never delivered (queue full, no receiver, stopping).\n"
+                    "# TYPE opsdb_notifications_total counter\n");
+    for (size_t i = 0; i < nc; i++) {
+        if (i == n->nreceivers && c[i].n[ST_DROPPED] == 0)
+            continue; /* receiver="": alerts no route took; shown once there are some */
+        for (size_t s = 0; s < NSTATUS; s++) {
+            if (i == n->nreceivers && s != ST_DROPPED)
+                continue;
+            buf_printf(out, "opsdb_notifications_total{receiver=\"");
+            put_label(out, receiver_name(n, i));
+            buf_printf(out, "\",status=\"%s\"} %llu\n", status_names[s],
+                       (unsigned long long)c[i].n[s]);
+        }
+    }
+    buf_printf(out,
+               "# HELP opsdb_notification_queue_length Alert state changes waiting to be "
+               "routed.\n# TYPE opsdb_notification_queue_length gauge\n"
+               "opsdb_notification_queue_length %zu\n",
+               qlen);
+    buf_printf(out, "# HELP opsdb_notification_latency_seconds Time of one delivery attempt.\n"
+                    "# TYPE opsdb_notification_latency_seconds summary\n");
+    for (size_t i = 0; i < n->nreceivers; i++) {
+        buf_printf(out, "opsdb_notification_latency_seconds_sum{receiver=\"");
+        put_label(out, receiver_name(n, i));
+        buf_printf(out, "\"} %.6f\nopsdb_notification_latency_seconds_count{receiver=\"",
+                   c[i].latency_s);
+        put_label(out, receiver_name(n, i));
+        buf_printf(out, "\"} %llu\n", (unsigned long long)c[i].latency_n);
+    }
+    free(c);
+}
