@@ -60,6 +60,8 @@ struct alert_rule {
 struct alert_rules {
     struct alert_rule *rules;
     size_t n;
+    char **groups; /* the names of the groups read, those without rules too */
+    size_t ngroups;
 };
 
 /* Reads the comma-separated rule files (relative paths from base_dir, "" = the working

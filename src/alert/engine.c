@@ -2,7 +2,8 @@
  * The alert engine: a thread that evaluates the rules and keeps the life of every alert.
  *
  * Each group runs on its interval; a threshold rule also runs as soon as rows of its table are
- * committed (the writer's after-commit hook marks the table and wakes the thread), at most every
+ * committed (the writer's after-commit hook marks the rules whose metric or table the commit
+ * wrote — not every rule of system_metrics for every sample — and wakes the thread), at most every
  * COMMIT_EVAL_GAP_MS, so an alert with `for: 0` fires within a second of the sample that crossed.
  *
  * An alert is a rule and a label set (its id: a hash of group, rule and labels). Its states:
@@ -72,6 +73,7 @@ struct flap {
 };
 
 struct rule_state {
+    bool committed; /* rows it reads were committed since it last ran */
     int64_t last_eval_ms, next_due_ms;
     double last_duration_ms;
     char last_error[512];
@@ -100,7 +102,13 @@ struct alert_engine {
     pthread_mutex_t lock;
     pthread_cond_t wake;
     bool stopping;
-    uint64_t dirty_tables; /* by schema index: committed since their rules last ran */
+    bool any_committed; /* some rule's rows were committed since it last ran */
+    /* the threshold rules on system_metrics by metric, sorted: what a commit's rows mark */
+    struct metric_rule {
+        const char *metric;
+        size_t rule;
+    } * by_metric;
+    size_t nby_metric;
     struct alert_rules rules;
     struct rule_state *rstate;
     /* a reload's rules and receivers, checked, waiting for the thread to take them between two
@@ -698,29 +706,21 @@ static int64_t run_due(struct alert_engine *a)
 {
     int64_t now = time_now_ms(), next = now + 60000;
     flaps_sweep(a, now);
-    uint64_t dirty = a->dirty_tables;
-    a->dirty_tables = 0;
+    a->any_committed = false;
     for (size_t i = 0; i < a->rules.n && !a->stopping; i++) {
         const struct alert_rule *r = &a->rules.rules[i];
         struct rule_state *st = &a->rstate[i];
-        bool committed = false;
-        if (!r->is_sql && dirty) {
-            const struct table *t = schema_table(r->table);
-            size_t ntables;
-            const struct table *all = schema_tables(&ntables);
-            committed = t && (dirty >> (t - all) & 1);
-        }
-        bool due = now >= st->next_due_ms;
+        bool committed = st->committed, due = now >= st->next_due_ms;
         if (committed && !due && now - st->last_eval_ms < COMMIT_EVAL_GAP_MS) {
-            a->dirty_tables |= dirty; /* not yet: keep the mark for the next pass */
-            next = st->last_eval_ms + COMMIT_EVAL_GAP_MS < next
-                       ? st->last_eval_ms + COMMIT_EVAL_GAP_MS
-                       : next;
+            a->any_committed = true; /* not yet: its mark stays for a later pass */
+            if (st->last_eval_ms + COMMIT_EVAL_GAP_MS < next)
+                next = st->last_eval_ms + COMMIT_EVAL_GAP_MS;
             committed = false;
         }
         if (due || committed) {
             if (due)
                 st->next_due_ms = now + r->interval_ms;
+            st->committed = false;
             pthread_mutex_unlock(&a->lock);
             evaluate(a, i, time_now_ms());
             pthread_mutex_lock(&a->lock);
@@ -729,6 +729,82 @@ static int64_t run_due(struct alert_engine *a)
             next = st->next_due_ms;
     }
     return next;
+}
+
+static int cmp_metric_rule(const void *x, const void *y)
+{
+    const struct metric_rule *p = x, *q = y;
+    int c = strcmp(p->metric, q->metric);
+    return c ? c : (p->rule > q->rule) - (p->rule < q->rule);
+}
+
+/* Builds by_metric for the rules now loaded (under the lock). */
+static void index_rules(struct alert_engine *a)
+{
+    free(a->by_metric);
+    a->nby_metric = 0;
+    a->by_metric = calloc(a->rules.n + 1, sizeof *a->by_metric);
+    for (size_t i = 0; a->by_metric && i < a->rules.n; i++) {
+        const struct alert_rule *r = &a->rules.rules[i];
+        const struct table *t = r->is_sql ? NULL : schema_table(r->table);
+        if (t && t->kind == TABLE_SERIES)
+            a->by_metric[a->nby_metric++] = (struct metric_rule){r->metric, i};
+    }
+    if (a->by_metric)
+        qsort(a->by_metric, a->nby_metric, sizeof *a->by_metric, cmp_metric_rule);
+}
+
+/* Compares a NUL-ended name with len bytes of text, as strcmp would. */
+static int cmp_name(const char *name, const char *text, size_t len)
+{
+    int c = strncmp(name, text, len);
+    return c ? c : name[len] != '\0';
+}
+
+/* Marks the rules on metric (a sample of it was committed). */
+static void mark_metric(struct alert_engine *a, const char *metric, size_t len)
+{
+    size_t lo = 0, hi = a->nby_metric;
+    while (lo < hi) { /* the first entry not below metric */
+        size_t mid = (lo + hi) / 2;
+        if (cmp_name(a->by_metric[mid].metric, metric, len) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (; lo < a->nby_metric; lo++) {
+        if (cmp_name(a->by_metric[lo].metric, metric, len) != 0)
+            break;
+        a->rstate[a->by_metric[lo].rule].committed = true;
+        a->any_committed = true;
+    }
+}
+
+/* Marks the rules that read what batch b wrote. */
+static void mark_batch(struct alert_engine *a, const struct batch *b)
+{
+    if (b->table->kind == TABLE_SERIES) {
+        int col = schema_column(b->table, "metric");
+        const char *prev = NULL;
+        size_t prev_len = 0;
+        for (size_t row = 0; col >= 0 && row < b->nrows; row++) {
+            const struct value *v = &b->values[row * b->table->ncolumns + (size_t)col];
+            if (v->type != VAL_TEXT ||
+                (prev && v->len == prev_len && memcmp(v->s, prev, v->len) == 0))
+                continue;
+            prev = v->s;
+            prev_len = v->len;
+            mark_metric(a, v->s, v->len);
+        }
+        return;
+    }
+    for (size_t i = 0; i < a->rules.n; i++) {
+        const struct alert_rule *r = &a->rules.rules[i];
+        if (!r->is_sql && strcmp(r->table, b->table->name) == 0) {
+            a->rstate[i].committed = true;
+            a->any_committed = true;
+        }
+    }
 }
 
 /* Takes a reload's rules and receivers (on the thread, under the lock): the alerts of a rule
@@ -759,6 +835,7 @@ static void take_reload(struct alert_engine *a, struct pending_out *o, struct al
     *old_state = a->rstate;
     *old_notifier = a->notifier;
     a->rules = a->next_rules;
+    index_rules(a);
     a->rstate = a->next_rstate;
     a->notifier = a->next_notifier;
     suppressor_free(&a->suppressor); /* its silences were copied into the next one */
@@ -793,10 +870,10 @@ static void *engine_main(void *arg)
             pthread_mutex_lock(&a->lock);
         }
         int64_t next = run_due(a);
-        if (a->stopping || a->swap_pending || (a->dirty_tables && time_now_ms() >= next))
+        if (a->stopping || a->swap_pending || (a->any_committed && time_now_ms() >= next))
             continue;
         int64_t wait_ms = next - time_now_ms();
-        if (wait_ms > 0 && !a->dirty_tables) {
+        if (wait_ms > 0 && !a->any_committed) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += wait_ms / 1000;
@@ -806,7 +883,7 @@ static void *engine_main(void *arg)
                 ts.tv_nsec -= 1000000000;
             }
             pthread_cond_timedwait(&a->wake, &a->lock, &ts);
-        } else if (a->dirty_tables && wait_ms > 0) {
+        } else if (a->any_committed && wait_ms > 0) {
             /* committed rows wait for the gap; sleep at most until it is over */
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
@@ -826,14 +903,14 @@ static void *engine_main(void *arg)
 void alert_engine_on_commit(void *arg, const struct batch *const *batches, size_t n)
 {
     struct alert_engine *a = arg;
-    size_t ntables;
-    const struct table *all = schema_tables(&ntables);
-    uint64_t mask = n == 0 ? ~0ull : 0; /* another process wrote: any table */
-    for (size_t i = 0; i < n; i++)
-        mask |= 1ull << (batches[i]->table - all);
     pthread_mutex_lock(&a->lock);
-    a->dirty_tables |= mask;
-    pthread_cond_signal(&a->wake);
+    for (size_t i = 0; n == 0 && i < a->rules.n; i++) /* another process wrote: anything */
+        if (!a->rules.rules[i].is_sql)
+            a->any_committed = a->rstate[i].committed = true;
+    for (size_t i = 0; i < n; i++)
+        mark_batch(a, batches[i]);
+    if (a->any_committed)
+        pthread_cond_signal(&a->wake);
     pthread_mutex_unlock(&a->lock);
 }
 
@@ -874,16 +951,41 @@ static int read_table(struct alert_engine *a, const char *sql, struct store_resu
     return rc;
 }
 
-/* The alerts alert_history shows active, taken up again (their group is the first with a rule
- * of that name; an alert whose rule is gone resolves at the first evaluation of nothing). */
+/* The rule of an alert in alert_history: its id is the hash of group, rule and labels, so of
+ * the groups with a rule of that name the one whose hash matches. */
+static const struct alert_rule *rule_of_id(struct alert_engine *a, const char *name,
+                                           const char *labels, const char *id)
+{
+    for (size_t i = 0; i < a->rules.n; i++) {
+        const struct alert_rule *r = &a->rules.rules[i];
+        char computed[17];
+        if (strcmp(r->name, name) != 0)
+            continue;
+        alert_id_of(r->group, r->name, labels, computed);
+        if (strcmp(computed, id) == 0)
+            return r;
+    }
+    return NULL;
+}
+
+/* The alerts alert_history shows active, taken up again. Rows no loaded rule made (ingested
+ * from elsewhere, or of a rule since removed) are left as they are: opsdb does not own them. */
 static void restore(struct alert_engine *a)
 {
     struct store_result res;
     struct err e;
-    int rc = read_table(a,
-                        "SELECT alert_id, rule, state, value, labels, summary, notified, since, "
-                        "first_seen, escalation_level FROM active_alerts",
-                        &res, &e);
+    /* the times of the current episode: what follows the alert's last resolved row */
+    int rc = read_table(
+        a,
+        "SELECT alert_id, rule, state, value, labels, summary, notified, escalation_level,"
+        " (SELECT min(x.ts) FROM alert_history x WHERE x.alert_id = c.alert_id AND x.ts > c.lr)"
+        "  AS since,"
+        " (SELECT min(x.ts) FROM alert_history x WHERE x.alert_id = c.alert_id AND x.ts > c.lr"
+        "  AND x.state IN ('firing', 'suppressed')) AS fired"
+        " FROM (SELECT v.*, coalesce((SELECT max(r.ts) FROM alert_history r"
+        "  WHERE r.alert_id = v.alert_id AND r.state = 'resolved'), -1) AS lr"
+        "  FROM active_alerts v) c",
+        &res, &e);
     if (rc) {
         log_error("alerting: reading the active alerts failed: %s", e.msg);
         store_result_release(&res);
@@ -895,7 +997,7 @@ static void restore(struct alert_engine *a)
         if (row[0].type != VAL_TEXT || row[1].type != VAL_TEXT || row[4].type != VAL_TEXT ||
             row[0].len != 16 || find_alert(a, row[0].s))
             continue;
-        const struct alert_rule *r = rule_named(&a->rules, NULL, row[1].s);
+        const struct alert_rule *r = rule_of_id(a, row[1].s, row[4].s, row[0].s);
         if (!r)
             continue;
         struct alert *x = new_alert(a, r, row[0].s, strndup(row[4].s, row[4].len));
@@ -904,16 +1006,17 @@ static void restore(struct alert_engine *a)
         const char *state = row[2].type == VAL_TEXT ? row[2].s : "";
         x->state = strcmp(state, "pending") == 0        ? ST_PENDING
                    : strcmp(state, "acknowledged") == 0 ? ST_ACKED
-                                                        : ST_FIRING;
+                                                        : ST_FIRING; /* escalated, suppressed */
+        x->suppressed = strcmp(state, "suppressed") == 0;
         x->value = row[3].type == VAL_REAL  ? row[3].d
                    : row[3].type == VAL_INT ? (double)row[3].i
                                             : NAN;
         x->summary = row[5].type == VAL_TEXT ? strndup(row[5].s, row[5].len) : NULL;
         x->notified = row[6].type == VAL_INT && row[6].i;
+        x->escalation_level = row[7].type == VAL_INT ? (int)row[7].i : 0;
         x->active_since_ms = row[8].type == VAL_INT ? row[8].i : time_now_ms();
-        x->fired_ms = row[7].type == VAL_INT ? row[7].i : x->active_since_ms;
+        x->fired_ms = row[9].type == VAL_INT ? row[9].i : x->active_since_ms;
         x->last_hit_ms = time_now_ms();
-        x->escalation_level = row[9].type == VAL_INT ? (int)row[9].i : 0;
         annotate(x, r);
         restored++;
     }
@@ -946,6 +1049,7 @@ int alert_engine_new(struct alert_engine **out, struct store *s, struct writer *
     }
     restore(a);
     load_silences(a);
+    index_rules(a);
     if (a->rules.n)
         log_info("alerting: %zu rules loaded", a->rules.n);
     *out = a;
@@ -994,6 +1098,7 @@ void alert_engine_free(struct alert_engine **ap)
         }
     alert_rules_free(&a->rules);
     free(a->rstate);
+    free(a->by_metric);
     pthread_mutex_destroy(&a->lock);
     pthread_cond_destroy(&a->wake);
     free(a);

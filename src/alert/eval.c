@@ -147,8 +147,8 @@ static void agg_sql(const struct alert_rule *r, const char *w, struct buf *sql)
             buf_printf(sql, "coalesce(sum(CASE WHEN %s IS NOT NULL THEN %s END), 0)", m, w);
         else
             buf_printf(sql, "coalesce(sum(%s), 0)", w);
-        if (r->agg == ALERT_RATE)
-            buf_printf(sql, " / %.17g", window_s);
+        if (r->agg == ALERT_RATE) /* a REAL divisor: the sum is an integer */
+            buf_printf(sql, " * 1.0 / %.17g", window_s);
         break;
     default: {
         int p = r->agg == ALERT_P50 ? 50 : r->agg == ALERT_P95 ? 95 : 99;
@@ -178,9 +178,14 @@ static int eval_events(struct store *s, const struct config *cfg, const struct a
     for (size_t i = 0; i < nterms; i++) {
         const char *op = terms[i].op;
         snprintf(names[i], sizeof names[i], "f%zu", i);
-        buf_printf(&sql, " AND %scoalesce(%s, '') %s :f%zu",
-                   op[1] == '~' && op[0] == '!' ? "NOT " : "", terms[i].key,
-                   op[1] == '~' ? "REGEXP" : op, i);
+        /* the column compared as it is (an integer column reads '500' as 500); a NULL is the
+         * empty string, as a missing label is */
+        if (op[1] == '~')
+            buf_printf(&sql, " AND %scoalesce(%s, '') REGEXP :f%zu", op[0] == '!' ? "NOT " : "",
+                       terms[i].key, i);
+        else
+            buf_printf(&sql, " AND %scoalesce(%s = :f%zu, :f%zu = '')", op[0] == '!' ? "NOT " : "",
+                       terms[i].key, i, i);
         params[i] = (struct store_param){names[i], true, 0, terms[i].value};
     }
     if (r->nby) {

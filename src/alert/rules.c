@@ -177,8 +177,26 @@ static int want_n_of_m(struct ydoc *p, const yaml_node_t *v, struct alert_rule *
 
 /* ---- one rule ---------------------------------------------------------------------------- */
 
-static int rule_key(struct ydoc *p, struct alert_rule *r, const char *key, const yaml_node_t *v,
-                    const yaml_node_t **seen_threshold, const yaml_node_t **seen_resolve)
+/* The keys a rule gave, with their nodes: a check of what keys say together names the line of
+ * the key at fault. */
+struct seen_keys {
+    const char *name[32];
+    const yaml_node_t *node[32];
+    size_t n;
+};
+
+/* The node of key name, or fallback when the rule does not give it. */
+static const yaml_node_t *key_at(const struct seen_keys *k, const char *name,
+                                 const yaml_node_t *fallback)
+{
+    for (size_t i = 0; i < k->n; i++)
+        if (strcmp(k->name[i], name) == 0)
+            return k->node[i];
+    return fallback;
+}
+
+static int rule_key(struct ydoc *p, struct alert_rule *r, const char *key,
+                    const yaml_node_t *key_node, const yaml_node_t *v)
 {
     int choice;
     if (strcmp(key, "alert") == 0)
@@ -212,14 +230,10 @@ static int rule_key(struct ydoc *p, struct alert_rule *r, const char *key, const
         r->op = (enum alert_op)choice;
         return 0;
     }
-    if (strcmp(key, "threshold") == 0) {
-        *seen_threshold = v;
+    if (strcmp(key, "threshold") == 0)
         return want_number(p, v, key, &r->threshold);
-    }
-    if (strcmp(key, "resolve_threshold") == 0) {
-        *seen_resolve = v;
+    if (strcmp(key, "resolve_threshold") == 0)
         return want_number(p, v, key, &r->resolve_threshold);
-    }
     if (strcmp(key, "window") == 0)
         return want_duration(p, v, key, &r->window_ms);
     if (strcmp(key, "for") == 0)
@@ -232,7 +246,7 @@ static int rule_key(struct ydoc *p, struct alert_rule *r, const char *key, const
         return want_map(p, v, key, true, &r->labels_json);
     if (strcmp(key, "annotations") == 0)
         return want_map(p, v, key, false, &r->annotations_json);
-    return ydoc_fail(p, v,
+    return ydoc_fail(p, key_node,
                      "unknown key '%s' in a rule (alert, table, metric, filter, by, aggregation, "
                      "window, op, threshold, resolve_threshold, for, keep_firing_for, n_of_m, sql, "
                      "labels, annotations)",
@@ -240,23 +254,24 @@ static int rule_key(struct ydoc *p, struct alert_rule *r, const char *key, const
 }
 
 /* What the keys cannot say alone: the kind, the table and its columns, hysteresis. */
-static int check_threshold_rule(struct ydoc *p, const yaml_node_t *at, struct alert_rule *r)
+static int check_threshold_rule(struct ydoc *p, const yaml_node_t *at, const struct seen_keys *k,
+                                struct alert_rule *r)
 {
     const struct table *t = schema_table(r->table);
     if (!t || (t->kind != TABLE_SERIES && t->kind != TABLE_EVENTS))
-        return ydoc_fail(p, at,
+        return ydoc_fail(p, key_at(k, "table", at),
                          "rule %s: table '%s' is not a table rules can watch (system_metrics "
                          "or an event table such as api_usage)",
                          r->name, r->table);
     struct query_filter_term terms[16];
     size_t nterms;
     if (query_filter_split(r->filter, terms, 16, &nterms, p->e) != 0)
-        return ydoc_fail(p, at, "rule %s: %s", r->name, p->e->msg);
+        return ydoc_fail(p, key_at(k, "filter", at), "rule %s: %s", r->name, p->e->msg);
     if (t->kind == TABLE_SERIES) {
         if (!*r->metric)
             return ydoc_fail(p, at, "rule %s: metric is required on %s", r->name, r->table);
         if (r->nby)
-            return ydoc_fail(p, at,
+            return ydoc_fail(p, key_at(k, "by", at),
                              "rule %s: by is for event tables; %s makes one alert per series",
                              r->name, r->table);
         return 0;
@@ -264,7 +279,8 @@ static int check_threshold_rule(struct ydoc *p, const yaml_node_t *at, struct al
     if (*r->metric) {
         int c = schema_column(t, r->metric);
         if (c < 0 || (t->columns[c].type != COL_INT && t->columns[c].type != COL_REAL))
-            return ydoc_fail(p, at, "rule %s: metric '%s' is not a numeric column of %s", r->name,
+            return ydoc_fail(p, key_at(k, "metric", at),
+                             "rule %s: metric '%s' is not a numeric column of %s", r->name,
                              r->metric, r->table);
     } else if (r->agg != ALERT_COUNT && r->agg != ALERT_RATE) {
         return ydoc_fail(p, at, "rule %s: metric (a numeric column of %s) is required for %s",
@@ -272,18 +288,21 @@ static int check_threshold_rule(struct ydoc *p, const yaml_node_t *at, struct al
     }
     for (size_t i = 0; i < r->nby; i++)
         if (schema_column(t, r->by[i]) < 0)
-            return ydoc_fail(p, at, "rule %s: by: '%s' is not a column of %s", r->name, r->by[i],
-                             r->table);
+            return ydoc_fail(p, key_at(k, "by", at), "rule %s: by: '%s' is not a column of %s",
+                             r->name, r->by[i], r->table);
     for (size_t i = 0; i < nterms; i++)
         if (schema_column(t, terms[i].key) < 0)
-            return ydoc_fail(p, at, "rule %s: filter: '%s' is not a column of %s", r->name,
-                             terms[i].key, r->table);
+            return ydoc_fail(p, key_at(k, "filter", at),
+                             "rule %s: filter: '%s' is not a column of %s", r->name, terms[i].key,
+                             r->table);
     return 0;
 }
 
-static int check_rule(struct ydoc *p, const yaml_node_t *at, struct alert_rule *r,
-                      const yaml_node_t *threshold, const yaml_node_t *resolve)
+static int check_rule(struct ydoc *p, const yaml_node_t *at, const struct seen_keys *k,
+                      struct alert_rule *r)
 {
+    const yaml_node_t *threshold = key_at(k, "threshold", NULL);
+    const yaml_node_t *resolve = key_at(k, "resolve_threshold", NULL);
     if (!*r->name)
         return ydoc_fail(p, at, "a rule without alert: (its name)");
     if (!valid_name(r->name))
@@ -297,7 +316,8 @@ static int check_rule(struct ydoc *p, const yaml_node_t *at, struct alert_rule *
     if (!r->is_sql && !threshold)
         return ydoc_fail(p, at, "rule %s: threshold is required", r->name);
     if (r->window_ms < 1000 || r->window_ms > MAX_WINDOW_MS)
-        return ydoc_fail(p, at, "rule %s: window must be between 1s and 31d", r->name);
+        return ydoc_fail(p, key_at(k, "window", at), "rule %s: window must be between 1s and 31d",
+                         r->name);
     if (!resolve)
         r->resolve_threshold = r->threshold;
     else if (!threshold)
@@ -314,7 +334,7 @@ static int check_rule(struct ydoc *p, const yaml_node_t *at, struct alert_rule *
                          r->name, r->resolve_threshold, r->threshold,
                          above ? "at most" : "at least", op_names[r->op]);
     r->has_threshold = threshold != NULL;
-    return r->is_sql ? 0 : check_threshold_rule(p, at, r);
+    return r->is_sql ? 0 : check_threshold_rule(p, at, k, r);
 }
 
 static int parse_rule(struct ydoc *p, const yaml_node_t *n, const char *group, int64_t interval_ms,
@@ -330,15 +350,22 @@ static int parse_rule(struct ydoc *p, const yaml_node_t *n, const char *group, i
     r->op = ALERT_GT;
     if (n->type != YAML_MAPPING_NODE)
         return ydoc_fail(p, n, "a rule must be a map (alert: ..., table: ... or sql: ...)");
-    const yaml_node_t *threshold = NULL, *resolve = NULL;
+    struct seen_keys k = {0};
     for (yaml_node_pair_t *kv = n->data.mapping.pairs.start; kv < n->data.mapping.pairs.top; kv++) {
-        const char *key = ydoc_text(ydoc_node(p, kv->key));
+        const yaml_node_t *key_node = ydoc_node(p, kv->key);
+        const char *key = ydoc_text(key_node);
         if (!key)
-            return ydoc_fail(p, ydoc_node(p, kv->key), "rule keys must be text");
-        if (rule_key(p, r, key, ydoc_node(p, kv->value), &threshold, &resolve))
+            return ydoc_fail(p, key_node, "rule keys must be text");
+        if (key_at(&k, key, NULL))
+            return ydoc_fail(p, key_node, "%s given twice in one rule", key);
+        if (k.n < sizeof k.name / sizeof k.name[0]) {
+            k.name[k.n] = key;
+            k.node[k.n++] = key_node;
+        }
+        if (rule_key(p, r, key, key_node, ydoc_node(p, kv->value)))
             return p->e->code;
     }
-    return check_rule(p, n, r, threshold, resolve);
+    return check_rule(p, n, &k, r);
 }
 
 /* ---- groups and files -------------------------------------------------------------------- */
@@ -399,10 +426,17 @@ static int parse_group(struct alert_rules *rs, size_t *cap, struct ydoc *p, cons
         return ydoc_fail(p, g, "a group without name:");
     if (strlen(name) >= sizeof rs->rules[0].group)
         return ydoc_fail(p, g, "group name longer than %zu bytes", sizeof rs->rules[0].group - 1);
-    for (size_t i = 0; i < rs->n; i++)
-        if (strcmp(rs->rules[i].group, name) == 0)
-            return ydoc_fail(p, g, "group '%s' is defined twice (first in %s:%d)", name,
-                             rs->rules[i].file, rs->rules[i].line);
+    for (size_t i = 0; i < rs->ngroups; i++)
+        if (strcmp(rs->groups[i], name) == 0)
+            return ydoc_fail(p, g, "group '%s' is defined twice", name);
+    char **more = realloc(rs->groups, (rs->ngroups + 1) * sizeof *more);
+    if (!more || !(more[rs->ngroups] = strdup(name))) {
+        if (more)
+            rs->groups = more;
+        return err_set(p->e, E_NOMEM, "out of memory");
+    }
+    rs->groups = more;
+    rs->ngroups++;
     if (!rules || rules->type != YAML_SEQUENCE_NODE)
         return ydoc_fail(p, rules ? rules : g, "group %s: rules: expected a list of rules", name);
     for (yaml_node_item_t *it = rules->data.sequence.items.start;
@@ -491,6 +525,9 @@ int alert_rules_load(struct alert_rules *out, const char *files, const char *bas
 
 void alert_rules_free(struct alert_rules *r)
 {
+    for (size_t i = 0; i < r->ngroups; i++)
+        free(r->groups[i]);
+    free(r->groups);
     for (size_t i = 0; i < r->n; i++) {
         free(r->rules[i].sql);
         free(r->rules[i].labels_json);
@@ -502,8 +539,8 @@ void alert_rules_free(struct alert_rules *r)
 
 static bool has_group(const struct alert_rules *rs, const char *group)
 {
-    for (size_t i = 0; i < rs->n; i++)
-        if (strcmp(rs->rules[i].group, group) == 0)
+    for (size_t i = 0; i < rs->ngroups; i++)
+        if (strcmp(rs->groups[i], group) == 0)
             return true;
     return false;
 }
@@ -545,6 +582,8 @@ int alert_rules_load_config(struct alert_rules *out, const struct config *cfg, s
     if (out->n)
         memcpy(all.rules + all.n, out->rules, out->n * sizeof *out->rules);
     all.n += out->n;
+    all.groups = out->groups; /* the user's: what a later merge would compare with */
+    all.ngroups = out->ngroups;
     free(out->rules);
     alert_rules_free(&defaults);
     *out = all;

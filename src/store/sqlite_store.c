@@ -40,7 +40,7 @@ struct sqlite_store {
     bool in_group;
     /* fault injection for tests (STYLE 21): OPSDB_FAULT=commit:N fails every Nth commit */
     long fault_commit_every, commits;
-    int64_t data_version; /* last PRAGMA data_version seen by the writer, 0 before the first */
+    int64_t data_version; /* last PRAGMA data_version seen by the writer (read at open) */
     int64_t partition_ms[16], retention_days[16]; /* from the configuration, per table */
     int64_t rollup_1m_retention_ms, rollup_1h_retention_ms, event_rollup_1m_retention_ms;
     int64_t partitions_version; /* PRAGMA data_version when the partition lists were checked */
@@ -844,6 +844,8 @@ static int sq_open(struct store *s, enum store_mode mode, struct err *e)
         rc = series_load(st, schema_table("system_metrics"), e);
     if (rc != 0)
         goto fail;
+    /* the baseline of sq_changed_elsewhere(): a commit by another process from now on counts */
+    sq_changed_elsewhere(s);
     return 0;
 fail:
     s->impl = NULL;

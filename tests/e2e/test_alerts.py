@@ -32,7 +32,7 @@ src/http/http_alerts.c and src/cli/cmd_alerts.c:
 
 Every expected value is computed here from the rows the test sends. Timestamps are the current
 time (rules look at windows ending now); the windows and intervals are short (1s-3s), and every
-wait is bounded. Bugs found are tests marked xfail(strict=True) with the reason.
+wait is bounded.
 """
 
 import json
@@ -91,7 +91,7 @@ class Alerting:
         self.rules_path = self.conf_dir / "rules" / "main.yaml"
         self.write(groups)
         conf = self.conf_dir / "opsdb.yaml"
-        conf.write_text("alerting:\n  rule_files: [rules/main.yaml]\n")
+        conf.write_text("alerting:\n  rule_files: [rules/main.yaml]\n  default_rules: off\n")
         kw = {"db": db} if db else {}
         self.srv = server_factory("--config", conf, *args, start=start, **kw)
 
@@ -266,13 +266,6 @@ def between(values):
 
 HEAD = "groups:\n  - name: g\n    rules:\n"
 
-KEY_LINE_BUG = ("src/alert/rules.c check_rule()/check_threshold_rule(): errors about one key's "
-                "value (table, metric, by, filter, window) are reported with fail(p, at, ...) "
-                "where `at` is the rule's node, so the line is the rule's `alert:` line, not the "
-                "line of the key at fault that the file's header promises")
-VALUE_LINE_BUG = ("src/alert/rules.c rule_key(): an unknown key is reported at the line of its "
-                  "value node (fail(p, v, ...)), which for a block value is the line after the "
-                  "key, not the key's line")
 
 # (id, rule file text with "# fault" on the line the message must name, message fragment,
 #  xfail reason for the line or None)
@@ -281,7 +274,7 @@ CHECK_CASES = [
      "        metric: cpu\n        thresold: 90  # fault\n", "unknown key 'thresold'", None),
     ("unknown_key_with_a_block_value", HEAD + "      - alert: A\n        table: system_metrics\n"
      "        metric: cpu\n        threshold: 90\n        extra:  # fault\n          x: 1\n",
-     "unknown key 'extra'", VALUE_LINE_BUG),
+     "unknown key 'extra'", None),
     ("missing_threshold", HEAD + "      - alert: A  # fault\n        table: system_metrics\n"
      "        metric: cpu\n        op: '>'\n", "rule A: threshold is required", None),
     ("bad_op", HEAD + "      - alert: A\n        table: system_metrics\n        metric: cpu\n"
@@ -294,7 +287,7 @@ CHECK_CASES = [
      "window: 'soon' is not a duration", None),
     ("window_out_of_range", HEAD + "      - alert: A\n        table: system_metrics\n"
      "        metric: cpu\n        window: 40d  # fault\n        threshold: 1\n",
-     "window must be between 1s and 31d", KEY_LINE_BUG),
+     "window must be between 1s and 31d", None),
     ("bad_interval", "groups:\n  - name: g\n    interval: 500ms  # fault\n    rules:\n"
      "      - alert: A\n        table: system_metrics\n        metric: cpu\n"
      "        threshold: 1\n", "interval: at least 1s", None),
@@ -309,25 +302,25 @@ CHECK_CASES = [
     ("neither_table_nor_sql", HEAD + "      - alert: A  # fault\n        metric: cpu\n"
      "        threshold: 1\n", "give either table", None),
     ("unknown_table", HEAD + "      - alert: A\n        table: metrics  # fault\n"
-     "        metric: cpu\n        threshold: 1\n", "table 'metrics' is not a table", KEY_LINE_BUG),
+     "        metric: cpu\n        threshold: 1\n", "table 'metrics' is not a table", None),
     ("unknown_metric_column", HEAD + "      - alert: A\n        table: api_usage\n"
      "        metric: latency  # fault\n        threshold: 1\n",
-     "metric 'latency' is not a numeric column of api_usage", KEY_LINE_BUG),
+     "metric 'latency' is not a numeric column of api_usage", None),
     ("text_metric_column", HEAD + "      - alert: A\n        table: api_usage\n"
      "        metric: endpoint  # fault\n        threshold: 1\n",
-     "metric 'endpoint' is not a numeric column", KEY_LINE_BUG),
+     "metric 'endpoint' is not a numeric column", None),
     ("unknown_by_column", HEAD + "      - alert: A\n        table: api_usage\n"
      "        metric: latency_ms\n        by: [endpoint, route]  # fault\n        threshold: 1\n",
-     "by: 'route' is not a column of api_usage", KEY_LINE_BUG),
+     "by: 'route' is not a column of api_usage", None),
     ("by_on_system_metrics", HEAD + "      - alert: A\n        table: system_metrics\n"
      "        metric: cpu\n        by: [host]  # fault\n        threshold: 1\n",
-     "by is for event tables", KEY_LINE_BUG),
+     "by is for event tables", None),
     ("unknown_filter_column", HEAD + "      - alert: A\n        table: api_usage\n"
      "        metric: latency_ms\n        filter: path=/x  # fault\n        threshold: 1\n",
-     "filter: 'path' is not a column of api_usage", KEY_LINE_BUG),
+     "filter: 'path' is not a column of api_usage", None),
     ("bad_filter_regex", HEAD + "      - alert: A\n        table: api_usage\n"
      "        metric: latency_ms\n        filter: endpoint=~(api  # fault\n        threshold: 1\n",
-     "is not a valid regular expression", KEY_LINE_BUG),
+     "is not a valid regular expression", None),
     ("resolve_threshold_wrong_side_above", HEAD + "      - alert: A\n"
      "        table: system_metrics\n        metric: cpu\n        op: '>'\n        threshold: 90\n"
      "        resolve_threshold: 95  # fault\n", "must be on the quiet side of threshold 90", None),
@@ -426,10 +419,6 @@ def test_check_names_the_line_at_fault(run_cli, check_file, case):
         f"want line {fault_line(text)}: {cp.stderr}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src/alert/rules.c parse_group(): a duplicate group name is found by looking at the rules "
-    "read so far (rs->rules[i].group), so a first group with `rules: []` is not seen and the "
-    "name is accepted twice"))
 def test_check_refuses_a_duplicate_of_an_empty_group(run_cli, check_file):
     text = ("groups:\n  - name: g\n    rules: []\n  - name: g  # fault\n    rules:\n"
             "      - alert: A\n        sql: SELECT 1 AS value\n")
@@ -550,12 +539,6 @@ def test_rows_of_another_process_are_evaluated(server_factory, tmp_path, run_cli
     assert rule_info(srv, "Outside")["evaluations"] > before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src/store/sqlite_store.c sq_changed_elsewhere(): the PRAGMA data_version baseline is 0 "
-    "until the writer first looks (after its first idle second or before its first group), "
-    "and a first look only records the value; a commit by another process before that look "
-    "becomes the baseline and is never reported to the after-commit hooks, so the threshold "
-    "rules (and the answer cache) never hear of it"))
 def test_rows_of_another_process_right_after_start_are_evaluated(server_factory, tmp_path,
                                                                  run_cli):
     t0 = time.monotonic()
@@ -866,10 +849,6 @@ def test_event_rule_one_alert_per_group(server_factory, tmp_path):
     assert len(got) == total
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src/alert/eval.c agg_sql(): rate is written as `coalesce(sum(w), 0) / %.17g` of the window "
-    "in seconds; a whole number of seconds prints as an integer literal (60), so SQLite divides "
-    "integers and the rate is truncated: 74 requests in 1m give 1, not 1.2333"))
 def test_event_rule_rate_is_per_second_of_the_window(server_factory, tmp_path):
     rng = random.Random(SEED + 7)
     window_ms = 60_000
@@ -895,11 +874,6 @@ def test_event_rule_rate_is_per_second_of_the_window(server_factory, tmp_path):
     assert not bad, f"(got, want): {bad}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src/alert/eval.c eval_events(): a filter term becomes `coalesce(col, '') = :f` with :f "
-    "bound as text; coalesce() has no column affinity, so on an integer column (status_code) "
-    "the integer 500 is compared with the text '500' and never equals it: `status_code=500` "
-    "matches no row (and `status_code!=500` matches every row), while status_code=~500 works"))
 def test_event_rule_filter_equality_on_an_integer_column(server_factory, tmp_path):
     t = now_ms()
     codes = [200, 500, 500, 404, 503, 500, 200]
@@ -1213,10 +1187,6 @@ def test_restart_takes_up_the_active_alerts(server_factory, tmp_path):
     assert {i: states(history(srv, i)) for i in before} == hist_before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src/alert/engine.c restore(): fired_ms is taken from active_alerts.since, the time of the "
-    "alert's latest transition; for an acknowledged alert that is the acknowledgement, so after "
-    "a restart fired_at (and the starts time handed to the notifier) moves to the ack time"))
 def test_restart_keeps_fired_at_of_an_acknowledged_alert(server_factory, tmp_path):
     a = start_alerting(server_factory, tmp_path, [
         {"name": "g", "interval": "1s", "rules": [cpu_rule("Acked", 85)]}])
@@ -1233,10 +1203,6 @@ def test_restart_keeps_fired_at_of_an_acknowledged_alert(server_factory, tmp_pat
     assert y["fired_at"] == x["fired_at"], (x["fired_at"], y["fired_at"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src/alert/engine.c restore(): active_since is taken from active_alerts.first_seen, the "
-    "first transition the alert id ever had; an alert that fired, resolved and fired again "
-    "comes back after a restart with the start of its first episode"))
 def test_restart_keeps_active_since_of_an_alert_that_fired_twice(server_factory, tmp_path):
     rule = {"alert": "Again", "table": "system_metrics", "metric": "cpu", "aggregation": "max",
             "window": "1s", "op": ">", "threshold": 90}
@@ -1260,12 +1226,6 @@ def test_restart_keeps_active_since_of_an_alert_that_fired_twice(server_factory,
     assert y["active_since"] == second["active_since"], (first, second, y)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src/alert/engine.c restore(): an alert is given the group of the first rule with its "
-    "name (rule_named(&a->rules, NULL, rule)); with the same alert name in two groups, the "
-    "second group's alert is attached to the first group, whose next evaluation does not see "
-    "it and resolves it; the second group then fires it anew: a spurious resolved + firing "
-    "pair in alert_history, and an acknowledgement lost"))
 def test_restart_with_one_alert_name_in_two_groups(server_factory, tmp_path):
     groups = [
         {"name": "first", "interval": "1s", "rules": [
@@ -1368,7 +1328,22 @@ def test_rules_endpoint_and_metrics(server_factory, tmp_path):
                       == srv.count("alert_history"), timeout=3)
 
 
-def test_no_rules_means_empty_answers(server):
+def test_no_rules_means_empty_answers(server_factory):
+    server = server_factory("--set", "alerting.default_rules=off")
     assert get_rules(server) == {"groups": []}
     assert get_alerts(server) == []
     assert metric_lines(server)["opsdb_alert_rules"] == 0
+
+
+def test_the_default_rules_run_from_the_first_start(server, run_cli):
+    """With no configuration the default rule set runs: its groups and rules as `opsdb alerts
+    defaults` prints them, every one evaluated without an error."""
+    text = run_cli("alerts", "defaults").stdout
+    want_groups = re.findall(r"^  - name: (\S+)$", text, re.M)
+    want_rules = re.findall(r"^      - alert: (\S+)$", text, re.M)
+    assert len(want_groups) == 7 and len(want_rules) == 16
+    rules = wait_until(lambda: (r := get_rules(server)) and all(
+        x["evaluations"] > 0 for g in r["groups"] for x in g["rules"]) and r, timeout=10)
+    assert [g["name"] for g in rules["groups"]] == want_groups
+    assert [x["name"] for g in rules["groups"] for x in g["rules"]] == want_rules
+    assert all(x["last_error"] is None for g in rules["groups"] for x in g["rules"]), rules
