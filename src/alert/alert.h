@@ -120,6 +120,11 @@ int alert_engine_silence(struct alert_engine *a, struct alert_silence *s, struct
 int alert_engine_silence_expire(struct alert_engine *a, const char *id, struct err *e);
 /* GET /api/v1/silences: {"silences": [...]} with each one's state (active, pending, expired). */
 void alert_engine_silences_json(struct alert_engine *a, struct buf *out);
+/* GET /api/v1/incidents: {"incidents": [...]} — alerts that fired on the same host, component
+ * or pipeline within alerting.correlation_window, the earliest as probable cause, with the
+ * error fingerprints of those hosts and components and the failed runs of those pipelines in
+ * the incident's time. */
+void alert_engine_incidents_json(struct alert_engine *a, struct buf *out);
 /* Prometheus text lines for /metrics. */
 void alert_engine_metrics(struct alert_engine *a, struct buf *out);
 

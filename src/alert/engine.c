@@ -22,6 +22,7 @@
 #include "alert/alert_int.h"
 #include "alert/escalate.h"
 #include "alert/eval.h"
+#include "alert/incident.h"
 #include "alert/suppress.h"
 #include "ingest/ingest.h"
 #include "query/query.h"
@@ -57,6 +58,7 @@ struct alert {
     bool suppressed; /* firing, but silenced, in maintenance or inhibited: not notified */
     int escalation_level;
     char severity[16]; /* raised by an escalation step; "" = the labels' */
+    char incident[17]; /* the incident it joined when it fired; "" = none */
     bool seen;         /* produced by the evaluation being applied */
 };
 
@@ -80,13 +82,17 @@ struct rule_state {
     uint64_t evaluations, failures;
 };
 
+/* A notification and the copies it points to (the alert may be gone when it is posted). */
+struct note {
+    struct notify_alert n;
+    char id[17], incident[17], receiver[128];
+    json_t *labels, *annotations;
+};
+
 /* What a transition leaves to do once the lock is released. */
 struct pending_out {
     struct batch history;
-    struct notify_alert *notes;
-    char **note_strings; /* owned copies the notes point to */
-    char **note_receivers;
-    json_t **note_json;
+    struct note *notes;
     size_t nnotes, cap;
 };
 
@@ -97,6 +103,7 @@ struct alert_engine {
     struct notifier *notifier;
     struct suppressor *suppressor;
     struct escalations *escalations;
+    struct incidents *incidents;
     pthread_t thread;
     bool started;
     pthread_mutex_t lock;
@@ -318,39 +325,32 @@ static void notify_to(struct pending_out *o, const struct alert *x, const char *
 {
     if (o->nnotes == o->cap) {
         size_t cap = o->cap ? 2 * o->cap : 8;
-        struct notify_alert *n = realloc(o->notes, cap * sizeof *n);
-        char **s = n ? realloc(o->note_strings, cap * sizeof *s) : NULL;
-        char **r = s ? realloc(o->note_receivers, cap * sizeof *r) : NULL;
-        json_t **j = r ? realloc(o->note_json, 2 * cap * sizeof *j) : NULL;
-        if (n)
-            o->notes = n;
-        if (s)
-            o->note_strings = s;
-        if (r)
-            o->note_receivers = r;
-        if (!n || !s || !r || !j) {
+        struct note *more = realloc(o->notes, cap * sizeof *more);
+        if (!more) {
             log_error("alerting: out of memory; a notification of %s is lost", x->id);
             return;
         }
-        o->note_json = j;
+        o->notes = more;
         o->cap = cap;
     }
-    size_t i = o->nnotes++;
-    o->note_strings[i] = strdup(x->id);
-    o->note_json[2 * i] = json_loads(x->labels_json, 0, NULL);
+    struct note *t = &o->notes[o->nnotes++];
+    memset(t, 0, sizeof *t);
+    snprintf(t->id, sizeof t->id, "%s", x->id);
+    snprintf(t->incident, sizeof t->incident, "%s", x->incident);
+    snprintf(t->receiver, sizeof t->receiver, "%s", receiver ? receiver : "");
+    t->labels = json_loads(x->labels_json, 0, NULL);
     if (x->severity[0]) /* raised by an escalation */
-        json_object_set_new(o->note_json[2 * i], "severity", json_string(x->severity));
-    o->note_receivers[i] = receiver ? strdup(receiver) : NULL;
-    o->note_json[2 * i + 1] = json_loads(x->annotations_json ? x->annotations_json : "{}", 0, NULL);
-    o->notes[i] = (struct notify_alert){o->note_strings[i],
-                                        status,
-                                        o->note_json[2 * i],
-                                        o->note_json[2 * i + 1],
-                                        x->value,
-                                        x->fired_ms,
-                                        strcmp(status, "resolved") == 0 ? now_ms : 0,
-                                        NULL,
-                                        o->note_receivers[i]};
+        json_object_set_new(t->labels, "severity", json_string(x->severity));
+    t->annotations = json_loads(x->annotations_json ? x->annotations_json : "{}", 0, NULL);
+    t->n = (struct notify_alert){t->id,
+                                 status,
+                                 t->labels,
+                                 t->annotations,
+                                 x->value,
+                                 x->fired_ms,
+                                 strcmp(status, "resolved") == 0 ? now_ms : 0,
+                                 t->incident[0] ? t->incident : NULL,
+                                 t->receiver[0] ? t->receiver : NULL};
 }
 
 static void notify(struct pending_out *o, const struct alert *x, const char *status, int64_t now_ms)
@@ -372,16 +372,11 @@ static void pending_out_flush(struct alert_engine *a, struct pending_out *o)
         log_error("alerting: writing %zu alert_history rows failed: %s", o->history.nrows, e.msg);
     for (size_t i = 0; i < o->nnotes; i++) {
         if (a->notifier)
-            notifier_post(a->notifier, &o->notes[i]);
-        free(o->note_strings[i]);
-        free(o->note_receivers[i]);
-        json_decref(o->note_json[2 * i]);
-        json_decref(o->note_json[2 * i + 1]);
+            notifier_post(a->notifier, &o->notes[i].n);
+        json_decref(o->notes[i].labels);
+        json_decref(o->notes[i].annotations);
     }
     free(o->notes);
-    free(o->note_strings);
-    free(o->note_receivers);
-    free(o->note_json);
     batch_release(&o->history);
     memset(o, 0, sizeof *o);
 }
@@ -510,6 +505,12 @@ static void fire_on(struct alert_engine *a, struct alert *x, int64_t now_ms, boo
             a->flapping_total++;
         }
     }
+    if (first && a->incidents) {
+        json_t *l = json_loads(x->labels_json, 0, NULL);
+        const char *incident = incidents_join(a->incidents, x->id, x->rule, l, now_ms);
+        snprintf(x->incident, sizeof x->incident, "%s", incident ? incident : "");
+        json_decref(l);
+    }
     if (!first && suppressed == x->suppressed)
         return;
     x->suppressed = suppressed;
@@ -592,6 +593,7 @@ static bool step(struct alert_engine *a, struct alert *x, const struct alert_rul
             notify(o, x, "resolved", now_ms);
         a->transitions_total++;
         flap_note(a, x->id, now_ms);
+        incidents_resolve(a->incidents, x->id, now_ms);
         return false;
     }
     if (x->state == ST_PENDING) { /* never fired: it goes, its row says so */
@@ -1041,6 +1043,8 @@ int alert_engine_new(struct alert_engine **out, struct store *s, struct writer *
         rc = suppressor_new(&a->suppressor, cfg->config_path, e);
     if (rc == 0)
         rc = escalations_new(&a->escalations, cfg->config_path, e);
+    if (rc == 0 && !(a->incidents = incidents_new(cfg->alert_correlation_window_ms)))
+        rc = err_set(e, E_NOMEM, "out of memory");
     if (rc == 0)
         rc = notifier_new(&a->notifier, cfg->config_path, w, e);
     if (rc) {
@@ -1082,6 +1086,7 @@ void alert_engine_free(struct alert_engine **ap)
     suppressor_free(&a->next_suppressor);
     escalations_free(&a->escalations);
     escalations_free(&a->next_escalations);
+    incidents_free(&a->incidents);
     alert_rules_free(&a->next_rules);
     free(a->next_rstate);
     for (size_t b = 0; b < ALERT_BUCKETS; b++)
@@ -1507,4 +1512,93 @@ static void load_silences(struct alert_engine *a)
     if (rc)
         log_error("alerting: reading the silences failed: %s", e.msg);
     store_result_release(&res);
+}
+
+/* ---- incidents ------------------------------------------------------------------------------- */
+
+/* Rows of an incident's window, as JSON objects: what is related to it. */
+static json_t *related_rows(struct alert_engine *a, const char *sql, json_t *values, int64_t from,
+                            int64_t to)
+{
+    char *list = json_dumps(values, JSON_COMPACT);
+    struct store_param params[] = {{"values", true, 0, list ? list : "[]"},
+                                   {"from", false, (double)from, NULL},
+                                   {"to", false, (double)to, NULL}};
+    struct store_query q = {sql, params, 3, a->cfg.query_timeout_ms, 100, false};
+    struct store_result res;
+    struct err e;
+    struct store_reader *rd = store_reader_get(a->store);
+    int rc = store_reader_query(rd, &q, &res, &e);
+    store_reader_put(a->store, rd);
+    free(list);
+    json_t *rows = json_array();
+    for (size_t i = 0; rc == 0 && i < res.nrows; i++) {
+        json_t *row = json_object();
+        for (size_t c = 0; c < res.ncols; c++) {
+            const struct value *v = &res.values[i * res.ncols + c];
+            json_t *j = v->type == VAL_INT    ? json_integer(v->i)
+                        : v->type == VAL_REAL ? json_real(v->d)
+                        : v->type == VAL_TEXT ? json_stringn(v->s, v->len)
+                                              : json_null();
+            json_object_set_new(row, res.columns[c], j);
+        }
+        json_array_append_new(rows, row);
+    }
+    if (rc)
+        log_error("alerting: reading what relates to an incident failed: %s", e.msg);
+    store_result_release(&res);
+    return rows;
+}
+
+void alert_engine_incidents_json(struct alert_engine *a, struct buf *out)
+{
+    int64_t now = time_now_ms();
+    pthread_mutex_lock(&a->lock);
+    json_t *all = incidents_json(a->incidents, now);
+    pthread_mutex_unlock(&a->lock);
+    size_t i;
+    json_t *inc;
+    json_array_foreach(all, i, inc)
+    {
+        /* from a window before the first alert (the cause is often earlier) to its end */
+        int64_t from = 0, to = now;
+        const char *opened = json_string_value(json_object_get(inc, "opened_at"));
+        const char *resolved = json_string_value(json_object_get(inc, "resolved_at"));
+        if (opened && time_parse_point(opened, &from))
+            from -= a->cfg.alert_correlation_window_ms;
+        if (resolved)
+            time_parse_point(resolved, &to);
+        json_t *k = json_object_get(inc, "keys");
+        json_t *hosts_components = json_array();
+        json_array_extend(hosts_components, json_object_get(k, "host"));
+        json_array_extend(hosts_components, json_object_get(k, "component"));
+        json_t *related = json_object();
+        json_object_set_new(
+            related, "error_fingerprints",
+            related_rows(a,
+                         "SELECT fingerprint, error_type, component, count(*) AS events,"
+                         " max(ts) AS last_seen, max(message) AS message FROM error_logs"
+                         " WHERE ts >= :from AND ts <= :to AND (host IN (SELECT value FROM"
+                         " json_each(:values)) OR component IN (SELECT value FROM"
+                         " json_each(:values))) GROUP BY fingerprint ORDER BY events DESC"
+                         " LIMIT 10",
+                         hosts_components, from, to));
+        json_object_set_new(
+            related, "failed_pipeline_runs",
+            related_rows(a,
+                         "SELECT pipeline, run_id, max(ts) AS failed_at, max(stage) AS stage,"
+                         " max(message) AS message FROM pipeline_status WHERE status = 'failed'"
+                         " AND ts >= :from AND ts <= :to AND pipeline IN (SELECT value FROM"
+                         " json_each(:values)) GROUP BY pipeline, run_id ORDER BY failed_at"
+                         " DESC LIMIT 10",
+                         json_object_get(k, "pipeline"), from, to));
+        json_object_set_new(inc, "related", related);
+        json_decref(hosts_components);
+    }
+    char *text = json_dumps(all, JSON_COMPACT);
+    buf_append(out, "{\"incidents\":", 13);
+    buf_append(out, text ? text : "[]", text ? strlen(text) : 2);
+    buf_putc(out, '}');
+    free(text);
+    json_decref(all);
 }

@@ -98,6 +98,9 @@ static const struct option options[] = {
          "flapping: notified once, then recorded as suppressed until it calms down (0 = off)"),
     DUR("alerting.flapping_window", alert_flapping_window_ms, "30m", 1000, 86400000.0,
         "the window of alerting.flapping_transitions"),
+    DUR("alerting.correlation_window", alert_correlation_window_ms, "10m", 1000, 86400000.0,
+        "alerts that fire on the same host, component or pipeline within this of an incident's "
+        "last alert join that incident (GET /api/v1/incidents)"),
     DUR("alerting.interval", alert_interval_ms, "15s", 1000, 86400000.0,
         "how often a rule group is evaluated when it does not say (threshold rules are also "
         "evaluated as their table's rows are committed)"),

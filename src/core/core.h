@@ -329,6 +329,7 @@ struct config {
     int64_t alert_interval_ms;   /* default evaluation interval of a rule group */
     char alert_default_rules[8]; /* "on" or "off" */
     int64_t alert_flapping_transitions, alert_flapping_window_ms;
+    int64_t alert_correlation_window_ms;
     size_t nfp_rules;
     char fp_regex[CONFIG_MAX_FP_RULES][256];
     char fp_replacement[CONFIG_MAX_FP_RULES][64];

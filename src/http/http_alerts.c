@@ -154,3 +154,10 @@ void handle_silence_expire(struct http_server *srv, struct request *req, struct 
     else
         buf_printf(&res->body, "{\"expired\":\"%s\"}", req->path_arg);
 }
+
+void handle_incidents(struct http_server *srv, struct request *req, struct response *res)
+{
+    (void)req;
+    if (alerting_on(srv, res))
+        alert_engine_incidents_json(srv->deps.alerts, &res->body);
+}

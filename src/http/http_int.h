@@ -91,6 +91,7 @@ void handle_alerts(struct http_server *srv, struct request *req, struct response
 void handle_alerts_reload(struct http_server *srv, struct request *req, struct response *res);
 void handle_alert_ack(struct http_server *srv, struct request *req, struct response *res);
 void handle_silences(struct http_server *srv, struct request *req, struct response *res);
+void handle_incidents(struct http_server *srv, struct request *req, struct response *res);
 void handle_silence_create(struct http_server *srv, struct request *req, struct response *res);
 void handle_silence_expire(struct http_server *srv, struct request *req, struct response *res);
 
