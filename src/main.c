@@ -95,7 +95,8 @@ static const struct command commands[] = {
      "       opsdb alerts list|rules|reload [--server URL]\n"
      "       opsdb alerts ack ID [--by NAME] [--server URL]\n"
      "       opsdb alerts silence --matchers M [--for 2h] --by NAME [--comment TEXT]\n"
-     "       opsdb alerts silences|expire ID [--server URL]\n\n"
+     "       opsdb alerts silences|expire ID [--server URL]\n"
+     "       opsdb alerts backtest FILE... --from TIME --to TIME [--format table|json|csv]\n\n"
      "  check   reads rule files as the server would and prints each file's groups and rules,\n"
      "          or the first error with its file and line; exits 1 when any file is bad\n"
      "  defaults  prints the default rule set (alerting.default_rules), a rule file to copy\n"
@@ -108,6 +109,12 @@ static const struct command commands[] = {
      "          series API, e.g. host=db-1,severity=~warning|info) for --for: they are recorded\n"
      "          as suppressed and not notified; prints the silence's id\n"
      "  silences  lists the silences (active, pending, expired); expire ID ends one now\n"
+     "  backtest  replays the rules of FILE over the stored data between --from and --to (epoch\n"
+     "          seconds or RFC 3339; read from --db, nothing written): each group on its "
+     "interval,\n"
+     "          with for, hysteresis, n_of_m, the silences of that time, maintenance windows,\n"
+     "          inhibition, flapping and escalation from --config; prints every transition and\n"
+     "          notification, then a count per rule — the way to tune a threshold\n"
      "  --server  the server's address (default: the configured listen address)\n"
      "Rule syntax: docs/alerts.md.\n",
      cmd_alerts},

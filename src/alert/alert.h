@@ -125,6 +125,30 @@ void alert_engine_silences_json(struct alert_engine *a, struct buf *out);
  * error fingerprints of those hosts and components and the failed runs of those pipelines in
  * the incident's time. */
 void alert_engine_incidents_json(struct alert_engine *a, struct buf *out);
+/* ---- replay (opsdb alerts backtest) ------------------------------------------------------ */
+
+/* One event of a replay: a transition (what is a state of alert_history: pending, firing,
+ * suppressed, escalated, resolved; note is the row's summary) or a notification ("notify
+ * firing", "notify resolved"; receiver set for an escalation's). Strings are lent for the call. */
+struct alert_trace {
+    int64_t ts_ms;
+    const char *what, *alert_id, *rule, *labels_json;
+    double value; /* NaN when none */
+    const char *note, *receiver;
+};
+typedef void (*alert_trace_fn)(void *arg, const struct alert_trace *t);
+struct alert_backtest_stats {
+    int64_t evaluations, failures;
+    size_t rules;
+};
+/* Replays the rules cfg names over the stored data of [from_ms, to_ms]: each group evaluated on
+ * its interval with the data as of that moment, through the same states as the engine (for,
+ * hysteresis, keep_firing_for, n_of_m, silences of that time, maintenance windows, inhibition,
+ * flapping, escalation), handing fn every transition and notification. Writes nothing.
+ * E_INVALID for bad rules, or when a rule fails during the replay (naming it). */
+int alert_backtest(struct store *s, const struct config *cfg, int64_t from_ms, int64_t to_ms,
+                   alert_trace_fn fn, void *arg, struct alert_backtest_stats *stats, struct err *e);
+
 /* Prometheus text lines for /metrics. */
 void alert_engine_metrics(struct alert_engine *a, struct buf *out);
 

@@ -104,6 +104,11 @@ struct alert_engine {
     struct suppressor *suppressor;
     struct escalations *escalations;
     struct incidents *incidents;
+    /* a replay (alert_backtest): transitions and notifications go here, not to the writer and
+     * the notifier */
+    alert_trace_fn trace;
+    void *trace_arg;
+    int64_t trace_now_ms; /* the replay's clock */
     pthread_t thread;
     bool started;
     pthread_mutex_t lock;
@@ -135,7 +140,7 @@ struct alert_engine {
 
 static const struct alert_rule *rule_named(const struct alert_rules *rules, const char *group,
                                            const char *name);
-static void load_silences(struct alert_engine *a);
+static void load_silences_since(struct alert_engine *a, int64_t since_ms);
 static int read_table(struct alert_engine *a, const char *sql, struct store_result *res,
                       struct err *e);
 
@@ -365,9 +370,45 @@ static void pending_out_init(struct pending_out *o)
 }
 
 /* Writes the rows, then hands the notifications on; frees everything. */
+static void pending_out_trace(struct alert_engine *a, struct pending_out *o)
+{
+    const struct table *t = o->history.table;
+    int ts = schema_column(t, "ts"), id = schema_column(t, "alert_id"),
+        rule = schema_column(t, "rule"), state = schema_column(t, "state"),
+        labels = schema_column(t, "labels"), value = schema_column(t, "value"),
+        summary = schema_column(t, "summary");
+    for (size_t i = 0; i < o->history.nrows; i++) {
+        const struct value *row = batch_row(&o->history, i);
+        a->trace(a->trace_arg,
+                 &(struct alert_trace){
+                     row[ts].i, row[state].s, row[id].s, row[rule].s, row[labels].s,
+                     row[value].type == VAL_REAL ? row[value].d : NAN, row[summary].s, NULL});
+    }
+    for (size_t i = 0; i < o->nnotes; i++) {
+        const struct notify_alert *n = &o->notes[i].n;
+        char *text = json_dumps(n->labels, JSON_COMPACT | JSON_SORT_KEYS);
+        json_t *name = json_object_get(n->labels, "alertname");
+        a->trace(a->trace_arg,
+                 &(struct alert_trace){
+                     n->ends_ms ? n->ends_ms : a->trace_now_ms,
+                     strcmp(n->status, "firing") == 0 ? "notify firing" : "notify resolved",
+                     n->alert_id, json_string_value(name), text, n->value, NULL, n->receiver});
+        free(text);
+    }
+}
+
 static void pending_out_flush(struct alert_engine *a, struct pending_out *o)
 {
     struct err e;
+    if (a->trace) {
+        pending_out_trace(a, o);
+        o->history.nrows = 0; /* replayed, not written */
+        for (size_t i = 0; i < o->nnotes; i++) {
+            json_decref(o->notes[i].labels);
+            json_decref(o->notes[i].annotations);
+        }
+        o->nnotes = 0;
+    }
     if (o->history.nrows && writer_submit(a->writer, &o->history, &e) != 0)
         log_error("alerting: writing %zu alert_history rows failed: %s", o->history.nrows, e.msg);
     for (size_t i = 0; i < o->nnotes; i++) {
@@ -1052,7 +1093,7 @@ int alert_engine_new(struct alert_engine **out, struct store *s, struct writer *
         return rc;
     }
     restore(a);
-    load_silences(a);
+    load_silences_since(a, time_now_ms());
     index_rules(a);
     if (a->rules.n)
         log_info("alerting: %zu rules loaded", a->rules.n);
@@ -1482,14 +1523,14 @@ void alert_engine_silences_json(struct alert_engine *a, struct buf *out)
     pthread_mutex_unlock(&a->lock);
 }
 
-/* The silences not yet over, from the table (at start). */
-static void load_silences(struct alert_engine *a)
+/* The silences from the table that end after since_ms. */
+static void load_silences_since(struct alert_engine *a, int64_t since_ms)
 {
     char sql[200];
     snprintf(sql, sizeof sql,
              "SELECT id, matchers, starts_at, ends_at, created_by, comment FROM silences WHERE "
              "ends_at > %lld",
-             (long long)time_now_ms());
+             (long long)since_ms);
     struct store_result res;
     struct err e;
     int rc = read_table(a, sql, &res, &e);
@@ -1601,4 +1642,54 @@ void alert_engine_incidents_json(struct alert_engine *a, struct buf *out)
     buf_putc(out, '}');
     free(text);
     json_decref(all);
+}
+
+/* ---- replay ---------------------------------------------------------------------------------- */
+
+int alert_backtest(struct store *s, const struct config *cfg, int64_t from_ms, int64_t to_ms,
+                   alert_trace_fn fn, void *arg, struct alert_backtest_stats *stats, struct err *e)
+{
+    if (to_ms <= from_ms)
+        return err_set(e, E_INVALID, "--to must come after --from");
+    struct alert_engine *a = calloc(1, sizeof *a);
+    if (!a)
+        return err_set(e, E_NOMEM, "out of memory");
+    a->store = s;
+    a->cfg = *cfg;
+    a->trace = fn;
+    a->trace_arg = arg;
+    pthread_mutex_init(&a->lock, NULL);
+    pthread_cond_init(&a->wake, NULL);
+    int rc = load_rules(cfg, &a->rules, &a->rstate, e);
+    if (rc == 0)
+        rc = suppressor_new(&a->suppressor, cfg->config_path, e);
+    if (rc == 0)
+        rc = escalations_new(&a->escalations, cfg->config_path, e);
+    if (rc == 0 && !(a->incidents = incidents_new(cfg->alert_correlation_window_ms)))
+        rc = err_set(e, E_NOMEM, "out of memory");
+    if (rc == 0) {
+        load_silences_since(a, from_ms); /* those that covered any part of the replay */
+        int64_t steps = 0;
+        for (int64_t t = from_ms; t <= to_ms; t += 1000) {
+            a->trace_now_ms = t;
+            for (size_t i = 0; i < a->rules.n; i++)
+                if (t >= a->rstate[i].next_due_ms) {
+                    a->rstate[i].next_due_ms = t + a->rules.rules[i].interval_ms;
+                    evaluate(a, i, t);
+                    steps++;
+                }
+        }
+        if (stats) {
+            stats->evaluations = steps;
+            stats->failures = a->eval_failures_total;
+            stats->rules = a->rules.n;
+        }
+        for (size_t i = 0; i < a->rules.n && rc == 0; i++)
+            if (a->rstate[i].failures)
+                rc = err_set(e, E_INVALID, "rule %s (%s:%d) failed during the replay: %s",
+                             a->rules.rules[i].name, a->rules.rules[i].file, a->rules.rules[i].line,
+                             a->rstate[i].last_error);
+    }
+    alert_engine_free(&a);
+    return rc;
 }

@@ -4,6 +4,10 @@
  */
 #include "alert/alert.h"
 #include "cli/cli.h"
+#include "query/query.h"
+#include "store/store.h"
+
+#include <math.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -98,10 +102,117 @@ static int silence(const char *server, const char *matchers, const char *duratio
     return rc;
 }
 
+/* ---- backtest ------------------------------------------------------------------------------ */
+
+struct replay {
+    struct store_result events;
+    struct store_result summary; /* per rule: counts by kind of event */
+};
+
+static void put_text(struct store_result *res, struct value *v, const char *s)
+{
+    if (!s)
+        return;
+    v->type = VAL_TEXT;
+    v->len = (uint32_t)strlen(s);
+    v->s = arena_strndup(&res->arena, s, v->len);
+}
+
+static void count(struct replay *r, const char *rule, const char *what)
+{
+    static const char *const kinds[] = {"firing",        "suppressed",      "resolved",
+                                        "notify firing", "notify resolved", "escalated"};
+    struct value *row = NULL;
+    for (size_t i = 0; i < r->summary.nrows && !row; i++) {
+        struct value *x = r->summary.values + i * r->summary.ncols;
+        if (strcmp(x[0].s, rule) == 0)
+            row = x;
+    }
+    if (!row) {
+        row = store_result_add_row(&r->summary);
+        put_text(&r->summary, &row[0], rule);
+        for (size_t k = 1; k < r->summary.ncols; k++)
+            row[k] = (struct value){.i = 0, .type = VAL_INT};
+    }
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+        if (strcmp(kinds[k], what) == 0)
+            row[1 + k].i++;
+}
+
+static void on_event(void *arg, const struct alert_trace *t)
+{
+    struct replay *r = arg;
+    struct value *row = store_result_add_row(&r->events);
+    char when[40];
+    time_format_rfc3339(t->ts_ms, when, sizeof when);
+    put_text(&r->events, &row[0], when);
+    put_text(&r->events, &row[1], t->what);
+    put_text(&r->events, &row[2], t->rule ? t->rule : "");
+    put_text(&r->events, &row[3], t->alert_id);
+    if (!isnan(t->value))
+        row[4] = (struct value){.d = t->value, .type = VAL_REAL};
+    put_text(&r->events, &row[5], t->labels_json);
+    put_text(&r->events, &row[6], t->receiver ? t->receiver : t->note);
+    count(r, t->rule ? t->rule : "", t->what);
+}
+
+/* opsdb alerts backtest FILE... --from T --to T: what the rules would have done. */
+static int backtest(struct cli_common *c, int nfiles, char **files, const char *from,
+                    const char *to, int fmt)
+{
+    int64_t from_ms, to_ms;
+    if (!from || !to || !time_parse_point(from, &from_ms) || !time_parse_point(to, &to_ms))
+        return cli_usage(cli_command("alerts"), "alerts backtest needs --from and --to (epoch "
+                                                "seconds or RFC 3339)");
+    struct config cfg;
+    struct store *s = NULL;
+    int rc = cli_open_store(c, &cfg, STORE_READONLY, &s);
+    if (rc)
+        return rc;
+    char list[sizeof cfg.alert_rule_files] = "";
+    for (int i = 0, len = 0; i < nfiles; i++) {
+        char path[4096];
+        if (!realpath(files[i], path) || strchr(path, ','))
+            return store_close(&s), cli_fail("cannot read rule file %s", files[i]);
+        len += snprintf(list + len, sizeof list - (size_t)len, "%s%s", i ? "," : "", path);
+        if ((size_t)len >= sizeof list)
+            return store_close(&s), cli_fail("too many rule files");
+    }
+    snprintf(cfg.alert_rule_files, sizeof cfg.alert_rule_files, "%s", list);
+    snprintf(cfg.alert_default_rules, sizeof cfg.alert_default_rules, "off"); /* the files alone */
+    struct replay r;
+    store_result_init(&r.events);
+    store_result_init(&r.summary);
+    static const char *const ecols[] = {"time",  "event",  "rule", "alert_id",
+                                        "value", "labels", "note"};
+    static const char *const scols[] = {"rule",     "fired",           "suppressed",
+                                        "resolved", "notified_firing", "notified_resolved",
+                                        "escalated"};
+    store_result_set_columns(&r.events, 7, ecols);
+    store_result_set_columns(&r.summary, 7, scols);
+    struct alert_backtest_stats st = {0};
+    struct err e;
+    fprintf(stderr, "replaying %s .. %s\n", from, to);
+    rc = alert_backtest(s, &cfg, from_ms, to_ms, on_event, &r, &st, &e);
+    if (rc == 0) {
+        cli_write_result(&r.events, fmt);
+        if (fmt == FORMAT_TABLE)
+            printf("\n");
+        cli_write_result(&r.summary, fmt);
+        fprintf(stderr, "%zu rules, %lld evaluations\n", st.rules, (long long)st.evaluations);
+    }
+    store_result_release(&r.events);
+    store_result_release(&r.summary);
+    store_close(&s);
+    return rc ? cli_fail("%s", e.msg) : 0;
+}
+
 int cmd_alerts(int argc, char **argv)
 {
     struct cli_common c = {0};
     const char *server = NULL, *by = "", *matchers = NULL, *duration = "2h", *comment = "";
+    const char *from = NULL, *to = NULL;
+    int fmt = FORMAT_TABLE;
     int nargs = 0;
     char **args = calloc((size_t)argc + 1, sizeof *args);
     if (!args)
@@ -123,6 +234,13 @@ int cmd_alerts(int argc, char **argv)
             duration = argv[++i];
         else if (strcmp(argv[i], "--comment") == 0 && i + 1 < argc)
             comment = argv[++i];
+        else if (strcmp(argv[i], "--from") == 0 && i + 1 < argc)
+            from = argv[++i];
+        else if (strcmp(argv[i], "--to") == 0 && i + 1 < argc)
+            to = argv[++i];
+        else if (strcmp(argv[i], "--format") == 0 && i + 1 < argc &&
+                 (fmt = query_format_parse(argv[i + 1])) >= 0)
+            i++;
         else if (argv[i][0] == '-')
             rc = cli_usage(cli_command("alerts"), "unknown flag '%s'", argv[i]);
         else
@@ -139,6 +257,9 @@ int cmd_alerts(int argc, char **argv)
     if (rc == 0 && strcmp(sub, "check") == 0) {
         rc = nargs < 2 ? cli_usage(cli_command("alerts"), "alerts check needs a rule file")
                        : check(nargs - 1, args + 1, &cfg);
+    } else if (rc == 0 && strcmp(sub, "backtest") == 0) {
+        rc = nargs < 2 ? cli_usage(cli_command("alerts"), "alerts backtest needs a rule file")
+                       : backtest(&c, nargs - 1, args + 1, from, to, fmt);
     } else if (rc == 0 && strcmp(sub, "defaults") == 0 && nargs == 1) {
         fputs(alert_default_rules(), stdout);
     } else if (rc == 0 && strcmp(sub, "list") == 0 && nargs == 1) {
