@@ -13,8 +13,8 @@
  *
  * Threads: the callers of notifier_post() and notifier_metrics(), the dispatcher, and one per
  * receiver. n->lock guards the queues, the dropped rows waiting to be written and the counters;
- * the groups and the set of firing alerts belong to the dispatcher alone. No lock is held across
- * network I/O, a child process or writer_submit().
+ * the groups belong to the dispatcher alone. No lock is held across network I/O, a child process
+ * or writer_submit().
  */
 #include "alert/alert_int.h"
 #include "ingest/ingest.h"
@@ -46,8 +46,7 @@
 #define RECEIVERS_MAX 64
 #define ROUTES_MAX 256
 #define ROUTE_DEPTH_MAX 16
-#define LIST_MAX 32 /* group_by and equal labels, matchers of a route, words of a command */
-#define INHIBIT_RULES_MAX 64
+#define LIST_MAX 32            /* group_by labels, matchers of a route, words of a command */
 #define LABELS_MAX 64          /* labels and annotations of one alert */
 #define TEXT_MAX 4096          /* one label value, annotation, config string */
 #define ATTEMPTS_MAX 100       /* max_attempts */
@@ -86,8 +85,8 @@ static const char WHY_STOPPED[] = "opsdb stopped before this notification could 
 enum status { ST_OK, ST_FAILED, ST_RETRYING, ST_DROPPED, NSTATUS };
 static const char *const status_names[NSTATUS] = {"ok", "failed", "retrying", "dropped"};
 
-/* One state change, copied from a notify_alert. Shared (refs) by the groups and the firing set
- * that hold it; only the dispatcher touches refs. */
+/* One state change, copied from a notify_alert. Shared (refs) by the groups that hold it; only
+ * the dispatcher touches refs. */
 struct nalert {
     struct nalert *next; /* in the queue */
     int refs;
@@ -122,12 +121,6 @@ struct route {
     struct route *routes;
     size_t nroutes;
     yaml_node_t *routes_node; /* while parsing: children wait for the parent's settings */
-};
-
-struct inhibit_rule {
-    struct matchers source, target;
-    char **equal;
-    size_t nequal;
 };
 
 struct delivery {
@@ -241,8 +234,6 @@ struct notifier {
     size_t nreceivers;
     struct route *root; /* NULL: no route, every alert is dropped */
     size_t nroutes;
-    struct inhibit_rule *inhibit;
-    size_t ninhibit;
 
     pthread_mutex_t lock;
     pthread_cond_t wake; /* the dispatcher: a change queued, a drop to write, or stopping */
@@ -262,7 +253,6 @@ struct notifier {
 
     /* the dispatcher's alone */
     struct map groups;
-    struct map firing; /* alert id -> nalert, for inhibition */
 };
 
 /* ---- small helpers ------------------------------------------------------------------------ */
@@ -1295,31 +1285,6 @@ static void group_add(struct group *g, struct nalert *a)
     }
 }
 
-/* Whether an inhibit rule mutes a: a firing alert other than a matches the rule's source and has
- * the same values of its equal labels. */
-static bool inhibited(const struct notifier *n, const struct nalert *a)
-{
-    for (size_t i = 0; i < n->ninhibit; i++) {
-        const struct inhibit_rule *rule = &n->inhibit[i];
-        if (!matchers_match(&rule->target, a->labels))
-            continue;
-        for (size_t b = 0; b < n->firing.nb; b++) {
-            for (struct map_entry *e = n->firing.b[b]; e; e = e->next) {
-                const struct nalert *src = e->value;
-                if (strcmp(src->id, a->id) == 0 || !matchers_match(&rule->source, src->labels))
-                    continue;
-                size_t k = 0;
-                while (k < rule->nequal && strcmp(label_value(src->labels, rule->equal[k]),
-                                                  label_value(a->labels, rule->equal[k])) == 0)
-                    k++;
-                if (k == rule->nequal)
-                    return true;
-            }
-        }
-    }
-    return false;
-}
-
 /* Alertmanager's rule (notify.go, DedupStage.needsUpdate): send when an alert fires that the
  * last notification did not carry, when all are resolved and it carried firing ones, when one
  * resolved that it did not carry (with send_resolved), or when repeat_interval has passed. */
@@ -1345,13 +1310,8 @@ static void group_flush(struct notifier *n, struct group *g, int64_t now)
     struct idset firing = {xcalloc(g->nalerts, sizeof(uint64_t)), 0};
     struct idset resolved = {xcalloc(g->nalerts, sizeof(uint64_t)), 0};
     size_t nlist = 0;
-    bool muted = false;
     for (size_t i = 0; i < g->nalerts; i++) {
         struct nalert *a = g->alerts[i];
-        if (n->ninhibit && inhibited(n, a)) {
-            muted = true;
-            continue;
-        }
         struct idset *set = a->firing ? &firing : &resolved;
         set->v[set->n++] = id_hash(a);
         if (a->firing || r->send_resolved)
@@ -1393,13 +1353,11 @@ static void group_flush(struct notifier *n, struct group *g, int64_t now)
     g->waited = true;
     g->dirty = false;
     g->last_flush_ms = now;
-    /* next: the repeat; sooner (every group_interval) while inhibition hides alerts, or nothing
-     * was sent yet, as Alertmanager looks again at every group_interval */
+    /* next: the repeat; while nothing was sent yet, group_interval, as Alertmanager looks again
+     * at every group_interval */
     int64_t interval_later = now + g->route->group_interval_ms;
     g->next_flush_ms = g->sent ? g->sent_ms + g->route->repeat_interval_ms : interval_later;
     if (g->next_flush_ms < interval_later)
-        g->next_flush_ms = interval_later;
-    if (muted && interval_later < g->next_flush_ms)
         g->next_flush_ms = interval_later;
 }
 
@@ -1428,13 +1386,6 @@ static int64_t groups_flush(struct notifier *n, int64_t now, bool stopping)
 /* Routes a and files it in its groups (or drops it: no receiver). */
 static void dispatch(struct notifier *n, struct nalert *a, int64_t now)
 {
-    if (n->ninhibit) {
-        nalert_unref(map_take(&n->firing, a->id));
-        if (a->firing) {
-            a->refs++;
-            map_put(&n->firing, a->id, a);
-        }
-    }
     const struct route *hit[ROUTES_MAX];
     size_t nhit = n->root ? route_match(n->root, a->labels, hit) : 0;
     if (nhit == 0) {
@@ -1647,7 +1598,7 @@ static int parse_names(struct cfgp *p, yaml_node_t *v, const char *ctx, bool lab
     return 0;
 }
 
-/* match / match_re (and the inhibit rules' source_/target_ ones): label -> value or regex. */
+/* match / match_re: label -> value or regex. */
 static int parse_matchers(struct cfgp *p, const struct field *f, yaml_node_t *v, const char *ctx,
                           void *obj)
 {
@@ -1982,62 +1933,12 @@ static int parse_route(struct cfgp *p, yaml_node_t *v, const char *ctx, const st
     return 0;
 }
 
-/* -- inhibit rules -- */
-
-static int parse_equal(struct cfgp *p, const struct field *f, yaml_node_t *v, const char *ctx,
-                       void *obj)
-{
-    struct inhibit_rule *rule = obj;
-    char sub[300];
-    snprintf(sub, sizeof sub, "%s.%s", ctx, f->key);
-    int rc = parse_names(p, v, sub, true, &rule->equal, &rule->nequal);
-    for (size_t i = 0; rc == 0 && i < rule->nequal; i++)
-        if (strcmp(rule->equal[i], "...") == 0)
-            rc = fail(p, v, "%s: '...' is not a label name", sub);
-    return rc;
-}
-
-static const struct field inhibit_fields[] = {
-    {"source_match", F_CUSTOM, offsetof(struct inhibit_rule, source), 0, 0, parse_matchers},
-    {"source_match_re", F_CUSTOM, offsetof(struct inhibit_rule, source), 0, 0, parse_matchers},
-    {"target_match", F_CUSTOM, offsetof(struct inhibit_rule, target), 0, 0, parse_matchers},
-    {"target_match_re", F_CUSTOM, offsetof(struct inhibit_rule, target), 0, 0, parse_matchers},
-    {"equal", F_CUSTOM, 0, 0, 0, parse_equal},
-};
-
-static int parse_inhibit_rules(struct cfgp *p, yaml_node_t *seq)
-{
-    struct notifier *n = p->n;
-    if (seq->type != YAML_SEQUENCE_NODE)
-        return fail(p, seq,
-                    "inhibit_rules: expected a list of {source_match, target_match, "
-                    "equal}");
-    size_t count = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
-    if (count > INHIBIT_RULES_MAX)
-        return fail(p, seq, "inhibit_rules: more than %d rules", INHIBIT_RULES_MAX);
-    n->inhibit = xcalloc(count, sizeof *n->inhibit);
-    for (size_t i = 0; i < count; i++) {
-        n->ninhibit = i + 1;
-        yaml_node_t *v = node(p, seq->data.sequence.items.start[i]);
-        char ctx[64];
-        snprintf(ctx, sizeof ctx, "inhibit_rules[%zu]", i);
-        int rc = parse_fields(p, v, ctx, inhibit_fields,
-                              sizeof inhibit_fields / sizeof inhibit_fields[0], &n->inhibit[i]);
-        if (rc)
-            return rc;
-        if (n->inhibit[i].source.n == 0 || n->inhibit[i].target.n == 0)
-            return fail(p, v,
-                        "%s: needs source_match (or source_match_re) and target_match (or "
-                        "target_match_re)",
-                        ctx);
-    }
-    return 0;
-}
-
-/* Finds alerting.receivers, .route and .inhibit_rules in the document and reads them. */
+/* Finds alerting.receivers and alerting.route in the document and reads them. The other keys
+ * of alerting (rule_files, inhibit_rules, maintenance, escalations, ...) are the engine's and
+ * config.c's, which also says which are unknown: they are not looked at here. */
 static int parse_alerting(struct cfgp *p, yaml_node_t *root)
 {
-    yaml_node_t *alerting = NULL, *receivers = NULL, *route = NULL, *inhibit = NULL;
+    yaml_node_t *alerting = NULL, *receivers = NULL, *route = NULL;
     if (!root || root->type != YAML_MAPPING_NODE)
         return 0; /* empty: config_load_file() has said what else is wrong */
     for (yaml_node_pair_t *pr = root->data.mapping.pairs.start; pr < root->data.mapping.pairs.top;
@@ -2054,8 +1955,6 @@ static int parse_alerting(struct cfgp *p, yaml_node_t *root)
             receivers = v;
         else if (key && strcmp(key, "route") == 0)
             route = v;
-        else if (key && strcmp(key, "inhibit_rules") == 0)
-            inhibit = v; /* the other keys are config.c's options */
     }
     int rc = receivers ? parse_receivers(p, receivers) : 0;
     if (rc == 0 && route) {
@@ -2067,8 +1966,6 @@ static int parse_alerting(struct cfgp *p, yaml_node_t *root)
                   "alerting.route: {receiver: %s}",
                   p->n->receivers[0].name);
     }
-    if (rc == 0 && inhibit)
-        rc = parse_inhibit_rules(p, inhibit);
     return rc;
 }
 
@@ -2119,12 +2016,6 @@ static void notifier_release(struct notifier *n)
     if (n->root)
         route_release(n->root);
     free(n->root);
-    for (size_t i = 0; i < n->ninhibit; i++) {
-        matchers_release(&n->inhibit[i].source);
-        matchers_release(&n->inhibit[i].target);
-        free_strings(n->inhibit[i].equal, n->inhibit[i].nequal);
-    }
-    free(n->inhibit);
     free(n->counters);
     free(n->path);
     pthread_mutex_destroy(&n->lock);
@@ -2262,11 +2153,6 @@ void notifier_free(struct notifier **np, int64_t timeout_ms)
         group_free(groups[i]);
     free(groups);
     map_release(&n->groups);
-    void **firing = map_values(&n->firing, &ng);
-    for (size_t i = 0; i < ng; i++)
-        nalert_unref(firing[i]);
-    free(firing);
-    map_release(&n->firing);
     for (struct nalert *q = n->qhead, *next; q; q = next) { /* only if the dispatcher never ran */
         next = q->next;
         nalert_unref(q);
