@@ -8,8 +8,10 @@
  * repeat_interval while it is firing and unchanged. A notification goes to its receiver's own
  * thread, which delivers it (webhook: an HTTP POST of Alertmanager's version 4 payload; exec: a
  * program that reads the same JSON on stdin) with retries and exponential backoff, and writes
- * every attempt to notification_log. What cannot be delivered (queue full, no receiver, opsdb
- * stopping) is counted and written as `dropped` rows.
+ * every attempt to notification_log. An escalation step (notify_alert.receiver) skips all that:
+ * it goes to the receiver it names at once, in a group of its own, and is not repeated. What
+ * cannot be delivered (queue full, no receiver, opsdb stopping) is counted and written as
+ * `dropped` rows.
  *
  * Threads: the callers of notifier_post() and notifier_metrics(), the dispatcher, and one per
  * receiver. n->lock guards the queues, the dropped rows waiting to be written and the counters;
@@ -74,11 +76,13 @@ static const char WHY_QUEUE_FULL[] = "the notification queue is full (" QUEUE_MA
                                      " waiting): alerts change faster than they are routed";
 static const char WHY_NO_RECEIVER[] =
     "no receiver is configured: add alerting.receivers and alerting.route to the config file";
-static const char WHY_INVALID[] = "invalid alert: it needs an id, status firing or resolved, and "
-                                  "labels and annotations that are objects of text values";
+static const char WHY_INVALID[] = "invalid alert: it needs an id, status firing or resolved, "
+                                  "labels and annotations that are objects of text values, and "
+                                  "a receiver, when it names one, of 1 to 128 bytes";
 static const char WHY_RECEIVER_BUSY[] = "the receiver's queue is full (" RECEIVER_QUEUE_MAX_TEXT
                                         " notifications waiting): it is too slow or down";
 static const char WHY_STOPPED[] = "opsdb stopped before this notification could be delivered";
+#define NAME_MAX_BYTES 128 /* a receiver's name */
 
 /* ---- types -------------------------------------------------------------------------------- */
 
@@ -91,6 +95,7 @@ struct nalert {
     struct nalert *next; /* in the queue */
     int refs;
     char *id, *incident;
+    char *receiver; /* an escalation step's receiver; NULL: routed */
     bool firing;
     json_t *labels, *annotations;
     int64_t starts_ms, ends_ms;
@@ -447,6 +452,7 @@ static void nalert_unref(struct nalert *a)
         return;
     free(a->id);
     free(a->incident);
+    free(a->receiver);
     json_decref(a->labels);
     json_decref(a->annotations);
     free(a);
@@ -479,13 +485,18 @@ static void fingerprint_labels(json_t *labels, char out[17])
 }
 
 /* Copies a; NULL when a is not a valid state change. */
+static bool text_ok(const char *s, size_t max)
+{
+    return strlen(s) <= max && utf8_valid((const unsigned char *)s, strlen(s));
+}
+
 static struct nalert *nalert_new(const struct notify_alert *a)
 {
     if (!a->alert_id || !*a->alert_id || strlen(a->alert_id) > TEXT_MAX || !a->status)
         return NULL;
-    if (a->incident_id &&
-        (strlen(a->incident_id) > TEXT_MAX ||
-         !utf8_valid((const unsigned char *)a->incident_id, strlen(a->incident_id))))
+    if (a->incident_id && !text_ok(a->incident_id, TEXT_MAX))
+        return NULL;
+    if (a->receiver && (!*a->receiver || !text_ok(a->receiver, NAME_MAX_BYTES)))
         return NULL;
     bool firing = strcmp(a->status, "firing") == 0;
     if (!firing && strcmp(a->status, "resolved") != 0)
@@ -501,6 +512,7 @@ static struct nalert *nalert_new(const struct notify_alert *a)
     c->refs = 1;
     c->id = xstrdup(a->alert_id);
     c->incident = a->incident_id && *a->incident_id ? xstrdup(a->incident_id) : NULL;
+    c->receiver = a->receiver ? xstrdup(a->receiver) : NULL;
     c->firing = firing;
     c->labels = labels;
     c->annotations = annotations;
@@ -679,6 +691,36 @@ static const char *receiver_name(const struct notifier *n, size_t i)
     return i < n->nreceivers ? n->receivers[i].name : "";
 }
 
+/* The index of the receiver called name; n->nreceivers when there is none. */
+static size_t receiver_find(const struct notifier *n, const char *name)
+{
+    size_t i = 0;
+    while (i < n->nreceivers && strcmp(n->receivers[i].name, name) != 0)
+        i++;
+    return i;
+}
+
+/* The group key of an escalation step: "escalation/<receiver>/<alert id>". */
+static char *escalation_key(const struct nalert *a)
+{
+    size_t len = strlen("escalation//") + strlen(a->receiver) + strlen(a->id) + 1;
+    char *key = xcalloc(1, len);
+    snprintf(key, len, "escalation/%s/%s", a->receiver, a->id);
+    return key;
+}
+
+/* Counts alerts dropped for receiver i (n->nreceivers: none) and writes their row at once. On
+ * a thread that may wait for the writer; never with n->lock held. */
+static void drop_now(struct notifier *n, size_t receiver, const char *group_key,
+                     const char *alert_id, uint64_t alerts, int64_t attempt, const char *why)
+{
+    pthread_mutex_lock(&n->lock);
+    n->counters[receiver].n[ST_DROPPED] += alerts;
+    pthread_mutex_unlock(&n->lock);
+    row_write(n, &(struct row){receiver_name(n, receiver), group_key, alert_id, (int64_t)alerts,
+                               attempt, ST_DROPPED, 0, why, -1});
+}
+
 /* Counts alerts dropped for receiver i and queues their row for the dispatcher. Consecutive
  * drops of one group for one reason share a row. Called with n->lock held. */
 static void drop_locked(struct notifier *n, size_t receiver, const char *why, const char *group_key,
@@ -702,19 +744,28 @@ static void drop_locked(struct notifier *n, size_t receiver, const char *why, co
     pthread_cond_signal(&n->wake);
 }
 
-/* Drops alert a for every receiver it routes to (or none). Takes n->lock. */
+/* Drops alert a for every receiver it routes to (or none), or for its escalation's receiver.
+ * Takes n->lock. */
 static void drop_alert(struct notifier *n, const struct nalert *a, const char *why)
 {
     const struct route *hit[ROUTES_MAX];
-    size_t nhit = n->root ? route_match(n->root, a->labels, hit) : 0;
+    size_t receivers[ROUTES_MAX], nhit = 0;
     char *keys[ROUTES_MAX];
-    for (size_t i = 0; i < nhit; i++)
-        keys[i] = group_key_of(hit[i], a->labels, NULL);
+    if (a->receiver) {
+        receivers[nhit] = receiver_find(n, a->receiver);
+        keys[nhit++] = escalation_key(a);
+    } else if (n->root) {
+        nhit = route_match(n->root, a->labels, hit);
+        for (size_t i = 0; i < nhit; i++) {
+            receivers[i] = hit[i]->receiver;
+            keys[i] = group_key_of(hit[i], a->labels, NULL);
+        }
+    }
     pthread_mutex_lock(&n->lock);
     if (nhit == 0)
         drop_locked(n, n->nreceivers, why, "", a->id, 1);
     for (size_t i = 0; i < nhit; i++)
-        drop_locked(n, hit[i]->receiver, why, keys[i], a->id, 1);
+        drop_locked(n, receivers[i], why, keys[i], a->id, 1);
     pthread_mutex_unlock(&n->lock);
     for (size_t i = 0; i < nhit; i++)
         free(keys[i]);
@@ -1085,11 +1136,7 @@ static void delivery_free(struct delivery *d)
 static void delivery_dropped(struct receiver *r, const struct delivery *d, int64_t attempt,
                              const char *why)
 {
-    pthread_mutex_lock(&r->n->lock);
-    r->n->counters[r->index].n[ST_DROPPED] += d->nalerts;
-    pthread_mutex_unlock(&r->n->lock);
-    row_write(r->n, &(struct row){r->name, d->group_key, d->alert_id, (int64_t)d->nalerts, attempt,
-                                  ST_DROPPED, 0, why, -1});
+    drop_now(r->n, r->index, d->group_key, d->alert_id, d->nalerts, attempt, why);
 }
 
 /* Sleeps before attempt + 1: 1 s, 2 s, 4 s ... up to BACKOFF_MAX_MS. False when opsdb stops
@@ -1302,6 +1349,18 @@ static bool needs_update(const struct group *g, bool send_resolved, const struct
     return now - g->sent_ms >= g->route->repeat_interval_ms;
 }
 
+/* Queues for r the notification of group g: the alerts of list, as many as max_alerts allows. */
+static void send_group(struct notifier *n, struct receiver *r, const struct group *g,
+                       struct nalert *const *list, size_t nlist)
+{
+    struct delivery *d = xcalloc(1, sizeof *d);
+    d->group_key = xstrdup(g->key);
+    d->alert_id = xstrdup(list[0]->id);
+    d->nalerts = r->max_alerts > 0 && nlist > (size_t)r->max_alerts ? (size_t)r->max_alerts : nlist;
+    d->body = payload_json(r, g, list, nlist, d->nalerts, &d->len);
+    delivery_queue(n, r, d);
+}
+
 /* Sends the group's notification when needs_update says so, then lets its resolved alerts go. */
 static void group_flush(struct notifier *n, struct group *g, int64_t now)
 {
@@ -1320,13 +1379,7 @@ static void group_flush(struct notifier *n, struct group *g, int64_t now)
     qsort(firing.v, firing.n, sizeof *firing.v, u64_cmp);
     qsort(resolved.v, resolved.n, sizeof *resolved.v, u64_cmp);
     if (nlist && needs_update(g, r->send_resolved, &firing, &resolved, now)) {
-        struct delivery *d = xcalloc(1, sizeof *d);
-        d->group_key = xstrdup(g->key);
-        d->alert_id = xstrdup(list[0]->id);
-        d->nalerts =
-            r->max_alerts > 0 && nlist > (size_t)r->max_alerts ? (size_t)r->max_alerts : nlist;
-        d->body = payload_json(r, g, list, nlist, d->nalerts, &d->len);
-        delivery_queue(n, r, d);
+        send_group(n, r, g, list, nlist);
         idset_release(&g->sent_firing);
         idset_release(&g->sent_resolved);
         g->sent_firing = firing;
@@ -1383,9 +1436,34 @@ static int64_t groups_flush(struct notifier *n, int64_t now, bool stopping)
     return next;
 }
 
+/* An escalation step: to its receiver at once, in a group of its own (its key from
+ * escalation_key(), the alert's labels as group labels) that is sent once and not kept, so
+ * neither group_wait nor repeat_interval apply. An unknown receiver is a dropped row. */
+static void dispatch_escalation(struct notifier *n, struct nalert *a)
+{
+    char *key = escalation_key(a);
+    size_t i = receiver_find(n, a->receiver);
+    if (i == n->nreceivers) {
+        char why[300];
+        snprintf(why, sizeof why,
+                 "escalation to receiver '%s', which is not defined: add it to "
+                 "alerting.receivers or name another in the escalation step",
+                 a->receiver);
+        drop_now(n, i, key, a->id, 1, 1, why);
+    } else if (a->firing || n->receivers[i].send_resolved) {
+        struct group g = {.key = key, .group_labels = a->labels};
+        send_group(n, &n->receivers[i], &g, &a, 1);
+    }
+    free(key);
+}
+
 /* Routes a and files it in its groups (or drops it: no receiver). */
 static void dispatch(struct notifier *n, struct nalert *a, int64_t now)
 {
+    if (a->receiver) {
+        dispatch_escalation(n, a);
+        return;
+    }
     const struct route *hit[ROUTES_MAX];
     size_t nhit = n->root ? route_match(n->root, a->labels, hit) : 0;
     if (nhit == 0) {
@@ -1756,8 +1834,8 @@ static int parse_receiver(struct cfgp *p, yaml_node_t *v, size_t index)
         return rc;
     if (!r->name || !*r->name)
         return fail(p, v, "%s: name is missing (routes name their receiver)", ctx);
-    if (strlen(r->name) > 128)
-        return fail(p, v, "%s: name is longer than 128 bytes", ctx);
+    if (strlen(r->name) > NAME_MAX_BYTES)
+        return fail(p, v, "%s: name is longer than %d bytes", ctx, NAME_MAX_BYTES);
     for (size_t i = 0; i < index; i++)
         if (strcmp(n->receivers[i].name, r->name) == 0)
             return fail(p, v, "%s: receiver '%s' is defined twice", ctx, r->name);
@@ -1796,12 +1874,9 @@ static int parse_route_receiver(struct cfgp *p, const struct field *f, yaml_node
     const char *name = text_of(p, v, ctx, &rc);
     if (!name)
         return rc;
-    for (size_t i = 0; i < p->n->nreceivers; i++) {
-        if (strcmp(p->n->receivers[i].name, name) == 0) {
-            rt->receiver = i;
-            return 0;
-        }
-    }
+    rt->receiver = receiver_find(p->n, name);
+    if (rt->receiver < p->n->nreceivers)
+        return 0;
     char names[200] = "";
     for (size_t i = 0, len = 0; i < p->n->nreceivers && len < sizeof names; i++)
         len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", i ? ", " : "",

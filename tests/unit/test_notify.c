@@ -5,9 +5,10 @@
  * writer in a temporary directory. Covered: the webhook payload, grouping, group_wait,
  * group_interval and repeat_interval, resolved notifications, routing (match, match_re,
  * continue, inheritance), the engine's alerting keys left alone (inhibition is the engine's),
- * retries with backoff, giving up, the HMAC signature, a dead and a slow receiver next to a
- * healthy one, exec receivers and their timeout, config errors with their lines, dropping (no
- * receiver, invalid alerts, a full queue), shutdown and metrics.
+ * escalation steps sent straight to their receiver, retries with backoff, giving up, the HMAC
+ * signature, a dead and a slow receiver next to a healthy one, exec receivers and their timeout,
+ * config errors with their lines, dropping (no receiver, invalid alerts, a full queue), shutdown
+ * and metrics.
  */
 #include "unit.h"
 
@@ -348,6 +349,16 @@ static void post_at(struct env *e, const char *id, const char *status, const cha
 static void post(struct env *e, const char *id, const char *status, const char *labels)
 {
     post_at(e, id, status, labels, NULL);
+}
+
+/* An escalation step of alert id: firing, to receiver. */
+static void post_escalation(struct env *e, const char *id, const char *labels, const char *receiver)
+{
+    json_t *l = json_loads(labels, 0, NULL);
+    assert_non_null(l);
+    struct notify_alert a = {id, "firing", l, NULL, 97.5, STARTS_MS, 0, NULL, receiver};
+    notifier_post(e->n, &a);
+    json_decref(l);
 }
 
 /* ---- reading notification_log and the metrics --------------------------------------------- */
@@ -774,6 +785,62 @@ static void other_alerting_keys_ignored(void **state)
     find_group(e->srv[0], 2, "{\"alertname\":\"Slow\",\"host\":\"a\"}");
 }
 
+/* ---- escalations ------------------------------------------------------------------------- */
+
+/* notify_alert.receiver: straight to that receiver, not through the routing tree, not held by
+ * group_wait, in a group of its own that is not repeated. */
+static void escalation_to_its_receiver(void **state)
+{
+    struct env *e = *state;
+    for (int i = 0; i < 2; i++) /* hook, oncall */
+        e->srv[i] = srv_start(0, 0);
+    start(e,
+          "alerting:\n  receivers:\n"
+          "    - {name: hook, webhook: {url: \"http://127.0.0.1:%d/hook\"}}\n"
+          "    - {name: oncall, webhook: {url: \"http://127.0.0.1:%d/hook\"}}\n"
+          "  route: {receiver: hook, group_by: [alertname], group_wait: 1h, group_interval: "
+          "100ms, repeat_interval: 200ms}\n",
+          e->srv[0]->port, e->srv[1]->port);
+    const char *labels = "{\"alertname\":\"Down\",\"severity\":\"page\",\"host\":\"a\"}";
+    post(e, "down-a", "firing", labels); /* routed: group_wait holds it */
+    int64_t t0 = now_ms();
+    post_escalation(e, "down-a", labels, "oncall");
+    assert_int_equal(srv_wait(e->srv[1], 1, 3000), 1);
+    if (e->srv[1]->reqs[0].at_ms - t0 > 500)
+        fail_msg("the escalation came %lld ms after it was posted",
+                 (long long)(e->srv[1]->reqs[0].at_ms - t0));
+    json_t *j = srv_json(e->srv[1], 0);
+    assert_string_equal(jstr(j, "receiver"), "oncall");
+    assert_string_equal(jstr(j, "groupKey"), "escalation/oncall/down-a");
+    assert_string_equal(jstr(j, "status"), "firing");
+    assert_json_equal(json_object_get(j, "groupLabels"), labels);
+    assert_int_equal(json_array_size(json_object_get(j, "alerts")), 1);
+    json_decref(j);
+    char rows[ROWS_MAX][300], keys[ROWS_MAX][300];
+    assert_int_equal(rows_wait(e, "oncall", 1, 3000, rows), 1);
+    rows_of(e, "oncall", rows, NULL, keys);
+    assert_string_equal(rows[0], "ok 1 200 1|-");
+    assert_string_equal(keys[0], "escalation/oncall/down-a");
+    sleep_ms(700); /* several repeat_intervals: no repeat, and hook still waits */
+    assert_int_equal(srv_count(e->srv[1]), 1);
+    assert_int_equal(srv_count(e->srv[0]), 0);
+    /* the next step is sent again, at once */
+    post_escalation(e, "down-a", labels, "oncall");
+    assert_int_equal(srv_wait(e->srv[1], 2, 3000), 2);
+
+    /* a receiver that does not exist: a dropped row that says so */
+    post_escalation(e, "down-a", labels, "pager");
+    assert_true(metric_wait(e, "opsdb_notifications_total{receiver=\"\",status=\"dropped\"}", 1,
+                            3000) == 1);
+    assert_int_equal(rows_wait(e, "", 1, 3000, rows), 1);
+    rows_of(e, "", rows, NULL, keys);
+    assert_string_equal(rows[0], "dropped 1 - 1|escalation to receiver 'pager', which is not "
+                                 "defined: add it to alerting.receivers or name another in the "
+                                 "escalation step");
+    assert_string_equal(keys[0], "escalation/pager/down-a");
+    assert_int_equal(srv_count(e->srv[0]), 0);
+}
+
 /* ---- delivery: retries, giving up, signatures, dead receivers ----------------------------- */
 
 static void retries_with_backoff(void **state)
@@ -1126,6 +1193,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(resolved_once, setup, teardown),
         cmocka_unit_test_setup_teardown(routing, setup, teardown),
         cmocka_unit_test_setup_teardown(other_alerting_keys_ignored, setup, teardown),
+        cmocka_unit_test_setup_teardown(escalation_to_its_receiver, setup, teardown),
         cmocka_unit_test_setup_teardown(retries_with_backoff, setup, teardown),
         cmocka_unit_test_setup_teardown(gives_up_after_max_attempts, setup, teardown),
         cmocka_unit_test_setup_teardown(hmac_signature, setup, teardown),
