@@ -19,6 +19,7 @@
  * or writer_submit().
  */
 #include "alert/alert_int.h"
+#include "alert/ydoc.h"
 #include "ingest/ingest.h"
 
 #include <curl/curl.h>
@@ -38,7 +39,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include <yaml.h>
 
 /* ---- limits and defaults ------------------------------------------------------------------ */
 
@@ -1508,10 +1508,8 @@ static void *dispatcher_main(void *arg)
 
 /* The state of reading the alerting section. */
 struct cfgp {
-    const char *path;
-    yaml_document_t *doc;
+    struct ydoc *d; /* the config file; its messages name the file and line */
     struct notifier *n;
-    struct err *e;
 };
 
 enum ftype { F_STRING, F_DURATION, F_BOOL, F_INT, F_CUSTOM };
@@ -1527,36 +1525,14 @@ struct field {
                   void *obj);
 };
 
-static int fail(struct cfgp *p, const yaml_node_t *at, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(struct cfgp *p, const yaml_node_t *at, const char *fmt, ...)
-{
-    char msg[400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return err_set(p->e, E_INVALID, "%s:%zu: %s", p->path, at->start_mark.line + 1, msg);
-}
-
-static yaml_node_t *node(struct cfgp *p, int id)
-{
-    return yaml_document_get_node(p->doc, id);
-}
-
-static const char *scalar(const yaml_node_t *v)
-{
-    return v && v->type == YAML_SCALAR_NODE ? (const char *)v->data.scalar.value : NULL;
-}
-
 static const char *text_of(struct cfgp *p, yaml_node_t *v, const char *ctx, int *rc)
 {
-    const char *s = scalar(v);
+    const char *s = ydoc_text(v);
     if (!s)
-        *rc = fail(p, v, "%s: expected a text value, not a %s", ctx,
-                   v->type == YAML_MAPPING_NODE ? "map" : "list");
+        *rc = ydoc_fail(p->d, v, "%s: expected a text value, not a %s", ctx,
+                        v->type == YAML_MAPPING_NODE ? "map" : "list");
     else if (strlen(s) > TEXT_MAX)
-        *rc = fail(p, v, "%s: longer than %d bytes", ctx, TEXT_MAX), s = NULL;
+        *rc = ydoc_fail(p->d, v, "%s: longer than %d bytes", ctx, TEXT_MAX), s = NULL;
     return s;
 }
 
@@ -1592,24 +1568,24 @@ static int set_scalar_field(struct cfgp *p, const struct field *f, yaml_node_t *
         else if (strcasecmp(s, "false") == 0 || strcasecmp(s, "no") == 0)
             *(bool *)dst = false;
         else
-            return fail(p, v, "%s: '%s' is not true or false", ctx, s);
+            return ydoc_fail(p->d, v, "%s: '%s' is not true or false", ctx, s);
         return 0;
     case F_DURATION:
         if (!time_parse_duration(s, &i))
-            return fail(p, v, "%s: '%s' is not a duration (e.g. 0s, 500ms, 30s, 5m, 4h, 1d)", ctx,
-                        s);
+            return ydoc_fail(
+                p->d, v, "%s: '%s' is not a duration (e.g. 0s, 500ms, 30s, 5m, 4h, 1d)", ctx, s);
         if (i < f->min || i > f->max)
-            return fail(p, v, "%s: %s is outside %lldms..%lldms", ctx, s, (long long)f->min,
-                        (long long)f->max);
+            return ydoc_fail(p->d, v, "%s: %s is outside %lldms..%lldms", ctx, s, (long long)f->min,
+                             (long long)f->max);
         break;
     case F_INT:
         errno = 0;
         i = strtoll(s, &end, 10);
         if (errno || end == s || *end)
-            return fail(p, v, "%s: '%s' is not an integer", ctx, s);
+            return ydoc_fail(p->d, v, "%s: '%s' is not an integer", ctx, s);
         if (i < f->min || i > f->max)
-            return fail(p, v, "%s: %s is outside %lld..%lld", ctx, s, (long long)f->min,
-                        (long long)f->max);
+            return ydoc_fail(p->d, v, "%s: %s is outside %lld..%lld", ctx, s, (long long)f->min,
+                             (long long)f->max);
         break;
     case F_CUSTOM:
         break;
@@ -1626,19 +1602,20 @@ static int parse_fields(struct cfgp *p, yaml_node_t *map, const char *ctx, const
     for (size_t i = 0, len = 0; i < nf && len < sizeof known; i++)
         len += (size_t)snprintf(known + len, sizeof known - len, "%s%s", i ? ", " : "", f[i].key);
     if (map->type != YAML_MAPPING_NODE)
-        return fail(p, map, "%s: expected a map (keys: %s)", ctx, known);
+        return ydoc_fail(p->d, map, "%s: expected a map (keys: %s)", ctx, known);
     uint64_t seen = 0;
     for (yaml_node_pair_t *pr = map->data.mapping.pairs.start; pr < map->data.mapping.pairs.top;
          pr++) {
-        yaml_node_t *k = node(p, pr->key), *v = node(p, pr->value);
-        const char *key = scalar(k);
+        yaml_node_t *k = ydoc_node(p->d, pr->key), *v = ydoc_node(p->d, pr->value);
+        const char *key = ydoc_text(k);
         size_t i = 0;
         while (key && i < nf && strcmp(f[i].key, key) != 0)
             i++;
         if (!key || i == nf)
-            return fail(p, k, "%s: unknown key '%s' (known: %s)", ctx, key ? key : "?", known);
+            return ydoc_fail(p->d, k, "%s: unknown key '%s' (known: %s)", ctx, key ? key : "?",
+                             known);
         if (seen & (1ull << i))
-            return fail(p, k, "%s: '%s' is given twice", ctx, key);
+            return ydoc_fail(p->d, k, "%s: '%s' is given twice", ctx, key);
         seen |= 1ull << i;
         char sub[300];
         snprintf(sub, sizeof sub, "%s.%s", ctx, key);
@@ -1655,22 +1632,22 @@ static int parse_names(struct cfgp *p, yaml_node_t *v, const char *ctx, bool lab
                        char ***out, size_t *n)
 {
     if (v->type != YAML_SEQUENCE_NODE)
-        return fail(p, v, "%s: expected a list", ctx);
+        return ydoc_fail(p->d, v, "%s: expected a list", ctx);
     size_t count = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
     if (count > LIST_MAX)
-        return fail(p, v, "%s: more than %d items", ctx, LIST_MAX);
+        return ydoc_fail(p->d, v, "%s: more than %d items", ctx, LIST_MAX);
     free_strings(*out, *n);
     *out = xcalloc(count + 1, sizeof **out);
     *n = 0;
     for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
          it++) {
         int rc = 0;
-        yaml_node_t *item = node(p, *it);
+        yaml_node_t *item = ydoc_node(p->d, *it);
         const char *s = text_of(p, item, ctx, &rc);
         if (!s)
             return rc;
         if (label_names && !label_name_ok(s) && strcmp(s, "...") != 0)
-            return fail(p, item, "%s: '%s' is not a label name", ctx, s);
+            return ydoc_fail(p->d, item, "%s: '%s' is not a label name", ctx, s);
         (*out)[(*n)++] = xstrdup(s);
     }
     return 0;
@@ -1683,11 +1660,11 @@ static int parse_matchers(struct cfgp *p, const struct field *f, yaml_node_t *v,
     struct matchers *m = (struct matchers *)((char *)obj + f->offset);
     bool is_re = strstr(f->key, "_re") != NULL;
     if (v->type != YAML_MAPPING_NODE)
-        return fail(p, v, "%s.%s: expected a map of label: %s", ctx, f->key,
-                    is_re ? "regex" : "value");
+        return ydoc_fail(p->d, v, "%s.%s: expected a map of label: %s", ctx, f->key,
+                         is_re ? "regex" : "value");
     for (yaml_node_pair_t *pr = v->data.mapping.pairs.start; pr < v->data.mapping.pairs.top; pr++) {
-        yaml_node_t *k = node(p, pr->key), *val = node(p, pr->value);
-        const char *name = scalar(k);
+        yaml_node_t *k = ydoc_node(p->d, pr->key), *val = ydoc_node(p->d, pr->value);
+        const char *name = ydoc_text(k);
         char sub[300];
         snprintf(sub, sizeof sub, "%s.%s.%s", ctx, f->key, name ? name : "?");
         int rc = 0;
@@ -1695,9 +1672,10 @@ static int parse_matchers(struct cfgp *p, const struct field *f, yaml_node_t *v,
         if (!value)
             return rc;
         if (!name || !label_name_ok(name))
-            return fail(p, k, "%s.%s: '%s' is not a label name", ctx, f->key, name ? name : "?");
+            return ydoc_fail(p->d, k, "%s.%s: '%s' is not a label name", ctx, f->key,
+                             name ? name : "?");
         if (m->n >= LIST_MAX)
-            return fail(p, k, "%s: more than %d matchers", ctx, LIST_MAX);
+            return ydoc_fail(p->d, k, "%s: more than %d matchers", ctx, LIST_MAX);
         struct matcher mt = {.is_re = is_re};
         if (is_re) {
             size_t len = strlen(value) + 5;
@@ -1708,8 +1686,9 @@ static int parse_matchers(struct cfgp *p, const struct field *f, yaml_node_t *v,
             if (err) {
                 char why[200];
                 regerror(err, &mt.re, why, sizeof why);
-                return fail(p, val, "%s: '%s' is not a valid regular expression (POSIX ERE): %s",
-                            sub, value, why);
+                return ydoc_fail(p->d, val,
+                                 "%s: '%s' is not a valid regular expression (POSIX ERE): %s", sub,
+                                 value, why);
             }
         }
         mt.name = xstrdup(name);
@@ -1740,7 +1719,7 @@ static int parse_command(struct cfgp *p, const struct field *f, yaml_node_t *v, 
     for (const char *w = s + strspn(s, " "); *w; w += strspn(w, " ")) { /* split on spaces */
         size_t len = strcspn(w, " ");
         if (r->argc == LIST_MAX)
-            return fail(p, v, "%s: more than %d words", sub, LIST_MAX);
+            return ydoc_fail(p->d, v, "%s: more than %d words", sub, LIST_MAX);
         r->argv[r->argc] = xcalloc(1, len + 1);
         memcpy(r->argv[r->argc++], w, len);
         w += len;
@@ -1751,19 +1730,20 @@ static int parse_command(struct cfgp *p, const struct field *f, yaml_node_t *v, 
 static int webhook_check(struct cfgp *p, yaml_node_t *at, const char *ctx, struct receiver *r)
 {
     if (!r->url)
-        return fail(p, at, "%s: url is missing (e.g. url: http://127.0.0.1:9000/hook)", ctx);
+        return ydoc_fail(p->d, at, "%s: url is missing (e.g. url: http://127.0.0.1:9000/hook)",
+                         ctx);
     if (strncmp(r->url, "http://", 7) != 0 && strncmp(r->url, "https://", 8) != 0)
-        return fail(p, at, "%s: url '%s' is not an http:// or https:// URL", ctx, r->url);
+        return ydoc_fail(p->d, at, "%s: url '%s' is not an http:// or https:// URL", ctx, r->url);
     if (r->hmac_secret && !*r->hmac_secret)
-        return fail(p, at, "%s: hmac_secret is empty; remove it or give a secret", ctx);
+        return ydoc_fail(p->d, at, "%s: hmac_secret is empty; remove it or give a secret", ctx);
     return 0;
 }
 
 static int exec_check(struct cfgp *p, yaml_node_t *at, const char *ctx, struct receiver *r)
 {
     if (r->argc == 0)
-        return fail(p, at, "%s: command is missing (e.g. command: /usr/local/bin/page-oncall)",
-                    ctx);
+        return ydoc_fail(p->d, at,
+                         "%s: command is missing (e.g. command: /usr/local/bin/page-oncall)", ctx);
     return 0;
 }
 
@@ -1799,10 +1779,10 @@ static int parse_kind(struct cfgp *p, const struct field *f, yaml_node_t *v, con
         if (strcmp(receiver_kinds[i].kind, f->key) == 0)
             ops = &receiver_kinds[i];
     if (r->ops)
-        return fail(p, v,
-                    "%s: has both %s and %s; a receiver delivers one way (define two "
-                    "receivers and route to both with continue: true)",
-                    ctx, r->ops->kind, ops->kind);
+        return ydoc_fail(p->d, v,
+                         "%s: has both %s and %s; a receiver delivers one way (define two "
+                         "receivers and route to both with continue: true)",
+                         ctx, r->ops->kind, ops->kind);
     r->ops = ops;
     char sub[300];
     snprintf(sub, sizeof sub, "%s.%s", ctx, f->key);
@@ -1833,15 +1813,16 @@ static int parse_receiver(struct cfgp *p, yaml_node_t *v, size_t index)
     if (rc)
         return rc;
     if (!r->name || !*r->name)
-        return fail(p, v, "%s: name is missing (routes name their receiver)", ctx);
+        return ydoc_fail(p->d, v, "%s: name is missing (routes name their receiver)", ctx);
     if (strlen(r->name) > NAME_MAX_BYTES)
-        return fail(p, v, "%s: name is longer than %d bytes", ctx, NAME_MAX_BYTES);
+        return ydoc_fail(p->d, v, "%s: name is longer than %d bytes", ctx, NAME_MAX_BYTES);
     for (size_t i = 0; i < index; i++)
         if (strcmp(n->receivers[i].name, r->name) == 0)
-            return fail(p, v, "%s: receiver '%s' is defined twice", ctx, r->name);
+            return ydoc_fail(p->d, v, "%s: receiver '%s' is defined twice", ctx, r->name);
     if (!r->ops)
-        return fail(p, v, "%s: receiver '%s' needs webhook: {url: ...} or exec: {command: ...}",
-                    ctx, r->name);
+        return ydoc_fail(p->d, v,
+                         "%s: receiver '%s' needs webhook: {url: ...} or exec: {command: ...}", ctx,
+                         r->name);
     return 0;
 }
 
@@ -1849,14 +1830,14 @@ static int parse_receivers(struct cfgp *p, yaml_node_t *seq)
 {
     struct notifier *n = p->n;
     if (seq->type != YAML_SEQUENCE_NODE)
-        return fail(p, seq, "receivers: expected a list of {name: ..., webhook: {...}}");
+        return ydoc_fail(p->d, seq, "receivers: expected a list of {name: ..., webhook: {...}}");
     size_t count = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
     if (count > RECEIVERS_MAX)
-        return fail(p, seq, "receivers: more than %d receivers", RECEIVERS_MAX);
+        return ydoc_fail(p->d, seq, "receivers: more than %d receivers", RECEIVERS_MAX);
     n->receivers = xcalloc(count, sizeof *n->receivers);
     for (size_t i = 0; i < count; i++) {
         n->nreceivers = i + 1; /* so that a failure frees what was read */
-        int rc = parse_receiver(p, node(p, seq->data.sequence.items.start[i]), i);
+        int rc = parse_receiver(p, ydoc_node(p->d, seq->data.sequence.items.start[i]), i);
         if (rc)
             return rc;
     }
@@ -1881,8 +1862,8 @@ static int parse_route_receiver(struct cfgp *p, const struct field *f, yaml_node
     for (size_t i = 0, len = 0; i < p->n->nreceivers && len < sizeof names; i++)
         len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", i ? ", " : "",
                                 p->n->receivers[i].name);
-    return fail(p, v, "%s: receiver '%s' is not defined (%s%s)", ctx, name,
-                *names ? "receivers: " : "alerting.receivers is empty", names);
+    return ydoc_fail(p->d, v, "%s: receiver '%s' is not defined (%s%s)", ctx, name,
+                     *names ? "receivers: " : "alerting.receivers is empty", names);
 }
 
 static int parse_group_by(struct cfgp *p, const struct field *f, yaml_node_t *v, const char *ctx,
@@ -1899,7 +1880,7 @@ static int parse_group_by(struct cfgp *p, const struct field *f, yaml_node_t *v,
         if (strcmp(rt->group_by[i], "...") == 0)
             rt->group_by_all = true;
     if (rt->group_by_all && rt->ngroup_by > 1)
-        return fail(p, v, "%s: '...' (every label) stands alone", sub);
+        return ydoc_fail(p->d, v, "%s: '...' (every label) stands alone", sub);
     return 0;
 }
 
@@ -1909,7 +1890,7 @@ static int parse_child_routes(struct cfgp *p, const struct field *f, yaml_node_t
     (void)f;
     struct route *rt = obj;
     if (v->type != YAML_SEQUENCE_NODE)
-        return fail(p, v, "%s.routes: expected a list of routes", ctx);
+        return ydoc_fail(p->d, v, "%s.routes: expected a list of routes", ctx);
     rt->routes_node = v; /* read once this route's own settings are known */
     return 0;
 }
@@ -1960,9 +1941,9 @@ static int parse_route(struct cfgp *p, yaml_node_t *v, const char *ctx, const st
                        struct route *rt, int depth)
 {
     if (depth > ROUTE_DEPTH_MAX)
-        return fail(p, v, "%s: routes nest deeper than %d levels", ctx, ROUTE_DEPTH_MAX);
+        return ydoc_fail(p->d, v, "%s: routes nest deeper than %d levels", ctx, ROUTE_DEPTH_MAX);
     if (p->n->nroutes >= ROUTES_MAX)
-        return fail(p, v, "%s: more than %d routes", ctx, ROUTES_MAX);
+        return ydoc_fail(p->d, v, "%s: more than %d routes", ctx, ROUTES_MAX);
     rt->index = p->n->nroutes++;
     rt->receiver = parent ? parent->receiver : SIZE_MAX;
     rt->group_wait_ms = parent ? parent->group_wait_ms : DEFAULT_GROUP_WAIT_MS;
@@ -1979,15 +1960,15 @@ static int parse_route(struct cfgp *p, yaml_node_t *v, const char *ctx, const st
     if (rc)
         return rc;
     if (!parent && rt->receiver == SIZE_MAX)
-        return fail(p, v,
-                    "%s: receiver is missing: the root route names the receiver of every "
-                    "alert no child route takes",
-                    ctx);
+        return ydoc_fail(p->d, v,
+                         "%s: receiver is missing: the root route names the receiver of every "
+                         "alert no child route takes",
+                         ctx);
     if (!parent && (rt->match.n || rt->cont))
-        return fail(p, v,
-                    "%s: the root route takes every alert; match, match_re and continue "
-                    "belong to its child routes",
-                    ctx);
+        return ydoc_fail(p->d, v,
+                         "%s: the root route takes every alert; match, match_re and continue "
+                         "belong to its child routes",
+                         ctx);
     rt->key = route_key(parent, rt);
     yaml_node_t *children = rt->routes_node;
     rt->routes_node = NULL;
@@ -2000,7 +1981,7 @@ static int parse_route(struct cfgp *p, yaml_node_t *v, const char *ctx, const st
         char sub[300];
         snprintf(sub, sizeof sub, "%s.routes[%zu]", ctx, i);
         rt->nroutes = i + 1;
-        rc = parse_route(p, node(p, children->data.sequence.items.start[i]), sub, rt,
+        rc = parse_route(p, ydoc_node(p->d, children->data.sequence.items.start[i]), sub, rt,
                          &rt->routes[i], depth + 1);
         if (rc)
             return rc;
@@ -2008,62 +1989,51 @@ static int parse_route(struct cfgp *p, yaml_node_t *v, const char *ctx, const st
     return 0;
 }
 
-/* Finds alerting.receivers and alerting.route in the document and reads them. The other keys
- * of alerting (rule_files, inhibit_rules, maintenance, escalations, ...) are the engine's and
- * config.c's, which also says which are unknown: they are not looked at here. */
+/* The value of key in map (the last one when it is given twice); NULL when map is not a map or
+ * has no such key. */
+static yaml_node_t *map_value(struct ydoc *d, const yaml_node_t *map, const char *key)
+{
+    yaml_node_t *v = NULL;
+    if (!map || map->type != YAML_MAPPING_NODE)
+        return NULL;
+    for (yaml_node_pair_t *pr = map->data.mapping.pairs.start; pr < map->data.mapping.pairs.top;
+         pr++) {
+        const char *k = ydoc_text(ydoc_node(d, pr->key));
+        if (k && strcmp(k, key) == 0)
+            v = ydoc_node(d, pr->value);
+    }
+    return v;
+}
+
+/* Reads alerting.receivers and alerting.route. The other keys of alerting (rule_files,
+ * inhibit_rules, maintenance, escalations, ...) are the engine's and config.c's, which also says
+ * which are unknown: they are not looked at here, nor is anything config.c reports (a root that
+ * is not a map, an alerting that is not one). */
 static int parse_alerting(struct cfgp *p, yaml_node_t *root)
 {
-    yaml_node_t *alerting = NULL, *receivers = NULL, *route = NULL;
-    if (!root || root->type != YAML_MAPPING_NODE)
-        return 0; /* empty: config_load_file() has said what else is wrong */
-    for (yaml_node_pair_t *pr = root->data.mapping.pairs.start; pr < root->data.mapping.pairs.top;
-         pr++)
-        if (scalar(node(p, pr->key)) && strcmp(scalar(node(p, pr->key)), "alerting") == 0)
-            alerting = node(p, pr->value);
-    if (!alerting || alerting->type != YAML_MAPPING_NODE)
-        return 0;
-    for (yaml_node_pair_t *pr = alerting->data.mapping.pairs.start;
-         pr < alerting->data.mapping.pairs.top; pr++) {
-        const char *key = scalar(node(p, pr->key));
-        yaml_node_t *v = node(p, pr->value);
-        if (key && strcmp(key, "receivers") == 0)
-            receivers = v;
-        else if (key && strcmp(key, "route") == 0)
-            route = v;
-    }
+    yaml_node_t *alerting = map_value(p->d, root, "alerting");
+    yaml_node_t *receivers = map_value(p->d, alerting, "receivers");
+    yaml_node_t *route = map_value(p->d, alerting, "route");
     int rc = receivers ? parse_receivers(p, receivers) : 0;
     if (rc == 0 && route) {
         p->n->root = xcalloc(1, sizeof *p->n->root);
         rc = parse_route(p, route, "route", NULL, p->n->root, 0);
     } else if (rc == 0 && p->n->nreceivers) {
-        rc = fail(p, receivers,
-                  "receivers: defined, but there is no route to them: add "
-                  "alerting.route: {receiver: %s}",
-                  p->n->receivers[0].name);
+        rc = ydoc_fail(p->d, receivers,
+                       "receivers: defined, but there is no route to them: add "
+                       "alerting.route: {receiver: %s}",
+                       p->n->receivers[0].name);
     }
     return rc;
 }
 
 static int config_read(struct notifier *n, const char *path, struct err *e)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return err_set(e, E_IO, "cannot open config file %s: %s", path, strerror(errno));
-    yaml_parser_t parser;
-    yaml_document_t doc;
-    yaml_parser_initialize(&parser);
-    yaml_parser_set_input_file(&parser, f);
-    int rc;
-    if (!yaml_parser_load(&parser, &doc)) {
-        rc = err_set(e, E_INVALID, "%s:%zu: %s", path, parser.problem_mark.line + 1,
-                     parser.problem ? parser.problem : "invalid YAML");
-    } else {
-        struct cfgp p = {path, &doc, n, e};
-        rc = parse_alerting(&p, yaml_document_get_root_node(&doc));
-        yaml_document_delete(&doc);
-    }
-    yaml_parser_delete(&parser);
-    fclose(f);
+    struct ydoc d;
+    int rc = ydoc_load_file(&d, path, e);
+    if (rc == 0)
+        rc = parse_alerting(&(struct cfgp){&d, n}, ydoc_root(&d));
+    ydoc_release(&d);
     return rc;
 }
 
