@@ -1266,6 +1266,18 @@ static bool idset_subset(const struct idset *a, const struct idset *b)
     return true;
 }
 
+/* Adds h to s, which stays sorted. */
+static void idset_add(struct idset *s, uint64_t h)
+{
+    if (s->n && bsearch(&h, s->v, s->n, sizeof *s->v, u64_cmp))
+        return;
+    s->v = xrealloc(s->v, (s->n + 1) * sizeof *s->v);
+    size_t i = s->n++;
+    for (; i > 0 && s->v[i - 1] > h; i--)
+        s->v[i] = s->v[i - 1];
+    s->v[i] = h;
+}
+
 static void group_free(struct group *g)
 {
     for (size_t i = 0; i < g->nalerts; i++)
@@ -1306,7 +1318,9 @@ static struct group *group_get(struct notifier *n, const struct route *rt, json_
 }
 
 /* Files a in g; a change (a new alert, or one that fired or resolved) after the group's first
- * send is sent group_interval after the last flush. */
+ * send is sent group_interval after the last flush. A resolved alert this notifier never saw
+ * firing was notified by an earlier one (before a restart or a reload: the engine posts resolved
+ * only for alerts it notified), so the group counts it as sent, and its resolution goes out. */
 static void group_add(struct group *g, struct nalert *a)
 {
     uintptr_t pos = (uintptr_t)map_get(&g->index, a->id);
@@ -1323,6 +1337,10 @@ static void group_add(struct group *g, struct nalert *a)
         }
         g->alerts[g->nalerts++] = a;
         map_put(&g->index, a->id, (void *)(uintptr_t)g->nalerts);
+        if (!a->firing) {
+            idset_add(&g->sent_firing, id_hash(a));
+            g->sent = true;
+        }
     }
     if (changed && g->waited) {
         g->dirty = true;

@@ -699,6 +699,24 @@ static void resolved_once(void **state)
     json_decref(j);
 }
 
+/* After a restart (a new notifier), an alert that fired before it resolves: the engine posts only
+ * the resolution, and it is sent although this notifier never sent the alert firing. */
+static void resolved_after_restart(void **state)
+{
+    struct env *e = *state;
+    e->srv[0] = srv_start(0, 0);
+    start_hook(e, e->srv[0]->port, "", "group_by: [alertname], group_wait: 100ms", "");
+    post(e, "a", "resolved", "{\"alertname\":\"X\"}");
+    assert_int_equal(srv_wait(e->srv[0], 1, 3000), 1);
+    json_t *j = srv_json(e->srv[0], 0);
+    assert_string_equal(jstr(j, "status"), "resolved");
+    assert_string_equal(jstr(json_array_get(json_object_get(j, "alerts"), 0), "endsAt"),
+                        "2026-01-01T00:05:00.000Z");
+    json_decref(j);
+    sleep_ms(300);
+    assert_int_equal(srv_count(e->srv[0]), 1);
+}
+
 /* ---- routing ------------------------------------------------------------------------------ */
 
 static void routing(void **state)
@@ -1191,6 +1209,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(max_alerts_truncates, setup, teardown),
         cmocka_unit_test_setup_teardown(wait_interval_repeat, setup, teardown),
         cmocka_unit_test_setup_teardown(resolved_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(resolved_after_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(routing, setup, teardown),
         cmocka_unit_test_setup_teardown(other_alerting_keys_ignored, setup, teardown),
         cmocka_unit_test_setup_teardown(escalation_to_its_receiver, setup, teardown),
