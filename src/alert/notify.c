@@ -6,12 +6,13 @@
  * and the values of its group_by labels) and decides, as Alertmanager does, when a group is sent:
  * group_wait after the group appears, group_interval after the last send when it changed,
  * repeat_interval while it is firing and unchanged. A notification goes to its receiver's own
- * thread, which delivers it (webhook: an HTTP POST of Alertmanager's version 4 payload; exec: a
- * program that reads the same JSON on stdin) with retries and exponential backoff, and writes
- * every attempt to notification_log. An escalation step (notify_alert.receiver) skips all that:
- * it goes to the receiver it names at once, in a group of its own, and is not repeated. What
- * cannot be delivered (queue full, no receiver, opsdb stopping) is counted and written as
- * `dropped` rows.
+ * thread, which delivers it with retries and exponential backoff, and writes every attempt to
+ * notification_log. The kinds of receivers (receiver_kinds): webhook, an HTTP POST of
+ * Alertmanager's webhook payload version 4; exec, a program that reads the same JSON on stdin;
+ * email, an RFC 5322 message over SMTP; alertmanager, a POST of the alerts to an Alertmanager's
+ * /api/v2/alerts. An escalation step (notify_alert.receiver) skips routing and grouping: it goes
+ * to the receiver it names at once, in a group of its own, and is not repeated. What cannot be
+ * delivered (queue full, no receiver, opsdb stopping) is counted and written as `dropped` rows.
  *
  * Threads: the callers of notifier_post() and notifier_metrics(), the dispatcher, and one per
  * receiver. n->lock guards the queues, the dropped rows waiting to be written and the counters;
@@ -59,6 +60,10 @@
 #define BACKOFF_FIRST_MS 1000
 #define BACKOFF_MAX_MS 60000
 #define EXEC_POLL_MS 10
+#define ADDRESS_MAX_BYTES 254         /* one email address (RFC 5321's path limit) */
+#define HEADER_TEXT_MAX 900           /* an email subject: a header line stays under 998 */
+#define EMAIL_TEXT_MAX (1 << 20)      /* alerts past this many bytes of text are only counted */
+#define EMAIL_MESSAGE_MAX (16u << 20) /* a message: the text and its quoted-printable growth */
 
 #define DEFAULT_GROUP_WAIT_MS 30000
 #define DEFAULT_GROUP_INTERVAL_MS 300000
@@ -145,14 +150,20 @@ struct attempt {
 struct receiver;
 struct cfgp;
 struct field;
+struct group;
+struct nalert;
 
-/* A kind of receiver: its keys in the config, and one delivery attempt. */
+/* A kind of receiver: its keys in the config, what it sends, and one delivery attempt. */
 struct receiver_ops {
     const char *kind;
     const struct field *fields;
     size_t nfields;
     /* After the fields are read: what is missing or inconsistent. */
     int (*check)(struct cfgp *p, yaml_node_t *at, const char *ctx, struct receiver *r);
+    /* On the dispatcher: the bytes that notify of group g with the first nsend of the n alerts
+     * of list (the others are counted, not listed); sets *len; free() it. */
+    char *(*body)(const struct receiver *r, const struct group *g, struct nalert *const *list,
+                  size_t n, size_t nsend, size_t *len);
     /* On the receiver's thread; fills out. */
     void (*attempt)(struct receiver *r, const struct delivery *d, struct attempt *out);
 };
@@ -164,9 +175,16 @@ struct receiver {
     const struct receiver_ops *ops;
     int64_t max_attempts, timeout_ms, max_alerts;
     bool send_resolved;
-    char *url, *hmac_secret; /* webhook */
-    CURL *curl;              /* webhook: the thread's handle, which keeps connections open */
-    char **argv;             /* exec: NULL-terminated */
+    /* where an attempt goes: webhook, its url; alertmanager, url + /api/v2/alerts; email,
+     * smtp://<smtp> */
+    char *url;
+    char *hmac_secret;                /* webhook */
+    char *to, *from, *smtp, *subject; /* email, as given */
+    bool starttls;                    /* email */
+    char **rcpt;                      /* email: the addresses of to */
+    size_t nrcpt;
+    CURL *curl;  /* the thread's handle, which keeps connections open */
+    char **argv; /* exec: NULL-terminated */
     size_t argc;
     pthread_t thread;
     bool started;
@@ -567,6 +585,31 @@ static size_t route_match(const struct route *rt, json_t *labels, const struct r
     return n;
 }
 
+/* The names of obj's members, sorted; with alertname_first, alertname comes first (as in
+ * Alertmanager's templates). The names are obj's; free() the array. */
+static const char **sorted_names(json_t *obj, bool alertname_first, size_t *n)
+{
+    size_t nkeys = json_object_size(obj), k = 0;
+    const char **keys = xcalloc(nkeys, sizeof *keys);
+    const char *name;
+    json_t *v;
+    json_object_foreach(obj, name, v)
+    {
+        keys[k++] = name;
+    }
+    for (size_t i = 1; i < nkeys; i++) /* insertion sort: a handful of labels */
+        for (size_t j = i; j > 0; j--) {
+            bool first = alertname_first && strcmp(keys[j], "alertname") == 0;
+            if (!first && strcmp(keys[j - 1], keys[j]) <= 0)
+                break;
+            const char *t = keys[j];
+            keys[j] = keys[j - 1];
+            keys[j - 1] = t;
+        }
+    *n = nkeys;
+    return keys;
+}
+
 /* The group's label set as text ({a="1", b="2"}, names sorted) and, when group_labels is not
  * NULL, as an object. */
 static void group_labels_of(const struct route *rt, json_t *labels, struct buf *text,
@@ -582,20 +625,8 @@ static void group_labels_of(const struct route *rt, json_t *labels, struct buf *
                 json_object_set(g, rt->group_by[i], v);
         }
     }
-    size_t nkeys = json_object_size(g), k = 0;
-    const char **keys = xcalloc(nkeys, sizeof *keys);
-    const char *name;
-    json_t *v;
-    json_object_foreach(g, name, v)
-    {
-        keys[k++] = name;
-    }
-    for (size_t i = 1; i < nkeys; i++) /* insertion sort: a handful of labels */
-        for (size_t j = i; j > 0 && strcmp(keys[j - 1], keys[j]) > 0; j--) {
-            const char *t = keys[j];
-            keys[j] = keys[j - 1];
-            keys[j - 1] = t;
-        }
+    size_t nkeys;
+    const char **keys = sorted_names(g, false, &nkeys);
     buf_putc(text, '{');
     for (size_t i = 0; i < nkeys; i++) {
         buf_printf(text, "%s%s=", i ? ", " : "", keys[i]);
@@ -841,6 +872,19 @@ static json_t *alert_json(const struct nalert *a)
                      "fingerprint", a->fingerprint);
 }
 
+/* The compact text of j, which it takes; sets *len. */
+static char *dump_json(json_t *j, size_t *len)
+{
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!text) {
+        fprintf(stderr, "opsdb: out of memory building a notification\n");
+        abort();
+    }
+    *len = strlen(text);
+    return text;
+}
+
 /* Alertmanager's webhook payload, version 4, of the first nsend of the n alerts in list (the
  * rest are counted as truncatedAlerts), plus "incident" when one of them belongs to one. */
 static char *payload_json(const struct receiver *r, const struct group *g,
@@ -864,14 +908,29 @@ static char *payload_json(const struct receiver *r, const struct group *g,
                           "alerts", alerts);
     if (incident)
         json_object_set_new(p, "incident", json_string(incident));
-    char *body = json_dumps(p, JSON_COMPACT);
-    json_decref(p);
-    if (!body) {
-        fprintf(stderr, "opsdb: out of memory building a notification\n");
-        abort();
+    return dump_json(p, len);
+}
+
+/* Alertmanager's API v2 postable alerts (POST /api/v2/alerts) of the first nsend alerts of list:
+ * endsAt is the resolve time, and left out while an alert fires (Alertmanager then ends it
+ * after its resolve_timeout unless it is sent again). */
+static char *postable_json(const struct receiver *r, const struct group *g,
+                           struct nalert *const *list, size_t n, size_t nsend, size_t *len)
+{
+    (void)r, (void)g, (void)n;
+    json_t *alerts = json_array();
+    for (size_t i = 0; i < nsend; i++) {
+        char starts[40], ends[40];
+        time_format_rfc3339(list[i]->starts_ms, starts, sizeof starts);
+        json_t *a = json_pack("{s:O, s:O, s:s, s:s}", "labels", list[i]->labels, "annotations",
+                              list[i]->annotations, "startsAt", starts, "generatorURL", "");
+        if (!list[i]->firing) {
+            time_format_rfc3339(list[i]->ends_ms, ends, sizeof ends);
+            json_object_set_new(a, "endsAt", json_string(ends));
+        }
+        json_array_append_new(alerts, a);
     }
-    *len = strlen(body);
-    return body;
+    return dump_json(alerts, len);
 }
 
 /* ---- webhook receivers -------------------------------------------------------------------- */
@@ -922,7 +981,9 @@ static void signature_header(const char *secret, const char *body, size_t len, c
     snprintf(out, size, "X-Opsdb-Signature: sha256=%s", hex);
 }
 
-static void webhook_error(struct receiver *r, CURLcode rc, const char *errbuf, struct attempt *out)
+/* The error text of a transfer that failed with rc. */
+static void curl_error_text(struct receiver *r, CURLcode rc, const char *errbuf,
+                            struct attempt *out)
 {
     long os_errno = 0;
     curl_easy_getinfo(r->curl, CURLINFO_OS_ERRNO, &os_errno);
@@ -937,49 +998,332 @@ static void webhook_error(struct receiver *r, CURLcode rc, const char *errbuf, s
         snprintf(out->error, sizeof out->error, "%s", *errbuf ? errbuf : curl_easy_strerror(rc));
 }
 
-static void webhook_attempt(struct receiver *r, const struct delivery *d, struct attempt *out)
+/* The thread's curl handle, reset for a new transfer (it keeps its open connections) with what
+ * every transfer sets: the timeout, the check that stops it when opsdb stops, and errbuf. NULL
+ * when there is none (out says so). */
+static CURL *curl_start(struct receiver *r, char *errbuf, struct attempt *out)
 {
     if (!r->curl && !(r->curl = curl_easy_init())) {
-        snprintf(out->error, sizeof out->error, "cannot start an HTTP client (curl_easy_init)");
-        return;
+        snprintf(out->error, sizeof out->error, "cannot start a transfer (curl_easy_init)");
+        return NULL;
     }
     CURL *c = r->curl;
-    curl_easy_reset(c); /* keeps the open connections */
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, r->url);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)r->timeout_ms);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, abort_check);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, r->n);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    return c;
+}
+
+/* POSTs the delivery's JSON to r->url, with header (NULL: none); a 2xx answer is success. */
+static void http_post(struct receiver *r, const struct delivery *d, const char *header,
+                      struct attempt *out)
+{
+    char errbuf[CURL_ERROR_SIZE] = "";
+    CURL *c = curl_start(r, errbuf, out);
+    if (!c)
+        return;
     struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
     headers = curl_slist_append(headers, "Expect:"); /* no 100-continue round trip */
-    char sig[128];
-    if (r->hmac_secret) {
-        signature_header(r->hmac_secret, d->body, d->len, sig, sizeof sig);
-        headers = curl_slist_append(headers, sig);
-    }
+    if (header)
+        headers = curl_slist_append(headers, header);
     struct answer ans = {.len = 0};
-    char errbuf[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(c, CURLOPT_URL, r->url);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_POST, 1L);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, d->body);
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)d->len);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "opsdb-notifier");
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)r->timeout_ms);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, answer_write);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &ans);
-    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, abort_check);
-    curl_easy_setopt(c, CURLOPT_XFERINFODATA, r->n);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
     CURLcode rc = curl_easy_perform(c);
     curl_slist_free_all(headers);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->http_status); /* 0: no answer */
     if (rc != CURLE_OK) {
-        webhook_error(r, rc, errbuf, out);
+        curl_error_text(r, rc, errbuf, out);
         return;
     }
     out->ok = out->http_status >= 200 && out->http_status < 300;
     if (!out->ok)
         snprintf(out->error, sizeof out->error, "HTTP %ld%s%s", out->http_status,
                  *answer_text(&ans) ? ": " : "", ans.quote);
+}
+
+static void webhook_attempt(struct receiver *r, const struct delivery *d, struct attempt *out)
+{
+    char sig[128];
+    if (r->hmac_secret)
+        signature_header(r->hmac_secret, d->body, d->len, sig, sizeof sig);
+    http_post(r, d, r->hmac_secret ? sig : NULL, out);
+}
+
+/* ---- Alertmanager receivers --------------------------------------------------------------- */
+
+/* One POST of postable_json() to an Alertmanager's /api/v2/alerts, per group send. */
+static void alertmanager_attempt(struct receiver *r, const struct delivery *d, struct attempt *out)
+{
+    http_post(r, d, NULL, out);
+}
+
+/* ---- email receivers ---------------------------------------------------------------------- */
+
+/* "Thu, 01 Jan 2026 00:00:00 +0000": RFC 5322's date-time, in UTC. */
+static void rfc5322_date(int64_t ms, char *out, size_t size)
+{
+    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    snprintf(out, size, "%s, %02d %s %04d %02d:%02d:%02d +0000", days[tm.tm_wday], tm.tm_mday,
+             months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+/* Alertmanager's default subject: [FIRING:<firing alerts>] or [RESOLVED], the values of the
+ * group labels, then in parentheses those of the other labels all the alerts share (alertname
+ * first, then by name; empty values left out, as Prometheus takes them for absent labels). */
+static void default_subject(struct buf *b, const struct group *g, struct nalert *const *list,
+                            size_t n)
+{
+    size_t firing = 0, k;
+    for (size_t i = 0; i < n; i++)
+        firing += list[i]->firing;
+    if (firing)
+        buf_printf(b, "[FIRING:%zu]", firing);
+    else
+        buf_printf(b, "[RESOLVED]");
+    const char **names = sorted_names(g->group_labels, true, &k);
+    for (size_t i = 0; i < k; i++)
+        if (*label_value(g->group_labels, names[i]))
+            buf_printf(b, " %s", label_value(g->group_labels, names[i]));
+    free(names);
+    json_t *common = common_pairs(list, n, false);
+    names = sorted_names(common, true, &k);
+    bool open = false;
+    for (size_t i = 0; i < k; i++) {
+        if (json_object_get(g->group_labels, names[i]) || !*label_value(common, names[i]))
+            continue;
+        buf_printf(b, "%s%s", open ? " " : " (", label_value(common, names[i]));
+        open = true;
+    }
+    if (open)
+        buf_putc(b, ')');
+    free(names);
+    json_decref(common);
+}
+
+/* "Name: value" and CRLF. Control characters in value become spaces and it is cut at
+ * HEADER_TEXT_MAX bytes; text that is not all ASCII is RFC 2047 encoded (UTF-8, base64), in
+ * words of at most 45 bytes on folded lines. */
+static void put_header(struct buf *b, const char *name, const char *value)
+{
+    char text[HEADER_TEXT_MAX + 1];
+    size_t len = 0;
+    bool ascii = true;
+    for (const char *s = value; *s && len < HEADER_TEXT_MAX; s++) {
+        text[len++] = (unsigned char)*s < 0x20 || *s == 0x7f ? ' ' : *s;
+        ascii &= (unsigned char)*s < 0x80;
+    }
+    while (len && ((unsigned char)value[len] & 0xC0) == 0x80) /* cut at a character boundary */
+        len--;
+    text[len] = '\0';
+    buf_printf(b, "%s:", name);
+    if (ascii) {
+        buf_printf(b, " %s\r\n", text);
+        return;
+    }
+    for (size_t at = 0; at < len;) {
+        size_t take = len - at < 45 ? len - at : 45;
+        while (at + take < len && ((unsigned char)text[at + take] & 0xC0) == 0x80)
+            take--;
+        char b64[sodium_base64_ENCODED_LEN(45, sodium_base64_VARIANT_ORIGINAL)];
+        sodium_bin2base64(b64, sizeof b64, (const unsigned char *)text + at, take,
+                          sodium_base64_VARIANT_ORIGINAL);
+        buf_printf(b, "%s=?UTF-8?B?%s?=", at ? "\r\n " : " ", b64);
+        at += take;
+    }
+    buf_append(b, "\r\n", 2);
+}
+
+/* text as quoted-printable (RFC 2045): lines of at most 76 characters, newlines as CRLF. */
+static void put_quoted_printable(struct buf *b, const char *text)
+{
+    size_t col = 0;
+    for (const char *s = text; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '\n') {
+            buf_append(b, "\r\n", 2);
+            col = 0;
+            continue;
+        }
+        bool blank_at_end = (c == ' ' || c == '\t') && (s[1] == '\n' || s[1] == '\0');
+        bool plain = ((c >= 33 && c <= 126 && c != '=') || c == ' ' || c == '\t') && !blank_at_end;
+        size_t width = plain ? 1 : 3;
+        if (col + width > 75) { /* a soft break: "=" ends the line */
+            buf_append(b, "=\r\n", 3);
+            col = 0;
+        }
+        if (plain)
+            buf_putc(b, (char)c);
+        else
+            buf_printf(b, "=%02X", c);
+        col += width;
+    }
+}
+
+static void put_pairs(struct buf *b, const char *title, json_t *obj)
+{
+    size_t n;
+    const char **names = sorted_names(obj, true, &n);
+    buf_printf(b, "%s:\n", title);
+    for (size_t i = 0; i < n; i++)
+        buf_printf(b, "  %s = %s\n", names[i], label_value(obj, names[i]));
+    free(names);
+}
+
+/* The body's text: the group, then each alert (firing ones first) with its labels,
+ * annotations, start and end, until EMAIL_TEXT_MAX bytes; what is not listed is counted. */
+static void email_text(struct buf *b, const struct receiver *r, const struct group *g,
+                       struct nalert *const *list, size_t n, size_t nsend)
+{
+    buf_printf(b, "Receiver: %s\nGroup: %s\n", r->name, g->key);
+    for (size_t i = 0; i < nsend; i++)
+        if (list[i]->incident) {
+            buf_printf(b, "Incident: %s\n", list[i]->incident);
+            break;
+        }
+    size_t listed = 0;
+    for (int firing = 1; firing >= 0; firing--) {
+        for (size_t i = 0; i < nsend && b->len < EMAIL_TEXT_MAX; i++) {
+            const struct nalert *a = list[i];
+            if (a->firing != (firing == 1))
+                continue;
+            char starts[40], ends[40];
+            time_format_rfc3339(a->starts_ms, starts, sizeof starts);
+            buf_printf(b, "\n[%s] %s\n", a->firing ? "FIRING" : "RESOLVED",
+                       label_value(a->labels, "alertname"));
+            put_pairs(b, "Labels", a->labels);
+            if (json_object_size(a->annotations))
+                put_pairs(b, "Annotations", a->annotations);
+            buf_printf(b, "Started: %s\n", starts);
+            if (!a->firing) {
+                time_format_rfc3339(a->ends_ms, ends, sizeof ends);
+                buf_printf(b, "Ended: %s\n", ends);
+            }
+            listed++;
+        }
+    }
+    if (listed < n)
+        buf_printf(b, "\n%zu more alerts of this group are not listed here.\n", n - listed);
+}
+
+/* The RFC 5322 message of a notification: headers, and email_text() as a quoted-printable
+ * text/plain body. */
+static char *email_message(const struct receiver *r, const struct group *g,
+                           struct nalert *const *list, size_t n, size_t nsend, size_t *len)
+{
+    struct buf m, text;
+    buf_init(&m, EMAIL_MESSAGE_MAX);
+    buf_init(&text, EMAIL_MESSAGE_MAX);
+    int64_t now = time_now_ms();
+    char date[64], id[17];
+    unsigned char random[8];
+    rfc5322_date(now, date, sizeof date);
+    randombytes_buf(random, sizeof random);
+    sodium_bin2hex(id, sizeof id, random, sizeof random);
+    buf_printf(&m, "Date: %s\r\nFrom: %s\r\nTo: ", date, r->from);
+    for (size_t i = 0; i < r->nrcpt; i++)
+        buf_printf(&m, "%s%s", i ? ", " : "", r->rcpt[i]);
+    buf_append(&m, "\r\n", 2);
+    if (r->subject) {
+        put_header(&m, "Subject", r->subject);
+    } else {
+        default_subject(&text, g, list, n);
+        put_header(&m, "Subject", text.data);
+        text.len = 0;
+    }
+    buf_printf(&m,
+               "Message-ID: <%lld.%s@%s>\r\nMIME-Version: 1.0\r\n"
+               "Content-Type: text/plain; charset=utf-8\r\n"
+               "Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+               (long long)now, id, strchr(r->from, '@') + 1);
+    email_text(&text, r, g, list, n, nsend);
+    put_quoted_printable(&m, text.data);
+    buf_release(&text);
+    *len = m.len;
+    return m.data; /* the buffer's bytes, now the caller's */
+}
+
+struct upload {
+    const char *data;
+    size_t len, sent;
+};
+
+static size_t upload_read(char *dst, size_t size, size_t nitems, void *arg)
+{
+    struct upload *u = arg;
+    size_t n = size * nitems < u->len - u->sent ? size * nitems : u->len - u->sent;
+    memcpy(dst, u->data + u->sent, n);
+    u->sent += n;
+    return n;
+}
+
+/* libcurl hands the SMTP server's reply lines to the header callback: keeps the last one that
+ * refuses something (4xx, 5xx) for the error text. */
+static size_t smtp_reply(char *data, size_t size, size_t nitems, void *arg)
+{
+    struct answer *a = arg;
+    size_t n = size * nitems;
+    if (n >= 3 && (data[0] == '4' || data[0] == '5') && data[1] >= '0' && data[1] <= '9' &&
+        data[2] >= '0' && data[2] <= '9') {
+        a->len = 0;
+        answer_write(data, 1, n, a);
+    }
+    return n;
+}
+
+/* One SMTP transaction: MAIL FROM, a RCPT TO per address of to (all must be accepted), DATA
+ * with the message. */
+static void email_attempt(struct receiver *r, const struct delivery *d, struct attempt *out)
+{
+    char errbuf[CURL_ERROR_SIZE] = "";
+    CURL *c = curl_start(r, errbuf, out);
+    if (!c)
+        return;
+    char addr[ADDRESS_MAX_BYTES + 3];
+    struct curl_slist *rcpt = NULL;
+    for (size_t i = 0; i < r->nrcpt; i++) {
+        snprintf(addr, sizeof addr, "<%s>", r->rcpt[i]);
+        rcpt = curl_slist_append(rcpt, addr);
+    }
+    snprintf(addr, sizeof addr, "<%s>", r->from);
+    struct upload up = {d->body, d->len, 0};
+    struct answer reply = {.len = 0};
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "smtp");
+    curl_easy_setopt(c, CURLOPT_USE_SSL,
+                     r->starttls ? (long)CURLUSESSL_ALL : (long)CURLUSESSL_NONE);
+    curl_easy_setopt(c, CURLOPT_MAIL_FROM, addr);
+    curl_easy_setopt(c, CURLOPT_MAIL_RCPT, rcpt);
+    curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(c, CURLOPT_READFUNCTION, upload_read);
+    curl_easy_setopt(c, CURLOPT_READDATA, &up);
+    curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)d->len);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, smtp_reply);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &reply);
+    CURLcode rc = curl_easy_perform(c);
+    curl_slist_free_all(rcpt);
+    out->ok = rc == CURLE_OK;
+    if (out->ok)
+        return;
+    if (*answer_text(&reply) && rc != CURLE_OPERATION_TIMEDOUT && rc != CURLE_ABORTED_BY_CALLBACK)
+        snprintf(out->error, sizeof out->error, "SMTP %s", reply.quote);
+    else
+        curl_error_text(r, rc, errbuf, out);
 }
 
 /* ---- exec receivers ----------------------------------------------------------------------- */
@@ -1375,7 +1719,7 @@ static void send_group(struct notifier *n, struct receiver *r, const struct grou
     d->group_key = xstrdup(g->key);
     d->alert_id = xstrdup(list[0]->id);
     d->nalerts = r->max_alerts > 0 && nlist > (size_t)r->max_alerts ? (size_t)r->max_alerts : nlist;
-    d->body = payload_json(r, g, list, nlist, d->nalerts, &d->len);
+    d->body = r->ops->body(r, g, list, nlist, d->nalerts, &d->len);
     delivery_queue(n, r, d);
 }
 
@@ -1745,13 +2089,21 @@ static int parse_command(struct cfgp *p, const struct field *f, yaml_node_t *v, 
     return 0;
 }
 
+static int http_url_check(struct cfgp *p, yaml_node_t *at, const char *ctx, const char *url,
+                          const char *example)
+{
+    if (!url)
+        return ydoc_fail(p->d, at, "%s: url is missing (e.g. url: %s)", ctx, example);
+    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+        return ydoc_fail(p->d, at, "%s: url '%s' is not an http:// or https:// URL", ctx, url);
+    return 0;
+}
+
 static int webhook_check(struct cfgp *p, yaml_node_t *at, const char *ctx, struct receiver *r)
 {
-    if (!r->url)
-        return ydoc_fail(p->d, at, "%s: url is missing (e.g. url: http://127.0.0.1:9000/hook)",
-                         ctx);
-    if (strncmp(r->url, "http://", 7) != 0 && strncmp(r->url, "https://", 8) != 0)
-        return ydoc_fail(p->d, at, "%s: url '%s' is not an http:// or https:// URL", ctx, r->url);
+    int rc = http_url_check(p, at, ctx, r->url, "http://127.0.0.1:9000/hook");
+    if (rc)
+        return rc;
     if (r->hmac_secret && !*r->hmac_secret)
         return ydoc_fail(p->d, at, "%s: hmac_secret is empty; remove it or give a secret", ctx);
     return 0;
@@ -1762,6 +2114,112 @@ static int exec_check(struct cfgp *p, yaml_node_t *at, const char *ctx, struct r
     if (r->argc == 0)
         return ydoc_fail(p->d, at,
                          "%s: command is missing (e.g. command: /usr/local/bin/page-oncall)", ctx);
+    return 0;
+}
+
+/* url is the Alertmanager's base URL; attempts go to url + /api/v2/alerts. */
+static int alertmanager_check(struct cfgp *p, yaml_node_t *at, const char *ctx, struct receiver *r)
+{
+    int rc = http_url_check(p, at, ctx, r->url, "http://127.0.0.1:9093");
+    if (rc)
+        return rc;
+    size_t len = strlen(r->url);
+    while (len && r->url[len - 1] == '/')
+        len--;
+    if (strstr(r->url, "/api/"))
+        return ydoc_fail(p->d, at,
+                         "%s: url '%s' names an API path; give the Alertmanager's base URL "
+                         "(e.g. http://127.0.0.1:9093): opsdb posts to /api/v2/alerts under it",
+                         ctx, r->url);
+    char *endpoint = xcalloc(1, len + sizeof "/api/v2/alerts");
+    memcpy(endpoint, r->url, len);
+    memcpy(endpoint + len, "/api/v2/alerts", sizeof "/api/v2/alerts");
+    free(r->url);
+    r->url = endpoint;
+    return 0;
+}
+
+/* An address as SMTP takes it in MAIL FROM and RCPT TO: local@domain in printable ASCII, without
+ * spaces, quotes, commas or angle brackets. */
+static bool address_ok(const char *s, size_t len)
+{
+    const char *at = memchr(s, '@', len);
+    if (len == 0 || len > ADDRESS_MAX_BYTES || !at || at == s || at == s + len - 1 ||
+        memchr(at + 1, '@', len - (size_t)(at + 1 - s)))
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] <= ' ' || (unsigned char)s[i] >= 0x7f ||
+            strchr("<>,;:\"()[]\\", s[i]))
+            return false;
+    return true;
+}
+
+/* to: comma-separated addresses, into r->rcpt. */
+static int parse_recipients(struct cfgp *p, yaml_node_t *at, const char *ctx, struct receiver *r)
+{
+    r->rcpt = xcalloc(LIST_MAX, sizeof *r->rcpt);
+    for (const char *s = r->to;; s++) {
+        s += strspn(s, " \t");
+        size_t len = strcspn(s, ",");
+        while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+            len--;
+        if (!address_ok(s, len))
+            return ydoc_fail(p->d, at,
+                             "%s.to: '%.*s' is not an email address (local@domain; several are "
+                             "separated by commas)",
+                             ctx, (int)len, s);
+        if (r->nrcpt == LIST_MAX)
+            return ydoc_fail(p->d, at, "%s.to: more than %d addresses", ctx, LIST_MAX);
+        r->rcpt[r->nrcpt] = xcalloc(1, len + 1);
+        memcpy(r->rcpt[r->nrcpt++], s, len);
+        s += strcspn(s, ",");
+        if (!*s)
+            return 0;
+    }
+}
+
+/* smtp: host or host:port (a name, an IPv4 address or an [IPv6] one), into r->url. */
+static int smtp_check(struct cfgp *p, yaml_node_t *at, const char *ctx, struct receiver *r)
+{
+    const char *port = strrchr(r->smtp, ':');
+    if (port && strchr(port, ']'))
+        port = NULL; /* [::1] without a port */
+    char *end = NULL;
+    long number = port ? strtol(port + 1, &end, 10) : 25;
+    if (!*r->smtp || *r->smtp == ':' || strcspn(r->smtp, " \t/@?#") != strlen(r->smtp) ||
+        (port && (end == port + 1 || *end || number < 1 || number > 65535)))
+        return ydoc_fail(p->d, at,
+                         "%s.smtp: '%s' is not host:port (e.g. smtp: \"127.0.0.1:25\"; no "
+                         "smtp://, starttls: true asks for STARTTLS)",
+                         ctx, r->smtp);
+    size_t len = strlen(r->smtp) + sizeof "smtp://";
+    r->url = xcalloc(1, len);
+    snprintf(r->url, len, "smtp://%s", r->smtp);
+    return 0;
+}
+
+static int email_check(struct cfgp *p, yaml_node_t *at, const char *ctx, struct receiver *r)
+{
+    const char *missing = !r->to ? "to" : !r->from ? "from" : !r->smtp ? "smtp" : NULL;
+    if (missing)
+        return ydoc_fail(p->d, at,
+                         "%s: %s is missing (e.g. {to: \"oncall@example.com\", from: "
+                         "\"opsdb@example.com\", smtp: \"mail.example.com:25\"})",
+                         ctx, missing);
+    int rc = parse_recipients(p, at, ctx, r);
+    if (rc)
+        return rc;
+    if (!address_ok(r->from, strlen(r->from)))
+        return ydoc_fail(p->d, at, "%s.from: '%s' is not an email address (local@domain)", ctx,
+                         r->from);
+    rc = smtp_check(p, at, ctx, r);
+    if (rc)
+        return rc;
+    for (const char *c = r->subject; c && *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            return ydoc_fail(p->d, at, "%s.subject: has a control character (a line break?)", ctx);
+    if (r->subject && !*r->subject)
+        return ydoc_fail(p->d, at, "%s.subject: is empty; remove it for the default subject", ctx);
     return 0;
 }
 
@@ -1780,11 +2238,31 @@ static const struct field exec_fields[] = {
     {"max_alerts", F_INT, offsetof(struct receiver, max_alerts), 0, ALERTS_MAX, NULL},
 };
 
-/* The kinds of receivers: a new one is a row here and its attempt function. */
+static const struct field email_fields[] = {
+    {"to", F_STRING, offsetof(struct receiver, to), 0, 0, NULL},
+    {"from", F_STRING, offsetof(struct receiver, from), 0, 0, NULL},
+    {"smtp", F_STRING, offsetof(struct receiver, smtp), 0, 0, NULL},
+    {"subject", F_STRING, offsetof(struct receiver, subject), 0, 0, NULL},
+    {"timeout", F_DURATION, offsetof(struct receiver, timeout_ms), 1, TIMEOUT_MAX_MS, NULL},
+    {"starttls", F_BOOL, offsetof(struct receiver, starttls), 0, 0, NULL},
+    {"send_resolved", F_BOOL, offsetof(struct receiver, send_resolved), 0, 0, NULL},
+    {"max_alerts", F_INT, offsetof(struct receiver, max_alerts), 0, ALERTS_MAX, NULL},
+};
+
+static const struct field alertmanager_fields[] = {
+    {"url", F_STRING, offsetof(struct receiver, url), 0, 0, NULL},
+    {"timeout", F_DURATION, offsetof(struct receiver, timeout_ms), 1, TIMEOUT_MAX_MS, NULL},
+};
+
+#define FIELDS(f) f, sizeof f / sizeof f[0]
+
+/* The kinds of receivers: a new one is a row here, one in receiver_fields, and its functions. */
 static const struct receiver_ops receiver_kinds[] = {
-    {"webhook", webhook_fields, sizeof webhook_fields / sizeof webhook_fields[0], webhook_check,
-     webhook_attempt},
-    {"exec", exec_fields, sizeof exec_fields / sizeof exec_fields[0], exec_check, exec_attempt},
+    {"webhook", FIELDS(webhook_fields), webhook_check, payload_json, webhook_attempt},
+    {"exec", FIELDS(exec_fields), exec_check, payload_json, exec_attempt},
+    {"email", FIELDS(email_fields), email_check, email_message, email_attempt},
+    {"alertmanager", FIELDS(alertmanager_fields), alertmanager_check, postable_json,
+     alertmanager_attempt},
 };
 #define NKINDS (sizeof receiver_kinds / sizeof receiver_kinds[0])
 
@@ -1813,6 +2291,8 @@ static const struct field receiver_fields[] = {
     {"max_attempts", F_INT, offsetof(struct receiver, max_attempts), 1, ATTEMPTS_MAX, NULL},
     {"webhook", F_CUSTOM, 0, 0, 0, parse_kind},
     {"exec", F_CUSTOM, 0, 0, 0, parse_kind},
+    {"email", F_CUSTOM, 0, 0, 0, parse_kind},
+    {"alertmanager", F_CUSTOM, 0, 0, 0, parse_kind},
 };
 
 static int parse_receiver(struct cfgp *p, yaml_node_t *v, size_t index)
@@ -1839,8 +2319,10 @@ static int parse_receiver(struct cfgp *p, yaml_node_t *v, size_t index)
             return ydoc_fail(p->d, v, "%s: receiver '%s' is defined twice", ctx, r->name);
     if (!r->ops)
         return ydoc_fail(p->d, v,
-                         "%s: receiver '%s' needs webhook: {url: ...} or exec: {command: ...}", ctx,
-                         r->name);
+                         "%s: receiver '%s' needs one of webhook: {url: ...}, exec: {command: "
+                         "...}, email: {to: ..., from: ..., smtp: ...} or alertmanager: {url: "
+                         "...}",
+                         ctx, r->name);
     return 0;
 }
 
@@ -2071,6 +2553,11 @@ static void notifier_release(struct notifier *n)
         free(r->name);
         free(r->url);
         free(r->hmac_secret);
+        free(r->to);
+        free(r->from);
+        free(r->smtp);
+        free(r->subject);
+        free_strings(r->rcpt, r->nrcpt);
         free_strings(r->argv, r->argc);
         if (n->threads)
             pthread_cond_destroy(&r->wake);

@@ -3,12 +3,13 @@
  * the test, which records each request and can answer 500 or be slow, and programs written by
  * the test for exec receivers. Rows are read back from notification_log of a real store and
  * writer in a temporary directory. Covered: the webhook payload, grouping, group_wait,
- * group_interval and repeat_interval, resolved notifications, routing (match, match_re,
- * continue, inheritance), the engine's alerting keys left alone (inhibition is the engine's),
- * escalation steps sent straight to their receiver, retries with backoff, giving up, the HMAC
- * signature, a dead and a slow receiver next to a healthy one, exec receivers and their timeout,
- * config errors with their lines, dropping (no receiver, invalid alerts, a full queue), shutdown
- * and metrics.
+ * group_interval and repeat_interval, resolved notifications (also of alerts fired before a
+ * restart), routing (match, match_re, continue, inheritance), the engine's alerting keys left
+ * alone (inhibition is the engine's), the alertmanager receiver's postable alerts, escalation
+ * steps sent straight to their receiver, retries with backoff, giving up, the HMAC signature, a
+ * dead and a slow receiver next to a healthy one, exec receivers and their timeout, config
+ * errors with their lines, dropping (no receiver, invalid alerts, a full queue), shutdown and
+ * metrics. Email receivers and a real Alertmanager: tests/e2e/test_notify_receivers.py.
  */
 #include "unit.h"
 
@@ -803,6 +804,54 @@ static void other_alerting_keys_ignored(void **state)
     find_group(e->srv[0], 2, "{\"alertname\":\"Slow\",\"host\":\"a\"}");
 }
 
+/* ---- Alertmanager receivers --------------------------------------------------------------- */
+
+/* POST {url}/api/v2/alerts with Alertmanager's postable alerts, one POST per group send; endsAt
+ * only once resolved. (tests/e2e/test_notify_receivers.py runs a real Alertmanager.) */
+static void alertmanager_postable_alerts(void **state)
+{
+    struct env *e = *state;
+    e->srv[0] = srv_start(0, 0);
+    start(e,
+          "alerting:\n  receivers:\n"
+          "    - {name: am, alertmanager: {url: \"http://127.0.0.1:%d/\", timeout: 2s}}\n"
+          "  route: {receiver: am, group_by: [alertname], group_wait: 100ms, group_interval: "
+          "100ms}\n",
+          e->srv[0]->port);
+    post(e, "a", "firing", "{\"alertname\":\"X\",\"host\":\"a\"}");
+    post(e, "b", "firing", "{\"alertname\":\"X\",\"host\":\"b\"}");
+    assert_int_equal(srv_wait(e->srv[0], 1, 3000), 1);
+    assert_str_contains(e->srv[0]->reqs[0].head, "POST /api/v2/alerts HTTP/1.1");
+    assert_str_contains(e->srv[0]->reqs[0].head, "Content-Type: application/json");
+    json_t *j = srv_json(e->srv[0], 0);
+    assert_true(json_is_array(j));
+    assert_int_equal(json_array_size(j), 2);
+    json_t *a = json_array_get(j, 0);
+    assert_int_equal(json_object_size(a), 4); /* no endsAt while firing */
+    assert_json_equal(json_object_get(a, "labels"), "{\"alertname\":\"X\",\"host\":\"a\"}");
+    assert_json_equal(json_object_get(a, "annotations"),
+                      "{\"summary\":\"a\",\"runbook\":\"https://runbooks/x\"}");
+    assert_string_equal(jstr(a, "startsAt"), "2026-01-01T00:00:00.123Z");
+    assert_string_equal(jstr(a, "generatorURL"), "");
+    json_decref(j);
+    post(e, "a", "resolved", "{\"alertname\":\"X\",\"host\":\"a\"}");
+    assert_int_equal(srv_wait(e->srv[0], 2, 3000), 2);
+    j = srv_json(e->srv[0], 1);
+    assert_int_equal(json_array_size(j), 2);
+    for (size_t i = 0; i < 2; i++) {
+        a = json_array_get(j, i);
+        const char *host = jstr(json_object_get(a, "labels"), "host");
+        if (strcmp(host, "a") == 0)
+            assert_string_equal(jstr(a, "endsAt"), "2026-01-01T00:05:00.000Z");
+        else
+            assert_null(json_object_get(a, "endsAt"));
+    }
+    json_decref(j);
+    char rows[ROWS_MAX][300];
+    assert_int_equal(rows_wait(e, "am", 2, 3000, rows), 2);
+    assert_string_equal(rows[0], "ok 1 200 2|-");
+}
+
 /* ---- escalations ------------------------------------------------------------------------- */
 
 /* notify_alert.receiver: straight to that receiver, not through the routing tree, not held by
@@ -1070,7 +1119,8 @@ static void config_errors(void **state)
     } cases[] = {
         {"alerting:\n  receivers:\n    - name: hook\n      webhok: {url: \"http://x/\"}\n"
          "  route: {receiver: hook}\n",
-         "4: receivers[0]: unknown key 'webhok' (known: name, max_attempts, webhook, exec)"},
+         "4: receivers[0]: unknown key 'webhok' (known: name, max_attempts, webhook, exec, email, "
+         "alertmanager)"},
         {"alerting:\n  receivers:\n    - name: hook\n      webhook: {url: \"http://x/\"}\n"
          "  route: {receiver: pager}\n",
          "5: route: receiver 'pager' is not defined (receivers: hook)"},
@@ -1115,6 +1165,34 @@ static void config_errors(void **state)
         {"alerting:\n  receivers:\n    - name: hook\n      webhook: {url: \"http://x/\"}\n"
          "  route: {receiver: hook, group_interval: 0s}\n",
          "5: route.group_interval: 0s is outside 1ms..31622400000ms"},
+        {"alerting:\n  receivers:\n    - name: mail\n      email: {to: \"a@example.com\", from: "
+         "\"opsdb@localhost\"}\n  route: {receiver: mail}\n",
+         "4: receivers[0].email: smtp is missing"},
+        {"alerting:\n  receivers:\n    - name: mail\n      email: {to: \"a@example.com, bob\", "
+         "from: \"opsdb@localhost\", smtp: \"127.0.0.1:25\"}\n  route: {receiver: mail}\n",
+         "4: receivers[0].email.to: 'bob' is not an email address"},
+        {"alerting:\n  receivers:\n    - name: mail\n      email: {to: \"a@example.com\", from: "
+         "\"opsdb\", smtp: \"127.0.0.1:25\"}\n  route: {receiver: mail}\n",
+         "4: receivers[0].email.from: 'opsdb' is not an email address"},
+        {"alerting:\n  receivers:\n    - name: mail\n      email: {to: \"a@example.com\", from: "
+         "\"o@localhost\", smtp: \"smtp://127.0.0.1:25\"}\n  route: {receiver: mail}\n",
+         "4: receivers[0].email.smtp: 'smtp://127.0.0.1:25' is not host:port"},
+        {"alerting:\n  receivers:\n    - name: mail\n      email: {to: \"a@example.com\", from: "
+         "\"o@localhost\", smtp: \"127.0.0.1:99999\"}\n  route: {receiver: mail}\n",
+         "4: receivers[0].email.smtp: '127.0.0.1:99999' is not host:port"},
+        {"alerting:\n  receivers:\n    - name: mail\n      email: {to: \"a@example.com\", from: "
+         "\"o@localhost\", smtp: \"h:25\", subject: \"a\\nb\"}\n  route: {receiver: mail}\n",
+         "4: receivers[0].email.subject: has a control character"},
+        {"alerting:\n  receivers:\n    - name: am\n      alertmanager: {timeout: 1s}\n"
+         "  route: {receiver: am}\n",
+         "4: receivers[0].alertmanager: url is missing (e.g. url: http://127.0.0.1:9093)"},
+        {"alerting:\n  receivers:\n    - name: am\n      alertmanager: {url: "
+         "\"http://127.0.0.1:9093/api/v2/alerts\"}\n  route: {receiver: am}\n",
+         "4: receivers[0].alertmanager: url 'http://127.0.0.1:9093/api/v2/alerts' names an API "
+         "path"},
+        {"alerting:\n  receivers:\n    - name: am\n      alertmanager: {url: \"http://x:9093\", "
+         "send_resolved: false}\n  route: {receiver: am}\n",
+         "4: receivers[0].alertmanager: unknown key 'send_resolved' (known: url, timeout)"},
         {"alerting:\n  receivers: [\n", "3: "},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -1212,6 +1290,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(resolved_after_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(routing, setup, teardown),
         cmocka_unit_test_setup_teardown(other_alerting_keys_ignored, setup, teardown),
+        cmocka_unit_test_setup_teardown(alertmanager_postable_alerts, setup, teardown),
         cmocka_unit_test_setup_teardown(escalation_to_its_receiver, setup, teardown),
         cmocka_unit_test_setup_teardown(retries_with_backoff, setup, teardown),
         cmocka_unit_test_setup_teardown(gives_up_after_max_attempts, setup, teardown),
