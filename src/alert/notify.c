@@ -6,17 +6,21 @@
  * and the values of its group_by labels) and decides, as Alertmanager does, when a group is sent:
  * group_wait after the group appears, group_interval after the last send when it changed,
  * repeat_interval while it is firing and unchanged. A notification goes to its receiver's own
- * thread, which delivers it (webhook: an HTTP POST of Alertmanager's version 4 payload; exec: a
- * program that reads the same JSON on stdin) with retries and exponential backoff, and writes
- * every attempt to notification_log. What cannot be delivered (queue full, no receiver, opsdb
- * stopping) is counted and written as `dropped` rows.
+ * thread, which delivers it with retries and exponential backoff, and writes every attempt to
+ * notification_log. The kinds of receivers (receiver_kinds): webhook, an HTTP POST of
+ * Alertmanager's webhook payload version 4; exec, a program that reads the same JSON on stdin;
+ * email, an RFC 5322 message over SMTP; alertmanager, a POST of the alerts to an Alertmanager's
+ * /api/v2/alerts. An escalation step (notify_alert.receiver) skips routing and grouping: it goes
+ * to the receiver it names at once, in a group of its own, and is not repeated. What cannot be
+ * delivered (queue full, no receiver, opsdb stopping) is counted and written as `dropped` rows.
  *
  * Threads: the callers of notifier_post() and notifier_metrics(), the dispatcher, and one per
  * receiver. n->lock guards the queues, the dropped rows waiting to be written and the counters;
- * the groups and the set of firing alerts belong to the dispatcher alone. No lock is held across
- * network I/O, a child process or writer_submit().
+ * the groups belong to the dispatcher alone. No lock is held across network I/O, a child process
+ * or writer_submit().
  */
 #include "alert/alert_int.h"
+#include "alert/ydoc.h"
 #include "ingest/ingest.h"
 
 #include <curl/curl.h>
@@ -36,7 +40,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include <yaml.h>
 
 /* ---- limits and defaults ------------------------------------------------------------------ */
 
@@ -46,8 +49,7 @@
 #define RECEIVERS_MAX 64
 #define ROUTES_MAX 256
 #define ROUTE_DEPTH_MAX 16
-#define LIST_MAX 32 /* group_by and equal labels, matchers of a route, words of a command */
-#define INHIBIT_RULES_MAX 64
+#define LIST_MAX 32            /* group_by labels, matchers of a route, words of a command */
 #define LABELS_MAX 64          /* labels and annotations of one alert */
 #define TEXT_MAX 4096          /* one label value, annotation, config string */
 #define ATTEMPTS_MAX 100       /* max_attempts */
@@ -58,6 +60,10 @@
 #define BACKOFF_FIRST_MS 1000
 #define BACKOFF_MAX_MS 60000
 #define EXEC_POLL_MS 10
+#define ADDRESS_MAX_BYTES 254         /* one email address (RFC 5321's path limit) */
+#define HEADER_TEXT_MAX 900           /* an email subject: a header line stays under 998 */
+#define EMAIL_TEXT_MAX (1 << 20)      /* alerts past this many bytes of text are only counted */
+#define EMAIL_MESSAGE_MAX (16u << 20) /* a message: the text and its quoted-printable growth */
 
 #define DEFAULT_GROUP_WAIT_MS 30000
 #define DEFAULT_GROUP_INTERVAL_MS 300000
@@ -75,23 +81,26 @@ static const char WHY_QUEUE_FULL[] = "the notification queue is full (" QUEUE_MA
                                      " waiting): alerts change faster than they are routed";
 static const char WHY_NO_RECEIVER[] =
     "no receiver is configured: add alerting.receivers and alerting.route to the config file";
-static const char WHY_INVALID[] = "invalid alert: it needs an id, status firing or resolved, and "
-                                  "labels and annotations that are objects of text values";
+static const char WHY_INVALID[] = "invalid alert: it needs an id, status firing or resolved, "
+                                  "labels and annotations that are objects of text values, and "
+                                  "a receiver, when it names one, of 1 to 128 bytes";
 static const char WHY_RECEIVER_BUSY[] = "the receiver's queue is full (" RECEIVER_QUEUE_MAX_TEXT
                                         " notifications waiting): it is too slow or down";
 static const char WHY_STOPPED[] = "opsdb stopped before this notification could be delivered";
+#define NAME_MAX_BYTES 128 /* a receiver's name */
 
 /* ---- types -------------------------------------------------------------------------------- */
 
 enum status { ST_OK, ST_FAILED, ST_RETRYING, ST_DROPPED, NSTATUS };
 static const char *const status_names[NSTATUS] = {"ok", "failed", "retrying", "dropped"};
 
-/* One state change, copied from a notify_alert. Shared (refs) by the groups and the firing set
- * that hold it; only the dispatcher touches refs. */
+/* One state change, copied from a notify_alert. Shared (refs) by the groups that hold it; only
+ * the dispatcher touches refs. */
 struct nalert {
     struct nalert *next; /* in the queue */
     int refs;
     char *id, *incident;
+    char *receiver; /* an escalation step's receiver; NULL: routed */
     bool firing;
     json_t *labels, *annotations;
     int64_t starts_ms, ends_ms;
@@ -124,12 +133,6 @@ struct route {
     yaml_node_t *routes_node; /* while parsing: children wait for the parent's settings */
 };
 
-struct inhibit_rule {
-    struct matchers source, target;
-    char **equal;
-    size_t nequal;
-};
-
 struct delivery {
     struct delivery *next;
     char *group_key, *alert_id;
@@ -147,14 +150,20 @@ struct attempt {
 struct receiver;
 struct cfgp;
 struct field;
+struct group;
+struct nalert;
 
-/* A kind of receiver: its keys in the config, and one delivery attempt. */
+/* A kind of receiver: its keys in the config, what it sends, and one delivery attempt. */
 struct receiver_ops {
     const char *kind;
     const struct field *fields;
     size_t nfields;
     /* After the fields are read: what is missing or inconsistent. */
     int (*check)(struct cfgp *p, yaml_node_t *at, const char *ctx, struct receiver *r);
+    /* On the dispatcher: the bytes that notify of group g with the first nsend of the n alerts
+     * of list (the others are counted, not listed); sets *len; free() it. */
+    char *(*body)(const struct receiver *r, const struct group *g, struct nalert *const *list,
+                  size_t n, size_t nsend, size_t *len);
     /* On the receiver's thread; fills out. */
     void (*attempt)(struct receiver *r, const struct delivery *d, struct attempt *out);
 };
@@ -166,9 +175,16 @@ struct receiver {
     const struct receiver_ops *ops;
     int64_t max_attempts, timeout_ms, max_alerts;
     bool send_resolved;
-    char *url, *hmac_secret; /* webhook */
-    CURL *curl;              /* webhook: the thread's handle, which keeps connections open */
-    char **argv;             /* exec: NULL-terminated */
+    /* where an attempt goes: webhook, its url; alertmanager, url + /api/v2/alerts; email,
+     * smtp://<smtp> */
+    char *url;
+    char *hmac_secret;                /* webhook */
+    char *to, *from, *smtp, *subject; /* email, as given */
+    bool starttls;                    /* email */
+    char **rcpt;                      /* email: the addresses of to */
+    size_t nrcpt;
+    CURL *curl;  /* the thread's handle, which keeps connections open */
+    char **argv; /* exec: NULL-terminated */
     size_t argc;
     pthread_t thread;
     bool started;
@@ -241,8 +257,6 @@ struct notifier {
     size_t nreceivers;
     struct route *root; /* NULL: no route, every alert is dropped */
     size_t nroutes;
-    struct inhibit_rule *inhibit;
-    size_t ninhibit;
 
     pthread_mutex_t lock;
     pthread_cond_t wake; /* the dispatcher: a change queued, a drop to write, or stopping */
@@ -262,7 +276,6 @@ struct notifier {
 
     /* the dispatcher's alone */
     struct map groups;
-    struct map firing; /* alert id -> nalert, for inhibition */
 };
 
 /* ---- small helpers ------------------------------------------------------------------------ */
@@ -457,6 +470,7 @@ static void nalert_unref(struct nalert *a)
         return;
     free(a->id);
     free(a->incident);
+    free(a->receiver);
     json_decref(a->labels);
     json_decref(a->annotations);
     free(a);
@@ -489,13 +503,18 @@ static void fingerprint_labels(json_t *labels, char out[17])
 }
 
 /* Copies a; NULL when a is not a valid state change. */
+static bool text_ok(const char *s, size_t max)
+{
+    return strlen(s) <= max && utf8_valid((const unsigned char *)s, strlen(s));
+}
+
 static struct nalert *nalert_new(const struct notify_alert *a)
 {
     if (!a->alert_id || !*a->alert_id || strlen(a->alert_id) > TEXT_MAX || !a->status)
         return NULL;
-    if (a->incident_id &&
-        (strlen(a->incident_id) > TEXT_MAX ||
-         !utf8_valid((const unsigned char *)a->incident_id, strlen(a->incident_id))))
+    if (a->incident_id && !text_ok(a->incident_id, TEXT_MAX))
+        return NULL;
+    if (a->receiver && (!*a->receiver || !text_ok(a->receiver, NAME_MAX_BYTES)))
         return NULL;
     bool firing = strcmp(a->status, "firing") == 0;
     if (!firing && strcmp(a->status, "resolved") != 0)
@@ -511,6 +530,7 @@ static struct nalert *nalert_new(const struct notify_alert *a)
     c->refs = 1;
     c->id = xstrdup(a->alert_id);
     c->incident = a->incident_id && *a->incident_id ? xstrdup(a->incident_id) : NULL;
+    c->receiver = a->receiver ? xstrdup(a->receiver) : NULL;
     c->firing = firing;
     c->labels = labels;
     c->annotations = annotations;
@@ -565,6 +585,31 @@ static size_t route_match(const struct route *rt, json_t *labels, const struct r
     return n;
 }
 
+/* The names of obj's members, sorted; with alertname_first, alertname comes first (as in
+ * Alertmanager's templates). The names are obj's; free() the array. */
+static const char **sorted_names(json_t *obj, bool alertname_first, size_t *n)
+{
+    size_t nkeys = json_object_size(obj), k = 0;
+    const char **keys = xcalloc(nkeys, sizeof *keys);
+    const char *name;
+    json_t *v;
+    json_object_foreach(obj, name, v)
+    {
+        keys[k++] = name;
+    }
+    for (size_t i = 1; i < nkeys; i++) /* insertion sort: a handful of labels */
+        for (size_t j = i; j > 0; j--) {
+            bool first = alertname_first && strcmp(keys[j], "alertname") == 0;
+            if (!first && strcmp(keys[j - 1], keys[j]) <= 0)
+                break;
+            const char *t = keys[j];
+            keys[j] = keys[j - 1];
+            keys[j - 1] = t;
+        }
+    *n = nkeys;
+    return keys;
+}
+
 /* The group's label set as text ({a="1", b="2"}, names sorted) and, when group_labels is not
  * NULL, as an object. */
 static void group_labels_of(const struct route *rt, json_t *labels, struct buf *text,
@@ -580,20 +625,8 @@ static void group_labels_of(const struct route *rt, json_t *labels, struct buf *
                 json_object_set(g, rt->group_by[i], v);
         }
     }
-    size_t nkeys = json_object_size(g), k = 0;
-    const char **keys = xcalloc(nkeys, sizeof *keys);
-    const char *name;
-    json_t *v;
-    json_object_foreach(g, name, v)
-    {
-        keys[k++] = name;
-    }
-    for (size_t i = 1; i < nkeys; i++) /* insertion sort: a handful of labels */
-        for (size_t j = i; j > 0 && strcmp(keys[j - 1], keys[j]) > 0; j--) {
-            const char *t = keys[j];
-            keys[j] = keys[j - 1];
-            keys[j - 1] = t;
-        }
+    size_t nkeys;
+    const char **keys = sorted_names(g, false, &nkeys);
     buf_putc(text, '{');
     for (size_t i = 0; i < nkeys; i++) {
         buf_printf(text, "%s%s=", i ? ", " : "", keys[i]);
@@ -689,6 +722,36 @@ static const char *receiver_name(const struct notifier *n, size_t i)
     return i < n->nreceivers ? n->receivers[i].name : "";
 }
 
+/* The index of the receiver called name; n->nreceivers when there is none. */
+static size_t receiver_find(const struct notifier *n, const char *name)
+{
+    size_t i = 0;
+    while (i < n->nreceivers && strcmp(n->receivers[i].name, name) != 0)
+        i++;
+    return i;
+}
+
+/* The group key of an escalation step: "escalation/<receiver>/<alert id>". */
+static char *escalation_key(const struct nalert *a)
+{
+    size_t len = strlen("escalation//") + strlen(a->receiver) + strlen(a->id) + 1;
+    char *key = xcalloc(1, len);
+    snprintf(key, len, "escalation/%s/%s", a->receiver, a->id);
+    return key;
+}
+
+/* Counts alerts dropped for receiver i (n->nreceivers: none) and writes their row at once. On
+ * a thread that may wait for the writer; never with n->lock held. */
+static void drop_now(struct notifier *n, size_t receiver, const char *group_key,
+                     const char *alert_id, uint64_t alerts, int64_t attempt, const char *why)
+{
+    pthread_mutex_lock(&n->lock);
+    n->counters[receiver].n[ST_DROPPED] += alerts;
+    pthread_mutex_unlock(&n->lock);
+    row_write(n, &(struct row){receiver_name(n, receiver), group_key, alert_id, (int64_t)alerts,
+                               attempt, ST_DROPPED, 0, why, -1});
+}
+
 /* Counts alerts dropped for receiver i and queues their row for the dispatcher. Consecutive
  * drops of one group for one reason share a row. Called with n->lock held. */
 static void drop_locked(struct notifier *n, size_t receiver, const char *why, const char *group_key,
@@ -712,19 +775,28 @@ static void drop_locked(struct notifier *n, size_t receiver, const char *why, co
     pthread_cond_signal(&n->wake);
 }
 
-/* Drops alert a for every receiver it routes to (or none). Takes n->lock. */
+/* Drops alert a for every receiver it routes to (or none), or for its escalation's receiver.
+ * Takes n->lock. */
 static void drop_alert(struct notifier *n, const struct nalert *a, const char *why)
 {
     const struct route *hit[ROUTES_MAX];
-    size_t nhit = n->root ? route_match(n->root, a->labels, hit) : 0;
+    size_t receivers[ROUTES_MAX], nhit = 0;
     char *keys[ROUTES_MAX];
-    for (size_t i = 0; i < nhit; i++)
-        keys[i] = group_key_of(hit[i], a->labels, NULL);
+    if (a->receiver) {
+        receivers[nhit] = receiver_find(n, a->receiver);
+        keys[nhit++] = escalation_key(a);
+    } else if (n->root) {
+        nhit = route_match(n->root, a->labels, hit);
+        for (size_t i = 0; i < nhit; i++) {
+            receivers[i] = hit[i]->receiver;
+            keys[i] = group_key_of(hit[i], a->labels, NULL);
+        }
+    }
     pthread_mutex_lock(&n->lock);
     if (nhit == 0)
         drop_locked(n, n->nreceivers, why, "", a->id, 1);
     for (size_t i = 0; i < nhit; i++)
-        drop_locked(n, hit[i]->receiver, why, keys[i], a->id, 1);
+        drop_locked(n, receivers[i], why, keys[i], a->id, 1);
     pthread_mutex_unlock(&n->lock);
     for (size_t i = 0; i < nhit; i++)
         free(keys[i]);
@@ -800,6 +872,19 @@ static json_t *alert_json(const struct nalert *a)
                      "fingerprint", a->fingerprint);
 }
 
+/* The compact text of j, which it takes; sets *len. */
+static char *dump_json(json_t *j, size_t *len)
+{
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!text) {
+        fprintf(stderr, "opsdb: out of memory building a notification\n");
+        abort();
+    }
+    *len = strlen(text);
+    return text;
+}
+
 /* Alertmanager's webhook payload, version 4, of the first nsend of the n alerts in list (the
  * rest are counted as truncatedAlerts), plus "incident" when one of them belongs to one. */
 static char *payload_json(const struct receiver *r, const struct group *g,
@@ -823,14 +908,29 @@ static char *payload_json(const struct receiver *r, const struct group *g,
                           "alerts", alerts);
     if (incident)
         json_object_set_new(p, "incident", json_string(incident));
-    char *body = json_dumps(p, JSON_COMPACT);
-    json_decref(p);
-    if (!body) {
-        fprintf(stderr, "opsdb: out of memory building a notification\n");
-        abort();
+    return dump_json(p, len);
+}
+
+/* Alertmanager's API v2 postable alerts (POST /api/v2/alerts) of the first nsend alerts of list:
+ * endsAt is the resolve time, and left out while an alert fires (Alertmanager then ends it
+ * after its resolve_timeout unless it is sent again). */
+static char *postable_json(const struct receiver *r, const struct group *g,
+                           struct nalert *const *list, size_t n, size_t nsend, size_t *len)
+{
+    (void)r, (void)g, (void)n;
+    json_t *alerts = json_array();
+    for (size_t i = 0; i < nsend; i++) {
+        char starts[40], ends[40];
+        time_format_rfc3339(list[i]->starts_ms, starts, sizeof starts);
+        json_t *a = json_pack("{s:O, s:O, s:s, s:s}", "labels", list[i]->labels, "annotations",
+                              list[i]->annotations, "startsAt", starts, "generatorURL", "");
+        if (!list[i]->firing) {
+            time_format_rfc3339(list[i]->ends_ms, ends, sizeof ends);
+            json_object_set_new(a, "endsAt", json_string(ends));
+        }
+        json_array_append_new(alerts, a);
     }
-    *len = strlen(body);
-    return body;
+    return dump_json(alerts, len);
 }
 
 /* ---- webhook receivers -------------------------------------------------------------------- */
@@ -881,7 +981,9 @@ static void signature_header(const char *secret, const char *body, size_t len, c
     snprintf(out, size, "X-Opsdb-Signature: sha256=%s", hex);
 }
 
-static void webhook_error(struct receiver *r, CURLcode rc, const char *errbuf, struct attempt *out)
+/* The error text of a transfer that failed with rc. */
+static void curl_error_text(struct receiver *r, CURLcode rc, const char *errbuf,
+                            struct attempt *out)
 {
     long os_errno = 0;
     curl_easy_getinfo(r->curl, CURLINFO_OS_ERRNO, &os_errno);
@@ -896,49 +998,332 @@ static void webhook_error(struct receiver *r, CURLcode rc, const char *errbuf, s
         snprintf(out->error, sizeof out->error, "%s", *errbuf ? errbuf : curl_easy_strerror(rc));
 }
 
-static void webhook_attempt(struct receiver *r, const struct delivery *d, struct attempt *out)
+/* The thread's curl handle, reset for a new transfer (it keeps its open connections) with what
+ * every transfer sets: the timeout, the check that stops it when opsdb stops, and errbuf. NULL
+ * when there is none (out says so). */
+static CURL *curl_start(struct receiver *r, char *errbuf, struct attempt *out)
 {
     if (!r->curl && !(r->curl = curl_easy_init())) {
-        snprintf(out->error, sizeof out->error, "cannot start an HTTP client (curl_easy_init)");
-        return;
+        snprintf(out->error, sizeof out->error, "cannot start a transfer (curl_easy_init)");
+        return NULL;
     }
     CURL *c = r->curl;
-    curl_easy_reset(c); /* keeps the open connections */
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, r->url);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)r->timeout_ms);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, abort_check);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, r->n);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    return c;
+}
+
+/* POSTs the delivery's JSON to r->url, with header (NULL: none); a 2xx answer is success. */
+static void http_post(struct receiver *r, const struct delivery *d, const char *header,
+                      struct attempt *out)
+{
+    char errbuf[CURL_ERROR_SIZE] = "";
+    CURL *c = curl_start(r, errbuf, out);
+    if (!c)
+        return;
     struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
     headers = curl_slist_append(headers, "Expect:"); /* no 100-continue round trip */
-    char sig[128];
-    if (r->hmac_secret) {
-        signature_header(r->hmac_secret, d->body, d->len, sig, sizeof sig);
-        headers = curl_slist_append(headers, sig);
-    }
+    if (header)
+        headers = curl_slist_append(headers, header);
     struct answer ans = {.len = 0};
-    char errbuf[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(c, CURLOPT_URL, r->url);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_POST, 1L);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, d->body);
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)d->len);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "opsdb-notifier");
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)r->timeout_ms);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, answer_write);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &ans);
-    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, abort_check);
-    curl_easy_setopt(c, CURLOPT_XFERINFODATA, r->n);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
     CURLcode rc = curl_easy_perform(c);
     curl_slist_free_all(headers);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->http_status); /* 0: no answer */
     if (rc != CURLE_OK) {
-        webhook_error(r, rc, errbuf, out);
+        curl_error_text(r, rc, errbuf, out);
         return;
     }
     out->ok = out->http_status >= 200 && out->http_status < 300;
     if (!out->ok)
         snprintf(out->error, sizeof out->error, "HTTP %ld%s%s", out->http_status,
                  *answer_text(&ans) ? ": " : "", ans.quote);
+}
+
+static void webhook_attempt(struct receiver *r, const struct delivery *d, struct attempt *out)
+{
+    char sig[128];
+    if (r->hmac_secret)
+        signature_header(r->hmac_secret, d->body, d->len, sig, sizeof sig);
+    http_post(r, d, r->hmac_secret ? sig : NULL, out);
+}
+
+/* ---- Alertmanager receivers --------------------------------------------------------------- */
+
+/* One POST of postable_json() to an Alertmanager's /api/v2/alerts, per group send. */
+static void alertmanager_attempt(struct receiver *r, const struct delivery *d, struct attempt *out)
+{
+    http_post(r, d, NULL, out);
+}
+
+/* ---- email receivers ---------------------------------------------------------------------- */
+
+/* "Thu, 01 Jan 2026 00:00:00 +0000": RFC 5322's date-time, in UTC. */
+static void rfc5322_date(int64_t ms, char *out, size_t size)
+{
+    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    snprintf(out, size, "%s, %02d %s %04d %02d:%02d:%02d +0000", days[tm.tm_wday], tm.tm_mday,
+             months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+/* Alertmanager's default subject: [FIRING:<firing alerts>] or [RESOLVED], the values of the
+ * group labels, then in parentheses those of the other labels all the alerts share (alertname
+ * first, then by name; empty values left out, as Prometheus takes them for absent labels). */
+static void default_subject(struct buf *b, const struct group *g, struct nalert *const *list,
+                            size_t n)
+{
+    size_t firing = 0, k;
+    for (size_t i = 0; i < n; i++)
+        firing += list[i]->firing;
+    if (firing)
+        buf_printf(b, "[FIRING:%zu]", firing);
+    else
+        buf_printf(b, "[RESOLVED]");
+    const char **names = sorted_names(g->group_labels, true, &k);
+    for (size_t i = 0; i < k; i++)
+        if (*label_value(g->group_labels, names[i]))
+            buf_printf(b, " %s", label_value(g->group_labels, names[i]));
+    free(names);
+    json_t *common = common_pairs(list, n, false);
+    names = sorted_names(common, true, &k);
+    bool open = false;
+    for (size_t i = 0; i < k; i++) {
+        if (json_object_get(g->group_labels, names[i]) || !*label_value(common, names[i]))
+            continue;
+        buf_printf(b, "%s%s", open ? " " : " (", label_value(common, names[i]));
+        open = true;
+    }
+    if (open)
+        buf_putc(b, ')');
+    free(names);
+    json_decref(common);
+}
+
+/* "Name: value" and CRLF. Control characters in value become spaces and it is cut at
+ * HEADER_TEXT_MAX bytes; text that is not all ASCII is RFC 2047 encoded (UTF-8, base64), in
+ * words of at most 45 bytes on folded lines. */
+static void put_header(struct buf *b, const char *name, const char *value)
+{
+    char text[HEADER_TEXT_MAX + 1];
+    size_t len = 0;
+    bool ascii = true;
+    for (const char *s = value; *s && len < HEADER_TEXT_MAX; s++) {
+        text[len++] = (unsigned char)*s < 0x20 || *s == 0x7f ? ' ' : *s;
+        ascii &= (unsigned char)*s < 0x80;
+    }
+    while (len && ((unsigned char)value[len] & 0xC0) == 0x80) /* cut at a character boundary */
+        len--;
+    text[len] = '\0';
+    buf_printf(b, "%s:", name);
+    if (ascii) {
+        buf_printf(b, " %s\r\n", text);
+        return;
+    }
+    for (size_t at = 0; at < len;) {
+        size_t take = len - at < 45 ? len - at : 45;
+        while (at + take < len && ((unsigned char)text[at + take] & 0xC0) == 0x80)
+            take--;
+        char b64[sodium_base64_ENCODED_LEN(45, sodium_base64_VARIANT_ORIGINAL)];
+        sodium_bin2base64(b64, sizeof b64, (const unsigned char *)text + at, take,
+                          sodium_base64_VARIANT_ORIGINAL);
+        buf_printf(b, "%s=?UTF-8?B?%s?=", at ? "\r\n " : " ", b64);
+        at += take;
+    }
+    buf_append(b, "\r\n", 2);
+}
+
+/* text as quoted-printable (RFC 2045): lines of at most 76 characters, newlines as CRLF. */
+static void put_quoted_printable(struct buf *b, const char *text)
+{
+    size_t col = 0;
+    for (const char *s = text; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '\n') {
+            buf_append(b, "\r\n", 2);
+            col = 0;
+            continue;
+        }
+        bool blank_at_end = (c == ' ' || c == '\t') && (s[1] == '\n' || s[1] == '\0');
+        bool plain = ((c >= 33 && c <= 126 && c != '=') || c == ' ' || c == '\t') && !blank_at_end;
+        size_t width = plain ? 1 : 3;
+        if (col + width > 75) { /* a soft break: "=" ends the line */
+            buf_append(b, "=\r\n", 3);
+            col = 0;
+        }
+        if (plain)
+            buf_putc(b, (char)c);
+        else
+            buf_printf(b, "=%02X", c);
+        col += width;
+    }
+}
+
+static void put_pairs(struct buf *b, const char *title, json_t *obj)
+{
+    size_t n;
+    const char **names = sorted_names(obj, true, &n);
+    buf_printf(b, "%s:\n", title);
+    for (size_t i = 0; i < n; i++)
+        buf_printf(b, "  %s = %s\n", names[i], label_value(obj, names[i]));
+    free(names);
+}
+
+/* The body's text: the group, then each alert (firing ones first) with its labels,
+ * annotations, start and end, until EMAIL_TEXT_MAX bytes; what is not listed is counted. */
+static void email_text(struct buf *b, const struct receiver *r, const struct group *g,
+                       struct nalert *const *list, size_t n, size_t nsend)
+{
+    buf_printf(b, "Receiver: %s\nGroup: %s\n", r->name, g->key);
+    for (size_t i = 0; i < nsend; i++)
+        if (list[i]->incident) {
+            buf_printf(b, "Incident: %s\n", list[i]->incident);
+            break;
+        }
+    size_t listed = 0;
+    for (int firing = 1; firing >= 0; firing--) {
+        for (size_t i = 0; i < nsend && b->len < EMAIL_TEXT_MAX; i++) {
+            const struct nalert *a = list[i];
+            if (a->firing != (firing == 1))
+                continue;
+            char starts[40], ends[40];
+            time_format_rfc3339(a->starts_ms, starts, sizeof starts);
+            buf_printf(b, "\n[%s] %s\n", a->firing ? "FIRING" : "RESOLVED",
+                       label_value(a->labels, "alertname"));
+            put_pairs(b, "Labels", a->labels);
+            if (json_object_size(a->annotations))
+                put_pairs(b, "Annotations", a->annotations);
+            buf_printf(b, "Started: %s\n", starts);
+            if (!a->firing) {
+                time_format_rfc3339(a->ends_ms, ends, sizeof ends);
+                buf_printf(b, "Ended: %s\n", ends);
+            }
+            listed++;
+        }
+    }
+    if (listed < n)
+        buf_printf(b, "\n%zu more alerts of this group are not listed here.\n", n - listed);
+}
+
+/* The RFC 5322 message of a notification: headers, and email_text() as a quoted-printable
+ * text/plain body. */
+static char *email_message(const struct receiver *r, const struct group *g,
+                           struct nalert *const *list, size_t n, size_t nsend, size_t *len)
+{
+    struct buf m, text;
+    buf_init(&m, EMAIL_MESSAGE_MAX);
+    buf_init(&text, EMAIL_MESSAGE_MAX);
+    int64_t now = time_now_ms();
+    char date[64], id[17];
+    unsigned char random[8];
+    rfc5322_date(now, date, sizeof date);
+    randombytes_buf(random, sizeof random);
+    sodium_bin2hex(id, sizeof id, random, sizeof random);
+    buf_printf(&m, "Date: %s\r\nFrom: %s\r\nTo: ", date, r->from);
+    for (size_t i = 0; i < r->nrcpt; i++)
+        buf_printf(&m, "%s%s", i ? ", " : "", r->rcpt[i]);
+    buf_append(&m, "\r\n", 2);
+    if (r->subject) {
+        put_header(&m, "Subject", r->subject);
+    } else {
+        default_subject(&text, g, list, n);
+        put_header(&m, "Subject", text.data);
+        text.len = 0;
+    }
+    buf_printf(&m,
+               "Message-ID: <%lld.%s@%s>\r\nMIME-Version: 1.0\r\n"
+               "Content-Type: text/plain; charset=utf-8\r\n"
+               "Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+               (long long)now, id, strchr(r->from, '@') + 1);
+    email_text(&text, r, g, list, n, nsend);
+    put_quoted_printable(&m, text.data);
+    buf_release(&text);
+    *len = m.len;
+    return m.data; /* the buffer's bytes, now the caller's */
+}
+
+struct upload {
+    const char *data;
+    size_t len, sent;
+};
+
+static size_t upload_read(char *dst, size_t size, size_t nitems, void *arg)
+{
+    struct upload *u = arg;
+    size_t n = size * nitems < u->len - u->sent ? size * nitems : u->len - u->sent;
+    memcpy(dst, u->data + u->sent, n);
+    u->sent += n;
+    return n;
+}
+
+/* libcurl hands the SMTP server's reply lines to the header callback: keeps the last one that
+ * refuses something (4xx, 5xx) for the error text. */
+static size_t smtp_reply(char *data, size_t size, size_t nitems, void *arg)
+{
+    struct answer *a = arg;
+    size_t n = size * nitems;
+    if (n >= 3 && (data[0] == '4' || data[0] == '5') && data[1] >= '0' && data[1] <= '9' &&
+        data[2] >= '0' && data[2] <= '9') {
+        a->len = 0;
+        answer_write(data, 1, n, a);
+    }
+    return n;
+}
+
+/* One SMTP transaction: MAIL FROM, a RCPT TO per address of to (all must be accepted), DATA
+ * with the message. */
+static void email_attempt(struct receiver *r, const struct delivery *d, struct attempt *out)
+{
+    char errbuf[CURL_ERROR_SIZE] = "";
+    CURL *c = curl_start(r, errbuf, out);
+    if (!c)
+        return;
+    char addr[ADDRESS_MAX_BYTES + 3];
+    struct curl_slist *rcpt = NULL;
+    for (size_t i = 0; i < r->nrcpt; i++) {
+        snprintf(addr, sizeof addr, "<%s>", r->rcpt[i]);
+        rcpt = curl_slist_append(rcpt, addr);
+    }
+    snprintf(addr, sizeof addr, "<%s>", r->from);
+    struct upload up = {d->body, d->len, 0};
+    struct answer reply = {.len = 0};
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "smtp");
+    curl_easy_setopt(c, CURLOPT_USE_SSL,
+                     r->starttls ? (long)CURLUSESSL_ALL : (long)CURLUSESSL_NONE);
+    curl_easy_setopt(c, CURLOPT_MAIL_FROM, addr);
+    curl_easy_setopt(c, CURLOPT_MAIL_RCPT, rcpt);
+    curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(c, CURLOPT_READFUNCTION, upload_read);
+    curl_easy_setopt(c, CURLOPT_READDATA, &up);
+    curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)d->len);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, smtp_reply);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &reply);
+    CURLcode rc = curl_easy_perform(c);
+    curl_slist_free_all(rcpt);
+    out->ok = rc == CURLE_OK;
+    if (out->ok)
+        return;
+    if (*answer_text(&reply) && rc != CURLE_OPERATION_TIMEDOUT && rc != CURLE_ABORTED_BY_CALLBACK)
+        snprintf(out->error, sizeof out->error, "SMTP %s", reply.quote);
+    else
+        curl_error_text(r, rc, errbuf, out);
 }
 
 /* ---- exec receivers ----------------------------------------------------------------------- */
@@ -1095,11 +1480,7 @@ static void delivery_free(struct delivery *d)
 static void delivery_dropped(struct receiver *r, const struct delivery *d, int64_t attempt,
                              const char *why)
 {
-    pthread_mutex_lock(&r->n->lock);
-    r->n->counters[r->index].n[ST_DROPPED] += d->nalerts;
-    pthread_mutex_unlock(&r->n->lock);
-    row_write(r->n, &(struct row){r->name, d->group_key, d->alert_id, (int64_t)d->nalerts, attempt,
-                                  ST_DROPPED, 0, why, -1});
+    drop_now(r->n, r->index, d->group_key, d->alert_id, d->nalerts, attempt, why);
 }
 
 /* Sleeps before attempt + 1: 1 s, 2 s, 4 s ... up to BACKOFF_MAX_MS. False when opsdb stops
@@ -1229,6 +1610,18 @@ static bool idset_subset(const struct idset *a, const struct idset *b)
     return true;
 }
 
+/* Adds h to s, which stays sorted. */
+static void idset_add(struct idset *s, uint64_t h)
+{
+    if (s->n && bsearch(&h, s->v, s->n, sizeof *s->v, u64_cmp))
+        return;
+    s->v = xrealloc(s->v, (s->n + 1) * sizeof *s->v);
+    size_t i = s->n++;
+    for (; i > 0 && s->v[i - 1] > h; i--)
+        s->v[i] = s->v[i - 1];
+    s->v[i] = h;
+}
+
 static void group_free(struct group *g)
 {
     for (size_t i = 0; i < g->nalerts; i++)
@@ -1269,7 +1662,9 @@ static struct group *group_get(struct notifier *n, const struct route *rt, json_
 }
 
 /* Files a in g; a change (a new alert, or one that fired or resolved) after the group's first
- * send is sent group_interval after the last flush. */
+ * send is sent group_interval after the last flush. A resolved alert this notifier never saw
+ * firing was notified by an earlier one (before a restart or a reload: the engine posts resolved
+ * only for alerts it notified), so the group counts it as sent, and its resolution goes out. */
 static void group_add(struct group *g, struct nalert *a)
 {
     uintptr_t pos = (uintptr_t)map_get(&g->index, a->id);
@@ -1286,6 +1681,10 @@ static void group_add(struct group *g, struct nalert *a)
         }
         g->alerts[g->nalerts++] = a;
         map_put(&g->index, a->id, (void *)(uintptr_t)g->nalerts);
+        if (!a->firing) {
+            idset_add(&g->sent_firing, id_hash(a));
+            g->sent = true;
+        }
     }
     if (changed && g->waited) {
         g->dirty = true;
@@ -1293,31 +1692,6 @@ static void group_add(struct group *g, struct nalert *a)
         if (at < g->next_flush_ms)
             g->next_flush_ms = at;
     }
-}
-
-/* Whether an inhibit rule mutes a: a firing alert other than a matches the rule's source and has
- * the same values of its equal labels. */
-static bool inhibited(const struct notifier *n, const struct nalert *a)
-{
-    for (size_t i = 0; i < n->ninhibit; i++) {
-        const struct inhibit_rule *rule = &n->inhibit[i];
-        if (!matchers_match(&rule->target, a->labels))
-            continue;
-        for (size_t b = 0; b < n->firing.nb; b++) {
-            for (struct map_entry *e = n->firing.b[b]; e; e = e->next) {
-                const struct nalert *src = e->value;
-                if (strcmp(src->id, a->id) == 0 || !matchers_match(&rule->source, src->labels))
-                    continue;
-                size_t k = 0;
-                while (k < rule->nequal && strcmp(label_value(src->labels, rule->equal[k]),
-                                                  label_value(a->labels, rule->equal[k])) == 0)
-                    k++;
-                if (k == rule->nequal)
-                    return true;
-            }
-        }
-    }
-    return false;
 }
 
 /* Alertmanager's rule (notify.go, DedupStage.needsUpdate): send when an alert fires that the
@@ -1337,6 +1711,18 @@ static bool needs_update(const struct group *g, bool send_resolved, const struct
     return now - g->sent_ms >= g->route->repeat_interval_ms;
 }
 
+/* Queues for r the notification of group g: the alerts of list, as many as max_alerts allows. */
+static void send_group(struct notifier *n, struct receiver *r, const struct group *g,
+                       struct nalert *const *list, size_t nlist)
+{
+    struct delivery *d = xcalloc(1, sizeof *d);
+    d->group_key = xstrdup(g->key);
+    d->alert_id = xstrdup(list[0]->id);
+    d->nalerts = r->max_alerts > 0 && nlist > (size_t)r->max_alerts ? (size_t)r->max_alerts : nlist;
+    d->body = r->ops->body(r, g, list, nlist, d->nalerts, &d->len);
+    delivery_queue(n, r, d);
+}
+
 /* Sends the group's notification when needs_update says so, then lets its resolved alerts go. */
 static void group_flush(struct notifier *n, struct group *g, int64_t now)
 {
@@ -1345,13 +1731,8 @@ static void group_flush(struct notifier *n, struct group *g, int64_t now)
     struct idset firing = {xcalloc(g->nalerts, sizeof(uint64_t)), 0};
     struct idset resolved = {xcalloc(g->nalerts, sizeof(uint64_t)), 0};
     size_t nlist = 0;
-    bool muted = false;
     for (size_t i = 0; i < g->nalerts; i++) {
         struct nalert *a = g->alerts[i];
-        if (n->ninhibit && inhibited(n, a)) {
-            muted = true;
-            continue;
-        }
         struct idset *set = a->firing ? &firing : &resolved;
         set->v[set->n++] = id_hash(a);
         if (a->firing || r->send_resolved)
@@ -1360,13 +1741,7 @@ static void group_flush(struct notifier *n, struct group *g, int64_t now)
     qsort(firing.v, firing.n, sizeof *firing.v, u64_cmp);
     qsort(resolved.v, resolved.n, sizeof *resolved.v, u64_cmp);
     if (nlist && needs_update(g, r->send_resolved, &firing, &resolved, now)) {
-        struct delivery *d = xcalloc(1, sizeof *d);
-        d->group_key = xstrdup(g->key);
-        d->alert_id = xstrdup(list[0]->id);
-        d->nalerts =
-            r->max_alerts > 0 && nlist > (size_t)r->max_alerts ? (size_t)r->max_alerts : nlist;
-        d->body = payload_json(r, g, list, nlist, d->nalerts, &d->len);
-        delivery_queue(n, r, d);
+        send_group(n, r, g, list, nlist);
         idset_release(&g->sent_firing);
         idset_release(&g->sent_resolved);
         g->sent_firing = firing;
@@ -1393,13 +1768,11 @@ static void group_flush(struct notifier *n, struct group *g, int64_t now)
     g->waited = true;
     g->dirty = false;
     g->last_flush_ms = now;
-    /* next: the repeat; sooner (every group_interval) while inhibition hides alerts, or nothing
-     * was sent yet, as Alertmanager looks again at every group_interval */
+    /* next: the repeat; while nothing was sent yet, group_interval, as Alertmanager looks again
+     * at every group_interval */
     int64_t interval_later = now + g->route->group_interval_ms;
     g->next_flush_ms = g->sent ? g->sent_ms + g->route->repeat_interval_ms : interval_later;
     if (g->next_flush_ms < interval_later)
-        g->next_flush_ms = interval_later;
-    if (muted && interval_later < g->next_flush_ms)
         g->next_flush_ms = interval_later;
 }
 
@@ -1425,15 +1798,33 @@ static int64_t groups_flush(struct notifier *n, int64_t now, bool stopping)
     return next;
 }
 
+/* An escalation step: to its receiver at once, in a group of its own (its key from
+ * escalation_key(), the alert's labels as group labels) that is sent once and not kept, so
+ * neither group_wait nor repeat_interval apply. An unknown receiver is a dropped row. */
+static void dispatch_escalation(struct notifier *n, struct nalert *a)
+{
+    char *key = escalation_key(a);
+    size_t i = receiver_find(n, a->receiver);
+    if (i == n->nreceivers) {
+        char why[300];
+        snprintf(why, sizeof why,
+                 "escalation to receiver '%s', which is not defined: add it to "
+                 "alerting.receivers or name another in the escalation step",
+                 a->receiver);
+        drop_now(n, i, key, a->id, 1, 1, why);
+    } else if (a->firing || n->receivers[i].send_resolved) {
+        struct group g = {.key = key, .group_labels = a->labels};
+        send_group(n, &n->receivers[i], &g, &a, 1);
+    }
+    free(key);
+}
+
 /* Routes a and files it in its groups (or drops it: no receiver). */
 static void dispatch(struct notifier *n, struct nalert *a, int64_t now)
 {
-    if (n->ninhibit) {
-        nalert_unref(map_take(&n->firing, a->id));
-        if (a->firing) {
-            a->refs++;
-            map_put(&n->firing, a->id, a);
-        }
+    if (a->receiver) {
+        dispatch_escalation(n, a);
+        return;
     }
     const struct route *hit[ROUTES_MAX];
     size_t nhit = n->root ? route_match(n->root, a->labels, hit) : 0;
@@ -1479,10 +1870,8 @@ static void *dispatcher_main(void *arg)
 
 /* The state of reading the alerting section. */
 struct cfgp {
-    const char *path;
-    yaml_document_t *doc;
+    struct ydoc *d; /* the config file; its messages name the file and line */
     struct notifier *n;
-    struct err *e;
 };
 
 enum ftype { F_STRING, F_DURATION, F_BOOL, F_INT, F_CUSTOM };
@@ -1498,36 +1887,14 @@ struct field {
                   void *obj);
 };
 
-static int fail(struct cfgp *p, const yaml_node_t *at, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(struct cfgp *p, const yaml_node_t *at, const char *fmt, ...)
-{
-    char msg[400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return err_set(p->e, E_INVALID, "%s:%zu: %s", p->path, at->start_mark.line + 1, msg);
-}
-
-static yaml_node_t *node(struct cfgp *p, int id)
-{
-    return yaml_document_get_node(p->doc, id);
-}
-
-static const char *scalar(const yaml_node_t *v)
-{
-    return v && v->type == YAML_SCALAR_NODE ? (const char *)v->data.scalar.value : NULL;
-}
-
 static const char *text_of(struct cfgp *p, yaml_node_t *v, const char *ctx, int *rc)
 {
-    const char *s = scalar(v);
+    const char *s = ydoc_text(v);
     if (!s)
-        *rc = fail(p, v, "%s: expected a text value, not a %s", ctx,
-                   v->type == YAML_MAPPING_NODE ? "map" : "list");
+        *rc = ydoc_fail(p->d, v, "%s: expected a text value, not a %s", ctx,
+                        v->type == YAML_MAPPING_NODE ? "map" : "list");
     else if (strlen(s) > TEXT_MAX)
-        *rc = fail(p, v, "%s: longer than %d bytes", ctx, TEXT_MAX), s = NULL;
+        *rc = ydoc_fail(p->d, v, "%s: longer than %d bytes", ctx, TEXT_MAX), s = NULL;
     return s;
 }
 
@@ -1563,24 +1930,24 @@ static int set_scalar_field(struct cfgp *p, const struct field *f, yaml_node_t *
         else if (strcasecmp(s, "false") == 0 || strcasecmp(s, "no") == 0)
             *(bool *)dst = false;
         else
-            return fail(p, v, "%s: '%s' is not true or false", ctx, s);
+            return ydoc_fail(p->d, v, "%s: '%s' is not true or false", ctx, s);
         return 0;
     case F_DURATION:
         if (!time_parse_duration(s, &i))
-            return fail(p, v, "%s: '%s' is not a duration (e.g. 0s, 500ms, 30s, 5m, 4h, 1d)", ctx,
-                        s);
+            return ydoc_fail(
+                p->d, v, "%s: '%s' is not a duration (e.g. 0s, 500ms, 30s, 5m, 4h, 1d)", ctx, s);
         if (i < f->min || i > f->max)
-            return fail(p, v, "%s: %s is outside %lldms..%lldms", ctx, s, (long long)f->min,
-                        (long long)f->max);
+            return ydoc_fail(p->d, v, "%s: %s is outside %lldms..%lldms", ctx, s, (long long)f->min,
+                             (long long)f->max);
         break;
     case F_INT:
         errno = 0;
         i = strtoll(s, &end, 10);
         if (errno || end == s || *end)
-            return fail(p, v, "%s: '%s' is not an integer", ctx, s);
+            return ydoc_fail(p->d, v, "%s: '%s' is not an integer", ctx, s);
         if (i < f->min || i > f->max)
-            return fail(p, v, "%s: %s is outside %lld..%lld", ctx, s, (long long)f->min,
-                        (long long)f->max);
+            return ydoc_fail(p->d, v, "%s: %s is outside %lld..%lld", ctx, s, (long long)f->min,
+                             (long long)f->max);
         break;
     case F_CUSTOM:
         break;
@@ -1597,19 +1964,20 @@ static int parse_fields(struct cfgp *p, yaml_node_t *map, const char *ctx, const
     for (size_t i = 0, len = 0; i < nf && len < sizeof known; i++)
         len += (size_t)snprintf(known + len, sizeof known - len, "%s%s", i ? ", " : "", f[i].key);
     if (map->type != YAML_MAPPING_NODE)
-        return fail(p, map, "%s: expected a map (keys: %s)", ctx, known);
+        return ydoc_fail(p->d, map, "%s: expected a map (keys: %s)", ctx, known);
     uint64_t seen = 0;
     for (yaml_node_pair_t *pr = map->data.mapping.pairs.start; pr < map->data.mapping.pairs.top;
          pr++) {
-        yaml_node_t *k = node(p, pr->key), *v = node(p, pr->value);
-        const char *key = scalar(k);
+        yaml_node_t *k = ydoc_node(p->d, pr->key), *v = ydoc_node(p->d, pr->value);
+        const char *key = ydoc_text(k);
         size_t i = 0;
         while (key && i < nf && strcmp(f[i].key, key) != 0)
             i++;
         if (!key || i == nf)
-            return fail(p, k, "%s: unknown key '%s' (known: %s)", ctx, key ? key : "?", known);
+            return ydoc_fail(p->d, k, "%s: unknown key '%s' (known: %s)", ctx, key ? key : "?",
+                             known);
         if (seen & (1ull << i))
-            return fail(p, k, "%s: '%s' is given twice", ctx, key);
+            return ydoc_fail(p->d, k, "%s: '%s' is given twice", ctx, key);
         seen |= 1ull << i;
         char sub[300];
         snprintf(sub, sizeof sub, "%s.%s", ctx, key);
@@ -1626,39 +1994,39 @@ static int parse_names(struct cfgp *p, yaml_node_t *v, const char *ctx, bool lab
                        char ***out, size_t *n)
 {
     if (v->type != YAML_SEQUENCE_NODE)
-        return fail(p, v, "%s: expected a list", ctx);
+        return ydoc_fail(p->d, v, "%s: expected a list", ctx);
     size_t count = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
     if (count > LIST_MAX)
-        return fail(p, v, "%s: more than %d items", ctx, LIST_MAX);
+        return ydoc_fail(p->d, v, "%s: more than %d items", ctx, LIST_MAX);
     free_strings(*out, *n);
     *out = xcalloc(count + 1, sizeof **out);
     *n = 0;
     for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
          it++) {
         int rc = 0;
-        yaml_node_t *item = node(p, *it);
+        yaml_node_t *item = ydoc_node(p->d, *it);
         const char *s = text_of(p, item, ctx, &rc);
         if (!s)
             return rc;
         if (label_names && !label_name_ok(s) && strcmp(s, "...") != 0)
-            return fail(p, item, "%s: '%s' is not a label name", ctx, s);
+            return ydoc_fail(p->d, item, "%s: '%s' is not a label name", ctx, s);
         (*out)[(*n)++] = xstrdup(s);
     }
     return 0;
 }
 
-/* match / match_re (and the inhibit rules' source_/target_ ones): label -> value or regex. */
+/* match / match_re: label -> value or regex. */
 static int parse_matchers(struct cfgp *p, const struct field *f, yaml_node_t *v, const char *ctx,
                           void *obj)
 {
     struct matchers *m = (struct matchers *)((char *)obj + f->offset);
     bool is_re = strstr(f->key, "_re") != NULL;
     if (v->type != YAML_MAPPING_NODE)
-        return fail(p, v, "%s.%s: expected a map of label: %s", ctx, f->key,
-                    is_re ? "regex" : "value");
+        return ydoc_fail(p->d, v, "%s.%s: expected a map of label: %s", ctx, f->key,
+                         is_re ? "regex" : "value");
     for (yaml_node_pair_t *pr = v->data.mapping.pairs.start; pr < v->data.mapping.pairs.top; pr++) {
-        yaml_node_t *k = node(p, pr->key), *val = node(p, pr->value);
-        const char *name = scalar(k);
+        yaml_node_t *k = ydoc_node(p->d, pr->key), *val = ydoc_node(p->d, pr->value);
+        const char *name = ydoc_text(k);
         char sub[300];
         snprintf(sub, sizeof sub, "%s.%s.%s", ctx, f->key, name ? name : "?");
         int rc = 0;
@@ -1666,9 +2034,10 @@ static int parse_matchers(struct cfgp *p, const struct field *f, yaml_node_t *v,
         if (!value)
             return rc;
         if (!name || !label_name_ok(name))
-            return fail(p, k, "%s.%s: '%s' is not a label name", ctx, f->key, name ? name : "?");
+            return ydoc_fail(p->d, k, "%s.%s: '%s' is not a label name", ctx, f->key,
+                             name ? name : "?");
         if (m->n >= LIST_MAX)
-            return fail(p, k, "%s: more than %d matchers", ctx, LIST_MAX);
+            return ydoc_fail(p->d, k, "%s: more than %d matchers", ctx, LIST_MAX);
         struct matcher mt = {.is_re = is_re};
         if (is_re) {
             size_t len = strlen(value) + 5;
@@ -1679,8 +2048,9 @@ static int parse_matchers(struct cfgp *p, const struct field *f, yaml_node_t *v,
             if (err) {
                 char why[200];
                 regerror(err, &mt.re, why, sizeof why);
-                return fail(p, val, "%s: '%s' is not a valid regular expression (POSIX ERE): %s",
-                            sub, value, why);
+                return ydoc_fail(p->d, val,
+                                 "%s: '%s' is not a valid regular expression (POSIX ERE): %s", sub,
+                                 value, why);
             }
         }
         mt.name = xstrdup(name);
@@ -1711,7 +2081,7 @@ static int parse_command(struct cfgp *p, const struct field *f, yaml_node_t *v, 
     for (const char *w = s + strspn(s, " "); *w; w += strspn(w, " ")) { /* split on spaces */
         size_t len = strcspn(w, " ");
         if (r->argc == LIST_MAX)
-            return fail(p, v, "%s: more than %d words", sub, LIST_MAX);
+            return ydoc_fail(p->d, v, "%s: more than %d words", sub, LIST_MAX);
         r->argv[r->argc] = xcalloc(1, len + 1);
         memcpy(r->argv[r->argc++], w, len);
         w += len;
@@ -1719,22 +2089,137 @@ static int parse_command(struct cfgp *p, const struct field *f, yaml_node_t *v, 
     return 0;
 }
 
+static int http_url_check(struct cfgp *p, yaml_node_t *at, const char *ctx, const char *url,
+                          const char *example)
+{
+    if (!url)
+        return ydoc_fail(p->d, at, "%s: url is missing (e.g. url: %s)", ctx, example);
+    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+        return ydoc_fail(p->d, at, "%s: url '%s' is not an http:// or https:// URL", ctx, url);
+    return 0;
+}
+
 static int webhook_check(struct cfgp *p, yaml_node_t *at, const char *ctx, struct receiver *r)
 {
-    if (!r->url)
-        return fail(p, at, "%s: url is missing (e.g. url: http://127.0.0.1:9000/hook)", ctx);
-    if (strncmp(r->url, "http://", 7) != 0 && strncmp(r->url, "https://", 8) != 0)
-        return fail(p, at, "%s: url '%s' is not an http:// or https:// URL", ctx, r->url);
+    int rc = http_url_check(p, at, ctx, r->url, "http://127.0.0.1:9000/hook");
+    if (rc)
+        return rc;
     if (r->hmac_secret && !*r->hmac_secret)
-        return fail(p, at, "%s: hmac_secret is empty; remove it or give a secret", ctx);
+        return ydoc_fail(p->d, at, "%s: hmac_secret is empty; remove it or give a secret", ctx);
     return 0;
 }
 
 static int exec_check(struct cfgp *p, yaml_node_t *at, const char *ctx, struct receiver *r)
 {
     if (r->argc == 0)
-        return fail(p, at, "%s: command is missing (e.g. command: /usr/local/bin/page-oncall)",
-                    ctx);
+        return ydoc_fail(p->d, at,
+                         "%s: command is missing (e.g. command: /usr/local/bin/page-oncall)", ctx);
+    return 0;
+}
+
+/* url is the Alertmanager's base URL; attempts go to url + /api/v2/alerts. */
+static int alertmanager_check(struct cfgp *p, yaml_node_t *at, const char *ctx, struct receiver *r)
+{
+    int rc = http_url_check(p, at, ctx, r->url, "http://127.0.0.1:9093");
+    if (rc)
+        return rc;
+    size_t len = strlen(r->url);
+    while (len && r->url[len - 1] == '/')
+        len--;
+    if (strstr(r->url, "/api/"))
+        return ydoc_fail(p->d, at,
+                         "%s: url '%s' names an API path; give the Alertmanager's base URL "
+                         "(e.g. http://127.0.0.1:9093): opsdb posts to /api/v2/alerts under it",
+                         ctx, r->url);
+    char *endpoint = xcalloc(1, len + sizeof "/api/v2/alerts");
+    memcpy(endpoint, r->url, len);
+    memcpy(endpoint + len, "/api/v2/alerts", sizeof "/api/v2/alerts");
+    free(r->url);
+    r->url = endpoint;
+    return 0;
+}
+
+/* An address as SMTP takes it in MAIL FROM and RCPT TO: local@domain in printable ASCII, without
+ * spaces, quotes, commas or angle brackets. */
+static bool address_ok(const char *s, size_t len)
+{
+    const char *at = memchr(s, '@', len);
+    if (len == 0 || len > ADDRESS_MAX_BYTES || !at || at == s || at == s + len - 1 ||
+        memchr(at + 1, '@', len - (size_t)(at + 1 - s)))
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] <= ' ' || (unsigned char)s[i] >= 0x7f ||
+            strchr("<>,;:\"()[]\\", s[i]))
+            return false;
+    return true;
+}
+
+/* to: comma-separated addresses, into r->rcpt. */
+static int parse_recipients(struct cfgp *p, yaml_node_t *at, const char *ctx, struct receiver *r)
+{
+    r->rcpt = xcalloc(LIST_MAX, sizeof *r->rcpt);
+    for (const char *s = r->to;; s++) {
+        s += strspn(s, " \t");
+        size_t len = strcspn(s, ",");
+        while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+            len--;
+        if (!address_ok(s, len))
+            return ydoc_fail(p->d, at,
+                             "%s.to: '%.*s' is not an email address (local@domain; several are "
+                             "separated by commas)",
+                             ctx, (int)len, s);
+        if (r->nrcpt == LIST_MAX)
+            return ydoc_fail(p->d, at, "%s.to: more than %d addresses", ctx, LIST_MAX);
+        r->rcpt[r->nrcpt] = xcalloc(1, len + 1);
+        memcpy(r->rcpt[r->nrcpt++], s, len);
+        s += strcspn(s, ",");
+        if (!*s)
+            return 0;
+    }
+}
+
+/* smtp: host or host:port (a name, an IPv4 address or an [IPv6] one), into r->url. */
+static int smtp_check(struct cfgp *p, yaml_node_t *at, const char *ctx, struct receiver *r)
+{
+    const char *port = strrchr(r->smtp, ':');
+    if (port && strchr(port, ']'))
+        port = NULL; /* [::1] without a port */
+    char *end = NULL;
+    long number = port ? strtol(port + 1, &end, 10) : 25;
+    if (!*r->smtp || *r->smtp == ':' || strcspn(r->smtp, " \t/@?#") != strlen(r->smtp) ||
+        (port && (end == port + 1 || *end || number < 1 || number > 65535)))
+        return ydoc_fail(p->d, at,
+                         "%s.smtp: '%s' is not host:port (e.g. smtp: \"127.0.0.1:25\"; no "
+                         "smtp://, starttls: true asks for STARTTLS)",
+                         ctx, r->smtp);
+    size_t len = strlen(r->smtp) + sizeof "smtp://";
+    r->url = xcalloc(1, len);
+    snprintf(r->url, len, "smtp://%s", r->smtp);
+    return 0;
+}
+
+static int email_check(struct cfgp *p, yaml_node_t *at, const char *ctx, struct receiver *r)
+{
+    const char *missing = !r->to ? "to" : !r->from ? "from" : !r->smtp ? "smtp" : NULL;
+    if (missing)
+        return ydoc_fail(p->d, at,
+                         "%s: %s is missing (e.g. {to: \"oncall@example.com\", from: "
+                         "\"opsdb@example.com\", smtp: \"mail.example.com:25\"})",
+                         ctx, missing);
+    int rc = parse_recipients(p, at, ctx, r);
+    if (rc)
+        return rc;
+    if (!address_ok(r->from, strlen(r->from)))
+        return ydoc_fail(p->d, at, "%s.from: '%s' is not an email address (local@domain)", ctx,
+                         r->from);
+    rc = smtp_check(p, at, ctx, r);
+    if (rc)
+        return rc;
+    for (const char *c = r->subject; c && *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            return ydoc_fail(p->d, at, "%s.subject: has a control character (a line break?)", ctx);
+    if (r->subject && !*r->subject)
+        return ydoc_fail(p->d, at, "%s.subject: is empty; remove it for the default subject", ctx);
     return 0;
 }
 
@@ -1753,11 +2238,31 @@ static const struct field exec_fields[] = {
     {"max_alerts", F_INT, offsetof(struct receiver, max_alerts), 0, ALERTS_MAX, NULL},
 };
 
-/* The kinds of receivers: a new one is a row here and its attempt function. */
+static const struct field email_fields[] = {
+    {"to", F_STRING, offsetof(struct receiver, to), 0, 0, NULL},
+    {"from", F_STRING, offsetof(struct receiver, from), 0, 0, NULL},
+    {"smtp", F_STRING, offsetof(struct receiver, smtp), 0, 0, NULL},
+    {"subject", F_STRING, offsetof(struct receiver, subject), 0, 0, NULL},
+    {"timeout", F_DURATION, offsetof(struct receiver, timeout_ms), 1, TIMEOUT_MAX_MS, NULL},
+    {"starttls", F_BOOL, offsetof(struct receiver, starttls), 0, 0, NULL},
+    {"send_resolved", F_BOOL, offsetof(struct receiver, send_resolved), 0, 0, NULL},
+    {"max_alerts", F_INT, offsetof(struct receiver, max_alerts), 0, ALERTS_MAX, NULL},
+};
+
+static const struct field alertmanager_fields[] = {
+    {"url", F_STRING, offsetof(struct receiver, url), 0, 0, NULL},
+    {"timeout", F_DURATION, offsetof(struct receiver, timeout_ms), 1, TIMEOUT_MAX_MS, NULL},
+};
+
+#define FIELDS(f) f, sizeof f / sizeof f[0]
+
+/* The kinds of receivers: a new one is a row here, one in receiver_fields, and its functions. */
 static const struct receiver_ops receiver_kinds[] = {
-    {"webhook", webhook_fields, sizeof webhook_fields / sizeof webhook_fields[0], webhook_check,
-     webhook_attempt},
-    {"exec", exec_fields, sizeof exec_fields / sizeof exec_fields[0], exec_check, exec_attempt},
+    {"webhook", FIELDS(webhook_fields), webhook_check, payload_json, webhook_attempt},
+    {"exec", FIELDS(exec_fields), exec_check, payload_json, exec_attempt},
+    {"email", FIELDS(email_fields), email_check, email_message, email_attempt},
+    {"alertmanager", FIELDS(alertmanager_fields), alertmanager_check, postable_json,
+     alertmanager_attempt},
 };
 #define NKINDS (sizeof receiver_kinds / sizeof receiver_kinds[0])
 
@@ -1770,10 +2275,10 @@ static int parse_kind(struct cfgp *p, const struct field *f, yaml_node_t *v, con
         if (strcmp(receiver_kinds[i].kind, f->key) == 0)
             ops = &receiver_kinds[i];
     if (r->ops)
-        return fail(p, v,
-                    "%s: has both %s and %s; a receiver delivers one way (define two "
-                    "receivers and route to both with continue: true)",
-                    ctx, r->ops->kind, ops->kind);
+        return ydoc_fail(p->d, v,
+                         "%s: has both %s and %s; a receiver delivers one way (define two "
+                         "receivers and route to both with continue: true)",
+                         ctx, r->ops->kind, ops->kind);
     r->ops = ops;
     char sub[300];
     snprintf(sub, sizeof sub, "%s.%s", ctx, f->key);
@@ -1786,6 +2291,8 @@ static const struct field receiver_fields[] = {
     {"max_attempts", F_INT, offsetof(struct receiver, max_attempts), 1, ATTEMPTS_MAX, NULL},
     {"webhook", F_CUSTOM, 0, 0, 0, parse_kind},
     {"exec", F_CUSTOM, 0, 0, 0, parse_kind},
+    {"email", F_CUSTOM, 0, 0, 0, parse_kind},
+    {"alertmanager", F_CUSTOM, 0, 0, 0, parse_kind},
 };
 
 static int parse_receiver(struct cfgp *p, yaml_node_t *v, size_t index)
@@ -1804,15 +2311,18 @@ static int parse_receiver(struct cfgp *p, yaml_node_t *v, size_t index)
     if (rc)
         return rc;
     if (!r->name || !*r->name)
-        return fail(p, v, "%s: name is missing (routes name their receiver)", ctx);
-    if (strlen(r->name) > 128)
-        return fail(p, v, "%s: name is longer than 128 bytes", ctx);
+        return ydoc_fail(p->d, v, "%s: name is missing (routes name their receiver)", ctx);
+    if (strlen(r->name) > NAME_MAX_BYTES)
+        return ydoc_fail(p->d, v, "%s: name is longer than %d bytes", ctx, NAME_MAX_BYTES);
     for (size_t i = 0; i < index; i++)
         if (strcmp(n->receivers[i].name, r->name) == 0)
-            return fail(p, v, "%s: receiver '%s' is defined twice", ctx, r->name);
+            return ydoc_fail(p->d, v, "%s: receiver '%s' is defined twice", ctx, r->name);
     if (!r->ops)
-        return fail(p, v, "%s: receiver '%s' needs webhook: {url: ...} or exec: {command: ...}",
-                    ctx, r->name);
+        return ydoc_fail(p->d, v,
+                         "%s: receiver '%s' needs one of webhook: {url: ...}, exec: {command: "
+                         "...}, email: {to: ..., from: ..., smtp: ...} or alertmanager: {url: "
+                         "...}",
+                         ctx, r->name);
     return 0;
 }
 
@@ -1820,14 +2330,14 @@ static int parse_receivers(struct cfgp *p, yaml_node_t *seq)
 {
     struct notifier *n = p->n;
     if (seq->type != YAML_SEQUENCE_NODE)
-        return fail(p, seq, "receivers: expected a list of {name: ..., webhook: {...}}");
+        return ydoc_fail(p->d, seq, "receivers: expected a list of {name: ..., webhook: {...}}");
     size_t count = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
     if (count > RECEIVERS_MAX)
-        return fail(p, seq, "receivers: more than %d receivers", RECEIVERS_MAX);
+        return ydoc_fail(p->d, seq, "receivers: more than %d receivers", RECEIVERS_MAX);
     n->receivers = xcalloc(count, sizeof *n->receivers);
     for (size_t i = 0; i < count; i++) {
         n->nreceivers = i + 1; /* so that a failure frees what was read */
-        int rc = parse_receiver(p, node(p, seq->data.sequence.items.start[i]), i);
+        int rc = parse_receiver(p, ydoc_node(p->d, seq->data.sequence.items.start[i]), i);
         if (rc)
             return rc;
     }
@@ -1845,18 +2355,15 @@ static int parse_route_receiver(struct cfgp *p, const struct field *f, yaml_node
     const char *name = text_of(p, v, ctx, &rc);
     if (!name)
         return rc;
-    for (size_t i = 0; i < p->n->nreceivers; i++) {
-        if (strcmp(p->n->receivers[i].name, name) == 0) {
-            rt->receiver = i;
-            return 0;
-        }
-    }
+    rt->receiver = receiver_find(p->n, name);
+    if (rt->receiver < p->n->nreceivers)
+        return 0;
     char names[200] = "";
     for (size_t i = 0, len = 0; i < p->n->nreceivers && len < sizeof names; i++)
         len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", i ? ", " : "",
                                 p->n->receivers[i].name);
-    return fail(p, v, "%s: receiver '%s' is not defined (%s%s)", ctx, name,
-                *names ? "receivers: " : "alerting.receivers is empty", names);
+    return ydoc_fail(p->d, v, "%s: receiver '%s' is not defined (%s%s)", ctx, name,
+                     *names ? "receivers: " : "alerting.receivers is empty", names);
 }
 
 static int parse_group_by(struct cfgp *p, const struct field *f, yaml_node_t *v, const char *ctx,
@@ -1873,7 +2380,7 @@ static int parse_group_by(struct cfgp *p, const struct field *f, yaml_node_t *v,
         if (strcmp(rt->group_by[i], "...") == 0)
             rt->group_by_all = true;
     if (rt->group_by_all && rt->ngroup_by > 1)
-        return fail(p, v, "%s: '...' (every label) stands alone", sub);
+        return ydoc_fail(p->d, v, "%s: '...' (every label) stands alone", sub);
     return 0;
 }
 
@@ -1883,7 +2390,7 @@ static int parse_child_routes(struct cfgp *p, const struct field *f, yaml_node_t
     (void)f;
     struct route *rt = obj;
     if (v->type != YAML_SEQUENCE_NODE)
-        return fail(p, v, "%s.routes: expected a list of routes", ctx);
+        return ydoc_fail(p->d, v, "%s.routes: expected a list of routes", ctx);
     rt->routes_node = v; /* read once this route's own settings are known */
     return 0;
 }
@@ -1934,9 +2441,9 @@ static int parse_route(struct cfgp *p, yaml_node_t *v, const char *ctx, const st
                        struct route *rt, int depth)
 {
     if (depth > ROUTE_DEPTH_MAX)
-        return fail(p, v, "%s: routes nest deeper than %d levels", ctx, ROUTE_DEPTH_MAX);
+        return ydoc_fail(p->d, v, "%s: routes nest deeper than %d levels", ctx, ROUTE_DEPTH_MAX);
     if (p->n->nroutes >= ROUTES_MAX)
-        return fail(p, v, "%s: more than %d routes", ctx, ROUTES_MAX);
+        return ydoc_fail(p->d, v, "%s: more than %d routes", ctx, ROUTES_MAX);
     rt->index = p->n->nroutes++;
     rt->receiver = parent ? parent->receiver : SIZE_MAX;
     rt->group_wait_ms = parent ? parent->group_wait_ms : DEFAULT_GROUP_WAIT_MS;
@@ -1953,15 +2460,15 @@ static int parse_route(struct cfgp *p, yaml_node_t *v, const char *ctx, const st
     if (rc)
         return rc;
     if (!parent && rt->receiver == SIZE_MAX)
-        return fail(p, v,
-                    "%s: receiver is missing: the root route names the receiver of every "
-                    "alert no child route takes",
-                    ctx);
+        return ydoc_fail(p->d, v,
+                         "%s: receiver is missing: the root route names the receiver of every "
+                         "alert no child route takes",
+                         ctx);
     if (!parent && (rt->match.n || rt->cont))
-        return fail(p, v,
-                    "%s: the root route takes every alert; match, match_re and continue "
-                    "belong to its child routes",
-                    ctx);
+        return ydoc_fail(p->d, v,
+                         "%s: the root route takes every alert; match, match_re and continue "
+                         "belong to its child routes",
+                         ctx);
     rt->key = route_key(parent, rt);
     yaml_node_t *children = rt->routes_node;
     rt->routes_node = NULL;
@@ -1974,7 +2481,7 @@ static int parse_route(struct cfgp *p, yaml_node_t *v, const char *ctx, const st
         char sub[300];
         snprintf(sub, sizeof sub, "%s.routes[%zu]", ctx, i);
         rt->nroutes = i + 1;
-        rc = parse_route(p, node(p, children->data.sequence.items.start[i]), sub, rt,
+        rc = parse_route(p, ydoc_node(p->d, children->data.sequence.items.start[i]), sub, rt,
                          &rt->routes[i], depth + 1);
         if (rc)
             return rc;
@@ -1982,116 +2489,51 @@ static int parse_route(struct cfgp *p, yaml_node_t *v, const char *ctx, const st
     return 0;
 }
 
-/* -- inhibit rules -- */
-
-static int parse_equal(struct cfgp *p, const struct field *f, yaml_node_t *v, const char *ctx,
-                       void *obj)
+/* The value of key in map (the last one when it is given twice); NULL when map is not a map or
+ * has no such key. */
+static yaml_node_t *map_value(struct ydoc *d, const yaml_node_t *map, const char *key)
 {
-    struct inhibit_rule *rule = obj;
-    char sub[300];
-    snprintf(sub, sizeof sub, "%s.%s", ctx, f->key);
-    int rc = parse_names(p, v, sub, true, &rule->equal, &rule->nequal);
-    for (size_t i = 0; rc == 0 && i < rule->nequal; i++)
-        if (strcmp(rule->equal[i], "...") == 0)
-            rc = fail(p, v, "%s: '...' is not a label name", sub);
-    return rc;
-}
-
-static const struct field inhibit_fields[] = {
-    {"source_match", F_CUSTOM, offsetof(struct inhibit_rule, source), 0, 0, parse_matchers},
-    {"source_match_re", F_CUSTOM, offsetof(struct inhibit_rule, source), 0, 0, parse_matchers},
-    {"target_match", F_CUSTOM, offsetof(struct inhibit_rule, target), 0, 0, parse_matchers},
-    {"target_match_re", F_CUSTOM, offsetof(struct inhibit_rule, target), 0, 0, parse_matchers},
-    {"equal", F_CUSTOM, 0, 0, 0, parse_equal},
-};
-
-static int parse_inhibit_rules(struct cfgp *p, yaml_node_t *seq)
-{
-    struct notifier *n = p->n;
-    if (seq->type != YAML_SEQUENCE_NODE)
-        return fail(p, seq,
-                    "inhibit_rules: expected a list of {source_match, target_match, "
-                    "equal}");
-    size_t count = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
-    if (count > INHIBIT_RULES_MAX)
-        return fail(p, seq, "inhibit_rules: more than %d rules", INHIBIT_RULES_MAX);
-    n->inhibit = xcalloc(count, sizeof *n->inhibit);
-    for (size_t i = 0; i < count; i++) {
-        n->ninhibit = i + 1;
-        yaml_node_t *v = node(p, seq->data.sequence.items.start[i]);
-        char ctx[64];
-        snprintf(ctx, sizeof ctx, "inhibit_rules[%zu]", i);
-        int rc = parse_fields(p, v, ctx, inhibit_fields,
-                              sizeof inhibit_fields / sizeof inhibit_fields[0], &n->inhibit[i]);
-        if (rc)
-            return rc;
-        if (n->inhibit[i].source.n == 0 || n->inhibit[i].target.n == 0)
-            return fail(p, v,
-                        "%s: needs source_match (or source_match_re) and target_match (or "
-                        "target_match_re)",
-                        ctx);
+    yaml_node_t *v = NULL;
+    if (!map || map->type != YAML_MAPPING_NODE)
+        return NULL;
+    for (yaml_node_pair_t *pr = map->data.mapping.pairs.start; pr < map->data.mapping.pairs.top;
+         pr++) {
+        const char *k = ydoc_text(ydoc_node(d, pr->key));
+        if (k && strcmp(k, key) == 0)
+            v = ydoc_node(d, pr->value);
     }
-    return 0;
+    return v;
 }
 
-/* Finds alerting.receivers, .route and .inhibit_rules in the document and reads them. */
+/* Reads alerting.receivers and alerting.route. The other keys of alerting (rule_files,
+ * inhibit_rules, maintenance, escalations, ...) are the engine's and config.c's, which also says
+ * which are unknown: they are not looked at here, nor is anything config.c reports (a root that
+ * is not a map, an alerting that is not one). */
 static int parse_alerting(struct cfgp *p, yaml_node_t *root)
 {
-    yaml_node_t *alerting = NULL, *receivers = NULL, *route = NULL, *inhibit = NULL;
-    if (!root || root->type != YAML_MAPPING_NODE)
-        return 0; /* empty: config_load_file() has said what else is wrong */
-    for (yaml_node_pair_t *pr = root->data.mapping.pairs.start; pr < root->data.mapping.pairs.top;
-         pr++)
-        if (scalar(node(p, pr->key)) && strcmp(scalar(node(p, pr->key)), "alerting") == 0)
-            alerting = node(p, pr->value);
-    if (!alerting || alerting->type != YAML_MAPPING_NODE)
-        return 0;
-    for (yaml_node_pair_t *pr = alerting->data.mapping.pairs.start;
-         pr < alerting->data.mapping.pairs.top; pr++) {
-        const char *key = scalar(node(p, pr->key));
-        yaml_node_t *v = node(p, pr->value);
-        if (key && strcmp(key, "receivers") == 0)
-            receivers = v;
-        else if (key && strcmp(key, "route") == 0)
-            route = v;
-        else if (key && strcmp(key, "inhibit_rules") == 0)
-            inhibit = v; /* the other keys are config.c's options */
-    }
+    yaml_node_t *alerting = map_value(p->d, root, "alerting");
+    yaml_node_t *receivers = map_value(p->d, alerting, "receivers");
+    yaml_node_t *route = map_value(p->d, alerting, "route");
     int rc = receivers ? parse_receivers(p, receivers) : 0;
     if (rc == 0 && route) {
         p->n->root = xcalloc(1, sizeof *p->n->root);
         rc = parse_route(p, route, "route", NULL, p->n->root, 0);
     } else if (rc == 0 && p->n->nreceivers) {
-        rc = fail(p, receivers,
-                  "receivers: defined, but there is no route to them: add "
-                  "alerting.route: {receiver: %s}",
-                  p->n->receivers[0].name);
+        rc = ydoc_fail(p->d, receivers,
+                       "receivers: defined, but there is no route to them: add "
+                       "alerting.route: {receiver: %s}",
+                       p->n->receivers[0].name);
     }
-    if (rc == 0 && inhibit)
-        rc = parse_inhibit_rules(p, inhibit);
     return rc;
 }
 
 static int config_read(struct notifier *n, const char *path, struct err *e)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return err_set(e, E_IO, "cannot open config file %s: %s", path, strerror(errno));
-    yaml_parser_t parser;
-    yaml_document_t doc;
-    yaml_parser_initialize(&parser);
-    yaml_parser_set_input_file(&parser, f);
-    int rc;
-    if (!yaml_parser_load(&parser, &doc)) {
-        rc = err_set(e, E_INVALID, "%s:%zu: %s", path, parser.problem_mark.line + 1,
-                     parser.problem ? parser.problem : "invalid YAML");
-    } else {
-        struct cfgp p = {path, &doc, n, e};
-        rc = parse_alerting(&p, yaml_document_get_root_node(&doc));
-        yaml_document_delete(&doc);
-    }
-    yaml_parser_delete(&parser);
-    fclose(f);
+    struct ydoc d;
+    int rc = ydoc_load_file(&d, path, e);
+    if (rc == 0)
+        rc = parse_alerting(&(struct cfgp){&d, n}, ydoc_root(&d));
+    ydoc_release(&d);
     return rc;
 }
 
@@ -2111,6 +2553,11 @@ static void notifier_release(struct notifier *n)
         free(r->name);
         free(r->url);
         free(r->hmac_secret);
+        free(r->to);
+        free(r->from);
+        free(r->smtp);
+        free(r->subject);
+        free_strings(r->rcpt, r->nrcpt);
         free_strings(r->argv, r->argc);
         if (n->threads)
             pthread_cond_destroy(&r->wake);
@@ -2119,12 +2566,6 @@ static void notifier_release(struct notifier *n)
     if (n->root)
         route_release(n->root);
     free(n->root);
-    for (size_t i = 0; i < n->ninhibit; i++) {
-        matchers_release(&n->inhibit[i].source);
-        matchers_release(&n->inhibit[i].target);
-        free_strings(n->inhibit[i].equal, n->inhibit[i].nequal);
-    }
-    free(n->inhibit);
     free(n->counters);
     free(n->path);
     pthread_mutex_destroy(&n->lock);
@@ -2262,11 +2703,6 @@ void notifier_free(struct notifier **np, int64_t timeout_ms)
         group_free(groups[i]);
     free(groups);
     map_release(&n->groups);
-    void **firing = map_values(&n->firing, &ng);
-    for (size_t i = 0; i < ng; i++)
-        nalert_unref(firing[i]);
-    free(firing);
-    map_release(&n->firing);
     for (struct nalert *q = n->qhead, *next; q; q = next) { /* only if the dispatcher never ran */
         next = q->next;
         nalert_unref(q);

@@ -3,10 +3,13 @@
  * the test, which records each request and can answer 500 or be slow, and programs written by
  * the test for exec receivers. Rows are read back from notification_log of a real store and
  * writer in a temporary directory. Covered: the webhook payload, grouping, group_wait,
- * group_interval and repeat_interval, resolved notifications, routing (match, match_re,
- * continue, inheritance), inhibition, retries with backoff, giving up, the HMAC signature, a dead
- * and a slow receiver next to a healthy one, exec receivers and their timeout, config errors
- * with their lines, dropping (no receiver, invalid alerts, a full queue), shutdown and metrics.
+ * group_interval and repeat_interval, resolved notifications (also of alerts fired before a
+ * restart), routing (match, match_re, continue, inheritance), the engine's alerting keys left
+ * alone (inhibition is the engine's), the alertmanager receiver's postable alerts, escalation
+ * steps sent straight to their receiver, retries with backoff, giving up, the HMAC signature, a
+ * dead and a slow receiver next to a healthy one, exec receivers and their timeout, config
+ * errors with their lines, dropping (no receiver, invalid alerts, a full queue), shutdown and
+ * metrics. Email receivers and a real Alertmanager: tests/e2e/test_notify_receivers.py.
  */
 #include "unit.h"
 
@@ -337,7 +340,8 @@ static void post_at(struct env *e, const char *id, const char *status, const cha
         fail_msg("labels %s: %s", labels, je.text);
     json_t *ann = json_pack("{s:s, s:s}", "summary", id, "runbook", "https://runbooks/x");
     bool firing = strcmp(status, "firing") == 0;
-    struct notify_alert a = {id, status, l, ann, 97.5, STARTS_MS, firing ? 0 : ENDS_MS, incident};
+    struct notify_alert a = {id,       status, l, ann, 97.5, STARTS_MS, firing ? 0 : ENDS_MS,
+                             incident, NULL};
     notifier_post(e->n, &a);
     json_decref(l);
     json_decref(ann);
@@ -346,6 +350,16 @@ static void post_at(struct env *e, const char *id, const char *status, const cha
 static void post(struct env *e, const char *id, const char *status, const char *labels)
 {
     post_at(e, id, status, labels, NULL);
+}
+
+/* An escalation step of alert id: firing, to receiver. */
+static void post_escalation(struct env *e, const char *id, const char *labels, const char *receiver)
+{
+    json_t *l = json_loads(labels, 0, NULL);
+    assert_non_null(l);
+    struct notify_alert a = {id, "firing", l, NULL, 97.5, STARTS_MS, 0, NULL, receiver};
+    notifier_post(e->n, &a);
+    json_decref(l);
 }
 
 /* ---- reading notification_log and the metrics --------------------------------------------- */
@@ -686,7 +700,25 @@ static void resolved_once(void **state)
     json_decref(j);
 }
 
-/* ---- routing and inhibition --------------------------------------------------------------- */
+/* After a restart (a new notifier), an alert that fired before it resolves: the engine posts only
+ * the resolution, and it is sent although this notifier never sent the alert firing. */
+static void resolved_after_restart(void **state)
+{
+    struct env *e = *state;
+    e->srv[0] = srv_start(0, 0);
+    start_hook(e, e->srv[0]->port, "", "group_by: [alertname], group_wait: 100ms", "");
+    post(e, "a", "resolved", "{\"alertname\":\"X\"}");
+    assert_int_equal(srv_wait(e->srv[0], 1, 3000), 1);
+    json_t *j = srv_json(e->srv[0], 0);
+    assert_string_equal(jstr(j, "status"), "resolved");
+    assert_string_equal(jstr(json_array_get(json_object_get(j, "alerts"), 0), "endsAt"),
+                        "2026-01-01T00:05:00.000Z");
+    json_decref(j);
+    sleep_ms(300);
+    assert_int_equal(srv_count(e->srv[0]), 1);
+}
+
+/* ---- routing ------------------------------------------------------------------------------ */
 
 static void routing(void **state)
 {
@@ -740,24 +772,140 @@ static void routing(void **state)
     json_decref(j);
 }
 
-static void inhibition(void **state)
+/* The keys of alerting other than receivers and route belong to the engine (inhibit_rules,
+ * maintenance and dependencies are suppress.c's, escalations escalate.c's) or to config.c: the
+ * notifier reads none of them, and mutes nothing itself. */
+static void other_alerting_keys_ignored(void **state)
 {
     struct env *e = *state;
     e->srv[0] = srv_start(0, 0);
     start_hook(e, e->srv[0]->port, "", "group_by: [alertname, host], group_wait: 200ms",
+               "  rule_files: [rules.yaml]\n"
+               "  interval: 15s\n"
+               "  default_rules: off\n"
+               "  flapping_transitions: 6\n"
+               "  flapping_window: 30m\n"
                "  inhibit_rules:\n"
-               "    - source_match: {severity: critical}\n"
-               "      target_match: {severity: warning}\n"
-               "      equal: [host]\n");
+               "    - {source_matchers: \"severity=critical\", target_matchers: "
+               "\"severity=warning\", equal: [host]}\n"
+               "    - {source_match: {severity: critical}, target_match: {severity: warning}}\n"
+               "  dependencies: {db: [api, worker]}\n"
+               "  maintenance:\n"
+               "    - {name: upgrade, matchers: \"host=a\", weekdays: [sat], from: \"02:00\", "
+               "to: \"04:00\"}\n"
+               "  escalations:\n"
+               "    - {name: db, matchers: \"team=db\", steps: [{after: 15m, receiver: hook}]}\n"
+               "  some_future_key: {anything: [1, 2]}\n");
     post(e, "down-a", "firing",
          "{\"alertname\":\"Down\",\"severity\":\"critical\",\"host\":\"a\"}");
     post(e, "slow-a", "firing", "{\"alertname\":\"Slow\",\"severity\":\"warning\",\"host\":\"a\"}");
-    post(e, "slow-b", "firing", "{\"alertname\":\"Slow\",\"severity\":\"warning\",\"host\":\"b\"}");
-    assert_int_equal(srv_wait(e->srv[0], 2, 3000), 2);
-    sleep_ms(500);
-    assert_int_equal(srv_count(e->srv[0]), 2);
+    assert_int_equal(srv_wait(e->srv[0], 2, 3000), 2); /* the warning is not muted here */
     find_group(e->srv[0], 2, "{\"alertname\":\"Down\",\"host\":\"a\"}");
-    find_group(e->srv[0], 2, "{\"alertname\":\"Slow\",\"host\":\"b\"}");
+    find_group(e->srv[0], 2, "{\"alertname\":\"Slow\",\"host\":\"a\"}");
+}
+
+/* ---- Alertmanager receivers --------------------------------------------------------------- */
+
+/* POST {url}/api/v2/alerts with Alertmanager's postable alerts, one POST per group send; endsAt
+ * only once resolved. (tests/e2e/test_notify_receivers.py runs a real Alertmanager.) */
+static void alertmanager_postable_alerts(void **state)
+{
+    struct env *e = *state;
+    e->srv[0] = srv_start(0, 0);
+    start(e,
+          "alerting:\n  receivers:\n"
+          "    - {name: am, alertmanager: {url: \"http://127.0.0.1:%d/\", timeout: 2s}}\n"
+          "  route: {receiver: am, group_by: [alertname], group_wait: 100ms, group_interval: "
+          "100ms}\n",
+          e->srv[0]->port);
+    post(e, "a", "firing", "{\"alertname\":\"X\",\"host\":\"a\"}");
+    post(e, "b", "firing", "{\"alertname\":\"X\",\"host\":\"b\"}");
+    assert_int_equal(srv_wait(e->srv[0], 1, 3000), 1);
+    assert_str_contains(e->srv[0]->reqs[0].head, "POST /api/v2/alerts HTTP/1.1");
+    assert_str_contains(e->srv[0]->reqs[0].head, "Content-Type: application/json");
+    json_t *j = srv_json(e->srv[0], 0);
+    assert_true(json_is_array(j));
+    assert_int_equal(json_array_size(j), 2);
+    json_t *a = json_array_get(j, 0);
+    assert_int_equal(json_object_size(a), 4); /* no endsAt while firing */
+    assert_json_equal(json_object_get(a, "labels"), "{\"alertname\":\"X\",\"host\":\"a\"}");
+    assert_json_equal(json_object_get(a, "annotations"),
+                      "{\"summary\":\"a\",\"runbook\":\"https://runbooks/x\"}");
+    assert_string_equal(jstr(a, "startsAt"), "2026-01-01T00:00:00.123Z");
+    assert_string_equal(jstr(a, "generatorURL"), "");
+    json_decref(j);
+    post(e, "a", "resolved", "{\"alertname\":\"X\",\"host\":\"a\"}");
+    assert_int_equal(srv_wait(e->srv[0], 2, 3000), 2);
+    j = srv_json(e->srv[0], 1);
+    assert_int_equal(json_array_size(j), 2);
+    for (size_t i = 0; i < 2; i++) {
+        a = json_array_get(j, i);
+        const char *host = jstr(json_object_get(a, "labels"), "host");
+        if (strcmp(host, "a") == 0)
+            assert_string_equal(jstr(a, "endsAt"), "2026-01-01T00:05:00.000Z");
+        else
+            assert_null(json_object_get(a, "endsAt"));
+    }
+    json_decref(j);
+    char rows[ROWS_MAX][300];
+    assert_int_equal(rows_wait(e, "am", 2, 3000, rows), 2);
+    assert_string_equal(rows[0], "ok 1 200 2|-");
+}
+
+/* ---- escalations ------------------------------------------------------------------------- */
+
+/* notify_alert.receiver: straight to that receiver, not through the routing tree, not held by
+ * group_wait, in a group of its own that is not repeated. */
+static void escalation_to_its_receiver(void **state)
+{
+    struct env *e = *state;
+    for (int i = 0; i < 2; i++) /* hook, oncall */
+        e->srv[i] = srv_start(0, 0);
+    start(e,
+          "alerting:\n  receivers:\n"
+          "    - {name: hook, webhook: {url: \"http://127.0.0.1:%d/hook\"}}\n"
+          "    - {name: oncall, webhook: {url: \"http://127.0.0.1:%d/hook\"}}\n"
+          "  route: {receiver: hook, group_by: [alertname], group_wait: 1h, group_interval: "
+          "100ms, repeat_interval: 200ms}\n",
+          e->srv[0]->port, e->srv[1]->port);
+    const char *labels = "{\"alertname\":\"Down\",\"severity\":\"page\",\"host\":\"a\"}";
+    post(e, "down-a", "firing", labels); /* routed: group_wait holds it */
+    int64_t t0 = now_ms();
+    post_escalation(e, "down-a", labels, "oncall");
+    assert_int_equal(srv_wait(e->srv[1], 1, 3000), 1);
+    if (e->srv[1]->reqs[0].at_ms - t0 > 500)
+        fail_msg("the escalation came %lld ms after it was posted",
+                 (long long)(e->srv[1]->reqs[0].at_ms - t0));
+    json_t *j = srv_json(e->srv[1], 0);
+    assert_string_equal(jstr(j, "receiver"), "oncall");
+    assert_string_equal(jstr(j, "groupKey"), "escalation/oncall/down-a");
+    assert_string_equal(jstr(j, "status"), "firing");
+    assert_json_equal(json_object_get(j, "groupLabels"), labels);
+    assert_int_equal(json_array_size(json_object_get(j, "alerts")), 1);
+    json_decref(j);
+    char rows[ROWS_MAX][300], keys[ROWS_MAX][300];
+    assert_int_equal(rows_wait(e, "oncall", 1, 3000, rows), 1);
+    rows_of(e, "oncall", rows, NULL, keys);
+    assert_string_equal(rows[0], "ok 1 200 1|-");
+    assert_string_equal(keys[0], "escalation/oncall/down-a");
+    sleep_ms(700); /* several repeat_intervals: no repeat, and hook still waits */
+    assert_int_equal(srv_count(e->srv[1]), 1);
+    assert_int_equal(srv_count(e->srv[0]), 0);
+    /* the next step is sent again, at once */
+    post_escalation(e, "down-a", labels, "oncall");
+    assert_int_equal(srv_wait(e->srv[1], 2, 3000), 2);
+
+    /* a receiver that does not exist: a dropped row that says so */
+    post_escalation(e, "down-a", labels, "pager");
+    assert_true(metric_wait(e, "opsdb_notifications_total{receiver=\"\",status=\"dropped\"}", 1,
+                            3000) == 1);
+    assert_int_equal(rows_wait(e, "", 1, 3000, rows), 1);
+    rows_of(e, "", rows, NULL, keys);
+    assert_string_equal(rows[0], "dropped 1 - 1|escalation to receiver 'pager', which is not "
+                                 "defined: add it to alerting.receivers or name another in the "
+                                 "escalation step");
+    assert_string_equal(keys[0], "escalation/pager/down-a");
+    assert_int_equal(srv_count(e->srv[0]), 0);
 }
 
 /* ---- delivery: retries, giving up, signatures, dead receivers ----------------------------- */
@@ -971,7 +1119,8 @@ static void config_errors(void **state)
     } cases[] = {
         {"alerting:\n  receivers:\n    - name: hook\n      webhok: {url: \"http://x/\"}\n"
          "  route: {receiver: hook}\n",
-         "4: receivers[0]: unknown key 'webhok' (known: name, max_attempts, webhook, exec)"},
+         "4: receivers[0]: unknown key 'webhok' (known: name, max_attempts, webhook, exec, email, "
+         "alertmanager)"},
         {"alerting:\n  receivers:\n    - name: hook\n      webhook: {url: \"http://x/\"}\n"
          "  route: {receiver: pager}\n",
          "5: route: receiver 'pager' is not defined (receivers: hook)"},
@@ -1016,9 +1165,34 @@ static void config_errors(void **state)
         {"alerting:\n  receivers:\n    - name: hook\n      webhook: {url: \"http://x/\"}\n"
          "  route: {receiver: hook, group_interval: 0s}\n",
          "5: route.group_interval: 0s is outside 1ms..31622400000ms"},
-        {"alerting:\n  receivers:\n    - name: hook\n      webhook: {url: \"http://x/\"}\n"
-         "  route: {receiver: hook}\n  inhibit_rules:\n    - {target_match: {a: b}}\n",
-         "7: inhibit_rules[0]: needs source_match"},
+        {"alerting:\n  receivers:\n    - name: mail\n      email: {to: \"a@example.com\", from: "
+         "\"opsdb@localhost\"}\n  route: {receiver: mail}\n",
+         "4: receivers[0].email: smtp is missing"},
+        {"alerting:\n  receivers:\n    - name: mail\n      email: {to: \"a@example.com, bob\", "
+         "from: \"opsdb@localhost\", smtp: \"127.0.0.1:25\"}\n  route: {receiver: mail}\n",
+         "4: receivers[0].email.to: 'bob' is not an email address"},
+        {"alerting:\n  receivers:\n    - name: mail\n      email: {to: \"a@example.com\", from: "
+         "\"opsdb\", smtp: \"127.0.0.1:25\"}\n  route: {receiver: mail}\n",
+         "4: receivers[0].email.from: 'opsdb' is not an email address"},
+        {"alerting:\n  receivers:\n    - name: mail\n      email: {to: \"a@example.com\", from: "
+         "\"o@localhost\", smtp: \"smtp://127.0.0.1:25\"}\n  route: {receiver: mail}\n",
+         "4: receivers[0].email.smtp: 'smtp://127.0.0.1:25' is not host:port"},
+        {"alerting:\n  receivers:\n    - name: mail\n      email: {to: \"a@example.com\", from: "
+         "\"o@localhost\", smtp: \"127.0.0.1:99999\"}\n  route: {receiver: mail}\n",
+         "4: receivers[0].email.smtp: '127.0.0.1:99999' is not host:port"},
+        {"alerting:\n  receivers:\n    - name: mail\n      email: {to: \"a@example.com\", from: "
+         "\"o@localhost\", smtp: \"h:25\", subject: \"a\\nb\"}\n  route: {receiver: mail}\n",
+         "4: receivers[0].email.subject: has a control character"},
+        {"alerting:\n  receivers:\n    - name: am\n      alertmanager: {timeout: 1s}\n"
+         "  route: {receiver: am}\n",
+         "4: receivers[0].alertmanager: url is missing (e.g. url: http://127.0.0.1:9093)"},
+        {"alerting:\n  receivers:\n    - name: am\n      alertmanager: {url: "
+         "\"http://127.0.0.1:9093/api/v2/alerts\"}\n  route: {receiver: am}\n",
+         "4: receivers[0].alertmanager: url 'http://127.0.0.1:9093/api/v2/alerts' names an API "
+         "path"},
+        {"alerting:\n  receivers:\n    - name: am\n      alertmanager: {url: \"http://x:9093\", "
+         "send_resolved: false}\n  route: {receiver: am}\n",
+         "4: receivers[0].alertmanager: unknown key 'send_resolved' (known: url, timeout)"},
         {"alerting:\n  receivers: [\n", "3: "},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -1113,8 +1287,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(max_alerts_truncates, setup, teardown),
         cmocka_unit_test_setup_teardown(wait_interval_repeat, setup, teardown),
         cmocka_unit_test_setup_teardown(resolved_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(resolved_after_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(routing, setup, teardown),
-        cmocka_unit_test_setup_teardown(inhibition, setup, teardown),
+        cmocka_unit_test_setup_teardown(other_alerting_keys_ignored, setup, teardown),
+        cmocka_unit_test_setup_teardown(alertmanager_postable_alerts, setup, teardown),
+        cmocka_unit_test_setup_teardown(escalation_to_its_receiver, setup, teardown),
         cmocka_unit_test_setup_teardown(retries_with_backoff, setup, teardown),
         cmocka_unit_test_setup_teardown(gives_up_after_max_attempts, setup, teardown),
         cmocka_unit_test_setup_teardown(hmac_signature, setup, teardown),
