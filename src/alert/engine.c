@@ -1068,14 +1068,11 @@ static void restore(struct alert_engine *a)
     store_result_release(&res);
 }
 
-int alert_engine_new(struct alert_engine **out, struct store *s, struct writer *w,
-                     const struct config *cfg, struct err *e)
+/* What a server and a replay both need: the rules, suppression, escalation, incidents. */
+static int engine_load(struct alert_engine *a, struct store *s, const struct config *cfg,
+                       struct err *e)
 {
-    struct alert_engine *a = calloc(1, sizeof *a);
-    if (!a)
-        return err_set(e, E_NOMEM, "out of memory");
     a->store = s;
-    a->writer = w;
     a->cfg = *cfg;
     pthread_mutex_init(&a->lock, NULL);
     pthread_cond_init(&a->wake, NULL);
@@ -1086,6 +1083,17 @@ int alert_engine_new(struct alert_engine **out, struct store *s, struct writer *
         rc = escalations_new(&a->escalations, cfg->config_path, e);
     if (rc == 0 && !(a->incidents = incidents_new(cfg->alert_correlation_window_ms)))
         rc = err_set(e, E_NOMEM, "out of memory");
+    return rc;
+}
+
+int alert_engine_new(struct alert_engine **out, struct store *s, struct writer *w,
+                     const struct config *cfg, struct err *e)
+{
+    struct alert_engine *a = calloc(1, sizeof *a);
+    if (!a)
+        return err_set(e, E_NOMEM, "out of memory");
+    a->writer = w;
+    int rc = engine_load(a, s, cfg, e);
     if (rc == 0)
         rc = notifier_new(&a->notifier, cfg->config_path, w, e);
     if (rc) {
@@ -1654,19 +1662,9 @@ int alert_backtest(struct store *s, const struct config *cfg, int64_t from_ms, i
     struct alert_engine *a = calloc(1, sizeof *a);
     if (!a)
         return err_set(e, E_NOMEM, "out of memory");
-    a->store = s;
-    a->cfg = *cfg;
     a->trace = fn;
     a->trace_arg = arg;
-    pthread_mutex_init(&a->lock, NULL);
-    pthread_cond_init(&a->wake, NULL);
-    int rc = load_rules(cfg, &a->rules, &a->rstate, e);
-    if (rc == 0)
-        rc = suppressor_new(&a->suppressor, cfg->config_path, e);
-    if (rc == 0)
-        rc = escalations_new(&a->escalations, cfg->config_path, e);
-    if (rc == 0 && !(a->incidents = incidents_new(cfg->alert_correlation_window_ms)))
-        rc = err_set(e, E_NOMEM, "out of memory");
+    int rc = engine_load(a, s, cfg, e);
     if (rc == 0) {
         load_silences_since(a, from_ms); /* those that covered any part of the replay */
         int64_t steps = 0;
