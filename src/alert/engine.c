@@ -347,15 +347,25 @@ static void notify_to(struct pending_out *o, const struct alert *x, const char *
     if (x->severity[0]) /* raised by an escalation */
         json_object_set_new(t->labels, "severity", json_string(x->severity));
     t->annotations = json_loads(x->annotations_json ? x->annotations_json : "{}", 0, NULL);
-    t->n = (struct notify_alert){t->id,
+    /* the pointers into t are set by note_bind() when it is posted: notes move as they grow */
+    t->n = (struct notify_alert){NULL,
                                  status,
                                  t->labels,
                                  t->annotations,
                                  x->value,
                                  x->fired_ms,
                                  strcmp(status, "resolved") == 0 ? now_ms : 0,
-                                 t->incident[0] ? t->incident : NULL,
-                                 t->receiver[0] ? t->receiver : NULL};
+                                 NULL,
+                                 NULL};
+}
+
+/* Points the note's notification at the note's own copies. */
+static const struct notify_alert *note_bind(struct note *t)
+{
+    t->n.alert_id = t->id;
+    t->n.incident_id = t->incident[0] ? t->incident : NULL;
+    t->n.receiver = t->receiver[0] ? t->receiver : NULL;
+    return &t->n;
 }
 
 static void notify(struct pending_out *o, const struct alert *x, const char *status, int64_t now_ms)
@@ -385,7 +395,7 @@ static void pending_out_trace(struct alert_engine *a, struct pending_out *o)
                      row[value].type == VAL_REAL ? row[value].d : NAN, row[summary].s, NULL});
     }
     for (size_t i = 0; i < o->nnotes; i++) {
-        const struct notify_alert *n = &o->notes[i].n;
+        const struct notify_alert *n = note_bind(&o->notes[i]);
         char *text = json_dumps(n->labels, JSON_COMPACT | JSON_SORT_KEYS);
         json_t *name = json_object_get(n->labels, "alertname");
         a->trace(a->trace_arg,
@@ -413,7 +423,7 @@ static void pending_out_flush(struct alert_engine *a, struct pending_out *o)
         log_error("alerting: writing %zu alert_history rows failed: %s", o->history.nrows, e.msg);
     for (size_t i = 0; i < o->nnotes; i++) {
         if (a->notifier)
-            notifier_post(a->notifier, &o->notes[i].n);
+            notifier_post(a->notifier, note_bind(&o->notes[i]));
         json_decref(o->notes[i].labels);
         json_decref(o->notes[i].annotations);
     }

@@ -52,8 +52,12 @@ def child_env(extra=None):
     OPSDB_<OPTION> variables of the caller's environment are removed (they would override the
     options a test sets; OPSDB_BIN is kept), sanitizer options get strict defaults unless the
     caller set them, and ``extra`` (a dict; a value of None removes the variable) is applied last.
+    The default alert rules are off (OPSDB_ALERTING_DEFAULT_RULES=off): they would write
+    alert_history rows about every test's data. A test of them removes the variable with
+    ``extra={"OPSDB_ALERTING_DEFAULT_RULES": None}``.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSDB_") or k == "OPSDB_BIN"}
+    env["OPSDB_ALERTING_DEFAULT_RULES"] = "off"
     env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
     env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
     for k, v in (extra or {}).items():

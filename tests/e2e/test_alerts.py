@@ -1335,13 +1335,14 @@ def test_no_rules_means_empty_answers(server_factory):
     assert metric_lines(server)["opsdb_alert_rules"] == 0
 
 
-def test_the_default_rules_run_from_the_first_start(server, run_cli):
+def test_the_default_rules_run_from_the_first_start(server_factory, run_cli):
     """With no configuration the default rule set runs: its groups and rules as `opsdb alerts
     defaults` prints them, every one evaluated without an error."""
     text = run_cli("alerts", "defaults").stdout
     want_groups = re.findall(r"^  - name: (\S+)$", text, re.M)
     want_rules = re.findall(r"^      - alert: (\S+)$", text, re.M)
     assert len(want_groups) == 7 and len(want_rules) == 16
+    server = server_factory(env={"OPSDB_ALERTING_DEFAULT_RULES": None})
     rules = wait_until(lambda: (r := get_rules(server)) and all(
         x["evaluations"] > 0 for g in r["groups"] for x in g["rules"]) and r, timeout=10)
     assert [g["name"] for g in rules["groups"]] == want_groups

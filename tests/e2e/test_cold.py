@@ -1116,7 +1116,9 @@ def test_cli_compaction_next_to_a_busy_server(server_factory, run_cli, tmp_db):
     rng = random.Random(8)
     srv = server_factory(*SERVER_ARGS)
     gen_now = now_ms()
-    start = gen_now - 2 * DAY
+    # from midnight two days back: two whole past days to fold whatever the time of day (from
+    # 2 x 24 h back, the first day is only what is left of it, and may come as one chunk)
+    start = gen_now - gen_now % DAY - 2 * DAY
     keys = [key("cpu_usage", f"b{i // 4}", f"c{i % 4}") for i in range(120)]
     gen = Model()
     for k in keys:
