@@ -44,7 +44,7 @@ import time
 
 import pytest
 
-from conftest import ServerStartError, now_ms, wait_until
+from conftest import ServerStartError, assert_no_sanitizer_reports, now_ms, wait_until
 
 SEED = 20250301
 
@@ -1348,3 +1348,21 @@ def test_the_default_rules_run_from_the_first_start(server_factory, run_cli):
     assert [g["name"] for g in rules["groups"]] == want_groups
     assert [x["name"] for g in rules["groups"] for x in g["rules"]] == want_rules
     assert all(x["last_error"] is None for g in rules["groups"] for x in g["rules"]), rules
+
+
+def test_many_alerts_fire_in_one_evaluation(server_factory, tmp_path):
+    """An evaluation that fires many alerts at once queues a notification per alert; the queue
+    grows while it is filled (a regression: its entries pointed into themselves and moved), and
+    every alert fires once, the server stays healthy and stops without a sanitizer report."""
+    n = 60
+    numbers = ",".join(str(i) for i in range(n))
+    a = start_alerting(server_factory, tmp_path, [{"name": "many", "interval": "1s", "rules": [
+        {"alert": "Many", "sql": f"SELECT value AS item FROM json_each('[{numbers}]')"}]}])
+    srv = a.srv
+    alerts = wait_until(lambda: len(get_alerts(srv, "Many")) == n and get_alerts(srv, "Many"),
+                        timeout=10)
+    assert alerts and sorted(int(x["labels"]["item"]) for x in alerts) == list(range(n))
+    assert {x["state"] for x in alerts} == {"firing"}
+    assert srv.get("/healthz").status_code == 200
+    srv.stop()
+    assert_no_sanitizer_reports(srv.run_stderr())
