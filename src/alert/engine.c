@@ -57,9 +57,10 @@ struct alert {
     bool notified;
     bool suppressed; /* firing, but silenced, in maintenance or inhibited: not notified */
     int escalation_level;
-    char severity[16]; /* raised by an escalation step; "" = the labels' */
-    char incident[17]; /* the incident it joined when it fired; "" = none */
-    bool seen;         /* produced by the evaluation being applied */
+    char severity[16];   /* raised by an escalation step; "" = the labels' */
+    char incident[17];   /* the incident it joined when it fired; "" = none */
+    bool flap_announced; /* the one notification of its flapping spell */
+    bool seen;           /* produced by the evaluation being applied */
 };
 
 /* The recent state changes of one alert id, kept after it resolves: an alert that changes
@@ -503,6 +504,15 @@ static size_t flap_note(struct alert_engine *a, const char *id, int64_t now_ms)
     return f->n;
 }
 
+/* The changes of f within the window ending at now_ms. */
+static size_t flap_count(const struct alert_engine *a, const struct flap *f, int64_t now_ms)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < f->n; i++)
+        n += f->times[i] > now_ms - a->cfg.alert_flapping_window_ms;
+    return n;
+}
+
 static struct flap *flap_of(struct alert_engine *a, const char *id)
 {
     struct flap *f = a->flaps[bucket_of(id)];
@@ -543,17 +553,20 @@ static void fire_on(struct alert_engine *a, struct alert *x, int64_t now_ms, boo
     bool suppressed =
         suppressor_check(a->suppressor, labels, now_ms, f->labels, f->n, why, sizeof why);
     json_decref(labels);
-    size_t changes = first ? flap_note(a, x->id, now_ms) : 0;
-    struct flap *fl = changes ? flap_of(a, x->id) : NULL;
-    if (!suppressed && fl && (int64_t)changes > a->cfg.alert_flapping_transitions) {
+    if (first)
+        flap_note(a, x->id, now_ms);
+    struct flap *fl = flap_of(a, x->id);
+    size_t changes = fl ? flap_count(a, fl, now_ms) : 0;
+    if (!suppressed && fl && !x->flap_announced &&
+        (int64_t)changes > a->cfg.alert_flapping_transitions) {
         snprintf(why, sizeof why, "flapping: %zu state changes within %lld s", changes,
                  (long long)(a->cfg.alert_flapping_window_ms / 1000));
-        if (fl->announced) {
-            suppressed = true;
-        } else {
-            fl->announced = true;
+        if (first && !fl->announced) {
+            fl->announced = x->flap_announced = true;
             note = why; /* notified this once, with the reason */
             a->flapping_total++;
+        } else {
+            suppressed = true; /* held until its changes in the window fall to the limit */
         }
     }
     if (first && a->incidents) {
@@ -1034,7 +1047,9 @@ static void restore(struct alert_engine *a)
         " (SELECT min(x.ts) FROM alert_history x WHERE x.alert_id = c.alert_id AND x.ts > c.lr)"
         "  AS since,"
         " (SELECT min(x.ts) FROM alert_history x WHERE x.alert_id = c.alert_id AND x.ts > c.lr"
-        "  AND x.state IN ('firing', 'suppressed')) AS fired"
+        "  AND x.state IN ('firing', 'suppressed')) AS fired,"
+        " EXISTS (SELECT 1 FROM alert_history k WHERE k.alert_id = c.alert_id AND k.ts > c.lr"
+        "  AND k.state = 'acknowledged') AS acked, severity"
         " FROM (SELECT v.*, coalesce((SELECT max(r.ts) FROM alert_history r"
         "  WHERE r.alert_id = v.alert_id AND r.state = 'resolved'), -1) AS lr"
         "  FROM active_alerts v) c",
@@ -1061,6 +1076,8 @@ static void restore(struct alert_engine *a)
                    : strcmp(state, "acknowledged") == 0 ? ST_ACKED
                                                         : ST_FIRING; /* escalated, suppressed */
         x->suppressed = strcmp(state, "suppressed") == 0;
+        if (x->state == ST_FIRING && row[10].type == VAL_INT && row[10].i)
+            x->state = ST_ACKED; /* acknowledged in this episode, then suppressed or escalated */
         x->value = row[3].type == VAL_REAL  ? row[3].d
                    : row[3].type == VAL_INT ? (double)row[3].i
                                             : NAN;
@@ -1070,6 +1087,11 @@ static void restore(struct alert_engine *a)
         x->active_since_ms = row[8].type == VAL_INT ? row[8].i : time_now_ms();
         x->fired_ms = row[9].type == VAL_INT ? row[9].i : x->active_since_ms;
         x->last_hit_ms = time_now_ms();
+        json_t *labels;
+        const char *own = severity_of(x->labels_json, &labels);
+        if (row[11].type == VAL_TEXT && strcmp(row[11].s, own) != 0) /* raised by escalation */
+            snprintf(x->severity, sizeof x->severity, "%s", row[11].s);
+        json_decref(labels);
         annotate(x, r);
         restored++;
     }
@@ -1111,7 +1133,7 @@ int alert_engine_new(struct alert_engine **out, struct store *s, struct writer *
         return rc;
     }
     restore(a);
-    load_silences_since(a, time_now_ms());
+    load_silences_since(a, time_now_ms() - 7 * 86400000LL); /* the week's, for the listing */
     index_rules(a);
     if (a->rules.n)
         log_info("alerting: %zu rules loaded", a->rules.n);

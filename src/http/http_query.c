@@ -144,7 +144,8 @@ static enum MHD_Result collect_filter(void *cls, enum MHD_ValueKind kind, const 
 {
     (void)kind;
     struct view_args *a = cls;
-    static const char *const reserved[] = {"window", "now", "format", "order", "limit", NULL};
+    static const char *const reserved[] = {"window", "now",      "format", "order",
+                                           "limit",  "quick_ms", NULL};
     for (int i = 0; reserved[i]; i++)
         if (strcmp(key, reserved[i]) == 0)
             return MHD_YES;
@@ -174,6 +175,15 @@ static bool view_params(struct request *req, struct response *res, struct view_r
         snprintf(msg, sizeof msg, "now '%.40s' is not epoch seconds or an RFC 3339 time", now);
         respond_error(res, 400, msg, NULL);
         return false;
+    }
+    const char *quick = request_arg(req, "quick_ms");
+    if (quick) {
+        char *end;
+        vr->quick_ms = strtoll(quick, &end, 10);
+        if (!*quick || *end || vr->quick_ms <= 0) {
+            respond_error(res, 400, "quick_ms must be a positive integer (milliseconds)", NULL);
+            return false;
+        }
     }
     if (limit) {
         char *end;

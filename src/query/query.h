@@ -15,6 +15,7 @@ struct view_request {
     bool has_now; /* false: now_ms is the current time */
     int64_t now_ms;
     int64_t window_ms; /* 0: the view's default */
+    int64_t quick_ms;  /* alert_quality: episodes shorter than this are noise; 0: 5 minutes */
     size_t nfilters;
     const char *filter_column[QUERY_MAX_FILTERS];
     const char *filter_value[QUERY_MAX_FILTERS];

@@ -134,12 +134,14 @@ int query_view(struct store *s, const struct config *cfg, const char *name,
     if (req->nfilters > QUERY_MAX_FILTERS)
         return err_set(e, E_LIMIT, "at most %d filters", QUERY_MAX_FILTERS);
     struct store_reader *r = store_reader_get(s);
-    struct store_param params[QUERY_MAX_FILTERS + 2];
+    struct store_param params[QUERY_MAX_FILTERS + 3];
     size_t nparams = 0;
     params[nparams++] = (struct store_param){
         "now_ms", false, (double)(req->has_now ? req->now_ms : time_now_ms()), NULL};
     if (req->window_ms)
         params[nparams++] = (struct store_param){"window_ms", false, (double)req->window_ms, NULL};
+    if (req->quick_ms)
+        params[nparams++] = (struct store_param){"quick_ms", false, (double)req->quick_ms, NULL};
     /* learn the view's columns (prepare only: LIMIT 0 reads nothing) to check filters */
     struct store_result cols;
     struct buf sql;
