@@ -1,0 +1,433 @@
+"""The life of an alert past its rule: suppression, flapping, escalation, incidents, quality, backtest.
+
+What is checked, as docs/alerts.md and docs/views.md describe it and as read from src/alert/
+(engine.c, suppress.c, escalate.c, incident.c), src/http/http_alerts.c, src/cli/cmd_alerts.c and
+the view alert_quality (src/store/sqlite_views.c):
+
+* silences: POST/GET/DELETE /api/v1/silences and `opsdb alerts silence|silences|expire`; a
+  silenced firing alert is a `suppressed` row of alert_history naming the silence, its comment
+  and author, and is not sent to the webhook; when the silence ends a `firing` row follows and
+  the webhook gets it; a pending silence does not suppress before its start; silences outlive a
+  restart; bad input is a 400 naming the field.
+* maintenance windows (once and weekly) and their config errors (file:line, serve refuses).
+* inhibition with inhibit_rules and dependencies, and the target firing once the source resolves.
+* flapping: notified once with the reason, then suppressed; opsdb_alert_flapping_total.
+* escalation steps: `escalated` rows with their level and severity, the step's receiver
+  notified; an acknowledged alert does not escalate.
+* incidents: correlation by host, probable cause, related error fingerprints and failed pipeline
+  runs, the incident id in the webhook payload, resolution with the last alert.
+* the view alert_quality and opsdb_alert_relevance{rule}, computed here from alert_history.
+* `opsdb alerts backtest`: events computed here by replaying the rule over the samples sent.
+
+Every expectation is computed from what the test sends or reads back; windows and intervals are
+short (1s-3s) and every wait is bounded.
+"""
+
+import json
+import math
+import re
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from conftest import ServerStartError, now_ms, wait_until
+from test_alerts import get_alerts, metric_lines, sample
+from test_notify_receivers import http_receiver  # noqa: F401  (a fixture)
+
+# ---- starting a server ----------------------------------------------------------------------
+
+
+def yv(v):
+    """A value in YAML flow style (JSON is YAML)."""
+    return json.dumps(v)
+
+
+def rules_text(rules, interval="1s", group="life"):
+    lines = ["groups:", f"  - name: {group}", f"    interval: {interval}", "    rules:"]
+    for r in rules:
+        for i, (k, v) in enumerate(r.items()):
+            lines.append(("      - " if i == 0 else "        ") + f"{k}: {yv(v)}")
+    return "\n".join(lines) + "\n"
+
+
+def config_text(hook_url=None, extra=""):
+    """The config: the rule file rules.yaml beside it, no default rules, webhook receivers A
+    (the route's) and B at hook_url/a and /b, every label set its own group sent at once, and
+    `extra` (lines of the alerting: section, indented by two spaces)."""
+    text = "alerting:\n  rule_files: [rules.yaml]\n  default_rules: off\n"
+    if hook_url:
+        text += (f'  receivers: [{{name: A, webhook: {{url: "{hook_url}/a"}}}}, '
+                 f'{{name: B, webhook: {{url: "{hook_url}/b"}}}}]\n'
+                 "  route: {receiver: A, group_by: ['...'], group_wait: 0s, "
+                 "group_interval: 100ms, repeat_interval: 1h}\n")
+    return text + extra
+
+
+def start(server_factory, tmp_path, rules, *args, hook_url=None, extra="", interval="1s",
+          start=True):
+    conf = tmp_path / "conf"
+    conf.mkdir(exist_ok=True)
+    (conf / "rules.yaml").write_text(rules_text(rules, interval))
+    path = conf / "opsdb.yaml"
+    path.write_text(config_text(hook_url, extra))
+    srv = server_factory("--config", path, *args, start=start)
+    srv.conf_path = path
+    return srv
+
+
+def cpu_rule(name, metric, threshold=90, agg="max", window="5m", **kw):
+    return {"alert": name, "table": "system_metrics", "metric": metric, "aggregation": agg,
+            "window": window, "op": ">", "threshold": threshold, **kw}
+
+
+def put(srv, *samples):
+    r = srv.ingest("system_metrics", list(samples))
+    assert r.status_code == 200 and r.json()["rows"] == len(samples), r.text
+
+
+def point(host, metric, value, component="c", ts=None):
+    return sample(now_ms() if ts is None else ts, host, component, metric, value)
+
+
+# ---- reading the server ---------------------------------------------------------------------
+
+
+def hist(srv, where):
+    """alert_history rows matching an SQL condition, in the order they were written."""
+    return srv.query("SELECT ts, alert_id, rule, severity, state, value, labels, summary, "
+                     "escalation_level, notified FROM alert_history "
+                     f"WHERE {where} ORDER BY ts, rowid")
+
+
+def host_rows(srv, rule, host):
+    return [r for r in hist(srv, f"rule = '{rule}'")
+            if json.loads(r["labels"]).get("host") == host]
+
+
+def wait_rows(srv, rule, host, want_states, timeout=5.0):
+    """Waits until the states of the alert's rows start with want_states; returns the rows."""
+    rows = wait_until(lambda: (lambda h: h if [x["state"] for x in h][:len(want_states)]
+                               == want_states else None)(host_rows(srv, rule, host)),
+                      timeout=timeout)
+    assert rows, (f"{rule}/{host}: want {want_states}, have "
+                  f"{[(x['state'], x['summary']) for x in host_rows(srv, rule, host)]}")
+    return rows
+
+
+def silences(srv):
+    r = srv.get("/api/v1/silences")
+    assert r.status_code == 200, r.text
+    return {s["id"]: s for s in r.json()["silences"]}
+
+
+def ms_of(text):
+    """Epoch ms of an RFC 3339 time."""
+    return int(round(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000))
+
+
+def rfc3339(ms):
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] \
+        + "Z"
+
+
+def hook_alerts(rec, path, host=None, status=None):
+    """The alerts the webhook at path received: (status, labels, startsAt ms, incident)."""
+    out = []
+    for body in rec.bodies(path):
+        for a in body["alerts"]:
+            if host is not None and a["labels"].get("host") != host:
+                continue
+            if status is not None and a["status"] != status:
+                continue
+            out.append((a["status"], a["labels"], ms_of(a["startsAt"]), body.get("incident")))
+    return out
+
+
+# =============================================================================================
+# 1. silences
+# =============================================================================================
+
+SIL_RULE = cpu_rule("SilCpu", "sil_cpu", annotations={"summary": "cpu of {{ $labels.host }}"})
+
+
+def silenced_summary(host, sid, comment, by):
+    return f"cpu of {host} - silenced by {sid} ({comment}, by {by})"
+
+
+# (case, body, the field the error names first, or None); "past", "later", ... are times
+BAD_SILENCES = [
+    ("bad_regex", {"matchers": "host=~(db", "duration": "1h", "created_by": "ann"}, "matchers"),
+    ("empty_matchers", {"matchers": "", "duration": "1h", "created_by": "ann"}, "matchers"),
+    ("no_created_by", {"matchers": "host=a", "duration": "1h"}, "created_by"),
+    ("empty_created_by", {"matchers": "host=a", "duration": "1h", "created_by": ""},
+     "created_by"),
+    ("ends_in_the_past", {"matchers": "host=a", "ends_at": "past", "created_by": "ann"},
+     "ends_at"),
+    ("no_end", {"matchers": "host=a", "created_by": "ann"}, "ends_at"),
+    ("bad_duration", {"matchers": "host=a", "duration": "soon", "created_by": "ann"},
+     "duration"),
+    ("ends_before_start", {"matchers": "host=a", "starts_at": "later", "ends_at": "sooner",
+                           "created_by": "ann"}, "ends_at"),
+    ("bad_starts_at", {"matchers": "host=a", "starts_at": "yesterday", "duration": "1h",
+                       "created_by": "ann"}, "starts_at"),
+    ("not_json", "not json", None),
+    ("not_an_object", "[1, 2]", None),
+]
+
+
+def test_silence_bad_input_is_a_400_naming_the_field(server_factory, tmp_path):
+    srv = start(server_factory, tmp_path, [SIL_RULE])
+    now_s = now_ms() // 1000
+    times = {"past": now_s - 60, "later": now_s + 7200, "sooner": now_s + 3600}
+    failures = []
+    for case, body, field in BAD_SILENCES:
+        if isinstance(body, dict):
+            body = {k: times.get(v, v) for k, v in body.items()}
+            r = srv.post("/api/v1/silences", json=body)
+        else:
+            r = srv.post("/api/v1/silences", data=body,
+                         headers={"Content-Type": "application/json"})
+        error = r.json().get("error", "") if r.headers.get("Content-Type", "").startswith(
+            "application/json") else None
+        if r.status_code != 400 or error is None or (
+                field and not re.match(rf"^{field}\b", error)):
+            failures.append((case, r.status_code, r.text))
+    assert not failures, failures
+    assert silences(srv) == {}, "a refused silence was kept"
+
+
+def test_silences_suppress_expire_and_survive_a_restart(server_factory, tmp_path, http_receiver,
+                                                        run_cli):
+    url, rec = http_receiver
+    srv = start(server_factory, tmp_path, [SIL_RULE], hook_url=url)
+    server_arg = f"127.0.0.1:{srv.port}"
+
+    # a silence for one hour on host hs, given with duration
+    t0 = now_ms()
+    r = srv.post("/api/v1/silences", json={"matchers": "host=hs", "duration": "1h",
+                                           "created_by": "ann", "comment": "disk swap"})
+    assert r.status_code == 200, r.text
+    sid = r.json()["id"]
+    t1 = now_ms()
+    s = silences(srv)[sid]
+    assert (s["matchers"], s["created_by"], s["comment"], s["state"]) == \
+        ("host=hs", "ann", "disk swap", "active")
+    starts, ends = ms_of(s["starts_at"]), ms_of(s["ends_at"])
+    assert t0 <= starts <= t1 and ends - starts == 3600_000, s
+
+    # a pending one on host hp: starts in 3 s (epoch seconds), ends in an hour (RFC 3339)
+    p_start = (now_ms() // 1000 + 3) * 1000
+    p_end = p_start + 3600_000
+    r = srv.post("/api/v1/silences", json={"matchers": "host=~hp|hq", "starts_at": p_start // 1000,
+                                           "ends_at": rfc3339(p_end), "created_by": "bob",
+                                           "comment": "later"})
+    assert r.status_code == 200, r.text
+    pid = r.json()["id"]
+    p = silences(srv)[pid]
+    assert p["state"] == "pending" and (ms_of(p["starts_at"]), ms_of(p["ends_at"])) == \
+        (p_start, p_end), p
+
+    # hs is silenced, ho is not, hp's silence has not begun
+    put(srv, point("hs", "sil_cpu", 95), point("ho", "sil_cpu", 96), point("hp", "sil_cpu", 97))
+    rows_hs = wait_rows(srv, "SilCpu", "hs", ["suppressed"])
+    assert rows_hs[0]["summary"] == silenced_summary("hs", sid, "disk swap", "ann")
+    assert rows_hs[0]["notified"] == 0 and rows_hs[0]["value"] == 95
+    rows_ho = wait_rows(srv, "SilCpu", "ho", ["firing"])
+    assert rows_ho[0]["summary"] == "cpu of ho" and rows_ho[0]["notified"] == 1
+    rows_hp = wait_rows(srv, "SilCpu", "hp", ["firing"])
+    assert rows_hp[0]["ts"] < p_start, "the pending silence acted before its start"
+    assert wait_until(lambda: hook_alerts(rec, "/a", "ho") and hook_alerts(rec, "/a", "hp"),
+                      timeout=3), rec.bodies()
+    assert hook_alerts(rec, "/a", "ho")[0][2] == rows_ho[0]["ts"]  # startsAt: when it fired
+
+    # once the pending silence begins, hp (still firing) is recorded as suppressed
+    rows_hp = wait_rows(srv, "SilCpu", "hp", ["firing", "suppressed"], timeout=p_start - now_ms()
+                        + 3000 if p_start > now_ms() else 3000)
+    assert rows_hp[1]["ts"] >= p_start, rows_hp
+    assert rows_hp[1]["summary"] == silenced_summary("hp", pid, "later", "bob")
+    assert silences(srv)[pid]["state"] == "active"
+
+    # the silence ends through DELETE: a firing row follows and the webhook gets hs
+    assert hook_alerts(rec, "/a", "hs") == [], "a silenced alert was sent"
+    r = srv.request("DELETE", f"/api/v1/silences/{sid}")
+    assert r.status_code == 200 and r.json() == {"expired": sid}, r.text
+    t_expired = now_ms()
+    rows_hs = wait_rows(srv, "SilCpu", "hs", ["suppressed", "firing"], timeout=3)
+    assert rows_hs[1]["summary"] == "cpu of hs" and rows_hs[1]["notified"] == 1
+    assert rows_hs[1]["ts"] >= t_expired - 50
+    got = wait_until(lambda: hook_alerts(rec, "/a", "hs", "firing"), timeout=3)
+    assert got and got[0][1]["host"] == "hs"
+    s = silences(srv)[sid]
+    assert s["state"] == "expired" and ms_of(s["ends_at"]) <= now_ms()
+    r = srv.request("DELETE", "/api/v1/silences/0011223344556677")
+    assert r.status_code == 404 and "0011223344556677" in r.json()["error"], r.text
+
+    # the CLI: silence, silences, expire
+    cp = run_cli("alerts", "silence", "--matchers", "host=hc", "--for", "1h", "--by", "ann",
+                 "--comment", "x", "--server", server_arg)
+    assert cp.returncode == 0, cp.stderr
+    cid = json.loads(cp.stdout)["id"]
+    cp = run_cli("alerts", "silences", "--server", server_arg)
+    assert cp.returncode == 0, cp.stderr
+    listed = {x["id"]: x for x in json.loads(cp.stdout)["silences"]}
+    assert set(listed) == {sid, pid, cid}
+    c = listed[cid]
+    assert (c["matchers"], c["created_by"], c["comment"], c["state"]) == ("host=hc", "ann", "x",
+                                                                          "active")
+    assert ms_of(c["ends_at"]) - ms_of(c["starts_at"]) == 3600_000
+    put(srv, point("hc", "sil_cpu", 98))
+    rows_hc = wait_rows(srv, "SilCpu", "hc", ["suppressed"])
+    assert rows_hc[0]["summary"] == silenced_summary("hc", cid, "x", "ann")
+    cp = run_cli("alerts", "expire", cid, "--server", server_arg)
+    assert cp.returncode == 0 and json.loads(cp.stdout) == {"expired": cid}, cp.stderr
+    wait_rows(srv, "SilCpu", "hc", ["suppressed", "firing"], timeout=3)
+    assert wait_until(lambda: hook_alerts(rec, "/a", "hc", "firing"), timeout=3)
+    cp = run_cli("alerts", "expire", "0011223344556677", "--server", server_arg)
+    assert cp.returncode != 0 and "404" in cp.stderr, (cp.returncode, cp.stderr)
+
+    # a restart: the silences still in force come back from the table, and apply
+    r = srv.post("/api/v1/silences", json={"matchers": "host=hr", "duration": "2h",
+                                           "created_by": "carl", "comment": "restart"})
+    assert r.status_code == 200, r.text
+    rid = r.json()["id"]
+    before = silences(srv)
+    srv.restart()
+    after = silences(srv)
+    for i in (pid, rid):
+        assert after[i] == before[i], (before[i], after.get(i))
+    put(srv, point("hr", "sil_cpu", 99), point("hq", "sil_cpu", 99))
+    rows_hr = wait_rows(srv, "SilCpu", "hr", ["suppressed"])
+    assert rows_hr[0]["summary"] == silenced_summary("hr", rid, "restart", "carl")
+    rows_hq = wait_rows(srv, "SilCpu", "hq", ["suppressed"])
+    assert rows_hq[0]["summary"] == silenced_summary("hq", pid, "later", "bob")
+    time.sleep(0.5)
+    for h in ("hs", "hc"):
+        assert [x[0] for x in hook_alerts(rec, "/a", h)] == ["firing"], (h, rec.bodies())
+    for h in ("hp",):
+        assert [x[0] for x in hook_alerts(rec, "/a", h)] == ["firing"], (h, rec.bodies())
+    for h in ("hr", "hq"):
+        assert hook_alerts(rec, "/a", h) == [], (h, rec.bodies())
+
+
+# =============================================================================================
+# 2. maintenance windows
+# =============================================================================================
+
+WEEKDAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+
+
+def weekday_name(ms):
+    return WEEKDAYS[(datetime.fromtimestamp(ms / 1000, timezone.utc).weekday() + 1) % 7]
+
+
+def hhmm(ms):
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%H:%M")
+
+
+def test_maintenance_windows_suppress_matching_alerts(server_factory, tmp_path, http_receiver):
+    url, rec = http_receiver
+    t = now_ms()
+    # weekly: from two minutes ago to three minutes ahead (UTC); a window that crosses midnight
+    # belongs to the weekday of its evening, the day of `from`
+    w_from, w_to = t - 120_000, t + 180_000
+    others = [d for d in WEEKDAYS if d != weekday_name(w_from)]
+    windows = [
+        {"name": "once-now", "matchers": "host=m1", "start": rfc3339(t - 60_000),
+         "end": rfc3339(t + 3600_000)},
+        {"name": "weekly-now", "matchers": "host=~m2|m9", "weekdays": [weekday_name(w_from)],
+         "from": hhmm(w_from), "to": hhmm(w_to)},
+        {"name": "weekly-other-days", "matchers": "host=m3", "weekdays": others,
+         "from": hhmm(w_from), "to": hhmm(w_to)},
+        {"name": "once-over", "matchers": "host=m4", "start": rfc3339(t - 7200_000),
+         "end": rfc3339(t - 3600_000)},
+        {"name": "once-later", "matchers": "host=m5", "start": rfc3339(t + 3600_000),
+         "end": rfc3339(t + 7200_000)},
+    ]
+    extra = "  maintenance:\n" + "".join(f"    - {yv(w)}\n" for w in windows)
+    srv = start(server_factory, tmp_path, [SIL_RULE], hook_url=url, extra=extra)
+
+    def expect(host):
+        """The window that covers host now, computed from the windows sent."""
+        now = now_ms()
+        for w in windows:
+            if not re.fullmatch(w["matchers"].split("=", 1)[1].lstrip("~"), host):
+                continue
+            if "start" in w and ms_of(w["start"]) <= now < ms_of(w["end"]):
+                return w["name"]
+            if "weekdays" in w:
+                day_ms = now % 86400_000
+                f = int(w["from"][:2]) * 3600_000 + int(w["from"][3:]) * 60_000
+                to = int(w["to"][:2]) * 3600_000 + int(w["to"][3:]) * 60_000
+                today, yesterday = weekday_name(now), weekday_name(now - 86400_000)
+                if f < to and today in w["weekdays"] and f <= day_ms < to:
+                    return w["name"]
+                if f > to and ((today in w["weekdays"] and day_ms >= f)
+                               or (yesterday in w["weekdays"] and day_ms < to)):
+                    return w["name"]
+        return None
+
+    hosts = ["m1", "m2", "m3", "m4", "m5", "m6", "m9"]
+    want = {h: expect(h) for h in hosts}
+    assert want == {"m1": "once-now", "m2": "weekly-now", "m3": None, "m4": None, "m5": None,
+                    "m6": None, "m9": "weekly-now"}  # the case is built so
+    put(srv, *[point(h, "sil_cpu", 95) for h in hosts])
+    for h, name in want.items():
+        rows = wait_rows(srv, "SilCpu", h, ["suppressed" if name else "firing"])
+        if name:
+            assert rows[0]["summary"] == f"cpu of {h} - maintenance window {name}", rows
+            assert rows[0]["notified"] == 0
+        else:
+            assert rows[0]["summary"] == f"cpu of {h}" and rows[0]["notified"] == 1, rows
+    quiet = [h for h, name in want.items() if not name]
+    assert wait_until(lambda: all(hook_alerts(rec, "/a", h) for h in quiet), timeout=3), \
+        rec.bodies()
+    time.sleep(0.3)
+    for h, name in want.items():
+        if name:
+            assert hook_alerts(rec, "/a", h) == [], (h, rec.bodies())
+
+
+# (case, the maintenance list with "# fault" on the line the message names, message)
+BAD_WINDOWS = [
+    ("bad_time_of_day", "    - name: w\n      matchers: host=a\n      weekdays: [mon]\n"
+     "      from: \"25:00\"  # fault\n      to: \"02:00\"\n",
+     "from: expected a time of day HH:MM (UTC)"),
+    ("bad_weekday", "    - name: w\n      matchers: host=a\n"
+     "      weekdays: [mon, someday]  # fault\n      from: \"01:00\"\n      to: \"02:00\"\n",
+     "weekdays: 'someday' is not one of sun, mon, tue, wed, thu, fri, sat"),
+    ("end_before_start", "    - name: w  # fault\n      matchers: host=a\n"
+     "      start: \"2030-01-02T00:00:00Z\"\n      end: \"2030-01-01T00:00:00Z\"\n",
+     "maintenance window w: end must come after start"),
+    ("bad_matchers", "    - name: w\n      matchers: \"host=~(a\"  # fault\n"
+     "      start: \"2030-01-01T00:00:00Z\"\n      end: \"2030-01-02T00:00:00Z\"\n",
+     "matchers: "),
+    ("unknown_key", "    - name: w\n      matchers: host=a\n      start: \"2030-01-01T00:00:00Z\"\n"
+     "      end: \"2030-01-02T00:00:00Z\"\n      until: never  # fault\n",
+     "unknown key 'until' in a maintenance window"),
+    ("both_kinds", "    - name: w  # fault\n      matchers: host=a\n"
+     "      start: \"2030-01-01T00:00:00Z\"\n      end: \"2030-01-02T00:00:00Z\"\n"
+     "      weekdays: [mon]\n      from: \"01:00\"\n      to: \"02:00\"\n",
+     "give either start and end (once) or weekdays, from and to"),
+]
+
+
+def test_a_bad_maintenance_window_names_its_line_and_serve_refuses(server_factory, tmp_path):
+    failures = []
+    for case, body, message in BAD_WINDOWS:
+        d = tmp_path / case
+        d.mkdir()
+        srv = start(server_factory, d, [SIL_RULE], extra="  maintenance:\n" + body, start=False)
+        text = srv.conf_path.read_text()
+        line = next(i + 1 for i, x in enumerate(text.splitlines()) if "# fault" in x)
+        try:
+            srv.start()
+            failures.append((case, "started"))
+            srv.stop()
+            continue
+        except ServerStartError:
+            pass
+        err = srv.run_stderr()
+        if f"{srv.conf_path}:{line}: " not in err or message not in err:
+            failures.append((case, f"want {srv.conf_path}:{line}: {message}", err[-600:]))
+    assert not failures, failures
