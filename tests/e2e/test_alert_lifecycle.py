@@ -591,3 +591,66 @@ def test_a_held_flapping_alert_stays_held_while_it_fires(server_factory, tmp_pat
     assert [(r["state"], r["summary"]) for r in rows] == expected_flaps(rows) and \
         not [s for s in sent if s[2] in held], \
         ([(r["state"], r["summary"], r["notified"]) for r in rows], sent)
+
+
+# =============================================================================================
+# 5. escalation
+# =============================================================================================
+
+ESC_STEPS = [{"after": 1000, "receiver": "B"}, {"after": 2000, "severity": "page"}]
+ESC_CONFIG = ("  escalations:\n    - name: esc\n      matchers: \"alertname=EscCpu\"\n"
+              "      steps:\n        - {after: 1s, receiver: B}\n"
+              "        - {after: 2s, severity: page}\n")
+
+
+def test_an_unacknowledged_alert_escalates_step_by_step(server_factory, tmp_path,
+                                                        http_receiver):
+    url, rec = http_receiver
+    rule = cpu_rule("EscCpu", "esc", labels={"severity": "warning"},
+                    annotations={"summary": "esc on {{ $labels.host }}"})
+    srv = start(server_factory, tmp_path, [rule], hook_url=url, extra=ESC_CONFIG)
+    put(srv, point("e1", "esc", 95), point("e2", "esc", 95))
+    acked = wait_until(lambda: [x for x in get_alerts(srv, "EscCpu")
+                                if x["labels"]["host"] == "e2" and x["state"] == "firing"],
+                       timeout=3)
+    assert acked, get_alerts(srv)
+    r = srv.post(f"/api/v1/alerts/{acked[0]['id']}/ack", json={"by": "ann"})
+    assert r.status_code == 200, r.text
+    fired_e2 = ms_of(acked[0]["fired_at"])
+    assert now_ms() - fired_e2 < ESC_STEPS[0]["after"], "acknowledged too late for the case"
+
+    # e1: a row per step, its level and severity; step 1 notifies B directly
+    rows = wait_rows(srv, "EscCpu", "e1", ["firing", "escalated", "escalated"], timeout=6)
+    fired = rows[0]["ts"]
+    want = [("firing", 0, "warning", "esc on e1")]
+    severity = "warning"
+    for level, st in enumerate(ESC_STEPS, 1):
+        severity = st.get("severity", severity)
+        note = f"escalated to level {level}" + \
+            (f", notifying {st['receiver']}" if "receiver" in st else "") + \
+            (f", severity {st['severity']}" if "severity" in st else "")
+        want.append(("escalated", level, severity, f"esc on e1 - {note}"))
+    assert [(r["state"], r["escalation_level"], r["severity"], r["summary"]) for r in rows] \
+        == want
+    for r, st in zip(rows[1:], ESC_STEPS):
+        # due `after` the firing, done by the first evaluation (1s interval) from then
+        assert st["after"] <= r["ts"] - fired < st["after"] + 1500, (st, r["ts"] - fired)
+    assert rows[1]["ts"] < rows[2]["ts"]
+    got = wait_until(lambda: hook_alerts(rec, "/b", "e1"), timeout=3)
+    assert got and [(s, l["severity"], t) for s, l, t, _ in got] == [("firing", "warning", fired)]
+    bodies = [b for b in rec.bodies("/b") if b["alerts"][0]["labels"]["host"] == "e1"]
+    assert bodies[0]["receiver"] == "B"
+    assert bodies[0]["groupKey"] == f"escalation/B/{rows[0]['alert_id']}"
+
+    # e2, acknowledged before its first step was due, never escalates
+    while now_ms() < fired_e2 + ESC_STEPS[-1]["after"] + 1200:
+        time.sleep(0.1)
+    assert [r["state"] for r in host_rows(srv, "EscCpu", "e2")] == ["firing", "acknowledged"]
+    assert hook_alerts(rec, "/b", "e2") == []
+    x = [a for a in get_alerts(srv, "EscCpu") if a["labels"]["host"] == "e2"]
+    assert x and x[0]["state"] == "acknowledged"
+    # the severity step names no receiver: the alert, now of severity page, goes through the
+    # route again (to A); B was notified once only
+    assert wait_until(lambda: [l["severity"] for _, l, _, _ in hook_alerts(rec, "/a", "e1")]
+                      == ["warning", "page"], timeout=3), hook_alerts(rec, "/a", "e1")
+    assert len(hook_alerts(rec, "/b")) == 1, rec.bodies("/b")
