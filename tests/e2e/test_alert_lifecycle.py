@@ -654,3 +654,156 @@ def test_an_unacknowledged_alert_escalates_step_by_step(server_factory, tmp_path
     assert wait_until(lambda: [l["severity"] for _, l, _, _ in hook_alerts(rec, "/a", "e1")]
                       == ["warning", "page"], timeout=3), hook_alerts(rec, "/a", "e1")
     assert len(hook_alerts(rec, "/b")) == 1, rec.bodies("/b")
+
+
+# =============================================================================================
+# 6. incidents
+# =============================================================================================
+
+CORRELATION_MS = 600_000  # alerting.correlation_window's default, 10m
+
+
+def incidents(srv):
+    r = srv.get("/api/v1/incidents")
+    assert r.status_code == 200, r.text
+    return r.json()["incidents"]
+
+
+def expected_related(errors, failed, inc):
+    """related of an incident, computed from the rows as read back: error fingerprints of its
+    hosts and components and failed runs of its pipelines, from a correlation window before it
+    opened to its end (now while open)."""
+    lo = ms_of(inc["opened_at"]) - CORRELATION_MS
+    hi = ms_of(inc["resolved_at"]) if inc["resolved_at"] else now_ms()
+    keys = set(inc["keys"]["host"]) | set(inc["keys"]["component"])
+    fps = {}
+    for e in errors:
+        if lo <= e["ts"] <= hi and (e["host"] in keys or e["component"] in keys):
+            f = fps.setdefault(e["fingerprint"], {"fingerprint": e["fingerprint"], "events": 0,
+                                                  "last_seen": 0, "error_type": e["error_type"],
+                                                  "component": e["component"]})
+            f["events"] += 1
+            f["last_seen"] = max(f["last_seen"], e["ts"])
+    runs = {}
+    for p in failed:
+        if lo <= p["ts"] <= hi and p["pipeline"] in inc["keys"]["pipeline"]:
+            k = (p["pipeline"], p["run_id"])
+            runs[k] = max(runs.get(k, 0), p["ts"])
+    return ({f["fingerprint"]: f for f in fps.values()},
+            {k: at for k, at in runs.items()})
+
+
+def test_incidents_correlate_alerts_and_what_relates_to_them(server_factory, tmp_path,
+                                                            http_receiver):
+    url, rec = http_receiver
+    rules = [
+        cpu_rule("IncCpu", "inc_cpu", agg="min"),
+        cpu_rule("IncMem", "inc_mem", agg="min"),
+        {"alert": "IncPipe", "window": "10m", "op": ">", "threshold": 0,
+         "sql": "SELECT pipeline, count(*) AS value FROM pipeline_status WHERE status = 'failed'"
+                " AND pipeline = 'etl-a' AND ts >= :window_start AND ts <= :now"
+                " GROUP BY pipeline"},
+    ]
+    srv = start(server_factory, tmp_path, rules, hook_url=url)
+    t = now_ms()
+    errs = [  # (seconds ago, host, component, type, message)
+        (60, "i1", "web", "Timeout", "timeout calling db"),
+        (30, "i1", "web", "Timeout", "timeout calling db"),
+        (45, "z", "cache", "Miss", "cache miss storm"),
+        (40, "z", "other", "Other", "unrelated"),
+        (2400, "i1", "web", "Old", "long before the incident"),
+        (20, "i2", "batch", "Oom", "out of memory"),
+    ]
+    r = srv.ingest("error_logs", [{"ts": t - s * 1000, "host": h, "component": c, "level": "error",
+                                   "error_type": ty, "message": m} for s, h, c, ty, m in errs])
+    assert r.status_code == 200, r.text
+    runs = [  # (seconds ago, pipeline, run, stage, status, message)
+        (120, "etl-a", "r1", "load", "running", None),
+        (100, "etl-a", "r1", "load", "failed", "boom"),
+        (50, "etl-a", "r2", "extract", "failed", "no input"),
+        (20, "etl-a", "r3", "", "succeeded", None),
+        (60, "etl-b", "q1", "load", "failed", "other pipeline"),
+    ]
+    r = srv.ingest("pipeline_status", [
+        {"ts": t - s * 1000, "pipeline": p, "run_id": run, "stage": st, "status": status,
+         **({"message": m} if m else {})} for s, p, run, st, status, m in runs])
+    assert r.status_code == 200, r.text
+    errors = srv.query("SELECT ts, host, component, error_type, fingerprint FROM error_logs")
+    failed = srv.query("SELECT ts, pipeline, run_id FROM pipeline_status "
+                       "WHERE status = 'failed'")
+    assert len(errors) == len(errs) and len({e["fingerprint"] for e in errors}) >= 4
+
+    # two rules on host i1 (IncCpu first), one on host i2
+    put(srv, point("i1", "inc_cpu", 95, "web"))
+    a1 = wait_rows(srv, "IncCpu", "i1", ["firing"])[0]
+    put(srv, point("i1", "inc_mem", 95, "cache"))
+    a2 = wait_rows(srv, "IncMem", "i1", ["firing"])[0]
+    put(srv, point("i2", "inc_cpu", 95, "batch"))
+    b1 = wait_rows(srv, "IncCpu", "i2", ["firing"])[0]
+    pipe = wait_until(lambda: hist(srv, "rule = 'IncPipe'"), timeout=3)
+    assert pipe and pipe[0]["state"] == "firing"
+    assert a1["ts"] < a2["ts"] < b1["ts"]
+
+    def by_alert():
+        return {m["alert_id"]: inc for inc in incidents(srv) for m in inc["alerts"]}
+    assert wait_until(lambda: len(by_alert()) == 4, timeout=3), incidents(srv)
+    incs = by_alert()
+    inc1, inc2, inc3 = incs[a1["alert_id"]], incs[b1["alert_id"]], incs[pipe[0]["alert_id"]]
+    assert incs[a2["alert_id"]]["id"] == inc1["id"]
+    assert len({inc1["id"], inc2["id"], inc3["id"]}) == 3 and len(incidents(srv)) == 3
+    assert [(m["alert_id"], m["rule"], ms_of(m["fired_at"]), m["resolved_at"])
+            for m in inc1["alerts"]] == [(a1["alert_id"], "IncCpu", a1["ts"], None),
+                                         (a2["alert_id"], "IncMem", a2["ts"], None)]
+    assert inc1["probable_cause"]["alert_id"] == a1["alert_id"]
+    assert inc1["probable_cause"]["rule"] == "IncCpu"
+    assert ms_of(inc1["probable_cause"]["fired_at"]) == a1["ts"]
+    assert inc1["keys"] == {"host": ["i1"], "component": ["web", "cache"], "pipeline": []}
+    assert inc2["keys"] == {"host": ["i2"], "component": ["batch"], "pipeline": []}
+    assert inc3["keys"] == {"host": [], "component": [], "pipeline": ["etl-a"]}
+    assert ms_of(inc1["opened_at"]) == a1["ts"] and ms_of(inc2["opened_at"]) == b1["ts"]
+    for inc in (inc1, inc2, inc3):
+        assert inc["state"] == "open" and inc["resolved_at"] is None
+        want_fps, want_runs = expected_related(errors, failed, inc)
+        got_fps = {f["fingerprint"]: f for f in inc["related"]["error_fingerprints"]}
+        assert sorted(got_fps) == sorted(want_fps), (inc["keys"], got_fps, want_fps)
+        for fp, w in want_fps.items():
+            g = got_fps[fp]
+            assert (g["events"], g["last_seen"], g["error_type"], g["component"]) == \
+                (w["events"], w["last_seen"], w["error_type"], w["component"]), (g, w)
+        got_runs = {(x["pipeline"], x["run_id"]): x["failed_at"]
+                    for x in inc["related"]["failed_pipeline_runs"]}
+        assert got_runs == want_runs, (inc["keys"], got_runs, want_runs)
+    assert len(inc1["related"]["error_fingerprints"]) == 2  # the case is built so
+    assert len(inc3["related"]["failed_pipeline_runs"]) == 2
+    assert [x["run_id"] for x in inc3["related"]["failed_pipeline_runs"]] == ["r2", "r1"]
+    assert {x["run_id"]: (x["stage"], x["message"])
+            for x in inc3["related"]["failed_pipeline_runs"]} == \
+        {"r1": ("load", "boom"), "r2": ("extract", "no input")}
+
+    # the webhook payloads carry the incident of their alert
+    def sent_incidents():
+        return {(l["alertname"], l.get("host", l.get("pipeline"))): inc
+                for s, l, _, inc in hook_alerts(rec, "/a") if s == "firing"}
+    want = {("IncCpu", "i1"): inc1["id"], ("IncMem", "i1"): inc1["id"],
+            ("IncCpu", "i2"): inc2["id"], ("IncPipe", "etl-a"): inc3["id"]}
+    assert wait_until(lambda: sent_incidents() == want, timeout=3), (sent_incidents(), want)
+
+    # the incident resolves with its last alert
+    put(srv, point("i1", "inc_cpu", 10, "web"))
+    wait_rows(srv, "IncCpu", "i1", ["firing", "resolved"], timeout=3)
+    assert next(i for i in incidents(srv) if i["id"] == inc1["id"])["state"] == "open"
+    put(srv, point("i1", "inc_mem", 10, "cache"))
+    r2 = wait_rows(srv, "IncMem", "i1", ["firing", "resolved"], timeout=3)[1]
+    r1 = host_rows(srv, "IncCpu", "i1")[1]
+    now = {i["id"]: i for i in incidents(srv)}
+    done = now[inc1["id"]]
+    assert done["state"] == "resolved" and ms_of(done["resolved_at"]) == r2["ts"], done
+    assert [ms_of(m["resolved_at"]) for m in done["alerts"]] == [r1["ts"], r2["ts"]]
+    assert now[inc2["id"]]["state"] == "open" and now[inc3["id"]]["state"] == "open"
+    want_fps, _ = expected_related(errors, failed, done)
+    assert sorted(f["fingerprint"] for f in done["related"]["error_fingerprints"]) == \
+        sorted(want_fps)
+    assert wait_until(lambda: {l["alertname"]: inc for s, l, _, inc in hook_alerts(rec, "/a", "i1")
+                               if s == "resolved"} == {"IncCpu": inc1["id"],
+                                                       "IncMem": inc1["id"]}, timeout=3), \
+        hook_alerts(rec, "/a", "i1")
