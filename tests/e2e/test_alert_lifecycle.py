@@ -807,3 +807,138 @@ def test_incidents_correlate_alerts_and_what_relates_to_them(server_factory, tmp
                                if s == "resolved"} == {"IncCpu": inc1["id"],
                                                        "IncMem": inc1["id"]}, timeout=3), \
         hook_alerts(rec, "/a", "i1")
+
+
+# =============================================================================================
+# 7. the view alert_quality
+# =============================================================================================
+
+QUICK_MS_DEFAULT = 300_000
+
+
+def expected_quality(rows, now, window_ms, quick_ms=QUICK_MS_DEFAULT):
+    """alert_quality computed from alert_history rows (ts, rid, alert_id, rule, state) as
+    docs/views.md defines it: an episode starts with a firing or suppressed row in the window
+    that follows no row, a pending or a resolved row of its alert, and ends with the next
+    resolved row; relevant when acknowledged before that end, still active, or lasting at
+    least quick_ms."""
+    rows = sorted((r for r in rows if r["ts"] <= now), key=lambda r: (r["ts"], r["rid"]))
+    by_alert = {}
+    for r in rows:
+        by_alert.setdefault(r["alert_id"], []).append(r)
+    per_rule = {}
+    for alert_rows in by_alert.values():
+        for i, s in enumerate(alert_rows):
+            if s["state"] not in ("firing", "suppressed") or not now - window_ms < s["ts"]:
+                continue
+            if i and alert_rows[i - 1]["state"] not in ("resolved", "pending"):
+                continue
+            later = alert_rows[i:]
+            ended = next((r["ts"] for r in later if r["state"] == "resolved"), None)
+            acked = any(r["state"] == "acknowledged" and (ended is None or r["ts"] <= ended)
+                        and not any(x["state"] == "resolved" and s["ts"] <= x["ts"] < r["ts"]
+                                    for x in later) for r in later)
+            relevant = acked or ended is None or ended - s["ts"] >= quick_ms
+            q = per_rule.setdefault(s["rule"], {"alerts": 0, "relevant": 0, "acknowledged": 0,
+                                                "active": 0, "durations": []})
+            q["alerts"] += 1
+            q["relevant"] += relevant
+            q["acknowledged"] += acked
+            q["active"] += ended is None
+            q["durations"].append((ended if ended is not None else now) - s["ts"])
+    out = {}
+    for rule, q in per_rule.items():
+        out[rule] = {"rule": rule, "alerts": q["alerts"], "relevant": q["relevant"],
+                     "noisy": q["alerts"] - q["relevant"],
+                     "relevance": round(q["relevant"] / q["alerts"], 4),
+                     "acknowledged": q["acknowledged"], "active": q["active"],
+                     "mean_duration_ms": int(sum(q["durations"]) / len(q["durations"]))}
+    return out
+
+
+# hand-written history of rule QHand: (alert, minutes ago, state)
+HAND = [
+    ("h1", 40, "firing"), ("h1", 30, "resolved"),                        # 10 min: relevant
+    ("h2", 20, "pending"), ("h2", 19, "firing"), ("h2", 18, "resolved"),  # 1 min: noisy
+    ("h3", 15, "firing"), ("h3", 14.5, "acknowledged"), ("h3", 14, "resolved"),  # acknowledged
+    ("h4", 10, "firing"), ("h4", 9, "resolved"), ("h4", 8, "firing"),     # noisy, then active
+    ("h5", 7, "suppressed"), ("h5", 6.5, "firing"), ("h5", 6, "resolved"),  # one episode, noisy
+    ("h6", 120, "firing"), ("h6", 119, "resolved"),                      # outside a 1h window
+    ("h7", 50, "acknowledged"), ("h7", 45, "resolved"), ("h7", 44, "firing"),
+    ("h7", 43.5, "resolved"),                                            # an old ack: noisy
+]
+
+
+def quality_rows(srv):
+    return srv.query("SELECT rowid AS rid, ts, alert_id, rule, state FROM alert_history")
+
+
+def view_quality(srv, **params):
+    r = srv.get("/api/v1/views/alert_quality", params=params)
+    assert r.status_code == 200, r.text
+    return {x["rule"]: x for x in r.json()["rows"]}
+
+
+def quality_case(server_factory, tmp_path):
+    """A server whose alert_history holds hand-written episodes (QHand) and episodes of real
+    alerts: QShort (a 1s window: resolves on its own, noisy), QLong on qb (acknowledged, then
+    resolved), ql (still active) and qm (resolved unacknowledged)."""
+    rules = [cpu_rule("QShort", "q_short", window="1s"), cpu_rule("QLong", "q_long", agg="min")]
+    srv = start(server_factory, tmp_path, rules)
+    t = now_ms()
+    r = srv.ingest("alert_history", [
+        {"ts": t - int(m * 60_000), "alert_id": f"hand-{a}", "rule": "QHand", "state": st,
+         "labels": {"host": a}} for a, m, st in HAND])
+    assert r.status_code == 200, r.text
+    put(srv, point("qa", "q_short", 95), *[point(h, "q_long", 95) for h in ("qb", "ql", "qm")])
+    qb = wait_until(lambda: [x for x in get_alerts(srv, "QLong") if x["labels"]["host"] == "qb"
+                             and x["state"] == "firing"], timeout=3)
+    assert qb, get_alerts(srv)
+    assert srv.post(f"/api/v1/alerts/{qb[0]['id']}/ack", json={"by": "ann"}).status_code == 200
+    wait_rows(srv, "QLong", "qb", ["firing", "acknowledged"])
+    put(srv, point("qb", "q_long", 10), point("qm", "q_long", 10))
+    for rule, host, states in [("QShort", "qa", ["firing", "resolved"]),
+                               ("QLong", "qb", ["firing", "acknowledged", "resolved"]),
+                               ("QLong", "qm", ["firing", "resolved"]),
+                               ("QLong", "ql", ["firing"])]:
+        wait_rows(srv, rule, host, states, timeout=4)
+    return srv
+
+
+def test_alert_quality_matches_alert_history(server_factory, tmp_path):
+    srv = quality_case(server_factory, tmp_path)
+    now = now_ms()
+    got = view_quality(srv, window="1h", now=rfc3339(now))
+    want = expected_quality(quality_rows(srv), now, 3600_000)
+    assert sorted(want) == ["QHand", "QLong", "QShort"]
+    assert want["QHand"]["alerts"] == 7 and 0 < want["QHand"]["relevant"] < 7  # built so
+    assert got == want
+    # the default window, 7 days, also counts h6
+    got7 = view_quality(srv, now=rfc3339(now))
+    assert got7 == expected_quality(quality_rows(srv), now, 7 * 86400_000)
+    assert got7["QHand"]["alerts"] == want["QHand"]["alerts"] + 1
+
+    # opsdb_alert_relevance{rule}: the relevance over the last 7 days
+    m = metric_lines(srv)
+    want7 = expected_quality(quality_rows(srv), now_ms(), 7 * 86400_000)
+    relevance = {k[len('opsdb_alert_relevance{rule="'):-2]: v for k, v in m.items()
+                 if k.startswith("opsdb_alert_relevance{")}
+    assert relevance == pytest.approx({r: q["relevance"] for r, q in want7.items()}, abs=1e-9)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "docs/views.md names quick_ms a parameter of alert_quality (default 300000) and the view "
+    "reads opsdb_param('quick_ms', 300000), but nothing binds it: GET /api/v1/views/"
+    "alert_quality?quick_ms=N takes quick_ms for a filter on a column (http_query.c "
+    "collect_filter) and answers 400 \"filter 'quick_ms': the view alert_quality has no such "
+    "column\"; query_view() binds only now_ms and window_ms, so the 5-minute default is fixed"))
+def test_alert_quality_takes_quick_ms(server_factory, tmp_path):
+    srv = quality_case(server_factory, tmp_path)
+    now = now_ms()
+    quick_ms = 50_000  # QHand's 1-minute episodes become relevant, the 30-second one not
+    r = srv.get("/api/v1/views/alert_quality",
+                params={"window": "1h", "now": rfc3339(now), "quick_ms": quick_ms})
+    want = expected_quality(quality_rows(srv), now, 3600_000, quick_ms)
+    assert want != expected_quality(quality_rows(srv), now, 3600_000)  # the case is built so
+    assert r.status_code == 200, r.text
+    assert {x["rule"]: x for x in r.json()["rows"]} == want
