@@ -942,3 +942,144 @@ def test_alert_quality_takes_quick_ms(server_factory, tmp_path):
     assert want != expected_quality(quality_rows(srv), now, 3600_000)  # the case is built so
     assert r.status_code == 200, r.text
     assert {x["rule"]: x for x in r.json()["rows"]} == want
+
+
+# =============================================================================================
+# 8. opsdb alerts backtest
+# =============================================================================================
+
+BT_RULE = {"alert": "BT", "table": "system_metrics", "metric": "bt", "aggregation": "max",
+           "window": "2s", "op": ">", "threshold": 80, "resolve_threshold": 60, "for": "2s",
+           "annotations": {"summary": "bt on {{ $labels.host }}"}}
+BT_INTERVAL_MS = 2000
+# one sample a second from the start of the replay
+BT_VALUES = {"b1": [10, 10, 10, 10, 90, 50, 50, 10, 10, 10,    # pending, gone before `for`
+                    85, 70, 65, 62, 61, 55, 40, 10, 10, 10,    # fires, held by hysteresis
+                    95, 95, 95, 95, 95, 95, 95, 95, 30, 30,    # fires; the silence begins
+                    10, 10, 10, 10, 99, 99, 99, 99, 10, 10,    # fires under the silence
+                    10, 10],
+             "b2": [10] * 42}
+BT_SILENCE_AT_S = 25  # the silence starts this many seconds into the replay
+
+
+def replay(values, t0, t_from, t_to, silence):
+    """The events the engine should trace for BT_RULE over one series' samples (values[k] at
+    t0 + k s), evaluated every BT_INTERVAL_MS from t_from to t_to, through pending (for),
+    hysteresis and the silence (starts, ends, id, comment, by)."""
+    r = BT_RULE
+    samples = [(t0 + k * 1000, v) for k, v in enumerate(values)]
+    window_ms, for_ms = 2000, 2000
+    state, since, value, events = "inactive", None, None, []
+    suppressed = notified = False
+    next_due = 0
+    for t in range(t_from, t_to + 1, 1000):
+        if t < next_due:
+            continue
+        next_due = t + BT_INTERVAL_MS
+        inside = [v for ts, v in samples if t - window_ms < ts <= t]
+        if inside:
+            value = max(inside)
+        active = state != "inactive"
+        hit = bool(inside) and value > (r["resolve_threshold"] if active else r["threshold"])
+        silenced = silence[0] <= t < silence[1]
+        why = f"silenced by {silence[2]} ({silence[3]}, by {silence[4]})"
+        if hit:
+            if state == "inactive":
+                state, since = "pending", t
+                events.append((t, "pending", value, "bt on b1"))
+            if state == "pending" and t - since >= for_ms:
+                state, suppressed = "firing", silenced
+                if silenced:
+                    events.append((t, "suppressed", value, f"bt on b1 - {why}"))
+                else:
+                    notified = True
+                    events.append((t, "firing", value, "bt on b1"))
+                    events.append((t, "notify firing", value, None))
+            elif state == "firing" and silenced != suppressed:
+                suppressed = silenced
+                if silenced:
+                    events.append((t, "suppressed", value, f"bt on b1 - {why}"))
+                else:
+                    notified = True
+                    events.append((t, "firing", value, "bt on b1"))
+                    events.append((t, "notify firing", value, None))
+            continue
+        if state == "firing":
+            events.append((t, "resolved", value, "bt on b1"))
+            if notified:
+                events.append((t, "notify resolved", value, None))
+        elif state == "pending":
+            events.append((t, "resolved", value, "bt on b1"))
+        state, suppressed, notified = "inactive", False, False
+    return events
+
+
+def json_documents(text):
+    """The JSON documents printed one after another."""
+    dec, docs, i = json.JSONDecoder(), [], 0
+    while i < len(text):
+        if text[i].isspace():
+            i += 1
+            continue
+        doc, i = dec.raw_decode(text, i)
+        docs.append(doc)
+    return docs
+
+
+def test_backtest_replays_a_rule_over_past_samples(server_factory, tmp_path, run_cli):
+    srv = server_factory("--set", "alerting.default_rules=off")
+    t0 = (now_ms() // 1000 - 20 * 60) * 1000  # 20 minutes ago, on a second
+    for host, values in BT_VALUES.items():
+        put(srv, *[sample(t0 + k * 1000, host, "c", "bt", v) for k, v in enumerate(values)])
+    s_start = t0 + BT_SILENCE_AT_S * 1000
+    r = srv.post("/api/v1/silences", json={"matchers": "host=b1", "starts_at": s_start // 1000,
+                                           "ends_at": rfc3339(now_ms() + 3600_000),
+                                           "created_by": "ann", "comment": "backtest"})
+    assert r.status_code == 200, r.text
+    sil = silences(srv)[r.json()["id"]]
+    silence = (ms_of(sil["starts_at"]), ms_of(sil["ends_at"]), sil["id"], "backtest", "ann")
+    rules = tmp_path / "bt.yaml"
+    rules.write_text(rules_text([BT_RULE], interval=f"{BT_INTERVAL_MS // 1000}s"))
+    t_from, t_to = t0, t0 + (len(BT_VALUES["b1"]) - 1) * 1000
+
+    cp = run_cli("alerts", "backtest", rules, "--from", t_from // 1000, "--to", t_to // 1000,
+                 "--db", srv.db, "--format", "json")
+    assert cp.returncode == 0, cp.stderr
+    events, summary = json_documents(cp.stdout)
+    want = replay(BT_VALUES["b1"], t0, t_from, t_to, silence)
+    kinds = [w[1] for w in want]
+    for k in ("pending", "firing", "suppressed", "notify firing", "notify resolved"):
+        assert k in kinds, (k, want)  # the case is built so
+    got = [(ms_of(e["time"]), e["event"], e["value"], e["note"]) for e in events["rows"]]
+    assert got == want, "\n".join(f"{g} | {w}" for g, w in zip(got, want)) + \
+        f"\n{len(got)} events, want {len(want)}"
+    b1 = {"alertname": "BT", "component": "c", "host": "b1"}
+    assert all(json.loads(e["labels"]) == b1 and e["rule"] == "BT" for e in events["rows"])
+    assert len({e["alert_id"] for e in events["rows"]}) == 1
+    counts = {"fired": "firing", "suppressed": "suppressed", "resolved": "resolved",
+              "notified_firing": "notify firing", "notified_resolved": "notify resolved",
+              "escalated": "escalated"}
+    assert summary["rows"] == [{"rule": "BT", **{c: kinds.count(k) for c, k in counts.items()}}]
+    evaluations = len(range(t_from, t_to + 1, BT_INTERVAL_MS))
+    assert f"1 rules, {evaluations} evaluations" in cp.stderr, cp.stderr
+    # a replay writes nothing
+    assert srv.count("alert_history") == 0
+    assert srv.count("silences") == 1
+
+    # bad arguments: a message and a non-zero exit
+    for args, message in [
+        (["--from", t_to // 1000, "--to", t_from // 1000], "--to must come after --from"),
+        (["--from", t_from // 1000, "--to", t_from // 1000], "--to must come after --from"),
+        (["--to", t_to // 1000], "needs --from and --to"),
+        (["--from", "yesterday", "--to", t_to // 1000], "needs --from and --to"),
+    ]:
+        cp = run_cli("alerts", "backtest", rules, *args, "--db", srv.db)
+        assert cp.returncode != 0 and message in cp.stderr, (args, cp.returncode, cp.stderr)
+    missing = tmp_path / "nosuch.yaml"
+    cp = run_cli("alerts", "backtest", missing, "--from", t_from // 1000, "--to", t_to // 1000,
+                 "--db", srv.db)
+    assert cp.returncode != 0 and f"cannot read rule file {missing}" in cp.stderr, cp.stderr
+    cp = run_cli("alerts", "backtest", "--from", t_from // 1000, "--to", t_to // 1000,
+                 "--db", srv.db)
+    assert cp.returncode != 0 and "needs a rule file" in cp.stderr, cp.stderr
+    assert srv.count("alert_history") == 0
