@@ -228,8 +228,16 @@ def test_silences_suppress_expire_and_survive_a_restart(server_factory, tmp_path
     assert p["state"] == "pending" and (ms_of(p["starts_at"]), ms_of(p["ends_at"])) == \
         (p_start, p_end), p
 
+    # a short one on host hx: it ends on its own after 2 s
+    r = srv.post("/api/v1/silences", json={"matchers": "host=hx", "duration": "2s",
+                                           "created_by": "dan", "comment": "short"})
+    assert r.status_code == 200, r.text
+    xid = r.json()["id"]
+    x_end = ms_of(silences(srv)[xid]["ends_at"])
+
     # hs is silenced, ho is not, hp's silence has not begun
-    put(srv, point("hs", "sil_cpu", 95), point("ho", "sil_cpu", 96), point("hp", "sil_cpu", 97))
+    put(srv, point("hs", "sil_cpu", 95), point("ho", "sil_cpu", 96), point("hp", "sil_cpu", 97),
+        point("hx", "sil_cpu", 95))
     rows_hs = wait_rows(srv, "SilCpu", "hs", ["suppressed"])
     assert rows_hs[0]["summary"] == silenced_summary("hs", sid, "disk swap", "ann")
     assert rows_hs[0]["notified"] == 0 and rows_hs[0]["value"] == 95
@@ -247,6 +255,16 @@ def test_silences_suppress_expire_and_survive_a_restart(server_factory, tmp_path
     assert rows_hp[1]["ts"] >= p_start, rows_hp
     assert rows_hp[1]["summary"] == silenced_summary("hp", pid, "later", "bob")
     assert silences(srv)[pid]["state"] == "active"
+
+    # hx: suppressed while its silence lasted, firing (and sent) once it ended on its own
+    rows_hx = wait_rows(srv, "SilCpu", "hx", ["suppressed", "firing"],
+                        timeout=max(0, x_end - now_ms()) / 1000 + 3)
+    assert rows_hx[0]["summary"] == silenced_summary("hx", xid, "short", "dan")
+    assert rows_hx[0]["ts"] < x_end <= rows_hx[1]["ts"], (rows_hx, x_end)
+    assert wait_until(lambda: hook_alerts(rec, "/a", "hx", "firing"), timeout=3)
+    # startsAt: when it began to fire, suppressed at first
+    assert [h[2] for h in hook_alerts(rec, "/a", "hx")] == [rows_hx[0]["ts"]]
+    assert silences(srv)[xid]["state"] == "expired"
 
     # the silence ends through DELETE: a firing row follows and the webhook gets hs
     assert hook_alerts(rec, "/a", "hs") == [], "a silenced alert was sent"
@@ -271,11 +289,21 @@ def test_silences_suppress_expire_and_survive_a_restart(server_factory, tmp_path
     cp = run_cli("alerts", "silences", "--server", server_arg)
     assert cp.returncode == 0, cp.stderr
     listed = {x["id"]: x for x in json.loads(cp.stdout)["silences"]}
-    assert set(listed) == {sid, pid, cid}
+    assert set(listed) == {sid, pid, cid, xid}
     c = listed[cid]
     assert (c["matchers"], c["created_by"], c["comment"], c["state"]) == ("host=hc", "ann", "x",
                                                                           "active")
     assert ms_of(c["ends_at"]) - ms_of(c["starts_at"]) == 3600_000
+    # an id replaces that silence
+    r = srv.post("/api/v1/silences", json={"id": cid, "matchers": "host=~hc|hd",
+                                           "duration": "30m", "created_by": "ann",
+                                           "comment": "x"})
+    assert r.status_code == 200 and r.json() == {"id": cid}, r.text
+    c = silences(srv)[cid]
+    assert c["matchers"] == "host=~hc|hd" and c["state"] == "active"
+    assert ms_of(c["ends_at"]) - ms_of(c["starts_at"]) == 1800_000
+    assert len(silences(srv)) == len(listed)
+    assert srv.scalar(f"SELECT count(*) AS n FROM silences WHERE id = '{cid}'") == 1
     put(srv, point("hc", "sil_cpu", 98))
     rows_hc = wait_rows(srv, "SilCpu", "hc", ["suppressed"])
     assert rows_hc[0]["summary"] == silenced_summary("hc", cid, "x", "ann")
