@@ -338,6 +338,48 @@ def test_silences_suppress_expire_and_survive_a_restart(server_factory, tmp_path
         assert hook_alerts(rec, "/a", h) == [], (h, rec.bodies())
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "engine.c alert_engine_new() takes silences up with load_silences_since(now): only those "
+    "that end after the start; an expired silence that GET /api/v1/silences listed (state "
+    "expired) before a restart is no longer listed after it, though its row is still in the "
+    "silences table"))
+def test_an_expired_silence_is_still_listed_after_a_restart(server_factory, tmp_path):
+    srv = start(server_factory, tmp_path, [SIL_RULE])
+    r = srv.post("/api/v1/silences", json={"matchers": "host=old", "duration": "1h",
+                                           "created_by": "ann", "comment": "done"})
+    assert r.status_code == 200, r.text
+    sid = r.json()["id"]
+    assert srv.request("DELETE", f"/api/v1/silences/{sid}").status_code == 200
+    before = silences(srv)
+    assert before[sid]["state"] == "expired"
+    srv.restart()
+    assert srv.scalar(f"SELECT count(*) AS n FROM silences WHERE id = '{sid}'") == 1
+    assert silences(srv) == before
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "engine.c fire_on() records a change of suppression as a `suppressed` or `firing` row "
+    "whatever the alert's state, so an acknowledged alert that a silence then covers has a "
+    "`suppressed` latest row; restore() maps every state but pending and acknowledged to "
+    "firing, so after a restart the alert is no longer acknowledged (GET /api/v1/alerts says "
+    "firing, and escalation steps apply to it again)"))
+def test_an_acknowledged_alert_stays_acknowledged_under_a_silence_across_a_restart(
+        server_factory, tmp_path):
+    srv = start(server_factory, tmp_path, [SIL_RULE])
+    put(srv, point("ha", "sil_cpu", 95))
+    wait_rows(srv, "SilCpu", "ha", ["firing"])
+    x = get_alerts(srv, "SilCpu")[0]
+    assert srv.post(f"/api/v1/alerts/{x['id']}/ack", json={"by": "ann"}).status_code == 200
+    wait_rows(srv, "SilCpu", "ha", ["firing", "acknowledged"])
+    r = srv.post("/api/v1/silences", json={"matchers": "host=ha", "duration": "1h",
+                                           "created_by": "ann", "comment": "quiet"})
+    assert r.status_code == 200, r.text
+    wait_rows(srv, "SilCpu", "ha", ["firing", "acknowledged", "suppressed"], timeout=3)
+    assert [a["state"] for a in get_alerts(srv, "SilCpu")] == ["acknowledged"]
+    srv.restart()
+    assert [a["state"] for a in get_alerts(srv, "SilCpu")] == ["acknowledged"]
+
+
 # =============================================================================================
 # 2. maintenance windows
 # =============================================================================================
@@ -682,6 +724,29 @@ def test_an_unacknowledged_alert_escalates_step_by_step(server_factory, tmp_path
     assert wait_until(lambda: [l["severity"] for _, l, _, _ in hook_alerts(rec, "/a", "e1")]
                       == ["warning", "page"], timeout=3), hook_alerts(rec, "/a", "e1")
     assert len(hook_alerts(rec, "/b")) == 1, rec.bodies("/b")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "engine.c restore() takes up escalation_level from alert_history but not the severity an "
+    "escalation step raised (struct alert.severity stays empty): after a restart the alert's "
+    "rows and notifications carry its labels' severity again, so its resolution is recorded "
+    "and sent as warning while it fired as page (without a restart: page)"))
+def test_an_escalated_severity_survives_a_restart(server_factory, tmp_path, http_receiver):
+    url, rec = http_receiver
+    rule = cpu_rule("EscCpu", "esc", agg="min", labels={"severity": "warning"},
+                    annotations={"summary": "esc on {{ $labels.host }}"})
+    srv = start(server_factory, tmp_path, [rule], hook_url=url, extra=ESC_CONFIG)
+    put(srv, point("e1", "esc", 95))
+    rows = wait_rows(srv, "EscCpu", "e1", ["firing", "escalated", "escalated"], timeout=6)
+    assert rows[2]["severity"] == "page"
+    srv.restart()
+    put(srv, point("e1", "esc", 5))  # min over the window: resolves it
+    rows = wait_rows(srv, "EscCpu", "e1", ["firing", "escalated", "escalated", "resolved"],
+                     timeout=4)
+    got = wait_until(lambda: hook_alerts(rec, "/a", "e1", "resolved"), timeout=3)
+    assert got, rec.bodies("/a")
+    assert (rows[3]["severity"], rows[3]["escalation_level"], got[0][1]["severity"]) == \
+        ("page", 2, "page")
 
 
 # =============================================================================================
