@@ -1055,56 +1055,76 @@ BT_VALUES = {"b1": [10, 10, 10, 10, 90, 50, 50, 10, 10, 10,    # pending, gone b
 BT_SILENCE_AT_S = 25  # the silence starts this many seconds into the replay
 
 
-def replay(values, t0, t_from, t_to, silence):
+def replay(host, values, t0, t_from, t_to, suppressions=(), steps=()):
     """The events the engine should trace for BT_RULE over one series' samples (values[k] at
     t0 + k s), evaluated every BT_INTERVAL_MS from t_from to t_to, through pending (for),
-    hysteresis and the silence (starts, ends, id, comment, by)."""
+    hysteresis, suppressions [(start, end, reason)] (silences, maintenance windows) and
+    escalation steps [(after ms, receiver or None, severity or None)]. Each event is (time,
+    event, value, note, severity label of a notification); in one evaluation the rows come
+    first, then the notifications."""
     r = BT_RULE
     samples = [(t0 + k * 1000, v) for k, v in enumerate(values)]
     window_ms, for_ms = 2000, 2000
-    state, since, value, events = "inactive", None, None, []
+    summary = f"bt on {host}"
+    state, since, fired, value, events = "inactive", None, None, None, []
     suppressed = notified = False
+    level, severity = 0, None
     next_due = 0
     for t in range(t_from, t_to + 1, 1000):
         if t < next_due:
             continue
         next_due = t + BT_INTERVAL_MS
+        rows, notes = [], []
         inside = [v for ts, v in samples if t - window_ms < ts <= t]
         if inside:
             value = max(inside)
         active = state != "inactive"
         hit = bool(inside) and value > (r["resolve_threshold"] if active else r["threshold"])
-        silenced = silence[0] <= t < silence[1]
-        why = f"silenced by {silence[2]} ({silence[3]}, by {silence[4]})"
+        why = next((w for lo, hi, w in suppressions if lo <= t < hi), None)
         if hit:
             if state == "inactive":
                 state, since = "pending", t
-                events.append((t, "pending", value, "bt on b1"))
+                rows.append((t, "pending", value, summary, None))
+            changed = False
             if state == "pending" and t - since >= for_ms:
-                state, suppressed = "firing", silenced
-                if silenced:
-                    events.append((t, "suppressed", value, f"bt on b1 - {why}"))
+                state, fired, changed = "firing", t, True
+            elif state == "firing" and (why is not None) != suppressed:
+                changed = True
+            if changed:
+                suppressed = why is not None
+                if suppressed:
+                    rows.append((t, "suppressed", value, f"{summary} - {why}", None))
                 else:
                     notified = True
-                    events.append((t, "firing", value, "bt on b1"))
-                    events.append((t, "notify firing", value, None))
-            elif state == "firing" and silenced != suppressed:
-                suppressed = silenced
-                if silenced:
-                    events.append((t, "suppressed", value, f"bt on b1 - {why}"))
-                else:
-                    notified = True
-                    events.append((t, "firing", value, "bt on b1"))
-                    events.append((t, "notify firing", value, None))
-            continue
-        if state == "firing":
-            events.append((t, "resolved", value, "bt on b1"))
-            if notified:
-                events.append((t, "notify resolved", value, None))
-        elif state == "pending":
-            events.append((t, "resolved", value, "bt on b1"))
-        state, suppressed, notified = "inactive", False, False
+                    rows.append((t, "firing", value, summary, None))
+                    notes.append((t, "notify firing", value, None, severity))
+            if state == "firing" and not suppressed and level < len(steps) \
+                    and t - fired >= steps[level][0]:
+                after, receiver, raised = steps[level]
+                level += 1
+                severity = raised or severity
+                note = f"escalated to level {level}" + \
+                    (f", notifying {receiver}" if receiver else "") + \
+                    (f", severity {raised}" if raised else "")
+                rows.append((t, "escalated", value, f"{summary} - {note}", None))
+                notes.append((t, "notify firing", value, receiver, severity))
+        else:
+            if state == "firing":
+                rows.append((t, "resolved", value, summary, None))
+                if notified:
+                    notes.append((t, "notify resolved", value, None, severity))
+            elif state == "pending":
+                rows.append((t, "resolved", value, summary, None))
+            state, suppressed, notified, level, severity = "inactive", False, False, 0, None
+        events += rows + notes
     return events
+
+
+def traced(events):
+    """The backtest's events in the shape replay() gives."""
+    return [(ms_of(e["time"]), e["event"], e["value"], e["note"],
+             json.loads(e["labels"]).get("severity") if e["event"].startswith("notify")
+             else None) for e in events["rows"]]
 
 
 def json_documents(text):
@@ -1130,7 +1150,8 @@ def test_backtest_replays_a_rule_over_past_samples(server_factory, tmp_path, run
                                            "created_by": "ann", "comment": "backtest"})
     assert r.status_code == 200, r.text
     sil = silences(srv)[r.json()["id"]]
-    silence = (ms_of(sil["starts_at"]), ms_of(sil["ends_at"]), sil["id"], "backtest", "ann")
+    silence = (ms_of(sil["starts_at"]), ms_of(sil["ends_at"]),
+               f"silenced by {sil['id']} (backtest, by ann)")
     rules = tmp_path / "bt.yaml"
     rules.write_text(rules_text([BT_RULE], interval=f"{BT_INTERVAL_MS // 1000}s"))
     t_from, t_to = t0, t0 + (len(BT_VALUES["b1"]) - 1) * 1000
@@ -1139,11 +1160,11 @@ def test_backtest_replays_a_rule_over_past_samples(server_factory, tmp_path, run
                  "--db", srv.db, "--format", "json")
     assert cp.returncode == 0, cp.stderr
     events, summary = json_documents(cp.stdout)
-    want = replay(BT_VALUES["b1"], t0, t_from, t_to, silence)
+    want = replay("b1", BT_VALUES["b1"], t0, t_from, t_to, [silence])
     kinds = [w[1] for w in want]
     for k in ("pending", "firing", "suppressed", "notify firing", "notify resolved"):
         assert k in kinds, (k, want)  # the case is built so
-    got = [(ms_of(e["time"]), e["event"], e["value"], e["note"]) for e in events["rows"]]
+    got = traced(events)
     assert got == want, "\n".join(f"{g} | {w}" for g, w in zip(got, want)) + \
         f"\n{len(got)} events, want {len(want)}"
     b1 = {"alertname": "BT", "component": "c", "host": "b1"}
@@ -1176,3 +1197,41 @@ def test_backtest_replays_a_rule_over_past_samples(server_factory, tmp_path, run
                  "--db", srv.db)
     assert cp.returncode != 0 and "needs a rule file" in cp.stderr, cp.stderr
     assert srv.count("alert_history") == 0
+
+
+def test_backtest_applies_maintenance_windows_and_escalations_of_the_config(tmp_path, run_cli):
+    """No server: the samples are written with `opsdb ingest`, and the replay reads the
+    maintenance windows and escalation steps from --config."""
+    db = tmp_path / "bt.db"
+    t0 = (now_ms() // 1000 - 30 * 60) * 1000
+    values = [95] * 30 + [10] * 6
+    cp = run_cli("ingest", "system_metrics", "--db", db, input="".join(
+        json.dumps(sample(t0 + k * 1000, "b3", "db", "bt", v)) + "\n"
+        for k, v in enumerate(values)))
+    assert cp.returncode == 0, cp.stderr
+    window = (t0 + 10_000, t0 + 20_000)
+    steps = [(3000, "B", None), (6000, None, "page")]
+    conf = tmp_path / "replay.yaml"
+    conf.write_text(
+        "alerting:\n  maintenance:\n"
+        f"    - {{name: replay-mw, matchers: \"host=b3\", start: \"{rfc3339(window[0])}\", "
+        f"end: \"{rfc3339(window[1])}\"}}\n"
+        "  escalations:\n    - name: replay-esc\n      matchers: \"alertname=BT\"\n"
+        "      steps: [{after: 3s, receiver: B}, {after: 6s, severity: page}]\n")
+    rules = tmp_path / "bt.yaml"
+    rules.write_text(rules_text([BT_RULE], interval=f"{BT_INTERVAL_MS // 1000}s"))
+    t_to = t0 + (len(values) - 1) * 1000
+    cp = run_cli("alerts", "backtest", rules, "--from", t0 // 1000, "--to", t_to // 1000,
+                 "--db", db, "--config", conf, "--format", "json")
+    assert cp.returncode == 0, cp.stderr
+    events, summary = json_documents(cp.stdout)
+    want = replay("b3", values, t0, t0, t_to,
+                  [(window[0], window[1], "maintenance window replay-mw")], steps)
+    kinds = [w[1] for w in want]
+    assert kinds.count("escalated") == 2 and "suppressed" in kinds and \
+        ("notify firing", "page") in [(w[1], w[4]) for w in want]  # the case is built so
+    got = traced(events)
+    assert got == want, "\n".join(f"{g} | {w}" for g, w in zip(got, want)) + \
+        f"\n{len(got)} events, want {len(want)}"
+    assert summary["rows"][0]["escalated"] == 2
+    assert summary["rows"][0]["suppressed"] == 1
