@@ -171,6 +171,10 @@ BAD_SILENCES = [
                            "created_by": "ann"}, "ends_at"),
     ("bad_starts_at", {"matchers": "host=a", "starts_at": "yesterday", "duration": "1h",
                        "created_by": "ann"}, "starts_at"),
+    ("comment_too_long", {"matchers": "host=a", "duration": "1h", "created_by": "ann",
+                          "comment": "x" * 1024}, "comment"),
+    ("created_by_not_text", {"matchers": "host=a", "duration": "1h", "created_by": 7},
+     "created_by"),
     ("not_json", "not json", None),
     ("not_an_object", "[1, 2]", None),
 ]
@@ -313,6 +317,12 @@ def test_silences_suppress_expire_and_survive_a_restart(server_factory, tmp_path
     assert wait_until(lambda: hook_alerts(rec, "/a", "hc", "firing"), timeout=3)
     cp = run_cli("alerts", "expire", "0011223344556677", "--server", server_arg)
     assert cp.returncode != 0 and "404" in cp.stderr, (cp.returncode, cp.stderr)
+    cp = run_cli("alerts", "silence", "--matchers", "host=hz", "--server", server_arg)
+    assert cp.returncode != 0 and "needs --matchers and --by" in cp.stderr, cp.stderr
+    cp = run_cli("alerts", "silence", "--matchers", "host=hz", "--by", "ann", "--for", "soon",
+                 "--server", server_arg)
+    assert cp.returncode != 0 and "400" in cp.stderr and "duration" in cp.stderr, cp.stderr
+    assert "host=hz" not in [x["matchers"] for x in silences(srv).values()]
 
     # a restart: the silences still in force come back from the table, and apply
     r = srv.post("/api/v1/silences", json={"matchers": "host=hr", "duration": "2h",
@@ -792,6 +802,7 @@ def test_incidents_correlate_alerts_and_what_relates_to_them(server_factory, tmp
     rules = [
         cpu_rule("IncCpu", "inc_cpu", agg="min"),
         cpu_rule("IncMem", "inc_mem", agg="min"),
+        cpu_rule("IncDisk", "inc_disk"),
         {"alert": "IncPipe", "window": "10m", "op": ">", "threshold": 0,
          "sql": "SELECT pipeline, count(*) AS value FROM pipeline_status WHERE status = 'failed'"
                 " AND pipeline = 'etl-a' AND ts >= :window_start AND ts <= :now"
@@ -900,6 +911,16 @@ def test_incidents_correlate_alerts_and_what_relates_to_them(server_factory, tmp
                                if s == "resolved"} == {"IncCpu": inc1["id"],
                                                        "IncMem": inc1["id"]}, timeout=3), \
         hook_alerts(rec, "/a", "i1")
+
+    # the same host fires again: a new incident, the resolved one stays as it was
+    put(srv, point("i1", "inc_disk", 96, "web"))
+    again = wait_rows(srv, "IncDisk", "i1", ["firing"], timeout=3)[0]
+    now = incidents(srv)
+    opened = [i for i in now if any(m["alert_id"] == again["alert_id"] and
+                                    m["resolved_at"] is None for m in i["alerts"])]
+    assert len(opened) == 1 and opened[0]["id"] not in (inc1["id"], inc2["id"], inc3["id"])
+    assert opened[0]["state"] == "open" and ms_of(opened[0]["opened_at"]) == again["ts"]
+    assert next(i for i in now if i["id"] == inc1["id"]) == done
 
 
 # =============================================================================================
