@@ -513,6 +513,44 @@ def test_a_bad_maintenance_window_names_its_line_and_serve_refuses(server_factor
     assert not failures, failures
 
 
+def test_a_reload_reads_the_maintenance_windows_again_and_keeps_the_silences(
+        server_factory, tmp_path, http_receiver):
+    url, rec = http_receiver
+    srv = start(server_factory, tmp_path, [SIL_RULE], hook_url=url)
+    r = srv.post("/api/v1/silences", json={"matchers": "host=rs", "duration": "1h",
+                                           "created_by": "ann", "comment": "kept"})
+    assert r.status_code == 200, r.text
+    sid = r.json()["id"]
+    put(srv, point("rm", "sil_cpu", 95), point("rs", "sil_cpu", 95))
+    wait_rows(srv, "SilCpu", "rm", ["firing"])
+    wait_rows(srv, "SilCpu", "rs", ["suppressed"])
+    before = silences(srv)
+
+    # a window on rm added to the config: rm is suppressed after the reload
+    t = now_ms()
+    window = {"name": "reloaded", "matchers": "host=rm", "start": rfc3339(t - 1000),
+              "end": rfc3339(t + 3600_000)}
+    srv.conf_path.write_text(config_text(url, f"  maintenance:\n    - {yv(window)}\n"))
+    r = srv.post("/api/v1/alerts/reload")
+    assert r.status_code == 200 and r.json() == {"reloaded": True}, r.text
+    rows = wait_rows(srv, "SilCpu", "rm", ["firing", "suppressed"], timeout=3)
+    assert rows[1]["summary"] == "cpu of rm - maintenance window reloaded"
+    assert silences(srv) == before
+
+    # removed again: rm fires (and is sent) again; the silence of rs still holds
+    srv.conf_path.write_text(config_text(url))
+    r = srv.post("/api/v1/alerts/reload")
+    assert r.status_code == 200, r.text
+    rows = wait_rows(srv, "SilCpu", "rm", ["firing", "suppressed", "firing"], timeout=3)
+    assert rows[2]["notified"] == 1
+    assert wait_until(lambda: len(hook_alerts(rec, "/a", "rm", "firing")) == 2, timeout=3), \
+        rec.bodies()
+    time.sleep(1.2)  # an evaluation or more after the reload
+    assert [r["state"] for r in host_rows(srv, "SilCpu", "rs")] == ["suppressed"]
+    assert silences(srv)[sid] == before[sid]
+    assert hook_alerts(rec, "/a", "rs") == []
+
+
 # =============================================================================================
 # 3. inhibition
 # =============================================================================================
