@@ -1,4 +1,4 @@
-"""The life of an alert past its rule: suppression, flapping, escalation, incidents, quality, backtest.
+"""The life of an alert past its rule: suppression, flapping, escalation, incidents, backtest.
 
 What is checked, as docs/alerts.md and docs/views.md describe it and as read from src/alert/
 (engine.c, suppress.c, escalate.c, incident.c), src/http/http_alerts.c, src/cli/cmd_alerts.c and
@@ -24,16 +24,46 @@ short (1s-3s) and every wait is bounded.
 """
 
 import json
-import math
 import re
+import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from conftest import ServerStartError, now_ms, wait_until
 from test_alerts import get_alerts, metric_lines, sample
-from test_notify_receivers import http_receiver  # noqa: F401  (a fixture)
+from test_notify_receivers import Recorder
+
+# ---- a webhook receiver ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def webhook():
+    """An HTTP server on 127.0.0.1 that answers 200 to every POST and records it, as in
+    test_notify_receivers.py; yields (url, Recorder)."""
+    rec = Recorder()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            rec.add((time.monotonic(), self.path, dict(self.headers), json.loads(body)))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", rec
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=5)
+
 
 # ---- starting a server ----------------------------------------------------------------------
 
@@ -201,9 +231,9 @@ def test_silence_bad_input_is_a_400_naming_the_field(server_factory, tmp_path):
     assert silences(srv) == {}, "a refused silence was kept"
 
 
-def test_silences_suppress_expire_and_survive_a_restart(server_factory, tmp_path, http_receiver,
+def test_silences_suppress_expire_and_survive_a_restart(server_factory, tmp_path, webhook,
                                                         run_cli):
-    url, rec = http_receiver
+    url, rec = webhook
     srv = start(server_factory, tmp_path, [SIL_RULE], hook_url=url)
     server_arg = f"127.0.0.1:{srv.port}"
 
@@ -405,8 +435,8 @@ def hhmm(ms):
     return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%H:%M")
 
 
-def test_maintenance_windows_suppress_matching_alerts(server_factory, tmp_path, http_receiver):
-    url, rec = http_receiver
+def test_maintenance_windows_suppress_matching_alerts(server_factory, tmp_path, webhook):
+    url, rec = webhook
     t = now_ms()
     # weekly: from two minutes ago to three minutes ahead (UTC); a window that crosses midnight
     # belongs to the weekday of its evening, the day of `from`
@@ -514,8 +544,8 @@ def test_a_bad_maintenance_window_names_its_line_and_serve_refuses(server_factor
 
 
 def test_a_reload_reads_the_maintenance_windows_again_and_keeps_the_silences(
-        server_factory, tmp_path, http_receiver):
-    url, rec = http_receiver
+        server_factory, tmp_path, webhook):
+    url, rec = webhook
     srv = start(server_factory, tmp_path, [SIL_RULE], hook_url=url)
     r = srv.post("/api/v1/silences", json={"matchers": "host=rs", "duration": "1h",
                                            "created_by": "ann", "comment": "kept"})
@@ -562,8 +592,8 @@ INHIBIT_CONFIG = ("  inhibit_rules:\n"
 
 
 def test_inhibition_by_a_critical_alert_and_its_dependents(server_factory, tmp_path,
-                                                           http_receiver):
-    url, rec = http_receiver
+                                                           webhook):
+    url, rec = webhook
     rules = [
         # min over a long window: a lower sample resolves it at once
         cpu_rule("InhCrit", "inh_crit", agg="min", labels={"severity": "critical"},
@@ -663,10 +693,10 @@ def expected_flaps(rows):
     return want
 
 
-def test_a_flapping_alert_is_notified_once_then_held(server_factory, tmp_path, http_receiver):
+def test_a_flapping_alert_is_notified_once_then_held(server_factory, tmp_path, webhook):
     """A 1h group interval: the rule runs only as samples commit, so each high sample fires
     the alert and each low one resolves it, nothing in between."""
-    url, rec = http_receiver
+    url, rec = webhook
     srv = start(server_factory, tmp_path, [FLAP_RULE], *FLAP_ARGS, hook_url=url, interval="1h")
     cycles = 4
     for i in range(cycles):
@@ -694,10 +724,10 @@ def test_a_flapping_alert_is_notified_once_then_held(server_factory, tmp_path, h
     "reason, differs from x->suppressed, and a `firing` row is written and notified: a held "
     "flapping alert is released one interval later"))
 def test_a_held_flapping_alert_stays_held_while_it_fires(server_factory, tmp_path,
-                                                         http_receiver):
+                                                         webhook):
     """A 1s group interval: the third firing, held as flapping, stays high for 2.5 s of
     evaluations; it must stay suppressed and unsent until it resolves."""
-    url, rec = http_receiver
+    url, rec = webhook
     srv = start(server_factory, tmp_path, [FLAP_RULE], *FLAP_ARGS, hook_url=url)
     for i in range(3):
         flap_once(srv, i, hold_s=2.5 if i == 2 else 0.0)
@@ -722,8 +752,8 @@ ESC_CONFIG = ("  escalations:\n    - name: esc\n      matchers: \"alertname=EscC
 
 
 def test_an_unacknowledged_alert_escalates_step_by_step(server_factory, tmp_path,
-                                                        http_receiver):
-    url, rec = http_receiver
+                                                        webhook):
+    url, rec = webhook
     rule = cpu_rule("EscCpu", "esc", labels={"severity": "warning"},
                     annotations={"summary": "esc on {{ $labels.host }}"})
     srv = start(server_factory, tmp_path, [rule], hook_url=url, extra=ESC_CONFIG)
@@ -779,8 +809,8 @@ def test_an_unacknowledged_alert_escalates_step_by_step(server_factory, tmp_path
     "escalation step raised (struct alert.severity stays empty): after a restart the alert's "
     "rows and notifications carry its labels' severity again, so its resolution is recorded "
     "and sent as warning while it fired as page (without a restart: page)"))
-def test_an_escalated_severity_survives_a_restart(server_factory, tmp_path, http_receiver):
-    url, rec = http_receiver
+def test_an_escalated_severity_survives_a_restart(server_factory, tmp_path, webhook):
+    url, rec = webhook
     rule = cpu_rule("EscCpu", "esc", agg="min", labels={"severity": "warning"},
                     annotations={"summary": "esc on {{ $labels.host }}"})
     srv = start(server_factory, tmp_path, [rule], hook_url=url, extra=ESC_CONFIG)
@@ -835,8 +865,8 @@ def expected_related(errors, failed, inc):
 
 
 def test_incidents_correlate_alerts_and_what_relates_to_them(server_factory, tmp_path,
-                                                            http_receiver):
-    url, rec = http_receiver
+                                                            webhook):
+    url, rec = webhook
     rules = [
         cpu_rule("IncCpu", "inc_cpu", agg="min"),
         cpu_rule("IncMem", "inc_mem", agg="min"),
