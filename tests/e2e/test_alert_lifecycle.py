@@ -17,7 +17,14 @@ the view alert_quality (src/store/sqlite_views.c):
 * incidents: correlation by host, probable cause, related error fingerprints and failed pipeline
   runs, the incident id in the webhook payload, resolution with the last alert.
 * the view alert_quality and opsdb_alert_relevance{rule}, computed here from alert_history.
-* `opsdb alerts backtest`: events computed here by replaying the rule over the samples sent.
+* `opsdb alerts backtest`: events computed here by replaying the rule over the samples sent,
+  with a silence of that time, and with maintenance windows and escalation steps of --config.
+* a reload reads the maintenance windows again and keeps the silences.
+
+Bugs found are tests marked xfail(strict=True) with the reason: a held flapping alert released
+at its next evaluation; quick_ms of alert_quality that nothing can set; an expired silence gone
+from GET after a restart; an acknowledged alert under a silence unacknowledged by a restart; an
+escalated severity lost on restart.
 
 Every expectation is computed from what the test sends or reads back; windows and intervals are
 short (1s-3s) and every wait is bounded.
@@ -284,8 +291,8 @@ def test_silences_suppress_expire_and_survive_a_restart(server_factory, tmp_path
     assert hook_alerts(rec, "/a", "ho")[0][2] == rows_ho[0]["ts"]  # startsAt: when it fired
 
     # once the pending silence begins, hp (still firing) is recorded as suppressed
-    rows_hp = wait_rows(srv, "SilCpu", "hp", ["firing", "suppressed"], timeout=p_start - now_ms()
-                        + 3000 if p_start > now_ms() else 3000)
+    rows_hp = wait_rows(srv, "SilCpu", "hp", ["firing", "suppressed"],
+                        timeout=max(0, p_start - now_ms()) / 1000 + 3)
     assert rows_hp[1]["ts"] >= p_start, rows_hp
     assert rows_hp[1]["summary"] == silenced_summary("hp", pid, "later", "bob")
     assert silences(srv)[pid]["state"] == "active"
