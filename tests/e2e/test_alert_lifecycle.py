@@ -21,10 +21,10 @@ the view alert_quality (src/store/sqlite_views.c):
   with a silence of that time, and with maintenance windows and escalation steps of --config.
 * a reload reads the maintenance windows again and keeps the silences.
 
-Bugs found are tests marked xfail(strict=True) with the reason: a held flapping alert released
-at its next evaluation; quick_ms of alert_quality that nothing can set; an expired silence gone
-from GET after a restart; an acknowledged alert under a silence unacknowledged by a restart; an
-escalated severity lost on restart.
+Regressions of bugs these tests found: a held flapping alert released at its next evaluation;
+quick_ms of alert_quality that nothing could set; an expired silence gone from GET after a
+restart; an acknowledged alert under a silence unacknowledged by a restart; an escalated
+severity lost on restart.
 
 Every expectation is computed from what the test sends or reads back; windows and intervals are
 short (1s-3s) and every wait is bounded.
@@ -385,11 +385,6 @@ def test_silences_suppress_expire_and_survive_a_restart(server_factory, tmp_path
         assert hook_alerts(rec, "/a", h) == [], (h, rec.bodies())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine.c alert_engine_new() takes silences up with load_silences_since(now): only those "
-    "that end after the start; an expired silence that GET /api/v1/silences listed (state "
-    "expired) before a restart is no longer listed after it, though its row is still in the "
-    "silences table"))
 def test_an_expired_silence_is_still_listed_after_a_restart(server_factory, tmp_path):
     srv = start(server_factory, tmp_path, [SIL_RULE])
     r = srv.post("/api/v1/silences", json={"matchers": "host=old", "duration": "1h",
@@ -404,12 +399,6 @@ def test_an_expired_silence_is_still_listed_after_a_restart(server_factory, tmp_
     assert silences(srv) == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine.c fire_on() records a change of suppression as a `suppressed` or `firing` row "
-    "whatever the alert's state, so an acknowledged alert that a silence then covers has a "
-    "`suppressed` latest row; restore() maps every state but pending and acknowledged to "
-    "firing, so after a restart the alert is no longer acknowledged (GET /api/v1/alerts says "
-    "firing, and escalation steps apply to it again)"))
 def test_an_acknowledged_alert_stays_acknowledged_under_a_silence_across_a_restart(
         server_factory, tmp_path):
     srv = start(server_factory, tmp_path, [SIL_RULE])
@@ -725,11 +714,6 @@ def test_a_flapping_alert_is_notified_once_then_held(server_factory, tmp_path, w
     assert not [s for s in sent if s[2] in held], sent
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine.c fire_on(): flapping is judged only when the alert first fires (first=true); at "
-    "its next evaluation while still firing, `suppressed` is recomputed without the flapping "
-    "reason, differs from x->suppressed, and a `firing` row is written and notified: a held "
-    "flapping alert is released one interval later"))
 def test_a_held_flapping_alert_stays_held_while_it_fires(server_factory, tmp_path,
                                                          webhook):
     """A 1s group interval: the third firing, held as flapping, stays high for 2.5 s of
@@ -811,11 +795,6 @@ def test_an_unacknowledged_alert_escalates_step_by_step(server_factory, tmp_path
     assert len(hook_alerts(rec, "/b")) == 1, rec.bodies("/b")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine.c restore() takes up escalation_level from alert_history but not the severity an "
-    "escalation step raised (struct alert.severity stays empty): after a restart the alert's "
-    "rows and notifications carry its labels' severity again, so its resolution is recorded "
-    "and sent as warning while it fired as page (without a restart: page)"))
 def test_an_escalated_severity_survives_a_restart(server_factory, tmp_path, webhook):
     url, rec = webhook
     rule = cpu_rule("EscCpu", "esc", agg="min", labels={"severity": "warning"},
@@ -1115,12 +1094,6 @@ def test_alert_quality_matches_alert_history(server_factory, tmp_path):
     assert relevance == pytest.approx({r: q["relevance"] for r, q in want7.items()}, abs=1e-9)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "docs/views.md names quick_ms a parameter of alert_quality (default 300000) and the view "
-    "reads opsdb_param('quick_ms', 300000), but nothing binds it: GET /api/v1/views/"
-    "alert_quality?quick_ms=N takes quick_ms for a filter on a column (http_query.c "
-    "collect_filter) and answers 400 \"filter 'quick_ms': the view alert_quality has no such "
-    "column\"; query_view() binds only now_ms and window_ms, so the 5-minute default is fixed"))
 def test_alert_quality_takes_quick_ms(server_factory, tmp_path):
     srv = quality_case(server_factory, tmp_path)
     now = now_ms()
