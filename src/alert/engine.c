@@ -655,6 +655,13 @@ static bool step(struct alert_engine *a, struct alert *x, const struct alert_rul
         record(o, x, "resolved", now_ms);
         if (x->notified)
             notify(o, x, "resolved", now_ms);
+        if (x->notified && x->severity[0]) {
+            /* an escalation raised the severity, so its groups hold it under both: the one
+             * notified before the escalation is told too */
+            struct alert before = *x;
+            before.severity[0] = '\0';
+            notify(o, &before, "resolved", now_ms);
+        }
         a->transitions_total++;
         flap_note(a, x->id, now_ms);
         incidents_resolve(a->incidents, x->id, now_ms);
