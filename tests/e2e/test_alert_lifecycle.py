@@ -1182,6 +1182,8 @@ def replay(host, values, t0, t_from, t_to, suppressions=(), steps=()):
                 rows.append((t, "resolved", value, summary, None))
                 if notified:
                     notes.append((t, "notify resolved", value, None, severity))
+                if notified and severity:  # raised by an escalation: the first groups too
+                    notes.append((t, "notify resolved", value, None, None))
             elif state == "pending":
                 rows.append((t, "resolved", value, summary, None))
             state, suppressed, notified, level, severity = "inactive", False, False, 0, None
