@@ -184,7 +184,9 @@ def twin(opsdb_bin, tmp_path_factory, module_server_factory):
     away_from_midnight(120)  # now - 1d stays on one side of a midnight for the whole module
     base = tmp_path_factory.mktemp("packed")
     now = now_ms()
-    lo, hi = now - 4 * DAY + 2 * HOUR, now - MIN
+    # from 02:00 four days back: that first day holds 22 hours of rows whatever the time of day
+    # (from now - 4 days it held what was left of that day: nothing after 22:00)
+    lo, hi = now - now % DAY - 4 * DAY + 2 * HOUR, now - MIN
     data = gen_events(SEED, lo, hi, {t: n for t, n in COUNTS.items() if t != "error_logs"})
     data["error_logs"] = realistic_errors(SEED + 1, lo, hi, COUNTS["error_logs"])
     rng = random.Random(SEED + 2)
