@@ -109,29 +109,14 @@ int escalations_new(struct escalations **out, const char *config_path, struct er
     if (config_path && *config_path) {
         struct ydoc d;
         rc = ydoc_load_file(&d, config_path, e);
-        yaml_node_t *root = rc == 0 ? ydoc_root(&d) : NULL;
-        for (yaml_node_pair_t *kv =
-                 root && root->type == YAML_MAPPING_NODE ? root->data.mapping.pairs.start : NULL;
-             rc == 0 && kv && kv < root->data.mapping.pairs.top; kv++) {
-            const char *key = ydoc_text(ydoc_node(&d, kv->key));
-            const yaml_node_t *v = ydoc_node(&d, kv->value);
-            if (!key || strcmp(key, "alerting") != 0 || v->type != YAML_MAPPING_NODE)
-                continue;
-            for (yaml_node_pair_t *a = v->data.mapping.pairs.start;
-                 rc == 0 && a < v->data.mapping.pairs.top; a++) {
-                const char *k = ydoc_text(ydoc_node(&d, a->key));
-                const yaml_node_t *list = ydoc_node(&d, a->value);
-                if (!k || strcmp(k, "escalations") != 0)
-                    continue;
-                if (list->type != YAML_SEQUENCE_NODE) {
-                    rc = ydoc_fail(&d, list, "escalations: expected a list");
-                    break;
-                }
-                for (yaml_node_item_t *it = list->data.sequence.items.start;
-                     rc == 0 && it < list->data.sequence.items.top; it++)
-                    rc = parse_policy(&d, ydoc_node(&d, *it), es);
-            }
-        }
+        const yaml_node_t *list =
+            rc == 0 ? ydoc_map_get(&d, ydoc_map_get(&d, ydoc_root(&d), "alerting"), "escalations")
+                    : NULL;
+        if (list && list->type != YAML_SEQUENCE_NODE)
+            rc = ydoc_fail(&d, list, "escalations: expected a list");
+        for (yaml_node_item_t *it = list && rc == 0 ? list->data.sequence.items.start : NULL;
+             it && rc == 0 && it < list->data.sequence.items.top; it++)
+            rc = parse_policy(&d, ydoc_node(&d, *it), es);
         ydoc_release(&d);
     }
     if (rc) {

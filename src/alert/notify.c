@@ -2491,29 +2491,15 @@ static int parse_route(struct cfgp *p, yaml_node_t *v, const char *ctx, const st
 
 /* The value of key in map (the last one when it is given twice); NULL when map is not a map or
  * has no such key. */
-static yaml_node_t *map_value(struct ydoc *d, const yaml_node_t *map, const char *key)
-{
-    yaml_node_t *v = NULL;
-    if (!map || map->type != YAML_MAPPING_NODE)
-        return NULL;
-    for (yaml_node_pair_t *pr = map->data.mapping.pairs.start; pr < map->data.mapping.pairs.top;
-         pr++) {
-        const char *k = ydoc_text(ydoc_node(d, pr->key));
-        if (k && strcmp(k, key) == 0)
-            v = ydoc_node(d, pr->value);
-    }
-    return v;
-}
-
 /* Reads alerting.receivers and alerting.route. The other keys of alerting (rule_files,
  * inhibit_rules, maintenance, escalations, ...) are the engine's and config.c's, which also says
  * which are unknown: they are not looked at here, nor is anything config.c reports (a root that
  * is not a map, an alerting that is not one). */
 static int parse_alerting(struct cfgp *p, yaml_node_t *root)
 {
-    yaml_node_t *alerting = map_value(p->d, root, "alerting");
-    yaml_node_t *receivers = map_value(p->d, alerting, "receivers");
-    yaml_node_t *route = map_value(p->d, alerting, "route");
+    yaml_node_t *alerting = ydoc_map_get(p->d, root, "alerting");
+    yaml_node_t *receivers = ydoc_map_get(p->d, alerting, "receivers");
+    yaml_node_t *route = ydoc_map_get(p->d, alerting, "route");
     int rc = receivers ? parse_receivers(p, receivers) : 0;
     if (rc == 0 && route) {
         p->n->root = xcalloc(1, sizeof *p->n->root);

@@ -271,15 +271,9 @@ static int load_config(struct suppressor *s, const char *path, struct err *e)
         return 0;
     struct ydoc d;
     int rc = ydoc_load_file(&d, path, e);
-    yaml_node_t *root = rc == 0 ? ydoc_root(&d) : NULL;
-    for (yaml_node_pair_t *kv =
-             root && root->type == YAML_MAPPING_NODE ? root->data.mapping.pairs.start : NULL;
-         rc == 0 && kv && kv < root->data.mapping.pairs.top; kv++) {
-        const char *key = ydoc_text(ydoc_node(&d, kv->key));
-        const yaml_node_t *v = ydoc_node(&d, kv->value);
-        if (key && strcmp(key, "alerting") == 0 && v->type == YAML_MAPPING_NODE)
-            rc = parse_alerting(&d, s, v);
-    }
+    const yaml_node_t *alerting = rc == 0 ? ydoc_map_get(&d, ydoc_root(&d), "alerting") : NULL;
+    if (alerting && alerting->type == YAML_MAPPING_NODE)
+        rc = parse_alerting(&d, s, alerting);
     ydoc_release(&d);
     return rc;
 }

@@ -66,6 +66,20 @@ yaml_node_t *ydoc_node(struct ydoc *d, int id)
     return yaml_document_get_node(&d->doc, id);
 }
 
+yaml_node_t *ydoc_map_get(struct ydoc *d, const yaml_node_t *map, const char *key)
+{
+    yaml_node_t *v = NULL;
+    if (!map || map->type != YAML_MAPPING_NODE)
+        return NULL;
+    for (yaml_node_pair_t *pr = map->data.mapping.pairs.start; pr < map->data.mapping.pairs.top;
+         pr++) {
+        const char *k = ydoc_text(ydoc_node(d, pr->key));
+        if (k && strcmp(k, key) == 0)
+            v = ydoc_node(d, pr->value);
+    }
+    return v;
+}
+
 const char *ydoc_text(const yaml_node_t *n)
 {
     return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;

@@ -25,6 +25,9 @@ void ydoc_release(struct ydoc *d);
 /* The root node; NULL for an empty document. */
 yaml_node_t *ydoc_root(struct ydoc *d);
 yaml_node_t *ydoc_node(struct ydoc *d, int id);
+/* The value of key in map (the last one when it is given twice); NULL when map is not a map or
+ * has no such key. */
+yaml_node_t *ydoc_map_get(struct ydoc *d, const yaml_node_t *map, const char *key);
 /* A scalar's text; NULL for a map, a list or no node. */
 const char *ydoc_text(const yaml_node_t *n);
 /* Sets E_INVALID "name:line: message" (the line of at) and returns E_INVALID. */

@@ -18,11 +18,14 @@ standard error has no sanitizer report: every test is also a leak and undefined-
 Every wait in this harness is bounded in time and in iterations.
 """
 
+import json
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -497,3 +500,48 @@ unique.counter = 0
 __all__ = ["Server", "ServerStartError", "run_cli", "child_env", "sanitizer_reports",
            "is_sanitizer_build",
            "assert_no_sanitizer_reports", "free_port", "now_ms", "wait_until", "unique"]
+
+
+# ---- a webhook receiver (alert notifications) ----------------------------------------------
+
+
+class Recorder:
+    """The requests an HTTP server received: (monotonic time, path, headers, JSON body)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.requests = []
+
+    def add(self, item):
+        with self.lock:
+            self.requests.append(item)
+
+    def bodies(self, path=None):
+        with self.lock:
+            return [body for _, p, _, body in self.requests if path is None or p == path]
+
+
+@pytest.fixture
+def webhook():
+    """An HTTP server on 127.0.0.1 that answers 200 to every POST and records it; yields
+    (url, recorder)."""
+    rec = Recorder()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            rec.add((time.monotonic(), self.path, dict(self.headers), json.loads(body)))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", rec
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=5)

@@ -32,45 +32,13 @@ short (1s-3s) and every wait is bounded.
 
 import json
 import re
-import threading
 import time
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from conftest import ServerStartError, now_ms, wait_until
 from test_alerts import get_alerts, metric_lines, sample
-from test_notify_receivers import Recorder
-
-# ---- a webhook receiver ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def webhook():
-    """An HTTP server on 127.0.0.1 that answers 200 to every POST and records it, as in
-    test_notify_receivers.py; yields (url, Recorder)."""
-    rec = Recorder()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            rec.add((time.monotonic(), self.path, dict(self.headers), json.loads(body)))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", rec
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
-
 
 # ---- starting a server ----------------------------------------------------------------------
 

@@ -12,13 +12,11 @@ import asyncio
 import email
 import email.policy
 import email.utils
-import json
 import shutil
 import subprocess
 import threading
 import time
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -79,53 +77,11 @@ def rfc3339_ms(text):
 
 # ---- an HTTP receiver ----------------------------------------------------------------------
 
-class Recorder:
-    """The requests an HTTP server received: (monotonic time, path, headers, JSON body)."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.requests = []
-
-    def add(self, item):
-        with self.lock:
-            self.requests.append(item)
-
-    def bodies(self, path=None):
-        with self.lock:
-            return [body for _, p, _, body in self.requests if path is None or p == path]
-
-
-@pytest.fixture
-def http_receiver():
-    """An HTTP server on 127.0.0.1 that answers 200 to every POST and records it; yields
-    (url, recorder)."""
-    rec = Recorder()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            rec.add((time.monotonic(), self.path, dict(self.headers), json.loads(body)))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", rec
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
-
-
 # ---- webhook ---------------------------------------------------------------------------------
 
 def test_webhook_fires_logs_and_does_not_repeat_after_restart(server_factory, tmp_path,
-                                                             http_receiver):
-    url, rec = http_receiver
+                                                             webhook):
+    url, rec = webhook
     host = unique("h")
     srv = start_opsdb(server_factory, tmp_path, f'[{{name: hook, webhook: {{url: "{url}/hook"}}}}]',
                       "hook", ", repeat_interval: 1h")
@@ -275,12 +231,12 @@ def test_email_refused_and_timed_out_are_failed_attempts(server_factory, tmp_pat
 # ---- Alertmanager ----------------------------------------------------------------------------
 
 @pytest.fixture
-def alertmanager(tmp_path, http_receiver):
+def alertmanager(tmp_path, webhook):
     """A real Alertmanager on 127.0.0.1 (no clustering) whose own route sends to the test's HTTP
     receiver at /am (send_resolved), with resolve_timeout 1h; yields (url, recorder)."""
     if not shutil.which(ALERTMANAGER_BIN):
         pytest.fail(f"{ALERTMANAGER_BIN} is missing: scripts/install-deps.sh test installs it")
-    hook_url, rec = http_receiver
+    hook_url, rec = webhook
     cfg = tmp_path / "alertmanager.yml"
     cfg.write_text("global: {resolve_timeout: 1h}\n"
                    "route: {receiver: hook, group_by: [alertname], group_wait: 0s, "
