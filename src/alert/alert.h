@@ -133,6 +133,7 @@ void alert_engine_incidents_json(struct alert_engine *a, struct buf *out);
 struct alert_trace {
     int64_t ts_ms;
     const char *what, *alert_id, *rule, *labels_json;
+    const char *annotations_json; /* expanded, "{}" when none */
     double value; /* NaN when none */
     const char *note, *receiver;
 };

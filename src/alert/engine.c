@@ -93,6 +93,7 @@ struct note {
 /* What a transition leaves to do once the lock is released. */
 struct pending_out {
     struct batch history;
+    char **annotations; /* per history row, for a replay's trace (the table has no column) */
     struct note *notes;
     size_t nnotes, cap;
 };
@@ -318,6 +319,11 @@ static void record_note(struct pending_out *o, const struct alert *x, const char
         (struct value){.i = x->escalation_level, .type = VAL_INT};
     row[schema_column(t, "notified")] = (struct value){.i = x->notified, .type = VAL_INT};
     json_decref(labels);
+    char **more = realloc(o->annotations, o->history.nrows * sizeof *more);
+    if (more) {
+        o->annotations = more;
+        more[o->history.nrows - 1] = x->annotations_json ? strdup(x->annotations_json) : NULL;
+    }
 }
 
 static void record(struct pending_out *o, const struct alert *x, const char *state, int64_t now_ms)
@@ -391,26 +397,33 @@ static void pending_out_trace(struct alert_engine *a, struct pending_out *o)
     for (size_t i = 0; i < o->history.nrows; i++) {
         const struct value *row = batch_row(&o->history, i);
         a->trace(a->trace_arg,
-                 &(struct alert_trace){
-                     row[ts].i, row[state].s, row[id].s, row[rule].s, row[labels].s,
-                     row[value].type == VAL_REAL ? row[value].d : NAN, row[summary].s, NULL});
+                 &(struct alert_trace){row[ts].i, row[state].s, row[id].s, row[rule].s,
+                                       row[labels].s,
+                                       o->annotations && o->annotations[i] ? o->annotations[i]
+                                                                           : "{}",
+                                       row[value].type == VAL_REAL ? row[value].d : NAN,
+                                       row[summary].s, NULL});
     }
     for (size_t i = 0; i < o->nnotes; i++) {
         const struct notify_alert *n = note_bind(&o->notes[i]);
         char *text = json_dumps(n->labels, JSON_COMPACT | JSON_SORT_KEYS);
+        char *annotations = json_dumps(n->annotations, JSON_COMPACT | JSON_SORT_KEYS);
         json_t *name = json_object_get(n->labels, "alertname");
         a->trace(a->trace_arg,
                  &(struct alert_trace){
                      n->ends_ms ? n->ends_ms : a->trace_now_ms,
                      strcmp(n->status, "firing") == 0 ? "notify firing" : "notify resolved",
-                     n->alert_id, json_string_value(name), text, n->value, NULL, n->receiver});
+                     n->alert_id, json_string_value(name), text, annotations ? annotations : "{}",
+                     n->value, NULL, n->receiver});
         free(text);
+        free(annotations);
     }
 }
 
 static void pending_out_flush(struct alert_engine *a, struct pending_out *o)
 {
     struct err e;
+    size_t nannotations = o->history.nrows; /* the trace resets nrows */
     if (a->trace) {
         pending_out_trace(a, o);
         o->history.nrows = 0; /* replayed, not written */
@@ -429,6 +442,9 @@ static void pending_out_flush(struct alert_engine *a, struct pending_out *o)
         json_decref(o->notes[i].annotations);
     }
     free(o->notes);
+    for (size_t i = 0; o->annotations && i < nannotations; i++)
+        free(o->annotations[i]);
+    free(o->annotations);
     batch_release(&o->history);
     memset(o, 0, sizeof *o);
 }
