@@ -92,6 +92,7 @@ static const struct command commands[] = {
      cmd_archive},
     {"alerts", "check alert rule files; list, acknowledge and reload a server's alerts",
      "usage: opsdb alerts check FILE...|defaults\n"
+     "       opsdb alerts test TESTFILE...\n"
      "       opsdb alerts list|rules|reload [--server URL]\n"
      "       opsdb alerts ack ID [--by NAME] [--server URL]\n"
      "       opsdb alerts silence --matchers M [--for 2h] --by NAME [--comment TEXT]\n"
@@ -99,6 +100,10 @@ static const struct command commands[] = {
      "       opsdb alerts backtest FILE... --from TIME --to TIME [--format table|json|csv]\n\n"
      "  check   reads rule files as the server would and prints each file's groups and rules,\n"
      "          or the first error with its file and line; exits 1 when any file is bad\n"
+     "  test    runs rule unit tests: each test's input rows go into a fresh temporary\n"
+     "          database, its rule files are replayed over them, and the alerts firing at each\n"
+     "          eval_time are compared with the expected ones; prints each test's result and\n"
+     "          exits 1 when any failed (the file format: docs/alerts.md, Rule unit tests)\n"
      "  defaults  prints the default rule set (alerting.default_rules), a rule file to copy\n"
      "  list    the pending, firing and acknowledged alerts of the server (JSON)\n"
      "  rules   the server's rule groups, each rule with its state and last evaluation\n"

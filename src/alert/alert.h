@@ -15,6 +15,8 @@
 
 #include "core/core.h"
 
+#include <stdio.h>
+
 struct store;
 struct writer;
 struct batch;
@@ -134,7 +136,7 @@ struct alert_trace {
     int64_t ts_ms;
     const char *what, *alert_id, *rule, *labels_json;
     const char *annotations_json; /* expanded, "{}" when none */
-    double value; /* NaN when none */
+    double value;                 /* NaN when none */
     const char *note, *receiver;
 };
 typedef void (*alert_trace_fn)(void *arg, const struct alert_trace *t);
@@ -149,6 +151,20 @@ struct alert_backtest_stats {
  * E_INVALID for bad rules, or when a rule fails during the replay (naming it). */
 int alert_backtest(struct store *s, const struct config *cfg, int64_t from_ms, int64_t to_ms,
                    alert_trace_fn fn, void *arg, struct alert_backtest_stats *stats, struct err *e);
+
+/* ---- rule unit tests (opsdb alerts test, ruletest.c) --------------------------------------- */
+
+struct alert_test_report {
+    size_t tests, failed, checks;
+};
+/* Runs the tests of a rule test file (docs/alerts.md, "Rule unit tests"): for each test, its
+ * input rows go into a fresh temporary database, the rule files are replayed over it with cfg's
+ * alerting settings, and the alerts firing at each eval_time are compared with the expected
+ * ones. Each test's result is written to out (a failure names the file, line, expected and got
+ * alerts) and counted in report. Returns E_INVALID naming the file and line for a test file or
+ * rule file that cannot be run (nothing after it runs), E_IO for one that cannot be read. */
+int alert_rules_test(const char *path, const struct config *cfg, FILE *out,
+                     struct alert_test_report *report, struct err *e);
 
 /* Prometheus text lines for /metrics. */
 void alert_engine_metrics(struct alert_engine *a, struct buf *out);

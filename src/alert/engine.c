@@ -397,12 +397,10 @@ static void pending_out_trace(struct alert_engine *a, struct pending_out *o)
     for (size_t i = 0; i < o->history.nrows; i++) {
         const struct value *row = batch_row(&o->history, i);
         a->trace(a->trace_arg,
-                 &(struct alert_trace){row[ts].i, row[state].s, row[id].s, row[rule].s,
-                                       row[labels].s,
-                                       o->annotations && o->annotations[i] ? o->annotations[i]
-                                                                           : "{}",
-                                       row[value].type == VAL_REAL ? row[value].d : NAN,
-                                       row[summary].s, NULL});
+                 &(struct alert_trace){
+                     row[ts].i, row[state].s, row[id].s, row[rule].s, row[labels].s,
+                     o->annotations && o->annotations[i] ? o->annotations[i] : "{}",
+                     row[value].type == VAL_REAL ? row[value].d : NAN, row[summary].s, NULL});
     }
     for (size_t i = 0; i < o->nnotes; i++) {
         const struct notify_alert *n = note_bind(&o->notes[i]);

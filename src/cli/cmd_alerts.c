@@ -38,6 +38,30 @@ static int check(int nfiles, char **files, const struct config *cfg)
     return failed ? 1 : 0;
 }
 
+/* opsdb alerts test TESTFILE...: rule unit tests. */
+static int unit_tests(int nfiles, char **files, const struct config *cfg)
+{
+    struct alert_test_report total = {0};
+    int broken = 0;
+    log_set_level(LOG_WARN); /* each test's database is new: its migration is no news */
+    for (int i = 0; i < nfiles; i++) {
+        struct alert_test_report r = {0};
+        struct err e;
+        if (alert_rules_test(files[i], cfg, stdout, &r, &e) != 0) {
+            fflush(stdout);
+            fprintf(stderr, "opsdb: %s\n", e.msg);
+            broken++;
+        }
+        total.tests += r.tests;
+        total.failed += r.failed;
+        total.checks += r.checks;
+    }
+    printf("%zu test%s, %zu passed, %zu failed%s\n", total.tests, total.tests == 1 ? "" : "s",
+           total.tests - total.failed, total.failed,
+           broken ? " (and a file that could not be run)" : "");
+    return total.failed || broken ? 1 : 0;
+}
+
 static size_t collect(char *data, size_t size, size_t n, void *arg)
 {
     struct buf *b = arg;
@@ -257,6 +281,9 @@ int cmd_alerts(int argc, char **argv)
     if (rc == 0 && strcmp(sub, "check") == 0) {
         rc = nargs < 2 ? cli_usage(cli_command("alerts"), "alerts check needs a rule file")
                        : check(nargs - 1, args + 1, &cfg);
+    } else if (rc == 0 && strcmp(sub, "test") == 0) {
+        rc = nargs < 2 ? cli_usage(cli_command("alerts"), "alerts test needs a test file")
+                       : unit_tests(nargs - 1, args + 1, &cfg);
     } else if (rc == 0 && strcmp(sub, "backtest") == 0) {
         rc = nargs < 2 ? cli_usage(cli_command("alerts"), "alerts backtest needs a rule file")
                        : backtest(&c, nargs - 1, args + 1, from, to, fmt);
@@ -290,8 +317,10 @@ int cmd_alerts(int argc, char **argv)
             rc = call(server, "POST", path, body);
         }
     } else if (rc == 0) {
-        rc = cli_usage(cli_command("alerts"), "expected check FILE..., defaults, list, rules, "
-                                              "reload, ack ID, silence, silences or expire ID");
+        rc = cli_usage(cli_command("alerts"),
+                       "expected check FILE..., test FILE..., defaults, list, "
+                       "rules, "
+                       "reload, ack ID, silence, silences or expire ID");
     }
     free(args);
     return rc == -1 ? cli_help("alerts") : rc;
