@@ -40,6 +40,8 @@ void notifier_post(struct notifier *n, const struct notify_alert *a);
 /* Delivers what group_wait still holds, waits up to timeout_ms for the queued deliveries, then
  * stops the threads and frees. */
 void notifier_free(struct notifier **n, int64_t timeout_ms);
+/* True when alerting.receivers defines a receiver called name (arg: the notifier). */
+bool notifier_has_receiver(const void *notifier, const char *name);
 /* Prometheus text lines: opsdb_notifications_total{receiver,status}, queue length, latency. */
 void notifier_metrics(struct notifier *n, struct buf *out);
 

@@ -53,6 +53,7 @@ struct alert {
     enum alert_state state;
     double value;
     int64_t active_since_ms, fired_ms, last_hit_ms;
+    int64_t notified_ms;  /* first notified firing in this episode: escalation counts from it */
     uint64_t outcomes[2]; /* the last evaluations' outcomes, newest in bit 0 (n_of_m) */
     bool notified;
     bool suppressed; /* firing, but silenced, in maintenance or inhibited: not notified */
@@ -598,6 +599,8 @@ static void fire_on(struct alert_engine *a, struct alert *x, int64_t now_ms, boo
         return;
     }
     x->notified = true;
+    if (!x->notified_ms)
+        x->notified_ms = now_ms;
     record_note(o, x, "firing", now_ms, note);
     notify(o, x, "firing", now_ms);
 }
@@ -609,7 +612,7 @@ static void escalate(struct alert_engine *a, struct alert *x, int64_t now_ms, st
     const struct escalation_step *st;
     int level;
     json_t *labels = json_loads(x->labels_json, 0, NULL);
-    bool due = escalations_due(a->escalations, labels, x->fired_ms, now_ms, x->escalation_level,
+    bool due = escalations_due(a->escalations, labels, x->notified_ms, now_ms, x->escalation_level,
                                &st, &level);
     json_decref(labels);
     if (!due)
@@ -658,7 +661,7 @@ static bool step(struct alert_engine *a, struct alert *x, const struct alert_rul
         } else if (x->state == ST_FIRING || x->state == ST_ACKED) {
             fire_on(a, x, now_ms, false, f, o); /* a silence may have begun or ended */
         }
-        if (x->state == ST_FIRING && !x->suppressed)
+        if (x->state == ST_FIRING && !x->suppressed && x->notified_ms)
             escalate(a, x, now_ms, o);
         return true;
     }
@@ -1070,7 +1073,9 @@ static void restore(struct alert_engine *a)
         " (SELECT min(x.ts) FROM alert_history x WHERE x.alert_id = c.alert_id AND x.ts > c.lr"
         "  AND x.state IN ('firing', 'suppressed')) AS fired,"
         " EXISTS (SELECT 1 FROM alert_history k WHERE k.alert_id = c.alert_id AND k.ts > c.lr"
-        "  AND k.state = 'acknowledged') AS acked, severity"
+        "  AND k.state = 'acknowledged') AS acked, severity,"
+        " (SELECT min(x.ts) FROM alert_history x WHERE x.alert_id = c.alert_id AND x.ts > c.lr"
+        "  AND x.state = 'firing' AND x.notified = 1) AS notified_at"
         " FROM (SELECT v.*, coalesce((SELECT max(r.ts) FROM alert_history r"
         "  WHERE r.alert_id = v.alert_id AND r.state = 'resolved'), -1) AS lr"
         "  FROM active_alerts v) c",
@@ -1107,6 +1112,7 @@ static void restore(struct alert_engine *a)
         x->escalation_level = row[7].type == VAL_INT ? (int)row[7].i : 0;
         x->active_since_ms = row[8].type == VAL_INT ? row[8].i : time_now_ms();
         x->fired_ms = row[9].type == VAL_INT ? row[9].i : x->active_since_ms;
+        x->notified_ms = x->notified && row[12].type == VAL_INT ? row[12].i : 0;
         x->last_hit_ms = time_now_ms();
         json_t *labels;
         const char *own = severity_of(x->labels_json, &labels);
@@ -1149,6 +1155,8 @@ int alert_engine_new(struct alert_engine **out, struct store *s, struct writer *
     int rc = engine_load(a, s, cfg, e);
     if (rc == 0)
         rc = notifier_new(&a->notifier, cfg->config_path, w, e);
+    if (rc == 0)
+        rc = escalations_check_receivers(a->escalations, notifier_has_receiver, a->notifier, e);
     if (rc) {
         alert_engine_free(&a);
         return rc;
@@ -1221,9 +1229,11 @@ int alert_engine_reload(struct alert_engine *a, struct err *e)
     struct escalations *escalations = NULL;
     int rc = load_rules(&a->cfg, &rules, &rstate, e);
     if (rc == 0 && (rc = suppressor_new(&suppressor, a->cfg.config_path, e)) == 0 &&
-        (rc = escalations_new(&escalations, a->cfg.config_path, e)) == 0)
-        rc = notifier_new(&notifier, a->cfg.config_path, a->writer, e);
+        (rc = escalations_new(&escalations, a->cfg.config_path, e)) == 0 &&
+        (rc = notifier_new(&notifier, a->cfg.config_path, a->writer, e)) == 0)
+        rc = escalations_check_receivers(escalations, notifier_has_receiver, notifier, e);
     if (rc) {
+        notifier_free(&notifier, 0);
         alert_rules_free(&rules);
         free(rstate);
         suppressor_free(&suppressor);

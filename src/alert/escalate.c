@@ -21,6 +21,7 @@ struct policy {
 struct escalations {
     struct policy policies[POLICIES_MAX];
     size_t n;
+    char file[512]; /* the config file, for messages */
 };
 
 static int parse_step(struct ydoc *d, const yaml_node_t *n, struct policy *p)
@@ -31,6 +32,7 @@ static int parse_step(struct ydoc *d, const yaml_node_t *n, struct policy *p)
     if (p->nsteps >= ESCALATION_STEPS_MAX)
         return ydoc_fail(d, n, "escalation %s: at most %d steps", p->name, ESCALATION_STEPS_MAX);
     struct escalation_step *st = &p->steps[p->nsteps];
+    st->line = (int)n->start_mark.line + 1;
     bool has_after = false;
     for (yaml_node_pair_t *kv = n->data.mapping.pairs.start; kv < n->data.mapping.pairs.top; kv++) {
         const char *key = ydoc_text(ydoc_node(d, kv->key));
@@ -107,6 +109,7 @@ int escalations_new(struct escalations **out, const char *config_path, struct er
         return err_set(e, E_NOMEM, "out of memory");
     int rc = 0;
     if (config_path && *config_path) {
+        snprintf(es->file, sizeof es->file, "%s", config_path);
         struct ydoc d;
         rc = ydoc_load_file(&d, config_path, e);
         const yaml_node_t *list =
@@ -138,14 +141,31 @@ void escalations_free(struct escalations **esp)
     *esp = NULL;
 }
 
-bool escalations_due(const struct escalations *es, json_t *labels, int64_t fired_ms, int64_t now_ms,
-                     int level, const struct escalation_step **step, int *step_level)
+int escalations_check_receivers(const struct escalations *es,
+                                bool (*known)(const void *arg, const char *name), const void *arg,
+                                struct err *e)
+{
+    for (size_t i = 0; i < es->n; i++)
+        for (size_t k = 0; k < es->policies[i].nsteps; k++) {
+            const struct escalation_step *st = &es->policies[i].steps[k];
+            if (st->receiver[0] && !known(arg, st->receiver))
+                return err_set(e, E_INVALID,
+                               "%s:%d: escalation %s: receiver '%s' is not one of "
+                               "alerting.receivers",
+                               es->file, st->line, es->policies[i].name, st->receiver);
+        }
+    return 0;
+}
+
+bool escalations_due(const struct escalations *es, json_t *labels, int64_t notified_ms,
+                     int64_t now_ms, int level, const struct escalation_step **step,
+                     int *step_level)
 {
     for (size_t i = 0; i < es->n; i++) {
         const struct policy *p = &es->policies[i];
         if (!query_matchers_match(p->matchers, labels))
             continue;
-        if (level >= (int)p->nsteps || now_ms - fired_ms < p->steps[level].after_ms)
+        if (level >= (int)p->nsteps || now_ms - notified_ms < p->steps[level].after_ms)
             return false;
         *step = &p->steps[level];
         *step_level = level + 1;

@@ -2750,3 +2750,9 @@ void notifier_metrics(struct notifier *n, struct buf *out)
     }
     free(c);
 }
+
+bool notifier_has_receiver(const void *notifier, const char *name)
+{
+    const struct notifier *n = notifier;
+    return receiver_find(n, name) < n->nreceivers;
+}

@@ -13,7 +13,9 @@ the view alert_quality (src/store/sqlite_views.c):
 * inhibition with inhibit_rules and dependencies, and the target firing once the source resolves.
 * flapping: notified once with the reason, then suppressed; opsdb_alert_flapping_total.
 * escalation steps: `escalated` rows with their level and severity, the step's receiver
-  notified; an acknowledged alert does not escalate.
+  notified; an acknowledged alert does not escalate; steps count from the first notification
+  (not from a firing held by a maintenance window); a step naming an unknown receiver is refused
+  with its line at start and at reload.
 * incidents: correlation by host, probable cause, related error fingerprints and failed pipeline
   runs, the incident id in the webhook payload, resolution with the last alert.
 * the view alert_quality and opsdb_alert_relevance{rule}, computed here from alert_history.
@@ -783,6 +785,31 @@ def test_an_escalated_severity_survives_a_restart(server_factory, tmp_path, webh
     assert sorted(a[1]["severity"] for a in got) == ["page", "warning"]
 
 
+def test_an_escalation_to_an_unknown_receiver_is_refused_with_its_line(server_factory, tmp_path,
+                                                                      webhook):
+    url, _ = webhook
+    bad = ESC_CONFIG.replace("receiver: B}", "receiver: Bee}  # fault")
+    srv = start(server_factory, tmp_path, [cpu_rule("EscCpu", "esc")], hook_url=url, extra=bad,
+                start=False)
+    line = next(i + 1 for i, x in enumerate(srv.conf_path.read_text().splitlines())
+                if "# fault" in x)
+    with pytest.raises(ServerStartError):
+        srv.start()
+    assert f"{srv.conf_path}:{line}: escalation esc: receiver 'Bee' is not one of " \
+        "alerting.receivers" in srv.run_stderr(), srv.run_stderr()[-600:]
+
+    # a reload with the typo keeps what runs, and says why
+    srv.conf_path.write_text(config_text(url, ESC_CONFIG))
+    srv.start()
+    srv.conf_path.write_text(config_text(url, bad))
+    r = srv.post("/api/v1/alerts/reload")
+    assert r.status_code == 400, r.text
+    assert f"{srv.conf_path}:{line}: escalation esc: receiver 'Bee'" in r.text
+    put(srv, point("e9", "esc", 95))
+    rows = wait_rows(srv, "EscCpu", "e9", ["firing", "escalated", "escalated"], timeout=6)
+    assert "notifying B" in rows[1]["summary"]
+
+
 # =============================================================================================
 # 6. incidents
 # =============================================================================================
@@ -1098,14 +1125,15 @@ def replay(host, values, t0, t_from, t_to, suppressions=(), steps=()):
     """The events the engine should trace for BT_RULE over one series' samples (values[k] at
     t0 + k s), evaluated every BT_INTERVAL_MS from t_from to t_to, through pending (for),
     hysteresis, suppressions [(start, end, reason)] (silences, maintenance windows) and
-    escalation steps [(after ms, receiver or None, severity or None)]. Each event is (time,
+    escalation steps [(after ms since first notified, receiver or None, severity or None)].
+    Each event is (time,
     event, value, note, severity label of a notification); in one evaluation the rows come
     first, then the notifications."""
     r = BT_RULE
     samples = [(t0 + k * 1000, v) for k, v in enumerate(values)]
     window_ms, for_ms = 2000, 2000
     summary = f"bt on {host}"
-    state, since, fired, value, events = "inactive", None, None, None, []
+    state, since, notified_at, value, events = "inactive", None, None, None, []
     suppressed = notified = False
     level, severity = 0, None
     next_due = 0
@@ -1126,7 +1154,7 @@ def replay(host, values, t0, t_from, t_to, suppressions=(), steps=()):
                 rows.append((t, "pending", value, summary, None))
             changed = False
             if state == "pending" and t - since >= for_ms:
-                state, fired, changed = "firing", t, True
+                state, changed = "firing", True
             elif state == "firing" and (why is not None) != suppressed:
                 changed = True
             if changed:
@@ -1135,10 +1163,11 @@ def replay(host, values, t0, t_from, t_to, suppressions=(), steps=()):
                     rows.append((t, "suppressed", value, f"{summary} - {why}", None))
                 else:
                     notified = True
+                    notified_at = t if notified_at is None else notified_at
                     rows.append((t, "firing", value, summary, None))
                     notes.append((t, "notify firing", value, None, severity))
             if state == "firing" and not suppressed and level < len(steps) \
-                    and t - fired >= steps[level][0]:
+                    and t - notified_at >= steps[level][0]:
                 after, receiver, raised = steps[level]
                 level += 1
                 severity = raised or severity
@@ -1157,6 +1186,7 @@ def replay(host, values, t0, t_from, t_to, suppressions=(), steps=()):
             elif state == "pending":
                 rows.append((t, "resolved", value, summary, None))
             state, suppressed, notified, level, severity = "inactive", False, False, 0, None
+            notified_at = None
         events += rows + notes
     return events
 
@@ -1240,25 +1270,30 @@ def test_backtest_replays_a_rule_over_past_samples(server_factory, tmp_path, run
     assert srv.count("alert_history") == 0
 
 
-def test_backtest_applies_maintenance_windows_and_escalations_of_the_config(tmp_path, run_cli):
-    """No server: the samples are written with `opsdb ingest`, and the replay reads the
-    maintenance windows and escalation steps from --config."""
+def backtest_with_config(tmp_path, run_cli, host, values, window, steps):
+    """Writes values (one a second from half an hour ago) of host's series with `opsdb ingest`,
+    then replays BT_RULE over them with a --config that has the maintenance window (name,
+    start offset ms, end offset ms) and the escalation steps [(after ms, receiver or None,
+    severity or None)]. Returns t0, the events as traced(), the events replay() computes, and
+    the backtest's summary."""
     db = tmp_path / "bt.db"
     t0 = (now_ms() // 1000 - 30 * 60) * 1000
-    values = [95] * 30 + [10] * 6
     cp = run_cli("ingest", "system_metrics", "--db", db, input="".join(
-        json.dumps(sample(t0 + k * 1000, "b3", "db", "bt", v)) + "\n"
+        json.dumps(sample(t0 + k * 1000, host, "db", "bt", v)) + "\n"
         for k, v in enumerate(values)))
     assert cp.returncode == 0, cp.stderr
-    window = (t0 + 10_000, t0 + 20_000)
-    steps = [(3000, "B", None), (6000, None, "page")]
+    name, lo, hi = window
+    yaml_steps = ", ".join(
+        "{" + ", ".join([f"after: {after // 1000}s"] + ([f"receiver: {rcv}"] if rcv else []) +
+                        ([f"severity: {sev}"] if sev else [])) + "}"
+        for after, rcv, sev in steps)
     conf = tmp_path / "replay.yaml"
     conf.write_text(
         "alerting:\n  maintenance:\n"
-        f"    - {{name: replay-mw, matchers: \"host=b3\", start: \"{rfc3339(window[0])}\", "
-        f"end: \"{rfc3339(window[1])}\"}}\n"
+        f"    - {{name: {name}, matchers: \"host={host}\", start: \"{rfc3339(t0 + lo)}\", "
+        f"end: \"{rfc3339(t0 + hi)}\"}}\n"
         "  escalations:\n    - name: replay-esc\n      matchers: \"alertname=BT\"\n"
-        "      steps: [{after: 3s, receiver: B}, {after: 6s, severity: page}]\n")
+        f"      steps: [{yaml_steps}]\n")
     rules = tmp_path / "bt.yaml"
     rules.write_text(rules_text([BT_RULE], interval=f"{BT_INTERVAL_MS // 1000}s"))
     t_to = t0 + (len(values) - 1) * 1000
@@ -1266,13 +1301,37 @@ def test_backtest_applies_maintenance_windows_and_escalations_of_the_config(tmp_
                  "--db", db, "--config", conf, "--format", "json")
     assert cp.returncode == 0, cp.stderr
     events, summary = json_documents(cp.stdout)
-    want = replay("b3", values, t0, t0, t_to,
-                  [(window[0], window[1], "maintenance window replay-mw")], steps)
-    kinds = [w[1] for w in want]
-    assert kinds.count("escalated") == 2 and "suppressed" in kinds and \
-        ("notify firing", "page") in [(w[1], w[4]) for w in want]  # the case is built so
+    want = replay(host, values, t0, t0, t_to,
+                  [(t0 + lo, t0 + hi, f"maintenance window {name}")], steps)
     got = traced(events)
     assert got == want, "\n".join(f"{g} | {w}" for g, w in zip(got, want)) + \
         f"\n{len(got)} events, want {len(want)}"
+    return t0, got, summary
+
+
+def test_backtest_escalates_from_the_first_notification_not_the_firing(tmp_path, run_cli):
+    """An alert that fires inside a maintenance window is first notified when the window ends;
+    its escalation steps count from then, not from the firing nobody was told of."""
+    t0, got, _ = backtest_with_config(tmp_path, run_cli, "b4", [95] * 30 + [10] * 4,
+                                      ("early", 0, 12_000),
+                                      [(4000, "B", None), (8000, None, "page")])
+    suppressed_at = next(t for t, e, *_ in got if e == "suppressed")
+    notified_at = next(t for t, e, *_ in got if e == "firing")
+    first_note = next(t for t, e, *_ in got if e == "notify firing")
+    escalated = [t for t, e, *_ in got if e == "escalated"]
+    assert suppressed_at < t0 + 12_000 <= notified_at == first_note
+    assert len(escalated) == 2
+    assert escalated[0] - notified_at >= 4000 and escalated[1] - notified_at >= 8000
+
+
+def test_backtest_applies_maintenance_windows_and_escalations_of_the_config(tmp_path, run_cli):
+    """No server: the samples are written with `opsdb ingest`, and the replay reads the
+    maintenance windows and escalation steps from --config."""
+    _, got, summary = backtest_with_config(tmp_path, run_cli, "b3", [95] * 30 + [10] * 6,
+                                           ("replay-mw", 10_000, 20_000),
+                                           [(3000, "B", None), (6000, None, "page")])
+    kinds = [w[1] for w in got]
+    assert kinds.count("escalated") == 2 and "suppressed" in kinds and \
+        ("notify firing", "page") in [(w[1], w[4]) for w in got]  # the case is built so
     assert summary["rows"][0]["escalated"] == 2
     assert summary["rows"][0]["suppressed"] == 1
