@@ -94,7 +94,8 @@ struct note {
 /* What a transition leaves to do once the lock is released. */
 struct pending_out {
     struct batch history;
-    char **annotations; /* per history row, for a replay's trace (the table has no column) */
+    struct batch incidents; /* rows of the incidents that changed */
+    char **annotations;     /* per history row, for a replay's trace (the table has no column) */
     struct note *notes;
     size_t nnotes, cap;
 };
@@ -144,6 +145,7 @@ struct alert_engine {
 static const struct alert_rule *rule_named(const struct alert_rules *rules, const char *group,
                                            const char *name);
 static void load_silences_since(struct alert_engine *a, int64_t since_ms);
+static void restore_incidents(struct alert_engine *a);
 static int read_table(struct alert_engine *a, const char *sql, struct store_result *res,
                       struct err *e);
 
@@ -385,6 +387,7 @@ static void pending_out_init(struct pending_out *o)
 {
     memset(o, 0, sizeof *o);
     batch_init(&o->history, schema_table("alert_history"));
+    batch_init(&o->incidents, schema_table("incidents"));
 }
 
 /* Writes the rows, then hands the notifications on; frees everything. */
@@ -426,6 +429,7 @@ static void pending_out_flush(struct alert_engine *a, struct pending_out *o)
     if (a->trace) {
         pending_out_trace(a, o);
         o->history.nrows = 0; /* replayed, not written */
+        o->incidents.nrows = 0;
         for (size_t i = 0; i < o->nnotes; i++) {
             json_decref(o->notes[i].labels);
             json_decref(o->notes[i].annotations);
@@ -434,6 +438,8 @@ static void pending_out_flush(struct alert_engine *a, struct pending_out *o)
     }
     if (o->history.nrows && writer_submit(a->writer, &o->history, &e) != 0)
         log_error("alerting: writing %zu alert_history rows failed: %s", o->history.nrows, e.msg);
+    if (o->incidents.nrows && writer_submit(a->writer, &o->incidents, &e) != 0)
+        log_error("alerting: writing %zu incidents rows failed: %s", o->incidents.nrows, e.msg);
     for (size_t i = 0; i < o->nnotes; i++) {
         if (a->notifier)
             notifier_post(a->notifier, note_bind(&o->notes[i]));
@@ -445,6 +451,7 @@ static void pending_out_flush(struct alert_engine *a, struct pending_out *o)
         free(o->annotations[i]);
     free(o->annotations);
     batch_release(&o->history);
+    batch_release(&o->incidents);
     memset(o, 0, sizeof *o);
 }
 
@@ -785,6 +792,7 @@ static void evaluate(struct alert_engine *a, size_t i, int64_t now_ms)
     } else {
         st->last_error[0] = '\0';
         apply(a, r, &res, now_ms, &o);
+        incidents_take_changed(a->incidents, &o.incidents, now_ms);
     }
     pthread_mutex_unlock(&a->lock);
     pending_out_flush(a, &o);
@@ -1162,6 +1170,7 @@ int alert_engine_new(struct alert_engine **out, struct store *s, struct writer *
         return rc;
     }
     restore(a);
+    restore_incidents(a);
     load_silences_since(a, time_now_ms() - 7 * 86400000LL); /* the week's, for the listing */
     index_rules(a);
     if (a->rules.n)
@@ -1627,6 +1636,41 @@ static void load_silences_since(struct alert_engine *a, int64_t since_ms)
 }
 
 /* ---- incidents ------------------------------------------------------------------------------- */
+
+/* The incidents still open or resolved within the day (what the API lists), from their table;
+ * the restored alerts rejoin theirs. */
+static void restore_incidents(struct alert_engine *a)
+{
+    char sql[300];
+    snprintf(sql, sizeof sql,
+             "SELECT id, opened_at, resolved_at, last_alert_at, keys, alerts FROM incidents"
+             " WHERE resolved_at IS NULL OR resolved_at > %lld ORDER BY opened_at",
+             (long long)(time_now_ms() - 86400000LL));
+    struct store_result res;
+    struct err e;
+    int rc = read_table(a, sql, &res, &e);
+    size_t loaded = 0;
+    for (size_t i = 0; rc == 0 && i < res.nrows; i++) {
+        const struct value *row = res.values + i * res.ncols;
+        if (row[0].type != VAL_TEXT || row[1].type != VAL_INT || row[3].type != VAL_INT)
+            continue;
+        struct err bad;
+        if (incidents_load(a->incidents, row[0].s, row[1].i, row[2].type == VAL_INT ? row[2].i : 0,
+                           row[3].i, row[4].type == VAL_TEXT ? row[4].s : NULL,
+                           row[5].type == VAL_TEXT ? row[5].s : NULL, &bad) != 0)
+            log_error("alerting: %s", bad.msg);
+        else
+            loaded++;
+    }
+    if (rc)
+        log_error("alerting: reading the incidents failed: %s", e.msg);
+    store_result_release(&res);
+    for (size_t b = 0; loaded && b < ALERT_BUCKETS; b++)
+        for (struct alert *x = a->buckets[b]; x; x = x->next) {
+            const char *id = incidents_of_alert(a->incidents, x->id);
+            snprintf(x->incident, sizeof x->incident, "%s", id ? id : "");
+        }
+}
 
 /* Rows of an incident's window, as JSON objects: what is related to it. */
 static json_t *related_rows(struct alert_engine *a, const char *sql, json_t *values, int64_t from,

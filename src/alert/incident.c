@@ -26,6 +26,7 @@ struct incident {
     json_t *values[NKEYS]; /* arrays of the key values seen */
     struct member *members;
     size_t n, cap;
+    bool changed; /* since its row was last taken */
 };
 
 struct incidents {
@@ -138,6 +139,7 @@ const char *incidents_join(struct incidents *in, const char *alert_id, const cha
     for (size_t i = 0; i < c->n; i++)
         if (strcmp(c->members[i].alert_id, alert_id) == 0 && !c->members[i].resolved_ms) {
             c->last_ms = now_ms;
+            c->changed = true;
             return c->id; /* fires on: already a member */
         }
     if (c->n == c->cap) {
@@ -154,6 +156,7 @@ const char *incidents_join(struct incidents *in, const char *alert_id, const cha
     snprintf(m->rule, sizeof m->rule, "%s", rule);
     m->fired_ms = now_ms;
     c->last_ms = now_ms;
+    c->changed = true;
     for (size_t k = 0; k < NKEYS; k++) {
         const char *v = json_string_value(json_object_get(labels, keys[k]));
         if (v && *v && !has_value(c->values[k], v))
@@ -170,13 +173,26 @@ void incidents_resolve(struct incidents *in, const char *alert_id, int64_t now_m
             continue;
         bool open = false;
         for (size_t k = 0; k < c->n; k++) {
-            if (strcmp(c->members[k].alert_id, alert_id) == 0 && !c->members[k].resolved_ms)
+            if (strcmp(c->members[k].alert_id, alert_id) == 0 && !c->members[k].resolved_ms) {
                 c->members[k].resolved_ms = now_ms;
+                c->changed = true;
+            }
             open |= c->members[k].resolved_ms == 0;
         }
         if (!open)
             c->resolved_ms = now_ms;
     }
+}
+
+const char *incidents_of_alert(const struct incidents *in, const char *alert_id)
+{
+    for (size_t i = 0; i < in->n; i++) {
+        const struct incident *c = &in->items[i];
+        for (size_t k = 0; !c->resolved_ms && k < c->n; k++)
+            if (!c->members[k].resolved_ms && strcmp(c->members[k].alert_id, alert_id) == 0)
+                return c->id;
+    }
+    return NULL;
 }
 
 static json_t *time_json(int64_t ms)
@@ -188,6 +204,32 @@ static json_t *time_json(int64_t ms)
     return json_string(t);
 }
 
+/* An incident's alerts (members) and its probable cause, as the API gives them. */
+static json_t *members_json(const struct incident *c, json_t **cause)
+{
+    json_t *members = json_array();
+    *cause = NULL;
+    for (size_t k = 0; k < c->n; k++) {
+        const struct member *m = &c->members[k];
+        json_t *j =
+            json_pack("{s:s, s:s, s:o, s:o}", "alert_id", m->alert_id, "rule", m->rule, "fired_at",
+                      time_json(m->fired_ms), "resolved_at", time_json(m->resolved_ms));
+        json_array_append_new(members, j);
+        if (k == 0) /* members join in time order: the first fired first */
+            *cause = json_pack("{s:s, s:s, s:o}", "alert_id", m->alert_id, "rule", m->rule,
+                               "fired_at", time_json(m->fired_ms));
+    }
+    return members;
+}
+
+static json_t *keys_json_of(const struct incident *c)
+{
+    json_t *kv = json_object();
+    for (size_t k = 0; k < NKEYS; k++)
+        json_object_set(kv, keys[k], c->values[k]);
+    return kv;
+}
+
 json_t *incidents_json(struct incidents *in, int64_t now_ms)
 {
     json_t *out = json_array();
@@ -195,26 +237,108 @@ json_t *incidents_json(struct incidents *in, int64_t now_ms)
         const struct incident *c = &in->items[i];
         if (c->resolved_ms && now_ms - c->resolved_ms > KEPT_AFTER_RESOLVE_MS)
             continue;
-        json_t *members = json_array(), *cause = NULL;
-        for (size_t k = 0; k < c->n; k++) {
-            const struct member *m = &c->members[k];
-            json_t *j = json_pack("{s:s, s:s, s:o, s:o}", "alert_id", m->alert_id, "rule", m->rule,
-                                  "fired_at", time_json(m->fired_ms), "resolved_at",
-                                  time_json(m->resolved_ms));
-            json_array_append_new(members, j);
-            if (k == 0) /* members join in time order: the first fired first */
-                cause = json_pack("{s:s, s:s, s:o}", "alert_id", m->alert_id, "rule", m->rule,
-                                  "fired_at", time_json(m->fired_ms));
-        }
-        json_t *kv = json_object();
-        for (size_t k = 0; k < NKEYS; k++)
-            json_object_set(kv, keys[k], c->values[k]);
-        json_array_append_new(out,
-                              json_pack("{s:s, s:s, s:o, s:o, s:o, s:o, s:o}", "id", c->id, "state",
-                                        c->resolved_ms ? "resolved" : "open", "opened_at",
-                                        time_json(c->opened_ms), "resolved_at",
-                                        time_json(c->resolved_ms), "keys", kv, "probable_cause",
-                                        cause ? cause : json_null(), "alerts", members));
+        json_t *cause;
+        json_t *members = members_json(c, &cause);
+        json_array_append_new(out, json_pack("{s:s, s:s, s:o, s:o, s:o, s:o, s:o}", "id", c->id,
+                                             "state", c->resolved_ms ? "resolved" : "open",
+                                             "opened_at", time_json(c->opened_ms), "resolved_at",
+                                             time_json(c->resolved_ms), "keys", keys_json_of(c),
+                                             "probable_cause", cause ? cause : json_null(),
+                                             "alerts", members));
     }
     return out;
+}
+
+static void set_text(struct batch *b, struct value *row, const char *column, const char *s)
+{
+    int c = schema_column(b->table, column);
+    if (c < 0 || !s)
+        return;
+    size_t len = strlen(s);
+    row[c] = (struct value){
+        .s = arena_strndup(&b->arena, s, len), .len = (uint32_t)len, .type = VAL_TEXT};
+}
+
+static void set_time(struct batch *b, struct value *row, const char *column, int64_t ms)
+{
+    int c = schema_column(b->table, column);
+    if (c >= 0 && ms)
+        row[c] = (struct value){.i = ms, .type = VAL_INT};
+}
+
+void incidents_take_changed(struct incidents *in, struct batch *b, int64_t now_ms)
+{
+    for (size_t i = 0; i < in->n; i++) {
+        struct incident *c = &in->items[i];
+        if (!c->changed)
+            continue;
+        c->changed = false;
+        json_t *cause;
+        json_t *members = members_json(c, &cause);
+        json_t *kv = keys_json_of(c);
+        char *members_text = json_dumps(members, JSON_COMPACT);
+        char *keys_text = json_dumps(kv, JSON_COMPACT);
+        struct value *row = batch_add_row(b);
+        set_time(b, row, "ts", now_ms);
+        set_text(b, row, "id", c->id);
+        set_text(b, row, "state", c->resolved_ms ? "resolved" : "open");
+        set_time(b, row, "opened_at", c->opened_ms);
+        set_time(b, row, "resolved_at", c->resolved_ms);
+        set_time(b, row, "last_alert_at", c->last_ms);
+        set_text(b, row, "probable_cause", json_string_value(json_object_get(cause, "alert_id")));
+        set_text(b, row, "keys", keys_text);
+        set_text(b, row, "alerts", members_text);
+        free(members_text);
+        free(keys_text);
+        json_decref(members);
+        json_decref(kv);
+        json_decref(cause);
+    }
+}
+
+static int64_t time_of(json_t *v)
+{
+    int64_t ms = 0;
+    const char *s = json_string_value(v);
+    return s && time_parse_point(s, &ms) ? ms : 0;
+}
+
+int incidents_load(struct incidents *in, const char *id, int64_t opened_ms, int64_t resolved_ms,
+                   int64_t last_ms, const char *keys_json, const char *alerts_json, struct err *e)
+{
+    json_t *kv = json_loads(keys_json ? keys_json : "{}", 0, NULL);
+    json_t *members = json_loads(alerts_json ? alerts_json : "[]", 0, NULL);
+    int rc = 0;
+    if (strlen(id) >= sizeof in->items[0].id || !json_is_object(kv) || !json_is_array(members))
+        rc = err_set(e, E_INVALID, "incident %s: a row that cannot be read", id);
+    struct incident *c = rc == 0 ? slot(in, time_now_ms()) : NULL;
+    if (c) {
+        snprintf(c->id, sizeof c->id, "%s", id);
+        c->opened_ms = opened_ms;
+        c->resolved_ms = resolved_ms;
+        c->last_ms = last_ms;
+        for (size_t k = 0; k < NKEYS; k++) {
+            json_t *v = json_object_get(kv, keys[k]);
+            c->values[k] = json_is_array(v) ? json_incref(v) : json_array();
+        }
+        size_t i;
+        json_t *m;
+        c->cap = json_array_size(members) + 1;
+        c->members = calloc(c->cap, sizeof *c->members);
+        json_array_foreach(members, i, m)
+        {
+            const char *aid = json_string_value(json_object_get(m, "alert_id"));
+            const char *rule = json_string_value(json_object_get(m, "rule"));
+            if (!c->members || !aid || !rule)
+                continue;
+            struct member *x = &c->members[c->n++];
+            snprintf(x->alert_id, sizeof x->alert_id, "%s", aid);
+            snprintf(x->rule, sizeof x->rule, "%s", rule);
+            x->fired_ms = time_of(json_object_get(m, "fired_at"));
+            x->resolved_ms = time_of(json_object_get(m, "resolved_at"));
+        }
+    }
+    json_decref(kv);
+    json_decref(members);
+    return rc;
 }

@@ -10,7 +10,7 @@
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Bump together with a migration in store/sqlite_schema.c. */
-#define SCHEMA_VERSION 12
+#define SCHEMA_VERSION 13
 
 static const char *const levels[] = {"debug", "info",     "notice", "warning",
                                      "error", "critical", "fatal",  NULL};
@@ -22,6 +22,7 @@ static const char *const alert_states[] = {
     "pending", "firing", "acknowledged", "escalated", "suppressed", "resolved", NULL};
 static const char *const severities[] = {"info", "warning", "critical", "page", NULL};
 static const char *const delivery_states[] = {"ok", "failed", "retrying", "dropped", NULL};
+static const char *const incident_states[] = {"open", "resolved", NULL};
 static const char *const job_kinds[] = {"builtin", "command", "external", NULL};
 static const char *const job_states[] = {"ok",     "running", "failed", "missed",
                                          "paused", "never",   NULL};
@@ -245,6 +246,21 @@ static const struct table_index silences_idx[] = {
     {"ends", "ends_at", "the silences not yet expired"},
 };
 
+static const struct column incidents_cols[] = {
+    TS("ts", true, "time of the last change to this incident"),
+    TEXT("id", true, 64, "incident id"),
+    ENUM("state", true, incident_states, NULL, "open or resolved"),
+    TS("opened_at", true, "when its first alert fired"),
+    TS("resolved_at", false, "when its last alert resolved"),
+    TS("last_alert_at", true, "when an alert last joined it or fired on"),
+    TEXT("probable_cause", false, 64, "alert_id of its earliest alert"),
+    JSON("keys", 65536, "the host, component and pipeline values its alerts share"),
+    JSON("alerts", 1048576, "its alerts: alert_id, rule, fired_at, resolved_at"),
+};
+static const struct table_index incidents_idx[] = {
+    {"opened", "opened_at", "incidents by time"},
+};
+
 #define TABLE(nm, kind, doc, cols, idx, key, days)                                                 \
     {                                                                                              \
         nm, kind, doc, cols, N(cols), idx, N(idx), key, days                                       \
@@ -279,6 +295,10 @@ static const struct table tables[] = {
           "Silences of alerts: while one is active, the alerts its matchers match are recorded "
           "as suppressed and not notified. Upserted by id.",
           silences_cols, silences_idx, "id", 0),
+    TABLE("incidents", TABLE_STATE,
+          "Alerts on the same host, component or pipeline within alerting.correlation_window, "
+          "as one incident (GET /api/v1/incidents). Upserted by id.",
+          incidents_cols, incidents_idx, "id", 0),
 };
 
 const struct table *schema_tables(size_t *count)

@@ -275,6 +275,7 @@ static const struct migration migrations[] = {
     {11, "silences: label matchers that suppress alert notifications for a while", NULL, false,
      NULL},
     {12, "the view alert_quality: per rule, relevant and noisy alerts", NULL, false, NULL},
+    {13, "incidents: correlated alerts kept across restarts", NULL, false, NULL},
 };
 
 static int read_version(sqlite3 *db, int *version, struct err *e)

@@ -17,7 +17,8 @@ the view alert_quality (src/store/sqlite_views.c):
   (not from a firing held by a maintenance window); a step naming an unknown receiver is refused
   with its line at start and at reload.
 * incidents: correlation by host, probable cause, related error fingerprints and failed pipeline
-  runs, the incident id in the webhook payload, resolution with the last alert.
+  runs, the incident id in the webhook payload, resolution with the last alert; kept in the
+  incidents table and taken up again after a restart.
 * the view alert_quality and opsdb_alert_relevance{rule}, computed here from alert_history.
 * `opsdb alerts backtest`: events computed here by replaying the rule over the samples sent,
   with a silence of that time, and with maintenance windows and escalation steps of --config.
@@ -845,6 +846,55 @@ def expected_related(errors, failed, inc):
             runs[k] = max(runs.get(k, 0), p["ts"])
     return ({f["fingerprint"]: f for f in fps.values()},
             {k: at for k, at in runs.items()})
+
+
+def test_incidents_survive_a_restart_and_go_on(server_factory, tmp_path, webhook):
+    """Incidents are rows of the incidents table: after a restart the API lists the same
+    incident, an alert on the same host joins it, a restored alert resolves in it, and the
+    table's row follows every change."""
+    url, rec = webhook
+    rules = [cpu_rule("RsCpu", "rs_cpu", agg="min"), cpu_rule("RsMem", "rs_mem", agg="min")]
+    srv = start(server_factory, tmp_path, rules, hook_url=url)
+    put(srv, point("h7", "rs_cpu", 95, "web"))
+    a1 = wait_rows(srv, "RsCpu", "h7", ["firing"])[0]
+    assert wait_until(lambda: len(incidents(srv)) == 1, timeout=3)
+    before = incidents(srv)[0]
+    row = wait_until(lambda: srv.query("SELECT * FROM incidents"), timeout=3)
+    assert len(row) == 1 and row[0]["id"] == before["id"] and row[0]["state"] == "open"
+    assert row[0]["probable_cause"] == a1["alert_id"] and row[0]["opened_at"] == a1["ts"]
+    assert json.loads(row[0]["keys"]) == before["keys"]
+    assert json.loads(row[0]["alerts"]) == before["alerts"]
+
+    srv.restart()
+    after = incidents(srv)
+    assert [(i["id"], i["state"], i["opened_at"], i["keys"], i["alerts"]) for i in after] == \
+        [(before["id"], "open", before["opened_at"], before["keys"], before["alerts"])]
+
+    # a new alert on h7 joins it; the restored one resolves in it
+    put(srv, point("h7", "rs_mem", 95, "db"))
+    a2 = wait_rows(srv, "RsMem", "h7", ["firing"])[0]
+    put(srv, point("h7", "rs_cpu", 10, "web"))
+    r1 = wait_rows(srv, "RsCpu", "h7", ["firing", "resolved"], timeout=3)[1]
+    now = incidents(srv)
+    assert len(now) == 1 and now[0]["id"] == before["id"] and now[0]["state"] == "open"
+    assert [(m["alert_id"], m["resolved_at"] and ms_of(m["resolved_at"]))
+            for m in now[0]["alerts"]] == [(a1["alert_id"], r1["ts"]), (a2["alert_id"], None)]
+    assert now[0]["keys"]["component"] == ["web", "db"]
+    # the new alert's notification carries the incident
+    assert wait_until(lambda: [inc for s, l, _, inc in hook_alerts(rec, "/a")
+                               if s == "firing" and l["alertname"] == "RsMem"]
+                      == [before["id"]], timeout=3)
+    put(srv, point("h7", "rs_mem", 10, "db"))
+    r2 = wait_rows(srv, "RsMem", "h7", ["firing", "resolved"], timeout=3)[1]
+    row = wait_until(lambda: [x for x in srv.query("SELECT * FROM incidents")
+                              if x["state"] == "resolved"], timeout=3)
+    assert row and row[0]["id"] == before["id"] and row[0]["resolved_at"] == r2["ts"]
+    assert len(json.loads(row[0]["alerts"])) == 2
+
+    srv.restart()
+    done = incidents(srv)
+    assert [(i["id"], i["state"], ms_of(i["resolved_at"])) for i in done] == \
+        [(before["id"], "resolved", r2["ts"])]
 
 
 def test_incidents_correlate_alerts_and_what_relates_to_them(server_factory, tmp_path,
