@@ -40,6 +40,16 @@ void notifier_post(struct notifier *n, const struct notify_alert *a);
 /* Delivers what group_wait still holds, waits up to timeout_ms for the queued deliveries, then
  * stops the threads and frees. */
 void notifier_free(struct notifier **n, int64_t timeout_ms);
+/* A notifier for a replay (alert_backtest): the receivers and routes of config_path as
+ * notifier_new() reads them, but no threads, no deliveries and nothing written. notifier_post()
+ * routes and files a change at once, at the time of the last notifier_advance(); fn gets one
+ * alert_trace per alert of each notification the routes and groups send, and per alert dropped
+ * (no receiver, an escalation to an undefined receiver), as the live notifier would. */
+int notifier_new_replay(struct notifier **out, const char *config_path, alert_trace_fn fn,
+                        void *arg, struct err *e);
+/* A replay notifier's clock (epoch ms): traces what falls due up to now_ms, each notification
+ * at the time it is due. */
+void notifier_advance(struct notifier *n, int64_t now_ms);
 /* Prometheus text lines: opsdb_notifications_total{receiver,status}, queue length, latency. */
 void notifier_metrics(struct notifier *n, struct buf *out);
 

@@ -110,7 +110,6 @@ struct alert_engine {
      * the notifier */
     alert_trace_fn trace;
     void *trace_arg;
-    int64_t trace_now_ms; /* the replay's clock */
     pthread_t thread;
     bool started;
     pthread_mutex_t lock;
@@ -386,7 +385,7 @@ static void pending_out_init(struct pending_out *o)
     batch_init(&o->history, schema_table("alert_history"));
 }
 
-/* Writes the rows, then hands the notifications on; frees everything. */
+/* A replay's transitions: each row to the trace, instead of the writer. */
 static void pending_out_trace(struct alert_engine *a, struct pending_out *o)
 {
     const struct table *t = o->history.table;
@@ -396,27 +395,11 @@ static void pending_out_trace(struct alert_engine *a, struct pending_out *o)
         summary = schema_column(t, "summary");
     for (size_t i = 0; i < o->history.nrows; i++) {
         const struct value *row = batch_row(&o->history, i);
-        a->trace(a->trace_arg,
-                 &(struct alert_trace){row[ts].i, row[state].s, row[id].s, row[rule].s,
-                                       row[labels].s,
-                                       o->annotations && o->annotations[i] ? o->annotations[i]
-                                                                           : "{}",
-                                       row[value].type == VAL_REAL ? row[value].d : NAN,
-                                       row[summary].s, NULL});
-    }
-    for (size_t i = 0; i < o->nnotes; i++) {
-        const struct notify_alert *n = note_bind(&o->notes[i]);
-        char *text = json_dumps(n->labels, JSON_COMPACT | JSON_SORT_KEYS);
-        char *annotations = json_dumps(n->annotations, JSON_COMPACT | JSON_SORT_KEYS);
-        json_t *name = json_object_get(n->labels, "alertname");
-        a->trace(a->trace_arg,
-                 &(struct alert_trace){
-                     n->ends_ms ? n->ends_ms : a->trace_now_ms,
-                     strcmp(n->status, "firing") == 0 ? "notify firing" : "notify resolved",
-                     n->alert_id, json_string_value(name), text, annotations ? annotations : "{}",
-                     n->value, NULL, n->receiver});
-        free(text);
-        free(annotations);
+        const char *annotations = o->annotations && o->annotations[i] ? o->annotations[i] : "{}";
+        a->trace(a->trace_arg, &(struct alert_trace){
+                                   row[ts].i, row[state].s, row[id].s, row[rule].s, row[labels].s,
+                                   annotations, row[value].type == VAL_REAL ? row[value].d : NAN,
+                                   row[summary].s, NULL, NULL, NULL});
     }
 }
 
@@ -424,14 +407,9 @@ static void pending_out_flush(struct alert_engine *a, struct pending_out *o)
 {
     struct err e;
     size_t nannotations = o->history.nrows; /* the trace resets nrows */
-    if (a->trace) {
+    if (a->trace) { /* its notifications go to the replay's notifier, which traces them */
         pending_out_trace(a, o);
         o->history.nrows = 0; /* replayed, not written */
-        for (size_t i = 0; i < o->nnotes; i++) {
-            json_decref(o->notes[i].labels);
-            json_decref(o->notes[i].annotations);
-        }
-        o->nnotes = 0;
     }
     if (o->history.nrows && writer_submit(a->writer, &o->history, &e) != 0)
         log_error("alerting: writing %zu alert_history rows failed: %s", o->history.nrows, e.msg);
@@ -1720,17 +1698,20 @@ int alert_backtest(struct store *s, const struct config *cfg, int64_t from_ms, i
     a->trace = fn;
     a->trace_arg = arg;
     int rc = engine_load(a, s, cfg, e);
+    if (rc == 0)
+        rc = notifier_new_replay(&a->notifier, cfg->config_path, fn, arg, e);
     if (rc == 0) {
         load_silences_since(a, from_ms); /* those that covered any part of the replay */
         int64_t steps = 0;
         for (int64_t t = from_ms; t <= to_ms; t += 1000) {
-            a->trace_now_ms = t;
+            notifier_advance(a->notifier, t); /* what fell due since the last step */
             for (size_t i = 0; i < a->rules.n; i++)
                 if (t >= a->rstate[i].next_due_ms) {
                     a->rstate[i].next_due_ms = t + a->rules.rules[i].interval_ms;
                     evaluate(a, i, t);
                     steps++;
                 }
+            notifier_advance(a->notifier, t); /* what is due at once (group_wait: 0s) */
         }
         if (stats) {
             stats->evaluations = steps;

@@ -199,6 +199,12 @@ struct notifier {
 
     /* the dispatcher's alone */
     struct router *router;
+    router_send_fn send; /* what the router hands due notifications to: queue_send, trace_send */
+
+    /* a replay's (notifier_new_replay): no threads, notifications traced, not delivered */
+    alert_trace_fn trace;
+    void *trace_arg;
+    int64_t clock_ms; /* the replay's clock */
 };
 
 /* ---- small helpers ------------------------------------------------------------------------ */
@@ -1262,6 +1268,45 @@ static void queue_send(void *arg, const struct router_send *s)
     delivery_queue(n, r, d);
 }
 
+/* ---- a replay's notifications -------------------------------------------------------------- */
+
+/* Hands the replay's trace one event of alert a (what: "notify firing", "notify resolved",
+ * "notify dropped"). */
+static void trace_alert(struct notifier *n, const struct nalert *a, const char *what, int64_t at_ms,
+                        const char *receiver, const char *group_key, const char *send,
+                        const char *note)
+{
+    char *labels = json_dumps(a->labels, JSON_COMPACT | JSON_SORT_KEYS);
+    char *annotations = json_dumps(a->annotations, JSON_COMPACT | JSON_SORT_KEYS);
+    n->trace(n->trace_arg,
+             &(struct alert_trace){at_ms, what, a->id, label_value(a->labels, "alertname"),
+                                   labels ? labels : "{}", annotations ? annotations : "{}",
+                                   a->value, note, receiver, group_key, send});
+    free(labels);
+    free(annotations);
+}
+
+/* The router's callback of a replay: each alert the notification lists (as many as max_alerts
+ * allows), at the time it is due. */
+static void trace_send(void *arg, const struct router_send *s)
+{
+    struct notifier *n = arg;
+    const struct receiver *r = &n->receivers[s->receiver];
+    size_t nsend = r->max_alerts > 0 && s->nalerts > (size_t)r->max_alerts ? (size_t)r->max_alerts
+                                                                           : s->nalerts;
+    for (size_t i = 0; i < nsend; i++)
+        trace_alert(n, s->alerts[i], s->alerts[i]->firing ? "notify firing" : "notify resolved",
+                    s->at_ms, r->name, s->group_key, router_send_kind_name(s->kind), NULL);
+}
+
+/* A replay's state change that is not valid (the live notifier drops it the same way). */
+static void trace_invalid(struct notifier *n, const struct notify_alert *a)
+{
+    n->trace(n->trace_arg,
+             &(struct alert_trace){n->clock_ms, "notify dropped", a->alert_id ? a->alert_id : "",
+                                   "", "{}", "{}", a->value, WHY_INVALID, NULL, NULL, NULL});
+}
+
 /* An escalation step: to its receiver at once, in a group of its own (its key from
  * escalation_key(), the alert's labels as group labels) that is sent once and not kept, so
  * neither group_wait nor repeat_interval apply. An unknown receiver is a dropped row. */
@@ -1275,11 +1320,14 @@ static void dispatch_escalation(struct notifier *n, struct nalert *a, int64_t no
                  "escalation to receiver '%s', which is not defined: add it to "
                  "alerting.receivers or name another in the escalation step",
                  a->receiver);
-        drop_now(n, i, key, a->id, 1, 1, why);
+        if (n->trace)
+            trace_alert(n, a, "notify dropped", now, a->receiver, key, NULL, why);
+        else
+            drop_now(n, i, key, a->id, 1, 1, why);
     } else if (a->firing || n->receivers[i].send_resolved) {
         struct router_send s = {i,  key, a->labels, &a, 1, a->firing ? SEND_FIRST : SEND_RESOLVED,
                                 now};
-        queue_send(n, &s);
+        n->send(n, &s);
     }
     free(key);
 }
@@ -1289,7 +1337,11 @@ static void dispatch(struct notifier *n, struct nalert *a, int64_t now)
 {
     if (a->receiver)
         dispatch_escalation(n, a, now);
-    else if (!router_add(n->router, a, now))
+    else if (router_add(n->router, a, now))
+        return;
+    else if (n->trace)
+        trace_alert(n, a, "notify dropped", now, NULL, NULL, NULL, WHY_NO_RECEIVER);
+    else
         drop_alert(n, a, WHY_NO_RECEIVER);
 }
 
@@ -2011,11 +2063,12 @@ static struct router *router_from_config(struct notifier *n, router_send_fn send
     return r;
 }
 
-int notifier_new(struct notifier **out, const char *config_path, struct writer *w, struct err *e)
+/* What a live and a replay notifier share: the config read, the router. NULL on an error. */
+static struct notifier *notifier_load(const char *config_path, struct writer *w,
+                                      router_send_fn send, struct err *e)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, libraries_init);
-    *out = NULL;
     struct notifier *n = xcalloc(1, sizeof *n);
     n->w = w;
     n->path = xstrdup(config_path ? config_path : "");
@@ -2030,13 +2083,23 @@ int notifier_new(struct notifier **out, const char *config_path, struct writer *
     cond_init_monotonic(&n->wake);
     cond_init_monotonic(&n->idle);
     atomic_init(&n->abort, false);
-    int rc = *n->path ? config_read(n, n->path, e) : 0;
-    if (rc) {
+    if (*n->path && config_read(n, n->path, e) != 0) {
         notifier_release(n);
-        return rc;
+        return NULL;
     }
     n->counters = xcalloc(n->nreceivers + 1, sizeof *n->counters);
-    n->router = router_from_config(n, queue_send);
+    n->send = send;
+    n->router = router_from_config(n, send);
+    return n;
+}
+
+int notifier_new(struct notifier **out, const char *config_path, struct writer *w, struct err *e)
+{
+    *out = NULL;
+    struct notifier *n = notifier_load(config_path, w, queue_send, e);
+    if (!n)
+        return e->code;
+    int rc;
     for (size_t i = 0; i < n->nreceivers; i++)
         cond_init_monotonic(&n->receivers[i].wake);
     n->threads = true;
@@ -2058,9 +2121,39 @@ int notifier_new(struct notifier **out, const char *config_path, struct writer *
     return 0;
 }
 
+int notifier_new_replay(struct notifier **out, const char *config_path, alert_trace_fn fn,
+                        void *arg, struct err *e)
+{
+    *out = notifier_load(config_path, NULL, trace_send, e);
+    if (!*out)
+        return e->code;
+    (*out)->trace = fn;
+    (*out)->trace_arg = arg;
+    return 0;
+}
+
+void notifier_advance(struct notifier *n, int64_t now_ms)
+{
+    for (int64_t due = router_next_due(n->router); due <= now_ms;
+         due = router_next_due(n->router)) {
+        if (due > n->clock_ms) /* not before the change that made it due */
+            n->clock_ms = due;
+        router_flush(n->router, n->clock_ms, false);
+    }
+    n->clock_ms = now_ms;
+}
+
 void notifier_post(struct notifier *n, const struct notify_alert *a)
 {
     struct nalert *c = nalert_new(a);
+    if (n->trace) { /* a replay: at once, on its clock */
+        if (c)
+            dispatch(n, c, n->clock_ms);
+        else
+            trace_invalid(n, a);
+        nalert_unref(c);
+        return;
+    }
     if (!c) {
         const char *id = a->alert_id && strlen(a->alert_id) <= TEXT_MAX ? a->alert_id : NULL;
         pthread_mutex_lock(&n->lock);
@@ -2123,7 +2216,8 @@ void notifier_free(struct notifier **np, int64_t timeout_ms)
     pthread_mutex_unlock(&n->lock);
     if (n->dispatcher_started)
         pthread_join(n->dispatcher, NULL); /* it sends what the groups hold, and ends */
-    receivers_stop(n, deadline);
+    if (n->threads)
+        receivers_stop(n, deadline);
     drops_write(n);
     router_free(&n->router);
     for (struct nalert *q = n->qhead, *next; q; q = next) { /* only if the dispatcher never ran */

@@ -18,7 +18,9 @@ the view alert_quality (src/store/sqlite_views.c):
   runs, the incident id in the webhook payload, resolution with the last alert.
 * the view alert_quality and opsdb_alert_relevance{rule}, computed here from alert_history.
 * `opsdb alerts backtest`: events computed here by replaying the rule over the samples sent,
-  with a silence of that time, and with maintenance windows and escalation steps of --config.
+  with a silence of that time, and with maintenance windows and escalation steps of --config;
+  notifications dropped without receivers, and with a route: grouped, repeated and resolved at
+  the times group_wait, repeat_interval and group_interval give.
 * a reload reads the maintenance windows again and keeps the silences.
 
 Regressions of bugs these tests found: a held flapping alert released at its next evaluation;
@@ -1161,6 +1163,24 @@ def replay(host, values, t0, t_from, t_to, suppressions=(), steps=()):
     return events
 
 
+NO_RECEIVER = ("no receiver is configured: add alerting.receivers and alerting.route to the "
+               "config file")
+
+
+def dropped(events):
+    """replay()'s events as the backtest shows them with a --config without receivers: the
+    notifier drops every notification, as a server would, and the note says why."""
+    out = []
+    for t, event, value, receiver, severity in events:
+        if event.startswith("notify"):
+            event = "notify dropped"
+            receiver = (f"escalation to receiver '{receiver}', which is not defined: add it to "
+                        "alerting.receivers or name another in the escalation step"
+                        if receiver else NO_RECEIVER)
+        out.append((t, event, value, receiver, severity))
+    return out
+
+
 def traced(events):
     """The backtest's events in the shape replay() gives."""
     return [(ms_of(e["time"]), e["event"], e["value"], e["note"],
@@ -1201,10 +1221,11 @@ def test_backtest_replays_a_rule_over_past_samples(server_factory, tmp_path, run
                  "--db", srv.db, "--format", "json")
     assert cp.returncode == 0, cp.stderr
     events, summary = json_documents(cp.stdout)
-    want = replay("b1", BT_VALUES["b1"], t0, t_from, t_to, [silence])
-    kinds = [w[1] for w in want]
+    model = replay("b1", BT_VALUES["b1"], t0, t_from, t_to, [silence])
     for k in ("pending", "firing", "suppressed", "notify firing", "notify resolved"):
-        assert k in kinds, (k, want)  # the case is built so
+        assert k in [w[1] for w in model], (k, model)  # the case is built so
+    want = dropped(model)  # no --config: no receivers
+    kinds = [w[1] for w in want]
     got = traced(events)
     assert got == want, "\n".join(f"{g} | {w}" for g, w in zip(got, want)) + \
         f"\n{len(got)} events, want {len(want)}"
@@ -1213,10 +1234,11 @@ def test_backtest_replays_a_rule_over_past_samples(server_factory, tmp_path, run
     assert len({e["alert_id"] for e in events["rows"]}) == 1
     counts = {"fired": "firing", "suppressed": "suppressed", "resolved": "resolved",
               "notified_firing": "notify firing", "notified_resolved": "notify resolved",
-              "escalated": "escalated"}
+              "dropped": "notify dropped", "escalated": "escalated"}
     assert summary["rows"] == [{"rule": "BT", **{c: kinds.count(k) for c, k in counts.items()}}]
     evaluations = len(range(t_from, t_to + 1, BT_INTERVAL_MS))
     assert f"1 rules, {evaluations} evaluations" in cp.stderr, cp.stderr
+    assert f"{kinds.count('notify dropped')} notifications dropped" in cp.stderr, cp.stderr
     # a replay writes nothing
     assert srv.count("alert_history") == 0
     assert srv.count("silences") == 1
@@ -1266,13 +1288,80 @@ def test_backtest_applies_maintenance_windows_and_escalations_of_the_config(tmp_
                  "--db", db, "--config", conf, "--format", "json")
     assert cp.returncode == 0, cp.stderr
     events, summary = json_documents(cp.stdout)
-    want = replay("b3", values, t0, t0, t_to,
-                  [(window[0], window[1], "maintenance window replay-mw")], steps)
-    kinds = [w[1] for w in want]
+    model = replay("b3", values, t0, t0, t_to,
+                   [(window[0], window[1], "maintenance window replay-mw")], steps)
+    kinds = [w[1] for w in model]
     assert kinds.count("escalated") == 2 and "suppressed" in kinds and \
-        ("notify firing", "page") in [(w[1], w[4]) for w in want]  # the case is built so
+        ("notify firing", "page") in [(w[1], w[4]) for w in model]  # the case is built so
+    want = dropped(model)  # the config has no receivers, so B is not defined either
     got = traced(events)
     assert got == want, "\n".join(f"{g} | {w}" for g, w in zip(got, want)) + \
         f"\n{len(got)} events, want {len(want)}"
     assert summary["rows"][0]["escalated"] == 2
     assert summary["rows"][0]["suppressed"] == 1
+    assert summary["rows"][0]["dropped"] == kinds.count("notify firing") + \
+        kinds.count("notify resolved")
+    assert summary["rows"][0]["notified_firing"] == 0
+
+
+def test_backtest_routes_and_groups_notifications_as_the_notifier(tmp_path, run_cli):
+    """With receivers and a route in --config, the replay's notifications are those the
+    notifier's routes and groups would have sent, at their times: group_wait gathers the alerts
+    of two hosts into one first notification, repeat_interval repeats it while they fire, and
+    their resolution is one more; each alert of a notification is one event naming the
+    receiver, the kind of send and the group."""
+    db = tmp_path / "bt.db"
+    t0 = (now_ms() // 1000 - 30 * 60) * 1000
+    values = {"r1": [95] * 42 + [10] * 18,
+              "r2": [10] * 4 + [95] * 38 + [10] * 18}
+    cp = run_cli("ingest", "system_metrics", "--db", db, input="".join(
+        json.dumps(sample(t0 + k * 1000, host, "db", "bt", v)) + "\n"
+        for host, vs in values.items() for k, v in enumerate(vs)))
+    assert cp.returncode == 0, cp.stderr
+    conf = tmp_path / "replay.yaml"
+    conf.write_text(
+        "alerting:\n"
+        "  receivers: [{name: ops, webhook: {url: \"http://127.0.0.1:9/never-called\"}}]\n"
+        "  route: {receiver: ops, group_by: [alertname], group_wait: 10s, group_interval: 5s,"
+        " repeat_interval: 20s}\n")
+    rules = tmp_path / "bt.yaml"
+    rules.write_text(rules_text([BT_RULE], interval=f"{BT_INTERVAL_MS // 1000}s"))
+    t_to = t0 + 59_000
+    cp = run_cli("alerts", "backtest", rules, "--from", t0 // 1000, "--to", t_to // 1000,
+                 "--db", db, "--config", conf, "--format", "json")
+    assert cp.returncode == 0, cp.stderr
+    events, summary = json_documents(cp.stdout)
+    # the rule: pending at the first evaluation over 80, firing one `for` (2 s) later, resolved
+    # at the first evaluation whose 2 s window is all 10: r1 fires at +2 s, r2 at +6 s, both
+    # resolve at +44 s. The group {alertname="BT"} appears at +2 s: first send group_wait
+    # later (+12 s) with both, a repeat repeat_interval later (+32 s), and the resolution at
+    # once at +44 s (group_interval since the last send is over).
+    transitions = [(ms_of(e["time"]) - t0, e["event"], json.loads(e["labels"])["host"])
+                   for e in events["rows"] if not e["event"].startswith("notify")]
+    assert transitions == [(0, "pending", "r1"), (2000, "firing", "r1"),
+                           (4000, "pending", "r2"), (6000, "firing", "r2"),
+                           (44000, "resolved", "r1"), (44000, "resolved", "r2")], transitions
+    group = '{}:{alertname="BT"}'
+    notes = [(ms_of(e["time"]) - t0, e["event"], json.loads(e["labels"])["host"],
+              e["receiver"], e["send"], e["group"])
+             for e in events["rows"] if e["event"].startswith("notify")]
+    assert notes == [
+        (12000, "notify firing", "r1", "ops", "first", group),
+        (12000, "notify firing", "r2", "ops", "first", group),
+        (32000, "notify firing", "r1", "ops", "repeat", group),
+        (32000, "notify firing", "r2", "ops", "repeat", group),
+        (44000, "notify resolved", "r1", "ops", "resolved", group),
+        (44000, "notify resolved", "r2", "ops", "resolved", group),
+    ], notes
+    assert summary["rows"] == [{"rule": "BT", "fired": 2, "suppressed": 0, "resolved": 2,
+                                "notified_firing": 4, "notified_resolved": 2, "dropped": 0,
+                                "escalated": 0}]
+    assert "dropped" not in cp.stderr, cp.stderr
+
+    # the same replay, table format: the receiver, the kind of send and the group are columns
+    cp = run_cli("alerts", "backtest", rules, "--from", t0 // 1000, "--to", t_to // 1000,
+                 "--db", db, "--config", conf)
+    assert cp.returncode == 0, cp.stderr
+    header = cp.stdout.splitlines()[0].split()
+    assert header[:7] == ["time", "event", "rule", "alert_id", "value", "receiver", "send"], \
+        header
