@@ -85,7 +85,9 @@ struct alert_engine;
 
 /* Loads the rules and receivers named by cfg (E_INVALID or E_IO naming the file and line). The
  * store and the writer must outlive the engine. Alerts left pending or firing by the last run
- * are taken up again from alert_history, without notifying again what was notified. */
+ * are taken up again from alert_history, without notifying again what was notified; the
+ * notified ones are filed in the notifier's groups as sent when notification_log last shows
+ * their group sent, so repeats go on from then and a resolution goes to that group. */
 int alert_engine_new(struct alert_engine **out, struct store *s, struct writer *w,
                      const struct config *cfg, struct err *e);
 /* Starts the evaluation thread; register alert_engine_on_commit with the writer first. */

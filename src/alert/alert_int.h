@@ -37,6 +37,20 @@ struct writer;
 int notifier_new(struct notifier **out, const char *config_path, struct writer *w, struct err *e);
 /* Takes one state change (copied: the caller keeps a). Any thread; never blocks on delivery. */
 void notifier_post(struct notifier *n, const struct notify_alert *a);
+/* What a previous run last sent to one group of one receiver (notification_log). */
+struct notify_sent {
+    const char *receiver, *group_key;
+    int64_t ts_ms; /* epoch ms */
+};
+/* Takes up, after a restart, the firing alerts a previous run notified (status "firing"),
+ * before anything is posted: each is filed in the groups its routes give as carried by the
+ * group's last notification, sent at the time sent[] gives for that receiver and group key, or
+ * else at notified_ms[i] (epoch ms). Nothing is sent for them now: the group repeats
+ * repeat_interval after that time, and a resolution goes to that group. Copies what it needs.
+ * Any thread; never blocks on delivery. */
+void notifier_restore(struct notifier *n, const struct notify_alert *alerts,
+                      const int64_t *notified_ms, size_t nalerts, const struct notify_sent *sent,
+                      size_t nsent);
 /* Delivers what group_wait still holds, waits up to timeout_ms for the queued deliveries, then
  * stops the threads and frees. */
 void notifier_free(struct notifier **n, int64_t timeout_ms);

@@ -1035,6 +1035,54 @@ static const struct alert_rule *rule_of_id(struct alert_engine *a, const char *n
     return NULL;
 }
 
+/* Hands the notifier the notified alerts restore() took up (o's notes, notified_ms[i] when
+ * each was), with the last send of each group that notification_log shows since then, so that
+ * their groups repeat on the last run's schedule and their resolutions go to them; frees o. */
+static void restore_notified(struct alert_engine *a, struct pending_out *o,
+                             const int64_t *notified_ms)
+{
+    int64_t since = INT64_MAX;
+    for (size_t i = 0; i < o->nnotes; i++)
+        if (notified_ms[i] < since)
+            since = notified_ms[i];
+    struct store_result res;
+    struct err e;
+    char sql[300];
+    snprintf(sql, sizeof sql,
+             "SELECT receiver, group_key, max(ts) FROM notification_log WHERE ts >= %lld AND"
+             " status IN ('ok', 'failed', 'retrying') GROUP BY receiver, group_key",
+             (long long)since);
+    int rc = o->nnotes && a->notifier ? read_table(a, sql, &res, &e) : -1;
+    if (rc == 0) {
+        struct notify_sent *sent = calloc(res.nrows + 1, sizeof *sent);
+        size_t nsent = 0;
+        for (size_t i = 0; sent && i < res.nrows; i++) {
+            const struct value *row = res.values + i * res.ncols;
+            if (row[0].type == VAL_TEXT && row[1].type == VAL_TEXT && row[2].type == VAL_INT)
+                sent[nsent++] = (struct notify_sent){row[0].s, row[1].s, row[2].i};
+        }
+        struct notify_alert *alerts = calloc(o->nnotes + 1, sizeof *alerts);
+        for (size_t i = 0; alerts && i < o->nnotes; i++)
+            alerts[i] = *note_bind(&o->notes[i]);
+        if (alerts)
+            notifier_restore(a->notifier, alerts, notified_ms, o->nnotes, sent, nsent);
+        free(alerts);
+        free(sent);
+        store_result_release(&res);
+    } else if (o->nnotes && a->notifier) {
+        log_error("alerting: reading notification_log failed (%s): the %zu alerts taken up are "
+                  "not known to the notifier, so their repeats stop until they change",
+                  e.msg, o->nnotes);
+        store_result_release(&res);
+    }
+    for (size_t i = 0; i < o->nnotes; i++) {
+        json_decref(o->notes[i].labels);
+        json_decref(o->notes[i].annotations);
+    }
+    o->nnotes = 0;
+    pending_out_flush(a, o); /* nothing left to write or post: frees */
+}
+
 /* The alerts alert_history shows active, taken up again. Rows no loaded rule made (ingested
  * from elsewhere, or of a rule since removed) are left as they are: opsdb does not own them. */
 static void restore(struct alert_engine *a)
@@ -1050,7 +1098,9 @@ static void restore(struct alert_engine *a)
         " (SELECT min(x.ts) FROM alert_history x WHERE x.alert_id = c.alert_id AND x.ts > c.lr"
         "  AND x.state IN ('firing', 'suppressed')) AS fired,"
         " EXISTS (SELECT 1 FROM alert_history k WHERE k.alert_id = c.alert_id AND k.ts > c.lr"
-        "  AND k.state = 'acknowledged') AS acked, severity"
+        "  AND k.state = 'acknowledged') AS acked, severity,"
+        " (SELECT max(x.ts) FROM alert_history x WHERE x.alert_id = c.alert_id AND x.ts > c.lr"
+        "  AND x.state = 'firing' AND x.notified = 1) AS notified_at"
         " FROM (SELECT v.*, coalesce((SELECT max(r.ts) FROM alert_history r"
         "  WHERE r.alert_id = v.alert_id AND r.state = 'resolved'), -1) AS lr"
         "  FROM active_alerts v) c",
@@ -1061,6 +1111,9 @@ static void restore(struct alert_engine *a)
         return;
     }
     size_t restored = 0;
+    struct pending_out o; /* the notified ones, for the notifier */
+    pending_out_init(&o);
+    int64_t *notified_ms = calloc(2 * res.nrows + 1, sizeof *notified_ms);
     for (size_t i = 0; i < res.nrows; i++) {
         const struct value *row = res.values + i * res.ncols;
         if (row[0].type != VAL_TEXT || row[1].type != VAL_TEXT || row[4].type != VAL_TEXT ||
@@ -1095,10 +1148,23 @@ static void restore(struct alert_engine *a)
         json_decref(labels);
         annotate(x, r);
         restored++;
+        if (x->notified && x->state != ST_PENDING && notified_ms) {
+            int64_t at = row[12].type == VAL_INT ? row[12].i : x->fired_ms;
+            notify(&o, x, "firing", at);
+            notified_ms[o.nnotes - 1] = at;
+            if (x->severity[0]) { /* also in the groups of the severity before the escalation */
+                struct alert before = *x;
+                before.severity[0] = '\0';
+                notify(&o, &before, "firing", at);
+                notified_ms[o.nnotes - 1] = at;
+            }
+        }
     }
     if (restored)
         log_info("alerting: %zu active alerts taken up from alert_history", restored);
     store_result_release(&res);
+    restore_notified(a, &o, notified_ms);
+    free(notified_ms);
 }
 
 /* What a server and a replay both need: the rules, suppression, escalation, incidents. */

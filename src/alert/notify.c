@@ -201,6 +201,10 @@ struct notifier {
     struct router *router;
     router_send_fn send; /* what the router hands due notifications to: queue_send, trace_send */
 
+    /* notifier_restore()'s log, read by the dispatcher once the restored alerts are queued */
+    struct notify_sent *restored;
+    size_t nrestored;
+
     /* a replay's (notifier_new_replay): no threads, notifications traced, not delivered */
     alert_trace_fn trace;
     void *trace_arg;
@@ -1332,10 +1336,27 @@ static void dispatch_escalation(struct notifier *n, struct nalert *a, int64_t no
     free(key);
 }
 
-/* Routes a and files it in its groups (or drops it: no receiver). */
+/* When a restored alert's group last went out (router_restore()'s sent_at), on the
+ * dispatcher's monotonic clock: from notifier_restore()'s log, else when the alert was notified. */
+static int64_t restored_sent_at(void *arg, size_t receiver, const char *group_key,
+                                const struct nalert *a)
+{
+    struct notifier *n = arg;
+    int64_t at = a->sent_ms;
+    for (size_t i = 0; i < n->nrestored; i++)
+        if (strcmp(n->restored[i].receiver, n->receivers[receiver].name) == 0 &&
+            strcmp(n->restored[i].group_key, group_key) == 0)
+            at = n->restored[i].ts_ms;
+    return mono_ms() - (time_now_ms() - at);
+}
+
+/* Routes a and files it in its groups (or drops it: no receiver); one notifier_restore() took
+ * up is filed as sent. */
 static void dispatch(struct notifier *n, struct nalert *a, int64_t now)
 {
-    if (a->receiver)
+    if (a->sent_ms)
+        router_restore(n->router, a, now, restored_sent_at, n);
+    else if (a->receiver)
         dispatch_escalation(n, a, now);
     else if (router_add(n->router, a, now))
         return;
@@ -2034,6 +2055,11 @@ static void notifier_release(struct notifier *n)
     if (n->root)
         route_release(n->root);
     free(n->root);
+    for (size_t i = 0; i < n->nrestored; i++) {
+        free((char *)n->restored[i].receiver);
+        free((char *)n->restored[i].group_key);
+    }
+    free(n->restored);
     free(n->counters);
     free(n->path);
     pthread_mutex_destroy(&n->lock);
@@ -2143,6 +2169,56 @@ void notifier_advance(struct notifier *n, int64_t now_ms)
     n->clock_ms = now_ms;
 }
 
+/* Puts c at the end of the dispatcher's queue and wakes it. Called with n->lock held. */
+static void queue_locked(struct notifier *n, struct nalert *c)
+{
+    c->next = NULL;
+    if (n->qtail)
+        n->qtail->next = c;
+    else
+        n->qhead = c;
+    n->qtail = c;
+    n->qlen++;
+    pthread_cond_signal(&n->wake);
+}
+
+void notifier_restore(struct notifier *n, const struct notify_alert *alerts,
+                      const int64_t *notified_ms, size_t nalerts, const struct notify_sent *sent,
+                      size_t nsent)
+{
+    struct nalert *head = NULL, **tail = &head;
+    for (size_t i = 0; i < nalerts; i++) {
+        struct nalert *c = nalert_new(&alerts[i]);
+        if (!c || !c->firing || c->receiver) {
+            nalert_unref(c);
+            continue;
+        }
+        c->sent_ms = notified_ms[i] > 0 ? notified_ms[i] : 1;
+        *tail = c;
+        tail = &c->next;
+    }
+    pthread_mutex_lock(&n->lock);
+    if (n->trace || n->restored || n->stopping || !head) { /* taken up once, by a live one */
+        pthread_mutex_unlock(&n->lock);
+        for (struct nalert *c = head, *next; c; c = next) {
+            next = c->next;
+            nalert_unref(c);
+        }
+        return;
+    }
+    n->restored = xcalloc(nsent, sizeof *n->restored);
+    for (size_t i = 0; i < nsent; i++)
+        n->restored[i] = (struct notify_sent){xstrdup(sent[i].receiver), xstrdup(sent[i].group_key),
+                                              sent[i].ts_ms};
+    n->nrestored = nsent;
+    /* all at once: the dispatcher files them in one pass, before what is posted later */
+    for (struct nalert *c = head, *next; c; c = next) {
+        next = c->next;
+        queue_locked(n, c);
+    }
+    pthread_mutex_unlock(&n->lock);
+}
+
 void notifier_post(struct notifier *n, const struct notify_alert *a)
 {
     struct nalert *c = nalert_new(a);
@@ -2169,13 +2245,7 @@ void notifier_post(struct notifier *n, const struct notify_alert *a)
         nalert_unref(c);
         return;
     }
-    if (n->qtail)
-        n->qtail->next = c;
-    else
-        n->qhead = c;
-    n->qtail = c;
-    n->qlen++;
-    pthread_cond_signal(&n->wake);
+    queue_locked(n, c);
     pthread_mutex_unlock(&n->lock);
 }
 

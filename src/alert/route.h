@@ -70,7 +70,8 @@ struct nalert {
     json_t *labels, *annotations;
     double value; /* the value of the transition (a replay shows it) */
     int64_t starts_ms, ends_ms;
-    int64_t sent_ms;      /* notifier_restore(): when a previous run last sent it (epoch ms) */
+    int64_t sent_ms;      /* notifier_restore(): when a previous run notified it (epoch ms); 0: a
+                           * state change */
     char fingerprint[17]; /* of the labels, as Alertmanager's alert fingerprint */
 };
 

@@ -1365,3 +1365,56 @@ def test_backtest_routes_and_groups_notifications_as_the_notifier(tmp_path, run_
     header = cp.stdout.splitlines()[0].split()
     assert header[:7] == ["time", "event", "rule", "alert_id", "value", "receiver", "send"], \
         header
+
+
+# =============================================================================================
+# 9. the notifier after a restart
+# =============================================================================================
+
+RS_REPEAT_S = 4
+
+
+def test_a_restart_keeps_the_repeats_of_a_firing_alert_and_resolves_it_once(
+        server_factory, tmp_path, webhook):
+    """An alert notified before a restart is known to the notifier after it: no firing
+    notification again at the restart, the next repeat repeat_interval after the last send (as
+    notification_log shows it), and the resolution once, in the same group."""
+    url, rec = webhook
+    rule = cpu_rule("RsCpu", "rs_cpu", threshold=80, agg="min", window="60s")
+    extra = (f'  receivers: [{{name: A, webhook: {{url: "{url}/a"}}}}]\n'
+             "  route: {receiver: A, group_by: ['...'], group_wait: 0s, group_interval: 100ms, "
+             f"repeat_interval: {RS_REPEAT_S}s}}\n")
+    srv = start(server_factory, tmp_path, [rule], extra=extra)
+
+    def posts():
+        with rec.lock:
+            return [(t, body) for t, path, _, body in rec.requests if path == "/a"]
+
+    put(srv, point("rs", "rs_cpu", 95))
+    first = wait_until(lambda: posts(), timeout=5)
+    assert first and first[0][1]["status"] == "firing", first
+    key = first[0][1]["groupKey"]
+    assert [a["labels"]["host"] for a in first[0][1]["alerts"]] == ["rs"]
+    assert wait_until(lambda: srv.count("notification_log") >= 1, timeout=5)
+    srv.restart()
+    restarted = time.monotonic()
+    last_send = posts()[-1][0]
+    assert restarted - last_send < RS_REPEAT_S - 1, "the restart took too long for this test"
+
+    # the repeat comes repeat_interval after the last send, not at once and not never
+    repeat = wait_until(lambda: posts()[len(first):], timeout=RS_REPEAT_S + 3)
+    assert repeat, "no repeat after the restart"
+    at, body = repeat[0]
+    assert RS_REPEAT_S - 0.5 <= at - last_send <= RS_REPEAT_S + 1.5, (at - last_send, body)
+    assert body["status"] == "firing" and body["groupKey"] == key, body
+    assert len(repeat) == 1, repeat
+    assert [a["state"] for a in get_alerts(srv, "RsCpu")] == ["firing"]
+
+    # resolved: one notification, to the same group
+    n_before = len(posts())
+    put(srv, point("rs", "rs_cpu", 10))
+    resolved = wait_until(lambda: posts()[n_before:], timeout=5)
+    assert resolved and resolved[0][1]["status"] == "resolved", resolved
+    assert resolved[0][1]["groupKey"] == key, resolved
+    time.sleep(1.0)
+    assert [b["status"] for _, b in posts()[n_before:]] == ["resolved"], posts()[n_before:]
