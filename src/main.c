@@ -118,8 +118,12 @@ static const struct command commands[] = {
      "          seconds or RFC 3339; read from --db, nothing written): each group on its "
      "interval,\n"
      "          with for, hysteresis, n_of_m, the silences of that time, maintenance windows,\n"
-     "          inhibition, flapping and escalation from --config; prints every transition and\n"
-     "          notification, then a count per rule — the way to tune a threshold\n"
+     "          inhibition, flapping and escalation from --config, and the notifications\n"
+     "          through --config's receivers and route (grouping, group_wait, group_interval,\n"
+     "          repeat_interval) on the replay's clock, sending nothing; prints every transition\n"
+     "          and every alert of each notification (its receiver, first|update|repeat|resolved,\n"
+     "          group), or notify dropped with why (no receivers configured), then a count per\n"
+     "          rule — the way to tune a threshold and a route\n"
      "  --server  the server's address (default: the configured listen address)\n"
      "Rule syntax: docs/alerts.md.\n",
      cmd_alerts},

@@ -87,7 +87,9 @@ struct alert_engine;
 
 /* Loads the rules and receivers named by cfg (E_INVALID or E_IO naming the file and line). The
  * store and the writer must outlive the engine. Alerts left pending or firing by the last run
- * are taken up again from alert_history, without notifying again what was notified. */
+ * are taken up again from alert_history, without notifying again what was notified; the
+ * notified ones are filed in the notifier's groups as sent when notification_log last shows
+ * their group sent, so repeats go on from then and a resolution goes to that group. */
 int alert_engine_new(struct alert_engine **out, struct store *s, struct writer *w,
                      const struct config *cfg, struct err *e);
 /* Starts the evaluation thread; register alert_engine_on_commit with the writer first. */
@@ -130,14 +132,18 @@ void alert_engine_incidents_json(struct alert_engine *a, struct buf *out);
 /* ---- replay (opsdb alerts backtest) ------------------------------------------------------ */
 
 /* One event of a replay: a transition (what is a state of alert_history: pending, firing,
- * suppressed, escalated, resolved; note is the row's summary) or a notification ("notify
- * firing", "notify resolved"; receiver set for an escalation's). Strings are lent for the call. */
+ * suppressed, escalated, resolved; note is the row's summary), or one alert of a notification
+ * the notifier's routing and grouping would have sent ("notify firing", "notify resolved": its
+ * status in it; receiver, group_key and send set) or dropped ("notify dropped": note says why,
+ * e.g. no receiver is configured). Strings are lent for the call. */
 struct alert_trace {
     int64_t ts_ms;
     const char *what, *alert_id, *rule, *labels_json;
     const char *annotations_json; /* expanded, "{}" when none */
     double value;                 /* NaN when none */
-    const char *note, *receiver;
+    const char *note, *receiver;  /* NULL when none */
+    const char *group_key;        /* a notification's group (Alertmanager's groupKey), or NULL */
+    const char *send; /* a notification's kind: "first", "update", "repeat", "resolved" */
 };
 typedef void (*alert_trace_fn)(void *arg, const struct alert_trace *t);
 struct alert_backtest_stats {
@@ -147,7 +153,10 @@ struct alert_backtest_stats {
 /* Replays the rules cfg names over the stored data of [from_ms, to_ms]: each group evaluated on
  * its interval with the data as of that moment, through the same states as the engine (for,
  * hysteresis, keep_firing_for, n_of_m, silences of that time, maintenance windows, inhibition,
- * flapping, escalation), handing fn every transition and notification. Writes nothing.
+ * flapping, escalation), and the notifications through the notifier's routes and groups of
+ * cfg's config file on the replay's clock (group_wait, group_interval, repeat_interval; what
+ * falls due after to_ms is not shown), handing fn every transition and notification. Writes
+ * and sends nothing.
  * E_INVALID for bad rules, or when a rule fails during the replay (naming it). */
 int alert_backtest(struct store *s, const struct config *cfg, int64_t from_ms, int64_t to_ms,
                    alert_trace_fn fn, void *arg, struct alert_backtest_stats *stats, struct err *e);

@@ -112,7 +112,6 @@ struct alert_engine {
      * the notifier */
     alert_trace_fn trace;
     void *trace_arg;
-    int64_t trace_now_ms; /* the replay's clock */
     pthread_t thread;
     bool started;
     pthread_mutex_t lock;
@@ -390,7 +389,7 @@ static void pending_out_init(struct pending_out *o)
     batch_init(&o->incidents, schema_table("incidents"));
 }
 
-/* Writes the rows, then hands the notifications on; frees everything. */
+/* A replay's transitions: each row to the trace, instead of the writer. */
 static void pending_out_trace(struct alert_engine *a, struct pending_out *o)
 {
     const struct table *t = o->history.table;
@@ -400,25 +399,11 @@ static void pending_out_trace(struct alert_engine *a, struct pending_out *o)
         summary = schema_column(t, "summary");
     for (size_t i = 0; i < o->history.nrows; i++) {
         const struct value *row = batch_row(&o->history, i);
-        a->trace(a->trace_arg,
-                 &(struct alert_trace){
-                     row[ts].i, row[state].s, row[id].s, row[rule].s, row[labels].s,
-                     o->annotations && o->annotations[i] ? o->annotations[i] : "{}",
-                     row[value].type == VAL_REAL ? row[value].d : NAN, row[summary].s, NULL});
-    }
-    for (size_t i = 0; i < o->nnotes; i++) {
-        const struct notify_alert *n = note_bind(&o->notes[i]);
-        char *text = json_dumps(n->labels, JSON_COMPACT | JSON_SORT_KEYS);
-        char *annotations = json_dumps(n->annotations, JSON_COMPACT | JSON_SORT_KEYS);
-        json_t *name = json_object_get(n->labels, "alertname");
-        a->trace(a->trace_arg,
-                 &(struct alert_trace){
-                     n->ends_ms ? n->ends_ms : a->trace_now_ms,
-                     strcmp(n->status, "firing") == 0 ? "notify firing" : "notify resolved",
-                     n->alert_id, json_string_value(name), text, annotations ? annotations : "{}",
-                     n->value, NULL, n->receiver});
-        free(text);
-        free(annotations);
+        const char *annotations = o->annotations && o->annotations[i] ? o->annotations[i] : "{}";
+        a->trace(a->trace_arg, &(struct alert_trace){
+                                   row[ts].i, row[state].s, row[id].s, row[rule].s, row[labels].s,
+                                   annotations, row[value].type == VAL_REAL ? row[value].d : NAN,
+                                   row[summary].s, NULL, NULL, NULL});
     }
 }
 
@@ -426,15 +411,10 @@ static void pending_out_flush(struct alert_engine *a, struct pending_out *o)
 {
     struct err e;
     size_t nannotations = o->history.nrows; /* the trace resets nrows */
-    if (a->trace) {
+    if (a->trace) { /* its notifications go to the replay's notifier, which traces them */
         pending_out_trace(a, o);
         o->history.nrows = 0; /* replayed, not written */
         o->incidents.nrows = 0;
-        for (size_t i = 0; i < o->nnotes; i++) {
-            json_decref(o->notes[i].labels);
-            json_decref(o->notes[i].annotations);
-        }
-        o->nnotes = 0;
     }
     if (o->history.nrows && writer_submit(a->writer, &o->history, &e) != 0)
         log_error("alerting: writing %zu alert_history rows failed: %s", o->history.nrows, e.msg);
@@ -1066,6 +1046,54 @@ static const struct alert_rule *rule_of_id(struct alert_engine *a, const char *n
     return NULL;
 }
 
+/* Hands the notifier the notified alerts restore() took up (o's notes, notified_ms[i] when
+ * each was), with the last send of each group that notification_log shows since then, so that
+ * their groups repeat on the last run's schedule and their resolutions go to them; frees o. */
+static void restore_notified(struct alert_engine *a, struct pending_out *o,
+                             const int64_t *notified_ms)
+{
+    int64_t since = INT64_MAX;
+    for (size_t i = 0; i < o->nnotes; i++)
+        if (notified_ms[i] < since)
+            since = notified_ms[i];
+    struct store_result res;
+    struct err e;
+    char sql[300];
+    snprintf(sql, sizeof sql,
+             "SELECT receiver, group_key, max(ts) FROM notification_log WHERE ts >= %lld AND"
+             " status IN ('ok', 'failed', 'retrying') GROUP BY receiver, group_key",
+             (long long)since);
+    int rc = o->nnotes && a->notifier ? read_table(a, sql, &res, &e) : -1;
+    if (rc == 0) {
+        struct notify_sent *sent = calloc(res.nrows + 1, sizeof *sent);
+        size_t nsent = 0;
+        for (size_t i = 0; sent && i < res.nrows; i++) {
+            const struct value *row = res.values + i * res.ncols;
+            if (row[0].type == VAL_TEXT && row[1].type == VAL_TEXT && row[2].type == VAL_INT)
+                sent[nsent++] = (struct notify_sent){row[0].s, row[1].s, row[2].i};
+        }
+        struct notify_alert *alerts = calloc(o->nnotes + 1, sizeof *alerts);
+        for (size_t i = 0; alerts && i < o->nnotes; i++)
+            alerts[i] = *note_bind(&o->notes[i]);
+        if (alerts)
+            notifier_restore(a->notifier, alerts, notified_ms, o->nnotes, sent, nsent);
+        free(alerts);
+        free(sent);
+        store_result_release(&res);
+    } else if (o->nnotes && a->notifier) {
+        log_error("alerting: reading notification_log failed (%s): the %zu alerts taken up are "
+                  "not known to the notifier, so their repeats stop until they change",
+                  e.msg, o->nnotes);
+        store_result_release(&res);
+    }
+    for (size_t i = 0; i < o->nnotes; i++) {
+        json_decref(o->notes[i].labels);
+        json_decref(o->notes[i].annotations);
+    }
+    o->nnotes = 0;
+    pending_out_flush(a, o); /* nothing left to write or post: frees */
+}
+
 /* The alerts alert_history shows active, taken up again. Rows no loaded rule made (ingested
  * from elsewhere, or of a rule since removed) are left as they are: opsdb does not own them. */
 static void restore(struct alert_engine *a)
@@ -1083,6 +1111,8 @@ static void restore(struct alert_engine *a)
         " EXISTS (SELECT 1 FROM alert_history k WHERE k.alert_id = c.alert_id AND k.ts > c.lr"
         "  AND k.state = 'acknowledged') AS acked, severity,"
         " (SELECT min(x.ts) FROM alert_history x WHERE x.alert_id = c.alert_id AND x.ts > c.lr"
+        "  AND x.state = 'firing' AND x.notified = 1) AS first_notified_at,"
+        " (SELECT max(x.ts) FROM alert_history x WHERE x.alert_id = c.alert_id AND x.ts > c.lr"
         "  AND x.state = 'firing' AND x.notified = 1) AS notified_at"
         " FROM (SELECT v.*, coalesce((SELECT max(r.ts) FROM alert_history r"
         "  WHERE r.alert_id = v.alert_id AND r.state = 'resolved'), -1) AS lr"
@@ -1094,6 +1124,9 @@ static void restore(struct alert_engine *a)
         return;
     }
     size_t restored = 0;
+    struct pending_out o; /* the notified ones, for the notifier */
+    pending_out_init(&o);
+    int64_t *notified_ms = calloc(2 * res.nrows + 1, sizeof *notified_ms);
     for (size_t i = 0; i < res.nrows; i++) {
         const struct value *row = res.values + i * res.ncols;
         if (row[0].type != VAL_TEXT || row[1].type != VAL_TEXT || row[4].type != VAL_TEXT ||
@@ -1129,10 +1162,23 @@ static void restore(struct alert_engine *a)
         json_decref(labels);
         annotate(x, r);
         restored++;
+        if (x->notified && x->state != ST_PENDING && notified_ms) {
+            int64_t at = row[13].type == VAL_INT ? row[13].i : x->fired_ms;
+            notify(&o, x, "firing", at);
+            notified_ms[o.nnotes - 1] = at;
+            if (x->severity[0]) { /* also in the groups of the severity before the escalation */
+                struct alert before = *x;
+                before.severity[0] = '\0';
+                notify(&o, &before, "firing", at);
+                notified_ms[o.nnotes - 1] = at;
+            }
+        }
     }
     if (restored)
         log_info("alerting: %zu active alerts taken up from alert_history", restored);
     store_result_release(&res);
+    restore_notified(a, &o, notified_ms);
+    free(notified_ms);
 }
 
 /* What a server and a replay both need: the rules, suppression, escalation, incidents. */
@@ -1772,17 +1818,20 @@ int alert_backtest(struct store *s, const struct config *cfg, int64_t from_ms, i
     a->trace = fn;
     a->trace_arg = arg;
     int rc = engine_load(a, s, cfg, e);
+    if (rc == 0)
+        rc = notifier_new_replay(&a->notifier, cfg->config_path, fn, arg, e);
     if (rc == 0) {
         load_silences_since(a, from_ms); /* those that covered any part of the replay */
         int64_t steps = 0;
         for (int64_t t = from_ms; t <= to_ms; t += 1000) {
-            a->trace_now_ms = t;
+            notifier_advance(a->notifier, t); /* what fell due since the last step */
             for (size_t i = 0; i < a->rules.n; i++)
                 if (t >= a->rstate[i].next_due_ms) {
                     a->rstate[i].next_due_ms = t + a->rules.rules[i].interval_ms;
                     evaluate(a, i, t);
                     steps++;
                 }
+            notifier_advance(a->notifier, t); /* what is due at once (group_wait: 0s) */
         }
         if (stats) {
             stats->evaluations = steps;

@@ -2,24 +2,25 @@
  * The notifier: Alertmanager's routing, grouping and delivery, for opsdb's alerts.
  *
  * notifier_post() copies a state change onto a bounded queue and returns. The dispatcher thread
- * routes each change through the routing tree (alerting.route), files it in its group (the route
- * and the values of its group_by labels) and decides, as Alertmanager does, when a group is sent:
- * group_wait after the group appears, group_interval after the last send when it changed,
- * repeat_interval while it is firing and unchanged. A notification goes to its receiver's own
- * thread, which delivers it with retries and exponential backoff, and writes every attempt to
- * notification_log. The kinds of receivers (receiver_kinds): webhook, an HTTP POST of
- * Alertmanager's webhook payload version 4; exec, a program that reads the same JSON on stdin;
- * email, an RFC 5322 message over SMTP; alertmanager, a POST of the alerts to an Alertmanager's
- * /api/v2/alerts. An escalation step (notify_alert.receiver) skips routing and grouping: it goes
- * to the receiver it names at once, in a group of its own, and is not repeated. What cannot be
- * delivered (queue full, no receiver, opsdb stopping) is counted and written as `dropped` rows.
+ * hands each change to its router (route.c), which routes it through the routing tree
+ * (alerting.route), files it in its group and decides, as Alertmanager does, when a group is
+ * sent; this file reads the receivers and routes from the config, and delivers what the router
+ * says is due. A notification goes to its receiver's own thread, which delivers it with retries
+ * and exponential backoff, and writes every attempt to notification_log. The kinds of receivers
+ * (receiver_kinds): webhook, an HTTP POST of Alertmanager's webhook payload version 4; exec, a
+ * program that reads the same JSON on stdin; email, an RFC 5322 message over SMTP; alertmanager,
+ * a POST of the alerts to an Alertmanager's /api/v2/alerts. An escalation step
+ * (notify_alert.receiver) skips routing and grouping: it goes to the receiver it names at once,
+ * in a group of its own, and is not repeated. What cannot be delivered (queue full, no receiver,
+ * opsdb stopping) is counted and written as `dropped` rows.
  *
  * Threads: the callers of notifier_post() and notifier_metrics(), the dispatcher, and one per
  * receiver. n->lock guards the queues, the dropped rows waiting to be written and the counters;
- * the groups belong to the dispatcher alone. No lock is held across network I/O, a child process
+ * the router belongs to the dispatcher alone. No lock is held across network I/O, a child process
  * or writer_submit().
  */
 #include "alert/alert_int.h"
+#include "alert/route.h"
 #include "alert/ydoc.h"
 #include "ingest/ingest.h"
 
@@ -47,7 +48,6 @@
 #define RECEIVER_QUEUE_MAX 1000 /* notifications waiting for one receiver; more are dropped */
 #define DROPS_PENDING_MAX 1000  /* dropped rows waiting to be written; more are only counted */
 #define RECEIVERS_MAX 64
-#define ROUTES_MAX 256
 #define ROUTE_DEPTH_MAX 16
 #define LIST_MAX 32            /* group_by labels, matchers of a route, words of a command */
 #define LABELS_MAX 64          /* labels and annotations of one alert */
@@ -94,45 +94,6 @@ static const char WHY_STOPPED[] = "opsdb stopped before this notification could 
 enum status { ST_OK, ST_FAILED, ST_RETRYING, ST_DROPPED, NSTATUS };
 static const char *const status_names[NSTATUS] = {"ok", "failed", "retrying", "dropped"};
 
-/* One state change, copied from a notify_alert. Shared (refs) by the groups that hold it; only
- * the dispatcher touches refs. */
-struct nalert {
-    struct nalert *next; /* in the queue */
-    int refs;
-    char *id, *incident;
-    char *receiver; /* an escalation step's receiver; NULL: routed */
-    bool firing;
-    json_t *labels, *annotations;
-    int64_t starts_ms, ends_ms;
-    char fingerprint[17]; /* of the labels, as Alertmanager's alert fingerprint */
-};
-
-struct matcher {
-    char *name, *value;
-    bool is_re;
-    regex_t re; /* is_re: ^(value)$ */
-};
-
-struct matchers {
-    struct matcher *v;
-    size_t n;
-};
-
-struct route {
-    size_t index;    /* depth-first: groups are keyed by it */
-    char *key;       /* Alertmanager's route key, e.g. {}/{severity="critical"} */
-    size_t receiver; /* index in n->receivers */
-    char **group_by;
-    size_t ngroup_by;
-    bool group_by_all; /* group_by: ['...'] */
-    int64_t group_wait_ms, group_interval_ms, repeat_interval_ms;
-    bool cont; /* continue: later siblings are tried too */
-    struct matchers match;
-    struct route *routes;
-    size_t nroutes;
-    yaml_node_t *routes_node; /* while parsing: children wait for the parent's settings */
-};
-
 struct delivery {
     struct delivery *next;
     char *group_key, *alert_id;
@@ -150,8 +111,6 @@ struct attempt {
 struct receiver;
 struct cfgp;
 struct field;
-struct group;
-struct nalert;
 
 /* A kind of receiver: its keys in the config, what it sends, and one delivery attempt. */
 struct receiver_ops {
@@ -160,10 +119,9 @@ struct receiver_ops {
     size_t nfields;
     /* After the fields are read: what is missing or inconsistent. */
     int (*check)(struct cfgp *p, yaml_node_t *at, const char *ctx, struct receiver *r);
-    /* On the dispatcher: the bytes that notify of group g with the first nsend of the n alerts
-     * of list (the others are counted, not listed); sets *len; free() it. */
-    char *(*body)(const struct receiver *r, const struct group *g, struct nalert *const *list,
-                  size_t n, size_t nsend, size_t *len);
+    /* On the dispatcher: the bytes of notification s with the first nsend of its alerts (the
+     * others are counted, not listed); sets *len; free() it. */
+    char *(*body)(const struct receiver *r, const struct router_send *s, size_t nsend, size_t *len);
     /* On the receiver's thread; fills out. */
     void (*attempt)(struct receiver *r, const struct delivery *d, struct attempt *out);
 };
@@ -209,41 +167,6 @@ struct drop {
     uint64_t alerts;
 };
 
-/* String-keyed hash map (keys copied; values not owned). */
-struct map_entry {
-    struct map_entry *next;
-    uint64_t hash;
-    char *key;
-    void *value;
-};
-
-struct map {
-    struct map_entry **b;
-    size_t nb, n;
-};
-
-struct idset {
-    uint64_t *v; /* sorted hashes of alert ids */
-    size_t n;
-};
-
-struct group {
-    const struct route *route;
-    char *id;  /* in n->groups: route index and label text */
-    char *key; /* the payload's groupKey */
-    json_t *group_labels;
-    struct nalert **alerts; /* in arrival order */
-    size_t nalerts, cap;
-    struct map index;                     /* alert id -> position + 1 */
-    int64_t next_flush_ms, last_flush_ms; /* monotonic */
-    bool waited;                          /* group_wait is over */
-    bool dirty;                           /* changed since the last flush */
-    /* the last notification, as Alertmanager's notification log keeps it */
-    bool sent;
-    int64_t sent_ms;
-    struct idset sent_firing, sent_resolved;
-};
-
 struct log_columns {
     int ts, receiver, group_key, alert_id, alerts, status, attempt, http_status, error, latency_ms;
 };
@@ -275,38 +198,20 @@ struct notifier {
     bool dispatcher_started;
 
     /* the dispatcher's alone */
-    struct map groups;
+    struct router *router;
+    router_send_fn send; /* what the router hands due notifications to: queue_send, trace_send */
+
+    /* notifier_restore()'s log, read by the dispatcher once the restored alerts are queued */
+    struct notify_sent *restored;
+    size_t nrestored;
+
+    /* a replay's (notifier_new_replay): no threads, notifications traced, not delivered */
+    alert_trace_fn trace;
+    void *trace_arg;
+    int64_t clock_ms; /* the replay's clock */
 };
 
 /* ---- small helpers ------------------------------------------------------------------------ */
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p) {
-        fprintf(stderr, "opsdb: out of memory in the notifier\n");
-        abort();
-    }
-    return p;
-}
-
-static void *xrealloc(void *p, size_t size)
-{
-    p = realloc(p, size ? size : 1);
-    if (!p) {
-        fprintf(stderr, "opsdb: out of memory in the notifier\n");
-        abort();
-    }
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    size_t len = strlen(s);
-    char *d = xcalloc(1, len + 1);
-    memcpy(d, s, len);
-    return d;
-}
 
 static void free_strings(char **v, size_t n)
 {
@@ -349,132 +254,7 @@ static void cond_init_monotonic(pthread_cond_t *c)
     pthread_condattr_destroy(&a);
 }
 
-/* The value of label name, "" when absent (as Alertmanager's matchers see it). */
-static const char *label_value(json_t *labels, const char *name)
-{
-    const char *v = json_string_value(json_object_get(labels, name));
-    return v ? v : "";
-}
-
-/* Appends s quoted as in Alertmanager's label sets: "...", with \ " and newlines escaped. */
-static void put_quoted(struct buf *b, const char *s)
-{
-    buf_putc(b, '"');
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            buf_putc(b, '\\');
-        if (*s == '\n')
-            buf_append(b, "\\n", 2);
-        else
-            buf_putc(b, *s);
-    }
-    buf_putc(b, '"');
-}
-
-/* ---- a string-keyed hash map -------------------------------------------------------------- */
-
-static struct map_entry **map_slot(const struct map *m, const char *key, uint64_t h)
-{
-    struct map_entry **e = &m->b[h & (m->nb - 1)];
-    while (*e && !((*e)->hash == h && strcmp((*e)->key, key) == 0))
-        e = &(*e)->next;
-    return e;
-}
-
-static void *map_get(const struct map *m, const char *key)
-{
-    if (!m->nb)
-        return NULL;
-    struct map_entry *e = *map_slot(m, key, hash64(key, strlen(key), 0));
-    return e ? e->value : NULL;
-}
-
-static void map_grow(struct map *m)
-{
-    size_t nb = m->nb ? m->nb * 2 : 16;
-    struct map_entry **b = xcalloc(nb, sizeof *b);
-    for (size_t i = 0; i < m->nb; i++) {
-        for (struct map_entry *e = m->b[i], *next; e; e = next) {
-            next = e->next;
-            e->next = b[e->hash & (nb - 1)];
-            b[e->hash & (nb - 1)] = e;
-        }
-    }
-    free(m->b);
-    m->b = b;
-    m->nb = nb;
-}
-
-/* Inserts or replaces. */
-static void map_put(struct map *m, const char *key, void *value)
-{
-    if (m->n >= m->nb)
-        map_grow(m);
-    uint64_t h = hash64(key, strlen(key), 0);
-    struct map_entry **slot = map_slot(m, key, h);
-    if (!*slot) {
-        *slot = xcalloc(1, sizeof **slot);
-        (*slot)->hash = h;
-        (*slot)->key = xstrdup(key);
-        m->n++;
-    }
-    (*slot)->value = value;
-}
-
-/* Removes key; returns its value (NULL when absent). */
-static void *map_take(struct map *m, const char *key)
-{
-    if (!m->nb)
-        return NULL;
-    struct map_entry **slot = map_slot(m, key, hash64(key, strlen(key), 0));
-    struct map_entry *e = *slot;
-    if (!e)
-        return NULL;
-    void *value = e->value;
-    *slot = e->next;
-    free(e->key);
-    free(e);
-    m->n--;
-    return value;
-}
-
-static void map_release(struct map *m)
-{
-    for (size_t i = 0; i < m->nb; i++) {
-        for (struct map_entry *e = m->b[i], *next; e; e = next) {
-            next = e->next;
-            free(e->key);
-            free(e);
-        }
-    }
-    free(m->b);
-    memset(m, 0, sizeof *m);
-}
-
-/* The values of m, for iterating while the map changes; free() the array. */
-static void **map_values(const struct map *m, size_t *n)
-{
-    void **v = xcalloc(m->n, sizeof *v);
-    *n = 0;
-    for (size_t i = 0; i < m->nb; i++)
-        for (struct map_entry *e = m->b[i]; e; e = e->next)
-            v[(*n)++] = e->value;
-    return v;
-}
-
 /* ---- alerts ------------------------------------------------------------------------------- */
-
-static void nalert_unref(struct nalert *a)
-{
-    if (!a || --a->refs > 0)
-        return;
-    free(a->id);
-    free(a->incident);
-    free(a->receiver);
-    json_decref(a->labels);
-    json_decref(a->annotations);
-    free(a);
-}
 
 /* A copy of obj (NULL: an empty object) when it is an object of at most LABELS_MAX text
  * values; NULL otherwise. */
@@ -534,122 +314,11 @@ static struct nalert *nalert_new(const struct notify_alert *a)
     c->firing = firing;
     c->labels = labels;
     c->annotations = annotations;
+    c->value = a->value;
     c->starts_ms = a->starts_ms;
     c->ends_ms = firing ? 0 : a->ends_ms > 0 ? a->ends_ms : time_now_ms();
     fingerprint_labels(labels, c->fingerprint);
     return c;
-}
-
-/* ---- matchers and routing ----------------------------------------------------------------- */
-
-static bool matchers_match(const struct matchers *m, json_t *labels)
-{
-    for (size_t i = 0; i < m->n; i++) {
-        const char *v = label_value(labels, m->v[i].name);
-        bool ok = m->v[i].is_re ? regexec(&m->v[i].re, v, 0, NULL, 0) == 0
-                                : strcmp(v, m->v[i].value) == 0;
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
-static void matchers_release(struct matchers *m)
-{
-    for (size_t i = 0; i < m->n; i++) {
-        free(m->v[i].name);
-        free(m->v[i].value);
-        if (m->v[i].is_re)
-            regfree(&m->v[i].re);
-    }
-    free(m->v);
-    memset(m, 0, sizeof *m);
-}
-
-/* Alertmanager's routing: a route that matches hands the alert to its first matching child
- * (and the later ones while the matching child says continue), or takes it itself when no
- * child does. Writes the routes that take it to out (room for ROUTES_MAX); returns how many. */
-static size_t route_match(const struct route *rt, json_t *labels, const struct route **out)
-{
-    if (!matchers_match(&rt->match, labels))
-        return 0;
-    size_t n = 0;
-    for (size_t i = 0; i < rt->nroutes; i++) {
-        size_t k = route_match(&rt->routes[i], labels, out + n);
-        n += k;
-        if (k && !rt->routes[i].cont)
-            break;
-    }
-    if (n == 0)
-        out[n++] = rt;
-    return n;
-}
-
-/* The names of obj's members, sorted; with alertname_first, alertname comes first (as in
- * Alertmanager's templates). The names are obj's; free() the array. */
-static const char **sorted_names(json_t *obj, bool alertname_first, size_t *n)
-{
-    size_t nkeys = json_object_size(obj), k = 0;
-    const char **keys = xcalloc(nkeys, sizeof *keys);
-    const char *name;
-    json_t *v;
-    json_object_foreach(obj, name, v)
-    {
-        keys[k++] = name;
-    }
-    for (size_t i = 1; i < nkeys; i++) /* insertion sort: a handful of labels */
-        for (size_t j = i; j > 0; j--) {
-            bool first = alertname_first && strcmp(keys[j], "alertname") == 0;
-            if (!first && strcmp(keys[j - 1], keys[j]) <= 0)
-                break;
-            const char *t = keys[j];
-            keys[j] = keys[j - 1];
-            keys[j - 1] = t;
-        }
-    *n = nkeys;
-    return keys;
-}
-
-/* The group's label set as text ({a="1", b="2"}, names sorted) and, when group_labels is not
- * NULL, as an object. */
-static void group_labels_of(const struct route *rt, json_t *labels, struct buf *text,
-                            json_t **group_labels)
-{
-    json_t *g = json_object();
-    if (rt->group_by_all) {
-        json_object_update(g, labels);
-    } else {
-        for (size_t i = 0; i < rt->ngroup_by; i++) {
-            json_t *v = json_object_get(labels, rt->group_by[i]);
-            if (v)
-                json_object_set(g, rt->group_by[i], v);
-        }
-    }
-    size_t nkeys;
-    const char **keys = sorted_names(g, false, &nkeys);
-    buf_putc(text, '{');
-    for (size_t i = 0; i < nkeys; i++) {
-        buf_printf(text, "%s%s=", i ? ", " : "", keys[i]);
-        put_quoted(text, json_string_value(json_object_get(g, keys[i])));
-    }
-    buf_putc(text, '}');
-    free(keys);
-    if (group_labels)
-        *group_labels = g;
-    else
-        json_decref(g);
-}
-
-/* Alertmanager's groupKey: route key, colon, group labels. */
-static char *group_key_of(const struct route *rt, json_t *labels, json_t **group_labels)
-{
-    struct buf b;
-    buf_init(&b, 1 << 20);
-    buf_printf(&b, "%s:", rt->key);
-    group_labels_of(rt, labels, &b, group_labels);
-    char *key = xstrdup(b.data ? b.data : "");
-    buf_release(&b);
-    return key;
 }
 
 /* ---- counters and notification_log rows --------------------------------------------------- */
@@ -786,10 +455,10 @@ static void drop_alert(struct notifier *n, const struct nalert *a, const char *w
         receivers[nhit] = receiver_find(n, a->receiver);
         keys[nhit++] = escalation_key(a);
     } else if (n->root) {
-        nhit = route_match(n->root, a->labels, hit);
+        nhit = route_tree_match(n->root, a->labels, hit);
         for (size_t i = 0; i < nhit; i++) {
             receivers[i] = hit[i]->receiver;
-            keys[i] = group_key_of(hit[i], a->labels, NULL);
+            keys[i] = route_group_key(hit[i], a->labels, NULL);
         }
     }
     pthread_mutex_lock(&n->lock);
@@ -885,11 +554,13 @@ static char *dump_json(json_t *j, size_t *len)
     return text;
 }
 
-/* Alertmanager's webhook payload, version 4, of the first nsend of the n alerts in list (the
- * rest are counted as truncatedAlerts), plus "incident" when one of them belongs to one. */
-static char *payload_json(const struct receiver *r, const struct group *g,
-                          struct nalert *const *list, size_t n, size_t nsend, size_t *len)
+/* Alertmanager's webhook payload, version 4, of the first nsend of the alerts of s (the rest
+ * are counted as truncatedAlerts), plus "incident" when one of them belongs to one. */
+static char *payload_json(const struct receiver *r, const struct router_send *s, size_t nsend,
+                          size_t *len)
 {
+    struct nalert *const *list = s->alerts;
+    size_t n = s->nalerts;
     bool firing = false;
     const char *incident = NULL;
     for (size_t i = 0; i < n; i++) {
@@ -901,23 +572,24 @@ static char *payload_json(const struct receiver *r, const struct group *g,
     for (size_t i = 0; i < nsend; i++)
         json_array_append_new(alerts, alert_json(list[i]));
     json_t *p = json_pack("{s:s, s:s, s:I, s:s, s:s, s:O, s:o, s:o, s:s, s:o}", "version", "4",
-                          "groupKey", g->key, "truncatedAlerts", (json_int_t)(n - nsend), "status",
-                          firing ? "firing" : "resolved", "receiver", r->name, "groupLabels",
-                          g->group_labels, "commonLabels", common_pairs(list, n, false),
-                          "commonAnnotations", common_pairs(list, n, true), "externalURL", "",
-                          "alerts", alerts);
+                          "groupKey", s->group_key, "truncatedAlerts", (json_int_t)(n - nsend),
+                          "status", firing ? "firing" : "resolved", "receiver", r->name,
+                          "groupLabels", s->group_labels, "commonLabels",
+                          common_pairs(list, n, false), "commonAnnotations",
+                          common_pairs(list, n, true), "externalURL", "", "alerts", alerts);
     if (incident)
         json_object_set_new(p, "incident", json_string(incident));
     return dump_json(p, len);
 }
 
-/* Alertmanager's API v2 postable alerts (POST /api/v2/alerts) of the first nsend alerts of list:
+/* Alertmanager's API v2 postable alerts (POST /api/v2/alerts) of the first nsend alerts of s:
  * endsAt is the resolve time, and left out while an alert fires (Alertmanager then ends it
  * after its resolve_timeout unless it is sent again). */
-static char *postable_json(const struct receiver *r, const struct group *g,
-                           struct nalert *const *list, size_t n, size_t nsend, size_t *len)
+static char *postable_json(const struct receiver *r, const struct router_send *s, size_t nsend,
+                           size_t *len)
 {
-    (void)r, (void)g, (void)n;
+    (void)r;
+    struct nalert *const *list = s->alerts;
     json_t *alerts = json_array();
     for (size_t i = 0; i < nsend; i++) {
         char starts[40], ends[40];
@@ -1087,9 +759,10 @@ static void rfc5322_date(int64_t ms, char *out, size_t size)
 /* Alertmanager's default subject: [FIRING:<firing alerts>] or [RESOLVED], the values of the
  * group labels, then in parentheses those of the other labels all the alerts share (alertname
  * first, then by name; empty values left out, as Prometheus takes them for absent labels). */
-static void default_subject(struct buf *b, const struct group *g, struct nalert *const *list,
-                            size_t n)
+static void default_subject(struct buf *b, const struct router_send *s)
 {
+    struct nalert *const *list = s->alerts;
+    size_t n = s->nalerts;
     size_t firing = 0, k;
     for (size_t i = 0; i < n; i++)
         firing += list[i]->firing;
@@ -1097,16 +770,16 @@ static void default_subject(struct buf *b, const struct group *g, struct nalert 
         buf_printf(b, "[FIRING:%zu]", firing);
     else
         buf_printf(b, "[RESOLVED]");
-    const char **names = sorted_names(g->group_labels, true, &k);
+    const char **names = label_names_sorted(s->group_labels, true, &k);
     for (size_t i = 0; i < k; i++)
-        if (*label_value(g->group_labels, names[i]))
-            buf_printf(b, " %s", label_value(g->group_labels, names[i]));
+        if (*label_value(s->group_labels, names[i]))
+            buf_printf(b, " %s", label_value(s->group_labels, names[i]));
     free(names);
     json_t *common = common_pairs(list, n, false);
-    names = sorted_names(common, true, &k);
+    names = label_names_sorted(common, true, &k);
     bool open = false;
     for (size_t i = 0; i < k; i++) {
-        if (json_object_get(g->group_labels, names[i]) || !*label_value(common, names[i]))
+        if (json_object_get(s->group_labels, names[i]) || !*label_value(common, names[i]))
             continue;
         buf_printf(b, "%s%s", open ? " " : " (", label_value(common, names[i]));
         open = true;
@@ -1179,7 +852,7 @@ static void put_quoted_printable(struct buf *b, const char *text)
 static void put_pairs(struct buf *b, const char *title, json_t *obj)
 {
     size_t n;
-    const char **names = sorted_names(obj, true, &n);
+    const char **names = label_names_sorted(obj, true, &n);
     buf_printf(b, "%s:\n", title);
     for (size_t i = 0; i < n; i++)
         buf_printf(b, "  %s = %s\n", names[i], label_value(obj, names[i]));
@@ -1188,10 +861,12 @@ static void put_pairs(struct buf *b, const char *title, json_t *obj)
 
 /* The body's text: the group, then each alert (firing ones first) with its labels,
  * annotations, start and end, until EMAIL_TEXT_MAX bytes; what is not listed is counted. */
-static void email_text(struct buf *b, const struct receiver *r, const struct group *g,
-                       struct nalert *const *list, size_t n, size_t nsend)
+static void email_text(struct buf *b, const struct receiver *r, const struct router_send *s,
+                       size_t nsend)
 {
-    buf_printf(b, "Receiver: %s\nGroup: %s\n", r->name, g->key);
+    struct nalert *const *list = s->alerts;
+    size_t n = s->nalerts;
+    buf_printf(b, "Receiver: %s\nGroup: %s\n", r->name, s->group_key);
     for (size_t i = 0; i < nsend; i++)
         if (list[i]->incident) {
             buf_printf(b, "Incident: %s\n", list[i]->incident);
@@ -1224,8 +899,8 @@ static void email_text(struct buf *b, const struct receiver *r, const struct gro
 
 /* The RFC 5322 message of a notification: headers, and email_text() as a quoted-printable
  * text/plain body. */
-static char *email_message(const struct receiver *r, const struct group *g,
-                           struct nalert *const *list, size_t n, size_t nsend, size_t *len)
+static char *email_message(const struct receiver *r, const struct router_send *s, size_t nsend,
+                           size_t *len)
 {
     struct buf m, text;
     buf_init(&m, EMAIL_MESSAGE_MAX);
@@ -1243,7 +918,7 @@ static char *email_message(const struct receiver *r, const struct group *g,
     if (r->subject) {
         put_header(&m, "Subject", r->subject);
     } else {
-        default_subject(&text, g, list, n);
+        default_subject(&text, s);
         put_header(&m, "Subject", text.data);
         text.len = 0;
     }
@@ -1252,7 +927,7 @@ static char *email_message(const struct receiver *r, const struct group *g,
                "Content-Type: text/plain; charset=utf-8\r\n"
                "Content-Transfer-Encoding: quoted-printable\r\n\r\n",
                (long long)now, id, strchr(r->from, '@') + 1);
-    email_text(&text, r, g, list, n, nsend);
+    email_text(&text, r, s, nsend);
     put_quoted_printable(&m, text.data);
     buf_release(&text);
     *len = m.len;
@@ -1582,226 +1257,64 @@ static void delivery_queue(struct notifier *n, struct receiver *r, struct delive
     pthread_mutex_unlock(&n->lock);
 }
 
-/* ---- groups (the dispatcher's) ------------------------------------------------------------ */
-
-static void idset_release(struct idset *s)
+/* Queues for receiver s->receiver the notification s: its alerts, as many as max_alerts allows.
+ * The router's callback of a live notifier. */
+static void queue_send(void *arg, const struct router_send *s)
 {
-    free(s->v);
-    memset(s, 0, sizeof *s);
-}
-
-static int u64_cmp(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static uint64_t id_hash(const struct nalert *a)
-{
-    return hash64(a->id, strlen(a->id), 0x6f707364);
-}
-
-/* True when every id of a is in b. */
-static bool idset_subset(const struct idset *a, const struct idset *b)
-{
-    for (size_t i = 0; i < a->n; i++)
-        if (!bsearch(&a->v[i], b->v, b->n, sizeof *b->v, u64_cmp))
-            return false;
-    return true;
-}
-
-/* Adds h to s, which stays sorted. */
-static void idset_add(struct idset *s, uint64_t h)
-{
-    if (s->n && bsearch(&h, s->v, s->n, sizeof *s->v, u64_cmp))
-        return;
-    s->v = xrealloc(s->v, (s->n + 1) * sizeof *s->v);
-    size_t i = s->n++;
-    for (; i > 0 && s->v[i - 1] > h; i--)
-        s->v[i] = s->v[i - 1];
-    s->v[i] = h;
-}
-
-static void group_free(struct group *g)
-{
-    for (size_t i = 0; i < g->nalerts; i++)
-        nalert_unref(g->alerts[i]);
-    free(g->alerts);
-    map_release(&g->index);
-    json_decref(g->group_labels);
-    idset_release(&g->sent_firing);
-    idset_release(&g->sent_resolved);
-    free(g->id);
-    free(g->key);
-    free(g);
-}
-
-static struct group *group_get(struct notifier *n, const struct route *rt, json_t *labels,
-                               int64_t now)
-{
-    json_t *group_labels;
-    char *key = group_key_of(rt, labels, &group_labels);
-    size_t idlen = strlen(key) + 24;
-    char *id = xcalloc(1, idlen);
-    snprintf(id, idlen, "%zu:%s", rt->index, key);
-    struct group *g = map_get(&n->groups, id);
-    if (g) {
-        free(id);
-        free(key);
-        json_decref(group_labels);
-        return g;
-    }
-    g = xcalloc(1, sizeof *g);
-    g->route = rt;
-    g->id = id;
-    g->key = key;
-    g->group_labels = group_labels;
-    g->next_flush_ms = now + rt->group_wait_ms;
-    map_put(&n->groups, id, g);
-    return g;
-}
-
-/* Files a in g; a change (a new alert, or one that fired or resolved) after the group's first
- * send is sent group_interval after the last flush. A resolved alert this notifier never saw
- * firing was notified by an earlier one (before a restart or a reload: the engine posts resolved
- * only for alerts it notified), so the group counts it as sent, and its resolution goes out. */
-static void group_add(struct group *g, struct nalert *a)
-{
-    uintptr_t pos = (uintptr_t)map_get(&g->index, a->id);
-    bool changed = true;
-    a->refs++;
-    if (pos) {
-        changed = g->alerts[pos - 1]->firing != a->firing;
-        nalert_unref(g->alerts[pos - 1]);
-        g->alerts[pos - 1] = a;
-    } else {
-        if (g->nalerts == g->cap) {
-            g->cap = g->cap ? g->cap * 2 : 4;
-            g->alerts = xrealloc(g->alerts, g->cap * sizeof *g->alerts);
-        }
-        g->alerts[g->nalerts++] = a;
-        map_put(&g->index, a->id, (void *)(uintptr_t)g->nalerts);
-        if (!a->firing) {
-            idset_add(&g->sent_firing, id_hash(a));
-            g->sent = true;
-        }
-    }
-    if (changed && g->waited) {
-        g->dirty = true;
-        int64_t at = g->last_flush_ms + g->route->group_interval_ms;
-        if (at < g->next_flush_ms)
-            g->next_flush_ms = at;
-    }
-}
-
-/* Alertmanager's rule (notify.go, DedupStage.needsUpdate): send when an alert fires that the
- * last notification did not carry, when all are resolved and it carried firing ones, when one
- * resolved that it did not carry (with send_resolved), or when repeat_interval has passed. */
-static bool needs_update(const struct group *g, bool send_resolved, const struct idset *firing,
-                         const struct idset *resolved, int64_t now)
-{
-    if (!g->sent)
-        return firing->n > 0;
-    if (!idset_subset(firing, &g->sent_firing))
-        return true;
-    if (firing->n == 0)
-        return g->sent_firing.n > 0;
-    if (send_resolved && !idset_subset(resolved, &g->sent_resolved))
-        return true;
-    return now - g->sent_ms >= g->route->repeat_interval_ms;
-}
-
-/* Queues for r the notification of group g: the alerts of list, as many as max_alerts allows. */
-static void send_group(struct notifier *n, struct receiver *r, const struct group *g,
-                       struct nalert *const *list, size_t nlist)
-{
+    struct notifier *n = arg;
+    struct receiver *r = &n->receivers[s->receiver];
     struct delivery *d = xcalloc(1, sizeof *d);
-    d->group_key = xstrdup(g->key);
-    d->alert_id = xstrdup(list[0]->id);
-    d->nalerts = r->max_alerts > 0 && nlist > (size_t)r->max_alerts ? (size_t)r->max_alerts : nlist;
-    d->body = r->ops->body(r, g, list, nlist, d->nalerts, &d->len);
+    d->group_key = xstrdup(s->group_key);
+    d->alert_id = xstrdup(s->alerts[0]->id);
+    d->nalerts = r->max_alerts > 0 && s->nalerts > (size_t)r->max_alerts ? (size_t)r->max_alerts
+                                                                         : s->nalerts;
+    d->body = r->ops->body(r, s, d->nalerts, &d->len);
     delivery_queue(n, r, d);
 }
 
-/* Sends the group's notification when needs_update says so, then lets its resolved alerts go. */
-static void group_flush(struct notifier *n, struct group *g, int64_t now)
+/* ---- a replay's notifications -------------------------------------------------------------- */
+
+/* Hands the replay's trace one event of alert a (what: "notify firing", "notify resolved",
+ * "notify dropped"). */
+static void trace_alert(struct notifier *n, const struct nalert *a, const char *what, int64_t at_ms,
+                        const char *receiver, const char *group_key, const char *send,
+                        const char *note)
 {
-    struct receiver *r = &n->receivers[g->route->receiver];
-    struct nalert **list = xcalloc(g->nalerts, sizeof *list);
-    struct idset firing = {xcalloc(g->nalerts, sizeof(uint64_t)), 0};
-    struct idset resolved = {xcalloc(g->nalerts, sizeof(uint64_t)), 0};
-    size_t nlist = 0;
-    for (size_t i = 0; i < g->nalerts; i++) {
-        struct nalert *a = g->alerts[i];
-        struct idset *set = a->firing ? &firing : &resolved;
-        set->v[set->n++] = id_hash(a);
-        if (a->firing || r->send_resolved)
-            list[nlist++] = a;
-    }
-    qsort(firing.v, firing.n, sizeof *firing.v, u64_cmp);
-    qsort(resolved.v, resolved.n, sizeof *resolved.v, u64_cmp);
-    if (nlist && needs_update(g, r->send_resolved, &firing, &resolved, now)) {
-        send_group(n, r, g, list, nlist);
-        idset_release(&g->sent_firing);
-        idset_release(&g->sent_resolved);
-        g->sent_firing = firing;
-        g->sent_resolved = resolved;
-        firing = resolved = (struct idset){NULL, 0};
-        g->sent = true;
-        g->sent_ms = now;
-    }
-    idset_release(&firing);
-    idset_release(&resolved);
-    free(list);
-    /* resolved alerts have had their one notification */
-    size_t kept = 0;
-    for (size_t i = 0; i < g->nalerts; i++) {
-        if (g->alerts[i]->firing)
-            g->alerts[kept++] = g->alerts[i];
-        else
-            nalert_unref(g->alerts[i]);
-    }
-    g->nalerts = kept;
-    map_release(&g->index);
-    for (size_t i = 0; i < kept; i++)
-        map_put(&g->index, g->alerts[i]->id, (void *)(uintptr_t)(i + 1));
-    g->waited = true;
-    g->dirty = false;
-    g->last_flush_ms = now;
-    /* next: the repeat; while nothing was sent yet, group_interval, as Alertmanager looks again
-     * at every group_interval */
-    int64_t interval_later = now + g->route->group_interval_ms;
-    g->next_flush_ms = g->sent ? g->sent_ms + g->route->repeat_interval_ms : interval_later;
-    if (g->next_flush_ms < interval_later)
-        g->next_flush_ms = interval_later;
+    char *labels = json_dumps(a->labels, JSON_COMPACT | JSON_SORT_KEYS);
+    char *annotations = json_dumps(a->annotations, JSON_COMPACT | JSON_SORT_KEYS);
+    n->trace(n->trace_arg,
+             &(struct alert_trace){at_ms, what, a->id, label_value(a->labels, "alertname"),
+                                   labels ? labels : "{}", annotations ? annotations : "{}",
+                                   a->value, note, receiver, group_key, send});
+    free(labels);
+    free(annotations);
 }
 
-/* Flushes the groups that are due (when stopping: also those that group_wait or group_interval
- * still hold) and removes the empty ones. Returns when the next one is due (INT64_MAX: none). */
-static int64_t groups_flush(struct notifier *n, int64_t now, bool stopping)
+/* The router's callback of a replay: each alert the notification lists (as many as max_alerts
+ * allows), at the time it is due. */
+static void trace_send(void *arg, const struct router_send *s)
 {
-    size_t ng;
-    struct group **gs = (struct group **)map_values(&n->groups, &ng);
-    int64_t next = INT64_MAX;
-    for (size_t i = 0; i < ng; i++) {
-        struct group *g = gs[i];
-        if (g->next_flush_ms <= now || (stopping && (!g->waited || g->dirty)))
-            group_flush(n, g, now);
-        if (g->nalerts == 0) {
-            map_take(&n->groups, g->id);
-            group_free(g);
-        } else if (g->next_flush_ms < next) {
-            next = g->next_flush_ms;
-        }
-    }
-    free(gs);
-    return next;
+    struct notifier *n = arg;
+    const struct receiver *r = &n->receivers[s->receiver];
+    size_t nsend = r->max_alerts > 0 && s->nalerts > (size_t)r->max_alerts ? (size_t)r->max_alerts
+                                                                           : s->nalerts;
+    for (size_t i = 0; i < nsend; i++)
+        trace_alert(n, s->alerts[i], s->alerts[i]->firing ? "notify firing" : "notify resolved",
+                    s->at_ms, r->name, s->group_key, router_send_kind_name(s->kind), NULL);
+}
+
+/* A replay's state change that is not valid (the live notifier drops it the same way). */
+static void trace_invalid(struct notifier *n, const struct notify_alert *a)
+{
+    n->trace(n->trace_arg,
+             &(struct alert_trace){n->clock_ms, "notify dropped", a->alert_id ? a->alert_id : "",
+                                   "", "{}", "{}", a->value, WHY_INVALID, NULL, NULL, NULL});
 }
 
 /* An escalation step: to its receiver at once, in a group of its own (its key from
  * escalation_key(), the alert's labels as group labels) that is sent once and not kept, so
  * neither group_wait nor repeat_interval apply. An unknown receiver is a dropped row. */
-static void dispatch_escalation(struct notifier *n, struct nalert *a)
+static void dispatch_escalation(struct notifier *n, struct nalert *a, int64_t now)
 {
     char *key = escalation_key(a);
     size_t i = receiver_find(n, a->receiver);
@@ -1811,29 +1324,46 @@ static void dispatch_escalation(struct notifier *n, struct nalert *a)
                  "escalation to receiver '%s', which is not defined: add it to "
                  "alerting.receivers or name another in the escalation step",
                  a->receiver);
-        drop_now(n, i, key, a->id, 1, 1, why);
+        if (n->trace)
+            trace_alert(n, a, "notify dropped", now, a->receiver, key, NULL, why);
+        else
+            drop_now(n, i, key, a->id, 1, 1, why);
     } else if (a->firing || n->receivers[i].send_resolved) {
-        struct group g = {.key = key, .group_labels = a->labels};
-        send_group(n, &n->receivers[i], &g, &a, 1);
+        struct router_send s = {i,  key, a->labels, &a, 1, a->firing ? SEND_FIRST : SEND_RESOLVED,
+                                now};
+        n->send(n, &s);
     }
     free(key);
 }
 
-/* Routes a and files it in its groups (or drops it: no receiver). */
+/* When a restored alert's group last went out (router_restore()'s sent_at), on the
+ * dispatcher's monotonic clock: from notifier_restore()'s log, else when the alert was notified. */
+static int64_t restored_sent_at(void *arg, size_t receiver, const char *group_key,
+                                const struct nalert *a)
+{
+    struct notifier *n = arg;
+    int64_t at = a->sent_ms;
+    for (size_t i = 0; i < n->nrestored; i++)
+        if (strcmp(n->restored[i].receiver, n->receivers[receiver].name) == 0 &&
+            strcmp(n->restored[i].group_key, group_key) == 0)
+            at = n->restored[i].ts_ms;
+    return mono_ms() - (time_now_ms() - at);
+}
+
+/* Routes a and files it in its groups (or drops it: no receiver); one notifier_restore() took
+ * up is filed as sent. */
 static void dispatch(struct notifier *n, struct nalert *a, int64_t now)
 {
-    if (a->receiver) {
-        dispatch_escalation(n, a);
+    if (a->sent_ms)
+        router_restore(n->router, a, now, restored_sent_at, n);
+    else if (a->receiver)
+        dispatch_escalation(n, a, now);
+    else if (router_add(n->router, a, now))
         return;
-    }
-    const struct route *hit[ROUTES_MAX];
-    size_t nhit = n->root ? route_match(n->root, a->labels, hit) : 0;
-    if (nhit == 0) {
+    else if (n->trace)
+        trace_alert(n, a, "notify dropped", now, NULL, NULL, NULL, WHY_NO_RECEIVER);
+    else
         drop_alert(n, a, WHY_NO_RECEIVER);
-        return;
-    }
-    for (size_t i = 0; i < nhit; i++)
-        group_add(group_get(n, hit[i], a->labels, now), a);
 }
 
 static void *dispatcher_main(void *arg)
@@ -1856,7 +1386,7 @@ static void *dispatcher_main(void *arg)
             dispatch(n, a, now);
             nalert_unref(a);
         }
-        next = groups_flush(n, mono_ms(), stopping);
+        next = router_flush(n->router, mono_ms(), stopping);
         drops_write(n);
         pthread_mutex_lock(&n->lock);
         if (stopping && !n->qhead && !n->ndrops)
@@ -2409,33 +1939,6 @@ static const struct field route_fields[] = {
     {"routes", F_CUSTOM, 0, 0, 0, parse_child_routes},
 };
 
-static void route_release(struct route *rt)
-{
-    for (size_t i = 0; i < rt->nroutes; i++)
-        route_release(&rt->routes[i]);
-    free(rt->routes);
-    free(rt->key);
-    free_strings(rt->group_by, rt->ngroup_by);
-    matchers_release(&rt->match);
-}
-
-/* Alertmanager's route key: the parent's, "/", and this route's matchers. */
-static char *route_key(const struct route *parent, const struct route *rt)
-{
-    struct buf b;
-    buf_init(&b, 1 << 20);
-    buf_printf(&b, "%s%s{", parent ? parent->key : "", parent ? "/" : "");
-    for (size_t i = 0; i < rt->match.n; i++) {
-        buf_printf(&b, "%s%s%s", i ? "," : "", rt->match.v[i].name,
-                   rt->match.v[i].is_re ? "=~" : "=");
-        put_quoted(&b, rt->match.v[i].value);
-    }
-    buf_putc(&b, '}');
-    char *key = xstrdup(b.data);
-    buf_release(&b);
-    return key;
-}
-
 /* Reads rt from v: what it does not set comes from parent (the root's from the defaults). */
 static int parse_route(struct cfgp *p, yaml_node_t *v, const char *ctx, const struct route *parent,
                        struct route *rt, int depth)
@@ -2552,6 +2055,11 @@ static void notifier_release(struct notifier *n)
     if (n->root)
         route_release(n->root);
     free(n->root);
+    for (size_t i = 0; i < n->nrestored; i++) {
+        free((char *)n->restored[i].receiver);
+        free((char *)n->restored[i].group_key);
+    }
+    free(n->restored);
     free(n->counters);
     free(n->path);
     pthread_mutex_destroy(&n->lock);
@@ -2570,11 +2078,23 @@ static int column(const struct table *t, const char *name)
     return c;
 }
 
-int notifier_new(struct notifier **out, const char *config_path, struct writer *w, struct err *e)
+/* A router over n's routes and receivers that hands what is due to send (with n). */
+static struct router *router_from_config(struct notifier *n, router_send_fn send)
+{
+    bool *send_resolved = xcalloc(n->nreceivers, sizeof *send_resolved);
+    for (size_t i = 0; i < n->nreceivers; i++)
+        send_resolved[i] = n->receivers[i].send_resolved;
+    struct router *r = router_new(n->root, send_resolved, n->nreceivers, send, n);
+    free(send_resolved);
+    return r;
+}
+
+/* What a live and a replay notifier share: the config read, the router. NULL on an error. */
+static struct notifier *notifier_load(const char *config_path, struct writer *w,
+                                      router_send_fn send, struct err *e)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, libraries_init);
-    *out = NULL;
     struct notifier *n = xcalloc(1, sizeof *n);
     n->w = w;
     n->path = xstrdup(config_path ? config_path : "");
@@ -2589,12 +2109,23 @@ int notifier_new(struct notifier **out, const char *config_path, struct writer *
     cond_init_monotonic(&n->wake);
     cond_init_monotonic(&n->idle);
     atomic_init(&n->abort, false);
-    int rc = *n->path ? config_read(n, n->path, e) : 0;
-    if (rc) {
+    if (*n->path && config_read(n, n->path, e) != 0) {
         notifier_release(n);
-        return rc;
+        return NULL;
     }
     n->counters = xcalloc(n->nreceivers + 1, sizeof *n->counters);
+    n->send = send;
+    n->router = router_from_config(n, send);
+    return n;
+}
+
+int notifier_new(struct notifier **out, const char *config_path, struct writer *w, struct err *e)
+{
+    *out = NULL;
+    struct notifier *n = notifier_load(config_path, w, queue_send, e);
+    if (!n)
+        return e->code;
+    int rc;
     for (size_t i = 0; i < n->nreceivers; i++)
         cond_init_monotonic(&n->receivers[i].wake);
     n->threads = true;
@@ -2616,9 +2147,89 @@ int notifier_new(struct notifier **out, const char *config_path, struct writer *
     return 0;
 }
 
+int notifier_new_replay(struct notifier **out, const char *config_path, alert_trace_fn fn,
+                        void *arg, struct err *e)
+{
+    *out = notifier_load(config_path, NULL, trace_send, e);
+    if (!*out)
+        return e->code;
+    (*out)->trace = fn;
+    (*out)->trace_arg = arg;
+    return 0;
+}
+
+void notifier_advance(struct notifier *n, int64_t now_ms)
+{
+    for (int64_t due = router_next_due(n->router); due <= now_ms;
+         due = router_next_due(n->router)) {
+        if (due > n->clock_ms) /* not before the change that made it due */
+            n->clock_ms = due;
+        router_flush(n->router, n->clock_ms, false);
+    }
+    n->clock_ms = now_ms;
+}
+
+/* Puts c at the end of the dispatcher's queue and wakes it. Called with n->lock held. */
+static void queue_locked(struct notifier *n, struct nalert *c)
+{
+    c->next = NULL;
+    if (n->qtail)
+        n->qtail->next = c;
+    else
+        n->qhead = c;
+    n->qtail = c;
+    n->qlen++;
+    pthread_cond_signal(&n->wake);
+}
+
+void notifier_restore(struct notifier *n, const struct notify_alert *alerts,
+                      const int64_t *notified_ms, size_t nalerts, const struct notify_sent *sent,
+                      size_t nsent)
+{
+    struct nalert *head = NULL, **tail = &head;
+    for (size_t i = 0; i < nalerts; i++) {
+        struct nalert *c = nalert_new(&alerts[i]);
+        if (!c || !c->firing || c->receiver) {
+            nalert_unref(c);
+            continue;
+        }
+        c->sent_ms = notified_ms[i] > 0 ? notified_ms[i] : 1;
+        *tail = c;
+        tail = &c->next;
+    }
+    pthread_mutex_lock(&n->lock);
+    if (n->trace || n->restored || n->stopping || !head) { /* taken up once, by a live one */
+        pthread_mutex_unlock(&n->lock);
+        for (struct nalert *c = head, *next; c; c = next) {
+            next = c->next;
+            nalert_unref(c);
+        }
+        return;
+    }
+    n->restored = xcalloc(nsent, sizeof *n->restored);
+    for (size_t i = 0; i < nsent; i++)
+        n->restored[i] = (struct notify_sent){xstrdup(sent[i].receiver), xstrdup(sent[i].group_key),
+                                              sent[i].ts_ms};
+    n->nrestored = nsent;
+    /* all at once: the dispatcher files them in one pass, before what is posted later */
+    for (struct nalert *c = head, *next; c; c = next) {
+        next = c->next;
+        queue_locked(n, c);
+    }
+    pthread_mutex_unlock(&n->lock);
+}
+
 void notifier_post(struct notifier *n, const struct notify_alert *a)
 {
     struct nalert *c = nalert_new(a);
+    if (n->trace) { /* a replay: at once, on its clock */
+        if (c)
+            dispatch(n, c, n->clock_ms);
+        else
+            trace_invalid(n, a);
+        nalert_unref(c);
+        return;
+    }
     if (!c) {
         const char *id = a->alert_id && strlen(a->alert_id) <= TEXT_MAX ? a->alert_id : NULL;
         pthread_mutex_lock(&n->lock);
@@ -2634,13 +2245,7 @@ void notifier_post(struct notifier *n, const struct notify_alert *a)
         nalert_unref(c);
         return;
     }
-    if (n->qtail)
-        n->qtail->next = c;
-    else
-        n->qhead = c;
-    n->qtail = c;
-    n->qlen++;
-    pthread_cond_signal(&n->wake);
+    queue_locked(n, c);
     pthread_mutex_unlock(&n->lock);
 }
 
@@ -2681,14 +2286,10 @@ void notifier_free(struct notifier **np, int64_t timeout_ms)
     pthread_mutex_unlock(&n->lock);
     if (n->dispatcher_started)
         pthread_join(n->dispatcher, NULL); /* it sends what the groups hold, and ends */
-    receivers_stop(n, deadline);
+    if (n->threads)
+        receivers_stop(n, deadline);
     drops_write(n);
-    size_t ng;
-    void **groups = map_values(&n->groups, &ng);
-    for (size_t i = 0; i < ng; i++)
-        group_free(groups[i]);
-    free(groups);
-    map_release(&n->groups);
+    router_free(&n->router);
     for (struct nalert *q = n->qhead, *next; q; q = next) { /* only if the dispatcher never ran */
         next = q->next;
         nalert_unref(q);

@@ -145,7 +145,8 @@ static void put_text(struct store_result *res, struct value *v, const char *s)
 static void count(struct replay *r, const char *rule, const char *what)
 {
     static const char *const kinds[] = {"firing",        "suppressed",      "resolved",
-                                        "notify firing", "notify resolved", "escalated"};
+                                        "notify firing", "notify resolved", "notify dropped",
+                                        "escalated"};
     struct value *row = NULL;
     for (size_t i = 0; i < r->summary.nrows && !row; i++) {
         struct value *x = r->summary.values + i * r->summary.ncols;
@@ -175,8 +176,11 @@ static void on_event(void *arg, const struct alert_trace *t)
     put_text(&r->events, &row[3], t->alert_id);
     if (!isnan(t->value))
         row[4] = (struct value){.d = t->value, .type = VAL_REAL};
-    put_text(&r->events, &row[5], t->labels_json);
-    put_text(&r->events, &row[6], t->receiver ? t->receiver : t->note);
+    put_text(&r->events, &row[5], t->receiver);
+    put_text(&r->events, &row[6], t->send);
+    put_text(&r->events, &row[7], t->labels_json);
+    put_text(&r->events, &row[8], t->group_key);
+    put_text(&r->events, &row[9], t->note);
     count(r, t->rule ? t->rule : "", t->what);
 }
 
@@ -207,13 +211,13 @@ static int backtest(struct cli_common *c, int nfiles, char **files, const char *
     struct replay r;
     store_result_init(&r.events);
     store_result_init(&r.summary);
-    static const char *const ecols[] = {"time",  "event",  "rule", "alert_id",
-                                        "value", "labels", "note"};
+    static const char *const ecols[] = {"time",     "event", "rule",   "alert_id", "value",
+                                        "receiver", "send",  "labels", "group",    "note"};
     static const char *const scols[] = {"rule",     "fired",           "suppressed",
                                         "resolved", "notified_firing", "notified_resolved",
-                                        "escalated"};
-    store_result_set_columns(&r.events, 7, ecols);
-    store_result_set_columns(&r.summary, 7, scols);
+                                        "dropped",  "escalated"};
+    store_result_set_columns(&r.events, 10, ecols);
+    store_result_set_columns(&r.summary, 8, scols);
     struct alert_backtest_stats st = {0};
     struct err e;
     fprintf(stderr, "replaying %s .. %s\n", from, to);
@@ -224,6 +228,14 @@ static int backtest(struct cli_common *c, int nfiles, char **files, const char *
             printf("\n");
         cli_write_result(&r.summary, fmt);
         fprintf(stderr, "%zu rules, %lld evaluations\n", st.rules, (long long)st.evaluations);
+        size_t dropped = 0;
+        for (size_t i = 0; i < r.summary.nrows; i++)
+            dropped += (size_t)r.summary.values[i * r.summary.ncols + 6].i;
+        if (dropped)
+            fprintf(stderr,
+                    "%zu notifications dropped, as the server would drop them (the note says "
+                    "why: without receivers and a route in --config, every one)\n",
+                    dropped);
     }
     store_result_release(&r.events);
     store_result_release(&r.summary);

@@ -21,7 +21,9 @@ the view alert_quality (src/store/sqlite_views.c):
   incidents table and taken up again after a restart.
 * the view alert_quality and opsdb_alert_relevance{rule}, computed here from alert_history.
 * `opsdb alerts backtest`: events computed here by replaying the rule over the samples sent,
-  with a silence of that time, and with maintenance windows and escalation steps of --config.
+  with a silence of that time, and with maintenance windows and escalation steps of --config;
+  notifications dropped without receivers, and with a route: grouped, repeated and resolved at
+  the times group_wait, repeat_interval and group_interval give.
 * a reload reads the maintenance windows again and keeps the silences.
 
 Regressions of bugs these tests found: a held flapping alert released at its next evaluation;
@@ -1241,6 +1243,24 @@ def replay(host, values, t0, t_from, t_to, suppressions=(), steps=()):
     return events
 
 
+NO_RECEIVER = ("no receiver is configured: add alerting.receivers and alerting.route to the "
+               "config file")
+
+
+def dropped(events):
+    """replay()'s events as the backtest shows them with a --config without receivers: the
+    notifier drops every notification, as a server would, and the note says why."""
+    out = []
+    for t, event, value, receiver, severity in events:
+        if event.startswith("notify"):
+            event = "notify dropped"
+            receiver = (f"escalation to receiver '{receiver}', which is not defined: add it to "
+                        "alerting.receivers or name another in the escalation step"
+                        if receiver else NO_RECEIVER)
+        out.append((t, event, value, receiver, severity))
+    return out
+
+
 def traced(events):
     """The backtest's events in the shape replay() gives."""
     return [(ms_of(e["time"]), e["event"], e["value"], e["note"],
@@ -1281,10 +1301,11 @@ def test_backtest_replays_a_rule_over_past_samples(server_factory, tmp_path, run
                  "--db", srv.db, "--format", "json")
     assert cp.returncode == 0, cp.stderr
     events, summary = json_documents(cp.stdout)
-    want = replay("b1", BT_VALUES["b1"], t0, t_from, t_to, [silence])
-    kinds = [w[1] for w in want]
+    model = replay("b1", BT_VALUES["b1"], t0, t_from, t_to, [silence])
     for k in ("pending", "firing", "suppressed", "notify firing", "notify resolved"):
-        assert k in kinds, (k, want)  # the case is built so
+        assert k in [w[1] for w in model], (k, model)  # the case is built so
+    want = dropped(model)  # no --config: no receivers
+    kinds = [w[1] for w in want]
     got = traced(events)
     assert got == want, "\n".join(f"{g} | {w}" for g, w in zip(got, want)) + \
         f"\n{len(got)} events, want {len(want)}"
@@ -1293,10 +1314,11 @@ def test_backtest_replays_a_rule_over_past_samples(server_factory, tmp_path, run
     assert len({e["alert_id"] for e in events["rows"]}) == 1
     counts = {"fired": "firing", "suppressed": "suppressed", "resolved": "resolved",
               "notified_firing": "notify firing", "notified_resolved": "notify resolved",
-              "escalated": "escalated"}
+              "dropped": "notify dropped", "escalated": "escalated"}
     assert summary["rows"] == [{"rule": "BT", **{c: kinds.count(k) for c, k in counts.items()}}]
     evaluations = len(range(t_from, t_to + 1, BT_INTERVAL_MS))
     assert f"1 rules, {evaluations} evaluations" in cp.stderr, cp.stderr
+    assert f"{kinds.count('notify dropped')} notifications dropped" in cp.stderr, cp.stderr
     # a replay writes nothing
     assert srv.count("alert_history") == 0
     assert srv.count("silences") == 1
@@ -1324,8 +1346,9 @@ def backtest_with_config(tmp_path, run_cli, host, values, window, steps):
     """Writes values (one a second from half an hour ago) of host's series with `opsdb ingest`,
     then replays BT_RULE over them with a --config that has the maintenance window (name,
     start offset ms, end offset ms) and the escalation steps [(after ms, receiver or None,
-    severity or None)]. Returns t0, the events as traced(), the events replay() computes, and
-    the backtest's summary."""
+    severity or None)]. Returns t0, the events replay() computes (notifications as the engine
+    makes them), the events as traced() (those notifications dropped: no receiver is
+    configured) and the backtest's summary."""
     db = tmp_path / "bt.db"
     t0 = (now_ms() // 1000 - 30 * 60) * 1000
     cp = run_cli("ingest", "system_metrics", "--db", db, input="".join(
@@ -1351,23 +1374,24 @@ def backtest_with_config(tmp_path, run_cli, host, values, window, steps):
                  "--db", db, "--config", conf, "--format", "json")
     assert cp.returncode == 0, cp.stderr
     events, summary = json_documents(cp.stdout)
-    want = replay(host, values, t0, t0, t_to,
-                  [(t0 + lo, t0 + hi, f"maintenance window {name}")], steps)
+    model = replay(host, values, t0, t0, t_to,
+                   [(t0 + lo, t0 + hi, f"maintenance window {name}")], steps)
+    want = dropped(model)  # the config has no receivers, so B is not defined either
     got = traced(events)
     assert got == want, "\n".join(f"{g} | {w}" for g, w in zip(got, want)) + \
         f"\n{len(got)} events, want {len(want)}"
-    return t0, got, summary
+    return t0, model, got, summary
 
 
 def test_backtest_escalates_from_the_first_notification_not_the_firing(tmp_path, run_cli):
     """An alert that fires inside a maintenance window is first notified when the window ends;
     its escalation steps count from then, not from the firing nobody was told of."""
-    t0, got, _ = backtest_with_config(tmp_path, run_cli, "b4", [95] * 30 + [10] * 4,
-                                      ("early", 0, 12_000),
-                                      [(4000, "B", None), (8000, None, "page")])
+    t0, model, got, _ = backtest_with_config(tmp_path, run_cli, "b4", [95] * 30 + [10] * 4,
+                                             ("early", 0, 12_000),
+                                             [(4000, "B", None), (8000, None, "page")])
     suppressed_at = next(t for t, e, *_ in got if e == "suppressed")
     notified_at = next(t for t, e, *_ in got if e == "firing")
-    first_note = next(t for t, e, *_ in got if e == "notify firing")
+    first_note = next(t for t, e, *_ in model if e == "notify firing")
     escalated = [t for t, e, *_ in got if e == "escalated"]
     assert suppressed_at < t0 + 12_000 <= notified_at == first_note
     assert len(escalated) == 2
@@ -1377,11 +1401,130 @@ def test_backtest_escalates_from_the_first_notification_not_the_firing(tmp_path,
 def test_backtest_applies_maintenance_windows_and_escalations_of_the_config(tmp_path, run_cli):
     """No server: the samples are written with `opsdb ingest`, and the replay reads the
     maintenance windows and escalation steps from --config."""
-    _, got, summary = backtest_with_config(tmp_path, run_cli, "b3", [95] * 30 + [10] * 6,
-                                           ("replay-mw", 10_000, 20_000),
-                                           [(3000, "B", None), (6000, None, "page")])
-    kinds = [w[1] for w in got]
+    _, model, _, summary = backtest_with_config(tmp_path, run_cli, "b3", [95] * 30 + [10] * 6,
+                                                ("replay-mw", 10_000, 20_000),
+                                                [(3000, "B", None), (6000, None, "page")])
+    kinds = [w[1] for w in model]
     assert kinds.count("escalated") == 2 and "suppressed" in kinds and \
-        ("notify firing", "page") in [(w[1], w[4]) for w in got]  # the case is built so
+        ("notify firing", "page") in [(w[1], w[4]) for w in model]  # the case is built so
     assert summary["rows"][0]["escalated"] == 2
     assert summary["rows"][0]["suppressed"] == 1
+    assert summary["rows"][0]["dropped"] == kinds.count("notify firing") + \
+        kinds.count("notify resolved")
+    assert summary["rows"][0]["notified_firing"] == 0
+
+
+def test_backtest_routes_and_groups_notifications_as_the_notifier(tmp_path, run_cli):
+    """With receivers and a route in --config, the replay's notifications are those the
+    notifier's routes and groups would have sent, at their times: group_wait gathers the alerts
+    of two hosts into one first notification, repeat_interval repeats it while they fire, and
+    their resolution is one more; each alert of a notification is one event naming the
+    receiver, the kind of send and the group."""
+    db = tmp_path / "bt.db"
+    t0 = (now_ms() // 1000 - 30 * 60) * 1000
+    values = {"r1": [95] * 42 + [10] * 18,
+              "r2": [10] * 4 + [95] * 38 + [10] * 18}
+    cp = run_cli("ingest", "system_metrics", "--db", db, input="".join(
+        json.dumps(sample(t0 + k * 1000, host, "db", "bt", v)) + "\n"
+        for host, vs in values.items() for k, v in enumerate(vs)))
+    assert cp.returncode == 0, cp.stderr
+    conf = tmp_path / "replay.yaml"
+    conf.write_text(
+        "alerting:\n"
+        "  receivers: [{name: ops, webhook: {url: \"http://127.0.0.1:9/never-called\"}}]\n"
+        "  route: {receiver: ops, group_by: [alertname], group_wait: 10s, group_interval: 5s,"
+        " repeat_interval: 20s}\n")
+    rules = tmp_path / "bt.yaml"
+    rules.write_text(rules_text([BT_RULE], interval=f"{BT_INTERVAL_MS // 1000}s"))
+    t_to = t0 + 59_000
+    cp = run_cli("alerts", "backtest", rules, "--from", t0 // 1000, "--to", t_to // 1000,
+                 "--db", db, "--config", conf, "--format", "json")
+    assert cp.returncode == 0, cp.stderr
+    events, summary = json_documents(cp.stdout)
+    # the rule: pending at the first evaluation over 80, firing one `for` (2 s) later, resolved
+    # at the first evaluation whose 2 s window is all 10: r1 fires at +2 s, r2 at +6 s, both
+    # resolve at +44 s. The group {alertname="BT"} appears at +2 s: first send group_wait
+    # later (+12 s) with both, a repeat repeat_interval later (+32 s), and the resolution at
+    # once at +44 s (group_interval since the last send is over).
+    transitions = [(ms_of(e["time"]) - t0, e["event"], json.loads(e["labels"])["host"])
+                   for e in events["rows"] if not e["event"].startswith("notify")]
+    assert transitions == [(0, "pending", "r1"), (2000, "firing", "r1"),
+                           (4000, "pending", "r2"), (6000, "firing", "r2"),
+                           (44000, "resolved", "r1"), (44000, "resolved", "r2")], transitions
+    group = '{}:{alertname="BT"}'
+    notes = [(ms_of(e["time"]) - t0, e["event"], json.loads(e["labels"])["host"],
+              e["receiver"], e["send"], e["group"])
+             for e in events["rows"] if e["event"].startswith("notify")]
+    assert notes == [
+        (12000, "notify firing", "r1", "ops", "first", group),
+        (12000, "notify firing", "r2", "ops", "first", group),
+        (32000, "notify firing", "r1", "ops", "repeat", group),
+        (32000, "notify firing", "r2", "ops", "repeat", group),
+        (44000, "notify resolved", "r1", "ops", "resolved", group),
+        (44000, "notify resolved", "r2", "ops", "resolved", group),
+    ], notes
+    assert summary["rows"] == [{"rule": "BT", "fired": 2, "suppressed": 0, "resolved": 2,
+                                "notified_firing": 4, "notified_resolved": 2, "dropped": 0,
+                                "escalated": 0}]
+    assert "dropped" not in cp.stderr, cp.stderr
+
+    # the same replay, table format: the receiver, the kind of send and the group are columns
+    cp = run_cli("alerts", "backtest", rules, "--from", t0 // 1000, "--to", t_to // 1000,
+                 "--db", db, "--config", conf)
+    assert cp.returncode == 0, cp.stderr
+    header = cp.stdout.splitlines()[0].split()
+    assert header[:7] == ["time", "event", "rule", "alert_id", "value", "receiver", "send"], \
+        header
+
+
+# =============================================================================================
+# 9. the notifier after a restart
+# =============================================================================================
+
+RS_REPEAT_S = 4
+
+
+def test_a_restart_keeps_the_repeats_of_a_firing_alert_and_resolves_it_once(
+        server_factory, tmp_path, webhook):
+    """An alert notified before a restart is known to the notifier after it: no firing
+    notification again at the restart, the next repeat repeat_interval after the last send (as
+    notification_log shows it), and the resolution once, in the same group."""
+    url, rec = webhook
+    rule = cpu_rule("RsCpu", "rs_cpu", threshold=80, agg="min", window="60s")
+    extra = (f'  receivers: [{{name: A, webhook: {{url: "{url}/a"}}}}]\n'
+             "  route: {receiver: A, group_by: ['...'], group_wait: 0s, group_interval: 100ms, "
+             f"repeat_interval: {RS_REPEAT_S}s}}\n")
+    srv = start(server_factory, tmp_path, [rule], extra=extra)
+
+    def posts():
+        with rec.lock:
+            return [(t, body) for t, path, _, body in rec.requests if path == "/a"]
+
+    put(srv, point("rs", "rs_cpu", 95))
+    first = wait_until(lambda: posts(), timeout=5)
+    assert first and first[0][1]["status"] == "firing", first
+    key = first[0][1]["groupKey"]
+    assert [a["labels"]["host"] for a in first[0][1]["alerts"]] == ["rs"]
+    assert wait_until(lambda: srv.count("notification_log") >= 1, timeout=5)
+    srv.restart()
+    restarted = time.monotonic()
+    last_send = posts()[-1][0]
+    assert restarted - last_send < RS_REPEAT_S - 1, "the restart took too long for this test"
+
+    # the repeat comes repeat_interval after the last send, not at once and not never
+    repeat = wait_until(lambda: posts()[len(first):], timeout=RS_REPEAT_S + 3)
+    assert repeat, "no repeat after the restart"
+    at, body = repeat[0]
+    assert RS_REPEAT_S - 0.5 <= at - last_send <= RS_REPEAT_S + 1.5, (at - last_send, body)
+    assert body["status"] == "firing" and body["groupKey"] == key, body
+    assert len(repeat) == 1, repeat
+    assert [a["state"] for a in get_alerts(srv, "RsCpu")] == ["firing"]
+
+    # resolved: one notification, to the same group
+    n_before = len(posts())
+    put(srv, point("rs", "rs_cpu", 10))
+    resolved = wait_until(lambda: posts()[n_before:], timeout=5)
+    assert resolved and resolved[0][1]["status"] == "resolved", resolved
+    assert resolved[0][1]["groupKey"] == key, resolved
+    time.sleep(1.0)
+    assert [b["status"] for _, b in posts()[n_before:]] == ["resolved"], posts()[n_before:]
