@@ -928,6 +928,22 @@ static void take_reload(struct alert_engine *a, struct pending_out *o, struct al
     a->swap_pending = false;
 }
 
+static void restore_notified(struct alert_engine *a, struct pending_out *o,
+                             const int64_t *notified_ms);
+static void note_as_sent(struct pending_out *o, int64_t *notified_ms, const struct alert *x,
+                         int64_t at);
+
+/* After a reload: the alerts notified and still firing, for the new notifier (under the lock;
+ * *notified_ms is allocated, o initialised by the caller). */
+static void notified_firing(struct alert_engine *a, struct pending_out *o, int64_t **notified_ms)
+{
+    *notified_ms = calloc(2 * a->nalerts + 1, sizeof **notified_ms);
+    for (size_t b = 0; *notified_ms && b < ALERT_BUCKETS; b++)
+        for (const struct alert *x = a->buckets[b]; x; x = x->next)
+            if (x->notified && (x->state == ST_FIRING || x->state == ST_ACKED))
+                note_as_sent(o, *notified_ms, x, x->notified_ms ? x->notified_ms : x->fired_ms);
+}
+
 static void *engine_main(void *arg)
 {
     struct alert_engine *a = arg;
@@ -938,11 +954,17 @@ static void *engine_main(void *arg)
             struct alert_rules old;
             struct rule_state *old_state;
             struct notifier *old_notifier;
+            struct pending_out firing;
+            int64_t *notified_ms;
             pending_out_init(&o);
+            pending_out_init(&firing);
             take_reload(a, &o, &old, &old_state, &old_notifier);
+            notified_firing(a, &firing, &notified_ms);
             pthread_mutex_unlock(&a->lock);
             pending_out_flush(a, &o);
-            notifier_free(&old_notifier, NOTIFY_DRAIN_MS);
+            notifier_free(&old_notifier, NOTIFY_DRAIN_MS); /* its last sends are logged now */
+            restore_notified(a, &firing, notified_ms);     /* the new one repeats them */
+            free(notified_ms);
             alert_rules_free(&old);
             free(old_state);
             pthread_mutex_lock(&a->lock);
@@ -1044,6 +1066,22 @@ static const struct alert_rule *rule_of_id(struct alert_engine *a, const char *n
             return r;
     }
     return NULL;
+}
+
+/* x as the notifier was given it at at_ms, for notifier_restore (and, when an escalation raised
+ * its severity, as it was before, in the groups of that severity): a note of o, its time in
+ * notified_ms (as long as o's notes). */
+static void note_as_sent(struct pending_out *o, int64_t *notified_ms, const struct alert *x,
+                         int64_t at)
+{
+    notify(o, x, "firing", at);
+    notified_ms[o->nnotes - 1] = at;
+    if (x->severity[0]) {
+        struct alert before = *x;
+        before.severity[0] = '\0';
+        notify(o, &before, "firing", at);
+        notified_ms[o->nnotes - 1] = at;
+    }
 }
 
 /* Hands the notifier the notified alerts restore() took up (o's notes, notified_ms[i] when
@@ -1162,17 +1200,8 @@ static void restore(struct alert_engine *a)
         json_decref(labels);
         annotate(x, r);
         restored++;
-        if (x->notified && x->state != ST_PENDING && notified_ms) {
-            int64_t at = row[13].type == VAL_INT ? row[13].i : x->fired_ms;
-            notify(&o, x, "firing", at);
-            notified_ms[o.nnotes - 1] = at;
-            if (x->severity[0]) { /* also in the groups of the severity before the escalation */
-                struct alert before = *x;
-                before.severity[0] = '\0';
-                notify(&o, &before, "firing", at);
-                notified_ms[o.nnotes - 1] = at;
-            }
-        }
+        if (x->notified && x->state != ST_PENDING && notified_ms)
+            note_as_sent(&o, notified_ms, x, row[13].type == VAL_INT ? row[13].i : x->fired_ms);
     }
     if (restored)
         log_info("alerting: %zu active alerts taken up from alert_history", restored);
