@@ -17,7 +17,9 @@
 /* One alert as it changed state. */
 struct notify_alert {
     const char *alert_id;    /* rule + labels, stable across restarts */
-    const char *status;      /* "firing" or "resolved" */
+    const char *status;      /* "firing", "resolved", or "muted": a notified alert now silenced,
+                              * inhibited or in maintenance, withdrawn from its groups (no
+                              * repeats) without a notification */
     json_t *labels;          /* object of text values; includes alertname and severity */
     json_t *annotations;     /* object of text values, templates already expanded */
     double value;            /* the value that made the transition */

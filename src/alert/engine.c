@@ -382,6 +382,19 @@ static void notify(struct pending_out *o, const struct alert *x, const char *sta
     notify_to(o, x, status, now_ms, NULL);
 }
 
+/* x's change under its labels, and, when an escalation raised its severity, also under the
+ * severity it had before: the groups notified before the escalation hold it that way. */
+static void notify_both(struct pending_out *o, const struct alert *x, const char *status,
+                        int64_t now_ms)
+{
+    notify(o, x, status, now_ms);
+    if (x->severity[0]) {
+        struct alert before = *x;
+        before.severity[0] = '\0';
+        notify(o, &before, status, now_ms);
+    }
+}
+
 static void pending_out_init(struct pending_out *o)
 {
     memset(o, 0, sizeof *o);
@@ -582,6 +595,9 @@ static void fire_on(struct alert_engine *a, struct alert *x, int64_t now_ms, boo
     x->suppressed = suppressed;
     a->transitions_total++;
     if (suppressed) {
+        if (x->notified) /* withdrawn: no repeats, and no resolution while it is suppressed */
+            notify_both(o, x, "muted", now_ms);
+        x->notified = false;
         record_note(o, x, "suppressed", now_ms, why);
         return;
     }
@@ -658,14 +674,7 @@ static bool step(struct alert_engine *a, struct alert *x, const struct alert_rul
         annotate(x, r);
         record(o, x, "resolved", now_ms);
         if (x->notified)
-            notify(o, x, "resolved", now_ms);
-        if (x->notified && x->severity[0]) {
-            /* an escalation raised the severity, so its groups hold it under both: the one
-             * notified before the escalation is told too */
-            struct alert before = *x;
-            before.severity[0] = '\0';
-            notify(o, &before, "resolved", now_ms);
-        }
+            notify_both(o, x, "resolved", now_ms);
         a->transitions_total++;
         flap_note(a, x->id, now_ms);
         incidents_resolve(a->incidents, x->id, now_ms);
@@ -1074,14 +1083,10 @@ static const struct alert_rule *rule_of_id(struct alert_engine *a, const char *n
 static void note_as_sent(struct pending_out *o, int64_t *notified_ms, const struct alert *x,
                          int64_t at)
 {
-    notify(o, x, "firing", at);
-    notified_ms[o->nnotes - 1] = at;
-    if (x->severity[0]) {
-        struct alert before = *x;
-        before.severity[0] = '\0';
-        notify(o, &before, "firing", at);
-        notified_ms[o->nnotes - 1] = at;
-    }
+    size_t first = o->nnotes;
+    notify_both(o, x, "firing", at);
+    for (size_t i = first; i < o->nnotes; i++)
+        notified_ms[i] = at;
 }
 
 /* Hands the notifier the notified alerts restore() took up (o's notes, notified_ms[i] when

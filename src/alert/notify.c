@@ -81,9 +81,10 @@ static const char WHY_QUEUE_FULL[] = "the notification queue is full (" QUEUE_MA
                                      " waiting): alerts change faster than they are routed";
 static const char WHY_NO_RECEIVER[] =
     "no receiver is configured: add alerting.receivers and alerting.route to the config file";
-static const char WHY_INVALID[] = "invalid alert: it needs an id, status firing or resolved, "
-                                  "labels and annotations that are objects of text values, and "
-                                  "a receiver, when it names one, of 1 to 128 bytes";
+static const char WHY_INVALID[] =
+    "invalid alert: it needs an id, status firing, resolved or muted, "
+    "labels and annotations that are objects of text values, and "
+    "a receiver, when it names one, of 1 to 128 bytes";
 static const char WHY_RECEIVER_BUSY[] = "the receiver's queue is full (" RECEIVER_QUEUE_MAX_TEXT
                                         " notifications waiting): it is too slow or down";
 static const char WHY_STOPPED[] = "opsdb stopped before this notification could be delivered";
@@ -296,8 +297,8 @@ static struct nalert *nalert_new(const struct notify_alert *a)
         return NULL;
     if (a->receiver && (!*a->receiver || !text_ok(a->receiver, NAME_MAX_BYTES)))
         return NULL;
-    bool firing = strcmp(a->status, "firing") == 0;
-    if (!firing && strcmp(a->status, "resolved") != 0)
+    bool firing = strcmp(a->status, "firing") == 0, muted = strcmp(a->status, "muted") == 0;
+    if (!firing && !muted && strcmp(a->status, "resolved") != 0)
         return NULL;
     json_t *labels = text_object_copy(a->labels);
     json_t *annotations = text_object_copy(a->annotations);
@@ -312,6 +313,7 @@ static struct nalert *nalert_new(const struct notify_alert *a)
     c->incident = a->incident_id && *a->incident_id ? xstrdup(a->incident_id) : NULL;
     c->receiver = a->receiver ? xstrdup(a->receiver) : NULL;
     c->firing = firing;
+    c->muted = muted;
     c->labels = labels;
     c->annotations = annotations;
     c->value = a->value;
@@ -1358,8 +1360,8 @@ static void dispatch(struct notifier *n, struct nalert *a, int64_t now)
         router_restore(n->router, a, now, restored_sent_at, n);
     else if (a->receiver)
         dispatch_escalation(n, a, now);
-    else if (router_add(n->router, a, now))
-        return;
+    else if (router_add(n->router, a, now) || a->muted)
+        return; /* a withdrawal no route takes has nothing to withdraw */
     else if (n->trace)
         trace_alert(n, a, "notify dropped", now, NULL, NULL, NULL, WHY_NO_RECEIVER);
     else

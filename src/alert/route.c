@@ -423,6 +423,11 @@ static bool group_file(struct group *g, struct nalert *a)
 static void group_add(struct group *g, struct nalert *a)
 {
     bool is_new = !map_get(&g->index, a->id);
+    if (a->muted) {
+        if (!is_new)
+            group_file(g, a); /* left out of what the next flush sends, then let go */
+        return;
+    }
     bool changed = group_file(g, a);
     if (is_new && !a->firing) {
         idset_add(&g->sent_firing, id_hash(a));
@@ -496,6 +501,8 @@ static void group_flush(struct router *r, struct group *g, int64_t now)
     size_t nlist = 0;
     for (size_t i = 0; i < g->nalerts; i++) {
         struct nalert *a = g->alerts[i];
+        if (a->muted)
+            continue;
         struct idset *set = a->firing ? &firing : &resolved;
         set->v[set->n++] = id_hash(a);
         if (a->firing || send_resolved)
@@ -523,7 +530,7 @@ static void group_flush(struct router *r, struct group *g, int64_t now)
     idset_release(&firing);
     idset_release(&resolved);
     free(list);
-    /* resolved alerts have had their one notification */
+    /* resolved alerts have had their one notification; muted ones leave unsent */
     size_t kept = 0;
     for (size_t i = 0; i < g->nalerts; i++) {
         if (g->alerts[i]->firing)

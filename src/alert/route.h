@@ -67,6 +67,7 @@ struct nalert {
     char *id, *incident;
     char *receiver; /* an escalation step's receiver; NULL: routed */
     bool firing;
+    bool muted; /* withdrawn (notify_alert status "muted"): leaves its groups unsent */
     json_t *labels, *annotations;
     double value; /* the value of the transition (a replay shows it) */
     int64_t starts_ms, ends_ms;
@@ -155,7 +156,9 @@ struct router *router_new(const struct route *root, const bool *send_resolved, s
 /* Frees the groups and what they hold; NULL is a no-op. */
 void router_free(struct router **r);
 /* Files the routed (not escalation) state change a, at now_ms, in the groups of the routes that
- * take it (each takes a reference). False when no route takes it: the caller drops it. */
+ * take it (each takes a reference). False when no route takes it: the caller drops it. A muted
+ * a takes the alert out of the groups that carry it, at their next flush, without a send (as
+ * Alertmanager leaves muted alerts out of its notifications). */
 bool router_add(struct router *r, struct nalert *a, int64_t now_ms);
 /* Files the firing alert a as what a previous run already sent (after a restart): in each group
  * of the routes that take it, as carried by the group's last notification, which went out at

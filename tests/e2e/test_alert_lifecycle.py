@@ -512,6 +512,52 @@ def test_a_bad_maintenance_window_names_its_line_and_serve_refuses(server_factor
     assert not failures, failures
 
 
+def test_a_silenced_notified_alert_is_withdrawn_from_its_group(server_factory, tmp_path,
+                                                                webhook):
+    """An alert notified, then silenced, leaves its group's notifications: no repeats while
+    silenced, notified again when the silence ends, and no resolution while silenced (as
+    Alertmanager leaves muted alerts out)."""
+    url, rec = webhook
+    rule = cpu_rule("MuteCpu", "mute_cpu", agg="min", window="60s")
+    extra = (f'  receivers: [{{name: A, webhook: {{url: "{url}/a"}}}}]\n'
+             "  route: {receiver: A, group_by: ['...'], group_wait: 0s, group_interval: 100ms, "
+             "repeat_interval: 1s}\n")
+    srv = start(server_factory, tmp_path, [rule], extra=extra)
+    put(srv, point("mu", "mute_cpu", 95))
+    assert wait_until(lambda: len(hook_alerts(rec, "/a", "mu", "firing")) >= 2, timeout=5), \
+        "repeats every second while firing"
+    r = srv.post("/api/v1/silences", json={"matchers": "host=mu", "duration": "1h",
+                                           "created_by": "ann", "comment": "quiet"})
+    assert r.status_code == 200, r.text
+    sid = r.json()["id"]
+    wait_rows(srv, "MuteCpu", "mu", ["firing", "suppressed"], timeout=3)
+    time.sleep(0.5)  # a repeat already queued may still arrive
+    n = len(hook_alerts(rec, "/a", "mu"))
+    time.sleep(2.5)  # two repeat intervals and more
+    assert len(hook_alerts(rec, "/a", "mu")) == n, "repeats went on under the silence"
+
+    # the silence ends: notified again
+    r = srv.request("DELETE", f"/api/v1/silences/{sid}")
+    assert r.status_code == 200, r.text
+    rows = wait_rows(srv, "MuteCpu", "mu", ["firing", "suppressed", "firing"], timeout=3)
+    assert rows[2]["notified"] == 1
+    assert wait_until(lambda: len(hook_alerts(rec, "/a", "mu")) > n, timeout=3)
+
+    # silenced again, then resolved: no resolution is sent
+    r = srv.post("/api/v1/silences", json={"matchers": "host=mu", "duration": "1h",
+                                           "created_by": "ann", "comment": "again"})
+    assert r.status_code == 200, r.text
+    wait_rows(srv, "MuteCpu", "mu", ["firing", "suppressed", "firing", "suppressed"], timeout=3)
+    time.sleep(0.5)
+    n = len(hook_alerts(rec, "/a", "mu"))
+    put(srv, point("mu", "mute_cpu", 10))
+    wait_rows(srv, "MuteCpu", "mu", ["firing", "suppressed", "firing", "suppressed", "resolved"],
+              timeout=3)
+    time.sleep(1.5)
+    assert hook_alerts(rec, "/a", "mu", "resolved") == []
+    assert len(hook_alerts(rec, "/a", "mu")) == n
+
+
 def test_a_reload_reads_the_maintenance_windows_again_and_keeps_the_silences(
         server_factory, tmp_path, webhook):
     url, rec = webhook
@@ -1211,7 +1257,8 @@ def replay(host, values, t0, t_from, t_to, suppressions=(), steps=()):
                 changed = True
             if changed:
                 suppressed = why is not None
-                if suppressed:
+                if suppressed:  # withdrawn: no resolution while suppressed
+                    notified = False
                     rows.append((t, "suppressed", value, f"{summary} - {why}", None))
                 else:
                     notified = True

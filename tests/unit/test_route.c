@@ -2,8 +2,9 @@
  * The router (src/alert/route.c) on a clock the test sets: which notifications are due when, with
  * which alerts and of which kind — group_wait gathering alerts into one notification,
  * group_interval for changes, repeat_interval while nothing changes, resolutions, routes with
- * continue, and alerts taken up from a previous run (router_restore) that repeat on the old
- * schedule and resolve in their group without a first notification again.
+ * continue, alerts taken up from a previous run (router_restore) that repeat on the old
+ * schedule and resolve in their group without a first notification again, and muted alerts
+ * leaving their groups unsent.
  */
 #include "unit.h"
 
@@ -237,9 +238,56 @@ static void routes_with_continue(void **state)
     route_release(&rt);
 }
 
+/* Withdraws alert id (notify_alert status "muted"). */
+static void mute(struct router *r, const char *id, const char *host, int64_t now)
+{
+    struct nalert *m = alert(id, "Cpu", host, false);
+    m->muted = true;
+    router_add(r, m, now);
+    nalert_unref(m);
+}
+
+/* A muted alert leaves the group's notifications: the repeat carries only the other one, a
+ * group left with none repeats no more, and the alert firing again is new to the group. */
+static void muted_alerts_leave_their_groups(void **state)
+{
+    (void)state;
+    struct route rt;
+    root_route(&rt);
+    bool send_resolved = false;
+    struct router *r = router_new(&rt, &send_resolved, 1, on_send, NULL);
+    post(r, "a2", "Cpu", "h2", true, 1000);
+    post(r, "a1", "Cpu", "h1", true, 1000);
+    run_until(r, 31000);
+    assert_send(0, SEND_FIRST, 31000, 2);
+    mute(r, "a2", "h2", 40000);
+    run_until(r, 31000 + 3600000);
+    assert_int_equal(nsends, 2);
+    assert_send(1, SEND_REPEAT, 31000 + 3600000, 1);
+    assert_string_equal(sends[1].ids[0], "a1");
+    /* a1 muted too: nothing is sent, and the group goes */
+    mute(r, "a1", "h1", 31000 + 3600000 + 1000);
+    run_until(r, 31000 + 3 * 3600000);
+    assert_int_equal(nsends, 2);
+    assert_int_equal(router_next_due(r), INT64_MAX);
+    /* unmuted: fires anew, a first notification after group_wait */
+    int64_t t = 31000 + 3 * 3600000 + 5000;
+    post(r, "a1", "Cpu", "h1", true, t);
+    run_until(r, t + 30000);
+    assert_int_equal(nsends, 3);
+    assert_send(2, SEND_FIRST, t + 30000, 1);
+    /* a withdrawal of an alert no group carries changes nothing */
+    mute(r, "a9", "h9", t + 31000);
+    run_until(r, t + 31000 + 300000);
+    assert_int_equal(nsends, 3);
+    router_free(&r);
+    route_release(&rt);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(muted_alerts_leave_their_groups, setup),
         cmocka_unit_test_setup(wait_interval_repeat_resolve, setup),
         cmocka_unit_test_setup(without_send_resolved, setup),
         cmocka_unit_test_setup(restored_alerts, setup),
