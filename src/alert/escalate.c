@@ -2,7 +2,7 @@
  * Escalation policies, read from the config (escalate.h).
  */
 #include "alert/escalate.h"
-#include "alert/ydoc.h"
+#include "core/ydoc.h"
 #include "query/query.h"
 
 #include <stdio.h>

@@ -21,7 +21,7 @@
  */
 #include "alert/alert_int.h"
 #include "alert/route.h"
-#include "alert/ydoc.h"
+#include "core/ydoc.h"
 #include "ingest/ingest.h"
 
 #include <curl/curl.h>

@@ -6,7 +6,7 @@
  * that ran before. What a rule means is documented in docs/alerts.md.
  */
 #include "alert/alert.h"
-#include "alert/ydoc.h"
+#include "core/ydoc.h"
 #include "query/query.h"
 
 #include <ctype.h>

@@ -9,7 +9,7 @@
  * test gives the same answer on any day.
  */
 #include "alert/alert.h"
-#include "alert/ydoc.h"
+#include "core/ydoc.h"
 #include "ingest/ingest.h"
 #include "store/store.h"
 

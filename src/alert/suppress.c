@@ -15,7 +15,7 @@
  *        to: "04:00"}                 # weekly, UTC; to before from crosses midnight
  */
 #include "alert/suppress.h"
-#include "alert/ydoc.h"
+#include "core/ydoc.h"
 #include "query/query.h"
 
 #include <errno.h>

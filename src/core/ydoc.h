@@ -1,10 +1,10 @@
 /*
- * Private to alert/: a YAML document read whole (libyaml's document API), and messages that
- * name the file and line of the node at fault — what the rule files and the `alerting:` section
+ * A YAML document read whole (libyaml's document API), and messages that name the file and line
+ * of the node at fault — what alert rule files, the `alerting:` section and the job definitions
  * of the config are read with.
  */
-#ifndef OPSDB_ALERT_YDOC_H
-#define OPSDB_ALERT_YDOC_H
+#ifndef OPSDB_CORE_YDOC_H
+#define OPSDB_CORE_YDOC_H
 
 #include "core/core.h"
 

@@ -1,7 +1,7 @@
 /*
- * YAML documents for alert/ (ydoc.h): loading, node access, and messages with file and line.
+ * YAML documents (ydoc.h): loading, node access, and messages with file and line.
  */
-#include "alert/ydoc.h"
+#include "core/ydoc.h"
 
 #include <errno.h>
 #include <stdarg.h>
