@@ -14,6 +14,9 @@
  * exactly the rows of [S, E]. Samples on the 10 s grid are taken at S < t <= E, events at
  * S <= t < E. The few math functions needed are implemented here so that neither libm nor its
  * version changes a byte. C11 and libc only.
+ *
+ * --incidents FILE also lists the incidents injected into the window (with their kind, target
+ * and times), for benchmarks that score what an alert caught; it changes no byte of the data.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -70,6 +73,8 @@ struct options {
     long long limit;
     const char *out_dir;
     long long batch;
+    double api_rate;            /* api_usage requests per second before the load cycle */
+    const char *incidents_path; /* --incidents: where to list the injected incidents */
 };
 
 /* ---------------------------------------------------------------- random numbers and math */
@@ -355,14 +360,23 @@ static int worker_host(int index, int hosts)
     return (k / 5) * 20 + 15 + k % 5;
 }
 
-/* Per (service, hour): 3% of hours hold a 12-minute incident (5xx, slow, error bursts). */
-static int service_incident(uint64_t seed, int service, long long t_s)
+#define SERVICE_INCIDENT_S (12 * 60)
+
+/* Per (service, hour): 3% of hours hold a 12-minute incident (5xx, slow, error bursts).
+ * Returns 1 and its start (epoch seconds) when the hour holds one. */
+static int service_incident_start(uint64_t seed, int service, long long hour, long long *start)
 {
-    long long hour = floor_div(t_s, 3600);
     struct rng r = rng_for(seed, T_SVCINC, (uint64_t)service, (uint64_t)hour);
     if (rng_unit(&r) >= 0.03) return 0;
-    long long start = hour * 3600 + rng_range(&r, 0, 47) * 60;
-    return t_s >= start && t_s < start + 12 * 60;
+    *start = hour * 3600 + rng_range(&r, 0, 47) * 60;
+    return 1;
+}
+
+static int service_incident(uint64_t seed, int service, long long t_s)
+{
+    long long start;
+    if (!service_incident_start(seed, service, floor_div(t_s, 3600), &start)) return 0;
+    return t_s >= start && t_s < start + SERVICE_INCIDENT_S;
 }
 
 /* ---------------------------------------------------------------- system_metrics */
@@ -424,14 +438,23 @@ static struct host_profile host_profile_of(uint64_t seed, int host)
     return p;
 }
 
-/* Per (host, hour): 2% of hours hold a 10-minute CPU saturation. */
-static int host_incident(uint64_t seed, int host, long long t_s)
+#define HOST_INCIDENT_S (10 * 60)
+
+/* Per (host, hour): 2% of hours hold a 10-minute CPU saturation. Returns 1 and its start
+ * (epoch seconds) when the hour holds one. */
+static int host_incident_start(uint64_t seed, int host, long long hour, long long *start)
 {
-    long long hour = floor_div(t_s, 3600);
     struct rng r = rng_for(seed, T_HOSTINC, (uint64_t)host, (uint64_t)hour);
     if (rng_unit(&r) >= 0.02) return 0;
-    long long start = hour * 3600 + rng_range(&r, 0, 49) * 60;
-    return t_s >= start && t_s < start + 10 * 60;
+    *start = hour * 3600 + rng_range(&r, 0, 49) * 60;
+    return 1;
+}
+
+static int host_incident(uint64_t seed, int host, long long t_s)
+{
+    long long start;
+    if (!host_incident_start(seed, host, floor_div(t_s, 3600), &start)) return 0;
+    return t_s >= start && t_s < start + HOST_INCIDENT_S;
 }
 
 static double frac_of(long long t, long long period)
@@ -663,7 +686,7 @@ static int gen_api(const struct options *o, struct out *out)
     long long start_s = o->start_s;
     for (long long s = start_s; s < o->end_s; s++) {
         struct rng r = rng_for(o->seed, T_API, (uint64_t)s, 0);
-        int n = poisson(&r, 50 * diurnal(s));
+        int n = poisson(&r, o->api_rate * diurnal(s));
         if (n > 1000) n = 1000;
         for (int i = 0; i < n; i++)
             offsets[i] = rng_range(&r, 0, 999);
@@ -1223,15 +1246,27 @@ static struct handler_profile handler_profile_of(const struct options *o, int i)
     return p;
 }
 
-/* Per (handler, hour): 4% of hours build a backlog that peaks after 10 minutes. */
-static double handler_backlog(const struct options *o, int i, long long t_s)
+#define BACKLOG_S (20 * 60)
+
+/* Per (handler, hour): 4% of hours build a backlog that peaks after 10 minutes. Returns 1, its
+ * start (epoch seconds) and its peak queue depth when the hour holds one. */
+static int handler_backlog_start(const struct options *o, int i, long long hour, long long *start,
+                                 double *peak)
 {
-    long long hour = floor_div(t_s, 3600);
     struct rng r = rng_for(o->seed, T_HANDLERPROF, (uint64_t)i + 1000, (uint64_t)hour);
     if (rng_unit(&r) >= 0.04) return 0;
-    long long start = hour * 3600 + rng_range(&r, 0, 39) * 60, into = t_s - start;
-    if (into < 0 || into >= 20 * 60) return 0;
-    double peak = 2000 + 20000 * rng_unit(&r);
+    *start = hour * 3600 + rng_range(&r, 0, 39) * 60;
+    *peak = 2000 + 20000 * rng_unit(&r);
+    return 1;
+}
+
+static double handler_backlog(const struct options *o, int i, long long t_s)
+{
+    long long start;
+    double peak;
+    if (!handler_backlog_start(o, i, floor_div(t_s, 3600), &start, &peak)) return 0;
+    long long into = t_s - start;
+    if (into < 0 || into >= BACKLOG_S) return 0;
     return into < 600 ? peak * (double)into / 600 : peak * (double)(1200 - into) / 600;
 }
 
@@ -1298,6 +1333,141 @@ out:
     return 0;
 }
 
+/* ---------------------------------------------------------------- incident list */
+
+/* --incidents FILE: the incidents the generator injects into the window, one NDJSON object per
+ * line, so that a benchmark can tell an alert that caught one from noise (bench/alert_quality.py).
+ * Writing it draws from generators of its own: the data written is the same with or without it.
+ * Times are epoch milliseconds, [start, end); every incident overlapping the window is listed. */
+
+static void incident_line(FILE *fp, const char *kind, long long start_s, long long end_s,
+                          const char *fields)
+{
+    fprintf(fp, "{\"kind\":\"%s\",\"start\":%lld,\"end\":%lld,%s}\n", kind, start_s * 1000,
+            end_s * 1000, fields);
+}
+
+/* Expected memory use of a host at t (gen's host_sample without its noise). */
+static double memory_expected(const struct options *o, int host, long long t_s)
+{
+    struct host_profile p = host_profile_of(o->seed, host);
+    const char *comp = host_component(host);
+    double cycle = comp[0] == 'b' ? 2.0 - diurnal(t_s) : diurnal(t_s);
+    double busy =
+        host_incident(o->seed, host, t_s) ? 0.93 : clamp(p.cpu_base * cycle, 0.005, 0.995);
+    double leak = p.leaks ? 20 * frac_of(t_s + p.phase_s, 3 * DAY_S) : 0;
+    return p.mem_base_pct + 8 * busy + leak;
+}
+
+static void incidents_hosts(const struct options *o, FILE *fp)
+{
+    char fields[256], host[32];
+    long long h0 = floor_div(o->start_s - HOST_INCIDENT_S, 3600), h1 = floor_div(o->end_s, 3600);
+    for (int h = o->host_offset; h < o->host_offset + o->hosts; h++) {
+        host_name(h, host, sizeof(host));
+        snprintf(fields, sizeof(fields), "\"host\":\"%s\",\"component\":\"%s\"", host,
+                 host_component(h));
+        for (long long hour = h0; hour <= h1; hour++) {
+            long long st;
+            if (host_incident_start(o->seed, h, hour, &st) && st + HOST_INCIDENT_S > o->start_s &&
+                st < o->end_s)
+                incident_line(fp, "host_cpu", st, st + HOST_INCIDENT_S, fields);
+        }
+        /* a leaking host is under memory pressure while its expected use is above 90% */
+        if (!host_profile_of(o->seed, h).leaks) continue;
+        long long from = -1, t = floor_div(o->start_s, 60) * 60;
+        for (; t < o->end_s + 60; t += 60) {
+            int high = t < o->end_s && memory_expected(o, h, t) > 90;
+            if (high && from < 0) from = t;
+            if (!high && from >= 0) {
+                incident_line(fp, "host_memory", from, t, fields);
+                from = -1;
+            }
+        }
+    }
+}
+
+static void incidents_services(const struct options *o, FILE *fp)
+{
+    char fields[1024];
+    long long h0 = floor_div(o->start_s - SERVICE_INCIDENT_S, 3600);
+    long long h1 = floor_div(o->end_s, 3600);
+    for (int v = 0; v < SERVICE_COUNT; v++) {
+        /* the error types of the service, whose events burst during its incidents */
+        size_t len = (size_t)snprintf(fields, sizeof(fields),
+                                      "\"service\":\"%s\",\"error_types\":[", services[v]);
+        for (int i = 0, first = 1; i < TEMPLATE_COUNT; i++) {
+            if (templates[i].service != v) continue;
+            len += (size_t)snprintf(fields + len, sizeof(fields) - len, "%s\"%s\"",
+                                    first ? "" : ",", templates[i].error_type);
+            first = 0;
+        }
+        snprintf(fields + len, sizeof(fields) - len, "]");
+        for (long long hour = h0; hour <= h1; hour++) {
+            long long st;
+            if (service_incident_start(o->seed, v, hour, &st) &&
+                st + SERVICE_INCIDENT_S > o->start_s && st < o->end_s)
+                incident_line(fp, "api_service", st, st + SERVICE_INCIDENT_S, fields);
+        }
+    }
+}
+
+static void incidents_handlers(const struct options *o, FILE *fp)
+{
+    char fields[256], host[32];
+    long long h0 = floor_div(o->start_s - BACKLOG_S, 3600), h1 = floor_div(o->end_s, 3600);
+    for (int i = 0; i < HANDLER_COUNT; i++) {
+        host_name(handler_profile_of(o, i).host, host, sizeof(host));
+        for (long long hour = h0; hour <= h1; hour++) {
+            long long st;
+            double peak;
+            if (!handler_backlog_start(o, i, hour, &st, &peak) || st + BACKLOG_S <= o->start_s ||
+                st >= o->end_s)
+                continue;
+            snprintf(fields, sizeof(fields),
+                     "\"handler\":\"%s\",\"component\":\"%s\",\"host\":\"%s\",\"peak\":%.0f",
+                     handlers[i], handler_component(i), host, peak);
+            incident_line(fp, "handler_backlog", st, st + BACKLOG_S, fields);
+        }
+    }
+}
+
+/* A failed stage fails its run; the pipeline stays failed until the next run (15 minutes). */
+static void incidents_pipelines(const struct options *o, FILE *fp)
+{
+    struct pipe_row rows[16];
+    char fields[256];
+    long long k0 = floor_div(o->start_s, PIPELINE_PERIOD_S) - 1;
+    long long k1 = floor_div(o->end_s - 1, PIPELINE_PERIOD_S);
+    for (long long k = k0; k <= k1; k++)
+        for (int p = 0; p < PIPELINE_COUNT; p++) {
+            int n = 0;
+            pipeline_run(o, p, k, rows, &n);
+            for (int i = 0; i < n; i++) {
+                long long ts_s = floor_div(rows[i].ts_ms, 1000);
+                if (rows[i].status != S_FAILED || ts_s < o->start_s || ts_s >= o->end_s) continue;
+                int y, mo, d, h, mi;
+                civil_from_epoch(k * PIPELINE_PERIOD_S, &y, &mo, &d, &h, &mi);
+                snprintf(fields, sizeof(fields),
+                         "\"pipeline\":\"%s\",\"run_id\":\"%s-%04d%02d%02dT%02d%02d\","
+                         "\"stage\":\"%s\"",
+                         pipelines[p], pipelines[p], y, mo, d, h, mi, stages[rows[i].stage]);
+                incident_line(fp, "pipeline_failed", ts_s, ts_s + PIPELINE_PERIOD_S, fields);
+            }
+        }
+}
+
+static void write_incidents(const struct options *o)
+{
+    FILE *fp = fopen(o->incidents_path, "w");
+    if (!fp) die("cannot create %s: %s", o->incidents_path, strerror(errno));
+    incidents_hosts(o, fp);
+    incidents_services(o, fp);
+    incidents_handlers(o, fp);
+    incidents_pipelines(o, fp);
+    if (fclose(fp) != 0) die("cannot write %s: %s", o->incidents_path, strerror(errno));
+}
+
 /* ---------------------------------------------------------------- main */
 
 static void usage(FILE *fp)
@@ -1318,7 +1488,13 @@ static void usage(FILE *fp)
           "  --limit N        stop after N rows (ndjson) or N points (lp, whole lines only)\n"
           "  --out-dir DIR    write files DIR/<table>-NNNNNN.<ext> of --batch lines each and\n"
           "                   print one summary line per table instead of the data\n"
-          "  --batch N        lines per file with --out-dir (default 10000)\n",
+          "  --batch N        lines per file with --out-dir (default 10000)\n"
+          "  --api-rate R     api_usage requests per second before the daily and weekly cycle,\n"
+          "                   0.01..100 (default 50)\n"
+          "  --incidents FILE also list the incidents injected into the window (CPU\n"
+          "                   saturations, memory leaks above 90%, service incidents, handler\n"
+          "                   backlogs, failed pipeline runs) in FILE, one JSON object a line;\n"
+          "                   the data written does not change\n",
           fp);
 }
 
@@ -1334,7 +1510,8 @@ static long long parse_ll(const char *name, const char *s, long long lo, long lo
 
 static void parse_args(int argc, char **argv, struct options *o)
 {
-    *o = (struct options){7, -1, -1, 100, 0, 20, 1, T_SYSTEM, FMT_NDJSON, -1, NULL, 10000};
+    *o = (struct options){7, -1, -1, 100, 0, 20, 1, T_SYSTEM, FMT_NDJSON, -1, NULL, 10000,
+                          50.0, NULL};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -1369,6 +1546,14 @@ static void parse_args(int argc, char **argv, struct options *o)
             o->batch = parse_ll(a, v, 1, INT64_MAX);
         else if (!strcmp(a, "--out-dir"))
             o->out_dir = v;
+        else if (!strcmp(a, "--incidents"))
+            o->incidents_path = v;
+        else if (!strcmp(a, "--api-rate")) {
+            char *end;
+            o->api_rate = strtod(v, &end);
+            if (end == v || *end || !(o->api_rate >= 0.01 && o->api_rate <= 100))
+                die("--api-rate %s is not a number in 0.01..100", v);
+        }
         else if (!strcmp(a, "--format")) {
             if (!strcmp(v, "lp"))
                 o->format = FMT_LP;
@@ -1408,6 +1593,7 @@ int main(int argc, char **argv)
     if (o.out_dir && mkdir(o.out_dir, 0777) != 0 && errno != EEXIST)
         die("cannot create %s: %s", o.out_dir, strerror(errno));
     if (!o.out_dir) setvbuf(stdout, NULL, _IOFBF, 1 << 20);
+    if (o.incidents_path) write_incidents(&o);
     for (int t = 0; t < T_COUNT; t++) {
         if (o.table != -1 && o.table != t) continue;
         struct out out = {
