@@ -70,7 +70,7 @@ static const char default_rules[] =
     "      - alert: ApiHigh5xxRate\n"
     "        sql: >\n"
     "          SELECT service, endpoint, rate_5xx AS value\n"
-    "          FROM api_performance WHERE requests >= 20\n"
+    "          FROM api_performance WHERE requests >= 20 AND requests * rate_5xx >= 10\n"
     "        window: 5m\n"
     "        op: \">\"\n"
     "        threshold: 0.05\n"
