@@ -22,7 +22,8 @@ service), short queue spikes, and maintenance (one-off windows on a host, a week
 batch hosts) declared in the config, during which the hosts go quiet and busy.
 
 Replay. A fresh database is loaded with `opsdb ingest`, then `opsdb alerts backtest` replays the
-default rules (`opsdb alerts defaults`) with the config's maintenance windows over the scored
+default rules (`opsdb alerts defaults`) with the config's maintenance windows and a receiver
+with a route (group_wait 30s; the replay routes and groups, delivers nothing) over the scored
 days, split into JOBS segments run side by side; each segment starts LEAD (1 h) early and keeps
 only what happens after its start, so an alert's `for`, window and state have settled.
 
@@ -482,7 +483,10 @@ def backtest(args, tmp, db, rules, config, segments):
             sys.exit("alert_quality: backtest failed: " +
                      open(os.path.join(tmp, f"backtest-{k}.err")).read()[-2000:])
         with open(os.path.join(tmp, f"backtest-{k}.csv")) as f:
+            labels_at = 5
             for row in csv.reader(f):
+                if row and row[0] == "time":
+                    labels_at = row.index("labels")  # the columns by name, not position
                 if not row or row[0] == "time":
                     continue
                 if row[0] == "rule" and row[1] == "fired":
@@ -490,7 +494,7 @@ def backtest(args, tmp, db, rules, config, segments):
                 ts = int(datetime.datetime.strptime(row[0], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
                     tzinfo=datetime.timezone.utc).timestamp() * 1000)
                 if lo <= ts < hi:
-                    events.append((ts, row[1], row[2], row[3], row[5]))
+                    events.append((ts, row[1], row[2], row[3], row[labels_at]))
     events.sort(key=lambda e: e[0])
     return events
 
@@ -683,7 +687,15 @@ def main():
         with open(rules, "w") as f:
             subprocess.run([args.opsdb, "alerts", "defaults"], check=True, stdout=f)
         with open(config, "w") as f:
-            f.write("alerting:\n  maintenance:\n")
+            # a receiver and a route as a team would set them: the replay routes and groups the
+            # notifications (nothing is delivered), so an alert resolved within group_wait is
+            # not notified, as with the live notifier
+            f.write("alerting:\n"
+                    "  receivers: [{name: oncall, webhook: {url: \"http://127.0.0.1:9/hook\"}}]\n"
+                    "  route: {receiver: oncall, group_by: [alertname, host, service, endpoint,"
+                    " pipeline, handler], group_wait: 30s, group_interval: 5m,"
+                    " repeat_interval: 4h}\n"
+                    "  maintenance:\n")
             for m in maint:
                 f.write("    - " + json.dumps(m) + "\n")
         t0 = time.monotonic()

@@ -127,6 +127,24 @@ static const struct command commands[] = {
      "  --server  the server's address (default: the configured listen address)\n"
      "Rule syntax: docs/alerts.md.\n",
      cmd_alerts},
+    {"jobs", "list, run, pause and resume a server's scheduled jobs; ping as an external job",
+     "usage: opsdb jobs list [--format table|json|csv] [--server URL]\n"
+     "       opsdb jobs run|pause|resume NAME [--server URL]\n"
+     "       opsdb jobs history NAME [--limit 20] [--server URL]\n"
+     "       opsdb jobs ping NAME --start|--success|--fail [--exit-code N] [--run-id ID]\n"
+     "                          [--body-file FILE|-] [--server URL]\n\n"
+     "  list     every job: kind (builtin, command, external), schedule, status (ok, running,\n"
+     "           failed, missed, paused, never), next and last run, failures in a row\n"
+     "  run      starts a builtin or command job now (409 while it runs and its overlap is skip)\n"
+     "  pause    no runs and no missed pings until resume\n"
+     "  history  the job's last runs (job_runs): start, end, status, exit code, output\n"
+     "  ping     reports for an external job, as a cron line would to Healthchecks:\n"
+     "           --start when it begins, --success or --fail when it ends; --run-id pairs\n"
+     "           the two of one run; --body-file sends its log tail (the last 1 MiB; '-' is\n"
+     "           stdin); a name not yet known creates the job (jobs.auto_create)\n"
+     "  --server  the server's address (default: the configured listen address)\n"
+     "Jobs, schedules and the jobs.definitions syntax: docs/jobs.md.\n",
+     cmd_jobs},
     {"compact", "compact old metric chunks and compress event partitions now",
      "usage: opsdb compact [--older-than DURATION] [--quiet]\n\n"
      "Rewrites each past UTC day of system_metrics whose samples are all older than\n"

@@ -193,7 +193,7 @@ static const char default_rules[] =
     "      - alert: JobFailed\n"
     "        sql: >\n"
     "          SELECT name AS job, consecutive_failures AS value\n"
-    "          FROM job_status WHERE status = 'failed'\n"
+    "          FROM job_status WHERE status = 'failed' AND consecutive_failures >= alert_after\n"
     "        labels: {severity: warning, team: operations}\n"
     "        annotations:\n"
     "          summary: \"job {{ $labels.job }} failed {{ $value }} times in a row\"\n"

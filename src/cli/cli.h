@@ -49,6 +49,11 @@ void cli_write(const struct buf *b);
 struct store_result;
 /* Writes a result to stdout as a table, JSON or CSV (an enum query_format). */
 void cli_write_result(const struct store_result *res, int format);
+/* One request to a running server (server: host:port or a URL; body may be NULL; content_type
+ * NULL: JSON). The answer's body goes to answer (when not NULL) or is printed; no answer or a
+ * non-2xx one is a message on stderr and exit status 1 (returned). */
+int cli_http_call(const char *server, const char *method, const char *path, const char *body,
+                  size_t body_len, const char *content_type, struct buf *answer);
 
 int cmd_init(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
@@ -60,6 +65,7 @@ int cmd_retention(int argc, char **argv);
 int cmd_compact(int argc, char **argv);
 int cmd_archive(int argc, char **argv);
 int cmd_alerts(int argc, char **argv);
+int cmd_jobs(int argc, char **argv);
 int cmd_partitions(int argc, char **argv);
 int cmd_schema(int argc, char **argv);
 int cmd_config(int argc, char **argv);

@@ -8,6 +8,7 @@
 #include "cli/cli.h"
 #include "http/http.h"
 #include "ingest/ingest.h"
+#include "jobs/jobs.h"
 #include "query/query.h"
 #include "store/store.h"
 
@@ -25,6 +26,7 @@ struct server {
     struct writer *writer;
     struct query_cache *cache;
     struct alert_engine *alerts;
+    struct jobs *jobs;
     struct http_server *http;
 };
 
@@ -74,8 +76,11 @@ static int server_start(struct server *srv)
     writer_on_commit(srv->writer, alert_engine_on_commit, srv->alerts);
     if (alert_engine_start(srv->alerts, &e) != 0)
         return cli_fail("%s", e.msg);
-    struct http_deps deps = {&srv->cfg,         srv->store, srv->writer,
-                             srv->fingerprints, srv->cache, srv->alerts};
+    if (jobs_new(&srv->jobs, srv->store, srv->writer, &srv->cfg, NULL, 0, &e) != 0 ||
+        jobs_start(srv->jobs, &e) != 0)
+        return cli_fail("%s", e.msg);
+    struct http_deps deps = {&srv->cfg,  srv->store,  srv->writer, srv->fingerprints,
+                             srv->cache, srv->alerts, srv->jobs};
     if (http_start(&srv->http, &deps, &e) != 0)
         return cli_fail("%s", e.msg);
     return 0;
@@ -84,6 +89,7 @@ static int server_start(struct server *srv)
 static void server_stop(struct server *srv)
 {
     http_stop(&srv->http);           /* no new requests; running ones finish */
+    jobs_free(&srv->jobs);           /* running commands stop; their rows are written */
     alert_engine_free(&srv->alerts); /* its last rows go through the writer */
     writer_free(&srv->writer);       /* commits what is queued */
     query_cache_free(&srv->cache);

@@ -104,6 +104,14 @@ static const struct option options[] = {
     DUR("alerting.interval", alert_interval_ms, "15s", 1000, 86400000.0,
         "how often a rule group is evaluated when it does not say (threshold rules are also "
         "evaluated as their table's rows are committed)"),
+    STR("jobs.timezone", jobs_timezone, "UTC",
+        "time zone of job schedules (a name of /usr/share/zoneinfo, like Europe/Berlin); daylight "
+        "saving changes are handled as cron does (docs/jobs.md)"),
+    CHOICE("jobs.auto_create", jobs_auto_create, "on", "on|off",
+           "a ping for a job name not yet known creates that external job (as Healthchecks' "
+           "auto-provisioning does)"),
+    BYTES("jobs.output_bytes", jobs_output_bytes, "16KiB", 0, 16384,
+          "the last bytes of a run's output (or a ping's body) kept in job_runs.output"),
     STR("storage.archive_dir", storage_archive_dir, "",
         "directory where retention writes each event partition (zstd NDJSON plus a manifest) "
         "before dropping it; empty = dropped without an archive"),
@@ -425,6 +433,8 @@ static int load_node(struct config *c, yaml_document_t *doc, yaml_node_t *n, con
                  strcmp(name, "alerting.dependencies") == 0 ||
                  strcmp(name, "alerting.escalations") == 0)
             rc = 0; /* read by the alert module from config_path (docs/alerts.md) */
+        else if (strcmp(name, "jobs.definitions") == 0)
+            rc = 0; /* read by the jobs module from config_path (docs/jobs.md) */
         else if (v->type == YAML_MAPPING_NODE)
             rc = load_node(c, doc, v, name, e);
         else if (v->type == YAML_SCALAR_NODE)

@@ -25,6 +25,8 @@ enum {
     E_NOTFOUND = -5, /* no such table, view, route, file */
     E_IO = -6,       /* a file or socket outside the database failed */
     E_CORRUPT = -7,  /* stored data is damaged (a chunk that does not decode): 500, no retry */
+    E_CONFLICT = -8, /* the thing is busy in a way the request cannot wait for (a job that
+                        is running): 409 */
 };
 
 struct err {
@@ -330,6 +332,9 @@ struct config {
     char alert_default_rules[8]; /* "on" or "off" */
     int64_t alert_flapping_transitions, alert_flapping_window_ms;
     int64_t alert_correlation_window_ms;
+    char jobs_timezone[128];
+    char jobs_auto_create[8]; /* "on" or "off" */
+    int64_t jobs_output_bytes;
     size_t nfp_rules;
     char fp_regex[CONFIG_MAX_FP_RULES][256];
     char fp_replacement[CONFIG_MAX_FP_RULES][64];

@@ -10,7 +10,7 @@
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Bump together with a migration in store/sqlite_schema.c. */
-#define SCHEMA_VERSION 13
+#define SCHEMA_VERSION 14
 
 static const char *const levels[] = {"debug", "info",     "notice", "warning",
                                      "error", "critical", "fatal",  NULL};
@@ -194,6 +194,8 @@ static const struct column scheduled_jobs_cols[] = {
     INT("last_duration_ms", false, 0, BIG, NULL, "duration of the last run"),
     TS("next_run_at", false, "next scheduled start"),
     INT("consecutive_failures", false, 0, BIG, "0", "failed runs in a row"),
+    INT("alert_after", false, 1, 1000, "1",
+        "failed runs in a row before the default rule JobFailed fires"),
 };
 static const struct table_index scheduled_jobs_idx[] = {
     {"next_run", "next_run_at", "scheduler: the next due job"},

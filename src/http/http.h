@@ -17,10 +17,12 @@ struct http_deps {
     const struct fingerprint_rules *fingerprints;
     struct query_cache *cache;   /* answers of views and series */
     struct alert_engine *alerts; /* NULL: alerting routes answer 404 */
+    struct jobs *jobs;           /* NULL: job routes answer 404 */
 };
 
 struct http_server;
 struct alert_engine;
+struct jobs;
 
 /* Starts listening on cfg->listen with a thread per connection. */
 int http_start(struct http_server **out, const struct http_deps *deps, struct err *e);

@@ -94,5 +94,13 @@ void handle_silences(struct http_server *srv, struct request *req, struct respon
 void handle_incidents(struct http_server *srv, struct request *req, struct response *res);
 void handle_silence_create(struct http_server *srv, struct request *req, struct response *res);
 void handle_silence_expire(struct http_server *srv, struct request *req, struct response *res);
+void handle_jobs(struct http_server *srv, struct request *req, struct response *res);
+void handle_job_history(struct http_server *srv, struct request *req, struct response *res);
+void handle_job_run(struct http_server *srv, struct request *req, struct response *res);
+void handle_job_pause(struct http_server *srv, struct request *req, struct response *res);
+void handle_job_resume(struct http_server *srv, struct request *req, struct response *res);
+void handle_job_start(struct http_server *srv, struct request *req, struct response *res);
+void handle_job_success(struct http_server *srv, struct request *req, struct response *res);
+void handle_job_fail(struct http_server *srv, struct request *req, struct response *res);
 
 #endif

@@ -4,6 +4,7 @@
  */
 #include "alert/alert.h"
 #include "http/http_int.h"
+#include "jobs/jobs.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -170,6 +171,8 @@ void metrics_write(struct http_server *srv, struct buf *out)
                (long long)store_size_bytes(srv->deps.store));
     if (srv->deps.alerts)
         alert_engine_metrics(srv->deps.alerts, out);
+    if (srv->deps.jobs)
+        jobs_metrics(srv->deps.jobs, out);
     if (srv->deps.cache) {
         struct query_cache_stats cs;
         query_cache_get_stats(srv->deps.cache, &cs);

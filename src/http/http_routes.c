@@ -55,6 +55,24 @@ static const struct route routes[] = {
       "silence alerts: {matchers, ends_at or duration, created_by, comment}"},
      handle_silence_create},
     {{"DELETE", "/api/v1/silences/{id}", "writer", "expire a silence now"}, handle_silence_expire},
+    {{"GET", "/api/v1/jobs", "reader", "scheduled jobs with their state, next run and last result"},
+     handle_jobs},
+    {{"GET", "/api/v1/jobs/{name}/history", "reader", "a job's runs, newest first (?limit=20)"},
+     handle_job_history},
+    {{"POST", "/api/v1/jobs/{name}/run", "admin", "start a builtin or command job now"},
+     handle_job_run},
+    {{"POST", "/api/v1/jobs/{name}/pause", "admin", "pause a job: no runs, not missed"},
+     handle_job_pause},
+    {{"POST", "/api/v1/jobs/{name}/resume", "admin", "resume a paused job"}, handle_job_resume},
+    {{"POST", "/api/v1/jobs/{name}/start", "writer",
+      "an external job started (?run_id= pairs it with its end)"},
+     handle_job_start},
+    {{"POST", "/api/v1/jobs/{name}/success", "writer",
+      "an external job succeeded (?exit_code=, ?run_id=; body: its log tail)"},
+     handle_job_success},
+    {{"POST", "/api/v1/jobs/{name}/fail", "writer",
+      "an external job failed (?exit_code=, ?run_id=; body: its log tail)"},
+     handle_job_fail},
 };
 
 #define NROUTES (sizeof routes / sizeof routes[0])
@@ -163,6 +181,8 @@ unsigned status_for(int code)
         return 400;
     case E_NOTFOUND:
         return 404;
+    case E_CONFLICT:
+        return 409;
     case E_LIMIT:
         return 422;
     case E_STORE:

@@ -71,8 +71,7 @@ int jobs_pause(struct jobs *j, const char *name, bool pause, struct err *e);
  * consecutive_failures). */
 void jobs_list_json(struct jobs *j, struct buf *out);
 /* {"job": name, "runs": [...]}: its last limit job_runs rows, newest first (E_NOTFOUND). */
-int jobs_history_json(struct jobs *j, const char *name, int limit, struct buf *out,
-                      struct err *e);
+int jobs_history_json(struct jobs *j, const char *name, int limit, struct buf *out, struct err *e);
 /* Prometheus text lines: opsdb_job_runs_total{job,status}, opsdb_job_consecutive_failures{job},
  * opsdb_job_last_success_timestamp_seconds{job}, opsdb_job_running{job}. */
 void jobs_metrics(struct jobs *j, struct buf *out);

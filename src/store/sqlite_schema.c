@@ -201,22 +201,39 @@ bool sqlite_table_exists(sqlite3 *db, const char *name)
     return found;
 }
 
+/* Adds column (its SQL declaration decl) to table when the table exists without it: a column
+ * the derived step cannot add to a table an older version made. */
+static int add_column_if_missing(sqlite3 *db, const char *table, const char *column,
+                                 const char *decl, struct err *e)
+{
+    if (!sqlite_table_exists(db, table))
+        return 0;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info(?) WHERE name = ?", -1, &st,
+                           NULL) != SQLITE_OK)
+        return err_set(e, E_STORE, "migration: %s", sqlite3_errmsg(db));
+    sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, column, -1, SQLITE_STATIC);
+    bool found = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    if (found)
+        return 0;
+    char sql[300];
+    snprintf(sql, sizeof sql, "ALTER TABLE %s ADD COLUMN %s %s", table, column, decl);
+    return sqlite_exec(db, sql, e);
+}
+
 /* Version 8, before the derived step: a chunk table from before it gets its minutes column (a
  * database older than version 3 has none yet; the derived step creates it whole). */
 static int add_minutes_column(sqlite3 *db, struct err *e)
 {
-    if (!sqlite_table_exists(db, "system_metrics_chunks"))
-        return 0;
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT 1 FROM pragma_table_info('system_metrics_chunks') WHERE name = "
-                           "'minutes'",
-                           -1, &st, NULL) != SQLITE_OK)
-        return err_set(e, E_STORE, "migration: %s", sqlite3_errmsg(db));
-    bool found = sqlite3_step(st) == SQLITE_ROW;
-    sqlite3_finalize(st);
-    return found ? 0
-                 : sqlite_exec(db, "ALTER TABLE system_metrics_chunks ADD COLUMN minutes BLOB", e);
+    return add_column_if_missing(db, "system_metrics_chunks", "minutes", "BLOB", e);
+}
+
+/* Version 14, before the derived step: scheduled_jobs of an older database gets alert_after. */
+static int add_alert_after_column(sqlite3 *db, struct err *e)
+{
+    return add_column_if_missing(db, "scheduled_jobs", "alert_after", "INTEGER DEFAULT 1", e);
 }
 
 static int migrate_samples_to_chunks(sqlite3 *db, struct err *e)
@@ -276,6 +293,10 @@ static const struct migration migrations[] = {
      NULL},
     {12, "the view alert_quality: per rule, relevant and noisy alerts", NULL, false, NULL},
     {13, "incidents: correlated alerts kept across restarts", NULL, false, NULL},
+    {14,
+     "scheduled jobs: alert_after (failed runs in a row before JobFailed fires); job_status "
+     "reads a running job from scheduled_jobs",
+     NULL, false, add_alert_after_column},
 };
 
 static int read_version(sqlite3 *db, int *version, struct err *e)

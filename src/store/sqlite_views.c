@@ -330,9 +330,9 @@ static const char *const views[] = {
     "CREATE VIEW job_status AS "
     "SELECT j.name, j.kind, j.schedule, j.enabled,"
     " CASE WHEN j.enabled = 0 THEN 'paused'"
-    "  WHEN lr.status = 'running' THEN 'running'"
-    "  WHEN j.next_run_at IS NOT NULL AND j.next_run_at + j.grace_s * 1000 < " NOW
-    "   THEN 'missed'"
+    "  WHEN j.last_status = 'running' OR lr.status = 'running' THEN 'running'"
+    "  WHEN j.next_run_at IS NOT NULL AND j.next_run_at + CASE WHEN j.kind = 'external'"
+    "   THEN j.grace_s * 1000 ELSE 300000 END < " NOW " THEN 'missed'"
     "  WHEN lr.status IN ('failed', 'timeout') THEN 'failed'"
     "  WHEN lr.status = 'missed' THEN 'missed'"
     "  WHEN lr.status = 'ok' THEN 'ok'"
@@ -340,7 +340,7 @@ static const char *const views[] = {
     " coalesce(lr.ts, j.last_run_at) AS last_run_at,"
     " coalesce(lr.duration_ms, j.last_duration_ms) AS last_duration_ms,"
     " lr.status AS last_result, lr.exit_code AS last_exit_code, j.next_run_at,"
-    " j.consecutive_failures"
+    " j.consecutive_failures, j.alert_after"
     " FROM scheduled_jobs j LEFT JOIN job_runs lr ON lr.rowid ="
     " (SELECT r.rowid FROM job_runs r WHERE r.job = j.name AND r.ts <= " NOW
     "  ORDER BY r.ts DESC LIMIT 1)",

@@ -496,10 +496,16 @@ def gen_jobs(rng, clock):
         ("own-status", True, None, 300, "failed", []),            # no runs: its last_status
         ("never", True, None, 300, None, []),
         ("no-grace", True, -1000, 0, None, ["ok"]),              # 1 s late, grace 0: missed
+        # jobs opsdb runs itself are missed 5 minutes late (opsdb was down), whatever grace_s
+        ("cmd-late", True, -4 * MIN, 0, None, ["ok"]),
+        ("cmd-down", True, -6 * MIN, 0, None, ["ok"]),
     ]
+    external = {"overdue", "in-grace", "no-grace"}  # grace_s is how late their pings may be
     for name, enabled, next_off, grace, last_status, statuses in cases:
-        job = {"ts": NOW - DAY, "name": name, "kind": "command", "schedule": "@every 1h",
-               "command": "true", "grace_s": grace, "enabled": enabled,
+        kind = "external" if name in external else "command"
+        job = {"ts": NOW - DAY, "name": name, "kind": kind, "schedule": "@every 1h",
+               **({"command": "true"} if kind == "command" else {}), "grace_s": grace,
+               "enabled": enabled,
                "last_run_at": NOW - 2 * DAY, "last_duration_ms": 1234,
                "consecutive_failures": rng.randint(0, 3)}
         if next_off is not None:
@@ -528,10 +534,11 @@ def expect_job_status(jobs, runs):
         nxt = j.get("next_run_at")
         if not j.get("enabled", True):
             status = "paused"
-        elif lst == "running":
+        elif lst == "running" or j.get("last_status") == "running":
             status = "running"
-        elif nxt is not None and nxt + j.get("grace_s", 300) * 1000 < NOW:
-            status = "missed"
+        elif nxt is not None and nxt + (j.get("grace_s", 300) * 1000 if j["kind"] == "external"
+                                        else 300_000) < NOW:
+            status = "missed"  # a job opsdb runs itself: 5 minutes late (opsdb was down)
         elif lst in ("failed", "timeout"):
             status = "failed"
         elif lst in ("missed", "ok"):
@@ -545,13 +552,15 @@ def expect_job_status(jobs, runs):
             "last_result": lst, "last_exit_code": lr.get("exit_code"), "next_run_at": nxt,
             "consecutive_failures": j.get("consecutive_failures", 0),
             "kind": j["kind"], "schedule": j.get("schedule"),
+            "alert_after": j.get("alert_after", 1),
         }
     return out
 
 
 JOB_SPEC = {"status": "text", "enabled": None, "last_run_at": None, "last_duration_ms": None,
             "last_result": "text", "last_exit_code": None, "next_run_at": None,
-            "consecutive_failures": None, "kind": "text", "schedule": "text"}
+            "consecutive_failures": None, "kind": "text", "schedule": "text",
+            "alert_after": None}
 
 
 HEALTH_DEFAULTS = {"cpu_warning": 80, "cpu_critical": 95, "memory_warning": 85,
@@ -787,7 +796,8 @@ def test_job_status(srv, data):
     for name, status in [("paused", "paused"), ("running", "running"), ("overdue", "missed"),
                          ("in-grace", "ok"), ("failed", "failed"), ("timeout", "failed"),
                          ("run-missed", "missed"), ("ok", "ok"), ("future-run", "ok"),
-                         ("own-status", "failed"), ("never", "never"), ("no-grace", "missed")]:
+                         ("own-status", "failed"), ("never", "never"), ("no-grace", "missed"),
+                         ("cmd-late", "ok"), ("cmd-down", "missed")]:
         assert want[(name,)]["status"] == status, name
     compare_rows("job_status", rows, want, ("name",), JOB_SPEC)
 
