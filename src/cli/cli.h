@@ -50,6 +50,20 @@ struct store_result;
 /* Writes a result to stdout as a table, JSON or CSV (an enum query_format). */
 void cli_write_result(const struct store_result *res, int format);
 
+/* Progress of a long step on stderr ("backup: compressing 40% (1.2 of 3.0 GB)"): a line a
+ * step, updated in place on a terminal and every 5 s otherwise. Zero-initialise with what (the
+ * command's name); cli_progress_step is a backup_progress. */
+struct cli_progress {
+    const char *what;
+    bool quiet;
+    char step[32];
+    double last_s; /* CLOCK_MONOTONIC seconds of the last line */
+    bool open;     /* a terminal line waits for its end */
+};
+void cli_progress_step(void *arg, const char *step, int64_t done, int64_t total);
+/* Ends the last line. */
+void cli_progress_end(struct cli_progress *p);
+
 int cmd_init(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_ingest(int argc, char **argv);
@@ -59,6 +73,8 @@ int cmd_series(int argc, char **argv);
 int cmd_retention(int argc, char **argv);
 int cmd_compact(int argc, char **argv);
 int cmd_archive(int argc, char **argv);
+int cmd_backup(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
 int cmd_alerts(int argc, char **argv);
 int cmd_partitions(int argc, char **argv);
 int cmd_schema(int argc, char **argv);
