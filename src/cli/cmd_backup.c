@@ -167,16 +167,21 @@ static int prune(struct cli_common *c, const struct options *o)
 static int check(struct cli_common *c)
 {
     struct config cfg;
-    struct store *s;
-    int rc = cli_open_store(c, &cfg, STORE_READONLY, &s);
+    int rc = cli_load_config(c, &cfg);
     if (rc)
         return rc;
+    struct store *s;
     struct err e;
-    rc = store_integrity_check(s, &e);
-    store_close(&s);
+    rc = store_open(&s, &cfg, STORE_READONLY, &e);
+    if (rc == 0) {
+        rc = store_integrity_check(s, &e);
+        store_close(&s);
+    }
+    if (rc == E_NOTFOUND)
+        return cli_fail("%s", e.msg);
     if (rc)
-        return cli_fail("the database %s is damaged: %s (restore the latest backup: see "
-                        "docs/disaster-recovery.md)",
+        return cli_fail("the database %s is damaged or cannot be read: %s (to recover from the "
+                        "latest backup see docs/disaster-recovery.md)",
                         cfg.db, e.msg);
     printf("the database %s is sound\n", cfg.db);
     return 0;
