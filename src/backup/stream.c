@@ -168,8 +168,10 @@ int stream_decompress(const char *src, const char *dst, backup_progress progress
     ssize_t got = 0;
     while (rc == 0 && (got = pass_read(&p, "decompressing", progress, arg, e)) > 0) {
         ZSTD_inBuffer in = {p.inb, (size_t)got, 0};
-        bool full = true; /* a full output buffer may leave output inside zstd */
-        while (rc == 0 && (in.pos < in.size || full)) {
+        /* a full output buffer may leave output inside zstd, unless the frame just ended (a
+         * call after the end would start reading another frame) */
+        bool full = true;
+        while (rc == 0 && (in.pos < in.size || (full && frame_left != 0))) {
             ZSTD_outBuffer out = {p.outb, p.out_cap, 0};
             frame_left = ZSTD_decompressStream(dctx, &out, &in);
             if (ZSTD_isError(frame_left))
