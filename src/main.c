@@ -90,6 +90,43 @@ static const struct command commands[] = {
      "             retention leaves it alone; its rows are not added to the rollups again\n"
      "  unload     drops a restored partition again (the archive stays)\n",
      cmd_archive},
+    {"backup", "take, list, verify and prune backups of the database",
+     "usage: opsdb backup create|list|verify [NAME...|--all]|prune [--keep N]|check\n"
+     "                    [--to DIR] [--format table|json|csv] [--quiet]\n\n"
+     "A backup is a consistent copy of the whole database taken while it is in use (ingestion\n"
+     "goes on), compressed with zstd into DIR/opsdb-<UTC time>.db.zst, with a manifest\n"
+     "DIR/opsdb-<UTC time>.json (time, schema version, rows per table, sizes, sha256) written\n"
+     "last: a backup is listed only once it is whole. See docs/backup-restore.md.\n"
+     "  create   takes a backup of --db into DIR; progress goes to stderr\n"
+     "  list     the backups in DIR, newest first, with when each was last verified and the\n"
+     "           result; exits 1 when a manifest cannot be read\n"
+     "  verify   restores a backup into a temporary file in DIR and checks it whole: sizes\n"
+     "           and sha256 against the manifest, the integrity check, the rows of every\n"
+     "           table; records the time and result in the manifest. Verifies the newest\n"
+     "           backup, the backups NAME... (names from list, or .json files), or --all;\n"
+     "           exits 1 when any fails, naming why\n"
+     "  prune    removes all but the newest --keep N backups (default backup.keep, 7), and\n"
+     "           temporary files that stopped backups left over an hour ago\n"
+     "  check    runs the integrity check on the database itself (--db); exits 1 when it\n"
+     "           is damaged\n"
+     "  --to DIR  the backup directory (default backup.dir, ./data/backups)\n"
+     "  --quiet   no progress lines\n",
+     cmd_backup},
+    {"restore", "restore a backup as the database",
+     "usage: opsdb restore BACKUP [--db PATH] [--force] [--from DIR] [--quiet]\n\n"
+     "Restores BACKUP — latest (the newest in DIR), a name from `opsdb backup list`, or a\n"
+     "backup's .json or .db.zst file — as the database at --db (default db). The backup is\n"
+     "decompressed into a temporary file beside PATH and checked whole (sha256, integrity\n"
+     "check, rows per table against the manifest) before anything is replaced; then the\n"
+     "database at PATH, if any, is kept aside as PATH.before-restore-<UTC time> (with its\n"
+     "write-ahead log) and the restored file is renamed into place. `opsdb serve --db PATH`\n"
+     "serves it at once.\n"
+     "A database at PATH is replaced only with --force. A live database — one a process (a\n"
+     "running opsdb serve) has open — is never replaced: stop the server first.\n"
+     "  --from DIR  the backup directory (default backup.dir, ./data/backups)\n"
+     "  --force     replace the database at PATH (it is kept aside)\n"
+     "  --quiet     no progress lines\n",
+     cmd_restore},
     {"alerts", "check alert rule files; list, acknowledge and reload a server's alerts",
      "usage: opsdb alerts check FILE...|defaults\n"
      "       opsdb alerts test TESTFILE...\n"

@@ -55,6 +55,20 @@ void cli_write_result(const struct store_result *res, int format);
 int cli_http_call(const char *server, const char *method, const char *path, const char *body,
                   size_t body_len, const char *content_type, struct buf *answer);
 
+/* Progress of a long step on stderr ("backup: compressing 40% (1.2 of 3.0 GB)"): a line a
+ * step, updated in place on a terminal and every 5 s otherwise. Zero-initialise with what (the
+ * command's name); cli_progress_step is a backup_progress. */
+struct cli_progress {
+    const char *what;
+    bool quiet;
+    char step[32];
+    double last_s; /* CLOCK_MONOTONIC seconds of the last line */
+    bool open;     /* a terminal line waits for its end */
+};
+void cli_progress_step(void *arg, const char *step, int64_t done, int64_t total);
+/* Ends the last line. */
+void cli_progress_end(struct cli_progress *p);
+
 int cmd_init(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_ingest(int argc, char **argv);
@@ -64,6 +78,8 @@ int cmd_series(int argc, char **argv);
 int cmd_retention(int argc, char **argv);
 int cmd_compact(int argc, char **argv);
 int cmd_archive(int argc, char **argv);
+int cmd_backup(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
 int cmd_alerts(int argc, char **argv);
 int cmd_jobs(int argc, char **argv);
 int cmd_partitions(int argc, char **argv);

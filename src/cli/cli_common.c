@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 int cli_fail(const char *fmt, ...)
@@ -152,4 +153,43 @@ void cli_write_result(const struct store_result *res, int format)
     }
     cli_write(&out);
     buf_release(&out);
+}
+
+static double monotonic_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+void cli_progress_step(void *arg, const char *step, int64_t done, int64_t total)
+{
+    struct cli_progress *p = arg;
+    if (p->quiet)
+        return;
+    bool tty = isatty(STDERR_FILENO), same = strcmp(p->step, step) == 0;
+    double now = monotonic_s();
+    if (same && now - p->last_s < (tty ? 0.5 : 5.0))
+        return;
+    if (!same && p->open)
+        fputc('\n', stderr);
+    snprintf(p->step, sizeof p->step, "%s", step);
+    p->last_s = now;
+    if (strcmp(step, "counting") == 0 || strcmp(step, "checking") == 0)
+        fprintf(stderr, "%s%s: %s%s", tty ? "\r" : "", p->what, step, tty ? "" : "\n");
+    else if (total > 0)
+        fprintf(stderr, "%s%s: %s %.0f%% (%.1f of %.1f MB)%s", tty ? "\r" : "", p->what, step,
+                100.0 * (double)done / (double)total, (double)done / 1e6, (double)total / 1e6,
+                tty ? "" : "\n");
+    else
+        fprintf(stderr, "%s%s: %s %.1f MB%s", tty ? "\r" : "", p->what, step, (double)done / 1e6,
+                tty ? "" : "\n");
+    p->open = tty;
+}
+
+void cli_progress_end(struct cli_progress *p)
+{
+    if (p->open)
+        fputc('\n', stderr);
+    p->open = false;
 }

@@ -118,6 +118,19 @@ static const struct option options[] = {
     DUR("storage.archive_retention", storage_archive_retention_ms, "0", 0, 36500.0 * 86400000,
         "archives whose window ended longer ago than this are removed by retention (0 = kept "
         "forever)"),
+    STR("backup.dir", backup_dir, "./data/backups",
+        "directory of the backups (`opsdb backup`, `opsdb restore`, the backup jobs); a relative "
+        "path is taken from the working directory, as db is"),
+    INTO("backup.keep", backup_keep, "7", 1, 100000,
+         "backups kept when pruning (`opsdb backup prune`, and after each scheduled backup): "
+         "the newest ones; older ones are removed"),
+    STR("backup.schedule", backup_schedule, "@daily",
+        "when the builtin backup job takes a backup and prunes to backup.keep (a cron "
+        "expression or @hourly, @daily, @weekly; times in UTC; empty: no scheduled backup)"),
+    STR("backup.verify_schedule", backup_verify_schedule, "30 0 * * *",
+        "when the builtin verify job restores the newest backup into a temporary file and "
+        "checks it against its manifest (cron, UTC); the default, daily at 00:30, checks each "
+        "daily backup half an hour after it was taken; empty: never"),
     DUR("storage.rollup_1m_retention", rollup_1m_retention_ms, "7d", 0, 36500.0 * 86400000,
         "per-minute rollups of system_metrics older than this are dropped by retention (0 = kept "
         "forever); older windows are answered from hourly rollups and raw data"),

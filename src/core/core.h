@@ -74,6 +74,22 @@ int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf
 int buf_putc(struct buf *b, char c);
 
 /* ---------------------------------------------------------------------------------------------
+ * Files that matter are put in place atomically (STYLE 15): temp file, fsync, rename, fsync the
+ * directory. Errors are E_IO naming the path and the reason.
+ */
+/* Writes all len bytes to fd, going on after short writes and EINTR; -1 (errno set) on
+ * failure. */
+int file_write_all(int fd, const void *data, size_t len);
+/* fsyncs the directory dir ("" is the working directory), so that renames in it are durable. */
+int file_sync_dir(const char *dir, struct err *e);
+/* The directory part of path ("." when it has none) into out. */
+void file_dirname(const char *path, char *out, size_t out_size);
+/* Replaces path with text atomically: <path>.tmp, fsync, rename, fsync of the directory. */
+int file_write_atomic(const char *path, const char *text, struct err *e);
+/* Creates dir and the directories above it that are missing (mkdir -p, mode 0750). */
+int file_mkdirs(const char *dir, struct err *e);
+
+/* ---------------------------------------------------------------------------------------------
  * Logging, one line per call, with a level and UTC time: to stderr, or only to the file named by
  * the option log.file once log_open_file() has run (docs/logging.md). Every function here is
  * thread safe. A line is written with one write(2), is never split between two files, and goes
@@ -323,6 +339,10 @@ struct config {
     int64_t storage_compress_events_after_ms;
     char storage_archive_dir[4096];       /* "" = partitions are dropped without an archive */
     int64_t storage_archive_retention_ms; /* 0 = archives are kept forever */
+    char backup_dir[4096];                /* where backups are written and looked for */
+    int64_t backup_keep;                  /* backups prune keeps */
+    char backup_schedule[128];            /* cron expressions of the backup and verify jobs */
+    char backup_verify_schedule[128];
     char log_level[16];
     char log_file[512]; /* "" = stderr */
     int64_t log_max_bytes, log_max_age_ms, log_keep;

@@ -47,19 +47,6 @@ static int by_table_and_start(const void *x, const void *y)
     return a[COL_FROM].i < b[COL_FROM].i ? -1 : a[COL_FROM].i > b[COL_FROM].i;
 }
 
-static void set_text(struct store_result *res, struct value *v, const char *s)
-{
-    v->type = VAL_TEXT;
-    v->len = (uint32_t)strlen(s);
-    v->s = arena_strndup(&res->arena, s, v->len);
-}
-
-static void set_int(struct value *v, int64_t i)
-{
-    v->type = VAL_INT;
-    v->i = i;
-}
-
 /* Adds the archives that are not (or no longer) in the database, state archived. */
 static int add_archived(const char *dir, struct store_result *res, struct err *e)
 {
@@ -77,13 +64,13 @@ static int add_archived(const char *dir, struct store_result *res, struct err *e
             rc = err_set(e, E_NOMEM, "out of memory");
             break;
         }
-        set_text(res, &row[COL_TABLE], all[i].table->name);
-        set_text(res, &row[COL_PARTITION], all[i].partition);
-        set_int(&row[COL_FROM], all[i].from_ms);
-        set_int(&row[COL_TO], all[i].to_ms);
-        set_int(&row[COL_ROWS], all[i].rows);
-        set_int(&row[COL_BYTES], all[i].bytes);
-        set_text(res, &row[COL_STATE], "archived");
+        store_result_put_text(res, &row[COL_TABLE], all[i].table->name);
+        store_result_put_text(res, &row[COL_PARTITION], all[i].partition);
+        store_result_put_int(&row[COL_FROM], all[i].from_ms);
+        store_result_put_int(&row[COL_TO], all[i].to_ms);
+        store_result_put_int(&row[COL_ROWS], all[i].rows);
+        store_result_put_int(&row[COL_BYTES], all[i].bytes);
+        store_result_put_text(res, &row[COL_STATE], "archived");
     }
     free(all);
     if (rc == 0)

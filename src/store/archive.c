@@ -52,39 +52,11 @@ static void sha_hex(crypto_hash_sha256_state *sha, char hex[65])
     sodium_bin2hex(hex, 65, digest, sizeof digest);
 }
 
-static int write_all(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 static int make_dir(const char *path, struct err *e)
 {
     if (mkdir(path, 0750) == 0 || errno == EEXIST)
         return 0;
     return err_set(e, E_IO, "archive: cannot create the directory %s: %s", path, strerror(errno));
-}
-
-static int fsync_dir(const char *dir, struct err *e)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0 || fsync(fd) != 0) {
-        int rc = err_set(e, E_IO, "archive: syncing the directory %s: %s", dir, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return rc;
-    }
-    close(fd);
-    return 0;
 }
 
 int archive_writer_open(struct archive_writer **out, const char *dir, const struct table *t,
@@ -132,7 +104,7 @@ static int pump(struct archive_writer *w, bool last, struct err *e)
         if (ZSTD_isError(left))
             return err_set(e, E_IO, "archive: compressing: %s", ZSTD_getErrorName(left));
         if (out.pos > 0) {
-            if (write_all(w->fd, w->zbuf, out.pos) != 0)
+            if (file_write_all(w->fd, w->zbuf, out.pos) != 0)
                 return err_set(e, E_IO, "archive: writing %s: %s", w->tmp_path, strerror(errno));
             crypto_hash_sha256_update(&w->sha, w->zbuf, out.pos);
             w->bytes += (int64_t)out.pos;
@@ -195,25 +167,6 @@ int archive_writer_row(struct archive_writer *w, const struct value *row, struct
     return b->len >= (1u << 20) ? pump(w, false, e) : 0;
 }
 
-/* Writes text to path atomically (temp file, fsync, rename). */
-static int write_file_atomically(const char path[4300], const char *text, struct err *e)
-{
-    char tmp[4700];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd < 0)
-        return err_set(e, E_IO, "archive: cannot create %s: %s", tmp, strerror(errno));
-    int rc = 0;
-    if (write_all(fd, text, strlen(text)) != 0 || fsync(fd) != 0)
-        rc = err_set(e, E_IO, "archive: writing %s: %s", tmp, strerror(errno));
-    close(fd);
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = err_set(e, E_IO, "archive: renaming %s: %s", tmp, strerror(errno));
-    if (rc)
-        unlink(tmp);
-    return rc;
-}
-
 int archive_writer_finish(struct archive_writer **wp, int64_t from_ms, int64_t to_ms, struct err *e)
 {
     struct archive_writer *w = *wp;
@@ -237,14 +190,14 @@ int archive_writer_finish(struct archive_writer **wp, int64_t from_ms, int64_t t
         char *line = text ? malloc(strlen(text) + 2) : NULL;
         if (line)
             snprintf(line, strlen(text) + 2, "%s\n", text);
-        rc = line ? write_file_atomically(manifest_path, line, e)
-                  : err_set(e, E_NOMEM, "out of memory");
+        rc =
+            line ? file_write_atomic(manifest_path, line, e) : err_set(e, E_NOMEM, "out of memory");
         free(line);
         free(text);
         json_decref(m);
     }
-    if (rc == 0)
-        rc = fsync_dir(w->dir, e);
+    if (rc == 0) /* the data file's rename */
+        rc = file_sync_dir(w->dir, e);
     if (rc == 0) { /* the file is in place: abort must not remove it */
         close(w->fd);
         w->fd = -1;

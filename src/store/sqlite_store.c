@@ -736,24 +736,8 @@ static int sq_check_writable(struct store *s, struct err *e)
 static int ensure_parent_dir(const char *path, struct err *e)
 {
     char dir[512];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (!slash || slash == dir)
-        return 0;
-    *slash = '\0';
-    for (char *p = dir + 1;; p++) {
-        bool end = *p == '\0';
-        if (*p == '/' || end) {
-            *p = '\0';
-            if (mkdir(dir, 0750) != 0 && errno != EEXIST)
-                return err_set(e, E_IO, "cannot create directory %s for the database: %s", dir,
-                               strerror(errno));
-            if (end)
-                break;
-            *p = '/';
-        }
-    }
-    return 0;
+    file_dirname(path, dir, sizeof dir);
+    return file_mkdirs(dir, e);
 }
 
 static void configure_sqlite(void)
@@ -1087,6 +1071,11 @@ const struct store_ops store_sqlite_ops = {
     .restore_partition = sq_restore_partition,
     .unload_partition = sq_unload_partition,
     .retention_apply = sq_retention_apply,
+    .backup_to = sqlite_backup_to,
+    .integrity_check = sqlite_integrity_check,
+    .file_in_use = sqlite_file_in_use,
+    .file_set_aside = sqlite_file_set_aside,
+    .file_remove = sqlite_file_remove,
     .reader_open = sq_reader_open,
     .reader_close = sq_reader_close,
     .reader_query = sq_reader_query,

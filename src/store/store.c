@@ -166,6 +166,41 @@ int store_check_writable(struct store *s, struct err *e)
     return s->ops->check_writable(s, e);
 }
 
+int store_backup_to(struct store *s, const char *path, store_backup_progress progress, void *arg,
+                    struct err *e)
+{
+    return s->ops->backup_to(s, path, progress, arg, e);
+}
+
+int store_integrity_check(struct store *s, struct err *e)
+{
+    struct store_reader *r = store_reader_get(s);
+    if (!r)
+        return err_set(e, E_STORE, "no read connection could be opened (see the log)");
+    int rc = r->ops->integrity_check(r->conn, e);
+    store_reader_put(s, r);
+    return rc;
+}
+
+int store_file_in_use(const char *path, long *pid, struct err *e)
+{
+    const struct store_ops *ops = ops_for(path, e);
+    *pid = 0;
+    return ops ? ops->file_in_use(path, pid, e) : E_INVALID;
+}
+
+int store_file_set_aside(const char *path, const char *aside, struct err *e)
+{
+    const struct store_ops *ops = ops_for(path, e);
+    return ops ? ops->file_set_aside(path, aside, e) : E_INVALID;
+}
+
+int store_file_remove(const char *path, struct err *e)
+{
+    const struct store_ops *ops = ops_for(path, e);
+    return ops ? ops->file_remove(path, e) : E_INVALID;
+}
+
 struct store_reader *store_reader_get(struct store *s)
 {
     pthread_mutex_lock(&s->readers_lock);
@@ -259,4 +294,19 @@ struct value *store_result_add_row(struct store_result *res)
     memset(row, 0, res->ncols * sizeof *row);
     res->nrows++;
     return row;
+}
+
+void store_result_put_text(struct store_result *res, struct value *v, const char *text)
+{
+    if (!text || !text[0])
+        return;
+    v->type = VAL_TEXT;
+    v->len = (uint32_t)strlen(text);
+    v->s = arena_strndup(&res->arena, text, v->len);
+}
+
+void store_result_put_int(struct value *v, int64_t i)
+{
+    v->type = VAL_INT;
+    v->i = i;
 }

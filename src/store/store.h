@@ -89,6 +89,10 @@ int store_reader_query(struct store_reader *r, const struct store_query *q,
  * the result's arena; add_row appends a row of NULLs and returns it. */
 int store_result_set_columns(struct store_result *res, size_t ncols, const char *const *names);
 struct value *store_result_add_row(struct store_result *res);
+/* Sets one value of a result's row: text (copied into the result's arena; NULL or "" leaves
+ * the value NULL) or an integer. */
+void store_result_put_text(struct store_result *res, struct value *v, const char *text);
+void store_result_put_int(struct value *v, int64_t i);
 /* An empty result (what a failed query leaves); store_result_release() frees any result. */
 void store_result_init(struct store_result *res);
 void store_result_release(struct store_result *res);
@@ -219,6 +223,39 @@ int store_archive_unload(struct store *s, const char *partition, struct err *e);
 /* Removes the archives under dir whose window ended at or before before_ms, adding to
  * *removed. */
 int store_archive_expire(const char *dir, int64_t before_ms, int64_t *removed, struct err *e);
+
+/* ---- backups: what backup/ needs of the back end ------------------------------------------
+ * A copy of the whole database as of one moment, the integrity check, and the database's files
+ * named by a path (cfg->db), for restoring one in place of another. */
+
+/* Told now and then how far a copy is: bytes written so far of about total_bytes. */
+typedef void (*store_backup_progress)(void *arg, int64_t bytes_done, int64_t total_bytes);
+/* Writes a consistent copy of the whole database to path, a file that must not exist yet
+ * (E_INVALID): every transaction committed before the call began is in it and none that
+ * commits later, while the writer goes on committing — the copy is read in one snapshot on a
+ * connection of its own, and neither waits for the writer nor holds it up. The copy is one
+ * self-contained database file that store_open() opens. progress (may be NULL) is called from
+ * this thread. Any thread; the caller removes path with store_file_remove() whatever the
+ * result. E_STORE (or E_CORRUPT) when the database cannot be read, E_STORE for the copy. */
+int store_backup_to(struct store *s, const char *path, store_backup_progress progress, void *arg,
+                    struct err *e);
+/* Checks the whole database's structure (every page, b-tree and index): 0 when sound,
+ * E_CORRUPT with the first problems found in e. Takes a read connection (any thread); reads
+ * every page, so it takes long on large databases. */
+int store_integrity_check(struct store *s, struct err *e);
+/* Whether another process has the database at path open: *pid its process id (-1 when it
+ * cannot be told), 0 when none does or there is no such database. This process's own
+ * connections are not seen. E_IO when it cannot be told; E_INVALID for a URI that is not a
+ * file. */
+int store_file_in_use(const char *path, long *pid, struct err *e);
+/* Gives the database at path a second name, aside, under which it opens whole (with its
+ * write-ahead log), and removes the files beside path that belong to it, so that path can be
+ * replaced with rename(2) by another database file. The database must not be in use. E_INVALID
+ * when aside is taken, E_IO. */
+int store_file_set_aside(const char *path, const char *aside, struct err *e);
+/* Removes the database at path and the files beside it that belong to it; missing files are
+ * not an error. E_IO. */
+int store_file_remove(const char *path, struct err *e);
 
 /* Names of the views every back end defines, in documentation order. */
 const char *const *store_view_names(size_t *count);

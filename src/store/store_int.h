@@ -31,6 +31,12 @@ struct store_ops {
     int (*restore_partition)(struct store *s, const struct store_archive *a, int64_t *rows,
                              struct err *e);
     int (*unload_partition)(struct store *s, const char *partition, struct err *e);
+    int (*backup_to)(struct store *s, const char *path, store_backup_progress progress, void *arg,
+                     struct err *e);
+    int (*integrity_check)(void *conn, struct err *e);
+    int (*file_in_use)(const char *path, long *pid, struct err *e);
+    int (*file_set_aside)(const char *path, const char *aside, struct err *e);
+    int (*file_remove)(const char *path, struct err *e);
     /* A read connection, owned by the generic reader pool. */
     void *(*reader_open)(struct store *s, struct err *e);
     void (*reader_close)(void *conn);

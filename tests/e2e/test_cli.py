@@ -17,7 +17,8 @@ import pytest
 from conftest import child_env
 from test_migration import CURRENT_VERSION
 
-COMMANDS = ["init", "serve", "ingest", "query", "view", "schema", "config", "version"]
+COMMANDS = ["init", "serve", "ingest", "query", "view", "schema", "config", "version", "backup",
+            "restore"]
 NOW_S = int(time.time()) - 600  # timestamps must lie within retention and not in the future
 NOW_MS = NOW_S * 1000
 
