@@ -220,6 +220,28 @@ int store_archive_unload(struct store *s, const char *partition, struct err *e);
  * *removed. */
 int store_archive_expire(const char *dir, int64_t before_ms, int64_t *removed, struct err *e);
 
+/* ---- checks and upkeep of the database ----------------------------------------------------- */
+
+/* Checks the structure of the database (SQLite: PRAGMA quick_check when quick, else PRAGMA
+ * integrity_check) on a read connection, so that writes go on meanwhile. report gets "ok", or
+ * the first problems found, one a line (as much as report->max holds). 0 when the database is
+ * sound; E_CORRUPT (report says what) when it is not; E_STORE when the check could not run.
+ * Reads the whole file: takes long on a large database. Any thread. */
+int store_integrity_check(struct store *s, bool quick, struct buf *report, struct err *e);
+
+struct store_optimize_stats {
+    int64_t bytes_before, bytes_after; /* store_size_bytes() before and after */
+    int64_t free_bytes;                /* free pages left inside the file, reused by writes */
+    int64_t bytes_released;            /* free pages given back to the file system */
+    bool log_busy; /* readers kept the write-ahead log from being emptied; the next run does */
+};
+/* Upkeep of the database file: refreshes the query planner's statistics where they are stale
+ * (SQLite: PRAGMA optimize), gives free pages back to the file system where the file allows it
+ * (incremental vacuum), and moves the write-ahead log into the database and truncates it
+ * (waiting a second at most for readers). Writer thread only, outside a write transaction.
+ * E_STORE when the database failed. */
+int store_optimize(struct store *s, struct store_optimize_stats *stats, struct err *e);
+
 /* Names of the views every back end defines, in documentation order. */
 const char *const *store_view_names(size_t *count);
 

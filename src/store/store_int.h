@@ -31,6 +31,7 @@ struct store_ops {
     int (*restore_partition)(struct store *s, const struct store_archive *a, int64_t *rows,
                              struct err *e);
     int (*unload_partition)(struct store *s, const char *partition, struct err *e);
+    int (*optimize)(struct store *s, struct store_optimize_stats *stats, struct err *e);
     /* A read connection, owned by the generic reader pool. */
     void *(*reader_open)(struct store *s, struct err *e);
     void (*reader_close)(void *conn);
@@ -38,6 +39,7 @@ struct store_ops {
                         struct err *e);
     int (*series_read)(void *conn, const struct series_read *q, series_sink sink, void *arg,
                        struct err *e);
+    int (*integrity_check)(void *conn, bool quick, struct buf *report, struct err *e);
 };
 
 struct store_reader {
