@@ -321,6 +321,9 @@ struct config {
     int64_t storage_compress_events_after_ms;
     char storage_archive_dir[4096];       /* "" = partitions are dropped without an archive */
     int64_t storage_archive_retention_ms; /* 0 = archives are kept forever */
+    /* schedules of the builtin jobs (cron text or "off"; "" = the storage.*_interval) */
+    char jobs_compaction[128], jobs_compression[128], jobs_retention[128];
+    char jobs_archiving[128], jobs_integrity_check[128], jobs_optimize[128];
     char log_level[16];
     char log_file[512]; /* "" = stderr */
     int64_t log_max_bytes, log_max_age_ms, log_keep;

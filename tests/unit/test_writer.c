@@ -88,13 +88,8 @@ struct feeder {
 static void *feed(void *arg)
 {
     struct feeder *f = arg;
-    char json[256];
     while (!atomic_load(&f->stop)) {
-        snprintf(json, sizeof json,
-                 "{\"ts\": %lld, \"service\": \"api\", \"method\": \"GET\", \"endpoint\": "
-                 "\"/x\", \"status_code\": 200, \"latency_ms\": 3}",
-                 (long long)time_now_ms());
-        ut_db_write(f->d, "api_usage", json);
+        ut_db_write_requests(f->d, time_now_ms(), 1);
         atomic_fetch_add(&f->batches, 1);
     }
     return NULL;
@@ -154,26 +149,6 @@ static void test_ingestion_goes_on_between_tasks(void **state)
 
 /* ---- the writer's own timers, off and on ----------------------------------------------------- */
 
-/* Two requests of 300 samples each for one series, three days ago: a day of two chunks that
- * compaction rewrites into one. */
-static void write_old_samples(struct ut_db *d, const char *metric)
-{
-    int64_t day = (time_now_ms() / DAY_MS - 3) * DAY_MS;
-    for (int req = 0; req < 2; req++) {
-        struct buf b;
-        buf_init(&b, 1 << 20);
-        buf_putc(&b, '[');
-        for (int i = 0; i < 300; i++)
-            buf_printf(&b,
-                       "%s{\"ts\": %lld, \"host\": \"h1\", \"component\": \"c\", \"metric\": "
-                       "\"%s\", \"value\": %d}",
-                       i ? "," : "", (long long)(day + HOUR_MS * req + 1000LL * i), metric, i);
-        buf_putc(&b, ']');
-        ut_db_write(d, "system_metrics", b.data);
-        buf_release(&b);
-    }
-}
-
 static void test_maintenance_switch(void **state)
 {
     (void)state;
@@ -183,7 +158,7 @@ static void test_maintenance_switch(void **state)
     d.cfg.storage_compress_after_ms = HOUR_MS;
     ut_db_start(&d);
     writer_set_maintenance(d.w, false);
-    write_old_samples(&d, "cpu_usage");
+    ut_db_write_old_samples(&d, "cpu_usage", 1, 300);
 
     sleep_ms(2500); /* the idle writer looks every second: two looks, many intervals */
     struct writer_stats ws;
@@ -209,8 +184,8 @@ static void test_compact_step_is_counted(void **state)
     d.cfg.storage_compress_after_ms = HOUR_MS;
     ut_db_start(&d);
     writer_set_maintenance(d.w, false);
-    write_old_samples(&d, "cpu_usage");
-    write_old_samples(&d, "memory_usage");
+    ut_db_write_old_samples(&d, "cpu_usage", 1, 300);
+    ut_db_write_old_samples(&d, "memory_usage", 1, 300);
 
     struct store_compact_stats cs = {0};
     struct err e;

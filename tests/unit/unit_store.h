@@ -83,6 +83,44 @@ static inline void ut_db_write(struct ut_db *d, const char *table, const char *j
     batch_release(&b);
 }
 
+/* Two requests, an hour apart, each of n samples (one a second) of each of nseries series
+ * (hosts h0, h1, ...) of metric, three days ago: a past day of two chunks per series, which
+ * compaction rewrites into one. */
+static inline void ut_db_write_old_samples(struct ut_db *d, const char *metric, int nseries, int n)
+{
+    int64_t day = (time_now_ms() / DAY_MS - 3) * DAY_MS;
+    for (int req = 0; req < 2; req++) {
+        struct buf b;
+        buf_init(&b, 1 << 22);
+        buf_putc(&b, '[');
+        for (int i = 0; i < n * nseries; i++)
+            buf_printf(&b,
+                       "%s{\"ts\": %lld, \"host\": \"h%d\", \"component\": \"c\", \"metric\": "
+                       "\"%s\", \"value\": %d}",
+                       i ? "," : "", (long long)(day + HOUR_MS * req + 1000LL * (i / nseries)),
+                       i % nseries, metric, i);
+        buf_putc(&b, ']');
+        ut_db_write(d, "system_metrics", b.data);
+        buf_release(&b);
+    }
+}
+
+/* One request of n api_usage rows at ts0, ts0 + 1 s, ... */
+static inline void ut_db_write_requests(struct ut_db *d, int64_t ts0, int n)
+{
+    struct buf b;
+    buf_init(&b, 1 << 22);
+    buf_putc(&b, '[');
+    for (int i = 0; i < n; i++)
+        buf_printf(&b,
+                   "%s{\"ts\": %lld, \"service\": \"api\", \"method\": \"GET\", \"endpoint\": "
+                   "\"/x\", \"status_code\": 200, \"latency_ms\": %d}",
+                   i ? "," : "", (long long)(ts0 + 1000LL * i), i);
+    buf_putc(&b, ']');
+    ut_db_write(d, "api_usage", b.data);
+    buf_release(&b);
+}
+
 /* The first column of the first row of sql as an integer (-1 for none or NULL). */
 static inline int64_t ut_db_int(struct ut_db *d, const char *fmt, ...)
 {
