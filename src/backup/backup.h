@@ -112,4 +112,18 @@ int backup_restore(const struct config *cfg, const struct backup *b, const char 
                    bool force, backup_progress progress, void *arg, struct backup_result *out,
                    struct err *e);
 
+/* ---- the server's builtin jobs (jobs.c) -------------------------------------------------- */
+
+struct jobs_builtin;
+
+/* What the backup jobs work on; owned by the caller (a server), outliving its jobs engine. */
+struct backup_jobs {
+    struct store *store;
+    const struct config *cfg; /* backup.dir, backup.keep, backup.schedule, verify_schedule */
+};
+/* Fills out (room for max, 2 is enough) with the builtin jobs "backup" (backup_create into
+ * backup.dir on backup.schedule, then backup_prune to backup.keep) and "backup_verify"
+ * (backup_verify of the newest on backup.verify_schedule); returns how many. */
+size_t backup_jobs(struct backup_jobs *b, struct jobs_builtin *out, size_t max);
+
 #endif

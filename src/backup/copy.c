@@ -44,7 +44,13 @@ int copy_inspect(const struct config *cfg, const char *path, bool integrity,
     if (integrity) {
         if (progress)
             progress(arg, "checking", 0, 1);
-        rc = store_integrity_check(s, e);
+        struct buf report; /* e says what is damaged; the report's lines are not kept */
+        buf_init(&report, 4096);
+        rc = store_integrity_check(s, false, &report, e);
+        if (rc == E_CORRUPT && report.len) /* the first problem names the damage */
+            err_set(e, E_CORRUPT, "integrity check: %.*s", (int)strcspn(report.data, "\n"),
+                    report.data);
+        buf_release(&report);
     }
     size_t ntables;
     const struct table *tables = schema_tables(&ntables);

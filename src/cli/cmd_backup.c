@@ -174,7 +174,13 @@ static int check(struct cli_common *c)
     struct err e;
     rc = store_open(&s, &cfg, STORE_READONLY, &e);
     if (rc == 0) {
-        rc = store_integrity_check(s, &e);
+        struct buf report;
+        buf_init(&report, 4096);
+        rc = store_integrity_check(s, false, &report, &e);
+        if (rc == E_CORRUPT && report.len)
+            err_set(&e, E_CORRUPT, "integrity check: %.*s", (int)strcspn(report.data, "\n"),
+                    report.data);
+        buf_release(&report);
         store_close(&s);
     }
     if (rc == E_NOTFOUND)

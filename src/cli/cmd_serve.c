@@ -5,9 +5,11 @@
  * rules and receivers, and serving goes on.
  */
 #include "alert/alert.h"
+#include "backup/backup.h"
 #include "cli/cli.h"
 #include "http/http.h"
 #include "ingest/ingest.h"
+#include "jobs/builtin.h"
 #include "jobs/jobs.h"
 #include "query/query.h"
 #include "store/store.h"
@@ -27,6 +29,8 @@ struct server {
     struct query_cache *cache;
     struct alert_engine *alerts;
     struct jobs *jobs;
+    struct jobs_maintenance maintenance; /* what the builtin jobs work on */
+    struct backup_jobs backups;
     struct http_server *http;
 };
 
@@ -76,8 +80,17 @@ static int server_start(struct server *srv)
     writer_on_commit(srv->writer, alert_engine_on_commit, srv->alerts);
     if (alert_engine_start(srv->alerts, &e) != 0)
         return cli_fail("%s", e.msg);
-    if (jobs_new(&srv->jobs, srv->store, srv->writer, &srv->cfg, NULL, 0, &e) != 0 ||
-        jobs_start(srv->jobs, &e) != 0)
+    /* the maintenance the writer did on its own timers runs as builtin jobs, each run recorded */
+    srv->maintenance = (struct jobs_maintenance){.w = srv->writer, .s = srv->store,
+                                                 .cfg = &srv->cfg};
+    srv->backups = (struct backup_jobs){srv->store, &srv->cfg};
+    struct jobs_builtin builtins[JOBS_BUILTIN_MAX + 2];
+    size_t n = jobs_builtins(&srv->maintenance, builtins, JOBS_BUILTIN_MAX);
+    n += backup_jobs(&srv->backups, builtins + n, 2);
+    if (jobs_new(&srv->jobs, srv->store, srv->writer, &srv->cfg, builtins, n, &e) != 0)
+        return cli_fail("%s", e.msg);
+    writer_set_maintenance(srv->writer, false);
+    if (jobs_start(srv->jobs, &e) != 0)
         return cli_fail("%s", e.msg);
     struct http_deps deps = {&srv->cfg,  srv->store,  srv->writer, srv->fingerprints,
                              srv->cache, srv->alerts, srv->jobs};

@@ -148,6 +148,29 @@ static const struct option options[] = {
         "start; 0 = never: use `opsdb retention apply`)"),
     DUR("storage.compact_interval", storage_compact_interval_ms, "5m", 100, 86400000,
         "how often the server looks for samples to compress"),
+    STR("jobs.compaction", jobs_compaction, "",
+        "when the builtin job `compaction` compacts metric samples (storage.compress_after): a "
+        "cron expression, `@every DURATION`, or `off` (only when run by hand); empty = every "
+        "storage.compact_interval"),
+    STR("jobs.compression", jobs_compression, "",
+        "when the builtin job `compression` packs event partitions "
+        "(storage.compress_events_after): cron, `@every DURATION` or `off`; empty = every "
+        "storage.compact_interval"),
+    STR("jobs.retention", jobs_retention, "",
+        "when the builtin job `retention` applies the retention policies: cron, `@every "
+        "DURATION` or `off`; empty = every storage.retention_interval (`off` when that is 0)"),
+    STR("jobs.archiving", jobs_archiving, "15 2 * * *",
+        "when the builtin job `archiving` removes the archives past storage.archive_retention "
+        "and checks that every archive's manifest reads: cron, `@every DURATION` or `off` "
+        "(default: daily at 02:15 in jobs.timezone)"),
+    STR("jobs.integrity_check", jobs_integrity_check, "30 3 * * *",
+        "when the builtin job `integrity_check` checks the database's structure (SQLite "
+        "PRAGMA quick_check; it reads the whole file): cron, `@every DURATION` or `off` "
+        "(default: daily at 03:30)"),
+    STR("jobs.optimize", jobs_optimize, "45 4 * * 0",
+        "when the builtin job `optimize` refreshes the query planner's statistics, frees pages "
+        "where the file allows it and truncates the write-ahead log: cron, `@every DURATION` "
+        "or `off` (default: Sundays at 04:45)"),
     INTO("store.reader_connections", reader_connections, "4", 1, 64,
          "read connections kept open for queries"),
     INTO("sqlite.cache_mib", sqlite_cache_mib, "64", 1, 16384,

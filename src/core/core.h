@@ -343,6 +343,9 @@ struct config {
     int64_t backup_keep;                  /* backups prune keeps */
     char backup_schedule[128];            /* cron expressions of the backup and verify jobs */
     char backup_verify_schedule[128];
+    /* schedules of the builtin jobs (cron text or "off"; "" = the storage.*_interval) */
+    char jobs_compaction[128], jobs_compression[128], jobs_retention[128];
+    char jobs_archiving[128], jobs_integrity_check[128], jobs_optimize[128];
     char log_level[16];
     char log_file[512]; /* "" = stderr */
     int64_t log_max_bytes, log_max_age_ms, log_keep;

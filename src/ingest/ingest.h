@@ -66,10 +66,12 @@ struct writer_stats {
 typedef void (*writer_hook)(void *arg, const struct batch *const *batches, size_t n);
 
 /* Starts the writer thread on s (which must outlive the writer). Between groups it also
- * compacts: every storage.compact_interval, raw metric samples older than
- * storage.compress_after move into compressed chunks, a few hundred series per transaction so
- * that ingestion waits little (store_compact_step); and every storage.retention_interval it
- * applies the retention policies (store_retention_apply). */
+ * maintains the store on its own timers, until writer_set_maintenance() turns them off: every
+ * storage.compact_interval, raw metric samples older than storage.compress_after move into
+ * compressed chunks, a few hundred series per transaction so that ingestion waits little
+ * (store_compact_step), and event partitions older than storage.compress_events_after are
+ * packed (store_pack_step); every storage.retention_interval it applies the retention policies
+ * (store_retention_apply). */
 int writer_new(struct writer **out, struct store *s, const struct config *cfg, struct err *e);
 /* Stops the thread after the queued batches are committed; frees. */
 void writer_free(struct writer **w);
@@ -80,5 +82,30 @@ int writer_submit(struct writer *w, const struct batch *b, struct err *e);
 /* Registers a hook before the first submit. */
 void writer_on_commit(struct writer *w, writer_hook hook, void *arg);
 void writer_get_stats(struct writer *w, struct writer_stats *out);
+
+/* Turns the writer's own maintenance timers (compaction, packing, retention; see writer_new)
+ * off or on again. A server whose jobs engine runs the builtin maintenance jobs turns them off
+ * right after writer_new(), so the two do not both do the work. Any thread. */
+void writer_set_maintenance(struct writer *w, bool on);
+
+/* A piece of maintenance run on the writer thread, where the write path may be used (no write
+ * transaction is open when it starts, and it must leave none open). It sets *answers_changed
+ * when it changed what queries answer (dropped or rewrote rows), and returns 0 or an error code
+ * with e filled. */
+typedef int (*writer_task_fn)(struct store *s, void *arg, bool *answers_changed, struct err *e);
+/* Queues fn like a batch: the writer runs it alone between groups (at once when idle), then,
+ * when it set *answers_changed, calls the hooks with n == 0 as for another process's commit (so
+ * caches and the alert engine hear of it). Blocks until fn has run and returns what fn returned
+ * (e filled by fn), or E_STORE when the writer is stopping (fn did not run). A task should be a
+ * bounded step (ingestion waits while it runs): a long job calls writer_run once per step. Any
+ * thread but the writer's own (not from a hook). */
+int writer_run(struct writer *w, writer_task_fn fn, void *arg, struct err *e);
+/* One step of compaction (store_compact_step) or of packing (store_pack_step) through
+ * writer_run(), added to *stats and counted in writer_stats like the writer's own steps (a
+ * step that failed adds nothing). Call again until stats->pass_done (stats->done). */
+int writer_compact_step(struct writer *w, int64_t before_ms, struct store_compact_stats *stats,
+                        struct err *e);
+int writer_pack_step(struct writer *w, int64_t before_ms, struct store_pack_stats *stats,
+                     struct err *e);
 
 #endif

@@ -1,6 +1,6 @@
 /*
- * What a backup needs of the SQLite back end: a consistent copy of a live database, the
- * integrity check, and the database's files on disk (the main file, its write-ahead log and
+ * What a backup needs of the SQLite back end: a consistent copy of a live database and the
+ * database's files on disk (the main file, its write-ahead log and
  * the shared-memory index beside it) — whether a process has them open, putting them aside,
  * removing them.
  *
@@ -67,38 +67,6 @@ int sqlite_backup_to(struct store *s, const char *path, store_backup_progress pr
     sqlite_conn_close(&c);
     if (rc == 0)
         copy_progress_handler(&p);
-    return rc;
-}
-
-int sqlite_integrity_check(void *conn, struct err *e)
-{
-    struct sqlite_conn *c = conn;
-    sqlite3_stmt *q = NULL;
-    struct buf problems;
-    buf_init(&problems, sizeof e->msg - 64);
-    int src = sqlite3_prepare_v2(c->db, "PRAGMA integrity_check(10)", -1, &q, NULL);
-    int rows = 0;
-    bool ok = false;
-    while (src == SQLITE_OK && (src = sqlite3_step(q)) == SQLITE_ROW) {
-        src = SQLITE_OK;
-        const char *line = (const char *)sqlite3_column_text(q, 0);
-        ok = rows++ == 0 && line && strcmp(line, "ok") == 0;
-        if (!ok && line)
-            buf_printf(&problems, "%s%s", problems.len ? "; " : "", line);
-    }
-    if (src == SQLITE_DONE)
-        src = SQLITE_OK;
-    int rc = 0; /* src: SQLITE_OK once every row was read */
-    if (src != SQLITE_OK)
-        rc = err_set(e,
-                     (src & 0xff) == SQLITE_CORRUPT || (src & 0xff) == SQLITE_NOTADB ? E_CORRUPT
-                                                                                     : E_STORE,
-                     "integrity check failed: %s", sqlite3_errmsg(c->db));
-    else if (!ok)
-        rc = err_set(e, E_CORRUPT, "integrity check: %s",
-                     problems.len ? problems.data : "no answer");
-    buf_release(&problems);
-    sqlite3_finalize(q);
     return rc;
 }
 

@@ -35,7 +35,6 @@ int sqlite_exec(sqlite3 *db, const char *sql, struct err *e);
 /* Backups and the database's files (sqlite_backup.c): the store_ops of the same names. */
 int sqlite_backup_to(struct store *s, const char *path, store_backup_progress progress, void *arg,
                      struct err *e);
-int sqlite_integrity_check(void *conn, struct err *e);
 int sqlite_file_in_use(const char *path, long *pid, struct err *e);
 int sqlite_file_set_aside(const char *path, const char *aside, struct err *e);
 int sqlite_file_remove(const char *path, struct err *e);

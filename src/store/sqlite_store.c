@@ -694,6 +694,104 @@ static int sq_unload_partition(struct store *s, const char *partition, struct er
     return rc;
 }
 
+/* ---- checks and upkeep ---------------------------------------------------------------------- */
+
+static int64_t pragma_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *q;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) == SQLITE_OK) {
+        if (sqlite3_step(q) == SQLITE_ROW)
+            v = sqlite3_column_int64(q, 0);
+        sqlite3_finalize(q);
+    }
+    return v;
+}
+
+static int64_t sq_size_bytes(struct store *s);
+
+static int sq_optimize(struct store *s, struct store_optimize_stats *stats, struct err *e)
+{
+    sqlite3 *db = impl(s)->writer.db;
+    stats->bytes_before = sq_size_bytes(s);
+    /* a bounded ANALYZE of what is stale, as SQLite advises for long-lived connections */
+    int rc =
+        sqlite_exec(db, "PRAGMA analysis_limit=400; PRAGMA optimize; PRAGMA analysis_limit=0", e);
+    int64_t page_size = pragma_int(db, "PRAGMA page_size");
+    int64_t free_before = pragma_int(db, "PRAGMA freelist_count");
+    /* only a file created with auto_vacuum=incremental can shrink without a full VACUUM, which
+     * would copy the whole database while ingestion waits */
+    if (rc == 0 && pragma_int(db, "PRAGMA auto_vacuum") == 2)
+        rc = sqlite_exec(db, "PRAGMA incremental_vacuum", e);
+    int64_t free_after = pragma_int(db, "PRAGMA freelist_count");
+    if (rc == 0) {
+        sqlite3_busy_timeout(db, 1000);
+        int crc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+        sqlite3_busy_timeout(db, 10000);
+        if (crc == SQLITE_BUSY)
+            stats->log_busy = true;
+        else if (crc != SQLITE_OK)
+            rc = err_set(e, E_STORE, "checkpointing the write-ahead log: %s", sqlite3_errmsg(db));
+    }
+    stats->free_bytes = free_after * page_size;
+    stats->bytes_released = (free_before - free_after) * page_size;
+    stats->bytes_after = sq_size_bytes(s);
+    return rc;
+}
+
+/* Appends text and a newline, cut to what report still holds. */
+static void report_line(struct buf *report, const char *text)
+{
+    size_t room = report->max > report->len + 1 ? report->max - report->len - 1 : 0;
+    size_t len = strlen(text);
+    buf_append(report, text, len < room ? len : room);
+    buf_append(report, "\n", 1);
+}
+
+/* Problems are rows other than "ok" (a row may hold several, a line each); a page too damaged
+ * to walk stops the check with SQLITE_CORRUPT, which is a finding too. */
+static int sq_integrity_check(void *conn, bool quick, struct buf *report, struct err *e)
+{
+    struct sqlite_conn *c = conn;
+    sqlite3_stmt *q;
+    const char *pragma = quick ? "quick_check" : "integrity_check";
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA %s(100)", pragma);
+    if (sqlite3_prepare_v2(c->db, sql, -1, &q, NULL) != SQLITE_OK) {
+        int code = sqlite3_errcode(c->db) & 0xff;
+        if (code != SQLITE_CORRUPT && code != SQLITE_NOTADB)
+            return err_set(e, E_STORE, "%s: %s", pragma, sqlite3_errmsg(c->db));
+        report_line(report, sqlite3_errmsg(c->db));
+        return err_set(e, E_CORRUPT, "%s: the database is damaged: %s", pragma,
+                       sqlite3_errmsg(c->db));
+    }
+    int rc, problems = 0;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *line = (const char *)sqlite3_column_text(q, 0);
+        if (line && strcmp(line, "ok") == 0)
+            continue;
+        for (const char *p = line ? line : "(no text)"; p; p = strchr(p + 1, '\n'))
+            problems += strncmp(p + (*p == '\n'), "*** in database", 15) != 0;
+        report_line(report, line ? line : "(no text)");
+    }
+    int code = rc == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(c->db) & 0xff;
+    if (code == SQLITE_CORRUPT || code == SQLITE_NOTADB) {
+        report_line(report, sqlite3_errmsg(c->db));
+        problems++;
+    } else if (code != SQLITE_OK) {
+        err_set(e, E_STORE, "%s could not run: %s", pragma, sqlite3_errmsg(c->db));
+        sqlite3_finalize(q);
+        return E_STORE;
+    }
+    sqlite3_finalize(q);
+    if (problems == 0) {
+        buf_printf(report, "ok");
+        return 0;
+    }
+    return err_set(e, E_CORRUPT, "%s found the database damaged (%d problem%s listed)", pragma,
+                   problems, problems == 1 ? "" : "s");
+}
+
 /* PRAGMA data_version moves on the writer connection only when another connection commits. */
 static bool sq_changed_elsewhere(struct store *s)
 {
@@ -1072,12 +1170,13 @@ const struct store_ops store_sqlite_ops = {
     .unload_partition = sq_unload_partition,
     .retention_apply = sq_retention_apply,
     .backup_to = sqlite_backup_to,
-    .integrity_check = sqlite_integrity_check,
     .file_in_use = sqlite_file_in_use,
     .file_set_aside = sqlite_file_set_aside,
     .file_remove = sqlite_file_remove,
+    .optimize = sq_optimize,
     .reader_open = sq_reader_open,
     .reader_close = sq_reader_close,
     .reader_query = sq_reader_query,
     .series_read = sqlite_series_read,
+    .integrity_check = sq_integrity_check,
 };

@@ -161,6 +161,23 @@ int store_compact_step(struct store *s, int64_t before_ms, struct store_compact_
     return s->ops->compact_step(s, before_ms, stats, e);
 }
 
+int store_optimize(struct store *s, struct store_optimize_stats *stats, struct err *e)
+{
+    return s->ops->optimize(s, stats, e);
+}
+
+int store_integrity_check(struct store *s, bool quick, struct buf *report, struct err *e)
+{
+    struct store_reader *r = store_reader_get(s);
+    if (!r)
+        return err_set(e, E_STORE,
+                       "integrity check: no read connection could be opened (the "
+                       "log says why)");
+    int rc = s->ops->integrity_check(r->conn, quick, report, e);
+    store_reader_put(s, r);
+    return rc;
+}
+
 int store_check_writable(struct store *s, struct err *e)
 {
     return s->ops->check_writable(s, e);
@@ -170,16 +187,6 @@ int store_backup_to(struct store *s, const char *path, store_backup_progress pro
                     struct err *e)
 {
     return s->ops->backup_to(s, path, progress, arg, e);
-}
-
-int store_integrity_check(struct store *s, struct err *e)
-{
-    struct store_reader *r = store_reader_get(s);
-    if (!r)
-        return err_set(e, E_STORE, "no read connection could be opened (see the log)");
-    int rc = r->ops->integrity_check(r->conn, e);
-    store_reader_put(s, r);
-    return rc;
 }
 
 int store_file_in_use(const char *path, long *pid, struct err *e)

@@ -239,10 +239,6 @@ typedef void (*store_backup_progress)(void *arg, int64_t bytes_done, int64_t tot
  * result. E_STORE (or E_CORRUPT) when the database cannot be read, E_STORE for the copy. */
 int store_backup_to(struct store *s, const char *path, store_backup_progress progress, void *arg,
                     struct err *e);
-/* Checks the whole database's structure (every page, b-tree and index): 0 when sound,
- * E_CORRUPT with the first problems found in e. Takes a read connection (any thread); reads
- * every page, so it takes long on large databases. */
-int store_integrity_check(struct store *s, struct err *e);
 /* Whether another process has the database at path open: *pid its process id (-1 when it
  * cannot be told), 0 when none does or there is no such database. This process's own
  * connections are not seen. E_IO when it cannot be told; E_INVALID for a URI that is not a
@@ -256,6 +252,28 @@ int store_file_set_aside(const char *path, const char *aside, struct err *e);
 /* Removes the database at path and the files beside it that belong to it; missing files are
  * not an error. E_IO. */
 int store_file_remove(const char *path, struct err *e);
+
+/* ---- checks and upkeep of the database ----------------------------------------------------- */
+
+/* Checks the structure of the database (SQLite: PRAGMA quick_check when quick, else PRAGMA
+ * integrity_check) on a read connection, so that writes go on meanwhile. report gets "ok", or
+ * the first problems found, one a line (as much as report->max holds). 0 when the database is
+ * sound; E_CORRUPT (report says what) when it is not; E_STORE when the check could not run.
+ * Reads the whole file: takes long on a large database. Any thread. */
+int store_integrity_check(struct store *s, bool quick, struct buf *report, struct err *e);
+
+struct store_optimize_stats {
+    int64_t bytes_before, bytes_after; /* store_size_bytes() before and after */
+    int64_t free_bytes;                /* free pages left inside the file, reused by writes */
+    int64_t bytes_released;            /* free pages given back to the file system */
+    bool log_busy; /* readers kept the write-ahead log from being emptied; the next run does */
+};
+/* Upkeep of the database file: refreshes the query planner's statistics where they are stale
+ * (SQLite: PRAGMA optimize), gives free pages back to the file system where the file allows it
+ * (incremental vacuum), and moves the write-ahead log into the database and truncates it
+ * (waiting a second at most for readers). Writer thread only, outside a write transaction.
+ * E_STORE when the database failed. */
+int store_optimize(struct store *s, struct store_optimize_stats *stats, struct err *e);
 
 /* Names of the views every back end defines, in documentation order. */
 const char *const *store_view_names(size_t *count);

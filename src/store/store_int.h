@@ -33,10 +33,10 @@ struct store_ops {
     int (*unload_partition)(struct store *s, const char *partition, struct err *e);
     int (*backup_to)(struct store *s, const char *path, store_backup_progress progress, void *arg,
                      struct err *e);
-    int (*integrity_check)(void *conn, struct err *e);
     int (*file_in_use)(const char *path, long *pid, struct err *e);
     int (*file_set_aside)(const char *path, const char *aside, struct err *e);
     int (*file_remove)(const char *path, struct err *e);
+    int (*optimize)(struct store *s, struct store_optimize_stats *stats, struct err *e);
     /* A read connection, owned by the generic reader pool. */
     void *(*reader_open)(struct store *s, struct err *e);
     void (*reader_close)(void *conn);
@@ -44,6 +44,7 @@ struct store_ops {
                         struct err *e);
     int (*series_read)(void *conn, const struct series_read *q, series_sink sink, void *arg,
                        struct err *e);
+    int (*integrity_check)(void *conn, bool quick, struct buf *report, struct err *e);
 };
 
 struct store_reader {
