@@ -243,6 +243,11 @@ static int set_option(struct config *c, const struct option *o, const char *valu
         if (strlen(value) >= o->size)
             return err_set(e, E_INVALID, "option %s: value is longer than %zu bytes", o->name,
                            o->size - 1);
+        if (strcmp(o->name, "jobs.timezone") == 0 && !time_zone_known(value))
+            return err_set(e, E_INVALID,
+                           "option %s: '%s' is not a time zone of /usr/share/zoneinfo (like UTC, "
+                           "Europe/Berlin; Debian's tzdata package has them)",
+                           o->name, value);
         snprintf(field(c, o), o->size, "%s", value);
         return 0;
     case OPT_CHOICE: {

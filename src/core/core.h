@@ -136,6 +136,8 @@ bool time_parse_rfc3339(const char *s, size_t len, int64_t *ms);
 /* Accepts an RFC 3339 string or an epoch number in seconds (the CLI/API convention for
  * from/to/now parameters). */
 bool time_parse_point(const char *s, int64_t *ms);
+/* Whether name is a time zone of /usr/share/zoneinfo ("UTC", "Europe/Berlin"; "" is UTC). */
+bool time_zone_known(const char *name);
 /* Parses durations "250ms", "15s", "5m", "1h", "7d", "1w" (and a bare number = seconds). */
 bool time_parse_duration(const char *s, int64_t *ms);
 /* Writes "2026-01-02T03:04:05.123Z" into out (at least 32 bytes). */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 int64_t time_now_ms(void)
 {
@@ -210,4 +211,16 @@ void time_format_rfc3339(int64_t ms, char *out, size_t out_size)
     gmtime_r(&secs, &tm);
     snprintf(out, out_size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, millis);
+}
+
+bool time_zone_known(const char *name)
+{
+    if (!*name || strcmp(name, "UTC") == 0)
+        return true;
+    bool plain = strstr(name, "..") == NULL && name[0] != '/';
+    for (const char *p = name; plain && *p; p++)
+        plain = isalnum((unsigned char)*p) || strchr("_+-/", *p);
+    char path[512];
+    snprintf(path, sizeof path, "/usr/share/zoneinfo/%s", name);
+    return plain && access(path, R_OK) == 0;
 }

@@ -237,8 +237,11 @@ static int pack_step(struct writer *w, int64_t before_ms, struct store_pack_stat
     total->rows_packed += ps.rows_packed;
     total->bytes_packed += ps.bytes_packed;
     total->done = ps.done;
-    if (ps.partitions_packed)
+    if (ps.partitions_packed) {
         memcpy(total->last, ps.last, sizeof total->last);
+        log_info("packed %s: %lld rows into %lld bytes", ps.last, (long long)ps.rows_packed,
+                 (long long)ps.bytes_packed);
+    }
     return 0;
 }
 
@@ -280,9 +283,6 @@ static bool pack_if_due(struct writer *w)
     if (rc)
         log_warn("packing event partitions failed, retried in %llds: %s",
                  (long long)(w->compact_interval_ms / 1000), e.msg);
-    else if (ps.partitions_packed)
-        log_info("packed %s: %lld rows into %lld bytes", ps.last, (long long)ps.rows_packed,
-                 (long long)ps.bytes_packed);
     if (rc || ps.done)
         after(&w->next_packing, w->compact_interval_ms);
     return !rc && !ps.done;

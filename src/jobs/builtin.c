@@ -107,6 +107,13 @@ static int run_retention(void *arg, struct buf *out, struct err *e)
                (long long)rs.chunks_dropped, (long long)rs.samples_dropped,
                (long long)rs.rollup_rows_dropped, (long long)rs.partitions_archived,
                (long long)rs.archives_expired);
+    if (rs.partitions_dropped || rs.chunks_dropped || rs.samples_dropped ||
+        rs.rollup_rows_dropped) /* as the log has said since retention ran on a timer */
+        log_info("retention dropped %lld partitions (%lld rows), %lld chunks (%lld samples), "
+                 "%lld rollup rows",
+                 (long long)rs.partitions_dropped, (long long)rs.rows_dropped,
+                 (long long)rs.chunks_dropped, (long long)rs.samples_dropped,
+                 (long long)rs.rollup_rows_dropped);
     /* the drop stands: archives left past their time are the archiving job's to report */
     if (rs.expire_failure[0])
         buf_printf(out, "; expired archives not all removed: %s", rs.expire_failure);

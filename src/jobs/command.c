@@ -66,12 +66,14 @@ static char **child_env(const char *const *extra, char **storage, size_t room)
 {
     size_t n = 0;
     for (size_t i = 0; extra && extra[i] && n + 1 < room; i++)
-        storage[n++] = (char *)extra[i];
+        if (strchr(extra[i], '=')) /* "NAME" alone leaves NAME out */
+            storage[n++] = (char *)extra[i];
     for (char **p = environ; *p && n + 1 < room; p++) {
         bool shadowed = false;
         size_t klen = strcspn(*p, "=");
         for (size_t i = 0; extra && extra[i] && !shadowed; i++)
-            shadowed = strncmp(extra[i], *p, klen) == 0 && extra[i][klen] == '=';
+            shadowed = strncmp(extra[i], *p, klen) == 0 &&
+                       (extra[i][klen] == '=' || extra[i][klen] == '\0');
         if (!shadowed)
             storage[n++] = *p;
     }

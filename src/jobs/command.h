@@ -20,8 +20,8 @@ struct command_result {
     size_t output_dropped; /* bytes written before those kept */
 };
 
-/* Runs command with the extra environment entries env ("NAME=value", NULL-terminated; may be
- * NULL), keeping the last max_output bytes of its output, for at most timeout_ms (0: no limit)
+/* Runs command with the extra environment entries env ("NAME=value", or "NAME" to leave NAME
+ * out; NULL-terminated; may be NULL), keeping the last max_output bytes of its output, for at most timeout_ms (0: no limit)
  * and until *cancel (may be NULL) turns true. Returns 0 when it ran (whatever its exit status),
  * E_IO when it could not be started. */
 int command_run(const char *command, const char *const *env, int64_t timeout_ms, size_t max_output,

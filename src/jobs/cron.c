@@ -283,20 +283,31 @@ int64_t cron_next(const struct cron *c, int64_t after_ms)
     return INT64_MAX;
 }
 
+static char original_tz[256];
+static bool original_saved, original_set;
+
+const char *cron_original_zone(void)
+{
+    if (!original_saved)
+        return getenv("TZ");
+    return original_set ? original_tz : NULL;
+}
+
 int cron_set_zone(const char *name, struct err *e)
 {
     if (!name || !*name)
         name = "UTC";
-    bool plain = strstr(name, "..") == NULL && name[0] != '/';
-    for (const char *p = name; plain && *p; p++)
-        plain = isalnum((unsigned char)*p) || strchr("_+-/", *p);
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", ZONEINFO_DIR, name);
-    if (!plain || (strcmp(name, "UTC") != 0 && access(path, R_OK) != 0))
+    if (!time_zone_known(name))
         return err_set(e, E_INVALID,
                        "jobs.timezone: '%s' is not a time zone of %s (like UTC, Europe/Berlin, "
                        "America/New_York; Debian's tzdata package has them)",
                        name, ZONEINFO_DIR);
+    if (!original_saved) {
+        const char *tz = getenv("TZ");
+        original_set = tz != NULL;
+        snprintf(original_tz, sizeof original_tz, "%s", tz ? tz : "");
+        original_saved = true;
+    }
     setenv("TZ", name, 1);
     tzset();
     return 0;

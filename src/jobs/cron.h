@@ -35,5 +35,7 @@ int64_t cron_next(const struct cron *c, int64_t after_ms);
 /* Makes name ("UTC", "Europe/Berlin", ... a file of /usr/share/zoneinfo) the process's time
  * zone for cron_next. Call before threads start: it sets TZ. E_INVALID for an unknown zone. */
 int cron_set_zone(const char *name, struct err *e);
+/* TZ as the process had it before the first cron_set_zone (NULL: not set). */
+const char *cron_original_zone(void);
 
 #endif

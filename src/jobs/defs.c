@@ -98,7 +98,7 @@ static int parse_one(struct ydoc *y, const yaml_node_t *n, struct job_def *d)
                          "a job definition must be a map (name, command or external, "
                          "schedule, ...)");
     bool external = false, has_timeout = false;
-    const yaml_node_t *sched = NULL;
+    const yaml_node_t *jitter = NULL;
     for (yaml_node_pair_t *kv = n->data.mapping.pairs.start; kv < n->data.mapping.pairs.top; kv++) {
         const char *key = ydoc_text(ydoc_node(y, kv->key));
         const yaml_node_t *v = ydoc_node(y, kv->value);
@@ -130,7 +130,6 @@ static int parse_one(struct ydoc *y, const yaml_node_t *n, struct job_def *d)
                 rc = ydoc_fail(y, v, "schedule: %s", ce.msg);
             else
                 snprintf(d->schedule, sizeof d->schedule, "%s", t);
-            sched = v;
         } else if (strcmp(key, "timeout") == 0) {
             rc = want_duration(y, v, key, &d->timeout_ms);
             has_timeout = true;
@@ -138,6 +137,7 @@ static int parse_one(struct ydoc *y, const yaml_node_t *n, struct job_def *d)
             rc = want_duration(y, v, key, &d->grace_ms);
         } else if (strcmp(key, "jitter") == 0) {
             rc = want_duration(y, v, key, &d->jitter_ms);
+            jitter = v;
         } else if (strcmp(key, "overlap") == 0) {
             if (t && strcmp(t, "skip") == 0)
                 d->overlap = OVERLAP_SKIP;
@@ -171,7 +171,7 @@ static int parse_one(struct ydoc *y, const yaml_node_t *n, struct job_def *d)
     if (d->kind == JOB_COMMAND && !has_timeout)
         d->timeout_ms = 3600 * 1000LL;
     if (d->kind == JOB_EXTERNAL && d->jitter_ms)
-        return ydoc_fail(y, sched ? sched : n, "job %s: jitter is for jobs opsdb starts", d->name);
+        return ydoc_fail(y, jitter, "job %s: jitter is for jobs opsdb starts", d->name);
     return 0;
 }
 

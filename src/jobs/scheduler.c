@@ -124,7 +124,7 @@ static void state_row(struct out *o, const struct job *x, int64_t now)
     put_int(b, row, "enabled", !x->paused);
     if (x->last_run_ms)
         put_int(b, row, "last_run_at", x->last_run_ms);
-    put_str(b, row, "last_status", x->paused ? "paused" : x->last_status);
+    put_str(b, row, "last_status", x->last_status); /* paused is enabled = 0 */
     if (x->last_run_ms && !x->running)
         put_int(b, row, "last_duration_ms", x->last_duration_ms);
     if (x->next_ms != never())
@@ -289,7 +289,11 @@ static void *run_main(void *arg)
         char name_env[200], id_env[100];
         snprintf(name_env, sizeof name_env, "OPSDB_JOB=%s", d.name);
         snprintf(id_env, sizeof id_env, "OPSDB_RUN_ID=%s", run_id);
-        const char *env[] = {name_env, id_env, NULL};
+        /* TZ as opsdb found it: jobs.timezone is the schedules' zone, not the command's */
+        const char *tz = cron_original_zone();
+        char tz_env[300];
+        snprintf(tz_env, sizeof tz_env, "TZ%s%s", tz ? "=" : "", tz ? tz : "");
+        const char *env[] = {name_env, id_env, tz_env, NULL};
         struct err e;
         if (command_run(d.command, env, d.timeout_ms, (size_t)j->cfg.jobs_output_bytes, &x->cancel,
                         &cr, &e) != 0) {
@@ -329,13 +333,16 @@ static void *run_main(void *arg)
         log_warn("job %s %s (run %s)%s%.*s", d.name, run_status_names[r.status], run_id,
                  shown ? ": " : "", (int)shown, output.data ? output.data : "");
     }
-    j->threads--;
     pthread_cond_broadcast(&j->wake);
-    pthread_cond_broadcast(&j->settled);
     pthread_mutex_unlock(&j->lock);
     out_flush(j, &o);
     buf_release(&output);
     command_result_release(&cr);
+    /* last: jobs_free() waits for this, and then the writer and the alert engine may go */
+    pthread_mutex_lock(&j->lock);
+    j->threads--;
+    pthread_cond_broadcast(&j->settled);
+    pthread_mutex_unlock(&j->lock);
     return NULL;
 }
 

@@ -297,7 +297,9 @@ def test_rows_and_rowids_are_unchanged(twin):
         days = {}
         for r in by_ts(data[table]):
             days.setdefault(day_of(r["ts"]), []).append(r)
-        picks = [rs[i] for rs in days.values() for i in (0, len(rs) // 2, -1)]
+        # first, middle and last row of each day; a day of one or two rows gives each once
+        picks = list({id(rs[i]): rs[i] for rs in days.values()
+                      for i in (0, len(rs) // 2, -1)}.values())
         for r in picks:
             m = r[mark]
             assert marks(pk.query(f"SELECT {mark} FROM {table} WHERE rowid = {rid[m]}"),
