@@ -58,11 +58,17 @@ size_t backup_jobs(struct backup_jobs *b, struct jobs_builtin *out, size_t max)
         out[n++] = (struct jobs_builtin){"backup",
                                          "a backup into backup.dir, then the oldest past "
                                          "backup.keep removed",
-                                         b->cfg->backup_schedule, 0, run_backup, b};
+                                         b->cfg->backup_schedule,
+                                         0,
+                                         run_backup,
+                                         b};
     if (n < max)
         out[n++] = (struct jobs_builtin){"backup_verify",
                                          "the newest backup decompressed, checked and counted "
                                          "against its manifest",
-                                         b->cfg->backup_verify_schedule, 0, run_verify, b};
+                                         b->cfg->backup_verify_schedule,
+                                         0,
+                                         run_verify,
+                                         b};
     return n;
 }

@@ -81,8 +81,8 @@ static int server_start(struct server *srv)
     if (alert_engine_start(srv->alerts, &e) != 0)
         return cli_fail("%s", e.msg);
     /* the maintenance the writer did on its own timers runs as builtin jobs, each run recorded */
-    srv->maintenance = (struct jobs_maintenance){.w = srv->writer, .s = srv->store,
-                                                 .cfg = &srv->cfg};
+    srv->maintenance =
+        (struct jobs_maintenance){.w = srv->writer, .s = srv->store, .cfg = &srv->cfg};
     srv->backups = (struct backup_jobs){srv->store, &srv->cfg};
     struct jobs_builtin builtins[JOBS_BUILTIN_MAX + 2];
     size_t n = jobs_builtins(&srv->maintenance, builtins, JOBS_BUILTIN_MAX);

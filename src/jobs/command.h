@@ -21,9 +21,9 @@ struct command_result {
 };
 
 /* Runs command with the extra environment entries env ("NAME=value", or "NAME" to leave NAME
- * out; NULL-terminated; may be NULL), keeping the last max_output bytes of its output, for at most timeout_ms (0: no limit)
- * and until *cancel (may be NULL) turns true. Returns 0 when it ran (whatever its exit status),
- * E_IO when it could not be started. */
+ * out; NULL-terminated; may be NULL), keeping the last max_output bytes of its output, for at most
+ * timeout_ms (0: no limit) and until *cancel (may be NULL) turns true. Returns 0 when it ran
+ * (whatever its exit status), E_IO when it could not be started. */
 int command_run(const char *command, const char *const *env, int64_t timeout_ms, size_t max_output,
                 const atomic_bool *cancel, struct command_result *out, struct err *e);
 void command_result_release(struct command_result *r);
