@@ -20,6 +20,11 @@ const char *job_kind_name(enum job_kind k)
     return k == JOB_BUILTIN ? "builtin" : k == JOB_COMMAND ? "command" : "external";
 }
 
+bool job_def_scheduled(const struct job_def *d)
+{
+    return d->schedule[0] && strcmp(d->schedule, "off") != 0;
+}
+
 bool job_name_ok(const char *name)
 {
     size_t n = 0;
@@ -48,8 +53,10 @@ int job_def_builtin(struct job_def *d, const struct jobs_builtin *b, struct err 
         snprintf(d->schedule, sizeof d->schedule, "@every %lldms", (long long)b->every_ms);
         return 0;
     }
-    if (!b->schedule || strcmp(b->schedule, "off") == 0 || !*b->schedule)
+    if (!b->schedule || strcmp(b->schedule, "off") == 0 || !*b->schedule) {
+        snprintf(d->schedule, sizeof d->schedule, "off"); /* shown so; runs when asked */
         return 0;
+    }
     snprintf(d->schedule, sizeof d->schedule, "%s", b->schedule);
     struct err ce;
     if (cron_parse(&d->cron, b->schedule, &ce) != 0)

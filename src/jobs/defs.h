@@ -24,7 +24,8 @@ enum job_overlap { OVERLAP_SKIP, OVERLAP_QUEUE };
 struct job_def {
     char name[JOB_NAME_MAX + 1];
     enum job_kind kind;
-    char schedule[256]; /* as written; "" = none (runs when asked, or only records pings) */
+    char schedule[256]; /* as written; "" or "off" = none (runs when asked, or only records
+                         * pings) */
     struct cron cron;   /* when schedule is set */
     char command[JOB_COMMAND_MAX];
     int64_t timeout_ms; /* a command's limit; an external run's, start to end (0: none) */
@@ -46,6 +47,8 @@ int job_defs_load(const char *config_path, const char *const *reserved, size_t n
 int job_def_builtin(struct job_def *d, const struct jobs_builtin *b, struct err *e);
 /* The definition of an external job a ping created: checked every day, an hour of grace. */
 void job_def_auto(struct job_def *d, const char *name);
+/* Whether d has a schedule (else it runs only when asked, or only records pings). */
+bool job_def_scheduled(const struct job_def *d);
 /* [A-Za-z0-9_.-]{1,128} */
 bool job_name_ok(const char *name);
 const char *job_kind_name(enum job_kind k);

@@ -205,7 +205,7 @@ static uint64_t jitter_of(const struct job *x)
 /* The next time after after_ms the schedule says, plus jitter; never without a schedule. */
 static int64_t next_after(const struct job *x, int64_t after_ms)
 {
-    if (!x->d.schedule[0])
+    if (!job_def_scheduled(&x->d))
         return never();
     int64_t t = cron_next(&x->d.cron, after_ms);
     return t == never() ? t : t + (int64_t)jitter_of(x);
@@ -539,7 +539,7 @@ static void restore(struct jobs *j, int64_t now)
         int64_t stored_next = row[8].type == VAL_INT ? row[8].i : 0;
         if (x->d.kind == JOB_EXTERNAL && stored_next)
             x->next_ms = stored_next; /* pings due while down are still expected */
-        else if (stored_next && stored_next < now && x->d.schedule[0])
+        else if (stored_next && stored_next < now && job_def_scheduled(&x->d))
             x->next_ms = now + (int64_t)jitter_of(x); /* one catch-up run */
     }
     store_result_release(&res);

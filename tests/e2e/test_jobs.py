@@ -1110,3 +1110,43 @@ def test_a_command_gets_the_environment_of_opsdb(server_factory):
     assert run_now(srv, "showtz").status_code == 202
     row = wait_runs(srv, "showtz", 1)[0]
     assert row["output"] == f"TZ=unset HOME={os.environ.get('HOME', '')}\n", row
+
+
+# ---- builtin jobs ----------------------------------------------------------------------------
+
+
+def test_builtin_jobs_run_as_jobs_and_record_their_runs(server_factory, tmp_path, run_cli):
+    """The builtin jobs are listed with their schedules from the config keys; `run` starts one
+    and its summary is the run's output: a backup lands in backup.dir and backup_verify
+    records its verification in the manifest, which `opsdb backup list` shows; integrity_check
+    and optimize report on the database."""
+    backups = tmp_path / "backups"
+    srv = server_factory("--set", f"backup.dir={backups}", "--set", "jobs.optimize=off",
+                         "--set", "storage.compact_interval=7m")
+    listed = jobs(srv)
+    want = {"compaction": "@every 420000ms", "compression": "@every 420000ms",
+            "retention": "@every 3600000ms", "archiving": "15 2 * * *",
+            "integrity_check": "30 3 * * *", "optimize": "off", "backup": "@daily",
+            "backup_verify": "30 0 * * *"}
+    assert {n: listed[n]["schedule"] for n in want} == want
+    assert all(listed[n]["kind"] == "builtin" for n in want)
+    assert listed["optimize"]["next_run_at"] is None  # off: runs only when asked
+    r = srv.ingest("api_usage", [{"ts": now_ms() - 1000, "method": "GET", "endpoint": "/b",
+                                  "status_code": 200}])
+    assert r.status_code == 200, r.text
+
+    for name in ("backup", "backup_verify", "integrity_check", "optimize"):
+        run_now(srv, name)
+        done = wait_runs(srv, name, 1, timeout=60)
+        assert done[0]["status"] == "ok", done
+    out = {n: runs(srv, n)[0]["output"] for n in ("backup", "backup_verify", "integrity_check")}
+    cp = run_cli("backup", "list", "--to", backups, "--format", "json")
+    assert cp.returncode == 0, cp.stderr
+    listing = json.loads(cp.stdout)["rows"]
+    assert len(listing) == 1
+    name = listing[0]["name"]
+    assert out["backup"].startswith(f"{name}: ") and "rows" in out["backup"], out
+    assert out["backup_verify"].startswith(f"{name} is sound"), out
+    assert listing[0]["verified_at"] and listing[0]["verified"] in ("ok", 1, True), listing[0]
+    assert out["integrity_check"].startswith("ok: quick_check of "), out
+    assert metrics(srv)['opsdb_job_runs_total{job="backup",status="ok"}'] == 1
