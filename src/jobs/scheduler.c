@@ -278,11 +278,13 @@ static void *run_main(void *arg)
     struct buf output;
     buf_init(&output, 1 << 20);
     struct command_result cr = {0};
+    char why[512] = ""; /* a builtin's error, for the log */
     if (d.kind == JOB_BUILTIN) {
         struct err e = {0};
         int rc = d.builtin->run(d.builtin->arg, &output, &e);
         if (rc) {
             buf_printf(&output, "%s%s", output.len ? "\n" : "", e.msg);
+            snprintf(why, sizeof why, "%s", e.msg);
             r.status = RUN_FAILED;
         }
     } else {
@@ -326,12 +328,18 @@ static void *run_main(void *arg)
         x->retry_at_ms = 0;
         x->retry_attempt = 0;
     }
-    if (r.status != RUN_OK) {
-        size_t shown = output.len < 200 ? output.len : 200;
-        while (shown && (output.data[shown - 1] == '\n' || output.data[shown - 1] == ' '))
-            shown--;
-        log_warn("job %s %s (run %s)%s%.*s", d.name, run_status_names[r.status], run_id,
-                 shown ? ": " : "", (int)shown, output.data ? output.data : "");
+    if (r.status != RUN_OK && why[0]) {
+        log_warn("job %s failed (run %s): %s", d.name, run_id, why);
+    } else if (r.status != RUN_OK) { /* a command: its output's last line says most */
+        size_t end = output.len;
+        while (end && (output.data[end - 1] == '\n' || output.data[end - 1] == ' '))
+            end--;
+        size_t start = end;
+        while (start && output.data[start - 1] != '\n' && end - start < 300)
+            start--;
+        log_warn("job %s %s (run %s, exit %d)%s%.*s", d.name, run_status_names[r.status], run_id,
+                 r.exit_code, end > start ? ": " : "", (int)(end - start),
+                 output.data ? output.data + start : "");
     }
     pthread_cond_broadcast(&j->wake);
     pthread_mutex_unlock(&j->lock);

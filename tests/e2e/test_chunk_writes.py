@@ -96,6 +96,9 @@ def test_one_sample_per_request_fills_chunks(server):
 def test_a_large_run_is_a_chunk_of_its_own(server):
     base = now_ms() - 3600_000
     base -= base % MIN
+    span = (HEAD_MAX + 10) * STEP
+    if (base - 10 * STEP) // 86400_000 != (base + span) // 86400_000:
+        base -= span + 10 * STEP  # all on one day: a day's samples are its own chunks
     first = [lp("big", base - 10 * STEP + i * STEP, 1) for i in range(3)]
     post(server, first)
     run = [lp("big", base + i * STEP, i / 4) for i in range(HEAD_MAX)]  # 3 + 256 > HEAD_MAX

@@ -791,7 +791,8 @@ def test_active_alerts(srv, data):
 
 
 def test_job_status(srv, data):
-    rows = view_rows(srv, "job_status")
+    # the server's own builtin jobs are left out: the data's jobs are the cases
+    rows = [r for r in view_rows(srv, "job_status") if r["kind"] != "builtin"]
     want = expect_job_status(data["scheduled_jobs"], data["job_runs"])
     for name, status in [("paused", "paused"), ("running", "running"), ("overdue", "missed"),
                          ("in-grace", "ok"), ("failed", "failed"), ("timeout", "failed"),
