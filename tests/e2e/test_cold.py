@@ -163,15 +163,6 @@ class Layout:
                 if len(ch) > fewest(sum(c[2] for c in ch)) and pred(k, day, ch)]
 
 
-def past_day_an_hour_old(hours=1):
-    """Skips the test in the first hours (and 5 minutes) of a UTC day: it folds past days with a
-    compaction horizon of an hour, and the previous day is not that old yet."""
-    into = now_ms() % DAY
-    if into < hours * HOUR + 5 * MIN:
-        pytest.skip(f"needs yesterday to be over {hours} h old (now {into // MIN} min into the "
-                    f"UTC day); runs from 0{hours}:05 UTC")
-
-
 def time_slices(rng, start, end, recent_from):
     """Bounds of time slices from start past end: 90 min to 4 h wide up to recent_from, 7 to 13
     min after, at odd milliseconds (so minutes are split between chunks)."""
@@ -838,9 +829,6 @@ def test_late_samples_merge_into_cold_days(server_factory, run_cli, tmp_db):
     chunks stay as they were; the last write of a sample wins; the rollups, the series API (whose
     cached answers must not survive) and system_health stay exact; a later compaction folds what
     the late samples left in several chunks."""
-    # its late writes leave nothing to fold until about 01:30 UTC (seen at 01:26): why is
-    # not worked out yet, so it waits for a day 3 hours old
-    past_day_an_hour_old(3)
     rng = random.Random(77)
     srv = server_factory("--set", "query.max_rows=500000", "--set", "storage.compress_after=0")
     gen_now = now_ms()
@@ -996,6 +984,12 @@ def test_late_samples_merge_into_cold_days(server_factory, run_cli, tmp_db):
     assert rows[("old-1", "batch")]["cpu"] == 42.25
     assert rows[("old-1", "batch")]["last_seen"] == d_newest
 
+    # a run before the day's first chunk is a chunk of its own, whatever the time of day (the
+    # late writes above leave today in several chunks only late in a UTC day)
+    f = key("cpu_usage", "late-1", "web")
+    write(ingest_http, [(f, base + 10 * HOUR, 1.25)], {(f, day(0)): "new"})
+    write(ingest_lp, [(f, base + 5 * HOUR, 2.5)], {(f, day(0)): "new"})
+
     # one more compaction, past every sample, folds every day the late samples left in several
     # chunks and keeps all of it
     want = layout.fold(now_ms())
@@ -1125,13 +1119,12 @@ def test_cli_compaction_next_to_a_busy_server(server_factory, run_cli, tmp_db):
     """opsdb compact in another process folds while the server takes recent, late and rewritten
     samples without a pause: no request fails, and afterwards the table is the model; a second
     compaction then folds exactly what the concurrent writes left in several chunks."""
-    past_day_an_hour_old()
     rng = random.Random(8)
     srv = server_factory(*SERVER_ARGS)
     gen_now = now_ms()
-    # from midnight two days back: two whole past days to fold whatever the time of day (from
-    # 2 x 24 h back, the first day is only what is left of it, and may come as one chunk)
-    start = gen_now - gen_now % DAY - 2 * DAY
+    # from midnight three days back: two whole past days older than the hour the check below
+    # asks for, whatever the time of day (yesterday is not an hour old before 01:00 UTC)
+    start = gen_now - gen_now % DAY - 3 * DAY
     keys = [key("cpu_usage", f"b{i // 4}", f"c{i % 4}") for i in range(120)]
     gen = Model()
     for k in keys:
