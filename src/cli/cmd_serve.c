@@ -7,6 +7,7 @@
 #include "alert/alert.h"
 #include "backup/backup.h"
 #include "cli/cli.h"
+#include "collect/heartbeat.h"
 #include "http/http.h"
 #include "ingest/ingest.h"
 #include "jobs/builtin.h"
@@ -31,6 +32,7 @@ struct server {
     struct jobs *jobs;
     struct jobs_maintenance maintenance; /* what the builtin jobs work on */
     struct backup_jobs backups;
+    struct heartbeats *heartbeats; /* which sources deliver data (collection_status) */
     struct http_server *http;
 };
 
@@ -92,8 +94,10 @@ static int server_start(struct server *srv)
     writer_set_maintenance(srv->writer, false);
     if (jobs_start(srv->jobs, &e) != 0)
         return cli_fail("%s", e.msg);
+    if (heartbeats_new(&srv->heartbeats, srv->store, srv->writer, &srv->cfg, &e) != 0)
+        return cli_fail("%s", e.msg);
     struct http_deps deps = {&srv->cfg,  srv->store,  srv->writer, srv->fingerprints,
-                             srv->cache, srv->alerts, srv->jobs};
+                             srv->cache, srv->alerts, srv->jobs,   srv->heartbeats};
     if (http_start(&srv->http, &deps, &e) != 0)
         return cli_fail("%s", e.msg);
     return 0;
@@ -101,10 +105,11 @@ static int server_start(struct server *srv)
 
 static void server_stop(struct server *srv)
 {
-    http_stop(&srv->http);           /* no new requests; running ones finish */
-    jobs_free(&srv->jobs);           /* running commands stop; their rows are written */
-    alert_engine_free(&srv->alerts); /* its last rows go through the writer */
-    writer_free(&srv->writer);       /* commits what is queued */
+    http_stop(&srv->http);             /* no new requests; running ones finish */
+    jobs_free(&srv->jobs);             /* running commands stop; their rows are written */
+    heartbeats_free(&srv->heartbeats); /* its last rows go through the writer */
+    alert_engine_free(&srv->alerts);   /* its last rows go through the writer */
+    writer_free(&srv->writer);         /* commits what is queued */
     query_cache_free(&srv->cache);
     fingerprint_rules_free(&srv->fingerprints);
     store_close(&srv->store);

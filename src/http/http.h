@@ -15,14 +15,16 @@ struct http_deps {
     struct store *store;
     struct writer *writer;
     const struct fingerprint_rules *fingerprints;
-    struct query_cache *cache;   /* answers of views and series */
-    struct alert_engine *alerts; /* NULL: alerting routes answer 404 */
-    struct jobs *jobs;           /* NULL: job routes answer 404 */
+    struct query_cache *cache;     /* answers of views and series */
+    struct alert_engine *alerts;   /* NULL: alerting routes answer 404 */
+    struct jobs *jobs;             /* NULL: job routes answer 404 */
+    struct heartbeats *heartbeats; /* NULL: no heartbeats are noted */
 };
 
 struct http_server;
 struct alert_engine;
 struct jobs;
+struct heartbeats;
 
 /* Starts listening on cfg->listen with a thread per connection. */
 int http_start(struct http_server **out, const struct http_deps *deps, struct err *e);
