@@ -24,20 +24,15 @@ import json
 import multiprocessing
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
+from benchlib import free_port, percentile
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Receiver(http.server.ThreadingHTTPServer):
@@ -113,15 +108,6 @@ def background(port, rate, stop, sent):
                 sent.value += lines_per_batch * 25
         t_next += 0.1
         time.sleep(max(0.0, t_next - time.monotonic()))
-
-
-def percentile(sorted_values, p):
-    if not sorted_values:
-        return float("nan")
-    rank = p / 100 * (len(sorted_values) - 1)
-    lo = int(rank)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (rank - lo) * (sorted_values[hi] - sorted_values[lo])
 
 
 def main():

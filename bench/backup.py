@@ -26,26 +26,16 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 
+from benchlib import free_port, log, wait_ready
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS_PER_S = 254  # of the reference workload (bench/README.md)
 BATCH = 10000
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(cmd, **kw):
@@ -150,22 +140,6 @@ def load(gen, tmp, port, rows, end):
         log(f"  loaded {sub}: {sum(lines):,} rows in {time.monotonic() - t0:.1f} s")
     shutil.rmtree(d)
     return total, start
-
-
-def wait_ready(port, proc, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"opsdb serve exited with {proc.returncode}")
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            c.request("GET", "/readyz")
-            if c.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.02)
-    raise SystemExit("opsdb serve did not get ready")
 
 
 def serve(opsdb, db, port, logf):

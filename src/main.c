@@ -39,7 +39,8 @@ static const struct command commands[] = {
      "usage: opsdb view NAME [--window 15m] [--now TIME] [--filter COL=VALUE]...\n"
      "                       [--order 'COL desc'] [--limit N] [--format table|json|csv]\n\n"
      "Views: system_health, api_performance, error_summary, pipeline_health,\n"
-     "handler_performance, active_alerts, job_status (see docs/views.md).\n"
+     "handler_performance, active_alerts, alert_quality, job_status, collection_status\n"
+     "(see docs/views.md).\n"
      "  --window  length of the window ending at --now (default per view)\n"
      "  --now     end of the window: epoch seconds or RFC 3339 (default: now)\n",
      cmd_view},

@@ -36,7 +36,7 @@ struct heartbeats;
 
 /* Loads the sources known from earlier runs (so a restart keeps their history and counts the
  * server's downtime as their silence) and starts writing through w (borrowed; must outlive the
- * heartbeats) every few seconds. cfg is borrowed. */
+ * heartbeats) every second. cfg is borrowed. */
 int heartbeats_new(struct heartbeats **out, struct store *s, struct writer *w,
                    const struct config *cfg, struct err *e);
 /* Writes what changed since the last write, stops, frees; *h becomes NULL. NULL is a no-op. */

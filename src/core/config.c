@@ -112,6 +112,13 @@ static const struct option options[] = {
            "auto-provisioning does)"),
     BYTES("jobs.output_bytes", jobs_output_bytes, "16KiB", 0, 16384,
           "the last bytes of a run's output (or a ping's body) kept in job_runs.output"),
+    DUR("collection.silence", collection_silence_ms, "5m", 1000, 30.0 * 86400000,
+        "collection_status: how long a source that does not say how often it delivers (a "
+        "syslog or Graphite sender) may be silent before it counts as a gap; a source with an "
+        "interval may be silent 3 intervals (at least 30 s)"),
+    INTO("collection.max_sources", collection_max_sources, "10000", 1, 1000000,
+         "sources collection_status keeps track of; heartbeats of more sources are not kept "
+         "(a warning is logged once)"),
     STR("storage.archive_dir", storage_archive_dir, "",
         "directory where retention writes each event partition (zstd NDJSON plus a manifest) "
         "before dropping it; empty = dropped without an archive"),

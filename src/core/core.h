@@ -126,6 +126,9 @@ void log_close_file(void);
 enum time_precision { PREC_NS, PREC_US, PREC_MS, PREC_S };
 
 int64_t time_now_ms(void);
+struct timespec;
+/* The CLOCK_REALTIME instant ms from now, for pthread_cond_timedwait on a default condition. */
+void time_deadline(struct timespec *out, int64_t ms);
 /* Parses "ns", "us", "ms", "s" (also Influx's "n", "u"); returns -1 when unknown. */
 int time_precision_parse(const char *s);
 /* Converts an epoch number in the given precision to ms; false when out of range. */
@@ -360,6 +363,8 @@ struct config {
     char jobs_timezone[128];
     char jobs_auto_create[8]; /* "on" or "off" */
     int64_t jobs_output_bytes;
+    int64_t collection_silence_ms;  /* collection_status: silence of a source with no interval */
+    int64_t collection_max_sources; /* sources whose heartbeats are kept */
     size_t nfp_rules;
     char fp_regex[CONFIG_MAX_FP_RULES][256];
     char fp_replacement[CONFIG_MAX_FP_RULES][64];

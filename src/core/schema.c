@@ -10,7 +10,7 @@
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Bump together with a migration in store/sqlite_schema.c. */
-#define SCHEMA_VERSION 14
+#define SCHEMA_VERSION 15
 
 static const char *const levels[] = {"debug", "info",     "notice", "warning",
                                      "error", "critical", "fatal",  NULL};
@@ -263,6 +263,37 @@ static const struct table_index incidents_idx[] = {
     {"opened", "opened_at", "incidents by time"},
 };
 
+/* the kinds of source, in the order of enum source_kind (collect/heartbeat.h) */
+static const char *const source_kinds[] = {"agent",        "tail", "scrape", "syslog", "graphite",
+                                           "remote_write", "http", "self",   NULL};
+static const struct column collection_sources_cols[] = {
+    TS("ts", true, "time of the last change to this row"),
+    TEXT("source", true, 300, "kind:name, the source's identity"),
+    ENUM("kind", true, source_kinds, NULL,
+         "agent, tail, scrape, syslog, graphite, remote_write, http, self"),
+    TEXT("name", true, 255, "host name, log file, target URL or sender address"),
+    TS("first_seen", true, "first heartbeat"),
+    TS("last_seen", true, "latest heartbeat"),
+    INT("interval_ms", false, 0, BIG, "0", "how often it delivers (0: unknown)"),
+    INT("silence_ms", true, 0, BIG, NULL, "longest silence before it counts as a gap"),
+    INT("rows", false, 0, BIG, "0", "rows delivered since first seen"),
+    INT("gaps", false, 0, BIG, "0", "silences longer than silence_ms since first seen"),
+};
+static const struct table_index collection_sources_idx[] = {
+    {"last_seen", "last_seen", "sources by freshness"},
+};
+
+static const struct column collection_gaps_cols[] = {
+    TS("ts", true, "last heartbeat before the silence"),
+    TEXT("source", true, 300, "kind:name of the source"),
+    TS("ended_at", true, "the heartbeat that ended the silence"),
+    INT("downtime_ms", true, 0, BIG, NULL,
+        "collection time lost: the silence less the source's interval"),
+};
+static const struct table_index collection_gaps_idx[] = {
+    {"source_ts", "source, ts", "one source's gaps"},
+};
+
 #define TABLE(nm, kind, doc, cols, idx, key, days)                                                 \
     {                                                                                              \
         nm, kind, doc, cols, N(cols), idx, N(idx), key, days                                       \
@@ -301,6 +332,14 @@ static const struct table tables[] = {
           "Alerts on the same host, component or pipeline within alerting.correlation_window, "
           "as one incident (GET /api/v1/incidents). Upserted by id.",
           incidents_cols, incidents_idx, "id", 0),
+    TABLE("collection_sources", TABLE_STATE,
+          "Every source that delivers data (agent, log tail, scrape target, syslog or Graphite "
+          "sender, remote-write sender, opsdb's own host) with its heartbeats: first and last "
+          "seen, interval, rows. Upserted by source.",
+          collection_sources_cols, collection_sources_idx, "source", 0),
+    TABLE("collection_gaps", TABLE_EVENTS,
+          "One silence of a source longer than it may keep, recorded when it delivers again.",
+          collection_gaps_cols, collection_gaps_idx, NULL, 35),
 };
 
 const struct table *schema_tables(size_t *count)

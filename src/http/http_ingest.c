@@ -72,6 +72,9 @@ static void ingest(struct http_server *srv, struct request *req, struct response
                    const struct table *t, enum body_format fmt, enum time_precision prec,
                    unsigned ok_status)
 {
+    struct http_source src;
+    if (http_source_of(req, res, &src) != 0)
+        return;
     struct buf decoded;
     buf_init(&decoded, (size_t)srv->deps.cfg->max_body_bytes);
     const char *data;
@@ -124,7 +127,7 @@ static void ingest(struct http_server *srv, struct request *req, struct response
             res->header_name = "Retry-After";
             res->header_value = "1";
             metrics_reject(&srv->metrics, t, REJ_STORE, b.nrows);
-        } else if (ok_status == 204) {
+        } else if (http_source_note(srv, &src, b.nrows), ok_status == 204) {
             res->status = 204;
         } else {
             buf_printf(&res->body, "{\"table\":\"%s\",\"rows\":%zu}", t->name, b.nrows);

@@ -73,6 +73,18 @@ void metrics_reject(struct http_metrics *m, const struct table *t, enum reject_r
                     uint64_t rows);
 void metrics_write(struct http_server *srv, struct buf *out);
 
+/* A client that names itself in X-Opsdb-Source (kind in X-Opsdb-Source-Kind: agent, tail or
+ * http, the default; X-Opsdb-Interval: how often it sends) for collection_status. */
+struct http_source {
+    int kind; /* enum source_kind; -1: the request named no source */
+    char name[256];
+    int64_t interval_ms;
+};
+/* Reads the headers into out (kind -1 when absent); a bad header answers 400 and returns -1. */
+int http_source_of(struct request *req, struct response *res, struct http_source *out);
+/* Notes the source's heartbeat (nothing when it named none). */
+void http_source_note(struct http_server *srv, const struct http_source *src, uint64_t rows);
+
 /* Handlers. */
 void handle_healthz(struct http_server *srv, struct request *req, struct response *res);
 void handle_readyz(struct http_server *srv, struct request *req, struct response *res);
@@ -102,5 +114,6 @@ void handle_job_resume(struct http_server *srv, struct request *req, struct resp
 void handle_job_start(struct http_server *srv, struct request *req, struct response *res);
 void handle_job_success(struct http_server *srv, struct request *req, struct response *res);
 void handle_job_fail(struct http_server *srv, struct request *req, struct response *res);
+void handle_heartbeat(struct http_server *srv, struct request *req, struct response *res);
 
 #endif

@@ -483,14 +483,7 @@ static void *scheduler_main(void *arg)
         out_flush(j, &o);
         if (wake > now && !j->stopping) {
             struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            int64_t ms = wake - now;
-            until.tv_sec += ms / 1000;
-            until.tv_nsec += (long)(ms % 1000) * 1000000;
-            if (until.tv_nsec >= 1000000000) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000;
-            }
+            time_deadline(&until, wake - now);
             pthread_cond_timedwait(&j->wake, &j->lock, &until);
         }
     }

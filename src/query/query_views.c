@@ -36,6 +36,10 @@ static const struct view_info views[] = {
      "alert_history"},
     {"job_status", 0, "per job: status ok/running/failed/missed/paused, last and next run",
      "scheduled_jobs,job_runs"},
+    {"collection_status", 0,
+     "per source (agent, log tail, scrape target, syslog/Graphite sender...): status ok/silent, "
+     "last seen, gaps and collection uptime % over 24 h and 30 d",
+     "collection_sources,collection_gaps"},
 };
 
 const struct view_info *query_views(size_t *count)

@@ -297,6 +297,10 @@ static const struct migration migrations[] = {
      "scheduled jobs: alert_after (failed runs in a row before JobFailed fires); job_status "
      "reads a running job from scheduled_jobs",
      NULL, false, add_alert_after_column},
+    {15,
+     "collection_sources and collection_gaps: heartbeats of the sources that deliver data; the "
+     "view collection_status",
+     NULL, false, NULL},
 };
 
 static int read_version(sqlite3 *db, int *version, struct err *e)

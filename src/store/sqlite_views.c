@@ -111,6 +111,19 @@
  * window all lie there; one with no row in the window drops out of the join. */
 #define WINDOW_24H WINDOW(86400000)
 #define WINDOW_7D WINDOW(604800000)
+
+/* Collection uptime (percent) of source s over the last W ms: see collection_status. */
+#define DOWN_OPEN(W)                                                                               \
+    "(CASE WHEN " NOW " - s.last_seen > s.silence_ms THEN max(0, " NOW                             \
+    " - max(s.last_seen + s.interval_ms, " NOW " - " W ")) ELSE 0 END)"
+#define DOWN_GAPS(W)                                                                               \
+    "(SELECT coalesce(sum(max(0, min(g.ended_at, " NOW ") - max(g.ended_at - g.downtime_ms, " NOW  \
+    " - " W "))), 0) FROM collection_gaps g WHERE g.source = s.source AND g.ended_at > " NOW       \
+    " - " W " AND g.ts <= " NOW ")"
+#define UPTIME(W)                                                                                  \
+    " round(100.0 * (1 - 1.0 * (" DOWN_GAPS(W) " + " DOWN_OPEN(W) ") / max(1, " NOW                \
+                                                                  " - max(s.first_seen, " NOW      \
+                                                                  " - " W "))), 3)"
 #define RUN_SPAN                                                                                   \
     "coalesce((SELECT value FROM opsdb_meta WHERE key = 'pipeline_status_runs.max_span_ms'), 0)"
 #define RUN_SOURCES                                                                                \
@@ -344,6 +357,22 @@ static const char *const views[] = {
     " FROM scheduled_jobs j LEFT JOIN job_runs lr ON lr.rowid ="
     " (SELECT r.rowid FROM job_runs r WHERE r.job = j.name AND r.ts <= " NOW
     "  ORDER BY r.ts DESC LIMIT 1)",
+
+    /* collection_status: per source, silent when its last heartbeat is older than it may keep;
+     * uptime over a window is 1 - downtime / the part of the window since it was first seen,
+     * the downtime being the recorded gaps' (each ending at ended_at) and the silence going on
+     * now, after the one interval in which data were still due, clipped to the window. */
+    "CREATE VIEW collection_status AS "
+    "SELECT s.source, s.kind, s.name,"
+    " CASE WHEN " NOW " - s.last_seen > s.silence_ms THEN 'silent' ELSE 'ok' END AS status,"
+    " s.last_seen, " NOW " - s.last_seen AS silent_for_ms, s.interval_ms, s.silence_ms, s.rows,"
+    " s.first_seen, s.gaps,"
+    " (SELECT count(*) FROM collection_gaps g WHERE g.source = s.source"
+    "  AND g.ended_at > " NOW " - 86400000 AND g.ts <= " NOW ")"
+    "  + (" NOW
+    " - s.last_seen > s.silence_ms) AS gaps_24h," UPTIME("86400000") " AS uptime_24h," UPTIME(
+        "2592000000") " AS uptime_30d"
+                      " FROM collection_sources s WHERE s.first_seen <= " NOW,
 };
 
 const char *sqlite_view_sql(size_t i)

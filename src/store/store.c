@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const view_names[] = {"system_health",   "api_performance",     "error_summary",
-                                         "pipeline_health", "handler_performance", "active_alerts",
-                                         "alert_quality",   "job_status"};
+static const char *const view_names[] = {
+    "system_health", "api_performance", "error_summary", "pipeline_health",  "handler_performance",
+    "active_alerts", "alert_quality",   "job_status",    "collection_status"};
 
 static const struct rollup_level rollup_levels[] = {{"1m", 60 * 1000}, {"1h", 3600 * 1000}};
 

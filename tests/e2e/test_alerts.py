@@ -1341,7 +1341,7 @@ def test_the_default_rules_run_from_the_first_start(server_factory, run_cli):
     text = run_cli("alerts", "defaults").stdout
     want_groups = re.findall(r"^  - name: (\S+)$", text, re.M)
     want_rules = re.findall(r"^      - alert: (\S+)$", text, re.M)
-    assert len(want_groups) == 7 and len(want_rules) == 16
+    assert len(want_groups) == 8 and len(want_rules) == 17
     server = server_factory(env={"OPSDB_ALERTING_DEFAULT_RULES": None})
     rules = wait_until(lambda: (r := get_rules(server)) and all(
         x["evaluations"] > 0 for g in r["groups"] for x in g["rules"]) and r, timeout=10)

@@ -15,9 +15,10 @@ import time
 import pytest
 
 NOW_MS = (int(time.time()) - 600) * 1000
-CURRENT_VERSION = 14  # src/core/schema.c SCHEMA_VERSION
+CURRENT_VERSION = 15  # src/core/schema.c SCHEMA_VERSION
 VIEWS = ["system_health", "api_performance", "error_summary", "pipeline_health",
-         "handler_performance", "active_alerts", "alert_quality", "job_status"]
+         "handler_performance", "active_alerts", "alert_quality", "job_status",
+         "collection_status"]
 
 pytestmark = pytest.mark.skipif(shutil.which("sqlite3") is None,
                                 reason="needs the sqlite3 shell (apt-get install sqlite3)")

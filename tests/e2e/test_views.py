@@ -55,7 +55,8 @@ import requests
 
 SEED = 20240611
 VIEWS = ["system_health", "api_performance", "error_summary", "pipeline_health",
-         "handler_performance", "active_alerts", "alert_quality", "job_status"]
+         "handler_performance", "active_alerts", "alert_quality", "job_status",
+         "collection_status"]
 
 
 # ---- helpers -------------------------------------------------------------------------------
