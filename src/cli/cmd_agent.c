@@ -35,7 +35,7 @@ static int agent_flag(struct cli_common *c, int argc, char **argv, int *i)
         if (strncmp(a, flags[k].flag, n) != 0 || (a[n] != '\0' && a[n] != '='))
             continue;
         const char *v = a[n] == '=' ? a + n + 1 : *i + 1 < argc ? argv[++*i] : NULL;
-        if (!v || !*v)
+        if (!v || !*v || strncmp(v, "--", 2) == 0) /* no value: the next flag follows */
             return cli_usage(cmd, "%s needs a value", flags[k].flag);
         struct config scratch; /* the value is checked here, so a bad one is a usage error */
         struct err e;
