@@ -20,7 +20,8 @@ static const struct command commands[] = {
      "Log lines go to stderr, or with --set log.file=PATH only to that file, which is rotated\n"
      "by log.max_size and log.max_age and reopened on SIGHUP (see docs/logging.md).\n"
      "  --listen HOST:PORT  address to listen on (port 0: any free port, logged at start)\n"
-     "  --no-collect        do not collect this host's metrics (collection is not built yet)\n",
+     "  --no-collect        do not collect this host's metrics and the server's own health\n"
+     "                      (collected every collection.interval by default; docs/collection.md)\n",
      cmd_serve},
     {"ingest", "load NDJSON, CSV or JSON rows into a table",
      "usage: opsdb ingest TABLE [FILE|-] [--format ndjson|csv|json] [--precision ms]\n\n"
@@ -203,6 +204,26 @@ static const struct command commands[] = {
      "usage: opsdb config [--markdown]\n\nPrints every option with its default (docs/config.md).\n",
      cmd_config},
     {"version", "print the version", "usage: opsdb version\n", cmd_version},
+    {"agent", "collect this host's metrics and send them to a server",
+     "usage: opsdb agent --server URL [--token T] [--interval 10s] [--spool DIR]\n"
+     "                   [--spool-max-bytes N] [--once]\n\n"
+     "Collects this host's metrics from /proc and /sys (cpu, memory, swap, load, disk I/O,\n"
+     "filesystems, network, processes, uptime) every --interval and sends them as one NDJSON\n"
+     "POST to URL/api/v1/ingest/system_metrics, with the host name as X-Opsdb-Source. While\n"
+     "the server does not answer, batches are kept in the spool (written atomically; kept over\n"
+     "a restart) and sent oldest first once it answers again, retrying with a backoff up to\n"
+     "agent.retry_max; a batch the server refuses (4xx) is dropped with its reason logged.\n"
+     "Runs until SIGINT or SIGTERM, then logs its counts (rows_sent=, spool_batches=, ...).\n"
+     "Metric names and labels: docs/collection.md.\n"
+     "  --server URL         the opsdb server (agent.server)\n"
+     "  --token T            bearer token (agent.token; OPSDB_AGENT_TOKEN keeps it out of ps)\n"
+     "  --interval D         time between collections, 1s or more (agent.interval, 10s)\n"
+     "  --spool DIR          directory of the spool (agent.spool_dir, ./data/agent-spool)\n"
+     "  --spool-max-bytes N  bound of the spool, e.g. 64MiB (agent.spool_max_bytes); past it\n"
+     "                       the oldest batches are dropped\n"
+     "  --once               one collection (rates over one second), sent, then exit: 0 when\n"
+     "                       the server took it, 1 when it was spooled or refused\n",
+     cmd_agent},
 };
 
 const struct command *cli_commands(size_t *count)

@@ -86,6 +86,7 @@ int cmd_partitions(int argc, char **argv);
 int cmd_schema(int argc, char **argv);
 int cmd_config(int argc, char **argv);
 int cmd_version(int argc, char **argv);
+int cmd_agent(int argc, char **argv);
 
 #define OPSDB_VERSION "0.1.0"
 

@@ -4,6 +4,7 @@
  * queued row is left uncommitted. SIGHUP reopens the log file (log.file) and reloads the alert
  * rules and receivers, and serving goes on.
  */
+#include "agent/agent.h"
 #include "alert/alert.h"
 #include "backup/backup.h"
 #include "cli/cli.h"
@@ -33,6 +34,7 @@ struct server {
     struct jobs_maintenance maintenance; /* what the builtin jobs work on */
     struct backup_jobs backups;
     struct heartbeats *heartbeats; /* which sources deliver data (collection_status) */
+    struct self_collection *self;  /* this host's metrics and the server's health */
     struct http_server *http;
 };
 
@@ -96,6 +98,9 @@ static int server_start(struct server *srv)
         return cli_fail("%s", e.msg);
     if (heartbeats_new(&srv->heartbeats, srv->store, srv->writer, &srv->cfg, &e) != 0)
         return cli_fail("%s", e.msg);
+    if (strcmp(srv->cfg.collection_self, "on") == 0 &&
+        self_collection_start(&srv->self, srv->writer, srv->heartbeats, &srv->cfg, &e) != 0)
+        return cli_fail("%s", e.msg);
     struct http_deps deps = {&srv->cfg,  srv->store,  srv->writer, srv->fingerprints,
                              srv->cache, srv->alerts, srv->jobs,   srv->heartbeats};
     if (http_start(&srv->http, &deps, &e) != 0)
@@ -107,6 +112,7 @@ static void server_stop(struct server *srv)
 {
     http_stop(&srv->http);             /* no new requests; running ones finish */
     jobs_free(&srv->jobs);             /* running commands stop; their rows are written */
+    self_collection_stop(&srv->self);  /* a collection under way is written */
     heartbeats_free(&srv->heartbeats); /* its last rows go through the writer */
     alert_engine_free(&srv->alerts);   /* its last rows go through the writer */
     writer_free(&srv->writer);         /* commits what is queued */
@@ -118,14 +124,17 @@ static void server_stop(struct server *srv)
 int cmd_serve(int argc, char **argv)
 {
     struct cli_common c = {0};
+    bool no_collect = false;
     for (int i = 1; i < argc; i++) {
         int rc = cli_common_flag(&c, argc, argv, &i);
         if (rc < 0)
             return 2;
         if (rc == 1)
             continue;
-        if (strcmp(argv[i], "--no-collect") == 0)
-            continue; /* host collection arrives with the agent; accepted so scripts keep working */
+        if (strcmp(argv[i], "--no-collect") == 0) {
+            no_collect = true;
+            continue;
+        }
         return cli_usage(cli_command("serve"), "unexpected argument '%s'", argv[i]);
     }
     if (c.help)
@@ -134,6 +143,8 @@ int cmd_serve(int argc, char **argv)
     int rc = cli_load_config(&c, &srv.cfg);
     if (rc)
         return rc;
+    if (no_collect)
+        snprintf(srv.cfg.collection_self, sizeof srv.cfg.collection_self, "off");
     struct err e;
     if (log_open_file(&srv.cfg, &e) != 0)
         return cli_fail("%s", e.msg);

@@ -201,6 +201,31 @@ static const struct option options[] = {
         "system_health: metric holding disk use in percent (the fullest series counts)"),
     DUR("health.stale_after", health_stale_ms, "2m", 1000, 30.0 * 86400000,
         "system_health: a host silent this long is stale"),
+    STR("agent.server", agent_server, "",
+        "`opsdb agent`: the server its rows go to (`--server`), e.g. http://db-1:8470"),
+    STR("agent.token", agent_token, "",
+        "`opsdb agent`: bearer token sent with every request (`--token`; better given as "
+        "OPSDB_AGENT_TOKEN than on the command line); empty: none"),
+    DUR("agent.interval", agent_interval_ms, "10s", 1000, 86400000.0,
+        "`opsdb agent`: how often it collects the host and sends the rows (`--interval`)"),
+    STR("agent.spool_dir", agent_spool_dir, "./data/agent-spool",
+        "`opsdb agent`: directory of the batches the server has not taken yet (`--spool`); they "
+        "survive a restart and are sent oldest first when the server answers again"),
+    BYTES("agent.spool_max_bytes", agent_spool_max_bytes, "64MiB", 1024,
+          1024.0 * 1024 * 1024 * 1024,
+          "`opsdb agent`: bound of the spool (`--spool-max-bytes`); past it the oldest batches "
+          "are dropped, with a warning"),
+    DUR("agent.retry_max", agent_retry_max_ms, "30s", 100, 3600000,
+        "`opsdb agent`: longest wait between two tries while the server does not answer (the "
+        "wait starts at 1s and doubles)"),
+    DUR("agent.timeout", agent_timeout_ms, "10s", 100, 600000,
+        "`opsdb agent`: time limit of one request to the server (a request that takes longer is "
+        "a failure: its batch is spooled)"),
+    CHOICE("collection.self", collection_self, "on", "on|off",
+           "`opsdb serve` collects the metrics of its own host and its own health "
+           "(docs/collection.md); `--no-collect` turns it off too"),
+    DUR("collection.interval", collection_interval_ms, "10s", 1000, 86400000.0,
+        "how often `opsdb serve` collects its own host"),
 };
 
 #define NOPTIONS (sizeof options / sizeof options[0])

@@ -368,6 +368,16 @@ struct config {
     size_t nfp_rules;
     char fp_regex[CONFIG_MAX_FP_RULES][256];
     char fp_replacement[CONFIG_MAX_FP_RULES][64];
+    /* opsdb agent (docs/collection.md) */
+    char agent_server[1024];
+    char agent_token[512];
+    int64_t agent_interval_ms;
+    char agent_spool_dir[4096];
+    int64_t agent_spool_max_bytes;
+    int64_t agent_retry_max_ms, agent_timeout_ms;
+    /* opsdb serve's collection of its own host */
+    char collection_self[8]; /* "on" or "off" */
+    int64_t collection_interval_ms;
 };
 
 /* Fills c with every default. */

@@ -7,7 +7,9 @@ Fixtures
 --------
 opsdb_bin       path of the binary (the session fails early when it is missing)
 tmp_db          path of a fresh database file in the test's temporary directory
-server_factory  starts servers: ``server_factory("--set", "query.max_rows=5", env={...})``
+server_factory  starts servers: ``server_factory("--set", "query.max_rows=5", env={...})``;
+                servers run with --no-collect (no rows of their own host in system_metrics)
+                unless started with ``collect=True``
 server          one server on a fresh database with the default configuration
 run_cli         ``run_cli("query", "SELECT 1", "--db", path, input=None)`` -> CompletedProcess
 
@@ -172,18 +174,21 @@ class Server:
     """
 
     def __init__(self, binary, db, workdir, args=(), env=None, config=None, port=None,
-                 start_timeout=30.0):
+                 start_timeout=30.0, collect=False):
         """binary: the opsdb executable. db: database path. workdir: directory for logs and the
         config file. args: extra arguments after `serve --db DB --listen ADDR`, e.g.
         ("--set", "query.timeout=200ms"). env: extra environment (see child_env). config: text
         of a YAML configuration file, written to workdir and passed with --config. port: a
-        fixed port (default: a free one). start_timeout: seconds to wait for /healthz."""
+        fixed port (default: a free one). start_timeout: seconds to wait for /healthz.
+        collect: True lets the server collect its own host (without it, --no-collect is
+        passed, so tests that count system_metrics rows see only their own)."""
         self.binary = str(binary)
         self.db = Path(db)
         self.workdir = Path(workdir)
         self.args = [str(a) for a in args]
         self.env = dict(env or {})
         self.start_timeout = start_timeout
+        self.collect = collect
         self.port = port
         self.fixed_port = port is not None
         self.proc = None
@@ -215,6 +220,8 @@ class Server:
         cmd = [self.binary, "serve", "--db", str(self.db), "--listen", f"127.0.0.1:{self.port}"]
         if self.config_path is not None:
             cmd += ["--config", str(self.config_path)]
+        if not self.collect:
+            cmd.append("--no-collect")
         return cmd + self.args
 
     def start(self):
@@ -397,17 +404,18 @@ def _make_factory(opsdb_bin, base_dir, default_db):
     servers = []
 
     def factory(*args, db=None, env=None, config=None, port=None, start=True,
-                start_timeout=30.0):
+                start_timeout=30.0, collect=False):
         """Starts `opsdb serve` and returns its Server.
 
         args: extra command-line arguments, e.g. ("--set", "http.max_body_bytes=2048").
         db: database path (default: the test's tmp_db, so a second server in the same test gets
         the same file unless db is given). env: extra environment variables. config: YAML text
         for --config. port: fixed port (default: a free one). start: False returns the Server
-        unstarted (call .start()). The factory stops every server at the end of the test and
-        checks its exit status and stderr."""
+        unstarted (call .start()). collect: True lets the server collect its own host (default
+        --no-collect). The factory stops every server at the end of the test and checks its
+        exit status and stderr."""
         s = Server(opsdb_bin, db or default_db, base_dir, args=args, env=env, config=config,
-                   port=port, start_timeout=start_timeout)
+                   port=port, start_timeout=start_timeout, collect=collect)
         servers.append(s)
         if start:
             s.start()

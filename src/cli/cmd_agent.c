@@ -1,0 +1,118 @@
+/*
+ * opsdb agent: collects this host's metrics every interval and sends them to a server, keeping
+ * what the server does not take in a spool (src/agent/). Runs until SIGINT or SIGTERM, or for
+ * one collection with --once, and ends with a line of counts (what was sent, spooled, dropped)
+ * that scripts and tests read.
+ */
+#include "agent/agent.h"
+#include "cli/cli.h"
+
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+/* The agent's own flags: each sets one option, so the config file and OPSDB_* variables can say
+ * the same, with the usual precedence. */
+static const struct {
+    const char *flag;
+    const char *option;
+} flags[] = {
+    {"--server", "agent.server"},
+    {"--token", "agent.token"},
+    {"--interval", "agent.interval"},
+    {"--spool", "agent.spool_dir"},
+    {"--spool-max-bytes", "agent.spool_max_bytes"},
+};
+
+/* Handles an agent flag at argv[*i]: 1 taken, 0 not one, 2 after printing a usage error. */
+static int agent_flag(struct cli_common *c, int argc, char **argv, int *i)
+{
+    const struct command *cmd = cli_command("agent");
+    for (size_t k = 0; k < sizeof flags / sizeof flags[0]; k++) {
+        size_t n = strlen(flags[k].flag);
+        const char *a = argv[*i];
+        if (strncmp(a, flags[k].flag, n) != 0 || (a[n] != '\0' && a[n] != '='))
+            continue;
+        const char *v = a[n] == '=' ? a + n + 1 : *i + 1 < argc ? argv[++*i] : NULL;
+        if (!v || !*v || strncmp(v, "--", 2) == 0) /* no value: the next flag follows */
+            return cli_usage(cmd, "%s needs a value", flags[k].flag);
+        struct config scratch; /* the value is checked here, so a bad one is a usage error */
+        struct err e;
+        config_defaults(&scratch);
+        if (config_set(&scratch, flags[k].option, v, &e) != 0)
+            return cli_usage(cmd, "%s %s: %s", flags[k].flag, v, e.msg);
+        if (c->nsets >= CLI_MAX_SETS)
+            return cli_usage(cmd, "too many options");
+        snprintf(c->set_name[c->nsets], sizeof c->set_name[0], "%s", flags[k].option);
+        c->set_value[c->nsets++] = v;
+        return 1;
+    }
+    return 0;
+}
+
+static void print_summary(const struct agent_stats *st)
+{
+    const struct ship_stats *s = &st->ship;
+    log_info("agent: stopped: collections=%" PRIu64 " rows_collected=%" PRIu64 " rows_sent=%" PRIu64
+             " batches_sent=%" PRIu64 " batches_replayed=%" PRIu64 " batches_spooled=%" PRIu64
+             " batches_refused=%" PRIu64 " rows_refused=%" PRIu64 " batches_dropped=%" PRIu64
+             " rows_dropped=%" PRIu64 " spool_batches=%" PRIu64 " spool_bytes=%" PRIu64,
+             st->collections, st->rows_collected, s->rows_sent, s->batches_sent,
+             s->batches_replayed, s->batches_spooled, s->batches_refused, s->rows_refused,
+             s->batches_dropped, s->rows_dropped, s->spool_batches, s->spool_bytes);
+}
+
+int cmd_agent(int argc, char **argv)
+{
+    const struct command *cmd = cli_command("agent");
+    struct cli_common c = {0};
+    bool once = false;
+    for (int i = 1; i < argc; i++) {
+        int rc = cli_common_flag(&c, argc, argv, &i);
+        if (rc < 0)
+            return 2;
+        if (rc == 1)
+            continue;
+        if ((rc = agent_flag(&c, argc, argv, &i)) == 2)
+            return 2;
+        if (rc == 1)
+            continue;
+        if (strcmp(argv[i], "--once") == 0)
+            once = true;
+        else
+            return cli_usage(cmd, "unexpected argument '%s'", argv[i]);
+    }
+    if (c.help)
+        return cli_help("agent");
+    struct config cfg;
+    int rc = cli_load_config(&c, &cfg);
+    if (rc)
+        return rc;
+    if (!cfg.agent_server[0])
+        return cli_usage(cmd, "no server: give --server URL (or agent.server in the config)");
+    struct agent_opts o = {
+        .ship = {.server = cfg.agent_server,
+                 .token = cfg.agent_token,
+                 .spool_dir = cfg.agent_spool_dir,
+                 .spool_max_bytes = cfg.agent_spool_max_bytes,
+                 .retry_max_ms = cfg.agent_retry_max_ms,
+                 .timeout_ms = cfg.agent_timeout_ms},
+        .interval_ms = cfg.agent_interval_ms,
+        .once = once,
+    };
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    sigprocmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    struct agent_stats st;
+    struct err e;
+    rc = agent_run(&o, &stop, &st, &e);
+    if (rc == 0 || st.collections)
+        print_summary(&st);
+    if (rc == E_INVALID)
+        return 1; /* the shipper logged the server's reason */
+    return rc ? cli_fail("%s", e.msg) : 0;
+}
