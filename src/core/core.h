@@ -363,6 +363,10 @@ struct config {
     size_t nfp_rules;
     char fp_regex[CONFIG_MAX_FP_RULES][256];
     char fp_replacement[CONFIG_MAX_FP_RULES][64];
+    /* Prometheus: defaults of the scrape jobs (collect/scrape.h) and the remote-write route */
+    int64_t scrape_interval_ms, scrape_timeout_ms;
+    int64_t scrape_body_limit_bytes, scrape_sample_limit;
+    int64_t remote_write_max_decoded_bytes;
 };
 
 /* Fills c with every default. */
