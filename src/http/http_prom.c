@@ -101,6 +101,8 @@ static size_t write_body(struct http_server *srv, struct request *req, struct re
     *failed = rc != 0;
     if (rc != 0) {
         refuse(srv, res, t, rc, &e, r, b.nrows);
+    } else if (b.nrows == 0) {
+        res->status = 204; /* only metadata, or only NaN samples: nothing to write */
     } else if ((rc = writer_submit(srv->deps.writer, &b, &e)) != 0) {
         char msg[300];
         snprintf(msg, sizeof msg, "the database did not take the rows (%.200s): retry", e.msg);
