@@ -311,8 +311,9 @@ struct runner {
     const struct scrape_target *t;
     pthread_t thread;
     bool started;
-    int up;             /* of the last scrape; -1 before the first */
-    bool store_failing; /* the writer refused the last scrape's rows */
+    int up;                 /* of the last scrape; -1 before the first */
+    bool store_failing;     /* the writer refused the last scrape's rows */
+    struct rejects rejects; /* scratch of the parse (large: kept off the thread's stack) */
 };
 
 struct scrapes {
@@ -400,21 +401,25 @@ static int fetch(CURL *c, const struct scrape_target *t, struct page *p, char *w
     return -1;
 }
 
-/* Parses the page into b; 0, or -1 with the reason in why (b then holds no page rows). */
-static int parse_page(const struct scrape_target *t, const struct ingest_ctx *ctx,
-                      const struct page *p, int64_t ts_ms, struct batch *b, struct prom_stats *st,
-                      char *why, size_t size)
+/* The labels the scraper gives a target's samples: job, instance, the job's labels; returns
+ * their count (out has room for SCRAPE_MAX_LABELS + 3, one left for __name__). */
+static size_t target_labels(const struct scrape_target *t, struct prom_label *out)
 {
-    struct prom_label labels[SCRAPE_MAX_LABELS + 2];
     size_t n = 0;
-    labels[n++] = (struct prom_label){"job", t->job, 3, strlen(t->job)};
-    labels[n++] = (struct prom_label){"instance", t->instance, 8, strlen(t->instance)};
+    out[n++] = (struct prom_label){"job", t->job, 3, strlen(t->job)};
+    out[n++] = (struct prom_label){"instance", t->instance, 8, strlen(t->instance)};
     for (size_t i = 0; i < t->nlabels; i++)
-        labels[n++] = t->labels[i];
-    struct prom_text_opts opts = {ts_ms, labels, n};
-    struct rejects *r = malloc(sizeof *r);
-    if (!r)
-        abort();
+        out[n++] = t->labels[i];
+    return n;
+}
+
+/* Parses the page into b; 0, or -1 with the reason in why. r is the caller's scratch. */
+static int parse_page(const struct scrape_target *t, const struct ingest_ctx *ctx,
+                      const struct page *p, int64_t ts_ms, struct batch *b, struct rejects *r,
+                      struct prom_stats *st, char *why, size_t size)
+{
+    struct prom_label labels[SCRAPE_MAX_LABELS + 3];
+    struct prom_text_opts opts = {ts_ms, labels, target_labels(t, labels)};
     rejects_init(r, "line");
     int rc =
         ingest_parse_promtext(ctx, p->body.data ? p->body.data : "", p->body.len, &opts, b, r, st);
@@ -424,34 +429,26 @@ static int parse_page(const struct scrape_target *t, const struct ingest_ctx *ct
     else if (rc != 0)
         snprintf(why, size, "the page is not in the Prometheus text format: line %zu: %s",
                  r->n ? r->items[0].row : 0, r->n ? r->items[0].reason : "?");
-    free(r);
     return rc ? -1 : 0;
 }
 
 /* up, scrape_duration_seconds, scrape_samples_scraped and scrape_samples_nonfinite of one
  * scrape, labelled like the target's samples. */
 static void add_report(const struct scrape_target *t, const struct ingest_ctx *ctx, struct batch *b,
-                       int64_t ts_ms, bool up, double seconds, const struct prom_stats *st)
+                       struct rejects *r, int64_t ts_ms, bool up, double seconds,
+                       const struct prom_stats *st)
 {
     const char *names[] = {"up", "scrape_duration_seconds", "scrape_samples_scraped",
                            "scrape_samples_nonfinite"};
     double values[] = {up ? 1 : 0, seconds, up ? (double)st->samples : 0,
                        up ? (double)st->nonfinite : 0};
     struct prom_label labels[SCRAPE_MAX_LABELS + 3];
-    size_t n = 0;
-    labels[n++] = (struct prom_label){"job", t->job, 3, strlen(t->job)};
-    labels[n++] = (struct prom_label){"instance", t->instance, 8, strlen(t->instance)};
-    for (size_t i = 0; i < t->nlabels; i++)
-        labels[n++] = t->labels[i];
-    struct rejects *r = malloc(sizeof *r);
-    if (!r)
-        abort();
+    size_t n = target_labels(t, labels);
     rejects_init(r, "row");
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         labels[n] = (struct prom_label){"__name__", names[i], 8, strlen(names[i])};
         ingest_prom_sample(ctx, b, labels, n + 1, ts_ms, values[i], 0, r, NULL);
     }
-    free(r);
 }
 
 /* Logs what changed since the last scrape: down (with why), up again, the store refusing. */
@@ -488,19 +485,19 @@ static void scrape_once(struct runner *run, CURL *c)
     struct prom_stats st = {0};
     char why[400] = "";
     bool up = fetch(c, t, &p, why, sizeof why) == 0 &&
-              parse_page(t, &ctx, &p, ts_ms, &b, &st, why, sizeof why) == 0;
+              parse_page(t, &ctx, &p, ts_ms, &b, &run->rejects, &st, why, sizeof why) == 0;
     if (!up) { /* a failed scrape stores none of its page, as Prometheus does */
         batch_release(&b);
         batch_init(&b, schema_table("system_metrics"));
     }
     size_t page_rows = b.nrows;
-    add_report(t, &ctx, &b, ts_ms, up, (double)(mono_ms() - t0) / 1000, &st);
+    add_report(t, &ctx, &b, &run->rejects, ts_ms, up, (double)(mono_ms() - t0) / 1000, &st);
+    /* a scrape the server's stop cut short says nothing about the target: not stored */
+    bool cut = !up && __atomic_load_n(&s->stopping, __ATOMIC_RELAXED);
     struct err e;
     err_clear(&e);
-    int rc = __atomic_load_n(&s->stopping, __ATOMIC_RELAXED) && !up
-                 ? 0 /* cut short by the stop: not the target's failure */
-                 : writer_submit(s->w, &b, &e);
-    if (!(__atomic_load_n(&s->stopping, __ATOMIC_RELAXED) && !up))
+    int rc = cut ? 0 : writer_submit(s->w, &b, &e);
+    if (!cut)
         note_state(run, up, why, rc, &e);
     if (up && rc == 0)
         heartbeat_note(s->hb, SOURCE_SCRAPE, t->url, t->interval_ms, page_rows);

@@ -588,6 +588,9 @@ int config_markdown(struct buf *b)
     buf_printf(b, "| `fingerprint.rules` | `[]` | list of `{regex: ..., replacement: ...}` applied "
                   "to error messages after the built-in folding of numbers, ids and quoted "
                   "strings |\n");
+    buf_printf(b, "| `scrape.configs` | `[]` | the Prometheus scrape jobs: a list of `{job_name, "
+                  "targets, scrape_interval, ...}` shaped like Prometheus' scrape_configs (also "
+                  "accepted as a list right under `scrape:`; docs/collection.md) |\n");
     return 0;
 }
 
