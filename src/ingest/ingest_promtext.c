@@ -215,7 +215,7 @@ static size_t scan_value(struct arena *a, const char *s, size_t i, size_t end, c
     char *o = arena_alloc(a, len + 1);
     size_t k = 0;
     for (size_t j = start; j < i; j++) {
-        if (s[j] == '\\' && strchr("\\\"n", s[j + 1])) {
+        if (s[j] == '\\' && s[j + 1] && strchr("\\\"n", s[j + 1])) {
             j++;
             o[k++] = s[j] == 'n' ? '\n' : s[j];
         } else {
