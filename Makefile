@@ -3,6 +3,8 @@
 
 CC      ?= cc
 PKGS    := sqlite3 libmicrohttpd jansson yaml-0.1 zlib libzstd libsodium libcurl
+# Prometheus remote write: protobuf messages (decoded with libprotobuf-c) in snappy blocks
+PKGS    += libprotobuf-c snappy
 WARN    := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wno-format-nonliteral -Werror
 CSTD    := -std=c11 -D_GNU_SOURCE -Isrc
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -19,6 +21,17 @@ ASAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-
 
 REL_OBJ  := $(SRC:%.c=$(REL_DIR)/%.o)
 ASAN_OBJ := $(SRC:%.c=$(ASAN_DIR)/%.o)
+
+# .proto files under src/ are compiled with protoc-c into build/gen/ (generated, not committed):
+# src/ingest/remote_write.proto gives build/gen/ingest/remote_write.pb-c.{c,h}, included as
+# "ingest/remote_write.pb-c.h"; their objects join the others.
+GEN_DIR   := build/gen
+PROTO_SRC := $(sort $(wildcard src/*/*.proto))
+PROTO_C   := $(PROTO_SRC:src/%.proto=$(GEN_DIR)/%.pb-c.c)
+PROTO_H   := $(PROTO_C:.c=.h)
+CSTD      += -I$(GEN_DIR)
+REL_OBJ   += $(PROTO_C:%.c=$(REL_DIR)/%.o)
+ASAN_OBJ  += $(PROTO_C:%.c=$(ASAN_DIR)/%.o)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(ASAN_DIR)/%)
 
 .PHONY: all run test deps test-deps unit e2e lint clean docs fuzz
@@ -47,6 +60,13 @@ $(ASAN_LIB): $(ASAN_OBJ)
 $(ASAN_DIR)/test_%: tests/unit/test_%.c $(ASAN_LIB) $(wildcard tests/unit/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(WARN) $(ASAN_CFLAGS) $(PKG_CFLAGS) -o $@ $< $(ASAN_LIB) $(PKG_LIBS) -lcmocka
+
+$(GEN_DIR)/%.pb-c.c $(GEN_DIR)/%.pb-c.h: src/%.proto
+	@mkdir -p $(GEN_DIR)
+	protoc-c -Isrc --c_out=$(GEN_DIR) $<
+
+# the sources that include a generated header wait for it (the first build has no .d files yet)
+$(REL_DIR)/src/ingest/ingest_remote_write.o $(ASAN_DIR)/src/ingest/ingest_remote_write.o: $(PROTO_H)
 
 deps:
 	@scripts/install-deps.sh build

@@ -5,7 +5,7 @@
 #   fuzz/build.sh run [SECONDS] [NAME...]
 #                                      build, then fuzz each target (or the NAMEs: lineproto,
 #                                      json, csv, rfc3339, gunzip, sketch, chunk, colpack,
-#                                      minutes) for
+#                                      minutes, promtext, remote_write) for
 #                                      SECONDS (default 10);
 #                                      exits non-zero when any target crashed
 #
@@ -20,21 +20,29 @@ cd "$(dirname "$0")/.."
 
 CLANG=${CLANG:-clang}
 OUT=build/fuzz
-PKGS="sqlite3 libmicrohttpd jansson yaml-0.1 zlib libzstd"
-TARGETS="lineproto json csv rfc3339 gunzip sketch chunk colpack minutes"
+PKGS="sqlite3 libmicrohttpd jansson yaml-0.1 zlib libzstd libprotobuf-c snappy"
+TARGETS="lineproto json csv rfc3339 gunzip sketch chunk colpack minutes promtext remote_write"
+# the remote-write messages, compiled from src/*/*.proto with protoc-c (as the Makefile does)
+GEN=$OUT/gen
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 # shellcheck disable=SC2086 # PKGS is a list of words
-CFLAGS="-std=c11 -D_GNU_SOURCE -Isrc -g -O1 -fno-omit-frame-pointer -Wall -Wextra $(pkg-config --cflags $PKGS)"
+CFLAGS="-std=c11 -D_GNU_SOURCE -Isrc -I$GEN -g -O1 -fno-omit-frame-pointer -Wall -Wextra $(pkg-config --cflags $PKGS)"
 # shellcheck disable=SC2086
 LIBS="$(pkg-config --libs $PKGS) -lm -lpthread"
 
 # Rebuilds only what changed: objects newer than their source (or any header), the archive when
 # an object changed, a target when its source, fuzz_common.h or the archive is newer.
 build() {
-    mkdir -p "$OUT/obj"
+    mkdir -p "$OUT/obj" "$GEN"
     objs=""
     changed=""
-    for src in src/*/*.c; do
+    for proto in src/*/*.proto; do
+        gen="$GEN/$(echo "$proto" | sed 's|^src/||; s|\.proto$|.pb-c.c|')"
+        if [ ! -f "$gen" ] || [ "$proto" -nt "$gen" ]; then
+            protoc-c -Isrc --c_out="$GEN" "$proto"
+        fi
+    done
+    for src in src/*/*.c "$GEN"/*/*.pb-c.c; do
         obj="$OUT/obj/$(echo "$src" | tr / _ | sed 's/\.c$/.o/')"
         if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$(find src -name '*.h' -newer "$obj")" ]; then
             echo "cc $src"

@@ -9,6 +9,7 @@
 #include "backup/backup.h"
 #include "cli/cli.h"
 #include "collect/heartbeat.h"
+#include "collect/scrape.h"
 #include "http/http.h"
 #include "ingest/ingest.h"
 #include "jobs/builtin.h"
@@ -35,6 +36,7 @@ struct server {
     struct backup_jobs backups;
     struct heartbeats *heartbeats; /* which sources deliver data (collection_status) */
     struct self_collection *self;  /* this host's metrics and the server's health */
+    struct scrapes *scrapes;       /* the Prometheus scrape jobs of the config file */
     struct http_server *http;
 };
 
@@ -101,6 +103,8 @@ static int server_start(struct server *srv)
     if (strcmp(srv->cfg.collection_self, "on") == 0 &&
         self_collection_start(&srv->self, srv->writer, srv->heartbeats, &srv->cfg, &e) != 0)
         return cli_fail("%s", e.msg);
+    if (scrapes_new(&srv->scrapes, &srv->cfg, srv->writer, srv->heartbeats, &e) != 0)
+        return cli_fail("%s", e.msg);
     struct http_deps deps = {&srv->cfg,  srv->store,  srv->writer, srv->fingerprints,
                              srv->cache, srv->alerts, srv->jobs,   srv->heartbeats};
     if (http_start(&srv->http, &deps, &e) != 0)
@@ -113,6 +117,7 @@ static void server_stop(struct server *srv)
     http_stop(&srv->http);             /* no new requests; running ones finish */
     jobs_free(&srv->jobs);             /* running commands stop; their rows are written */
     self_collection_stop(&srv->self);  /* a collection under way is written */
+    scrapes_free(&srv->scrapes);       /* a scrape under way is cut short */
     heartbeats_free(&srv->heartbeats); /* its last rows go through the writer */
     alert_engine_free(&srv->alerts);   /* its last rows go through the writer */
     writer_free(&srv->writer);         /* commits what is queued */

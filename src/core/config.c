@@ -226,6 +226,22 @@ static const struct option options[] = {
            "(docs/collection.md); `--no-collect` turns it off too"),
     DUR("collection.interval", collection_interval_ms, "10s", 1000, 86400000.0,
         "how often `opsdb serve` collects its own host"),
+    DUR("scrape.interval", scrape_interval_ms, "15s", 1000, 86400000.0,
+        "how often a scrape job pulls its targets when it gives no scrape_interval (the jobs "
+        "are the list scrape.configs; docs/collection.md)"),
+    DUR("scrape.timeout", scrape_timeout_ms, "10s", 100, 86400000.0,
+        "time limit of one scrape when its job gives no scrape_timeout (never longer than the "
+        "job's interval)"),
+    BYTES("scrape.body_limit", scrape_body_limit_bytes, "16MiB", 1024, 1024.0 * 1024 * 1024,
+          "largest page a scrape reads (after gzip decoding); a larger one fails the scrape (up "
+          "0)"),
+    INTO("scrape.sample_limit", scrape_sample_limit, "50000", 1, 10000000,
+         "samples one scrape may return; more fails the scrape (up 0), as Prometheus' "
+         "sample_limit does"),
+    BYTES("remote_write.max_decoded_bytes", remote_write_max_decoded_bytes, "32MiB", 1024,
+          1024.0 * 1024 * 1024,
+          "largest remote-write body after snappy decoding (413 beyond; the body as sent is "
+          "bounded by http.max_body_bytes)"),
 };
 
 #define NOPTIONS (sizeof options / sizeof options[0])
@@ -508,6 +524,9 @@ static int load_node(struct config *c, yaml_document_t *doc, yaml_node_t *n, con
             rc = 0; /* read by the alert module from config_path (docs/alerts.md) */
         else if (strcmp(name, "jobs.definitions") == 0)
             rc = 0; /* read by the jobs module from config_path (docs/jobs.md) */
+        else if (strcmp(name, "scrape.configs") == 0 ||
+                 (strcmp(name, "scrape") == 0 && v->type == YAML_SEQUENCE_NODE))
+            rc = 0; /* read by the scrape jobs from config_path (docs/collection.md) */
         else if (v->type == YAML_MAPPING_NODE)
             rc = load_node(c, doc, v, name, e);
         else if (v->type == YAML_SCALAR_NODE)
@@ -601,6 +620,9 @@ int config_markdown(struct buf *b)
     buf_printf(b, "| `fingerprint.rules` | `[]` | list of `{regex: ..., replacement: ...}` applied "
                   "to error messages after the built-in folding of numbers, ids and quoted "
                   "strings |\n");
+    buf_printf(b, "| `scrape.configs` | `[]` | the Prometheus scrape jobs: a list of `{job_name, "
+                  "targets, scrape_interval, ...}` shaped like Prometheus' scrape_configs (also "
+                  "accepted as a list right under `scrape:`; docs/collection.md) |\n");
     return 0;
 }
 

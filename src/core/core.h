@@ -378,6 +378,10 @@ struct config {
     /* opsdb serve's collection of its own host */
     char collection_self[8]; /* "on" or "off" */
     int64_t collection_interval_ms;
+    /* Prometheus: defaults of the scrape jobs (collect/scrape.h) and the remote-write route */
+    int64_t scrape_interval_ms, scrape_timeout_ms;
+    int64_t scrape_body_limit_bytes, scrape_sample_limit;
+    int64_t remote_write_max_decoded_bytes;
 };
 
 /* Fills c with every default. */

@@ -13,6 +13,9 @@ struct route {
     route_handler handle;
 };
 
+/* http_prom.c */
+void handle_prom_write(struct http_server *srv, struct request *req, struct response *res);
+
 static const struct route routes[] = {
     {{"GET", "/", "public", "index of the API"}, handle_index},
     {{"GET", "/healthz", "public", "alive: 200 while the process serves requests"}, handle_healthz},
@@ -76,6 +79,12 @@ static const struct route routes[] = {
     {{"POST", "/api/v1/jobs/{name}/fail", "writer",
       "an external job failed (?exit_code=, ?run_id=; body: its log tail)"},
      handle_job_fail},
+    {{"POST", "/api/v1/prom/write", "writer",
+      "Prometheus remote write 1.0 (snappy protobuf) into system_metrics (204)"},
+     handle_prom_write},
+    {{"POST", "/api/v1/write", "writer",
+      "Prometheus remote write 1.0, the path other receivers use"},
+     handle_prom_write},
 };
 
 #define NROUTES (sizeof routes / sizeof routes[0])

@@ -39,6 +39,64 @@ int ingest_parse_lineproto(const struct ingest_ctx *ctx, const char *data, size_
 /* Decompresses a gzip or zlib body into out (bounded by out->max: E_LIMIT beyond). */
 int ingest_gunzip(const char *data, size_t len, struct buf *out, struct err *e);
 
+/* ---- Prometheus: the text exposition format and remote write, into system_metrics ---------- */
+
+/* Labels of one sample at most (the target's included); a label set must also fit the labels
+ * column. */
+#define PROM_MAX_LABELS 64
+
+/* One label of a Prometheus sample (bytes, not necessarily NUL-terminated). */
+struct prom_label {
+    const char *name, *value;
+    size_t name_len, value_len;
+};
+
+/* What a Prometheus parse read besides its rows. */
+struct prom_stats {
+    uint64_t samples;   /* samples read, stored or skipped */
+    uint64_t nonfinite; /* NaN, +Inf and -Inf samples (staleness markers too): skipped */
+};
+
+/* Appends one Prometheus sample to b (a system_metrics batch) as Prometheus stores it: metric
+ * = the __name__ label, host = the host label or else instance, component = job, every other
+ * label (empty values dropped, as Prometheus drops them) into labels, a JSON object sorted by
+ * name. A NaN or infinite value is counted in st (may be NULL) and not stored. Returns false
+ * with a rejection at input_index (no __name__, a label name twice, text that is not UTF-8, a
+ * row that fails validation) and true otherwise. The label bytes are copied into b's arena. */
+bool ingest_prom_sample(const struct ingest_ctx *ctx, struct batch *b,
+                        const struct prom_label *labels, size_t nlabels, int64_t ts_ms,
+                        double value, size_t input_index, struct rejects *r, struct prom_stats *st);
+
+/* How a scraped page's samples are labelled. */
+struct prom_text_opts {
+    int64_t default_ts_ms; /* time of samples without a timestamp (the scrape's) */
+    /* labels the scraper attaches (job, instance, the target's labels): they win over labels of
+     * the same name on the page, which are kept renamed exported_<name> (Prometheus'
+     * honor_labels: false) */
+    const struct prom_label *target_labels;
+    size_t ntarget_labels;
+};
+
+/* The Prometheus text exposition format 0.0.4 (what /metrics pages serve; OpenMetrics' final
+ * `# EOF` is tolerated) into system_metrics: `name{label="value",...} value [timestamp_ms]`
+ * lines, # HELP and # TYPE lines checked and otherwise ignored (a histogram or summary arrives
+ * as its _bucket/_sum/_count series, with their le or quantile labels), other comments skipped.
+ * Label values take the escapes \\, \" and \n. Rejections name the line (1-based). Returns as
+ * the other parsers do (0, E_INVALID, E_LIMIT past ctx->max_rows samples); st may be NULL. */
+int ingest_parse_promtext(const struct ingest_ctx *ctx, const char *data, size_t len,
+                          const struct prom_text_opts *opts, struct batch *b, struct rejects *r,
+                          struct prom_stats *st);
+
+/* A Prometheus remote-write 1.0 body (a snappy block holding a protobuf WriteRequest) into
+ * system_metrics, each sample mapped by ingest_prom_sample. A body that is not snappy, a
+ * decoded size past max_decoded_bytes (E_LIMIT) or bytes that are no WriteRequest fail with
+ * the reason in e before any row is parsed (E_INVALID); bad samples are rejections whose index
+ * is the series' (0-based) in the request (E_INVALID); more than ctx->max_rows samples is
+ * E_LIMIT. Fields opsdb does not store (metadata, exemplars, native histograms) are skipped. */
+int ingest_parse_remote_write(const struct ingest_ctx *ctx, const char *data, size_t len,
+                              size_t max_decoded_bytes, struct batch *b, struct rejects *r,
+                              struct prom_stats *st, struct err *e);
+
 /* ---- the writer ----------------------------------------------------------------------------- */
 
 struct writer;
