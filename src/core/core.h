@@ -363,6 +363,15 @@ struct config {
     size_t nfp_rules;
     char fp_regex[CONFIG_MAX_FP_RULES][256];
     char fp_replacement[CONFIG_MAX_FP_RULES][64];
+    /* logs.*: the access and application log parsers and the file tailer (docs/collection.md) */
+    char logs_access_format[1024];  /* nginx log_format or Apache LogFormat text */
+    char logs_plain_pattern[1024];  /* POSIX ERE with %{FIELD} placeholders */
+    char logs_service[256];         /* "" = named after the log file */
+    char logs_host[256];            /* "" = this machine's host name */
+    char logs_min_level[16];        /* application log events below it are skipped */
+    int64_t logs_max_line_bytes;    /* longer lines are cut (and counted) */
+    int64_t logs_multiline_wait_ms; /* an idle file completes its pending multi-line event */
+    int64_t logs_rotate_wait_ms;    /* a renamed file is read this long after it went quiet */
 };
 
 /* Fills c with every default. */
