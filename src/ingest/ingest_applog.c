@@ -105,9 +105,10 @@ static const struct {
     enum ev_field field;
     const char *regex;
 } placeholders[] = {
+    /* RFC 3339 and its relatives (space, comma, no zone, +hhmm), or epoch s/ms/us/ns */
     {"TIME", EV_TS,
      "([0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}([.,][0-9]+)?(Z|[+-][0-9]{2}:?[0-9]{"
-     "2})?)"},
+     "2})?|[0-9]{9,19}([.][0-9]+)?)"},
     {"LEVEL", EV_LEVEL, "([[:alpha:]]+|[0-9]+)"},
     {"COMPONENT", EV_COMPONENT, "([^][:space:]]+)"},
     {"SERVICE", EV_SERVICE, "([^[:space:]]+)"},
