@@ -431,6 +431,8 @@ static bool json_member(struct event *ev, const char *key, json_t *v, char *why,
         return false;
     if (f == EV_ERROR)
         return error_field(ev, v);
+    if ((f == EV_TS && ev->has_ts) || (f == EV_LEVEL && ev->rank >= 0))
+        return false; /* a second spelling: kept in context */
     if (f == EV_TS && json_is_number(v)) {
         ev->has_ts = epoch_guess_ms(json_number_value(v), &ev->ts);
         if (!ev->has_ts)
