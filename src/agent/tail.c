@@ -7,6 +7,7 @@
  * again whole.
  */
 #include "agent/tail.h"
+#include "collect/heartbeat.h"
 #include "ingest/ingest.h"
 
 #include <errno.h>
@@ -51,6 +52,8 @@ struct tail {
     int64_t last_data_ms; /* monotonic time lines last arrived */
     struct saved saved;   /* the state of an earlier run, until the file is opened */
     char *chunk;
+    struct heartbeats *heartbeats; /* borrowed; NULL: none */
+    int64_t heartbeat_interval_ms;
     struct tail_stats stats;
 };
 
@@ -71,6 +74,12 @@ static int64_t mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void tail_set_heartbeats(struct tail *t, struct heartbeats *h, int64_t interval_ms)
+{
+    t->heartbeats = h;
+    t->heartbeat_interval_ms = interval_ms;
 }
 
 const char *tail_name(const struct tail *t)
@@ -463,6 +472,8 @@ int tail_poll(struct tail *t, struct buf *out, const char **table, size_t *rows,
     batch_release(&po.b);
     *rows = po.rows;
     t->stats.rows += po.rows;
+    if (rc == 0 && t->fd >= 0)
+        heartbeat_note(t->heartbeats, SOURCE_TAIL, t->spec, t->heartbeat_interval_ms, po.rows);
     return rc;
 }
 

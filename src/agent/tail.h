@@ -65,6 +65,14 @@ int tail_poll(struct tail *t, struct buf *out, const char **table, size_t *rows,
  * stack trace. Call it once the rows of the polls before are safe. 0 or E_IO. */
 int tail_commit(struct tail *t, struct err *e);
 
+struct heartbeats;
+/* After every poll that read the file (also one that found nothing new), the tail notes a
+ * heartbeat of source kind tail named "KIND:PATH" with the rows it handed out, expecting one
+ * every interval_ms (the caller's poll interval); a file that is missing notes none, so its
+ * absence shows as a gap (collect/heartbeat.h). h is borrowed and may be NULL (no heartbeats,
+ * the default). */
+void tail_set_heartbeats(struct tail *t, struct heartbeats *h, int64_t interval_ms);
+
 /* "KIND:PATH", the tail's name in logs and heartbeats (source kind tail). */
 const char *tail_name(const struct tail *t);
 void tail_get_stats(const struct tail *t, struct tail_stats *out);
