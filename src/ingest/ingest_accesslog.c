@@ -549,8 +549,10 @@ static int access_line(struct logparser *p, const struct ingest_ctx *ctx, const 
     char why[200];
     if (len == 0)
         return 0; /* blank lines are no requests */
-    if (!split_fields(a, line, len, v, why, sizeof why))
-        return rejects_add(r, line_no, "", "line %s", why), E_INVALID;
+    if (!split_fields(a, line, len, v, why, sizeof why)) {
+        rejects_add(r, line_no, "", "line %s", why);
+        return E_INVALID;
+    }
     int64_t ts, status;
     if (!parse_time(v, &ts))
         return reject(r, line_no, "ts", "no time of the request in the line (or not one read)");
