@@ -24,12 +24,16 @@ static const struct command commands[] = {
      "                      (collected every collection.interval by default; docs/collection.md)\n",
      cmd_serve},
     {"ingest", "load NDJSON, CSV or JSON rows into a table",
-     "usage: opsdb ingest TABLE [FILE|-] [--format ndjson|csv|json] [--precision ms]\n\n"
+     "usage: opsdb ingest TABLE [FILE|-] [--format ndjson|csv|json|LOGFORMAT] [--precision ms]\n\n"
      "Loads rows into TABLE in one transaction: every row is validated, and when any row is\n"
      "bad nothing is written and the bad rows are listed. FILE '-' (default) is stdin.\n"
      "  --format     ndjson (default), csv (a header line names the columns; default for\n"
      "               *.csv files) or json (one array)\n"
-     "  --precision  unit of numeric timestamps: ns, us, ms (default) or s\n",
+     "  --precision  unit of numeric timestamps: ns, us, ms (default) or s\n"
+     "Log files (docs/collection.md): --format nginx, nginx_timed, apache or access\n"
+     "(logs.access_format) into api_usage, json-log or plain-log (logs.plain_pattern) into\n"
+     "error_logs. Lines that make no row are listed (with their line numbers) and skipped;\n"
+     "when no line makes a row, nothing is written and the exit status is 1.\n",
      cmd_ingest},
     {"query", "run read-only SQL",
      "usage: opsdb query SQL [--format table|json|csv]\n\n"

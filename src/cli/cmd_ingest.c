@@ -2,7 +2,8 @@
  * opsdb ingest TABLE [FILE|-]: bulk load of NDJSON, CSV (header line) or a JSON array straight
  * into the database, in one transaction: every row is validated and either all are stored or,
  * when any is bad, none (the bad rows are listed). Large inputs are read in chunks with a
- * progress line.
+ * progress line. Log files (--format nginx, json-log, ...) go through the log parsers instead:
+ * a line that makes no row is listed and skipped, as a log always has a few.
  */
 #include "cli/cli.h"
 #include "ingest/ingest.h"
@@ -18,7 +19,19 @@
 
 #define CHUNK_BYTES (8u << 20)
 
-enum in_format { IN_NDJSON, IN_CSV, IN_JSON };
+enum in_format { IN_NDJSON, IN_CSV, IN_JSON, IN_LOG };
+
+/* --format names of the log parsers (docs/collection.md): they read a log file's lines into
+ * their table, skipping (and listing) lines that make no row. */
+static const struct {
+    const char *format;
+    const char *kind;
+    const char *table;
+} log_formats[] = {
+    {"nginx", "nginx", "api_usage"},    {"nginx_timed", "nginx_timed", "api_usage"},
+    {"apache", "apache", "api_usage"},  {"access", "access", "api_usage"},
+    {"json-log", "json", "error_logs"}, {"plain-log", "plain", "error_logs"},
+};
 
 struct loader {
     const struct table *table;
@@ -27,8 +40,10 @@ struct loader {
     struct config cfg;
     struct fingerprint_rules *fp;
     struct store *store;
-    struct buf header;  /* CSV: the header line, prepended to every chunk after the first */
-    size_t line_offset; /* lines before the current chunk */
+    const char *log_kind;     /* IN_LOG: the parser's kind */
+    struct logparser *parser; /* IN_LOG */
+    struct buf header;        /* CSV: the header line, prepended to every chunk after the first */
+    size_t line_offset;       /* lines before the current chunk */
     size_t rows_ok, rows_bad, reported;
     bool failed;
     int64_t bytes_read, bytes_total;
@@ -68,8 +83,8 @@ static void report(struct loader *l, const struct rejects *r, size_t base)
                 r->items[i].reason);
 }
 
-/* Parses and (while nothing failed) writes one chunk. */
-static void load_chunk(struct loader *l, const char *data, size_t len)
+/* Parses and (while nothing failed) writes one chunk; last: the end of the input. */
+static void load_chunk(struct loader *l, const char *data, size_t len, bool last)
 {
     struct ingest_ctx ctx;
     ingest_ctx_init(&ctx, &l->cfg, l->fp, l->precision);
@@ -85,6 +100,14 @@ static void load_chunk(struct loader *l, const char *data, size_t len)
     if (l->fmt == IN_CSV) {
         rc = ingest_parse_csv(&ctx, data, len, &b, r);
         base = l->line_offset ? l->line_offset - 1 : 0; /* the header repeats in every chunk */
+    } else if (l->fmt == IN_LOG) {
+        rc = ingest_parse_log(l->parser, &ctx, data, len, l->line_offset + 1, last, &b, r);
+        base = 0;
+        if (rc == E_INVALID) { /* bad lines are listed and skipped; the good rows are kept */
+            report(l, r, base);
+            l->rows_bad += r->count;
+            rc = 0;
+        }
     } else {
         rc = ingest_parse_json(&ctx, data, len, l->fmt == IN_NDJSON, &b, r);
     }
@@ -155,13 +178,13 @@ static int read_all(FILE *f, struct loader *l)
             h = nl ? (size_t)(nl - chunk.data) + 1 : cut;
             buf_append(&l->header, chunk.data, h);
         }
-        if (cut > 0) {
+        if (cut > 0 || (eof && l->fmt == IN_LOG)) { /* the log parser completes its event */
             struct buf part;
             buf_init(&part, (size_t)1 << 34);
             if (!first && l->fmt == IN_CSV)
                 buf_append(&part, l->header.data, l->header.len);
             buf_append(&part, chunk.data, cut);
-            load_chunk(l, part.data, part.len);
+            load_chunk(l, part.data ? part.data : "", part.len, eof);
             buf_release(&part);
             l->line_offset += count_lines(chunk.data, cut);
             first = false;
@@ -217,6 +240,16 @@ static int parse_flags(int argc, char **argv, struct cli_common *c, struct loade
         size_t len = strlen(*file);
         fmt = len > 4 && strcmp(*file + len - 4, ".csv") == 0 ? "csv" : "ndjson";
     }
+    for (size_t i = 0; i < sizeof log_formats / sizeof log_formats[0]; i++) {
+        if (strcmp(fmt, log_formats[i].format) != 0)
+            continue;
+        if (strcmp(*table, log_formats[i].table) != 0)
+            return cli_usage(cmd, "--format %s reads into %s, not %s", fmt, log_formats[i].table,
+                             *table);
+        l->fmt = IN_LOG;
+        l->log_kind = log_formats[i].kind;
+        return 0;
+    }
     if (strcmp(fmt, "csv") == 0)
         l->fmt = IN_CSV;
     else if (strcmp(fmt, "ndjson") == 0 || strcmp(fmt, "jsonl") == 0)
@@ -224,7 +257,9 @@ static int parse_flags(int argc, char **argv, struct cli_common *c, struct loade
     else if (strcmp(fmt, "json") == 0)
         l->fmt = IN_JSON;
     else
-        return cli_usage(cmd, "--format must be ndjson, csv or json");
+        return cli_usage(cmd, "--format must be ndjson, csv or json, or a log format: nginx, "
+                              "nginx_timed, apache, access (api_usage), json-log, plain-log "
+                              "(error_logs)");
     int p = time_precision_parse(prec);
     if (p < 0)
         return cli_usage(cmd, "--precision must be ns, us, ms or s");
@@ -241,12 +276,20 @@ static int finish(struct loader *l, const char *table)
             return cli_fail("rejected %zu rows; nothing was written to %s", l->rows_bad, table);
         return cli_fail("nothing was written to %s", table);
     }
+    if (l->fmt == IN_LOG && l->rows_ok == 0 && l->rows_bad > 0) {
+        store_write_rollback(l->store);
+        return cli_fail("no line could be read as a %s log (%zu bad lines); nothing was written "
+                        "to %s",
+                        l->log_kind, l->rows_bad, table);
+    }
     if (store_write_commit(l->store, &e) != 0)
         return cli_fail("commit failed: %s; nothing was written", e.msg);
     progress(l, true);
     double secs = since(&l->started);
     printf("ingested %zu rows into %s in %.2f s (%.0f rows/s)\n", l->rows_ok, table, secs,
            secs > 0 ? (double)l->rows_ok / secs : 0.0);
+    if (l->rows_bad)
+        fprintf(stderr, "opsdb: skipped %zu bad lines (the first are listed above)\n", l->rows_bad);
     return 0;
 }
 
@@ -272,6 +315,8 @@ int cmd_ingest(int argc, char **argv)
     buf_init(&l.header, 1 << 20);
     if (!(l.fp = config_fingerprint_rules(&l.cfg, &e))) {
         rc = cli_fail("%s", e.msg);
+    } else if (l.fmt == IN_LOG && logparser_new(&l.parser, &l.cfg, l.log_kind, file, &e) != 0) {
+        rc = cli_fail("%s", e.msg);
     } else if (store_open(&l.store, &l.cfg, STORE_READWRITE, &e) != 0 ||
                store_write_begin(l.store, &e) != 0) {
         rc = cli_fail("%s", e.msg);
@@ -285,6 +330,7 @@ int cmd_ingest(int argc, char **argv)
         rc = rc ? rc : frc;
     }
     store_close(&l.store);
+    logparser_free(&l.parser);
     fingerprint_rules_free(&l.fp);
     buf_release(&l.header);
     if (f != stdin)

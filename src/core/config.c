@@ -242,6 +242,36 @@ static const struct option options[] = {
           1024.0 * 1024 * 1024,
           "largest remote-write body after snappy decoding (413 beyond; the body as sent is "
           "bounded by http.max_body_bytes)"),
+    STR("logs.access_format", logs_access_format,
+        "$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent "
+        "\"$http_referer\" \"$http_user_agent\"",
+        "format of access logs read as kind `access` (`opsdb ingest api_usage --format access`, "
+        "`--tail access:PATH`): nginx log_format syntax ($variables and literal text) or Apache "
+        "LogFormat syntax (%h %t \"%r\" %>s %b %D ...); default: nginx's combined format "
+        "(docs/collection.md)"),
+    STR("logs.plain_pattern", logs_plain_pattern,
+        "^\\[?%{TIME}\\]?[[:space:]]+\\[?%{LEVEL}\\]?:?[[:space:]]+(\\[%{COMPONENT}\\]:?[[:space:]]"
+        "+)?"
+        "%{MESSAGE}$",
+        "pattern of an event's first line in plain-text application logs: a POSIX extended "
+        "regular expression with the placeholders %{TIME}, %{LEVEL}, %{COMPONENT}, %{SERVICE}, "
+        "%{HOST}, %{TYPE}, %{TRACE} and %{MESSAGE} (docs/collection.md)"),
+    STR("logs.service", logs_service, "",
+        "service column of rows read from logs; empty: named after the log file "
+        "(/var/log/nginx/api.access.log is api; access.log is named after its directory)"),
+    STR("logs.host", logs_host, "",
+        "host column of rows read from logs; empty: the host name of the machine reading them"),
+    CHOICE("logs.min_level", logs_min_level, "warning",
+           "debug|info|notice|warning|error|critical|fatal",
+           "application log events less severe than this are skipped"),
+    BYTES("logs.max_line_bytes", logs_max_line_bytes, "64KiB", 256, 16.0 * 1024 * 1024,
+          "a log line longer than this is cut to it (and counted as truncated)"),
+    DUR("logs.multiline_wait", logs_multiline_wait_ms, "2s", 0, 3600000,
+        "a tailed application log idle this long completes the event whose stack trace lines "
+        "were being joined"),
+    DUR("logs.rotate_wait", logs_rotate_wait_ms, "5s", 0, 3600000,
+        "after a tailed log is renamed away (rotation), it is read on until the new file has "
+        "data or it has been quiet this long"),
 };
 
 #define NOPTIONS (sizeof options / sizeof options[0])

@@ -382,6 +382,15 @@ struct config {
     int64_t scrape_interval_ms, scrape_timeout_ms;
     int64_t scrape_body_limit_bytes, scrape_sample_limit;
     int64_t remote_write_max_decoded_bytes;
+    /* logs.*: the access and application log parsers and the file tailer (docs/collection.md) */
+    char logs_access_format[1024];  /* nginx log_format or Apache LogFormat text */
+    char logs_plain_pattern[1024];  /* POSIX ERE with %{FIELD} placeholders */
+    char logs_service[256];         /* "" = named after the log file */
+    char logs_host[256];            /* "" = this machine's host name */
+    char logs_min_level[16];        /* application log events below it are skipped */
+    int64_t logs_max_line_bytes;    /* longer lines are cut (and counted) */
+    int64_t logs_multiline_wait_ms; /* an idle file completes its pending multi-line event */
+    int64_t logs_rotate_wait_ms;    /* a renamed file is read this long after it went quiet */
 };
 
 /* Fills c with every default. */

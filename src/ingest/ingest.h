@@ -96,6 +96,66 @@ int ingest_parse_promtext(const struct ingest_ctx *ctx, const char *data, size_t
 int ingest_parse_remote_write(const struct ingest_ctx *ctx, const char *data, size_t len,
                               size_t max_decoded_bytes, struct batch *b, struct rejects *r,
                               struct prom_stats *st, struct err *e);
+/* ---- log files: access logs into api_usage, application logs into error_logs ---------------
+ * (docs/collection.md, "Access and application logs"). A log parser reads one file's lines; it
+ * is stateful, because an application log event may span lines (a stack trace), so each file
+ * has its own, used by one thread at a time. Kinds:
+ *   nginx        nginx's combined format                                  -> api_usage
+ *   nginx_timed  combined + " $request_time $upstream_response_time"      -> api_usage
+ *   apache       Apache's combined format                                 -> api_usage
+ *   access       the format in logs.access_format (nginx or Apache syntax) -> api_usage
+ *   json         JSON lines (one object per event)                        -> error_logs
+ *   plain        plain text, event lines matching logs.plain_pattern      -> error_logs */
+struct logparser;
+
+/* The kinds above, for messages: "nginx, nginx_timed, apache, access, json, plain". */
+const char *logparser_kinds(void);
+/* A parser of kind for the file at path (NULL or "-": stdin; the service column defaults to a
+ * name taken from the path, see ingest_log_service). Settings come from cfg's logs.* options
+ * and are copied. E_INVALID with the reason for an unknown kind, a bad logs.access_format or
+ * logs.plain_pattern. Free with logparser_free. */
+int logparser_new(struct logparser **out, const struct config *cfg, const char *kind,
+                  const char *path, struct err *e);
+/* Frees; *p becomes NULL. NULL is a no-op. */
+void logparser_free(struct logparser **p);
+/* The table its rows are for (api_usage or error_logs); b must be initialised for it. */
+const struct table *logparser_table(const struct logparser *p);
+
+/* Feeds one complete line (without its newline; a trailing CR is ignored). line_no (from 1)
+ * names the line in rejections; offset is the line's byte offset in its file, kept for
+ * logparser_pending. An access log line becomes one row at once; an application log line may
+ * complete the event before it (a new event starts) and become part of the next one. A row
+ * that cannot be made is recorded in r, with the line number of its first line, and the call
+ * returns E_INVALID; otherwise 0 (also for events below logs.min_level, which are skipped). */
+int logparser_line(struct logparser *p, const struct ingest_ctx *ctx, const char *line, size_t len,
+                   size_t line_no, int64_t offset, struct batch *b, struct rejects *r);
+/* Completes the event still waiting for more lines (end of input, an idle or rotated file).
+ * Returns as logparser_line. */
+int logparser_flush(struct logparser *p, const struct ingest_ctx *ctx, struct batch *b,
+                    struct rejects *r);
+
+/* An event that has lines but is not complete yet: where its first line starts. */
+struct logparser_pending {
+    int64_t offset;
+    size_t line_no;
+    size_t bytes; /* the text it holds so far (bounded by the column limits) */
+};
+/* True (and *out filled) while an event waits for more lines. A reader that saves its position
+ * saves out->offset then, so that after a restart the event is read again whole. */
+bool logparser_pending(const struct logparser *p, struct logparser_pending *out);
+
+/* Splits data into lines (numbered from first_line, offsets from 0) and feeds them; a last line
+ * without a newline is fed too. With final, the pending event is completed at the end. Returns
+ * 0, E_INVALID when r holds rejections (the good rows are in b), or E_LIMIT past ctx->max_rows
+ * rows. */
+int ingest_parse_log(struct logparser *p, const struct ingest_ctx *ctx, const char *data,
+                     size_t len, size_t first_line, bool final, struct batch *b, struct rejects *r);
+
+/* The service name of a log file's rows when logs.service is empty: the file's base name
+ * without ".log" and without an "access" or "error" part ("api.access.log" -> "api"); when
+ * nothing is left, the name of its directory ("/var/log/nginx/access.log" -> "nginx"). "" for
+ * NULL or "-". */
+void ingest_log_service(const char *path, char *out, size_t size);
 
 /* ---- the writer ----------------------------------------------------------------------------- */
 

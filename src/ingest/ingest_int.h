@@ -14,6 +14,40 @@ bool ingest_finish_row(const struct ingest_ctx *ctx, struct batch *b, bool row_o
 /* Appends s as a JSON string literal (quoted, escaped). */
 void json_escape_into(struct buf *out, const char *s, size_t len);
 
+/* ---- log parsers (ingest_logs.c dispatches to ingest_accesslog.c and ingest_applog.c) ---- */
+
+struct logparser_ops {
+    const char *table; /* the schema table of its rows */
+    int (*line)(struct logparser *p, const struct ingest_ctx *ctx, const char *line, size_t len,
+                size_t line_no, int64_t offset, struct batch *b, struct rejects *r);
+    int (*flush)(struct logparser *p, const struct ingest_ctx *ctx, struct batch *b,
+                 struct rejects *r);
+    bool (*pending)(const struct logparser *p, struct logparser_pending *out);
+    void (*release)(struct logparser *p); /* frees impl */
+};
+
+struct logparser {
+    const struct logparser_ops *ops;
+    const struct table *table;
+    char service[256]; /* logs.service, or the name taken from the path */
+    bool service_set;  /* service came from logs.service (a line's own $host does not win) */
+    char host[256];    /* logs.host, or this machine's name */
+    void *impl;        /* the kind's own state */
+};
+
+/* Fill p->ops and p->impl for an access log in format (nginx log_format or Apache LogFormat
+ * text), or for JSON (json) or plain-text application logs. E_INVALID with the reason. */
+int accesslog_init(struct logparser *p, const char *format, struct err *e);
+int applog_init(struct logparser *p, const struct config *cfg, bool json, struct err *e);
+
+/* Sets text column name of the last row of b (converted by the schema; a rejection on failure).
+ * A NULL or empty s leaves the column NULL. */
+bool ingest_set_named(const struct ingest_ctx *ctx, struct batch *b, const char *name,
+                      const char *s, size_t len, size_t input_index, struct rejects *r);
+/* Sets integer or real column name of the last row of b (range checks come with validation). */
+void ingest_set_int(struct batch *b, const char *name, int64_t v);
+void ingest_set_real(struct batch *b, const char *name, double v);
+
 /* ---- json_scan.c: a strict JSON scanner without allocation ------------------------------ */
 
 enum json_kind {
