@@ -210,7 +210,7 @@ static const struct command commands[] = {
     {"version", "print the version", "usage: opsdb version\n", cmd_version},
     {"agent", "collect this host's metrics and send them to a server",
      "usage: opsdb agent --server URL [--token T] [--interval 10s] [--spool DIR]\n"
-     "                   [--spool-max-bytes N] [--once]\n\n"
+     "                   [--spool-max-bytes N] [--once] [--tail KIND:PATH]... [--no-host]\n\n"
      "Collects this host's metrics from /proc and /sys (cpu, memory, swap, load, disk I/O,\n"
      "filesystems, network, processes, uptime) every --interval and sends them as one NDJSON\n"
      "POST to URL/api/v1/ingest/system_metrics, with the host name as X-Opsdb-Source. While\n"
@@ -226,7 +226,15 @@ static const struct command commands[] = {
      "  --spool-max-bytes N  bound of the spool, e.g. 64MiB (agent.spool_max_bytes); past it\n"
      "                       the oldest batches are dropped\n"
      "  --once               one collection (rates over one second), sent, then exit: 0 when\n"
-     "                       the server took it, 1 when it was spooled or refused\n",
+     "                       the server took it, 1 when it was spooled or refused\n"
+     "  --tail KIND:PATH     also ship a log file as it grows (agent.tail; repeatable): KIND\n"
+     "                       nginx, nginx_timed, apache or access (rows of api_usage), json or\n"
+     "                       plain (error_logs). Read every agent.tail_poll (1s), rotation and\n"
+     "                       truncation followed, the offset saved once the rows are safe, so a\n"
+     "                       restart neither repeats nor loses lines; a missing file is waited\n"
+     "                       for. Its spool and offset: DIR/tail-<hash>/\n"
+     "  --no-host            do not collect this host's metrics: ship only the --tail files\n"
+     "                       (agent.host off)\n",
      cmd_agent},
 };
 

@@ -116,6 +116,11 @@ void shipper_free(struct shipper **s);
  * dropped, not retried; E_IO when the spool cannot be written (the batch is lost). Logs what
  * happens to the server and the spool. Any thread (calls are serialised). */
 int ship_send(struct shipper *s, const char *table, const char *body, size_t len, struct err *e);
+/* Says the source is alive with nothing to send: POST <server>/api/v1/heartbeat naming it
+ * (source_name, source_kind, interval_ms). Skipped (0) while the spool holds batches or a try
+ * is not due: the batches will say it when they go. 0 when the server took it; E_IO when it did
+ * not answer (the backoff is the batches'), E_INVALID when it refused it; e says why. */
+int ship_alive(struct shipper *s, struct err *e);
 /* Replays the spool when a try is due (as ship_send does first); 0, or E_IO when a spooled batch
  * could not be read. */
 int ship_flush(struct shipper *s, struct err *e);
@@ -126,22 +131,42 @@ void ship_get_stats(struct shipper *s, struct ship_stats *out);
 
 /* ---- the agent ----------------------------------------------------------------------------- */
 
+/* Most files one agent tails (agent.tail). */
+#define AGENT_TAILS_MAX 64
+
 struct agent_opts {
     struct ship_opts ship;
     int64_t interval_ms;
-    bool once; /* one collection (rates over one second), sent, then return */
+    bool once;                /* one collection (rates over one second), sent, then return */
+    bool host;                /* collect this host's metrics (agent.host) */
+    const char *const *tails; /* KIND:PATH of the files to ship, each agent_tail_check'ed */
+    size_t ntails;            /* at most AGENT_TAILS_MAX; not with once */
+    int64_t tail_poll_ms;     /* how often each file is read */
+    const struct config *cfg; /* logs.* options of the tails; borrowed */
 };
 
 struct agent_stats {
     uint64_t collections, rows_collected;
-    struct ship_stats ship;
+    struct ship_stats ship; /* of the host's rows */
+    /* the tails' sums: lines read, bad lines, rows made, and their shippers' counts */
+    uint64_t tail_lines, tail_lines_bad, tail_rows;
+    struct ship_stats tail_ship;
 };
 
+/* Checks a tail's "KIND:PATH" before the agent starts: E_INVALID (a usage error) for a bad
+ * shape, kind or logs.* format, or a source name HOST:PATH longer than collection_status
+ * keeps; E_IO when the path exists but is no regular file or cannot be read. A path that does
+ * not exist yet is fine: the tail waits for it. */
+int agent_tail_check(const char *spec, const struct config *cfg, struct err *e);
+
 /* Runs the agent: every interval_ms (on a monotonic schedule) collects this host and sends the
- * rows through a shipper; between collections replays the spool when a try is due. Returns when
- * one of stop_signals (blocked by the caller) arrives, or after one collection with once. 0, or
- * an error with e filled: the spool could not be opened (at start), or with once: the rows were
- * refused (E_INVALID) or could only be spooled (E_STORE: they go with the next run). */
+ * rows through a shipper (unless host is false); between collections replays the spool when a
+ * try is due. Each of tails is followed by a thread of its own (its rows go through a shipper
+ * of its own with its spool under ship.spool_dir; see tailer_start). Returns when one of
+ * stop_signals (blocked by the caller) arrives, or after one collection with once; logs one
+ * line of counts per tail. 0, or an error with e filled: a spool could not be opened (at
+ * start), or with once: the rows were refused (E_INVALID) or could only be spooled (E_STORE:
+ * they go with the next run). */
 int agent_run(const struct agent_opts *o, const sigset_t *stop_signals, struct agent_stats *st,
               struct err *e);
 

@@ -119,4 +119,33 @@ int spool_read_oldest(struct spool *sp, struct buf *body, struct err *e);
 /* Removes the oldest batch. */
 void spool_pop(struct spool *sp);
 
+/* ---- tailers: one thread per tailed file (tailer.c) ---------------------------------------- */
+
+struct tail_stats;
+
+struct tailer_opts {
+    const char *spec;         /* KIND:PATH, checked with agent_tail_check */
+    struct ship_opts ship;    /* server, token and limits; spool_dir is the agent's */
+    int64_t interval_ms;      /* the agent's: X-Opsdb-Interval and the idle heartbeat */
+    int64_t poll_ms;          /* how often the file is read */
+    const struct config *cfg; /* logs.* (copied by the tail) */
+};
+
+struct tailer;
+
+/* Opens the tail's shipper and tail in <ship.spool_dir>/tail-<hash of spec> (its spool and its
+ * saved offset; locked: one agent per file) and starts its thread, which reads the file every
+ * poll_ms, sends the rows (source HOST:PATH, kind tail) and commits the offset once they are
+ * safe, and says the file is alive once per interval_ms when it has nothing to send. E_IO when
+ * the directory cannot be made or is locked, E_INVALID for a bad spec; e says why. */
+int tailer_start(struct tailer **out, const struct tailer_opts *o, struct err *e);
+/* Stops the thread after the poll under way (its rows sent and committed); idempotent. */
+void tailer_stop(struct tailer *t);
+/* The tail's and its shipper's counts; call after tailer_stop. */
+void tailer_get_stats(struct tailer *t, struct tail_stats *ts, struct ship_stats *ss);
+/* KIND:PATH. */
+const char *tailer_name(const struct tailer *t);
+/* Stops (when running) and frees; *t becomes NULL. NULL is a no-op. */
+void tailer_free(struct tailer **t);
+
 #endif

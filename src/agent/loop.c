@@ -6,6 +6,7 @@
  * after start so that its rates cover a second rather than nothing.
  */
 #include "agent/agent_int.h"
+#include "agent/tail.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -92,28 +93,104 @@ static int run(struct loop *l, const sigset_t *stop, struct err *e)
     }
 }
 
+/* Starts a tailer per file; on a failure stops those started. */
+static int start_tails(const struct agent_opts *o, struct tailer **tailers, struct err *e)
+{
+    for (size_t i = 0; i < o->ntails; i++) {
+        struct tailer_opts to = {.spec = o->tails[i],
+                                 .ship = o->ship,
+                                 .interval_ms = o->interval_ms,
+                                 .poll_ms = o->tail_poll_ms,
+                                 .cfg = o->cfg};
+        int rc = tailer_start(&tailers[i], &to, e);
+        if (rc != 0) {
+            while (i > 0)
+                tailer_free(&tailers[--i]);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static void add_ship_stats(struct ship_stats *sum, const struct ship_stats *s)
+{
+    sum->batches_sent += s->batches_sent, sum->rows_sent += s->rows_sent;
+    sum->batches_replayed += s->batches_replayed, sum->rows_replayed += s->rows_replayed;
+    sum->batches_spooled += s->batches_spooled;
+    sum->batches_refused += s->batches_refused, sum->rows_refused += s->rows_refused;
+    sum->batches_dropped += s->batches_dropped, sum->rows_dropped += s->rows_dropped;
+    sum->spool_batches += s->spool_batches, sum->spool_bytes += s->spool_bytes;
+}
+
+/* Stops every tailer (each finishes its poll: sent and committed), logs its counts, adds them
+ * to st and frees it. */
+static void stop_tails(struct tailer **tailers, size_t n, struct agent_stats *st)
+{
+    for (size_t i = 0; i < n; i++)
+        tailer_stop(tailers[i]); /* all asked first would be faster; one by one is simpler */
+    for (size_t i = 0; i < n; i++) {
+        struct tail_stats ts;
+        struct ship_stats ss;
+        tailer_get_stats(tailers[i], &ts, &ss);
+        log_info("agent: tail %s: stopped: lines=%" PRIu64 " lines_bad=%" PRIu64
+                 " lines_truncated=%" PRIu64 " rows=%" PRIu64 " rows_sent=%" PRIu64
+                 " batches_spooled=%" PRIu64 " rows_refused=%" PRIu64 " rows_dropped=%" PRIu64
+                 " spool_batches=%" PRIu64 " rotations=%" PRIu64 " truncations=%" PRIu64
+                 " offset=%" PRId64,
+                 tailer_name(tailers[i]), ts.lines, ts.lines_bad, ts.lines_truncated, ts.rows,
+                 ss.rows_sent, ss.batches_spooled, ss.rows_refused, ss.rows_dropped,
+                 ss.spool_batches, ts.rotations, ts.truncations, ts.offset);
+        st->tail_lines += ts.lines;
+        st->tail_lines_bad += ts.lines_bad;
+        st->tail_rows += ts.rows;
+        add_ship_stats(&st->tail_ship, &ss);
+        tailer_free(&tailers[i]);
+    }
+}
+
+/* Opens the host collector and its shipper. */
+static int open_host(struct loop *l, struct err *e)
+{
+    const struct agent_opts *o = l->o;
+    int rc = host_collector_new(&l->hc, "", e);
+    if (rc != 0)
+        return rc;
+    struct ship_opts so = o->ship;
+    so.source_name = host_collector_host(l->hc);
+    so.source_kind = "agent";
+    so.interval_ms = o->interval_ms;
+    if ((rc = shipper_new(&l->sh, &so, e)) != 0) {
+        host_collector_free(&l->hc);
+        return rc;
+    }
+    buf_init(&l->body, BODY_MAX);
+    log_info("agent: collecting %s every %.3g s, sending to %s (spool %s)",
+             host_collector_host(l->hc), (double)o->interval_ms / 1000.0, o->ship.server,
+             o->ship.spool_dir);
+    return 0;
+}
+
 int agent_run(const struct agent_opts *o, const sigset_t *stop_signals, struct agent_stats *st,
               struct err *e)
 {
     memset(st, 0, sizeof *st);
     struct loop l = {.o = o, .st = st};
-    int rc = host_collector_new(&l.hc, "", e);
-    if (rc != 0)
-        return rc;
-    struct ship_opts so = o->ship;
-    so.source_name = host_collector_host(l.hc);
-    so.source_kind = "agent";
-    so.interval_ms = o->interval_ms;
-    if ((rc = shipper_new(&l.sh, &so, e)) != 0) {
-        host_collector_free(&l.hc);
-        return rc;
-    }
-    buf_init(&l.body, BODY_MAX);
-    log_info("agent: collecting %s every %.3g s, sending to %s (spool %s)",
-             host_collector_host(l.hc), (double)o->interval_ms / 1000.0, o->ship.server,
-             o->ship.spool_dir);
-    rc = run(&l, stop_signals, e);
-    ship_get_stats(l.sh, &st->ship);
+    struct tailer *tailers[AGENT_TAILS_MAX] = {0};
+    size_t ntails = o->ntails < AGENT_TAILS_MAX ? o->ntails : AGENT_TAILS_MAX;
+    int rc = o->host ? open_host(&l, e) : 0;
+    if (rc == 0 && !o->host)
+        log_info("agent: shipping %zu log files to %s, not collecting this host (agent.host off)",
+                 o->ntails, o->ship.server);
+    if (rc == 0 && (rc = start_tails(o, tailers, e)) != 0)
+        ntails = 0;
+    if (rc == 0 && o->host)
+        rc = run(&l, stop_signals, e);
+    else if (rc == 0)
+        while (!wait_stop(stop_signals, 3600000))
+            ; /* the tails' threads do the work */
+    stop_tails(tailers, ntails, st);
+    if (l.sh)
+        ship_get_stats(l.sh, &st->ship);
     buf_release(&l.body);
     shipper_free(&l.sh);
     host_collector_free(&l.hc);

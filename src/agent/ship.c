@@ -82,7 +82,8 @@ static struct curl_slist *request_headers(const struct shipper *s)
     h = curl_slist_append(h, line);
     snprintf(line, sizeof line, "X-Opsdb-Source-Kind: %s", s->source_kind);
     h = curl_slist_append(h, line);
-    snprintf(line, sizeof line, "X-Opsdb-Interval: %" PRId64, s->interval_ms);
+    /* with its unit: a bare number is seconds to the server */
+    snprintf(line, sizeof line, "X-Opsdb-Interval: %" PRId64 "ms", s->interval_ms);
     h = curl_slist_append(h, line);
     if (s->token[0]) {
         snprintf(line, sizeof line, "Authorization: Bearer %s", s->token);
@@ -91,12 +92,13 @@ static struct curl_slist *request_headers(const struct shipper *s)
     return h;
 }
 
-/* One POST; why says what failed (FAILED, REFUSED). */
-static enum outcome post(struct shipper *s, const char *table, const char *body, size_t len,
+/* One POST of body to route (/api/v1/ingest/<table>, /api/v1/heartbeat); why says what failed
+ * (FAILED, REFUSED). */
+static enum outcome post(struct shipper *s, const char *route, const char *body, size_t len,
                          char *why, size_t why_size)
 {
     char url[1200];
-    snprintf(url, sizeof url, "%s/api/v1/ingest/%s", s->server, table);
+    snprintf(url, sizeof url, "%s%s", s->server, route);
     struct curl_slist *headers = request_headers(s);
     s->answer.len = 0;
     curl_easy_setopt(s->curl, CURLOPT_URL, url);
@@ -178,7 +180,9 @@ static void replay(struct shipper *s)
             spool_pop(&s->spool);
             continue;
         }
-        enum outcome o = post(s, x.table, s->replay.data, s->replay.len, why, sizeof why);
+        char route[128];
+        snprintf(route, sizeof route, "/api/v1/ingest/%s", x.table);
+        enum outcome o = post(s, route, s->replay.data, s->replay.len, why, sizeof why);
         if (o == FAILED) {
             note_failure(s, why);
             break;
@@ -206,8 +210,9 @@ int ship_send(struct shipper *s, const char *table, const char *body, size_t len
     pthread_mutex_lock(&s->lock);
     replay(s);
     if (s->spool.n == 0 && agent_mono_ms() >= s->next_try_ms) {
-        char why[800];
-        enum outcome o = post(s, table, body, len, why, sizeof why);
+        char why[800], route[128];
+        snprintf(route, sizeof route, "/api/v1/ingest/%s", table);
+        enum outcome o = post(s, route, body, len, why, sizeof why);
         if (o != FAILED)
             note_success(s);
         if (o == SENT) {
@@ -232,6 +237,35 @@ int ship_send(struct shipper *s, const char *table, const char *body, size_t len
     else
         log_error("agent: a batch of %" PRIu64 " rows is lost: %s", rows, e->msg);
 out:
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int ship_alive(struct shipper *s, struct err *e)
+{
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    if (s->spool.n == 0 && agent_mono_ms() >= s->next_try_ms) {
+        char interval[32];
+        snprintf(interval, sizeof interval, "%" PRId64 "ms", s->interval_ms);
+        json_t *j = json_pack("{s:[{s:s, s:s, s:s}]}", "sources", "kind", s->source_kind, "name",
+                              s->source_name, "interval", interval);
+        char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+        char why[800];
+        enum outcome o =
+            body ? post(s, "/api/v1/heartbeat", body, strlen(body), why, sizeof why) : REFUSED;
+        if (!body)
+            snprintf(why, sizeof why, "out of memory");
+        free(body);
+        if (o == FAILED) {
+            note_failure(s, why);
+            rc = err_set(e, E_IO, "%s", why);
+        } else {
+            note_success(s);
+            rc = o == SENT ? 0 : err_set(e, E_INVALID, "%s", why);
+        }
+    }
     pthread_mutex_unlock(&s->lock);
     return rc;
 }

@@ -429,6 +429,7 @@ static int read_file(struct tail *t, struct poll_out *po, struct err *e)
             t->last_data_ms = mono_ms();
         update_head(t);
     }
+    t->stats.more = true; /* stopped by the budget or a full out, not by the end of the file */
     return 0;
 }
 
@@ -455,6 +456,7 @@ int tail_poll(struct tail *t, struct buf *out, const char **table, size_t *rows,
         t->last_data_ms = mono_ms();
     }
     struct poll_out po = {.out = out};
+    t->stats.more = false;
     ingest_ctx_init(&po.ctx, &t->cfg, NULL, PREC_MS);
     po.ctx.max_rows = SIZE_MAX;
     batch_init(&po.b, logparser_table(t->parser));

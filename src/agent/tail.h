@@ -30,6 +30,8 @@ struct tail_stats {
     uint64_t truncations;     /* times the file was truncated (copytruncate) or replaced */
     int64_t offset;           /* the byte offset tail_commit would save */
     bool open;                /* the file exists and is being read */
+    bool more;                /* the last poll stopped before the end of the file (it read
+                                 TAIL_READ_MAX bytes, or out was full): poll again at once */
 };
 
 /* Bytes tail_poll reads from the file in one call at most. */

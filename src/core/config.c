@@ -272,6 +272,15 @@ static const struct option options[] = {
     DUR("logs.rotate_wait", logs_rotate_wait_ms, "5s", 0, 3600000,
         "after a tailed log is renamed away (rotation), it is read on until the new file has "
         "data or it has been quiet this long"),
+    STR("agent.tail", agent_tail, "",
+        "`opsdb agent`: log files it follows and ships (`--tail KIND:PATH`, repeatable), a list "
+        "or comma-separated; KIND is nginx, nginx_timed, apache, access, json or plain "
+        "(docs/collection.md); empty: none"),
+    CHOICE("agent.host", agent_host, "on", "on|off",
+           "`opsdb agent` collects this host's metrics; off (`--no-host`): it ships only the "
+           "files of agent.tail"),
+    DUR("agent.tail_poll", agent_tail_poll_ms, "1s", 100, 60000,
+        "`opsdb agent`: how often each tailed file is read for new lines"),
 };
 
 #define NOPTIONS (sizeof options / sizeof options[0])
@@ -504,27 +513,27 @@ static int load_fp_rules(struct config *c, yaml_document_t *doc, yaml_node_t *se
     return 0;
 }
 
-/* alerting.rule_files as a YAML list: kept as the comma-separated text --set takes. */
-static int load_rule_files(struct config *c, yaml_document_t *doc, yaml_node_t *seq, struct err *e)
+/* A list option (alerting.rule_files, agent.tail) given as a YAML list: kept as the
+ * comma-separated text --set takes. */
+static int load_list(struct config *c, yaml_document_t *doc, yaml_node_t *seq, const char *name,
+                     struct err *e)
 {
-    char list[sizeof c->alert_rule_files] = "";
+    char list[sizeof c->agent_tail] = "";
     size_t len = 0;
     for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top;
          it++) {
         yaml_node_t *item = yaml_document_get_node(doc, *it);
-        const char *path = scalar(item);
-        if (!path || !*path || strchr(path, ','))
-            return err_set(e, E_INVALID,
-                           "line %zu: alerting.rule_files must be a list of file paths (without "
-                           "commas)",
-                           item->start_mark.line + 1);
-        int n = snprintf(list + len, sizeof list - len, "%s%s", len ? "," : "", path);
+        const char *text = scalar(item);
+        if (!text || !*text || strchr(text, ','))
+            return err_set(e, E_INVALID, "line %zu: %s must be a list of texts without commas",
+                           item->start_mark.line + 1, name);
+        int n = snprintf(list + len, sizeof list - len, "%s%s", len ? "," : "", text);
         if (n < 0 || (size_t)n >= sizeof list - len)
-            return err_set(e, E_LIMIT, "line %zu: alerting.rule_files is longer than %zu bytes",
-                           item->start_mark.line + 1, sizeof list - 1);
+            return err_set(e, E_LIMIT, "line %zu: %s is longer than %zu bytes",
+                           item->start_mark.line + 1, name, sizeof list - 1);
         len += (size_t)n;
     }
-    return config_set(c, "alerting.rule_files", list, e);
+    return config_set(c, name, list, e);
 }
 
 static int load_node(struct config *c, yaml_document_t *doc, yaml_node_t *n, const char *prefix,
@@ -544,8 +553,9 @@ static int load_node(struct config *c, yaml_document_t *doc, yaml_node_t *n, con
         int rc;
         if (strcmp(name, "fingerprint.rules") == 0)
             rc = load_fp_rules(c, doc, v, e);
-        else if (strcmp(name, "alerting.rule_files") == 0 && v->type == YAML_SEQUENCE_NODE)
-            rc = load_rule_files(c, doc, v, e);
+        else if ((strcmp(name, "alerting.rule_files") == 0 || strcmp(name, "agent.tail") == 0) &&
+                 v->type == YAML_SEQUENCE_NODE)
+            rc = load_list(c, doc, v, name, e);
         else if (strcmp(name, "alerting.receivers") == 0 || strcmp(name, "alerting.route") == 0 ||
                  strcmp(name, "alerting.inhibit_rules") == 0 ||
                  strcmp(name, "alerting.maintenance") == 0 ||

@@ -391,6 +391,10 @@ struct config {
     int64_t logs_max_line_bytes;    /* longer lines are cut (and counted) */
     int64_t logs_multiline_wait_ms; /* an idle file completes its pending multi-line event */
     int64_t logs_rotate_wait_ms;    /* a renamed file is read this long after it went quiet */
+    /* opsdb agent --tail: log files the agent ships (docs/collection.md) */
+    char agent_tail[8192];      /* KIND:PATH specs, comma-separated */
+    char agent_host[8];         /* "on" or "off": the agent collects this host's metrics */
+    int64_t agent_tail_poll_ms; /* how often each tail reads its file */
 };
 
 /* Fills c with every default. */

@@ -263,7 +263,7 @@ def test_token_and_source_headers(run_cli, tmp_path):
     assert headers["Authorization"] == "Bearer t0ken"
     assert headers["X-Opsdb-Source"] == HOST
     assert headers["X-Opsdb-Source-Kind"] == "agent"
-    assert headers["X-Opsdb-Interval"] == "15000"
+    assert headers["X-Opsdb-Interval"] == "15000ms"
     assert "ndjson" in headers["Content-Type"]
     lines = body.decode().splitlines()
     assert len(lines) == agent_summary(cp.stderr)["rows_sent"]
