@@ -139,7 +139,11 @@ struct tailer;
  * safe, and says the file is alive once per interval_ms when it has nothing to send. E_IO when
  * the directory cannot be made or is locked, E_INVALID for a bad spec; e says why. */
 int tailer_start(struct tailer **out, const struct tailer_opts *o, struct err *e);
-/* Stops the thread after the poll under way (its rows sent and committed); idempotent. */
+/* Asks the thread to stop after the poll under way, without waiting (so that several files
+ * finish their sends at once). */
+void tailer_ask_stop(struct tailer *t);
+/* Stops the thread after the poll under way (its rows sent and committed) and waits for it;
+ * idempotent. */
 void tailer_stop(struct tailer *t);
 /* The tail's and its shipper's counts; call after tailer_stop. */
 void tailer_get_stats(struct tailer *t, struct tail_stats *ts, struct ship_stats *ss);

@@ -3,7 +3,9 @@
  * shipper as one batch; between collections, replay the spool when a try is due. The schedule
  * is kept on the monotonic clock (a slow send does not shift later collections; a tick missed
  * entirely is skipped rather than run late twice), and the first collection comes one second
- * after start so that its rates cover a second rather than nothing.
+ * after start so that its rates cover a second rather than nothing. The tailed files run
+ * beside it, a thread each (tailer.c): started before the first collection, stopped after the
+ * last, each logging its counts.
  */
 #include "agent/agent_int.h"
 #include "agent/tail.h"
@@ -127,8 +129,9 @@ static void add_ship_stats(struct ship_stats *sum, const struct ship_stats *s)
 static void stop_tails(struct tailer **tailers, size_t n, struct agent_stats *st)
 {
     for (size_t i = 0; i < n; i++)
-        tailer_stop(tailers[i]); /* all asked first would be faster; one by one is simpler */
+        tailer_ask_stop(tailers[i]); /* all at once: each may be waiting for the server */
     for (size_t i = 0; i < n; i++) {
+        tailer_stop(tailers[i]);
         struct tail_stats ts;
         struct ship_stats ss;
         tailer_get_stats(tailers[i], &ts, &ss);

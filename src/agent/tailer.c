@@ -43,6 +43,7 @@ struct tailer {
     struct tail_stats at; /* the tail when it last committed */
     int64_t poll_ms, alive_ms, next_alive_ms;
     uint64_t sent_at_alive; /* batches the server had taken at the last heartbeat check */
+    bool alive_refused;     /* a heartbeat was refused (an older server): logged once */
     bool was_open;
     char problem[sizeof(((struct err *)0)->msg)]; /* logged once, until it changes */
     pthread_t thread;
@@ -113,17 +114,15 @@ static void note_problem(struct tailer *t, const char *msg)
     snprintf(t->problem, sizeof t->problem, "%s", msg ? msg : "");
 }
 
-/* Reads what is new; true when body then holds rows to send. */
+/* Reads what is new; true when body then holds rows to send (also after a read that failed
+ * part way: the rows before the failure are counted in the tail's position). */
 static bool read_rows(struct tailer *t)
 {
     struct err e;
     size_t rows = 0;
     t->body.len = 0;
-    if (tail_poll(t->tail, &t->body, &t->table, &rows, &e) != 0) {
-        note_problem(t, e.msg);
-        return false;
-    }
-    note_problem(t, NULL);
+    int rc = tail_poll(t->tail, &t->body, &t->table, &rows, &e);
+    note_problem(t, rc != 0 ? e.msg : NULL);
     t->pending = rows > 0;
     return t->pending;
 }
@@ -174,8 +173,11 @@ static void say_alive(struct tailer *t)
     bool delivered = ss.batches_sent != t->sent_at_alive;
     t->sent_at_alive = ss.batches_sent;
     struct err e;
-    if (!delivered && ts.open && ship_alive(t->sh, &e) == E_INVALID)
-        log_warn("agent: tail %s: the server refused its heartbeat: %s", tail_name(t->tail), e.msg);
+    if (!delivered && ts.open && ship_alive(t->sh, &e) == E_INVALID && !t->alive_refused) {
+        log_warn("agent: tail %s: the server refused its heartbeat (not logged again): %s",
+                 tail_name(t->tail), e.msg);
+        t->alive_refused = true;
+    }
 }
 
 /* Logs when the file appears and disappears (waited for, as tail.h does). */
@@ -301,14 +303,19 @@ int tailer_start(struct tailer **out, const struct tailer_opts *o, struct err *e
     return 0;
 }
 
-void tailer_stop(struct tailer *t)
+void tailer_ask_stop(struct tailer *t)
 {
-    if (!t || !t->started)
-        return;
     pthread_mutex_lock(&t->lock);
     t->stop = true;
     pthread_cond_signal(&t->wake);
     pthread_mutex_unlock(&t->lock);
+}
+
+void tailer_stop(struct tailer *t)
+{
+    if (!t || !t->started)
+        return;
+    tailer_ask_stop(t);
     pthread_join(t->thread, NULL);
     t->started = false;
 }
