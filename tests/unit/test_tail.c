@@ -175,6 +175,42 @@ static void file_that_appears_later_and_partial_lines(void **state)
     assert_null(t);
 }
 
+/* A backlog larger than one read: the polls say there is more until they reach the end, so the
+ * caller reads a backlog at once rather than a mebibyte a second. */
+static void backlog_larger_than_one_read(void **state)
+{
+    struct fixture *f = *state;
+    struct buf text;
+    buf_init(&text, 4u << 20);
+    size_t lines = 0;
+    while (text.len < TAIL_READ_MAX + TAIL_READ_MAX / 4) {
+        char uri[32];
+        snprintf(uri, sizeof uri, "/l%zu", lines++);
+        assert_int_equal(buf_printf(&text, "%s", request(uri)), 0);
+    }
+    append(f->path, text.data);
+    buf_release(&text);
+    struct tail *t = open_tail(f, NULL);
+    struct tail_stats st;
+    size_t rows = 0, polls = 0, got_size = 8 * lines; /* "GET," per row */
+    char *got = malloc(got_size);
+    assert_non_null(got);
+    do {
+        rows += poll_rows(f, t, "method", got, got_size);
+        tail_get_stats(t, &st);
+        polls++;
+    } while (st.more && polls < 10);
+    assert_true(polls >= 2);
+    assert_false(st.more);
+    assert_int_equal(rows, lines);
+    assert_int_equal(st.offset, file_size(f->path));
+    assert_int_equal(poll_rows(f, t, "method", got, got_size), 0);
+    tail_get_stats(t, &st);
+    assert_false(st.more); /* nothing new is no backlog */
+    free(got);
+    tail_close(&t);
+}
+
 static void restart_resumes_at_the_committed_offset(void **state)
 {
     struct fixture *f = *state;
@@ -369,6 +405,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(file_that_appears_later_and_partial_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(restart_resumes_at_the_committed_offset, setup, teardown),
+        cmocka_unit_test_setup_teardown(backlog_larger_than_one_read, setup, teardown),
         cmocka_unit_test_setup_teardown(rotation_by_rename_and_create, setup, teardown),
         cmocka_unit_test_setup_teardown(rotated_while_the_tail_was_down, setup, teardown),
         cmocka_unit_test_setup_teardown(copytruncate, setup, teardown),
