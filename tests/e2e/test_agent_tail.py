@@ -144,8 +144,20 @@ def tail_sources(srv):
     return {row["name"]: row for row in r.json()["rows"] if row["kind"] == "tail"}
 
 
+@pytest.fixture
+def agents():
+    """The agents a test starts (append them); any still running at its end (a test that
+    failed half way) is killed."""
+    started = []
+    yield started
+    for agent in started:
+        if agent.proc.poll() is None:
+            agent.proc.kill()
+            agent.proc.wait(timeout=10)
+
+
 def test_nginx_log_shipped_through_rotations_restarts_and_an_outage(nginx, server_factory,
-                                                                    tmp_path):
+                                                                    tmp_path, agents):
     base, access_log, proc = nginx
     rotated, copied = access_log.with_name("access.log.1"), access_log.with_name("access.log.2")
     files = [rotated, copied, access_log]
@@ -153,7 +165,7 @@ def test_nginx_log_shipped_through_rotations_restarts_and_an_outage(nginx, serve
     spool = tmp_path / "spool"
     args = ["--no-host", "--tail", f"nginx_timed:{access_log}", "--interval", "1s",
             "--set", "agent.retry_max=1s", "--set", "logs.rotate_wait=1s"]
-    agents = [Agent(tmp_path, srv.url, spool, *args)]
+    agents.append(Agent(tmp_path, srv.url, spool, *args))
     load = Load(base)
     try:
         assert wait_until(lambda: stored(srv) > 200, timeout=30), agents[-1].stderr()
@@ -248,7 +260,7 @@ def append(path, text):
         f.write(text)
 
 
-def test_app_logs_with_traces_and_collection_status(server_factory, tmp_path):
+def test_app_logs_with_traces_and_collection_status(server_factory, tmp_path, agents):
     srv = server_factory()
     jsonl, plain = tmp_path / "orders.jsonl", tmp_path / "billing.log"  # plain: created later
     config = tmp_path / "agent.yaml"
@@ -257,6 +269,7 @@ def test_app_logs_with_traces_and_collection_status(server_factory, tmp_path):
                       f"logs:\n  multiline_wait: 1s\n")
     append(jsonl, "")
     agent = Agent(tmp_path, srv.url, tmp_path / "spool", "--config", config, "--interval", "1s")
+    agents.append(agent)
     # the existing file is a source at once (heartbeat), the missing one is not
     assert wait_until(lambda: f"{HOST}:{jsonl}" in tail_sources(srv), timeout=15), agent.stderr()
     assert f"{HOST}:{plain}" not in tail_sources(srv)
