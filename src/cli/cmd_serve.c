@@ -7,7 +7,9 @@
 #include "alert/alert.h"
 #include "backup/backup.h"
 #include "cli/cli.h"
+#include "collect/graphite.h"
 #include "collect/heartbeat.h"
+#include "collect/syslog.h"
 #include "http/http.h"
 #include "ingest/ingest.h"
 #include "jobs/builtin.h"
@@ -33,6 +35,9 @@ struct server {
     struct jobs_maintenance maintenance; /* what the builtin jobs work on */
     struct backup_jobs backups;
     struct heartbeats *heartbeats; /* which sources deliver data (collection_status) */
+    /* the syslog and Graphite receivers (syslog.*, graphite.*); NULL when off */
+    struct syslog_receiver *syslog;
+    struct graphite_receiver *graphite;
     struct http_server *http;
 };
 
@@ -96,8 +101,14 @@ static int server_start(struct server *srv)
         return cli_fail("%s", e.msg);
     if (heartbeats_new(&srv->heartbeats, srv->store, srv->writer, &srv->cfg, &e) != 0)
         return cli_fail("%s", e.msg);
-    struct http_deps deps = {&srv->cfg,  srv->store,  srv->writer, srv->fingerprints,
-                             srv->cache, srv->alerts, srv->jobs,   srv->heartbeats};
+    if (syslog_receiver_start(&srv->syslog, &srv->cfg, srv->writer, srv->fingerprints,
+                              srv->heartbeats, &e) != 0)
+        return cli_fail("%s", e.msg);
+    if (graphite_receiver_start(&srv->graphite, &srv->cfg, srv->writer, srv->heartbeats, &e) != 0)
+        return cli_fail("%s", e.msg);
+    struct http_deps deps = {&srv->cfg,   srv->store,   srv->writer, srv->fingerprints,
+                             srv->cache,  srv->alerts,  srv->jobs,   srv->heartbeats,
+                             srv->syslog, srv->graphite};
     if (http_start(&srv->http, &deps, &e) != 0)
         return cli_fail("%s", e.msg);
     return 0;
@@ -105,6 +116,9 @@ static int server_start(struct server *srv)
 
 static void server_stop(struct server *srv)
 {
+    /* no more messages; their pending rows are written (and their heartbeats noted) */
+    syslog_receiver_stop(&srv->syslog);
+    graphite_receiver_stop(&srv->graphite);
     http_stop(&srv->http);             /* no new requests; running ones finish */
     jobs_free(&srv->jobs);             /* running commands stop; their rows are written */
     heartbeats_free(&srv->heartbeats); /* its last rows go through the writer */
