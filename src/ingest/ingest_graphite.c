@@ -296,14 +296,15 @@ static void apply(const struct gt_template *t, struct gt_line *L)
         }
         assign_node(L, part, L->nodes[i]);
     }
-    for (size_t i = 0; i < t->ntags; i++) {
-        const char *key = t->tag_key[i];
-        struct gt_name name = {strcmp(key, "host") == 0        ? GT_HOST
-                               : strcmp(key, "component") == 0 ? GT_COMPONENT
-                                                               : GT_LABEL,
-                               ""};
-        snprintf(name.label, sizeof name.label, "%s", key);
-        assign(L, &name, t->tag_val[i], strlen(t->tag_val[i]));
+    for (size_t i = 0; i < t->ntags; i++) { /* defaults for what the nodes did not name */
+        const char *key = t->tag_key[i], *val = t->tag_val[i];
+        if (strcmp(key, "host") == 0 || strcmp(key, "component") == 0) {
+            struct buf *col = key[0] == 'h' ? &L->host : &L->component;
+            if (col->len == 0)
+                buf_append(col, val, strlen(val));
+        } else if (!json_object_get(L->labels, key)) {
+            json_object_set_new(L->labels, key, json_string(val));
+        }
     }
 }
 
@@ -333,12 +334,14 @@ static bool line_tags(struct gt_line *L, char *tags, const char **why)
     return true;
 }
 
-/* Splits the path into nodes (in place) and its tags; false with why when it is no path. */
-static bool split_path(struct gt_line *L, char *path, const char **why)
+/* Splits the path into nodes (in place) and sets *tags to its tags (NULL when none); false
+ * with why when it is no path. */
+static bool split_path(struct gt_line *L, char *path, char **tags, const char **why)
 {
     char *semi = strchr(path, ';');
     if (semi)
         *semi = '\0';
+    *tags = semi ? semi + 1 : NULL;
     L->nnodes = 0;
     for (char *p = path;;) {
         char *dot = strchr(p, '.');
@@ -350,10 +353,26 @@ static bool split_path(struct gt_line *L, char *path, const char **why)
         }
         L->nodes[L->nnodes++] = p;
         if (!dot)
-            break;
+            return true;
         p = dot + 1;
     }
-    return !semi || line_tags(L, semi + 1, why);
+}
+
+/* Names the nodes by the first template that matches, then by the line's own tags. */
+static bool map_path(const struct graphite_templates *ts, struct gt_line *L, char *tags,
+                     const char **why)
+{
+    for (size_t i = 0; i < ts->n; i++)
+        if (matches(&ts->t[i], L)) {
+            apply(&ts->t[i], L);
+            break;
+        }
+    if (L->metric.len == 0) { /* too short a path for its template: the whole path names it */
+        L->host.len = L->component.len = 0;
+        for (size_t i = 0; i < L->nnodes; i++)
+            append_to(&L->metric, ".", L->nodes[i], strlen(L->nodes[i]));
+    }
+    return !tags || line_tags(L, tags, why);
 }
 
 static bool parse_number(const char *s, double *out)
@@ -404,7 +423,8 @@ static bool parse_line_into(const struct ingest_ctx *ctx, const struct graphite_
     for (char *w = strtok_r(line, " \t", &save); w && n < 4; w = strtok_r(NULL, " \t", &save))
         f[n++] = w;
     if (n < 2 || n > 3) {
-        rejects_add(r, lineno, "", "expected \"path value timestamp\", got %zu fields", n);
+        rejects_add(r, lineno, "", "expected \"path value timestamp\" (%s fields)",
+                    n < 2 ? "fewer" : "more");
         return false;
     }
     double value, secs = -1;
@@ -425,19 +445,11 @@ static bool parse_line_into(const struct ingest_ctx *ctx, const struct graphite_
     const char *why = NULL;
     L->host.len = L->component.len = L->metric.len = 0;
     json_object_clear(L->labels);
-    char *path = f[0];
-    if (!split_path(L, path, &why)) {
+    char *tags;
+    if (!split_path(L, f[0], &tags, &why) || !map_path(ts, L, tags, &why)) {
         rejects_add(r, lineno, "metric", "%s", why);
         return false;
     }
-    for (size_t i = 0; i < ts->n; i++)
-        if (matches(&ts->t[i], L)) {
-            apply(&ts->t[i], L);
-            break;
-        }
-    if (L->metric.len == 0) /* no metric node: the whole path names it */
-        for (size_t i = 0; i < L->nnodes; i++)
-            append_to(&L->metric, ".", L->nodes[i], strlen(L->nodes[i]));
     return emit(ctx, b, L, value, ms, lineno, r);
 }
 
