@@ -8,7 +8,8 @@ set -eu
 build_pkgs="gcc make pkg-config libc6-dev libsqlite3-dev libmicrohttpd-dev libjansson-dev
 libyaml-dev zlib1g-dev libzstd-dev libsodium-dev libcurl4-openssl-dev tzdata"
 test_pkgs="libcmocka-dev python3 python3-pytest python3-requests prometheus influxdb-client
-sqlite3 procps curl clang-format zstd python3-aiosmtpd prometheus-alertmanager python3-yaml"
+sqlite3 procps curl clang-format zstd python3-aiosmtpd prometheus-alertmanager python3-yaml
+bsdutils rsyslog collectd-core"
 
 want=$build_pkgs
 [ "${1:-build}" = test ] && want="$build_pkgs $test_pkgs"

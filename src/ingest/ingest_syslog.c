@@ -322,10 +322,14 @@ int ingest_syslog_parse(const char *data, size_t len, int64_t now_ms, struct sys
 /* ---- the row -------------------------------------------------------------------------------- */
 
 /* s cut to at most max bytes of valid UTF-8, invalid sequences and NUL bytes replaced by U+FFFD
- * (senders of RFC 3164 use any 8-bit charset) and trailing blanks dropped; into the arena. */
+ * (senders of RFC 3164 use any 8-bit charset) and blanks around it dropped; into the arena. */
 static const char *clean_text(struct arena *a, const char *s, size_t len, size_t max,
                               size_t *out_len)
 {
+    while (len && (*s == ' ' || *s == '\t')) { /* rsyslog forwards 3164's space after TAG: */
+        s++;
+        len--;
+    }
     char *o = arena_alloc(a, (len < max ? len : max) + 4);
     size_t k = 0;
     for (size_t i = 0; i < len;) {
