@@ -5,7 +5,7 @@
 #   fuzz/build.sh run [SECONDS] [NAME...]
 #                                      build, then fuzz each target (or the NAMEs: lineproto,
 #                                      json, csv, rfc3339, gunzip, sketch, chunk, colpack,
-#                                      minutes) for
+#                                      minutes, syslog, graphite) for
 #                                      SECONDS (default 10);
 #                                      exits non-zero when any target crashed
 #
@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 CLANG=${CLANG:-clang}
 OUT=build/fuzz
 PKGS="sqlite3 libmicrohttpd jansson yaml-0.1 zlib libzstd"
-TARGETS="lineproto json csv rfc3339 gunzip sketch chunk colpack minutes"
+TARGETS="lineproto json csv rfc3339 gunzip sketch chunk colpack minutes syslog graphite"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 # shellcheck disable=SC2086 # PKGS is a list of words
 CFLAGS="-std=c11 -D_GNU_SOURCE -Isrc -g -O1 -fno-omit-frame-pointer -Wall -Wextra $(pkg-config --cflags $PKGS)"
