@@ -330,7 +330,8 @@ static const char *clean_text(struct arena *a, const char *s, size_t len, size_t
         s++;
         len--;
     }
-    char *o = arena_alloc(a, (len < max ? len : max) + 4);
+    /* a bad byte becomes 3 (U+FFFD): the text may grow up to three times, then to max */
+    char *o = arena_alloc(a, (len < max / 3 ? 3 * len : max) + 4);
     size_t k = 0;
     for (size_t i = 0; i < len;) {
         size_t n = 1;

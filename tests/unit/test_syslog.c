@@ -316,6 +316,31 @@ static void invalid_utf8_and_long_messages(void **state)
     free(big);
 }
 
+/* Each invalid byte becomes the three bytes of U+FFFD: the text triples within its limits. */
+static void invalid_bytes_triple_in_size(void **state)
+{
+    (void)state;
+    char text[256];
+    int k = snprintf(text, sizeof text, "<11>1 - h app - - - ");
+    memset(text + k, '\0', 100); /* NUL bytes, as the fuzzer sent them */
+    struct syslog_message m;
+    struct err e;
+    assert_int_equal(ingest_syslog_parse(text, (size_t)k + 100, time_now_ms(), &m, &e), 0);
+    struct parse *t = parse_new("error_logs", PREC_MS, 0);
+    assert_true(ingest_syslog_row(&t->ctx, &m, "192.0.2.7", &t->b, 0, &t->r));
+    assert_int_equal(ut_cell(&t->b, 0, "message")->len, 0); /* trailing NULs are framing */
+    parse_free(&t);
+    memset(text + k, '\xff', 100);
+    assert_int_equal(ingest_syslog_parse(text, (size_t)k + 100, time_now_ms(), &m, &e), 0);
+    t = parse_new("error_logs", PREC_MS, 0);
+    assert_true(ingest_syslog_row(&t->ctx, &m, "192.0.2.7", &t->b, 0, &t->r));
+    const struct value *msg = ut_cell(&t->b, 0, "message");
+    assert_int_equal(msg->len, 300);
+    for (size_t i = 0; i < 300; i += 3)
+        assert_memory_equal(msg->s + i, "\xEF\xBF\xBD", 3);
+    parse_free(&t);
+}
+
 /* A sender's clock ahead of ours: the error is stored now, its own time kept in context. */
 static void clock_ahead_is_clamped(void **state)
 {
@@ -377,6 +402,7 @@ int main(void)
         cmocka_unit_test(fingerprint_matches_json),
         cmocka_unit_test(malformed),
         cmocka_unit_test(invalid_utf8_and_long_messages),
+        cmocka_unit_test(invalid_bytes_triple_in_size),
         cmocka_unit_test(clock_ahead_is_clamped),
         cmocka_unit_test(huge_structured_data),
     };
