@@ -32,6 +32,16 @@
         }                                                                                          \
     } while (0)
 
+/* An exact-size heap copy of the input (free it), so that a read past its end is an ASan
+ * report. */
+static inline char *fuzz_copy(const uint8_t *data, size_t size)
+{
+    char *copy = malloc(size ? size : 1);
+    fuzz_check(copy != NULL, "no memory for %zu bytes", size);
+    memcpy(copy, data, size);
+    return copy;
+}
+
 /* For the codec targets (chunk, colpack): data is a byte L, L header bytes, then a payload that
  * is compressed here with zstd (its size and a checksum) after the header. Mutations of a real
  * blob's payload rarely get past zstd's checksum; this way they reach the codec's parser.

@@ -10,7 +10,7 @@ libyaml-dev zlib1g-dev libzstd-dev libsodium-dev libcurl4-openssl-dev tzdata
 protobuf-c-compiler libprotobuf-c-dev libsnappy-dev"
 test_pkgs="libcmocka-dev python3 python3-pytest python3-requests prometheus influxdb-client
 sqlite3 procps curl clang-format zstd python3-aiosmtpd prometheus-alertmanager python3-yaml
-python3-snappy prometheus-node-exporter nginx"
+python3-snappy prometheus-node-exporter nginx bsdutils rsyslog collectd-core"
 
 want=$build_pkgs
 [ "${1:-build}" = test ] && want="$build_pkgs $test_pkgs"

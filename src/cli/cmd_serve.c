@@ -8,8 +8,10 @@
 #include "alert/alert.h"
 #include "backup/backup.h"
 #include "cli/cli.h"
+#include "collect/graphite.h"
 #include "collect/heartbeat.h"
 #include "collect/scrape.h"
+#include "collect/syslog.h"
 #include "http/http.h"
 #include "ingest/ingest.h"
 #include "jobs/builtin.h"
@@ -37,6 +39,9 @@ struct server {
     struct heartbeats *heartbeats; /* which sources deliver data (collection_status) */
     struct self_collection *self;  /* this host's metrics and the server's health */
     struct scrapes *scrapes;       /* the Prometheus scrape jobs of the config file */
+    /* the syslog and Graphite receivers (syslog.*, graphite.*); NULL when off */
+    struct syslog_receiver *syslog;
+    struct graphite_receiver *graphite;
     struct http_server *http;
 };
 
@@ -105,8 +110,14 @@ static int server_start(struct server *srv)
         return cli_fail("%s", e.msg);
     if (scrapes_new(&srv->scrapes, &srv->cfg, srv->writer, srv->heartbeats, &e) != 0)
         return cli_fail("%s", e.msg);
-    struct http_deps deps = {&srv->cfg,  srv->store,  srv->writer, srv->fingerprints,
-                             srv->cache, srv->alerts, srv->jobs,   srv->heartbeats};
+    if (syslog_receiver_start(&srv->syslog, &srv->cfg, srv->writer, srv->fingerprints,
+                              srv->heartbeats, &e) != 0)
+        return cli_fail("%s", e.msg);
+    if (graphite_receiver_start(&srv->graphite, &srv->cfg, srv->writer, srv->heartbeats, &e) != 0)
+        return cli_fail("%s", e.msg);
+    struct http_deps deps = {&srv->cfg,   srv->store,   srv->writer, srv->fingerprints,
+                             srv->cache,  srv->alerts,  srv->jobs,   srv->heartbeats,
+                             srv->syslog, srv->graphite};
     if (http_start(&srv->http, &deps, &e) != 0)
         return cli_fail("%s", e.msg);
     return 0;
@@ -114,6 +125,9 @@ static int server_start(struct server *srv)
 
 static void server_stop(struct server *srv)
 {
+    /* no more messages; their pending rows are written (and their heartbeats noted) */
+    syslog_receiver_stop(&srv->syslog);
+    graphite_receiver_stop(&srv->graphite);
     http_stop(&srv->http);             /* no new requests; running ones finish */
     jobs_free(&srv->jobs);             /* running commands stop; their rows are written */
     self_collection_stop(&srv->self);  /* a collection under way is written */

@@ -272,6 +272,38 @@ static const struct option options[] = {
     DUR("logs.rotate_wait", logs_rotate_wait_ms, "5s", 0, 3600000,
         "after a tailed log is renamed away (rotation), it is read on until the new file has "
         "data or it has been quiet this long"),
+    STR("syslog.udp", syslog_udp, "",
+        "receive syslog messages (RFC 5424 and RFC 3164) over UDP on this host:port, e.g. "
+        "127.0.0.1:5514 (0.0.0.0:514 needs privileges); empty: off (docs/collection.md)"),
+    STR("syslog.tcp", syslog_tcp, "",
+        "receive syslog over TCP on this host:port (octet counting or newline framing, "
+        "detected per message); empty: off"),
+    CHOICE("syslog.min_severity", syslog_min_severity, "warning",
+           "emerg|alert|crit|err|warning|notice|info|debug",
+           "syslog messages of this severity or worse become error_logs rows; the others "
+           "are counted and dropped"),
+    BYTES("syslog.max_message_size", syslog_max_message_bytes, "8KiB", 480, 65536,
+          "longer syslog messages are cut to this size (and counted)"),
+    INTO("syslog.max_connections", syslog_max_connections, "256", 1, 10000,
+         "syslog TCP connections open at once; more are refused (and counted)"),
+    DUR("syslog.flush_interval", syslog_flush_ms, "200ms", 10, 60000,
+        "longest a received syslog message waits before its batch is written"),
+    STR("graphite.udp", graphite_udp, "",
+        "receive Graphite plaintext (path value timestamp) over UDP on this host:port, e.g. "
+        "127.0.0.1:2003; empty: off"),
+    STR("graphite.tcp", graphite_tcp, "",
+        "receive Graphite plaintext over TCP on this host:port (collectd write_graphite, "
+        "Netdata, carbon clients); empty: off"),
+    STR("graphite.templates", graphite_templates, "",
+        "templates that map Graphite paths to host, component, metric and labels, a list of "
+        "\"[filter] template [tag=value,...]\" (or lines separated by ;), tried before the "
+        "built-in ones for collectd, Netdata and the fallback host.metric* (docs/collection.md)"),
+    BYTES("graphite.max_line_size", graphite_max_line_bytes, "4KiB", 64, 65536,
+          "longer Graphite lines are rejected (and counted)"),
+    INTO("graphite.max_connections", graphite_max_connections, "256", 1, 10000,
+         "Graphite TCP connections open at once; more are refused (and counted)"),
+    DUR("graphite.flush_interval", graphite_flush_ms, "200ms", 10, 60000,
+        "longest a received Graphite sample waits before its batch is written"),
     STR("agent.tail", agent_tail, "",
         "`opsdb agent`: log files it follows and ships (`--tail KIND:PATH`, repeatable), a list "
         "or comma-separated; KIND is nginx, nginx_timed, apache, access, json or plain "
@@ -536,6 +568,32 @@ static int load_list(struct config *c, yaml_document_t *doc, yaml_node_t *seq, c
     return config_set(c, name, list, e);
 }
 
+/* graphite.templates as a YAML list: one template per line of the option's text. */
+static int load_graphite_templates(struct config *c, yaml_document_t *doc, yaml_node_t *seq,
+                                   struct err *e)
+{
+    struct buf text;
+    buf_init(&text, sizeof c->graphite_templates - 1);
+    int rc = 0;
+    for (yaml_node_item_t *it = seq->data.sequence.items.start;
+         it < seq->data.sequence.items.top && !rc; it++) {
+        yaml_node_t *item = yaml_document_get_node(doc, *it);
+        const char *tpl = scalar(item);
+        if (!tpl || strchr(tpl, '\n'))
+            rc = err_set(e, E_INVALID,
+                         "line %zu: graphite.templates must be a list of one-line "
+                         "templates",
+                         item->start_mark.line + 1);
+        else if (buf_printf(&text, "%s%s", text.len ? "\n" : "", tpl) != 0)
+            rc = err_set(e, E_LIMIT, "line %zu: graphite.templates is longer than %zu bytes",
+                         item->start_mark.line + 1, sizeof c->graphite_templates - 1);
+    }
+    if (!rc)
+        rc = config_set(c, "graphite.templates", text.data ? text.data : "", e);
+    buf_release(&text);
+    return rc;
+}
+
 static int load_node(struct config *c, yaml_document_t *doc, yaml_node_t *n, const char *prefix,
                      struct err *e)
 {
@@ -556,6 +614,8 @@ static int load_node(struct config *c, yaml_document_t *doc, yaml_node_t *n, con
         else if ((strcmp(name, "alerting.rule_files") == 0 || strcmp(name, "agent.tail") == 0) &&
                  v->type == YAML_SEQUENCE_NODE)
             rc = load_list(c, doc, v, name, e);
+        else if (strcmp(name, "graphite.templates") == 0 && v->type == YAML_SEQUENCE_NODE)
+            rc = load_graphite_templates(c, doc, v, e);
         else if (strcmp(name, "alerting.receivers") == 0 || strcmp(name, "alerting.route") == 0 ||
                  strcmp(name, "alerting.inhibit_rules") == 0 ||
                  strcmp(name, "alerting.maintenance") == 0 ||

@@ -365,6 +365,13 @@ struct config {
     int64_t jobs_output_bytes;
     int64_t collection_silence_ms;  /* collection_status: silence of a source with no interval */
     int64_t collection_max_sources; /* sources whose heartbeats are kept */
+    /* network receivers inside `opsdb serve` (docs/collection.md) */
+    char syslog_udp[128], syslog_tcp[128]; /* "host:port"; "" = off */
+    char syslog_min_severity[16];
+    int64_t syslog_max_message_bytes, syslog_max_connections, syslog_flush_ms;
+    char graphite_udp[128], graphite_tcp[128];
+    char graphite_templates[4096]; /* template lines separated by newlines */
+    int64_t graphite_max_line_bytes, graphite_max_connections, graphite_flush_ms;
     size_t nfp_rules;
     char fp_regex[CONFIG_MAX_FP_RULES][256];
     char fp_replacement[CONFIG_MAX_FP_RULES][64];

@@ -19,12 +19,17 @@ struct http_deps {
     struct alert_engine *alerts;   /* NULL: alerting routes answer 404 */
     struct jobs *jobs;             /* NULL: job routes answer 404 */
     struct heartbeats *heartbeats; /* NULL: no heartbeats are noted */
+    /* the network receivers, for their /metrics; NULL: off */
+    struct syslog_receiver *syslog;
+    struct graphite_receiver *graphite;
 };
 
 struct http_server;
 struct alert_engine;
 struct jobs;
 struct heartbeats;
+struct syslog_receiver;
+struct graphite_receiver;
 
 /* Starts listening on cfg->listen with a thread per connection. */
 int http_start(struct http_server **out, const struct http_deps *deps, struct err *e);

@@ -3,6 +3,8 @@
  * each route takes, how the writer groups commits, and how big the database is.
  */
 #include "alert/alert.h"
+#include "collect/graphite.h"
+#include "collect/syslog.h"
 #include "http/http_int.h"
 #include "jobs/jobs.h"
 
@@ -173,6 +175,8 @@ void metrics_write(struct http_server *srv, struct buf *out)
         alert_engine_metrics(srv->deps.alerts, out);
     if (srv->deps.jobs)
         jobs_metrics(srv->deps.jobs, out);
+    syslog_receiver_metrics(srv->deps.syslog, out);
+    graphite_receiver_metrics(srv->deps.graphite, out);
     if (srv->deps.cache) {
         struct query_cache_stats cs;
         query_cache_get_stats(srv->deps.cache, &cs);

@@ -156,6 +156,63 @@ int ingest_parse_log(struct logparser *p, const struct ingest_ctx *ctx, const ch
  * nothing is left, the name of its directory ("/var/log/nginx/access.log" -> "nginx"). "" for
  * NULL or "-". */
 void ingest_log_service(const char *path, char *out, size_t size);
+/* ---- syslog (ingest_syslog.c) ---------------------------------------------------------------- */
+
+/* One syslog message, RFC 5424 or RFC 3164. The strings point into the parsed bytes and are not
+ * NUL-terminated; a length of 0 is an absent field (RFC 5424's NILVALUE "-"). */
+struct syslog_message {
+    int facility;  /* 0 kern .. 23 local7 */
+    int severity;  /* 0 emerg .. 7 debug */
+    bool rfc5424;  /* else RFC 3164 (BSD) */
+    bool has_time; /* ts_ms holds the message's own time */
+    int64_t ts_ms;
+    const char *time_text, *hostname, *app_name, *procid, *msgid, *sd, *msg;
+    size_t time_len, hostname_len, app_name_len, procid_len, msgid_len, sd_len, msg_len;
+};
+
+/* Parses one message (a UDP datagram or one TCP frame, trailing LF/CR/NUL ignored) into m. The
+ * format is told by the version after <PRI>. An RFC 3164 timestamp, which has no year and no
+ * zone, is read in the local zone in the year nearest to now_ms. Returns 0, or E_INVALID with
+ * the reason in e (no <PRI>, a broken RFC 5424 header). Thread safe. */
+int ingest_syslog_parse(const char *data, size_t len, int64_t now_ms, struct syslog_message *m,
+                        struct err *e);
+/* Appends m to b (error_logs) as one row: ts from the message (now when it has none, or when it
+ * is further ahead than ctx allows: the sender's time then goes to context.sender_time), host
+ * from HOSTNAME (peer when absent), service from APP-NAME or TAG, level from the severity
+ * (emerg and alert are fatal, crit critical, err error, the others by name), the message, and
+ * context {facility, severity, format, procid, msgid, peer, sd: {SD-ID: {PARAM: VALUE}}}. Text
+ * is cut to the column limits and invalid UTF-8 replaced by U+FFFD. Validated (and
+ * fingerprinted) as the JSON path does; false with the reason in r (as row index) when the row
+ * was rejected and dropped. */
+bool ingest_syslog_row(const struct ingest_ctx *ctx, const struct syslog_message *m,
+                       const char *peer, struct batch *b, size_t index, struct rejects *r);
+/* "emerg" .. "debug" for 0..7; NULL otherwise. */
+const char *ingest_syslog_severity_name(int severity);
+/* The severity named name ("emerg" .. "debug"); -1 when none is. */
+int ingest_syslog_severity_parse(const char *name);
+
+/* ---- Graphite plaintext (ingest_graphite.c) -------------------------------------------------- */
+
+/* Templates that map a dotted Graphite path to host, component, metric and labels. */
+struct graphite_templates;
+
+/* Compiles text (lines "[filter] template [tag=value,...]", separated by newlines or ';'; see
+ * docs/collection.md) followed by the built-in templates for collectd, Netdata and the fallback
+ * "host.metric*". *out is freed with ingest_graphite_templates_free. E_INVALID with the line
+ * and the reason in e for a bad template. */
+int ingest_graphite_templates_new(struct graphite_templates **out, const char *text, struct err *e);
+/* Frees; *t becomes NULL. NULL is a no-op. */
+void ingest_graphite_templates_free(struct graphite_templates **t);
+/* Lines of Graphite's plaintext protocol ("path[;tag=v...] value [timestamp]", seconds; -1 or
+ * no timestamp is now) into system_metrics rows, one per line, mapped by the first matching
+ * template; Graphite tags become labels (host and component fill their columns). Unlike the
+ * request parsers, good lines stay in b when others are rejected (a stream has no request to
+ * refuse): returns E_INVALID when r holds rejections, else 0. Lines whose value is NaN or
+ * infinite are skipped without a rejection and counted in *nan_lines (may be NULL). The
+ * templates are only read: any number of threads may share them. */
+int ingest_parse_graphite(const struct ingest_ctx *ctx, const struct graphite_templates *ts,
+                          const char *data, size_t len, struct batch *b, struct rejects *r,
+                          size_t *nan_lines);
 
 /* ---- the writer ----------------------------------------------------------------------------- */
 
