@@ -304,6 +304,10 @@ static const struct option options[] = {
          "Graphite TCP connections open at once; more are refused (and counted)"),
     DUR("graphite.flush_interval", graphite_flush_ms, "200ms", 10, 60000,
         "longest a received Graphite sample waits before its batch is written"),
+    CHOICE("auth.mode", auth_mode, "auto", "auto|required|off",
+           "whether HTTP requests need a token (docs/security.md): required, off (on an address "
+           "that is not loopback only with `opsdb serve --insecure`), or auto: off when listen "
+           "is a loopback address, required on any other (`opsdb serve --auth`)"),
 };
 
 #define NOPTIONS (sizeof options / sizeof options[0])
