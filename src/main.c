@@ -11,17 +11,25 @@ static const struct command commands[] = {
     {"init", "create or migrate the database",
      "usage: opsdb init [--db PATH]\n\n"
      "Creates the database (tables, indexes, views) or migrates it to this version's schema.\n"
-     "Idempotent: running it again changes nothing.\n",
+     "Idempotent: running it again changes nothing.\n"
+     "While the database has no admin user, it adds the user admin and prints its API token\n"
+     "once; with OPSDB_ADMIN_TOKEN set (opsdb_<12 hex>_<64 hex>, for automation) that token\n"
+     "is used and not printed (docs/security.md).\n",
      cmd_init},
     {"serve", "run the HTTP server (ingestion, views, SQL, metrics)",
-     "usage: opsdb serve [--db PATH] [--listen HOST:PORT] [--no-collect]\n\n"
+     "usage: opsdb serve [--db PATH] [--listen HOST:PORT] [--no-collect]\n"
+     "                   [--auth required|off|auto] [--insecure]\n\n"
      "Opens (creating or migrating) the database and serves the HTTP API on --listen\n"
      "(default 127.0.0.1:8470) until SIGINT or SIGTERM; queued rows are committed before exit.\n"
      "Log lines go to stderr, or with --set log.file=PATH only to that file, which is rotated\n"
      "by log.max_size and log.max_age and reopened on SIGHUP (see docs/logging.md).\n"
      "  --listen HOST:PORT  address to listen on (port 0: any free port, logged at start)\n"
      "  --no-collect        do not collect this host's metrics and the server's own health\n"
-     "                      (collected every collection.interval by default; docs/collection.md)\n",
+     "                      (collected every collection.interval by default; docs/collection.md)\n"
+     "  --auth MODE         whether requests need a token (auth.mode): required, off, or auto\n"
+     "                      (default): off on a loopback address, required on any other\n"
+     "  --insecure          allows --auth off on an address that is not loopback\n"
+     "Tokens: opsdb user add, opsdb token create (docs/security.md).\n",
      cmd_serve},
     {"ingest", "load NDJSON, CSV or JSON rows into a table",
      "usage: opsdb ingest TABLE [FILE|-] [--format ndjson|csv|json|LOGFORMAT] [--precision ms]\n\n"
@@ -168,6 +176,7 @@ static const struct command commands[] = {
      "          group), or notify dropped with why (no receivers configured), then a count per\n"
      "          rule — the way to tune a threshold and a route\n"
      "  --server  the server's address (default: the configured listen address)\n"
+     "  --token   the API token sent to the server (default: $OPSDB_TOKEN)\n"
      "Rule syntax: docs/alerts.md.\n",
      cmd_alerts},
     {"jobs", "list, run, pause and resume a server's scheduled jobs; ping as an external job",
@@ -186,6 +195,7 @@ static const struct command commands[] = {
      "           the two of one run; --body-file sends its log tail (the last 1 MiB; '-' is\n"
      "           stdin); a name not yet known creates the job (jobs.auto_create)\n"
      "  --server  the server's address (default: the configured listen address)\n"
+     "  --token   the API token sent to the server (default: $OPSDB_TOKEN)\n"
      "Jobs, schedules and the jobs.definitions syntax: docs/jobs.md.\n",
      cmd_jobs},
     {"compact", "compact old metric chunks and compress event partitions now",
@@ -236,6 +246,31 @@ static const struct command commands[] = {
      "  --no-host            do not collect this host's metrics: ship only the --tail files\n"
      "                       (agent.host off)\n",
      cmd_agent},
+    {"user", "add, list, disable and enable the users of the HTTP API",
+     "usage: opsdb user add NAME --role admin|writer|reader\n"
+     "       opsdb user list [--format table|json|csv]\n"
+     "       opsdb user disable|enable NAME\n\n"
+     "Users of the HTTP API (table users); a request acts as the user of its token. Roles:\n"
+     "admin (every route), writer (ingestion, job pings, heartbeats, acks and silences) and\n"
+     "reader (views, series, SQL, /metrics, alerts); writer and reader do not include each\n"
+     "other. A disabled user's tokens are refused at once, also by a running server.\n"
+     "Changes are recorded in audit_log (docs/security.md).\n",
+     cmd_user},
+    {"token", "create, list and revoke API tokens",
+     "usage: opsdb token create USER [--expires DURATION] [--tables T1,T2] [--description TEXT]\n"
+     "       opsdb token list [USER] [--format table|json|csv]\n"
+     "       opsdb token revoke ID\n\n"
+     "  create   makes a token acting for USER with USER's role and prints it, alone on\n"
+     "           standard output, this once: only a hash of it is kept\n"
+     "           --expires     refused after this long (30d, 12h, 1w); default: never\n"
+     "           --tables      writes only these tables (a writer's agent or log shipper)\n"
+     "           --description what it is for, shown by list\n"
+     "  list     ids, users, roles, tables, state (active, expired, revoked, disabled),\n"
+     "           expiry and last use; never a token\n"
+     "  revoke   refuses the token from now on (a running server within a second)\n"
+     "Clients send it as Authorization: Bearer TOKEN (also Token TOKEN, or Basic with the\n"
+     "token as password); see docs/security.md.\n",
+     cmd_token},
 };
 
 const struct command *cli_commands(size_t *count)

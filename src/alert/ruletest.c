@@ -35,9 +35,9 @@ struct row_origin {
 
 /* What one test writes: per schema table, a JSON array of rows and where each came from. */
 struct test_input {
-    json_t *rows[16];
-    struct row_origin *origin[16];
-    size_t n[16], cap[16];
+    json_t *rows[SCHEMA_MAX_TABLES];
+    struct row_origin *origin[SCHEMA_MAX_TABLES];
+    size_t n[SCHEMA_MAX_TABLES], cap[SCHEMA_MAX_TABLES];
     size_t total;
 };
 
@@ -190,7 +190,7 @@ static int input_add(struct runner *r, struct test_input *in, const struct table
 
 static void input_release(struct test_input *in)
 {
-    for (size_t k = 0; k < 16; k++) {
+    for (size_t k = 0; k < SCHEMA_MAX_TABLES; k++) {
         json_decref(in->rows[k]);
         free(in->origin[k]);
     }
@@ -462,7 +462,7 @@ static int write_input(struct runner *r, struct store *s, struct test_input *in,
     int rc = store_write_begin(s, e);
     size_t ntables;
     const struct table *tables = schema_tables(&ntables);
-    for (size_t k = 0; k < ntables && k < 16 && rc == 0; k++) {
+    for (size_t k = 0; k < ntables && k < SCHEMA_MAX_TABLES && rc == 0; k++) {
         if (!in->n[k])
             continue;
         char *text = json_dumps(in->rows[k], JSON_COMPACT);

@@ -2,6 +2,7 @@
  * What every command shares: the common flags, building the configuration in its precedence
  * order, and the shape of error messages and exit codes (1 runtime failure, 2 usage error).
  */
+#include "auth/auth.h"
 #include "cli/cli.h"
 #include "query/query.h"
 #include "store/store.h"
@@ -79,6 +80,48 @@ int cli_common_flag(struct cli_common *c, int argc, char **argv, int *i)
     return 0;
 }
 
+/* Handles argv[*i] when it is one of flags: 1 taken, 0 not one, -1 without its value. */
+static int own_flag(const struct cli_flag *flags, size_t nflags, int argc, char **argv, int *i)
+{
+    for (size_t k = 0; k < nflags; k++) {
+        size_t n = strlen(flags[k].name);
+        const char *a = argv[*i];
+        if (strncmp(a, flags[k].name, n) != 0 || (a[n] != '\0' && a[n] != '='))
+            continue;
+        const char *v = a[n] == '=' ? a + n + 1 : *i + 1 < argc ? argv[++*i] : NULL;
+        if (!v)
+            return -1;
+        *flags[k].value = v;
+        return 1;
+    }
+    return 0;
+}
+
+int cli_parse(const struct command *cmd, struct cli_common *c, const struct cli_flag *flags,
+              size_t nflags, int argc, char **argv, char **args, int max, int *nargs)
+{
+    *nargs = 0;
+    for (int i = 1; i < argc; i++) {
+        int rc = cli_common_flag(c, argc, argv, &i);
+        if (rc < 0)
+            return 2;
+        if (rc == 1)
+            continue;
+        const char *a = argv[i];
+        rc = own_flag(flags, nflags, argc, argv, &i);
+        if (rc < 0)
+            return cli_usage(cmd, "%s needs a value", a);
+        if (rc == 1)
+            continue;
+        if (a[0] == '-' && a[1])
+            return cli_usage(cmd, "unknown flag '%s'", a);
+        if (*nargs == max)
+            return cli_usage(cmd, "unexpected argument '%s'", a);
+        args[(*nargs)++] = argv[i];
+    }
+    return 0;
+}
+
 int cli_load_config(struct cli_common *c, struct config *cfg)
 {
     struct err e;
@@ -106,6 +149,35 @@ int cli_open_store(struct cli_common *c, struct config *cfg, int mode, struct st
     if (store_open(s, cfg, (enum store_mode)mode, &e) != 0)
         return cli_fail("%s", e.msg);
     return 0;
+}
+
+int cli_open_admin(struct cli_common *c, struct config *cfg, int mode, struct store **s,
+                   char *actor, size_t size, struct auth_actor *by, struct auth_target *t)
+{
+    int rc = cli_open_store(c, cfg, mode, s);
+    if (rc)
+        return rc;
+    auth_cli_actor(actor, size);
+    *by = (struct auth_actor){actor, NULL, "cli"};
+    *t = (struct auth_target){*s, NULL};
+    return 0;
+}
+
+int cli_list(struct cli_common *c, cli_list_fn fn, const char *arg, int fmt)
+{
+    struct config cfg;
+    struct store *s;
+    int rc = cli_open_store(c, &cfg, STORE_READONLY, &s);
+    if (rc)
+        return rc;
+    struct store_result r;
+    struct err e;
+    rc = fn(s, arg, &r, &e);
+    if (rc == 0)
+        cli_write_result(&r, fmt);
+    store_result_release(&r);
+    store_close(&s);
+    return rc ? cli_fail("%s", e.msg) : 0;
 }
 
 void cli_write(const struct buf *b)

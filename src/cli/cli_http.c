@@ -5,6 +5,7 @@
 
 #include <curl/curl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define ANSWER_MAX (64 << 20)
@@ -32,6 +33,11 @@ int cli_http_call(const char *server, const char *method, const char *path, cons
     snprintf(type, sizeof type, "Content-Type: %s",
              content_type ? content_type : "application/json");
     struct curl_slist *headers = curl_slist_append(NULL, type);
+    const char *token = getenv(CLI_TOKEN_ENV);
+    char bearer[600] = "";
+    if (token && *token &&
+        (size_t)snprintf(bearer, sizeof bearer, "Authorization: Bearer %s", token) < sizeof bearer)
+        headers = curl_slist_append(headers, bearer);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
@@ -47,6 +53,7 @@ int cli_http_call(const char *server, const char *method, const char *path, cons
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_slist_free_all(headers);
     curl_easy_cleanup(c);
+    explicit_bzero(bearer, sizeof bearer);
     int exit_code = 0;
     if (rc != CURLE_OK)
         exit_code = cli_fail("cannot reach the server at %s: %s (is `opsdb serve` running there? "
@@ -61,4 +68,12 @@ int cli_http_call(const char *server, const char *method, const char *path, cons
         printf("%.*s\n", (int)answer.len, answer.data ? answer.data : "");
     buf_release(&answer);
     return exit_code;
+}
+
+int cli_token_flag(int argc, char **argv, int *i)
+{
+    if (strcmp(argv[*i], "--token") != 0 || *i + 1 >= argc)
+        return 0;
+    setenv(CLI_TOKEN_ENV, argv[++*i], 1);
+    return 1;
 }

@@ -218,6 +218,8 @@ int cmd_alerts(int argc, char **argv)
             continue;
         else if (strcmp(argv[i], "--server") == 0 && i + 1 < argc)
             server = argv[++i];
+        else if (cli_token_flag(argc, argv, &i))
+            continue;
         else if (strcmp(argv[i], "--by") == 0 && i + 1 < argc)
             by = argv[++i];
         else if (strcmp(argv[i], "--matchers") == 0 && i + 1 < argc)

@@ -123,6 +123,8 @@ int cmd_jobs(int argc, char **argv)
             continue;
         else if (strcmp(argv[i], "--server") == 0 && i + 1 < argc)
             server = argv[++i];
+        else if (cli_token_flag(argc, argv, &i))
+            continue;
         else if (strcmp(argv[i], "--start") == 0 || strcmp(argv[i], "--success") == 0 ||
                  strcmp(argv[i], "--fail") == 0) {
             if (kind)

@@ -6,6 +6,7 @@
  */
 #include "agent/agent.h"
 #include "alert/alert.h"
+#include "auth/auth.h"
 #include "backup/backup.h"
 #include "cli/cli.h"
 #include "collect/graphite.h"
@@ -43,6 +44,8 @@ struct server {
     struct syslog_receiver *syslog;
     struct graphite_receiver *graphite;
     struct http_server *http;
+    struct auth *auth;        /* tokens, roles and the audit log of the HTTP API */
+    enum auth_mode auth_mode; /* resolved from auth.mode and the listen address */
 };
 
 /* After-commit hook: the committed tables' cached answers are stale from now on. */
@@ -86,6 +89,9 @@ static int server_start(struct server *srv)
         return cli_fail("%s", e.msg);
     srv->cache = query_cache_new((size_t)srv->cfg.query_cache_bytes);
     writer_on_commit(srv->writer, invalidate_cache, srv->cache);
+    if (auth_new(&srv->auth, srv->store, srv->writer, srv->auth_mode, &e) != 0)
+        return cli_fail("%s", e.msg);
+    writer_on_commit(srv->writer, auth_on_commit, srv->auth);
     if (alert_engine_new(&srv->alerts, srv->store, srv->writer, &srv->cfg, &e) != 0)
         return cli_fail("%s", e.msg);
     writer_on_commit(srv->writer, alert_engine_on_commit, srv->alerts);
@@ -115,9 +121,9 @@ static int server_start(struct server *srv)
         return cli_fail("%s", e.msg);
     if (graphite_receiver_start(&srv->graphite, &srv->cfg, srv->writer, srv->heartbeats, &e) != 0)
         return cli_fail("%s", e.msg);
-    struct http_deps deps = {&srv->cfg,   srv->store,   srv->writer, srv->fingerprints,
-                             srv->cache,  srv->alerts,  srv->jobs,   srv->heartbeats,
-                             srv->syslog, srv->graphite};
+    struct http_deps deps = {&srv->cfg,   srv->store,    srv->writer, srv->fingerprints,
+                             srv->cache,  srv->alerts,   srv->jobs,   srv->heartbeats,
+                             srv->syslog, srv->graphite, srv->auth};
     if (http_start(&srv->http, &deps, &e) != 0)
         return cli_fail("%s", e.msg);
     return 0;
@@ -134,6 +140,7 @@ static void server_stop(struct server *srv)
     scrapes_free(&srv->scrapes);       /* a scrape under way is cut short */
     heartbeats_free(&srv->heartbeats); /* its last rows go through the writer */
     alert_engine_free(&srv->alerts);   /* its last rows go through the writer */
+    auth_free(&srv->auth);             /* its audit rows go through the writer */
     writer_free(&srv->writer);         /* commits what is queued */
     query_cache_free(&srv->cache);
     fingerprint_rules_free(&srv->fingerprints);
@@ -143,7 +150,7 @@ static void server_stop(struct server *srv)
 int cmd_serve(int argc, char **argv)
 {
     struct cli_common c = {0};
-    bool no_collect = false;
+    bool no_collect = false, insecure = false;
     for (int i = 1; i < argc; i++) {
         int rc = cli_common_flag(&c, argc, argv, &i);
         if (rc < 0)
@@ -152,6 +159,17 @@ int cmd_serve(int argc, char **argv)
             continue;
         if (strcmp(argv[i], "--no-collect") == 0) {
             no_collect = true;
+            continue;
+        }
+        if (strcmp(argv[i], "--insecure") == 0) {
+            insecure = true;
+            continue;
+        }
+        if (strcmp(argv[i], "--auth") == 0) { /* auth.mode, in the order of the --set flags */
+            if (i + 1 >= argc || c.nsets >= CLI_MAX_SETS)
+                return cli_usage(cli_command("serve"), "--auth needs required, off or auto");
+            snprintf(c.set_name[c.nsets], sizeof c.set_name[0], "auth.mode");
+            c.set_value[c.nsets++] = argv[++i];
             continue;
         }
         return cli_usage(cli_command("serve"), "unexpected argument '%s'", argv[i]);
@@ -165,6 +183,8 @@ int cmd_serve(int argc, char **argv)
     if (no_collect)
         snprintf(srv.cfg.collection_self, sizeof srv.cfg.collection_self, "off");
     struct err e;
+    if (auth_mode_resolve(srv.cfg.auth_mode, srv.cfg.listen, insecure, &srv.auth_mode, &e) != 0)
+        return cli_fail("%s", e.msg);
     if (log_open_file(&srv.cfg, &e) != 0)
         return cli_fail("%s", e.msg);
     /* signals are taken by sigwait below; every thread started from here inherits the mask */
@@ -188,8 +208,9 @@ int cmd_serve(int argc, char **argv)
         log_close_file();
         return rc;
     }
-    log_info("opsdb %s serving %s on http://%s (port %d)", OPSDB_VERSION, store_describe(srv.store),
-             srv.cfg.listen, http_port(srv.http));
+    log_info("opsdb %s serving %s on http://%s (port %d), authentication %s", OPSDB_VERSION,
+             store_describe(srv.store), srv.cfg.listen, http_port(srv.http),
+             srv.auth_mode == AUTH_MODE_REQUIRED ? "required" : "off");
     int sig = SIGTERM;
     while (sigwait(&signals, &sig) == 0 && sig == SIGHUP)
         server_reload(&srv);

@@ -313,6 +313,10 @@ static const struct option options[] = {
            "files of agent.tail"),
     DUR("agent.tail_poll", agent_tail_poll_ms, "1s", 100, 60000,
         "`opsdb agent`: how often each tailed file is read for new lines"),
+    CHOICE("auth.mode", auth_mode, "auto", "auto|required|off",
+           "whether HTTP requests need a token (docs/security.md): required, off (on an address "
+           "that is not loopback only with `opsdb serve --insecure`), or auto: off when listen "
+           "is a loopback address, required on any other (`opsdb serve --auth`)"),
 };
 
 #define NOPTIONS (sizeof options / sizeof options[0])

@@ -27,6 +27,8 @@ enum {
     E_CORRUPT = -7,  /* stored data is damaged (a chunk that does not decode): 500, no retry */
     E_CONFLICT = -8, /* the thing is busy in a way the request cannot wait for (a job that
                         is running): 409 */
+    E_DENIED = -9,   /* the caller's role does not allow it (a table a reader may not read):
+                        403 */
 };
 
 struct err {
@@ -184,6 +186,13 @@ struct table_index {
     const char *purpose;     /* documented in docs/schema.md */
 };
 
+/* Who may write a table through the HTTP ingestion routes (and read it with SQL). */
+enum table_access {
+    ACCESS_INTERNAL = 0, /* opsdb's own state (jobs, alerts): admin tokens only, for backfills */
+    ACCESS_DATA,         /* the operational data: clients with a writer token */
+    ACCESS_AUTH,         /* users, tokens, audit log: never through ingestion; admins read it */
+};
+
 struct table {
     const char *name;
     enum table_kind kind;
@@ -194,9 +203,11 @@ struct table {
     size_t nindexes;
     const char *key_column; /* TABLE_STATE: the upsert key */
     int retention_days;     /* default retention of raw rows */
+    int access;             /* enum table_access: who writes it through the API */
 };
 
-/* All tables, in documentation order. */
+/* All tables, in documentation order; arrays kept per table hold SCHEMA_MAX_TABLES. */
+#define SCHEMA_MAX_TABLES 24
 const struct table *schema_tables(size_t *count);
 /* Returns the table or NULL. */
 const struct table *schema_table(const char *name);
@@ -336,8 +347,8 @@ struct config {
     int64_t health_disk_warning, health_disk_critical;
     int64_t health_stale_ms;
     char health_cpu_metric[128], health_memory_metric[128], health_disk_metric[128];
-    int64_t retention_days[16]; /* per schema table, by index */
-    int64_t partition_ms[16];   /* per schema table: window of one partition (event tables) */
+    int64_t retention_days[SCHEMA_MAX_TABLES]; /* per schema table, by index */
+    int64_t partition_ms[SCHEMA_MAX_TABLES];   /* per schema table: window of one partition */
     int64_t rollup_1m_retention_ms, rollup_1h_retention_ms;
     int64_t event_rollup_1m_retention_ms; /* the event tables' minute rollups */
     int64_t storage_compress_after_ms, storage_compact_interval_ms, storage_retention_interval_ms;
@@ -402,6 +413,8 @@ struct config {
     char agent_tail[8192];      /* KIND:PATH specs, comma-separated */
     char agent_host[8];         /* "on" or "off": the agent collects this host's metrics */
     int64_t agent_tail_poll_ms; /* how often each tail reads its file */
+    /* auth.mode: auto, required or off (src/auth/auth.h, docs/security.md) */
+    char auth_mode[16];
 };
 
 /* Fills c with every default. */

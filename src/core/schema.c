@@ -10,7 +10,7 @@
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Bump together with a migration in store/sqlite_schema.c. */
-#define SCHEMA_VERSION 15
+#define SCHEMA_VERSION 16
 
 static const char *const levels[] = {"debug", "info",     "notice", "warning",
                                      "error", "critical", "fatal",  NULL};
@@ -294,25 +294,91 @@ static const struct table_index collection_gaps_idx[] = {
     {"source_ts", "source, ts", "one source's gaps"},
 };
 
+static const char *const roles[] = {"admin", "writer", "reader", NULL};
+static const struct column users_cols[] = {
+    TS("ts", true, "time of the last change to this user"),
+    TEXT("name", true, 64, "user name: letters, digits, '.', '_', '@' or '-'"),
+    ENUM("role", true, roles, NULL,
+         "admin (everything), writer (ingestion, job pings) or reader (views, series, SQL)"),
+    TS("created_at", true, "when the user was added"),
+    TEXT("created_by", false, 128, "who added the user (`cli:` and the system user, or a user)"),
+    BOOL("disabled", "0", "1: every token of the user is refused"),
+};
+static const struct table_index users_idx[] = {
+    {"role", "role", "users by role (is there an admin yet?)"},
+};
+
+static const struct column api_tokens_cols[] = {
+    TS("ts", true, "time of the last change to this token"),
+    TEXT("id", true, 32, "the token's id: the public part of opsdb_<id>_<secret>"),
+    TEXT("user", true, 64, "the user the token acts for, with the user's role"),
+    TEXT("secret_hash", true, 64,
+         "BLAKE2b-256 of the token's secret part, hex; the token itself is never stored"),
+    TEXTD("tables", 1024, "''",
+          "tables a writer token may write, comma-separated; empty: every client table"),
+    TEXT("description", false, 256, "what the token is for"),
+    TS("created_at", true, "when the token was created"),
+    TEXT("created_by", false, 128, "who created it (`cli:` and the system user, or a user)"),
+    TS("expires_at", false, "refused from this time on; NULL: never expires"),
+    TS("revoked_at", false, "refused from this time on; NULL: not revoked"),
+    TS("last_used_at", false, "last request with the token (recorded within a minute)"),
+};
+static const struct table_index api_tokens_idx[] = {
+    {"user", "user", "a user's tokens"},
+};
+
+static const char *const audit_outcomes[] = {"ok", "denied", "failed", NULL};
+static const struct column audit_log_cols[] = {
+    TS("ts", true, "when it happened"),
+    TEXT("actor", true, 128,
+         "who: the token's user, `cli:` and the system user, or `-` (no valid token)"),
+    TEXT("token_id", false, 32, "id of the token used (never the token)"),
+    TEXT("action", true, 128,
+         "what: user.add, token.create, token.revoke, auth.failure, or the route "
+         "(`POST /api/v1/alerts/reload`)"),
+    TEXT("target", false, 256, "what it was done to: a user, a token id, a job, a silence"),
+    TEXT("peer", false, 128, "from where: the client's address and port, or `cli`"),
+    ENUM("outcome", true, audit_outcomes, NULL,
+         "ok, denied (401/403) or failed (the action itself failed)"),
+    INT("status", false, 100, 599, NULL, "HTTP status of the answer (NULL from the CLI)"),
+    TEXT("detail", false, 512, "why, for a denial or a failure"),
+};
+static const struct table_index audit_log_idx[] = {
+    {"action_ts", "action, ts", "one kind of action over time"},
+    {"actor_ts", "actor, ts", "one user's actions"},
+};
+
 #define TABLE(nm, kind, doc, cols, idx, key, days)                                                 \
     {                                                                                              \
-        nm, kind, doc, cols, N(cols), idx, N(idx), key, days                                       \
+        nm, kind, doc, cols, N(cols), idx, N(idx), key, days, ACCESS_INTERNAL                      \
+    }
+/* A table clients write (POST /api/v1/ingest/{table}); the others hold opsdb's own state. */
+#define DATA_TABLE(nm, kind, doc, cols, idx, key, days)                                            \
+    {                                                                                              \
+        nm, kind, doc, cols, N(cols), idx, N(idx), key, days, ACCESS_DATA                          \
+    }
+/* users, tokens and the audit log: written by opsdb only, read by admins only */
+#define AUTH_TABLE(nm, kind, doc, cols, idx, key, days)                                            \
+    {                                                                                              \
+        nm, kind, doc, cols, N(cols), idx, N(idx), key, days, ACCESS_AUTH                          \
     }
 
 static const struct table tables[] = {
-    TABLE("system_metrics", TABLE_SERIES,
-          "One sample of one metric of one host/component. Stored as a series dictionary "
-          "(metric, host, component, labels) plus (series, ts, value) samples; a sample is "
-          "identified by its series and ts, and a second write of the same sample replaces it.",
-          system_metrics_cols, system_metrics_idx, NULL, 30),
-    TABLE("api_usage", TABLE_EVENTS, "One API request, or a pre-counted group of them (count).",
-          api_usage_cols, api_usage_idx, NULL, 30),
-    TABLE("error_logs", TABLE_EVENTS, "One error or warning event.", error_logs_cols,
-          error_logs_idx, NULL, 30),
-    TABLE("pipeline_status", TABLE_EVENTS, "One state change of one pipeline run or stage.",
-          pipeline_status_cols, pipeline_status_idx, NULL, 90),
-    TABLE("handler_metrics", TABLE_EVENTS, "One handler over one reporting interval.",
-          handler_metrics_cols, handler_metrics_idx, NULL, 30),
+    DATA_TABLE(
+        "system_metrics", TABLE_SERIES,
+        "One sample of one metric of one host/component. Stored as a series dictionary "
+        "(metric, host, component, labels) plus (series, ts, value) samples; a sample is "
+        "identified by its series and ts, and a second write of the same sample replaces it.",
+        system_metrics_cols, system_metrics_idx, NULL, 30),
+    DATA_TABLE("api_usage", TABLE_EVENTS,
+               "One API request, or a pre-counted group of them (count).", api_usage_cols,
+               api_usage_idx, NULL, 30),
+    DATA_TABLE("error_logs", TABLE_EVENTS, "One error or warning event.", error_logs_cols,
+               error_logs_idx, NULL, 30),
+    DATA_TABLE("pipeline_status", TABLE_EVENTS, "One state change of one pipeline run or stage.",
+               pipeline_status_cols, pipeline_status_idx, NULL, 90),
+    DATA_TABLE("handler_metrics", TABLE_EVENTS, "One handler over one reporting interval.",
+               handler_metrics_cols, handler_metrics_idx, NULL, 30),
     TABLE("alert_history", TABLE_EVENTS, "One transition of one alert.", alert_history_cols,
           alert_history_idx, NULL, 365),
     TABLE("scheduled_jobs", TABLE_STATE,
@@ -340,7 +406,22 @@ static const struct table tables[] = {
     TABLE("collection_gaps", TABLE_EVENTS,
           "One silence of a source longer than it may keep, recorded when it delivers again.",
           collection_gaps_cols, collection_gaps_idx, NULL, 35),
+    AUTH_TABLE(
+        "users", TABLE_STATE,
+        "The users of the HTTP API and their roles (`opsdb user`, docs/security.md). Upserted "
+        "by name.",
+        users_cols, users_idx, "name", 0),
+    AUTH_TABLE("api_tokens", TABLE_STATE,
+               "API tokens (`opsdb token`): each acts for one user; only a hash of its secret is "
+               "kept. Upserted by id.",
+               api_tokens_cols, api_tokens_idx, "id", 0),
+    AUTH_TABLE("audit_log", TABLE_EVENTS,
+               "Admin actions (users, tokens, alert reloads, jobs, silences) and refused requests: "
+               "who, what, when, from where. Never holds a token or a secret.",
+               audit_log_cols, audit_log_idx, NULL, 365),
 };
+/* config, the writer, the store and /metrics keep arrays per table */
+_Static_assert(N(tables) <= SCHEMA_MAX_TABLES, "more tables than SCHEMA_MAX_TABLES");
 
 const struct table *schema_tables(size_t *count)
 {
@@ -409,6 +490,17 @@ int schema_markdown(struct buf *b)
         buf_printf(b, "## %s\n\n%s\n\n", t->name, t->doc);
         if (t->retention_days)
             buf_printf(b, "Default retention: %d days.\n\n", t->retention_days);
+        static const char *const access_doc[] = {
+            [ACCESS_INTERNAL] = "opsdb's own state: through `POST /api/v1/ingest/%s` only admin "
+                                "tokens write it (backfills).",
+            [ACCESS_DATA] = "Clients write it: `POST /api/v1/ingest/%s` with a writer token, "
+                            "`opsdb ingest`.",
+            [ACCESS_AUTH] = "Kept by opsdb (`opsdb user`, `opsdb token`): `POST "
+                            "/api/v1/ingest/%s` refuses it, and only admin tokens read it with "
+                            "SQL.",
+        };
+        buf_printf(b, access_doc[t->access], t->name);
+        buf_printf(b, "\n\n");
         buf_printf(b, "| column | type | required | limits | default | description |\n"
                       "|---|---|---|---|---|---|\n");
         for (size_t j = 0; j < t->ncolumns; j++) {

@@ -22,6 +22,7 @@ struct http_deps {
     /* the network receivers, for their /metrics; NULL: off */
     struct syslog_receiver *syslog;
     struct graphite_receiver *graphite;
+    struct auth *auth; /* tokens and the audit log; NULL: every request passes, as an admin */
 };
 
 struct http_server;
@@ -30,6 +31,7 @@ struct jobs;
 struct heartbeats;
 struct syslog_receiver;
 struct graphite_receiver;
+struct auth;
 
 /* Starts listening on cfg->listen with a thread per connection. */
 int http_start(struct http_server **out, const struct http_deps *deps, struct err *e);

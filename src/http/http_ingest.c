@@ -73,7 +73,7 @@ static void ingest(struct http_server *srv, struct request *req, struct response
                    unsigned ok_status)
 {
     struct http_source src;
-    if (http_source_of(req, res, &src) != 0)
+    if (!http_may_write(srv, req, res, t) || http_source_of(req, res, &src) != 0)
         return;
     struct buf decoded;
     buf_init(&decoded, (size_t)srv->deps.cfg->max_body_bytes);

@@ -2,6 +2,7 @@
 #ifndef OPSDB_HTTP_INT_H
 #define OPSDB_HTTP_INT_H
 
+#include "auth/auth.h"
 #include "http/http.h"
 #include "query/query.h"
 
@@ -19,6 +20,7 @@ struct request {
     struct buf body;
     bool body_too_large;
     struct timespec started;
+    struct auth_principal principal; /* who sent it: filled before the handler runs */
 };
 
 struct response {
@@ -38,7 +40,7 @@ struct http_metrics {
     uint64_t *requests_by_class; /* per route: 2xx,3xx,4xx,5xx */
     uint64_t *latency_buckets;   /* per route: METRIC_LATENCY_BUCKETS + 1 (+Inf) */
     double *latency_sum;
-    uint64_t rows_rejected[16]
+    uint64_t rows_rejected[SCHEMA_MAX_TABLES + 1]
                           [4]; /* per table: validation, too_large, store_unavailable, bad_body */
 };
 
@@ -54,6 +56,9 @@ struct http_server {
 /* Route table lookup: index or -1; fills req->path_arg for "{name}" routes. */
 int route_match(const char *method, const char *url, struct request *req, bool *path_known);
 route_handler route_handler_at(int i);
+const struct route_info *route_info_at(int i);
+/* Whether a request to route i is recorded in the audit log (admin actions). */
+bool route_audited(int i);
 /* The methods routes accept on url, comma-separated (for the Allow header of a 405). */
 void route_allowed_methods(const char *url, char *out, size_t size);
 
@@ -115,5 +120,20 @@ void handle_job_start(struct http_server *srv, struct request *req, struct respo
 void handle_job_success(struct http_server *srv, struct request *req, struct response *res);
 void handle_job_fail(struct http_server *srv, struct request *req, struct response *res);
 void handle_heartbeat(struct http_server *srv, struct request *req, struct response *res);
+
+/* http_auth.c: checks the request's token against the route's role, runs the route's handler
+ * when it may, and records audited routes and refusals. */
+void http_auth_run(struct http_server *srv, struct request *req, struct response *res);
+/* Whether the request may write rows of t (a client table, and the token's tables name it);
+ * answers 403 and returns false when not. */
+bool http_may_write(struct http_server *srv, struct request *req, struct response *res,
+                    const struct table *t);
+/* The auth counters for /metrics. */
+void http_auth_metrics(struct http_server *srv, struct buf *out);
+void handle_users(struct http_server *srv, struct request *req, struct response *res);
+void handle_user_create(struct http_server *srv, struct request *req, struct response *res);
+void handle_tokens(struct http_server *srv, struct request *req, struct response *res);
+void handle_token_create(struct http_server *srv, struct request *req, struct response *res);
+void handle_token_revoke(struct http_server *srv, struct request *req, struct response *res);
 
 #endif

@@ -122,6 +122,8 @@ static size_t write_body(struct http_server *srv, struct request *req, struct re
 void handle_prom_write(struct http_server *srv, struct request *req, struct response *res)
 {
     char sender[SOURCE_NAME_MAX + 1], why[200];
+    if (!http_may_write(srv, req, res, schema_table("system_metrics")))
+        return;
     sender_name(req, sender, sizeof sender);
     if (!headers_ok(req, res, why, sizeof why)) {
         metrics_reject(&srv->metrics, schema_table("system_metrics"), REJ_BAD_BODY, 1);

@@ -264,7 +264,8 @@ void handle_query(struct http_server *srv, struct request *req, struct response 
     }
     struct store_result r;
     struct err e;
-    int rc = query_sql(srv->deps.store, srv->deps.cfg, sql, &r, &e);
+    int rc = query_sql_hiding(srv->deps.store, srv->deps.cfg, sql,
+                              auth_hidden_tables(req->principal.role), &r, &e);
     if (rc != 0)
         respond_error(res, status_for(rc), e.msg, NULL);
     else

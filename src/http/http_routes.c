@@ -85,6 +85,18 @@ static const struct route routes[] = {
     {{"POST", "/api/v1/write", "writer",
       "Prometheus remote write 1.0, the path other receivers use"},
      handle_prom_write},
+    {{"GET", "/api/v1/users", "admin", "users with their roles and active tokens"}, handle_users},
+    {{"POST", "/api/v1/users", "admin", "add a user: {\"name\", \"role\": admin|writer|reader}"},
+     handle_user_create},
+    {{"GET", "/api/v1/tokens", "admin",
+      "API tokens (never their secrets): user, role, tables, state, expiry, last use (?user=)"},
+     handle_tokens},
+    {{"POST", "/api/v1/tokens", "admin",
+      "create a token: {\"user\", \"expires\"?: \"30d\", \"tables\"?, \"description\"?}; the "
+      "answer holds the token, shown this once (201)"},
+     handle_token_create},
+    {{"DELETE", "/api/v1/tokens/{id}", "admin", "revoke a token: refused from now on"},
+     handle_token_revoke},
 };
 
 #define NROUTES (sizeof routes / sizeof routes[0])
@@ -101,6 +113,30 @@ const struct route_info *http_routes(size_t *count)
 route_handler route_handler_at(int i)
 {
     return routes[i].handle;
+}
+
+const struct route_info *route_info_at(int i)
+{
+    return &routes[i].info;
+}
+
+/* The routes whose every request is recorded in audit_log: admin actions on live state (the
+ * token and user routes record their changes themselves). */
+static const char *const audited_routes[] = {
+    "POST /api/v1/alerts/reload",      "POST /api/v1/alerts/{id}/ack",
+    "POST /api/v1/silences",           "DELETE /api/v1/silences/{id}",
+    "POST /api/v1/jobs/{name}/run",    "POST /api/v1/jobs/{name}/pause",
+    "POST /api/v1/jobs/{name}/resume", NULL,
+};
+
+bool route_audited(int i)
+{
+    size_t m = strlen(routes[i].info.method);
+    for (const char *const *a = audited_routes; *a; a++)
+        if (strncmp(*a, routes[i].info.method, m) == 0 && (*a)[m] == ' ' &&
+            strcmp(*a + m + 1, routes[i].info.path) == 0)
+            return true;
+    return false;
 }
 
 /* Matches path against a pattern; "{name}" takes one non-empty segment, at the end or between
@@ -195,6 +231,8 @@ unsigned status_for(int code)
         return 404;
     case E_CONFLICT:
         return 409;
+    case E_DENIED:
+        return 403;
     case E_LIMIT:
         return 422;
     case E_STORE:

@@ -90,7 +90,7 @@ static void dispatch(struct http_server *srv, struct request *req, struct respon
         }
         return;
     }
-    route_handler_at(req->route)(srv, req, res);
+    http_auth_run(srv, req, res);
 }
 
 static void too_large(struct http_server *srv, struct response *res)

@@ -11,8 +11,9 @@
 /* What a parser needs besides the bytes. */
 struct ingest_ctx {
     struct validate_opts validate;
-    size_t max_rows;        /* rows (points) per request; more is E_LIMIT */
-    int retention_days[16]; /* per schema table; validate.retention_days points here */
+    size_t max_rows;                       /* rows (points) per request; more is E_LIMIT */
+    int retention_days[SCHEMA_MAX_TABLES]; /* per schema table; validate.retention_days points here
+                                            */
 };
 
 /* Fills ctx from the configuration, with now = the current time and the given precision. The
@@ -222,9 +223,9 @@ struct writer_stats {
     uint64_t groups_committed;
     uint64_t batches_committed;
     uint64_t batches_failed;
-    uint64_t rows_committed[16]; /* per schema table index */
-    uint64_t queue_rows;         /* rows waiting now */
-    uint64_t group_rows_sum;     /* for the group size summary */
+    uint64_t rows_committed[SCHEMA_MAX_TABLES]; /* per schema table index */
+    uint64_t queue_rows;                        /* rows waiting now */
+    uint64_t group_rows_sum;                    /* for the group size summary */
     uint64_t
         group_rows_buckets[8]; /* cumulative counts of groups with <= 1,10,...,1e6 rows, +Inf */
     double commit_seconds_sum;

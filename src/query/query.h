@@ -42,6 +42,10 @@ int query_view(struct store *s, const struct config *cfg, const char *name,
 /* Runs one read-only SQL statement under the query.timeout and query.max_rows limits. */
 int query_sql(struct store *s, const struct config *cfg, const char *sql, struct store_result *res,
               struct err *e);
+/* The same, refusing to read the tables of hidden (NULL-terminated; NULL: none) and their
+ * internal tables: E_DENIED naming the table (store_reader_query_hiding). */
+int query_sql_hiding(struct store *s, const struct config *cfg, const char *sql,
+                     const char *const *hidden, struct store_result *res, struct err *e);
 
 /* Runs EXPLAIN QUERY PLAN for sql (trusted: views and documented queries) into res. */
 int query_explain(struct store *s, const char *sql, const struct store_param *params,

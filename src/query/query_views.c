@@ -172,10 +172,16 @@ int query_view(struct store *s, const struct config *cfg, const char *name,
 int query_sql(struct store *s, const struct config *cfg, const char *sql, struct store_result *res,
               struct err *e)
 {
+    return query_sql_hiding(s, cfg, sql, NULL, res, e);
+}
+
+int query_sql_hiding(struct store *s, const struct config *cfg, const char *sql,
+                     const char *const *hidden, struct store_result *res, struct err *e)
+{
     struct store_reader *r = store_reader_get(s);
     struct store_param now = {"now_ms", false, (double)time_now_ms(), NULL};
     struct store_query q = {sql, &now, 1, cfg->query_timeout_ms, cfg->query_max_rows, true};
-    int rc = store_reader_query(r, &q, res, e);
+    int rc = store_reader_query_hiding(r, &q, hidden, res, e);
     store_reader_put(s, r);
     return rc;
 }

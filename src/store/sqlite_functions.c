@@ -182,6 +182,21 @@ static int progress_handler(void *arg)
     return c->deadline_ms && time_now_ms() > c->deadline_ms;
 }
 
+/* Whether table is one the connection hides from untrusted SQL: a name of the list, or an
+ * internal table of one (<name>_p20260101, <name>_p20260101_packed). */
+static bool hidden(struct sqlite_conn *c, const char *table)
+{
+    for (const char *const *h = c->hidden; h && *h && table; h++) {
+        size_t n = strlen(*h);
+        if (strncmp(table, *h, n) == 0 && (table[n] == '\0' || table[n] == '_')) {
+            snprintf(c->denied_table, sizeof c->denied_table, "%s", *h);
+            c->denied = "reading a table your role may not read";
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Only reads, in the main database, with no way out to files or extensions. Pragmas that only
  * read the schema are allowed so tools can introspect. */
 static int authorizer(void *arg, int action, const char *a1, const char *a2, const char *db,
@@ -199,8 +214,9 @@ static int authorizer(void *arg, int action, const char *a1, const char *a2, con
     static const char *const denied_functions[] = {"load_extension", "readfile",       "writefile",
                                                    "edit",           "fts3_tokenizer", NULL};
     switch (action) {
-    case SQLITE_SELECT:
     case SQLITE_READ:
+        return hidden(c, a1) ? SQLITE_DENY : SQLITE_OK;
+    case SQLITE_SELECT:
     case SQLITE_RECURSIVE:
         return SQLITE_OK;
     case SQLITE_FUNCTION:

@@ -18,9 +18,11 @@ struct sqlite_conn {
     size_t nparams;
     struct store_param params[SQLITE_MAX_PARAMS];
     size_t ndefaults;
-    int64_t deadline_ms; /* progress handler interrupts past this; 0 = none */
-    bool untrusted;      /* authorizer is strict while true */
-    const char *denied;  /* what the authorizer last denied, for the error message */
+    int64_t deadline_ms;       /* progress handler interrupts past this; 0 = none */
+    bool untrusted;            /* authorizer is strict while true */
+    const char *denied;        /* what the authorizer last denied, for the error message */
+    const char *const *hidden; /* tables (and <name>_*) untrusted SQL may not read, or NULL */
+    char denied_table[96];     /* the hidden table it tried to read */
 };
 
 /* Opens a connection with opsdb's pragmas and SQL functions. flags as for sqlite3_open_v2. */

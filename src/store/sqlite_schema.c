@@ -301,6 +301,8 @@ static const struct migration migrations[] = {
      "collection_sources and collection_gaps: heartbeats of the sources that deliver data; the "
      "view collection_status",
      NULL, false, NULL},
+    {16, "users, api_tokens and audit_log: who may call the HTTP API, and what admins did", NULL,
+     false, NULL},
 };
 
 static int read_version(sqlite3 *db, int *version, struct err *e)

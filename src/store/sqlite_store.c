@@ -31,17 +31,19 @@ struct sqlite_store {
     struct sqlite_conn writer;
     char path[512];
     bool readonly;
-    sqlite3_stmt *insert[16]; /* per schema table index */
+    sqlite3_stmt *insert[SCHEMA_MAX_TABLES]; /* per schema table index */
     sqlite3_stmt *series_insert;
     struct sqlite_rollup *rollup;
     struct sqlite_cold *cold;
-    struct sqlite_partitions *parts[16]; /* per schema table index: event tables' partitions */
+    struct sqlite_partitions
+        *parts[SCHEMA_MAX_TABLES]; /* per schema table index: event tables' partitions */
     struct series_map series;
     bool in_group;
     /* fault injection for tests (STYLE 21): OPSDB_FAULT=commit:N fails every Nth commit */
     long fault_commit_every, commits;
     int64_t data_version; /* last PRAGMA data_version seen by the writer (read at open) */
-    int64_t partition_ms[16], retention_days[16]; /* from the configuration, per table */
+    int64_t partition_ms[SCHEMA_MAX_TABLES],
+        retention_days[SCHEMA_MAX_TABLES]; /* from the configuration, per table */
     int64_t rollup_1m_retention_ms, rollup_1h_retention_ms, event_rollup_1m_retention_ms;
     int64_t partitions_version; /* PRAGMA data_version when the partition lists were checked */
 };
@@ -1064,6 +1066,11 @@ static int query_error(struct sqlite_conn *c, int rc, const struct store_query *
                        "query stopped: it ran past the time limit of %lld ms (narrow the time "
                        "range or raise query.timeout)",
                        (long long)sq->timeout_ms);
+    if ((rc & 0xff) == SQLITE_AUTH && c->denied_table[0])
+        return err_set(e, E_DENIED,
+                       "query denied: table %s is not readable with your role (only admin "
+                       "tokens read it)",
+                       c->denied_table);
     if ((rc & 0xff) == SQLITE_AUTH)
         return err_set(e, E_INVALID, "query denied: %s is not allowed on the read-only SQL route",
                        c->denied ? c->denied : "this statement");
@@ -1115,6 +1122,7 @@ static int sq_reader_query(void *conn, const struct store_query *sq, struct stor
     c->nparams = c->ndefaults + sq->nparams;
     c->untrusted = sq->untrusted;
     c->denied = NULL;
+    c->denied_table[0] = '\0';
     c->deadline_ms = sq->timeout_ms ? time_now_ms() + sq->timeout_ms : 0;
     sqlite3_stmt *q = NULL;
     const char *tail = NULL;
@@ -1152,6 +1160,12 @@ out:
     return rc;
 }
 
+static void sq_reader_hide(void *conn, const char *const *hidden)
+{
+    struct sqlite_conn *c = conn;
+    c->hidden = hidden;
+}
+
 const struct store_ops store_sqlite_ops = {
     .name = "sqlite",
     .open = sq_open,
@@ -1177,6 +1191,7 @@ const struct store_ops store_sqlite_ops = {
     .reader_open = sq_reader_open,
     .reader_close = sq_reader_close,
     .reader_query = sq_reader_query,
+    .reader_hide = sq_reader_hide,
     .series_read = sqlite_series_read,
     .integrity_check = sq_integrity_check,
 };

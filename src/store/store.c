@@ -4,6 +4,8 @@
  */
 #include "store/store_int.h"
 
+#include <assert.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -256,6 +258,19 @@ int store_reader_query(struct store_reader *r, const struct store_query *q,
     if (!r)
         return err_set(e, E_STORE, "no read connection could be opened (see the server log)");
     return r->ops->reader_query(r->conn, q, res, e);
+}
+
+int store_reader_query_hiding(struct store_reader *r, const struct store_query *q,
+                              const char *const *hidden, struct store_result *res, struct err *e)
+{
+    assert(q->untrusted);
+    store_result_init(res);
+    if (!r)
+        return err_set(e, E_STORE, "no read connection could be opened (see the server log)");
+    r->ops->reader_hide(r->conn, hidden);
+    int rc = r->ops->reader_query(r->conn, q, res, e);
+    r->ops->reader_hide(r->conn, NULL);
+    return rc;
 }
 
 int store_series_read(struct store_reader *r, const struct series_read *q, series_sink sink,

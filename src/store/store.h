@@ -85,6 +85,12 @@ struct store_result {
  * row limit, the message names which), E_STORE. */
 int store_reader_query(struct store_reader *r, const struct store_query *q,
                        struct store_result *res, struct err *e);
+/* Runs an untrusted query (q->untrusted must be set) as store_reader_query does, except that it
+ * may not read the tables named in hidden (NULL-terminated) nor their internal tables
+ * (<name>_<anything>: partitions, packed blocks): E_INVALID naming the table. The back end's
+ * authorizer refuses them, whatever the SQL spells (aliases, views, subqueries). */
+int store_reader_query_hiding(struct store_reader *r, const struct store_query *q,
+                              const char *const *hidden, struct store_result *res, struct err *e);
 /* Building a result (back ends, and queries that assemble their own rows): names are copied into
  * the result's arena; add_row appends a row of NULLs and returns it. */
 int store_result_set_columns(struct store_result *res, size_t ncols, const char *const *names);

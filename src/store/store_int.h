@@ -42,6 +42,8 @@ struct store_ops {
     void (*reader_close)(void *conn);
     int (*reader_query)(void *conn, const struct store_query *q, struct store_result *res,
                         struct err *e);
+    /* tables untrusted queries on conn may not read from now on (NULL: none) */
+    void (*reader_hide)(void *conn, const char *const *hidden);
     int (*series_read)(void *conn, const struct series_read *q, series_sink sink, void *arg,
                        struct err *e);
     int (*integrity_check)(void *conn, bool quick, struct buf *report, struct err *e);

@@ -158,7 +158,7 @@ def test_init_is_idempotent(run_cli, tmp_path):
     path = tmp_path / "data" / "i.db"  # the parent directory is created
     cp = run_cli("init", "--db", path)
     assert cp.returncode == 0, cp.stderr
-    assert f"schema version {CURRENT_VERSION}," in cp.stdout and "13 tables, 9 views" in cp.stdout
+    assert f"schema version {CURRENT_VERSION}," in cp.stdout and "16 tables, 9 views" in cp.stdout
     migrations = run_cli("query", "SELECT * FROM opsdb_migrations", "--db", path,
                          "--format", "json").stdout
     cp = run_cli("ingest", "api_usage", "-", "--db", path, input=ndjson([api_row(1)]))

@@ -27,7 +27,7 @@ def test_status_and_verify(run_cli, tmp_path):
     assert set(t) == {"system_metrics", "api_usage", "error_logs", "pipeline_status",
                       "handler_metrics", "alert_history", "scheduled_jobs", "job_runs",
                       "notification_log", "silences", "incidents", "collection_sources",
-                      "collection_gaps"}
+                      "collection_gaps", "users", "api_tokens", "audit_log"}
     assert t["api_usage"]["rows"] == 3 and t["api_usage"]["status"] == "ok"
     assert t["api_usage"]["retention_days"] == 30
     assert t["system_metrics"]["rows"] == 1 and t["system_metrics"]["status"] == "ok"
