@@ -14,14 +14,20 @@ static const struct command commands[] = {
      "Idempotent: running it again changes nothing.\n",
      cmd_init},
     {"serve", "run the HTTP server (ingestion, views, SQL, metrics)",
-     "usage: opsdb serve [--db PATH] [--listen HOST:PORT] [--no-collect]\n\n"
+     "usage: opsdb serve [--db PATH] [--listen HOST:PORT] [--no-collect]\n"
+     "                   [--tls-cert FILE --tls-key FILE]\n\n"
      "Opens (creating or migrating) the database and serves the HTTP API on --listen\n"
      "(default 127.0.0.1:8470) until SIGINT or SIGTERM; queued rows are committed before exit.\n"
      "Log lines go to stderr, or with --set log.file=PATH only to that file, which is rotated\n"
      "by log.max_size and log.max_age and reopened on SIGHUP (see docs/logging.md).\n"
      "  --listen HOST:PORT  address to listen on (port 0: any free port, logged at start)\n"
      "  --no-collect        do not collect this host's metrics and the server's own health\n"
-     "                      (collected every collection.interval by default; docs/collection.md)\n",
+     "                      (collected every collection.interval by default; docs/collection.md)\n"
+     "  --tls-cert FILE     serve HTTPS only (TLS 1.2 and 1.3) with this PEM certificate chain\n"
+     "                      (tls.cert); needs --tls-key\n"
+     "  --tls-key FILE      the certificate's private key, PEM (tls.key); both files are\n"
+     "                      reread on SIGHUP, a bad new pair keeps the old one "
+     "(docs/security.md)\n",
      cmd_serve},
     {"ingest", "load NDJSON, CSV or JSON rows into a table",
      "usage: opsdb ingest TABLE [FILE|-] [--format ndjson|csv|json|LOGFORMAT] [--precision ms]\n\n"
