@@ -216,7 +216,7 @@ static const struct command commands[] = {
     {"version", "print the version", "usage: opsdb version\n", cmd_version},
     {"agent", "collect this host's metrics and send them to a server",
      "usage: opsdb agent --server URL [--token T] [--interval 10s] [--spool DIR]\n"
-     "                   [--spool-max-bytes N] [--once]\n\n"
+     "                   [--spool-max-bytes N] [--ca-file FILE] [--once]\n\n"
      "Collects this host's metrics from /proc and /sys (cpu, memory, swap, load, disk I/O,\n"
      "filesystems, network, processes, uptime) every --interval and sends them as one NDJSON\n"
      "POST to URL/api/v1/ingest/system_metrics, with the host name as X-Opsdb-Source. While\n"
@@ -231,6 +231,8 @@ static const struct command commands[] = {
      "  --spool DIR          directory of the spool (agent.spool_dir, ./data/agent-spool)\n"
      "  --spool-max-bytes N  bound of the spool, e.g. 64MiB (agent.spool_max_bytes); past it\n"
      "                       the oldest batches are dropped\n"
+     "  --ca-file FILE       CA certificates (PEM) an https:// server is verified against\n"
+     "                       (agent.ca_file; default: the system's); verification is always on\n"
      "  --once               one collection (rates over one second), sent, then exit: 0 when\n"
      "                       the server took it, 1 when it was spooled or refused\n",
      cmd_agent},
