@@ -317,11 +317,12 @@ uint64_t hash64(const void *data, size_t len, uint64_t seed);
  */
 /* Checks, at start, that path is a readable file of PEM certificates, at least one of which
  * parses: a wrong CA file is then a clear error naming option (e.g. "agent.ca_file"), not a
- * failed handshake later. E_IO when it cannot be read, E_INVALID when it holds no certificate. */
+ * failed handshake later. E_IO when it cannot be read, E_INVALID when it holds no certificate,
+ * E_LIMIT past 16 MiB. */
 int tls_ca_file_check(const char *path, const char *option, struct err *e);
 /* Reads the whole PEM file path (certificates, a key) into out, which the caller has
- * initialised and releases. E_IO naming option and path when it cannot be read; E_LIMIT past
- * 16 MiB, which no certificate or key file comes near. */
+ * initialised (its bound becomes 16 MiB, which no certificate or key file comes near) and
+ * releases. E_IO naming option and path when it cannot be read; E_LIMIT past the bound. */
 int tls_pem_read(const char *path, const char *option, struct buf *out, struct err *e);
 /* Sets a libcurl easy handle (a CURL *; void * keeps curl.h out of core) to verify the
  * server's certificate chain and host name, with TLS 1.2 or newer, against the CA
