@@ -5,6 +5,9 @@ CC      ?= cc
 PKGS    := sqlite3 libmicrohttpd jansson yaml-0.1 zlib libzstd libsodium libcurl
 # Prometheus remote write: protobuf messages (decoded with libprotobuf-c) in snappy blocks
 PKGS    += libprotobuf-c snappy
+# HTTPS of opsdb serve (libmicrohttpd over GnuTLS: certificates reloaded on SIGHUP) and the
+# check of the clients' CA files
+PKGS    += gnutls
 WARN    := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wno-format-nonliteral -Werror
 CSTD    := -std=c11 -D_GNU_SOURCE -Isrc
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

@@ -11,6 +11,9 @@ protobuf-c-compiler libprotobuf-c-dev libsnappy-dev"
 test_pkgs="libcmocka-dev python3 python3-pytest python3-requests prometheus influxdb-client
 sqlite3 procps curl clang-format zstd python3-aiosmtpd prometheus-alertmanager python3-yaml
 python3-snappy prometheus-node-exporter nginx bsdutils rsyslog collectd-core"
+# HTTPS (libmicrohttpd over GnuTLS); the TLS tests make their CA and certificates with openssl
+build_pkgs="$build_pkgs libgnutls28-dev"
+test_pkgs="$test_pkgs openssl"
 
 want=$build_pkgs
 [ "${1:-build}" = test ] && want="$build_pkgs $test_pkgs"

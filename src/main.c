@@ -18,7 +18,8 @@ static const struct command commands[] = {
      cmd_init},
     {"serve", "run the HTTP server (ingestion, views, SQL, metrics)",
      "usage: opsdb serve [--db PATH] [--listen HOST:PORT] [--no-collect]\n"
-     "                   [--auth required|off|auto] [--insecure]\n\n"
+     "                   [--auth required|off|auto] [--insecure]\n"
+     "                   [--tls-cert FILE --tls-key FILE]\n\n"
      "Opens (creating or migrating) the database and serves the HTTP API on --listen\n"
      "(default 127.0.0.1:8470) until SIGINT or SIGTERM; queued rows are committed before exit.\n"
      "Log lines go to stderr, or with --set log.file=PATH only to that file, which is rotated\n"
@@ -29,6 +30,10 @@ static const struct command commands[] = {
      "  --auth MODE         whether requests need a token (auth.mode): required, off, or auto\n"
      "                      (default): off on a loopback address, required on any other\n"
      "  --insecure          allows --auth off on an address that is not loopback\n"
+     "  --tls-cert FILE     serve HTTPS only (TLS 1.2 and 1.3) with this PEM certificate chain\n"
+     "                      (tls.cert); needs --tls-key\n"
+     "  --tls-key FILE      the certificate's private key, PEM (tls.key); both files are\n"
+     "                      reread on SIGHUP, a bad new pair keeps the old one\n"
      "Tokens: opsdb user add, opsdb token create (docs/security.md).\n",
      cmd_serve},
     {"ingest", "load NDJSON, CSV or JSON rows into a table",
@@ -220,7 +225,8 @@ static const struct command commands[] = {
     {"version", "print the version", "usage: opsdb version\n", cmd_version},
     {"agent", "collect this host's metrics and send them to a server",
      "usage: opsdb agent --server URL [--token T] [--interval 10s] [--spool DIR]\n"
-     "                   [--spool-max-bytes N] [--once] [--tail KIND:PATH]... [--no-host]\n\n"
+     "                   [--spool-max-bytes N] [--ca-file FILE] [--once]\n"
+     "                   [--tail KIND:PATH]... [--no-host]\n\n"
      "Collects this host's metrics from /proc and /sys (cpu, memory, swap, load, disk I/O,\n"
      "filesystems, network, processes, uptime) every --interval and sends them as one NDJSON\n"
      "POST to URL/api/v1/ingest/system_metrics, with the host name as X-Opsdb-Source. While\n"
@@ -235,6 +241,8 @@ static const struct command commands[] = {
      "  --spool DIR          directory of the spool (agent.spool_dir, ./data/agent-spool)\n"
      "  --spool-max-bytes N  bound of the spool, e.g. 64MiB (agent.spool_max_bytes); past it\n"
      "                       the oldest batches are dropped\n"
+     "  --ca-file FILE       CA certificates (PEM) an https:// server is verified against\n"
+     "                       (agent.ca_file; default: the system's); verification is always on\n"
      "  --once               one collection (rates over one second), sent, then exit: 0 when\n"
      "                       the server took it, 1 when it was spooled or refused\n"
      "  --tail KIND:PATH     also ship a log file as it grows (agent.tail; repeatable): KIND\n"

@@ -89,6 +89,7 @@ struct ship_opts {
     int64_t spool_max_bytes; /* past this the oldest spooled batches are dropped */
     int64_t retry_max_ms;    /* cap of the backoff between tries while the server is down */
     int64_t timeout_ms;      /* of one HTTP request */
+    const char *ca_file;     /* CA certificates of an https:// server; NULL or "": the system's */
 };
 
 struct ship_stats {

@@ -26,6 +26,8 @@
 struct shipper {
     pthread_mutex_t lock;
     char server[1024], token[512], source_name[SAMPLE_LABEL_MAX], source_kind[32];
+    char ca_file[4096];
+    char curl_error[CURL_ERROR_SIZE]; /* libcurl's detail of the last failure */
     int64_t interval_ms, retry_max_ms, timeout_ms;
     CURL *curl;
     struct spool spool;
@@ -105,12 +107,13 @@ static enum outcome post(struct shipper *s, const char *route, const char *body,
     curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(s->curl, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(s->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    s->curl_error[0] = '\0';
     CURLcode rc = curl_easy_perform(s->curl);
     curl_slist_free_all(headers);
     long status = 0;
     curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &status);
-    if (rc != CURLE_OK) {
-        snprintf(why, why_size, "%s", curl_easy_strerror(rc));
+    if (rc != CURLE_OK) { /* the detail says which certificate check failed, for one */
+        snprintf(why, why_size, "%s", s->curl_error[0] ? s->curl_error : curl_easy_strerror(rc));
         return FAILED;
     }
     if (status >= 200 && status <= 299)
@@ -333,6 +336,10 @@ int shipper_new(struct shipper **out, const struct ship_opts *o, struct err *e)
         rc = copy(s->source_name, sizeof s->source_name, o->source_name, "the source name", e);
     if (rc == 0)
         rc = copy(s->source_kind, sizeof s->source_kind, o->source_kind, "the source kind", e);
+    if (rc == 0)
+        rc = copy(s->ca_file, sizeof s->ca_file, o->ca_file, "the CA file's path", e);
+    if (rc == 0 && s->ca_file[0])
+        rc = tls_ca_file_check(s->ca_file, "agent.ca_file", e);
     s->interval_ms = o->interval_ms;
     s->retry_max_ms = o->retry_max_ms > 0 ? o->retry_max_ms : 30000;
     s->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 10000;
@@ -349,6 +356,8 @@ int shipper_new(struct shipper **out, const struct ship_opts *o, struct err *e)
     curl_easy_setopt(s->curl, CURLOPT_CONNECTTIMEOUT_MS, (long)s->timeout_ms);
     curl_easy_setopt(s->curl, CURLOPT_WRITEFUNCTION, on_answer);
     curl_easy_setopt(s->curl, CURLOPT_WRITEDATA, &s->answer);
+    curl_easy_setopt(s->curl, CURLOPT_ERRORBUFFER, s->curl_error);
+    tls_client_setup(s->curl, s->ca_file);
     if (s->spool.n)
         log_info("agent: the spool %s holds %zu batches (%" PRIu64 " bytes) from an earlier "
                  "run; they are sent first",

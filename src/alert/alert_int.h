@@ -35,8 +35,11 @@ struct writer;
 /* Reads the receivers and the routing tree from the `alerting:` section of the YAML file at
  * config_path ("" or a file without receivers: every alert is dropped, and counted). Errors name
  * the file and line: E_INVALID for a bad receiver or route, E_IO for an unreadable file.
- * Attempts are written to notification_log through w (which must outlive the notifier). */
-int notifier_new(struct notifier **out, const char *config_path, struct writer *w, struct err *e);
+ * Attempts are written to notification_log through w (which must outlive the notifier).
+ * ca_file (alerting.ca_file; NULL or "": none) is the CA file of the webhook, Alertmanager and
+ * email receivers that give no ca_file of their own; an unreadable one is E_IO or E_INVALID. */
+int notifier_new(struct notifier **out, const char *config_path, const char *ca_file,
+                 struct writer *w, struct err *e);
 /* Takes one state change (copied: the caller keeps a). Any thread; never blocks on delivery. */
 void notifier_post(struct notifier *n, const struct notify_alert *a);
 /* What a previous run last sent to one group of one receiver (notification_log). */

@@ -1242,7 +1242,7 @@ int alert_engine_new(struct alert_engine **out, struct store *s, struct writer *
     a->writer = w;
     int rc = engine_load(a, s, cfg, e);
     if (rc == 0)
-        rc = notifier_new(&a->notifier, cfg->config_path, w, e);
+        rc = notifier_new(&a->notifier, cfg->config_path, cfg->alert_ca_file, w, e);
     if (rc == 0)
         rc = escalations_check_receivers(a->escalations, notifier_has_receiver, a->notifier, e);
     if (rc) {
@@ -1319,7 +1319,7 @@ int alert_engine_reload(struct alert_engine *a, struct err *e)
     int rc = load_rules(&a->cfg, &rules, &rstate, e);
     if (rc == 0 && (rc = suppressor_new(&suppressor, a->cfg.config_path, e)) == 0 &&
         (rc = escalations_new(&escalations, a->cfg.config_path, e)) == 0 &&
-        (rc = notifier_new(&notifier, a->cfg.config_path, a->writer, e)) == 0)
+        (rc = notifier_new(&notifier, a->cfg.config_path, a->cfg.alert_ca_file, a->writer, e)) == 0)
         rc = escalations_check_receivers(escalations, notifier_has_receiver, notifier, e);
     if (rc) {
         notifier_free(&notifier, 0);

@@ -137,7 +137,8 @@ struct receiver {
     /* where an attempt goes: webhook, its url; alertmanager, url + /api/v2/alerts; email,
      * smtp://<smtp> */
     char *url;
-    char *hmac_secret;                /* webhook */
+    char *hmac_secret; /* webhook */
+    char *ca_file;     /* webhook, alertmanager, email: CA certificates (NULL: the system's) */
     char *to, *from, *smtp, *subject; /* email, as given */
     bool starttls;                    /* email */
     char **rcpt;                      /* email: the addresses of to */
@@ -174,6 +175,7 @@ struct log_columns {
 
 struct notifier {
     char *path;
+    char *ca_file; /* alerting.ca_file: of the receivers that give none; NULL: none */
     struct writer *w;
     const struct table *log_table;
     struct log_columns col;
@@ -690,6 +692,7 @@ static CURL *curl_start(struct receiver *r, char *errbuf, struct attempt *out)
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, abort_check);
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, r->n);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    tls_client_setup(c, r->ca_file);
     return c;
 }
 
@@ -1758,6 +1761,7 @@ static int email_check(struct cfgp *p, yaml_node_t *at, const char *ctx, struct 
 static const struct field webhook_fields[] = {
     {"url", F_STRING, offsetof(struct receiver, url), 0, 0, NULL},
     {"hmac_secret", F_STRING, offsetof(struct receiver, hmac_secret), 0, 0, NULL},
+    {"ca_file", F_STRING, offsetof(struct receiver, ca_file), 0, 0, NULL},
     {"timeout", F_DURATION, offsetof(struct receiver, timeout_ms), 1, TIMEOUT_MAX_MS, NULL},
     {"send_resolved", F_BOOL, offsetof(struct receiver, send_resolved), 0, 0, NULL},
     {"max_alerts", F_INT, offsetof(struct receiver, max_alerts), 0, ALERTS_MAX, NULL},
@@ -1777,12 +1781,14 @@ static const struct field email_fields[] = {
     {"subject", F_STRING, offsetof(struct receiver, subject), 0, 0, NULL},
     {"timeout", F_DURATION, offsetof(struct receiver, timeout_ms), 1, TIMEOUT_MAX_MS, NULL},
     {"starttls", F_BOOL, offsetof(struct receiver, starttls), 0, 0, NULL},
+    {"ca_file", F_STRING, offsetof(struct receiver, ca_file), 0, 0, NULL},
     {"send_resolved", F_BOOL, offsetof(struct receiver, send_resolved), 0, 0, NULL},
     {"max_alerts", F_INT, offsetof(struct receiver, max_alerts), 0, ALERTS_MAX, NULL},
 };
 
 static const struct field alertmanager_fields[] = {
     {"url", F_STRING, offsetof(struct receiver, url), 0, 0, NULL},
+    {"ca_file", F_STRING, offsetof(struct receiver, ca_file), 0, 0, NULL},
     {"timeout", F_DURATION, offsetof(struct receiver, timeout_ms), 1, TIMEOUT_MAX_MS, NULL},
 };
 
@@ -1827,6 +1833,23 @@ static const struct field receiver_fields[] = {
     {"alertmanager", F_CUSTOM, 0, 0, 0, parse_kind},
 };
 
+/* The receiver's ca_file is checked now, so that a wrong one is an error at start and not a
+ * failed delivery later; a receiver without one takes alerting.ca_file (n->ca_file). */
+static int receiver_ca_file(struct cfgp *p, yaml_node_t *v, const char *ctx, struct receiver *r)
+{
+    struct err e;
+    char option[200];
+    snprintf(option, sizeof option, "%s.%s.ca_file", ctx, r->ops->kind);
+    if (r->ca_file && !*r->ca_file)
+        return ydoc_fail(
+            p->d, v, "%s: is empty; remove it for alerting.ca_file or the system's CAs", option);
+    if (r->ca_file && tls_ca_file_check(r->ca_file, option, &e) != 0)
+        return ydoc_fail(p->d, v, "%s", e.msg);
+    if (!r->ca_file && p->n->ca_file && r->ops->attempt != exec_attempt)
+        r->ca_file = xstrdup(p->n->ca_file);
+    return 0;
+}
+
 static int parse_receiver(struct cfgp *p, yaml_node_t *v, size_t index)
 {
     struct notifier *n = p->n;
@@ -1855,7 +1878,7 @@ static int parse_receiver(struct cfgp *p, yaml_node_t *v, size_t index)
                          "...}, email: {to: ..., from: ..., smtp: ...} or alertmanager: {url: "
                          "...}",
                          ctx, r->name);
-    return 0;
+    return receiver_ca_file(p, v, ctx, r);
 }
 
 static int parse_receivers(struct cfgp *p, yaml_node_t *seq)
@@ -2044,6 +2067,7 @@ static void notifier_release(struct notifier *n)
         free(r->name);
         free(r->url);
         free(r->hmac_secret);
+        free(r->ca_file);
         free(r->to);
         free(r->from);
         free(r->smtp);
@@ -2064,6 +2088,7 @@ static void notifier_release(struct notifier *n)
     free(n->restored);
     free(n->counters);
     free(n->path);
+    free(n->ca_file);
     pthread_mutex_destroy(&n->lock);
     pthread_cond_destroy(&n->wake);
     pthread_cond_destroy(&n->idle);
@@ -2092,14 +2117,15 @@ static struct router *router_from_config(struct notifier *n, router_send_fn send
 }
 
 /* What a live and a replay notifier share: the config read, the router. NULL on an error. */
-static struct notifier *notifier_load(const char *config_path, struct writer *w,
-                                      router_send_fn send, struct err *e)
+static struct notifier *notifier_load(const char *config_path, const char *ca_file,
+                                      struct writer *w, router_send_fn send, struct err *e)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, libraries_init);
     struct notifier *n = xcalloc(1, sizeof *n);
     n->w = w;
     n->path = xstrdup(config_path ? config_path : "");
+    n->ca_file = ca_file && *ca_file ? xstrdup(ca_file) : NULL;
     n->log_table = schema_table("notification_log");
     const struct table *t = n->log_table;
     n->col = (struct log_columns){column(t, "ts"),        column(t, "receiver"),
@@ -2111,7 +2137,8 @@ static struct notifier *notifier_load(const char *config_path, struct writer *w,
     cond_init_monotonic(&n->wake);
     cond_init_monotonic(&n->idle);
     atomic_init(&n->abort, false);
-    if (*n->path && config_read(n, n->path, e) != 0) {
+    if ((n->ca_file && tls_ca_file_check(n->ca_file, "alerting.ca_file", e) != 0) ||
+        (*n->path && config_read(n, n->path, e) != 0)) {
         notifier_release(n);
         return NULL;
     }
@@ -2121,10 +2148,11 @@ static struct notifier *notifier_load(const char *config_path, struct writer *w,
     return n;
 }
 
-int notifier_new(struct notifier **out, const char *config_path, struct writer *w, struct err *e)
+int notifier_new(struct notifier **out, const char *config_path, const char *ca_file,
+                 struct writer *w, struct err *e)
 {
     *out = NULL;
-    struct notifier *n = notifier_load(config_path, w, queue_send, e);
+    struct notifier *n = notifier_load(config_path, ca_file, w, queue_send, e);
     if (!n)
         return e->code;
     int rc;
@@ -2152,7 +2180,7 @@ int notifier_new(struct notifier **out, const char *config_path, struct writer *
 int notifier_new_replay(struct notifier **out, const char *config_path, alert_trace_fn fn,
                         void *arg, struct err *e)
 {
-    *out = notifier_load(config_path, NULL, trace_send, e);
+    *out = notifier_load(config_path, NULL, NULL, trace_send, e);
     if (!*out)
         return e->code;
     (*out)->trace = fn;

@@ -73,12 +73,14 @@ void cli_write(const struct buf *b);
 struct store_result;
 /* Writes a result to stdout as a table, JSON or CSV (an enum query_format). */
 void cli_write_result(const struct store_result *res, int format);
-/* One request to a running server (server: host:port or a URL; body may be NULL; content_type
- * NULL: JSON), with the token of CLI_TOKEN_ENV when set. The answer's body goes to answer (when not
- * NULL) or is printed; no answer or a non-2xx one is a message on stderr and exit status 1
- * (returned). */
-int cli_http_call(const char *server, const char *method, const char *path, const char *body,
-                  size_t body_len, const char *content_type, struct buf *answer);
+/* One request to a running server (server: host:port or a URL; host:port is https:// when cfg
+ * serves HTTPS (tls.cert), else http://; body may be NULL; content_type NULL: JSON). An https://
+ * server's certificate is verified against cfg->ca_file (--ca-file; "": the system's CAs). The
+ * answer's body goes to answer (when not NULL) or is printed; no answer or a non-2xx one is a
+ * message on stderr and exit status 1 (returned). */
+int cli_http_call(const struct config *cfg, const char *server, const char *method,
+                  const char *path, const char *body, size_t body_len, const char *content_type,
+                  struct buf *answer);
 /* The variable whose token cli_http_call sends (Authorization: Bearer) when it is set: the
  * commands' --token flag sets it too, so that the token stays out of ps when it comes from the
  * environment and one code path sends it either way. */

@@ -49,7 +49,8 @@ static int add_set(struct cli_common *c, const char *name, size_t name_len, cons
 int cli_common_flag(struct cli_common *c, int argc, char **argv, int *i)
 {
     const char *a = argv[*i];
-    static const char *const shorthands[] = {"--db", "db", "--listen", "listen", NULL};
+    static const char *const shorthands[] = {"--db",      "db",      "--listen", "listen",
+                                             "--ca-file", "ca_file", NULL};
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
         c->help = true;
         return 1;
@@ -206,6 +207,8 @@ int cli_help(const char *name)
            "  --db PATH          database file (default ./data/operational_data.db)\n"
            "  --config FILE      YAML configuration file (see docs/config.md)\n"
            "  --set NAME=VALUE   set one configuration option, e.g. --set query.timeout=10s\n"
+           "  --ca-file FILE     CA certificates (PEM) an https:// --server is verified against\n"
+           "                     (ca_file; default: the system's CAs)\n"
            "  --help             this help\n"
            "Environment variables OPSDB_<OPTION> (e.g. OPSDB_DB) override flags and file.\n");
     return 0;

@@ -19,14 +19,24 @@ static size_t collect(char *data, size_t size, size_t n, void *arg)
     return size * n;
 }
 
-int cli_http_call(const char *server, const char *method, const char *path, const char *body,
-                  size_t body_len, const char *content_type, struct buf *answer_out)
+int cli_http_call(const struct config *cfg, const char *server, const char *method,
+                  const char *path, const char *body, size_t body_len, const char *content_type,
+                  struct buf *answer_out)
 {
     char url[1024];
-    snprintf(url, sizeof url, "%s%s%s", strncmp(server, "http", 4) ? "http://" : "", server, path);
+    const char *scheme = cfg->tls_cert[0] ? "https://" : "http://";
+    snprintf(url, sizeof url, "%s%s%s", strncmp(server, "http", 4) ? scheme : "", server, path);
+    if (cfg->ca_file[0]) {
+        struct err e;
+        if (tls_ca_file_check(cfg->ca_file, "--ca-file", &e) != 0)
+            return cli_fail("%s", e.msg);
+    }
     CURL *c = curl_easy_init();
     if (!c)
         return cli_fail("cannot start an HTTP client");
+    char curl_error[CURL_ERROR_SIZE] = "";
+    tls_client_setup(c, cfg->ca_file);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, curl_error);
     struct buf answer;
     buf_init(&answer, ANSWER_MAX);
     char type[160];
@@ -58,7 +68,7 @@ int cli_http_call(const char *server, const char *method, const char *path, cons
     if (rc != CURLE_OK)
         exit_code = cli_fail("cannot reach the server at %s: %s (is `opsdb serve` running there? "
                              "--server URL)",
-                             url, curl_easy_strerror(rc));
+                             url, curl_error[0] ? curl_error : curl_easy_strerror(rc));
     else if (status < 200 || status > 299)
         exit_code = cli_fail("the server answered %ld: %.*s", status, (int)answer.len,
                              answer.data ? answer.data : "");

@@ -23,6 +23,7 @@ static const struct {
     {"--interval", "agent.interval"},
     {"--spool", "agent.spool_dir"},
     {"--spool-max-bytes", "agent.spool_max_bytes"},
+    {"--ca-file", "agent.ca_file"},
 };
 
 /* Handles an agent flag at argv[*i]: 1 taken, 0 not one, 2 after printing a usage error. */
@@ -133,13 +134,15 @@ int cmd_agent(int argc, char **argv)
     char tails[sizeof((struct config *)0)->agent_tail]; /* --tail values, joined */
     tails[0] = '\0';
     for (int i = 1; i < argc; i++) {
-        int rc = cli_common_flag(&c, argc, argv, &i);
-        if (rc < 0)
+        /* the agent's flags first: its --ca-file is agent.ca_file, not the CLI's ca_file */
+        int rc = agent_flag(&c, argc, argv, &i);
+        if (rc == 0)
+            rc = tail_flag(&c, argc, argv, &i, tails, sizeof tails);
+        if (rc == 2)
             return 2;
         if (rc == 1)
             continue;
-        if ((rc = agent_flag(&c, argc, argv, &i)) == 2 ||
-            (rc == 0 && (rc = tail_flag(&c, argc, argv, &i, tails, sizeof tails)) == 2))
+        if ((rc = cli_common_flag(&c, argc, argv, &i)) < 0)
             return 2;
         if (rc == 1)
             continue;
@@ -177,7 +180,8 @@ int cmd_agent(int argc, char **argv)
                  .spool_dir = cfg.agent_spool_dir,
                  .spool_max_bytes = cfg.agent_spool_max_bytes,
                  .retry_max_ms = cfg.agent_retry_max_ms,
-                 .timeout_ms = cfg.agent_timeout_ms},
+                 .timeout_ms = cfg.agent_timeout_ms,
+                 .ca_file = cfg.agent_ca_file},
         .interval_ms = cfg.agent_interval_ms,
         .once = once,
         .host = host,

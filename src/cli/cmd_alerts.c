@@ -60,14 +60,15 @@ static int unit_tests(int nfiles, char **files, const struct config *cfg)
 }
 
 /* One request to the server; prints the answer; non-zero exit for a failure. */
-static int call(const char *server, const char *method, const char *path, const char *body)
+static int call(const struct config *cfg, const char *server, const char *method, const char *path,
+                const char *body)
 {
-    return cli_http_call(server, method, path, body, body ? strlen(body) : 0, NULL, NULL);
+    return cli_http_call(cfg, server, method, path, body, body ? strlen(body) : 0, NULL, NULL);
 }
 
 /* opsdb alerts silence --matchers M [--for 2h] --by NAME [--comment TEXT] */
-static int silence(const char *server, const char *matchers, const char *duration, const char *by,
-                   const char *comment)
+static int silence(const struct config *cfg, const char *server, const char *matchers,
+                   const char *duration, const char *by, const char *comment)
 {
     if (!matchers || !*by)
         return cli_usage(cli_command("alerts"), "alerts silence needs --matchers and --by");
@@ -77,7 +78,7 @@ static int silence(const char *server, const char *matchers, const char *duratio
     json_decref(body);
     if (!text)
         return cli_fail("out of memory (or text that is not UTF-8)");
-    int rc = call(server, "POST", "/api/v1/silences", text);
+    int rc = call(cfg, server, "POST", "/api/v1/silences", text);
     free(text);
     return rc;
 }
@@ -260,22 +261,22 @@ int cmd_alerts(int argc, char **argv)
     } else if (rc == 0 && strcmp(sub, "defaults") == 0 && nargs == 1) {
         fputs(alert_default_rules(), stdout);
     } else if (rc == 0 && strcmp(sub, "list") == 0 && nargs == 1) {
-        rc = call(server, "GET", "/api/v1/alerts", NULL);
+        rc = call(&cfg, server, "GET", "/api/v1/alerts", NULL);
     } else if (rc == 0 && strcmp(sub, "rules") == 0 && nargs == 1) {
-        rc = call(server, "GET", "/api/v1/rules", NULL);
+        rc = call(&cfg, server, "GET", "/api/v1/rules", NULL);
     } else if (rc == 0 && strcmp(sub, "reload") == 0 && nargs == 1) {
-        rc = call(server, "POST", "/api/v1/alerts/reload", "");
+        rc = call(&cfg, server, "POST", "/api/v1/alerts/reload", "");
     } else if (rc == 0 && strcmp(sub, "silences") == 0 && nargs == 1) {
-        rc = call(server, "GET", "/api/v1/silences", NULL);
+        rc = call(&cfg, server, "GET", "/api/v1/silences", NULL);
     } else if (rc == 0 && strcmp(sub, "silence") == 0 && nargs == 1) {
-        rc = silence(server, matchers, duration, by, comment);
+        rc = silence(&cfg, server, matchers, duration, by, comment);
     } else if (rc == 0 && strcmp(sub, "expire") == 0 && nargs == 2) {
         char path[300];
         if (strlen(args[1]) > 64 || strchr(args[1], '/') || strchr(args[1], '?')) {
             rc = cli_usage(cli_command("alerts"), "'%s' is not a silence id", args[1]);
         } else {
             snprintf(path, sizeof path, "/api/v1/silences/%s", args[1]);
-            rc = call(server, "DELETE", path, NULL);
+            rc = call(&cfg, server, "DELETE", path, NULL);
         }
     } else if (rc == 0 && strcmp(sub, "ack") == 0 && nargs == 2) {
         char path[300], body[300];
@@ -284,7 +285,7 @@ int cmd_alerts(int argc, char **argv)
         } else {
             snprintf(path, sizeof path, "/api/v1/alerts/%s/ack", args[1]);
             snprintf(body, sizeof body, "{\"by\":\"%.*s\"}", (int)strcspn(by, "\"\\"), by);
-            rc = call(server, "POST", path, body);
+            rc = call(&cfg, server, "POST", path, body);
         }
     } else if (rc == 0) {
         rc = cli_usage(cli_command("alerts"),

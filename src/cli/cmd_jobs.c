@@ -46,11 +46,11 @@ static void put_json(struct store_result *res, struct value *v, json_t *j)
 }
 
 /* The answer of GET /api/v1/jobs as a table (or as it came, for --format json). */
-static int list(const char *server, int fmt)
+static int list(const struct config *cfg, const char *server, int fmt)
 {
     struct buf answer;
     buf_init(&answer, 64 << 20);
-    int rc = cli_http_call(server, "GET", "/api/v1/jobs", NULL, 0, NULL, &answer);
+    int rc = cli_http_call(cfg, server, "GET", "/api/v1/jobs", NULL, 0, NULL, &answer);
     if (rc == 0 && fmt == FORMAT_JSON)
         printf("%.*s\n", (int)answer.len, answer.data ? answer.data : "");
     if (rc || fmt == FORMAT_JSON) {
@@ -159,7 +159,7 @@ int cmd_jobs(int argc, char **argv)
         server = cfg.listen;
     const char *sub = nargs ? args[0] : "";
     if (strcmp(sub, "list") == 0 && nargs == 1)
-        return list(server, fmt);
+        return list(&cfg, server, fmt);
     bool named = strcmp(sub, "run") == 0 || strcmp(sub, "pause") == 0 ||
                  strcmp(sub, "resume") == 0 || strcmp(sub, "history") == 0 ||
                  strcmp(sub, "ping") == 0;
@@ -178,11 +178,11 @@ int cmd_jobs(int argc, char **argv)
         if (!*limit || *end || n < 1 || n > 1000)
             return cli_usage(cli_command("jobs"), "--limit: expected 1 to 1000");
         snprintf(path, sizeof path, "/api/v1/jobs/%s/history?limit=%ld", args[1], n);
-        return cli_http_call(server, "GET", path, NULL, 0, NULL, NULL);
+        return cli_http_call(&cfg, server, "GET", path, NULL, 0, NULL, NULL);
     }
     if (strcmp(sub, "ping") != 0) {
         snprintf(path, sizeof path, "/api/v1/jobs/%s/%s", args[1], sub);
-        return cli_http_call(server, "POST", path, "", 0, NULL, NULL);
+        return cli_http_call(&cfg, server, "POST", path, "", 0, NULL, NULL);
     }
     if (!kind)
         return cli_usage(cli_command("jobs"), "jobs ping needs --start, --success or --fail");
@@ -205,8 +205,8 @@ int cmd_jobs(int argc, char **argv)
     buf_init(&text, 4 * PING_BODY_MAX);
     rc = body ? read_body(body, &text) : 0;
     if (rc == 0)
-        rc = cli_http_call(server, "POST", path, text.data ? text.data : "", text.len, "text/plain",
-                           NULL);
+        rc = cli_http_call(&cfg, server, "POST", path, text.data ? text.data : "", text.len,
+                           "text/plain", NULL);
     buf_release(&text);
     return rc;
 }

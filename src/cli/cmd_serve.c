@@ -1,8 +1,9 @@
 /*
  * opsdb serve: opens (creating or migrating) the database, starts the writer and the HTTP
  * server, and runs until SIGINT or SIGTERM, then drains: no acknowledged row is lost and no
- * queued row is left uncommitted. SIGHUP reopens the log file (log.file) and reloads the alert
- * rules and receivers, and serving goes on.
+ * queued row is left uncommitted. SIGHUP reopens the log file (log.file), reloads the alert
+ * rules and receivers and rereads the HTTPS certificate (tls.cert, tls.key), and serving goes
+ * on.
  */
 #include "agent/agent.h"
 #include "alert/alert.h"
@@ -75,6 +76,8 @@ static void server_reload(struct server *srv)
         log_error("SIGHUP: the alert rules were not reloaded: %s; the rules loaded before still "
                   "run",
                   e.msg);
+    if (http_tls_reload(srv->http, &e) != 0)
+        log_error("SIGHUP: %s; new connections still get the certificate loaded before", e.msg);
 }
 
 static int server_start(struct server *srv)
@@ -147,6 +150,28 @@ static void server_stop(struct server *srv)
     store_close(&srv->store);
 }
 
+/* --tls-cert FILE and --tls-key FILE set tls.cert and tls.key (so the config file and
+ * OPSDB_TLS_* say the same): 1 taken, 0 not one of them, -1 after printing a usage error. */
+static int tls_flag(struct cli_common *c, int argc, char **argv, int *i)
+{
+    static const char *const flags[][2] = {{"--tls-cert", "tls.cert"}, {"--tls-key", "tls.key"}};
+    for (size_t k = 0; k < sizeof flags / sizeof flags[0]; k++) {
+        size_t n = strlen(flags[k][0]);
+        const char *a = argv[*i];
+        if (strncmp(a, flags[k][0], n) != 0 || (a[n] != '\0' && a[n] != '='))
+            continue;
+        const char *v = a[n] == '=' ? a + n + 1 : *i + 1 < argc ? argv[++*i] : NULL;
+        if (!v || !*v)
+            return cli_usage(cli_command("serve"), "%s needs a file", flags[k][0]), -1;
+        if (c->nsets >= CLI_MAX_SETS)
+            return cli_usage(cli_command("serve"), "too many options"), -1;
+        snprintf(c->set_name[c->nsets], sizeof c->set_name[0], "%s", flags[k][1]);
+        c->set_value[c->nsets++] = v;
+        return 1;
+    }
+    return 0;
+}
+
 int cmd_serve(int argc, char **argv)
 {
     struct cli_common c = {0};
@@ -170,6 +195,11 @@ int cmd_serve(int argc, char **argv)
                 return cli_usage(cli_command("serve"), "--auth needs required, off or auto");
             snprintf(c.set_name[c.nsets], sizeof c.set_name[0], "auth.mode");
             c.set_value[c.nsets++] = argv[++i];
+            continue;
+        }
+        if ((rc = tls_flag(&c, argc, argv, &i)) != 0) {
+            if (rc < 0)
+                return 2;
             continue;
         }
         return cli_usage(cli_command("serve"), "unexpected argument '%s'", argv[i]);
@@ -208,9 +238,9 @@ int cmd_serve(int argc, char **argv)
         log_close_file();
         return rc;
     }
-    log_info("opsdb %s serving %s on http://%s (port %d), authentication %s", OPSDB_VERSION,
-             store_describe(srv.store), srv.cfg.listen, http_port(srv.http),
-             srv.auth_mode == AUTH_MODE_REQUIRED ? "required" : "off");
+    log_info("opsdb %s serving %s on %s://%s (port %d), authentication %s", OPSDB_VERSION,
+             store_describe(srv.store), srv.cfg.tls_cert[0] ? "https" : "http", srv.cfg.listen,
+             http_port(srv.http), srv.auth_mode == AUTH_MODE_REQUIRED ? "required" : "off");
     int sig = SIGTERM;
     while (sigwait(&signals, &sig) == 0 && sig == SIGHUP)
         server_reload(&srv);

@@ -24,6 +24,7 @@ struct job {
     char name[128];
     char metrics_path[512];
     char scheme[8];
+    char ca_file[4096]; /* tls_config.ca_file; "": the system's CAs */
     int64_t interval_ms, timeout_ms, body_limit_bytes, sample_limit;
     struct prom_label labels[SCRAPE_MAX_LABELS];
     size_t nlabels;
@@ -102,6 +103,31 @@ static int read_labels(struct loader *L, const yaml_node_t *map, struct job *j)
     return 0;
 }
 
+/* tls_config: {ca_file: FILE}, as Prometheus writes it: the CA certificates an https://
+ * target's certificate is verified against. Verification cannot be turned off. */
+static int read_tls_config(struct loader *L, const yaml_node_t *map, struct job *j)
+{
+    if (map->type != YAML_MAPPING_NODE)
+        return ydoc_fail(&L->y, map, "tls_config: expected a map like {ca_file: /etc/ssl/ca.pem}");
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        const yaml_node_t *k = ydoc_node(&L->y, p->key), *v = ydoc_node(&L->y, p->value);
+        const char *key = ydoc_text(k);
+        if (!key || strcmp(key, "ca_file") != 0)
+            return ydoc_fail(&L->y, k,
+                             "tls_config: unknown key '%s' (ca_file; certificates are always "
+                             "verified)",
+                             key ? key : "?");
+        int rc = want_text(L, v, "tls_config.ca_file", j->ca_file, sizeof j->ca_file);
+        struct err e;
+        if (rc == 0 && tls_ca_file_check(j->ca_file, "tls_config.ca_file", &e) != 0)
+            rc = ydoc_fail(&L->y, v, "job %s: %s", j->name[0] ? j->name : "?", e.msg);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 /* One key of a job; targets are read after the job's other keys (see read_job). */
 static int job_key(struct loader *L, const char *key, const yaml_node_t *v, struct job *j)
 {
@@ -134,12 +160,14 @@ static int job_key(struct loader *L, const char *key, const yaml_node_t *v, stru
     }
     if (strcmp(key, "labels") == 0)
         return read_labels(L, v, j);
+    if (strcmp(key, "tls_config") == 0)
+        return read_tls_config(L, v, j);
     if (strcmp(key, "targets") == 0 || strcmp(key, "static_configs") == 0)
         return 0;
     return ydoc_fail(&L->y, v,
                      "unknown key '%s' in a scrape job (job_name, targets, static_configs, "
                      "metrics_path, scheme, scrape_interval, scrape_timeout, labels, "
-                     "sample_limit, body_size_limit)",
+                     "sample_limit, body_size_limit, tls_config)",
                      key);
 }
 
@@ -198,6 +226,7 @@ static int add_targets(struct loader *L, const struct job *j, const yaml_node_t 
                 st->labels[st->nlabels++] = (struct prom_label){strdup(l->name), strdup(l->value),
                                                                 l->name_len, l->value_len};
             }
+        st->ca_file = j->ca_file[0] ? strdup(j->ca_file) : NULL;
         L->n++;
     }
     return 0;
@@ -262,11 +291,13 @@ static int read_job(struct loader *L, const yaml_node_t *n)
 
 void scrape_targets_free(struct scrape_target **targets, size_t n)
 {
-    for (size_t i = 0; *targets && i < n; i++)
+    for (size_t i = 0; *targets && i < n; i++) {
         for (size_t k = 0; k < (*targets)[i].nlabels; k++) {
             free((char *)(*targets)[i].labels[k].name);
             free((char *)(*targets)[i].labels[k].value);
         }
+        free((*targets)[i].ca_file);
+    }
     free(*targets);
     *targets = NULL;
 }
@@ -385,6 +416,7 @@ static int fetch(CURL *c, const struct scrape_target *t, struct page *p, char *w
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, p);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    tls_client_setup(c, t->ca_file);
     CURLcode rc = curl_easy_perform(c);
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);

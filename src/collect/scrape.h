@@ -14,6 +14,7 @@
  *         metrics_path: /metrics
  *         targets: ["10.0.0.5:9100", "http://10.0.0.6:9100/metrics"]
  *         labels: {env: prod}
+ *         tls_config: {ca_file: /etc/opsdb/ca.pem}   # https:// targets are always verified
  *
  * Every target has a thread of its own: a slow target delays nobody else.
  */
@@ -38,12 +39,14 @@ struct scrape_target {
     int64_t body_limit_bytes, sample_limit;
     struct prom_label labels[SCRAPE_MAX_LABELS]; /* the job's labels (strings owned by the list) */
     size_t nlabels;
+    char *ca_file; /* tls_config.ca_file (owned by the list); NULL: the system's CAs */
 };
 
 /* Reads the scrape jobs of the YAML file at path (NULL or "": none) with cfg's scrape.*
  * options as defaults. Errors are E_INVALID "path:line: why" (an unknown key, a job without
  * job_name or targets, a job name given twice, a target that is no host:port or http(s) URL, a
- * bad duration, a timeout longer than the interval, a bad label) or E_IO for a file that cannot
+ * bad duration, a timeout longer than the interval, a bad label, a tls_config.ca_file that is no
+ * readable PEM file of certificates) or E_IO for a file that cannot
  * be read. *out is an array of *n targets; free it with scrape_targets_free(out, n). */
 int scrape_targets_load(const char *path, const struct config *cfg, struct scrape_target **out,
                         size_t *n, struct err *e);

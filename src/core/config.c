@@ -317,6 +317,22 @@ static const struct option options[] = {
            "whether HTTP requests need a token (docs/security.md): required, off (on an address "
            "that is not loopback only with `opsdb serve --insecure`), or auto: off when listen "
            "is a loopback address, required on any other (`opsdb serve --auth`)"),
+    STR("tls.cert", tls_cert, "",
+        "`opsdb serve` answers HTTPS only, with this certificate (PEM: the server's certificate "
+        "first, then its intermediates; `--tls-cert`); reread on SIGHUP. Needs tls.key; empty: "
+        "plain HTTP (docs/security.md)"),
+    STR("tls.key", tls_key, "",
+        "private key of tls.cert (PEM, unencrypted; `--tls-key`); reread with it on SIGHUP"),
+    STR("agent.ca_file", agent_ca_file, "",
+        "`opsdb agent`: CA certificates (PEM) an https:// server's certificate is verified "
+        "against (`--ca-file`); empty: the system's CAs"),
+    STR("alerting.ca_file", alert_ca_file, "",
+        "CA certificates (PEM) that webhook, Alertmanager and email (STARTTLS) receivers verify "
+        "their server against when they give no ca_file of their own; empty: the system's CAs"),
+    STR("ca_file", ca_file, "",
+        "CA certificates (PEM) the CLI's requests to a running server (`opsdb alerts`, `opsdb "
+        "jobs`, `--server https://...`) verify it against (`--ca-file`, OPSDB_CA_FILE); empty: "
+        "the system's CAs"),
 };
 
 #define NOPTIONS (sizeof options / sizeof options[0])

@@ -323,6 +323,25 @@ void fingerprint_compute(const struct fingerprint_rules *r, const char *error_ty
 uint64_t hash64(const void *data, size_t len, uint64_t seed);
 
 /* ---------------------------------------------------------------------------------------------
+ * TLS of opsdb's HTTP clients (the agent, the notifiers, the scrapes, the CLI): one place that
+ * says how a server's certificate is verified, so no client forgets it (docs/security.md).
+ */
+/* Checks, at start, that path is a readable file of PEM certificates, at least one of which
+ * parses: a wrong CA file is then a clear error naming option (e.g. "agent.ca_file"), not a
+ * failed handshake later. E_IO when it cannot be read, E_INVALID when it holds no certificate,
+ * E_LIMIT past 16 MiB. */
+int tls_ca_file_check(const char *path, const char *option, struct err *e);
+/* Reads the whole PEM file path (certificates, a key) into out, which the caller has
+ * initialised (its bound becomes 16 MiB, which no certificate or key file comes near) and
+ * releases. E_IO naming option and path when it cannot be read; E_LIMIT past the bound. */
+int tls_pem_read(const char *path, const char *option, struct buf *out, struct err *e);
+/* Sets a libcurl easy handle (a CURL *; void * keeps curl.h out of core) to verify the
+ * server's certificate chain and host name, with TLS 1.2 or newer, against the CA
+ * certificates of ca_file (NULL or "": the system's CAs). Verification cannot be turned off.
+ * Call after curl_easy_reset(), before curl_easy_perform(). */
+void tls_client_setup(void *curl, const char *ca_file);
+
+/* ---------------------------------------------------------------------------------------------
  * Configuration: one table of options (name, type, default, bounds, help). Precedence: the
  * YAML file, then command-line flags, then OPSDB_* environment variables.
  */
@@ -415,6 +434,11 @@ struct config {
     int64_t agent_tail_poll_ms; /* how often each tail reads its file */
     /* auth.mode: auto, required or off (src/auth/auth.h, docs/security.md) */
     char auth_mode[16];
+    /* transport security (docs/security.md): HTTPS of opsdb serve, CA files of the clients */
+    char tls_cert[4096], tls_key[4096]; /* PEM files; both "" = plain HTTP */
+    char agent_ca_file[4096];           /* "" = the system's CAs */
+    char alert_ca_file[4096];           /* receivers that give no ca_file of their own */
+    char ca_file[4096];                 /* the CLI's requests to a server (--ca-file) */
 };
 
 /* Fills c with every default. */

@@ -39,6 +39,11 @@ int http_start(struct http_server **out, const struct http_deps *deps, struct er
 int http_port(struct http_server *s);
 /* Stops accepting, waits for running requests, frees. */
 void http_stop(struct http_server **s);
+/* Rereads tls.cert and tls.key (SIGHUP) while serving: new handshakes get the new pair,
+ * connections already open keep theirs. On an error (a file missing or unreadable, not PEM, a
+ * key that does not match the certificate) the pair loaded before stays in use and e says why.
+ * Logs the certificate it loaded. 0 also when the server speaks plain HTTP. Any thread. */
+int http_tls_reload(struct http_server *s, struct err *e);
 
 /* One row of the route table: exported so tests and docs can walk every route. */
 struct route_info {

@@ -51,6 +51,7 @@ struct http_server {
     struct http_deps deps;
     struct http_metrics metrics;
     int port;
+    struct http_tls *tls; /* NULL: plain HTTP */
 };
 
 /* Route table lookup: index or -1; fills req->path_arg for "{name}" routes. */
@@ -89,6 +90,19 @@ struct http_source {
 int http_source_of(struct request *req, struct response *res, struct http_source *out);
 /* Notes the source's heartbeat (nothing when it named none). */
 void http_source_note(struct http_server *srv, const struct http_source *src, uint64_t rows);
+
+/* HTTPS (http_tls.c). Loads tls.cert and tls.key of cfg and checks them (readable PEM, the key
+ * matching the certificate); *out stays NULL when neither is set (plain HTTP). E_INVALID or
+ * E_IO with a message naming the option and the file. Free with http_tls_free(). */
+int http_tls_new(struct http_tls **out, const struct config *cfg, struct err *e);
+void http_tls_free(struct http_tls **t);
+/* Writes the libmicrohttpd options that serve t (certificate callback, TLS 1.2+ priorities,
+ * connection notification) into out, which has room for HTTP_TLS_OPTIONS_MAX; returns how
+ * many (0 when t is NULL). Start the daemon with MHD_USE_TLS when it is not 0. */
+#define HTTP_TLS_OPTIONS_MAX 3
+size_t http_tls_options(struct http_tls *t, struct MHD_OptionItem *out);
+/* Appends t's series to /metrics (nothing when t is NULL). */
+void http_tls_metrics(struct http_tls *t, struct buf *out);
 
 /* Handlers. */
 void handle_healthz(struct http_server *srv, struct request *req, struct response *res);

@@ -178,6 +178,7 @@ void metrics_write(struct http_server *srv, struct buf *out)
         jobs_metrics(srv->deps.jobs, out);
     syslog_receiver_metrics(srv->deps.syslog, out);
     graphite_receiver_metrics(srv->deps.graphite, out);
+    http_tls_metrics(srv->tls, out);
     if (srv->deps.cache) {
         struct query_cache_stats cs;
         query_cache_get_stats(srv->deps.cache, &cs);

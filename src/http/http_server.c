@@ -49,6 +49,25 @@ static double elapsed(const struct timespec *t0)
     return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
+/* Sent with every response, errors included. The API answers JSON and text, and the coming
+ * dashboard loads its scripts and styles from this server only: no inline script, no framing
+ * (clickjacking), no MIME sniffing, no Referer with URLs that carry queries. HSTS only under
+ * TLS: browsers ignore it over plain HTTP, and it would pin HTTPS on a host serving without. */
+static const struct {
+    const char *name, *value;
+    bool tls_only;
+} security_headers[] = {
+    {"X-Content-Type-Options", "nosniff", false},
+    {"Content-Security-Policy",
+     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+     "frame-ancestors 'none'",
+     false},
+    {"X-Frame-Options", "DENY", false},
+    {"Referrer-Policy", "no-referrer", false},
+    {"Strict-Transport-Security", "max-age=31536000", true},
+};
+
 static enum MHD_Result send_response(struct http_server *srv, struct request *req,
                                      struct response *res)
 {
@@ -65,7 +84,9 @@ static enum MHD_Result send_response(struct http_server *srv, struct request *re
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, res->content_type);
     if (res->header_name)
         MHD_add_response_header(r, res->header_name, res->header_value);
-    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    for (size_t i = 0; i < sizeof security_headers / sizeof security_headers[0]; i++)
+        if (!security_headers[i].tls_only || srv->tls)
+            MHD_add_response_header(r, security_headers[i].name, security_headers[i].value);
     enum MHD_Result ok = MHD_queue_response(req->conn, res->status, r);
     MHD_destroy_response(r);
     metrics_observe(&srv->metrics, req->route, res->status, elapsed(&req->started));
@@ -215,18 +236,27 @@ int http_start(struct http_server **out, const struct http_deps *deps, struct er
     if (!srv)
         return err_set(e, E_NOMEM, "out of memory");
     srv->deps = *deps;
+    if ((rc = http_tls_new(&srv->tls, deps->cfg, e)) != 0) {
+        free(srv);
+        return rc;
+    }
+    struct MHD_OptionItem tls_options[HTTP_TLS_OPTIONS_MAX + 1];
+    size_t ntls = http_tls_options(srv->tls, tls_options);
+    tls_options[ntls] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     size_t nroutes;
     http_routes(&nroutes);
     metrics_init(&srv->metrics, nroutes);
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                     MHD_USE_ERROR_LOG | (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
-    srv->daemon =
-        MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR,
-                         (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT,
-                         (unsigned)deps->cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, 120u,
-                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_END);
+                     MHD_USE_ERROR_LOG | (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0) |
+                     (ntls ? MHD_USE_TLS : 0);
+    srv->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)deps->cfg->max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
     if (!srv->daemon) {
         metrics_release(&srv->metrics);
+        http_tls_free(&srv->tls);
         free(srv);
         return err_set(e, E_IO, "cannot listen on %s: %s (is another server using the port?)",
                        deps->cfg->listen, errno ? strerror(errno) : "libmicrohttpd failed");
@@ -249,6 +279,7 @@ void http_stop(struct http_server **sp)
         return;
     MHD_stop_daemon(s->daemon);
     metrics_release(&s->metrics);
+    http_tls_free(&s->tls);
     free(s);
     *sp = NULL;
 }

@@ -198,6 +198,7 @@ class Server:
         self.stderr_path = self.workdir / f"opsdb-{self._id}.stderr"
         self.stdout_path = self.workdir / f"opsdb-{self._id}.stdout"
         self._run_offset = 0  # where the current run's stderr starts in stderr_path
+        self.scheme = "http"  # "https" for a server given --tls-cert (set before start())
         self.config_path = None
         if config is not None:
             self.config_path = self.workdir / f"opsdb-{self._id}.yaml"
@@ -209,7 +210,7 @@ class Server:
     @property
     def url(self):
         """Base URL, e.g. http://127.0.0.1:40123 (no trailing slash)."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def running(self):

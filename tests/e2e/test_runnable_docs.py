@@ -75,9 +75,22 @@ def check_disaster_recovery(run_cli, work, out):
     assert (work / "drill/operational_data.db").is_file()
 
 
+def setup_security(run_cli, work):
+    (work / "data").mkdir()
+
+
+def check_security(run_cli, work, out):
+    sent = re.search(r"agent: stopped: .*rows_sent=(\d+)", out)
+    assert sent and int(sent.group(1)) > 0, out  # the agent verified the server and shipped
+    n = re.search(r'"n":\s*(\d+)', out)
+    assert n and int(n.group(1)) == int(sent.group(1)), out  # read back over HTTPS
+    assert (work / "server.pem").is_file() and (work / "ca.pem").is_file()
+
+
 PAGES = {
     "docs/backup-restore.md": (setup_backup_restore, check_backup_restore),
     "docs/disaster-recovery.md": (setup_disaster_recovery, check_disaster_recovery),
+    "docs/security.md": (setup_security, check_security),
 }
 
 
