@@ -677,10 +677,78 @@ def post_ndjson(srv, table, rows):
     assert r.json()["rows"] == len(rows), r.text
 
 
+def gen_collection(rng):
+    """Sources of collection_sources and their gaps around NOW: ok, silent, not yet seen (after
+    NOW), with gaps inside, across and outside the 24 h and 30 d windows and one after NOW."""
+    sec = 1000
+    sources = [
+        # (source, first_seen, last_seen, interval_ms, silence_ms)
+        ("agent:web-1", NOW - 40 * DAY, NOW - 5 * sec, 10_000, 30_000),
+        ("tail:web-1:/var/log/a.log", NOW - 2 * HOUR, NOW - 10 * MIN, 10_000, 30_000),
+        ("syslog:router-1", NOW - 3 * DAY, NOW - MIN, 0, 300_000),
+        ("scrape:http://db-1:9100/metrics", NOW - 20 * DAY, NOW - 26 * HOUR, 15_000, 45_000),
+        ("agent:later", NOW + MIN, NOW + 2 * MIN, 10_000, 30_000),
+    ]
+    rows = []
+    for source, first, last, interval, silence in sources:
+        kind, name = source.split(":", 1)
+        rows.append({"ts": last, "source": source, "kind": kind, "name": name,
+                     "first_seen": first, "last_seen": last, "interval_ms": interval,
+                     "silence_ms": silence, "rows": rng.randrange(1, 10**6),
+                     "gaps": rng.randrange(0, 5)})
+    gaps = []
+    for source, start, length in (("agent:web-1", NOW - 34 * DAY, HOUR),
+                                  ("agent:web-1", NOW - 29 * DAY, 3 * HOUR),
+                                  ("agent:web-1", NOW - DAY - 30 * MIN, HOUR),
+                                  ("agent:web-1", NOW - 2 * HOUR, 17 * MIN + 123),
+                                  ("agent:web-1", NOW + 10, MIN),
+                                  ("syslog:router-1", NOW - 2 * DAY, 6 * HOUR),
+                                  ("tail:web-1:/var/log/a.log", NOW - HOUR, 20 * MIN)):
+        interval = next(s[3] for s in sources if s[0] == source)
+        gaps.append({"ts": start, "source": source, "ended_at": start + length,
+                     "downtime_ms": max(0, length - interval)})
+    return rows, gaps
+
+
+def expect_collection_status(sources, gaps):
+    """{(source,): row} as docs/views.md defines collection_status at NOW."""
+    def down(src, window):
+        total = sum(max(0, min(g["ended_at"], NOW) - max(g["ended_at"] - g["downtime_ms"],
+                                                          NOW - window))
+                    for g in gaps if g["source"] == src["source"] and
+                    g["ended_at"] > NOW - window and g["ts"] <= NOW)
+        if NOW - src["last_seen"] > src["silence_ms"]:
+            total += max(0, NOW - max(src["last_seen"] + src["interval_ms"], NOW - window))
+        return total
+
+    def uptime(src, window):
+        observed = max(1, NOW - max(src["first_seen"], NOW - window))
+        return round(100 * (1 - down(src, window) / observed), 3)
+
+    want = {}
+    for s in sources:
+        if s["first_seen"] > NOW:
+            continue
+        silent = NOW - s["last_seen"] > s["silence_ms"]
+        want[(s["source"],)] = {
+            **s, "status": "silent" if silent else "ok", "silent_for_ms": NOW - s["last_seen"],
+            "gaps_24h": sum(1 for g in gaps if g["source"] == s["source"]
+                            and g["ended_at"] > NOW - DAY and g["ts"] <= NOW) + silent,
+            "uptime_24h": uptime(s, DAY), "uptime_30d": uptime(s, 30 * DAY)}
+    return want
+
+
+COLLECTION_SPEC = {"kind": "text", "name": "text", "status": "text", "last_seen": None,
+                   "silent_for_ms": None, "interval_ms": None, "silence_ms": None, "rows": None,
+                   "first_seen": None, "gaps": None, "gaps_24h": None, "uptime_24h": 3,
+                   "uptime_30d": 3}
+
+
 def make_input():
     rng = random.Random(SEED)
     clock = {t: Clock(rng) for t in ["api", "err", "pipe", "handler", "alert", "job"]}
     jobs, runs = gen_jobs(rng, clock["job"])
+    sources, gaps = gen_collection(rng)
     return {
         "system_metrics": gen_system_metrics(rng),
         "api_usage": gen_api_usage(rng, clock["api"]),
@@ -690,6 +758,8 @@ def make_input():
         "alert_history": gen_alert_history(rng, clock["alert"]),
         "scheduled_jobs": jobs,
         "job_runs": runs,
+        "collection_sources": sources,
+        "collection_gaps": gaps,
     }
 
 
@@ -876,6 +946,18 @@ def csv_value(text):
         except ValueError:
             pass
     return text
+
+
+def test_collection_status(srv, data):
+    rows = view_rows(srv, "collection_status")
+    want = expect_collection_status(data["collection_sources"], data["collection_gaps"])
+    status = {k[0]: v["status"] for k, v in want.items()}
+    assert status == {"agent:web-1": "ok", "tail:web-1:/var/log/a.log": "silent",
+                      "syslog:router-1": "ok", "scrape:http://db-1:9100/metrics": "silent"}
+    assert all(0 < want[("agent:web-1",)][u] < 100 for u in ("uptime_24h", "uptime_30d"))
+    compare_rows("collection_status", rows, want, ("source",), COLLECTION_SPEC)
+    # the window parameter does not apply to this view
+    assert view_rows(srv, "collection_status", window="1m") == rows
 
 
 @pytest.mark.parametrize("name", VIEWS)
