@@ -20,6 +20,7 @@ struct request {
     struct buf body;
     bool body_too_large;
     struct timespec started;
+    bool in_flight; /* counted in http_server.in_flight until its response is sent */
     struct auth_principal principal; /* who sent it: filled before the handler runs */
 };
 
@@ -52,6 +53,12 @@ struct http_server {
     struct http_metrics metrics;
     int port;
     struct http_tls *tls; /* NULL: plain HTTP */
+    /* stopping: requests that began are answered before the daemon stops (an ingestion that
+     * committed is acknowledged, so its client does not send it again); new ones get a 503 */
+    pthread_mutex_t drain_lock;
+    pthread_cond_t drained;
+    unsigned in_flight;
+    bool stopping;
 };
 
 /* Route table lookup: index or -1; fills req->path_arg for "{name}" routes. */

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #define RESPONSE_MAX_BYTES (512u << 20)
+#define DRAIN_MS 15000 /* how long stopping waits for the answers of requests under way */
 
 const char *request_arg(struct request *req, const char *name)
 {
@@ -125,6 +126,16 @@ static void too_large(struct http_server *srv, struct response *res)
     metrics_reject(&srv->metrics, NULL, REJ_TOO_LARGE, 1);
 }
 
+/* Counts req in flight; false when the server is stopping (req must then be answered 503). */
+static bool begin(struct http_server *srv, struct request *req)
+{
+    pthread_mutex_lock(&srv->drain_lock);
+    req->in_flight = !srv->stopping;
+    srv->in_flight += req->in_flight;
+    pthread_mutex_unlock(&srv->drain_lock);
+    return req->in_flight;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_size, void **con_cls)
@@ -147,6 +158,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *con_cls = req;
         bool known;
         req->route = route_match(method, url, req, &known);
+        if (!begin(srv, req)) {
+            respond_error(&res, 503, "the server is stopping: retry against a running one", NULL);
+            res.header_name = "Retry-After";
+            res.header_value = "1";
+            return send_response(srv, req, &res);
+        }
         const char *cl = request_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > (unsigned long long)srv->deps.cfg->max_body_bytes) {
             /* answer before reading the body; libmicrohttpd then closes the connection */
@@ -176,12 +193,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
     (void)conn;
     (void)toe;
+    struct http_server *srv = cls;
     struct request *req = *con_cls;
     if (!req)
         return;
+    if (req->in_flight) {
+        pthread_mutex_lock(&srv->drain_lock);
+        if (--srv->in_flight == 0)
+            pthread_cond_broadcast(&srv->drained);
+        pthread_mutex_unlock(&srv->drain_lock);
+    }
     buf_release(&req->body);
     free(req);
     *con_cls = NULL;
@@ -236,6 +259,8 @@ int http_start(struct http_server **out, const struct http_deps *deps, struct er
     if (!srv)
         return err_set(e, E_NOMEM, "out of memory");
     srv->deps = *deps;
+    pthread_mutex_init(&srv->drain_lock, NULL);
+    pthread_cond_init(&srv->drained, NULL);
     if ((rc = http_tls_new(&srv->tls, deps->cfg, e)) != 0) {
         free(srv);
         return rc;
@@ -277,7 +302,21 @@ void http_stop(struct http_server **sp)
     struct http_server *s = *sp;
     if (!s)
         return;
+    /* let the requests under way finish, for at most DRAIN_MS: libmicrohttpd's stop would close
+     * their connections before their answers go out */
+    struct timespec until;
+    time_deadline(&until, DRAIN_MS);
+    pthread_mutex_lock(&s->drain_lock);
+    s->stopping = true;
+    while (s->in_flight && pthread_cond_timedwait(&s->drained, &s->drain_lock, &until) == 0)
+        ;
+    if (s->in_flight)
+        log_warn("stopping with %u requests still unanswered after %d s", s->in_flight,
+                 DRAIN_MS / 1000);
+    pthread_mutex_unlock(&s->drain_lock);
     MHD_stop_daemon(s->daemon);
+    pthread_cond_destroy(&s->drained);
+    pthread_mutex_destroy(&s->drain_lock);
     metrics_release(&s->metrics);
     http_tls_free(&s->tls);
     free(s);
