@@ -312,7 +312,7 @@ static void start(struct env *e, const char *fmt, ...)
     va_end(ap);
     struct err err;
     err_clear(&err);
-    if (notifier_new(&e->n, e->path, e->w, &err) != 0)
+    if (notifier_new(&e->n, e->path, "", e->w, &err) != 0)
         fail_msg("notifier_new: %s", err.msg);
 }
 
@@ -1202,7 +1202,7 @@ static void config_errors(void **state)
         struct err err;
         err_clear(&err);
         struct notifier *n = NULL;
-        int rc = notifier_new(&n, e->path, e->w, &err);
+        int rc = notifier_new(&n, e->path, "", e->w, &err);
         assert_null(n);
         char want[600];
         snprintf(want, sizeof want, "%s:%s", e->path, cases[i].msg);
@@ -1212,7 +1212,7 @@ static void config_errors(void **state)
     }
     struct err err;
     struct notifier *n = NULL;
-    assert_int_equal(notifier_new(&n, "/nonexistent/opsdb.yaml", e->w, &err), E_IO);
+    assert_int_equal(notifier_new(&n, "/nonexistent/opsdb.yaml", "", e->w, &err), E_IO);
     assert_str_contains(err.msg, "/nonexistent/opsdb.yaml");
 }
 
@@ -1238,7 +1238,7 @@ static void no_receivers_drop_and_count(void **state)
         fail_msg("rows: '%s', '%s'", rows[0], rows[1]);
     notifier_free(&e->n, 1000);
     struct err err; /* no config file at all: the same */
-    assert_int_equal(notifier_new(&e->n, "", e->w, &err), 0);
+    assert_int_equal(notifier_new(&e->n, "", "", e->w, &err), 0);
     post(e, "a", "firing", "{\"alertname\":\"X\"}");
     assert_true(metric_wait(e, "opsdb_notifications_total{receiver=\"\",status=\"dropped\"}", 1,
                             3000) == 1);
@@ -1247,7 +1247,7 @@ static void no_receivers_drop_and_count(void **state)
 static void queue_full_drops(void **state)
 {
     struct env *e = *state;
-    assert_int_equal(notifier_new(&e->n, "", e->w, &(struct err){0}), 0);
+    assert_int_equal(notifier_new(&e->n, "", "", e->w, &(struct err){0}), 0);
     /* hold the dispatcher: it writes the dropped row of the first alert, and the writer waits
      * in the gate */
     gate_set(true);
