@@ -31,7 +31,7 @@ const char *auth_role_name(enum auth_role r);
 /* Whether a caller of role have may call a route that needs need. */
 bool auth_role_allows(enum auth_role have, enum auth_role need);
 /* The tables the read-only SQL route hides from a caller of role r (NULL-terminated; NULL:
- * none): users, api_tokens and audit_log from all but admin. */
+ * none): users, api_tokens, audit_log and dbstat from all but admin. */
 const char *const *auth_hidden_tables(enum auth_role r);
 
 /* ---- the mode of a server ------------------------------------------------------------------- */
