@@ -255,14 +255,21 @@ static const struct command commands[] = {
      "                       (agent.host off)\n",
      cmd_agent},
     {"user", "add, list, disable and enable the users of the HTTP API",
-     "usage: opsdb user add NAME --role admin|writer|reader\n"
+     "usage: opsdb user add NAME --role admin|writer|reader [--password-stdin]\n"
+     "       opsdb user passwd NAME [--remove]\n"
      "       opsdb user list [--format table|json|csv]\n"
      "       opsdb user disable|enable NAME\n\n"
      "Users of the HTTP API (table users); a request acts as the user of its token. Roles:\n"
      "admin (every route), writer (ingestion, job pings, heartbeats, acks and silences) and\n"
      "reader (views, series, SQL, /metrics, alerts); writer and reader do not include each\n"
      "other. A disabled user's tokens are refused at once, also by a running server.\n"
-     "Changes are recorded in audit_log (docs/security.md).\n",
+     "Changes are recorded in audit_log (docs/security.md).\n\n"
+     "A password lets the user sign in to the dashboard (POST /api/v1/session); API clients\n"
+     "use tokens. It is read from standard input, never from the command line: with\n"
+     "--password-stdin, user add reads the first line of stdin; user passwd asks twice on a\n"
+     "terminal and otherwise reads the first line. It has 8 to 1024 bytes and is stored as an\n"
+     "argon2id hash only. passwd --remove takes the password away; changing or removing it\n"
+     "ends the user's sessions opened with the old one.\n",
      cmd_user},
     {"token", "create, list and revoke API tokens",
      "usage: opsdb token create USER [--expires DURATION] [--tables T1,T2] [--description TEXT]\n"

@@ -150,7 +150,7 @@ void auth_cli_actor(char *out, size_t size)
 
 /* ---- users ----------------------------------------------------------------------------------- */
 
-static bool name_ok(const char *name)
+bool auth_user_name_valid(const char *name)
 {
     size_t n = strlen(name);
     if (n == 0 || n > 64)
@@ -168,7 +168,17 @@ struct user_change {
     const struct auth_actor *by;
     const char *name, *role;
     bool add, disabled;
+    bool set_password;         /* a password change: only password_hash is written */
+    const char *password_hash; /* NULL: none */
 };
+
+/* The audit action of a change. */
+static const char *user_action(const struct user_change *c)
+{
+    if (c->set_password)
+        return c->password_hash ? "user.passwd" : "user.passwd.remove";
+    return c->add ? "user.add" : c->disabled ? "user.disable" : "user.enable";
+}
 
 static int change_user(struct store *s, void *arg, struct err *e)
 {
@@ -195,35 +205,79 @@ static int change_user(struct store *s, void *arg, struct err *e)
         auth_put_int(&b, row, "created_at", now);
         auth_put_text(&b, row, "created_by", c->by->actor);
     }
-    auth_put_int(&b, row, "disabled", c->disabled);
-    rc = write_with_audit(s, &b, c->by,
-                          c->add        ? "user.add"
-                          : c->disabled ? "user.disable"
-                                        : "user.enable",
-                          c->name, e);
+    if (c->add || c->set_password)
+        auth_put_text(&b, row, "password_hash", c->password_hash);
+    if (!c->set_password)
+        auth_put_int(&b, row, "disabled", c->disabled);
+    rc = write_with_audit(s, &b, c->by, user_action(c), c->name, e);
 out:
     batch_release(&b);
     return rc;
 }
 
+/* The argon2id hash of password into out (crypto_pwhash_STRBYTES). The interactive costs (64
+ * MiB, 2 passes: about a tenth of a second) bound what a login costs the server; the rate limit
+ * of failed logins bounds how many a client may try. */
+static int hash_password(const char *password, char out[crypto_pwhash_STRBYTES], struct err *e)
+{
+    size_t len = strlen(password);
+    if (len < AUTH_PASSWORD_MIN || len > AUTH_PASSWORD_MAX)
+        return err_set(e, E_INVALID, "a password has %d to %d bytes; this one has %zu",
+                       AUTH_PASSWORD_MIN, AUTH_PASSWORD_MAX, len);
+    if (sodium_init() < 0 ||
+        crypto_pwhash_str_alg(out, password, len, crypto_pwhash_OPSLIMIT_INTERACTIVE,
+                              crypto_pwhash_MEMLIMIT_INTERACTIVE,
+                              crypto_pwhash_ALG_ARGON2ID13) != 0)
+        return err_set(e, E_NOMEM, "hashing the password failed: out of memory (it needs %zu MiB)",
+                       (size_t)crypto_pwhash_MEMLIMIT_INTERACTIVE >> 20);
+    return 0;
+}
+
 int auth_user_add(const struct auth_target *t, const struct auth_actor *by, const char *name,
                   const char *role, struct err *e)
 {
-    if (!name_ok(name))
+    return auth_user_add_with_password(t, by, name, role, NULL, e);
+}
+
+int auth_user_set_password(const struct auth_target *t, const struct auth_actor *by,
+                           const char *name, const char *password, struct err *e)
+{
+    char hash[crypto_pwhash_STRBYTES];
+    int rc = password ? hash_password(password, hash, e) : 0;
+    if (rc)
+        return rc;
+    struct user_change c = {
+        .by = by, .name = name, .set_password = true, .password_hash = password ? hash : NULL};
+    rc = auth_run_change(t, change_user, &c, true, e);
+    sodium_memzero(hash, sizeof hash);
+    return rc;
+}
+
+int auth_user_add_with_password(const struct auth_target *t, const struct auth_actor *by,
+                                const char *name, const char *role, const char *password,
+                                struct err *e)
+{
+    if (!auth_user_name_valid(name))
         return err_set(e, E_INVALID,
                        "'%.80s' is not a user name: 1 to 64 letters, digits, '.', '_', '@' or '-'",
                        name);
     int r = auth_role_parse(role);
     if (r != AUTH_ADMIN && r != AUTH_WRITER && r != AUTH_READER)
         return err_set(e, E_INVALID, "role '%.40s' is not one of admin, writer, reader", role);
-    struct user_change c = {by, name, role, true, false};
-    return auth_run_change(t, change_user, &c, true, e);
+    char hash[crypto_pwhash_STRBYTES];
+    int rc = password ? hash_password(password, hash, e) : 0;
+    if (rc)
+        return rc;
+    struct user_change c = {by, name, role, true, false, false, password ? hash : NULL};
+    rc = auth_run_change(t, change_user, &c, true, e);
+    sodium_memzero(hash, sizeof hash);
+    return rc;
 }
 
 int auth_user_set_disabled(const struct auth_target *t, const struct auth_actor *by,
                            const char *name, bool disabled, struct err *e)
 {
-    struct user_change c = {by, name, NULL, false, disabled};
+    struct user_change c = {.by = by, .name = name, .disabled = disabled};
     return auth_run_change(t, change_user, &c, true, e);
 }
 
@@ -244,7 +298,7 @@ int auth_user_list(struct store *s, struct store_result *res, struct err *e)
     struct store_param now = {.name = "now", .number = (double)time_now_ms()};
     return read_rows(
         s,
-        "SELECT u.name, u.role, u.disabled, " RFC3339(
+        "SELECT u.name, u.role, u.disabled, u.password_hash IS NOT NULL AS password, " RFC3339(
             "u.created_at") " AS "
                             "created_at, u.created_by, (SELECT count(*) FROM api_tokens t WHERE "
                             "t.user = u.name AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR "

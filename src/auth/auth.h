@@ -31,7 +31,7 @@ const char *auth_role_name(enum auth_role r);
 /* Whether a caller of role have may call a route that needs need. */
 bool auth_role_allows(enum auth_role have, enum auth_role need);
 /* The tables the read-only SQL route hides from a caller of role r (NULL-terminated; NULL:
- * none): users, api_tokens and audit_log from all but admin. */
+ * none): users, api_tokens, audit_log and dbstat from all but admin. */
 const char *const *auth_hidden_tables(enum auth_role r);
 
 /* ---- the mode of a server ------------------------------------------------------------------- */
@@ -67,6 +67,7 @@ struct auth_principal {
     char user[65];                        /* "" when not authenticated */
     char token_id[AUTH_TOKEN_ID_LEN + 1]; /* "" when not authenticated */
     char tables[1025];                    /* tables a writer token may write; "" = any */
+    bool session; /* authenticated by a session cookie (auth_check_session), not a token */
 };
 
 /* Whether p may write rows of table: its role allows writing, and a token with tables names
@@ -97,10 +98,31 @@ void auth_cli_actor(char *out, size_t size);
 /* Adds a user. E_INVALID for a bad name or role, E_CONFLICT when the name is taken. */
 int auth_user_add(const struct auth_target *t, const struct auth_actor *by, const char *name,
                   const char *role, struct err *e);
+/* Whether name is a valid user name: 1 to 64 letters, digits, '.', '_', '@' or '-'. */
+bool auth_user_name_valid(const char *name);
+
+/* ---- passwords -------------------------------------------------------------------------------
+ * A user may have a password, to open a dashboard session (POST /api/v1/session); API clients
+ * use tokens. Only its argon2id hash (libsodium's crypto_pwhash_str: salt and costs inside) is
+ * stored, in users.password_hash; the password itself is never stored, logged or echoed. */
+#define AUTH_PASSWORD_MIN 8    /* bytes */
+#define AUTH_PASSWORD_MAX 1024 /* bytes */
+/* Adds a user as auth_user_add, with password (NULL: none) hashed in the same change.
+ * E_INVALID also for a password outside AUTH_PASSWORD_MIN..AUTH_PASSWORD_MAX bytes; E_NOMEM
+ * when hashing runs out of memory (it takes 64 MiB for a moment). */
+int auth_user_add_with_password(const struct auth_target *t, const struct auth_actor *by,
+                                const char *name, const char *role, const char *password,
+                                struct err *e);
+/* Sets the password of user name, or removes it (password NULL: the user signs in with tokens
+ * only). Sessions opened with the old password end. E_NOTFOUND, E_INVALID, E_NOMEM. */
+int auth_user_set_password(const struct auth_target *t, const struct auth_actor *by,
+                           const char *name, const char *password, struct err *e);
+
 /* Disables a user (every token of theirs is refused) or enables it again. E_NOTFOUND. */
 int auth_user_set_disabled(const struct auth_target *t, const struct auth_actor *by,
                            const char *name, bool disabled, struct err *e);
-/* The users (name, role, disabled, created_at, created_by, tokens: active ones) into res
+/* The users (name, role, disabled, password: 1 when it has one, created_at, created_by, tokens:
+ * active ones; never a password hash) into res
  * (release with store_result_release). */
 int auth_user_list(struct store *s, struct store_result *res, struct err *e);
 /* Whether an enabled admin user exists. */
@@ -166,8 +188,12 @@ enum auth_result {
     AUTH_DISABLED,    /* 401: its user is disabled or gone */
     AUTH_FORBIDDEN,   /* 403: valid, but the role does not allow the route */
     AUTH_UNAVAILABLE, /* 503: the tokens could not be loaded */
+    AUTH_NO_SESSION,  /* 401: the session cookie names no open session (ended, expired) */
+    AUTH_CSRF,        /* 403: a session's state-changing request without its CSRF token */
+    AUTH_LIMITED,     /* 429: too many failed logins of this user or from this address */
+    AUTH_BAD_LOGIN,   /* 401: wrong user name, password or token at login */
 };
-#define AUTH_RESULTS 9
+#define AUTH_RESULTS 13
 /* "no token", "unknown token", "expired token", ... for messages, logs and metrics labels. */
 const char *auth_result_name(enum auth_result r);
 
@@ -180,11 +206,72 @@ enum auth_result auth_check(struct auth *a, const char *token, enum auth_role ne
  * database. Past 10000 queued rows new ones are dropped and counted. */
 void auth_audit(struct auth *a, const struct auth_audit *row);
 
+/* ---- dashboard sessions ----------------------------------------------------------------------
+ * A browser opens a session with a password or a token (POST /api/v1/session) and gets a random
+ * session id in a cookie (HttpOnly, SameSite=Strict) and a CSRF token in the answer's body. The
+ * server keeps only a hash of the id, in memory: sessions end with the server, at their expiry,
+ * at logout, and as soon as their user is disabled or gone, their user's password changed, or
+ * the token they were opened with is revoked or expired. A session acts with its user's role as
+ * it is now. A request authenticated by the cookie must send the CSRF token in X-CSRF-Token on
+ * every state-changing method (POST, PUT, PATCH, DELETE): a page of another site can make the
+ * browser send the cookie, but it cannot read the token. */
+#define AUTH_SESSION_COOKIE "opsdb_session"
+#define AUTH_CSRF_HEADER "X-CSRF-Token"
+#define AUTH_SESSION_ID_LEN 64 /* hex digits: 32 random bytes */
+#define AUTH_SESSIONS_MAX 10000
+/* Failed logins: this many at once per user name and per client address, then one a second. */
+#define AUTH_LOGIN_BURST 5
+
+/* Sessions last ttl_ms from their opening (auth.session_ttl); the default is 12 hours. */
+void auth_set_session_ttl(struct auth *a, int64_t ttl_ms);
+
+struct auth_login {
+    const char *user, *password; /* a password login, or */
+    const char *token;           /* a token login (user and password NULL) */
+    const char *peer_address;    /* the client's address without its port: rate limits */
+};
+
+/* An open session: what the client is told. */
+struct auth_session {
+    char id[AUTH_SESSION_ID_LEN + 1];   /* for the cookie; only its hash is kept */
+    char csrf[AUTH_SESSION_ID_LEN + 1]; /* for X-CSRF-Token */
+    char user[65];
+    enum auth_role role;
+    int64_t expires_at_ms;
+};
+
+/* Opens a session for l: AUTH_OK and *out filled; AUTH_BAD_LOGIN (wrong user name or password,
+ * or a user without a password: one answer for all, so that names cannot be probed), the token
+ * results of auth_check (unknown, expired, revoked, disabled), AUTH_LIMITED (too many failed
+ * logins of l->user or from l->peer_address: nothing was checked) or AUTH_UNAVAILABLE. why
+ * (why_size bytes) gets the reason for the audit log and the server's log, never for the
+ * client. Verifying a password takes a tenth of a second on purpose. Any thread. */
+enum auth_result auth_session_open(struct auth *a, const struct auth_login *l,
+                                   struct auth_session *out, char *why, size_t why_size);
+/* Checks the session of id (the cookie) for a route that needs role need, as auth_check does
+ * for a token, and fills *who (who->session set). state_changing: the request's method changes
+ * state, so csrf (the X-CSRF-Token header, NULL: none came) must be the session's CSRF token,
+ * else AUTH_CSRF. AUTH_NO_SESSION for an unknown or expired id, AUTH_DISABLED when its user was
+ * disabled, AUTH_REVOKED / AUTH_EXPIRED when the token it was opened with is; such a session is
+ * ended. With the mode off every request passes, as an admin. Any thread. */
+enum auth_result auth_check_session(struct auth *a, const char *id, const char *csrf,
+                                    bool state_changing, enum auth_role need,
+                                    struct auth_principal *who);
+/* The session of id into *out (its id left empty: the client has it), as auth_check_session
+ * checks it (AUTH_OK or why it is not open). */
+enum auth_result auth_session_get(struct auth *a, const char *id, struct auth_session *out);
+/* Ends the session of id (logout); csrf must be its CSRF token. AUTH_OK (who names its user),
+ * AUTH_NO_SESSION or AUTH_CSRF. */
+enum auth_result auth_session_close(struct auth *a, const char *id, const char *csrf,
+                                    struct auth_principal *who);
+
 struct auth_stats {
     uint64_t results[AUTH_RESULTS]; /* checks by result */
     uint64_t audit_rows_written, audit_rows_dropped;
     uint64_t cache_loads;
-    size_t tokens; /* in the cache now */
+    size_t tokens;                 /* in the cache now */
+    uint64_t logins[AUTH_RESULTS]; /* session openings by result */
+    size_t sessions;               /* open now */
 };
 void auth_get_stats(struct auth *a, struct auth_stats *out);
 

@@ -23,4 +23,31 @@ void auth_put_int(struct batch *b, struct value *row, const char *col, int64_t v
 /* Appends an audit row to b (a batch of audit_log). */
 void auth_audit_row(struct batch *b, const struct auth_audit *a);
 
+/* ---- the server's cache, for the sessions (cache.c) ------------------------------------- */
+
+#define AUTH_PASSWORD_HASH_SIZE 257 /* users.password_hash holds up to 256 bytes */
+
+struct auth_user_state {
+    enum auth_role role;
+    char password_hash[AUTH_PASSWORD_HASH_SIZE]; /* "": none */
+};
+/* User name as the cache holds it now (loaded again when stale): AUTH_OK, AUTH_DISABLED (out is
+ * filled for both), AUTH_BAD_LOGIN (no such user) or AUTH_UNAVAILABLE. Any thread. */
+enum auth_result auth_cache_user(struct auth *a, const char *name, struct auth_user_state *out);
+/* Checks a presented token with no route in mind: AUTH_OK with who filled, or why not. */
+enum auth_result auth_cache_token(struct auth *a, const char *token, struct auth_principal *who);
+/* Whether the token of this id may be used now: AUTH_OK, AUTH_REVOKED (also when it is gone),
+ * AUTH_EXPIRED, AUTH_DISABLED or AUTH_UNAVAILABLE. */
+enum auth_result auth_cache_token_id(struct auth *a, const char *id);
+/* Counts a result: of a request's check, or (login) of a session's opening. */
+void auth_count_result(struct auth *a, enum auth_result r, bool login);
+
+/* ---- the sessions and the login rate limit (session.c) ------------------------------------ */
+
+struct auth_sessions;
+int auth_sessions_new(struct auth_sessions **out, struct err *e);
+void auth_sessions_free(struct auth_sessions **s);
+size_t auth_sessions_count(struct auth_sessions *s);
+struct auth_sessions *auth_sessions_of(struct auth *a);
+
 #endif

@@ -3,7 +3,8 @@
  * (no database read per request), loaded again when the writer's hook says users or api_tokens
  * changed — also when another process (`opsdb token revoke`) committed, which the writer notices
  * within a second. Audit rows and the tokens' last use are queued and written by a thread of
- * their own through the writer, so a request never waits for them.
+ * their own through the writer, so a request never waits for them. The users are held beside
+ * the tokens, for the sessions' checks (session.c).
  */
 #include "auth/auth_int.h"
 #include "ingest/ingest.h"
@@ -28,6 +29,13 @@ struct cached_token {
     int64_t expires_at, revoked_at; /* 0: none */
 };
 
+struct cached_user {
+    char name[65];
+    int role;
+    bool disabled;
+    char password_hash[AUTH_PASSWORD_HASH_SIZE]; /* "": none */
+};
+
 struct queued_audit {
     int64_t ts;
     int status;
@@ -49,6 +57,9 @@ struct auth {
     bool loaded;
     struct cached_token *tokens; /* sorted by id */
     size_t ntokens;
+    struct cached_user *users; /* sorted by name */
+    size_t nusers;
+    struct auth_sessions *sessions;
     struct queued_audit *audit;
     size_t naudit, audit_cap;
     struct token_use uses[USES_MAX];
@@ -64,22 +75,60 @@ static int by_id(const void *a, const void *b)
     return strcmp(((const struct cached_token *)a)->id, ((const struct cached_token *)b)->id);
 }
 
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(((const struct cached_user *)a)->name, ((const struct cached_user *)b)->name);
+}
+
 static void copy_text(char *out, size_t size, const struct value *v)
 {
     snprintf(out, size, "%.*s", v->type == VAL_TEXT ? (int)v->len : 0,
              v->type == VAL_TEXT ? v->s : "");
 }
 
+static int read_all(struct auth *a, const char *sql, struct store_result *res, struct err *e)
+{
+    struct store_query q = {.sql = sql};
+    struct store_reader *r = store_reader_get(a->store);
+    int rc = store_reader_query(r, &q, res, e);
+    store_reader_put(a->store, r);
+    return rc;
+}
+
+/* Reads every user into a new sorted array. */
+static int load_users(struct auth *a, struct cached_user **out, size_t *n, struct err *e)
+{
+    struct store_result res;
+    int rc = read_all(a, "SELECT name, role, disabled, password_hash FROM users", &res, e);
+    struct cached_user *u = rc ? NULL : calloc(res.nrows ? res.nrows : 1, sizeof *u);
+    if (rc == 0 && !u)
+        rc = err_set(e, E_NOMEM, "out of memory loading %zu users", res.nrows);
+    for (size_t i = 0; rc == 0 && i < res.nrows; i++) {
+        const struct value *v = res.values + i * res.ncols;
+        char role[16];
+        copy_text(u[i].name, sizeof u[i].name, &v[0]);
+        copy_text(role, sizeof role, &v[1]);
+        u[i].role = auth_role_parse(role);
+        u[i].disabled = v[2].type == VAL_INT && v[2].i;
+        copy_text(u[i].password_hash, sizeof u[i].password_hash, &v[3]);
+    }
+    if (rc == 0) {
+        *n = res.nrows;
+        qsort(u, *n, sizeof *u, by_name);
+        *out = u;
+    }
+    store_result_release(&res);
+    return rc;
+}
+
 /* Reads every token with its user's role into a new sorted array. */
 static int load_tokens(struct auth *a, struct cached_token **out, size_t *n, struct err *e)
 {
-    struct store_query q = {
-        .sql = "SELECT t.id, t.secret_hash, t.user, t.tables, t.expires_at, t.revoked_at, u.role, "
-               "u.disabled FROM api_tokens t LEFT JOIN users u ON u.name = t.user"};
     struct store_result res;
-    struct store_reader *r = store_reader_get(a->store);
-    int rc = store_reader_query(r, &q, &res, e);
-    store_reader_put(a->store, r);
+    int rc = read_all(a,
+                      "SELECT t.id, t.secret_hash, t.user, t.tables, t.expires_at, t.revoked_at, "
+                      "u.role, u.disabled FROM api_tokens t LEFT JOIN users u ON u.name = t.user",
+                      &res, e);
     struct cached_token *t = rc ? NULL : calloc(res.nrows ? res.nrows : 1, sizeof *t);
     if (rc == 0 && !t)
         rc = err_set(e, E_NOMEM, "out of memory loading %zu tokens", res.nrows);
@@ -116,14 +165,20 @@ static bool refresh(struct auth *a)
     if (fresh)
         return true;
     struct cached_token *t = NULL;
-    size_t n = 0;
+    struct cached_user *u = NULL;
+    size_t n = 0, nu = 0;
     struct err e;
     int rc = load_tokens(a, &t, &n, &e);
+    if (rc == 0 && (rc = load_users(a, &u, &nu, &e)) != 0)
+        free(t);
     pthread_mutex_lock(&a->lock);
     if (rc == 0) {
         free(a->tokens);
         a->tokens = t;
         a->ntokens = n;
+        free(a->users);
+        a->users = u;
+        a->nusers = nu;
         a->loaded = true;
         a->loaded_changes = changes;
         a->stats.cache_loads++;
@@ -163,22 +218,36 @@ static void note_use(struct auth *a, const char *id, int64_t now)
     }
 }
 
-/* The token's state, under the lock; fills who for a valid one. */
-static enum auth_result look_up(struct auth *a, const char *id, const char *hash,
-                                struct auth_principal *who)
+static const struct cached_token *token_by_id(struct auth *a, const char *id)
 {
     struct cached_token key;
     snprintf(key.id, sizeof key.id, "%s", id);
-    const struct cached_token *t = bsearch(&key, a->tokens, a->ntokens, sizeof key, by_id);
-    if (!t || sodium_memcmp(t->hash, hash, 64) != 0)
-        return AUTH_UNKNOWN;
-    int64_t now = time_now_ms();
+    return bsearch(&key, a->tokens, a->ntokens, sizeof key, by_id);
+}
+
+/* Whether token t may be used now: AUTH_OK or why not. */
+static enum auth_result token_state(const struct cached_token *t, int64_t now)
+{
     if (t->revoked_at && t->revoked_at <= now)
         return AUTH_REVOKED;
     if (t->expires_at && t->expires_at <= now)
         return AUTH_EXPIRED;
     if (t->role < AUTH_READER || t->disabled)
         return AUTH_DISABLED;
+    return AUTH_OK;
+}
+
+/* The token's state, under the lock; fills who for a valid one. */
+static enum auth_result look_up(struct auth *a, const char *id, const char *hash,
+                                struct auth_principal *who)
+{
+    const struct cached_token *t = token_by_id(a, id);
+    if (!t || sodium_memcmp(t->hash, hash, 64) != 0)
+        return AUTH_UNKNOWN;
+    int64_t now = time_now_ms();
+    enum auth_result state = token_state(t, now);
+    if (state != AUTH_OK)
+        return state;
     who->authenticated = true;
     who->role = (enum auth_role)t->role;
     snprintf(who->user, sizeof who->user, "%s", t->user);
@@ -186,6 +255,53 @@ static enum auth_result look_up(struct auth *a, const char *id, const char *hash
     snprintf(who->tables, sizeof who->tables, "%s", t->tables);
     note_use(a, t->id, now);
     return AUTH_OK;
+}
+
+enum auth_result auth_cache_token(struct auth *a, const char *token, struct auth_principal *who)
+{
+    char id[AUTH_TOKEN_ID_LEN + 1], secret[AUTH_TOKEN_SECRET_LEN + 1], hash[65];
+    if (!token || !*token)
+        return AUTH_NO_TOKEN;
+    if (!auth_token_split(token, id, secret))
+        return AUTH_MALFORMED;
+    auth_secret_hash(secret, hash);
+    sodium_memzero(secret, sizeof secret);
+    if (!refresh(a))
+        return AUTH_UNAVAILABLE;
+    pthread_mutex_lock(&a->lock);
+    enum auth_result r = look_up(a, id, hash, who);
+    pthread_mutex_unlock(&a->lock);
+    return r;
+}
+
+enum auth_result auth_cache_token_id(struct auth *a, const char *id)
+{
+    if (!refresh(a))
+        return AUTH_UNAVAILABLE;
+    pthread_mutex_lock(&a->lock);
+    const struct cached_token *t = token_by_id(a, id);
+    enum auth_result r = t ? token_state(t, time_now_ms()) : AUTH_REVOKED; /* gone: as revoked */
+    pthread_mutex_unlock(&a->lock);
+    return r;
+}
+
+enum auth_result auth_cache_user(struct auth *a, const char *name, struct auth_user_state *out)
+{
+    if (!refresh(a))
+        return AUTH_UNAVAILABLE;
+    struct cached_user key;
+    snprintf(key.name, sizeof key.name, "%s", name);
+    pthread_mutex_lock(&a->lock);
+    const struct cached_user *u = bsearch(&key, a->users, a->nusers, sizeof key, by_name);
+    enum auth_result r = !u                                     ? AUTH_BAD_LOGIN
+                         : u->disabled || u->role < AUTH_READER ? AUTH_DISABLED
+                                                                : AUTH_OK;
+    if (u) {
+        out->role = u->role < AUTH_READER ? AUTH_PUBLIC : (enum auth_role)u->role;
+        memcpy(out->password_hash, u->password_hash, sizeof out->password_hash);
+    }
+    pthread_mutex_unlock(&a->lock);
+    return r;
 }
 
 static enum auth_result check(struct auth *a, const char *token, enum auth_role need,
@@ -199,18 +315,7 @@ static enum auth_result check(struct auth *a, const char *token, enum auth_role 
     who->role = AUTH_PUBLIC;
     if (need == AUTH_PUBLIC)
         return AUTH_OK;
-    char id[AUTH_TOKEN_ID_LEN + 1], secret[AUTH_TOKEN_SECRET_LEN + 1], hash[65];
-    if (!token || !*token)
-        return AUTH_NO_TOKEN;
-    if (!auth_token_split(token, id, secret))
-        return AUTH_MALFORMED;
-    auth_secret_hash(secret, hash);
-    sodium_memzero(secret, sizeof secret);
-    if (!refresh(a))
-        return AUTH_UNAVAILABLE;
-    pthread_mutex_lock(&a->lock);
-    enum auth_result r = look_up(a, id, hash, who);
-    pthread_mutex_unlock(&a->lock);
+    enum auth_result r = auth_cache_token(a, token, who);
     if (r == AUTH_OK && !auth_role_allows(who->role, need))
         r = AUTH_FORBIDDEN;
     return r;
@@ -220,10 +325,18 @@ enum auth_result auth_check(struct auth *a, const char *token, enum auth_role ne
                             struct auth_principal *who)
 {
     enum auth_result r = check(a, token, need, who);
-    pthread_mutex_lock(&a->lock);
-    a->stats.results[r]++;
-    pthread_mutex_unlock(&a->lock);
+    auth_count_result(a, r, false);
     return r;
+}
+
+void auth_count_result(struct auth *a, enum auth_result r, bool login)
+{
+    pthread_mutex_lock(&a->lock);
+    if (login)
+        a->stats.logins[r]++;
+    else
+        a->stats.results[r]++;
+    pthread_mutex_unlock(&a->lock);
 }
 
 const char *auth_result_name(enum auth_result r)
@@ -236,8 +349,17 @@ const char *auth_result_name(enum auth_result r)
                                                     "revoked token",
                                                     "disabled user",
                                                     "forbidden",
-                                                    "tokens unavailable"};
+                                                    "tokens unavailable",
+                                                    "no session",
+                                                    "csrf",
+                                                    "too many failed logins",
+                                                    "wrong credentials"};
     return names[r];
+}
+
+struct auth_sessions *auth_sessions_of(struct auth *a)
+{
+    return a->sessions;
 }
 
 enum auth_mode auth_mode_of(const struct auth *a)
@@ -251,6 +373,7 @@ void auth_get_stats(struct auth *a, struct auth_stats *out)
     *out = a->stats;
     out->tokens = a->ntokens;
     pthread_mutex_unlock(&a->lock);
+    out->sessions = auth_sessions_count(a->sessions);
 }
 
 /* ---- audit rows and last uses, written by the flusher ------------------------------------- */
@@ -392,6 +515,10 @@ int auth_new(struct auth **out, struct store *s, struct writer *w, enum auth_mod
     pthread_mutex_init(&a->lock, NULL);
     pthread_cond_init(&a->wake, NULL);
     int rc = load_tokens(a, &a->tokens, &a->ntokens, e);
+    if (rc == 0)
+        rc = load_users(a, &a->users, &a->nusers, e);
+    if (rc == 0)
+        rc = auth_sessions_new(&a->sessions, e);
     if (rc == 0) {
         a->loaded = true;
         a->stats.cache_loads = 1;
@@ -399,7 +526,9 @@ int auth_new(struct auth **out, struct store *s, struct writer *w, enum auth_mod
             rc = err_set(e, E_NOMEM, "cannot start the audit thread");
     }
     if (rc != 0) {
+        auth_sessions_free(&a->sessions);
         free(a->tokens);
+        free(a->users);
         pthread_cond_destroy(&a->wake);
         pthread_mutex_destroy(&a->lock);
         free(a);
@@ -422,6 +551,8 @@ void auth_free(struct auth **ap)
     flush(a, true);
     free(a->audit);
     free(a->tokens);
+    free(a->users);
+    auth_sessions_free(&a->sessions);
     pthread_cond_destroy(&a->wake);
     pthread_mutex_destroy(&a->lock);
     free(a);

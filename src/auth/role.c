@@ -29,7 +29,9 @@ bool auth_role_allows(enum auth_role have, enum auth_role need)
     return need == AUTH_PUBLIC || have == AUTH_ADMIN || have == need;
 }
 
-static const char *const auth_tables[] = {"users", "api_tokens", "audit_log", NULL};
+/* dbstat (SQLite's page statistics) tells how large each of them is, and so how many users and
+ * tokens there are: hidden with them. */
+static const char *const auth_tables[] = {"users", "api_tokens", "audit_log", "dbstat", NULL};
 /* per role, what the SQL route does not let it read */
 static const char *const *const hidden_tables[] = {
     [AUTH_PUBLIC] = auth_tables,

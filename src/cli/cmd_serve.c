@@ -95,6 +95,7 @@ static int server_start(struct server *srv)
     if (auth_new(&srv->auth, srv->store, srv->writer, srv->auth_mode, &e) != 0)
         return cli_fail("%s", e.msg);
     writer_on_commit(srv->writer, auth_on_commit, srv->auth);
+    auth_set_session_ttl(srv->auth, srv->cfg.auth_session_ttl_ms);
     if (alert_engine_new(&srv->alerts, srv->store, srv->writer, &srv->cfg, &e) != 0)
         return cli_fail("%s", e.msg);
     writer_on_commit(srv->writer, alert_engine_on_commit, srv->alerts);

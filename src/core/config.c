@@ -333,6 +333,9 @@ static const struct option options[] = {
         "CA certificates (PEM) the CLI's requests to a running server (`opsdb alerts`, `opsdb "
         "jobs`, `--server https://...`) verify it against (`--ca-file`, OPSDB_CA_FILE); empty: "
         "the system's CAs"),
+    DUR("auth.session_ttl", auth_session_ttl_ms, "12h", 1000, 30.0 * 86400000,
+        "a dashboard session (POST /api/v1/session) ends this long after it was opened; sessions "
+        "are held in memory and end with the server too (docs/security.md)"),
 };
 
 #define NOPTIONS (sizeof options / sizeof options[0])

@@ -439,6 +439,7 @@ struct config {
     char agent_ca_file[4096];           /* "" = the system's CAs */
     char alert_ca_file[4096];           /* receivers that give no ca_file of their own */
     char ca_file[4096];                 /* the CLI's requests to a server (--ca-file) */
+    int64_t auth_session_ttl_ms;        /* auth.session_ttl: dashboard sessions' lifetime */
 };
 
 /* Fills c with every default. */

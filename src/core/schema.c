@@ -10,7 +10,7 @@
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Bump together with a migration in store/sqlite_schema.c. */
-#define SCHEMA_VERSION 16
+#define SCHEMA_VERSION 17
 
 static const char *const levels[] = {"debug", "info",     "notice", "warning",
                                      "error", "critical", "fatal",  NULL};
@@ -303,6 +303,9 @@ static const struct column users_cols[] = {
     TS("created_at", true, "when the user was added"),
     TEXT("created_by", false, 128, "who added the user (`cli:` and the system user, or a user)"),
     BOOL("disabled", "0", "1: every token of the user is refused"),
+    TEXT("password_hash", false, 256,
+         "argon2id hash of the user's password (crypto_pwhash_str, with its salt and costs); "
+         "NULL: no password, the user signs in with tokens only"),
 };
 static const struct table_index users_idx[] = {
     {"role", "role", "users by role (is there an admin yet?)"},

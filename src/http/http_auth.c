@@ -18,8 +18,7 @@
 
 #define CREDENTIAL_MAX 512
 
-/* The client's address and port, "-" when unknown. */
-static void peer_of(struct request *req, char *out, size_t size)
+void http_peer(struct request *req, bool with_port, char *out, size_t size)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
@@ -35,12 +34,21 @@ static void peer_of(struct request *req, char *out, size_t size)
         inet_ntop(AF_INET6, &v6->sin6_addr, ip, sizeof ip);
         port = ntohs(v6->sin6_port);
     }
-    snprintf(out, size, sa && sa->sa_family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, port);
+    if (!with_port)
+        snprintf(out, size, "%s", ip);
+    else
+        snprintf(out, size, sa && sa->sa_family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, port);
+}
+
+static void peer_of(struct request *req, char *out, size_t size)
+{
+    http_peer(req, true, out, size);
 }
 
 /* The token the request carries into out ("" when none). Basic credentials are user:token; the
- * user part is not looked at. */
-static void credentials_of(struct request *req, char *out, size_t size)
+ * user part is not looked at. False when the request has no Authorization header (nor Influx's
+ * ?p=): then it may be authenticated by a session cookie. */
+static bool credentials_of(struct request *req, char *out, size_t size)
 {
     out[0] = '\0';
     const char *h = request_header(req, MHD_HTTP_HEADER_AUTHORIZATION);
@@ -48,7 +56,7 @@ static void credentials_of(struct request *req, char *out, size_t size)
         const char *p = request_arg(req, "p"); /* InfluxDB 1.x: /write?u=name&p=token */
         if (p && strcmp(route_info_at(req->route)->path, "/write") == 0)
             snprintf(out, size, "%s", p);
-        return;
+        return p && strcmp(route_info_at(req->route)->path, "/write") == 0;
     }
     h += strspn(h, " ");
     size_t scheme = strcspn(h, " ");
@@ -66,6 +74,36 @@ static void credentials_of(struct request *req, char *out, size_t size)
         if (colon)
             memmove(out, colon + 1, strlen(colon + 1) + 1);
     }
+    return true;
+}
+
+/* Methods that change state: a request of these authenticated by a session cookie must carry
+ * the session's CSRF token. */
+static const char *const state_changing_methods[] = {"POST", "PUT", "PATCH", "DELETE", NULL};
+
+static bool state_changing(const char *method)
+{
+    for (const char *const *m = state_changing_methods; *m; m++)
+        if (strcmp(method, *m) == 0)
+            return true;
+    return false;
+}
+
+/* Checks the request's token, or its session cookie when no Authorization header came. */
+static enum auth_result check_request(struct http_server *srv, struct request *req,
+                                      enum auth_role need)
+{
+    char token[CREDENTIAL_MAX];
+    bool has_credentials = credentials_of(req, token, sizeof token);
+    const char *sid = has_credentials ? NULL
+                                      : MHD_lookup_connection_value(req->conn, MHD_COOKIE_KIND,
+                                                                    AUTH_SESSION_COOKIE);
+    enum auth_result r =
+        sid ? auth_check_session(srv->deps.auth, sid, request_header(req, AUTH_CSRF_HEADER),
+                                 state_changing(req->method), need, &req->principal)
+            : auth_check(srv->deps.auth, token, need, &req->principal);
+    sodium_memzero(token, sizeof token);
+    return r;
 }
 
 /* in with every "opsdb_..." path segment (a token someone put in a URL) cut to "opsdb_...", for
@@ -86,7 +124,9 @@ static void redact(const char *in, char *out, size_t size)
 
 static unsigned status_of(enum auth_result r)
 {
-    return r == AUTH_FORBIDDEN ? 403 : r == AUTH_UNAVAILABLE ? 503 : 401;
+    static const unsigned status[AUTH_RESULTS] = {
+        [AUTH_FORBIDDEN] = 403, [AUTH_CSRF] = 403, [AUTH_UNAVAILABLE] = 503, [AUTH_LIMITED] = 429};
+    return status[r] ? status[r] : 401;
 }
 
 /* The answer and the records of a refused request. */
@@ -101,13 +141,22 @@ static void refuse(struct http_server *srv, struct request *req, struct response
                  auth_role_name(req->principal.role));
     else if (r == AUTH_UNAVAILABLE)
         snprintf(msg, sizeof msg, "the tokens could not be read from the database: retry");
+    else if (r == AUTH_CSRF)
+        snprintf(msg, sizeof msg,
+                 "%s %s is authenticated by the session cookie and changes state: send the "
+                 "session's CSRF token (csrf_token of POST or GET /api/v1/session) in %s",
+                 ri->method, ri->path, AUTH_CSRF_HEADER);
+    else if (r == AUTH_NO_SESSION)
+        snprintf(msg, sizeof msg,
+                 "no session: the session cookie names no open session (it ended, expired, or "
+                 "the server restarted); sign in again with POST /api/v1/session");
     else
         snprintf(msg, sizeof msg,
                  "%s: %s %s needs a token of role %s (Authorization: Bearer TOKEN; opsdb token "
                  "create)",
                  auth_result_name(r), ri->method, ri->path, need);
     respond_error(res, status_of(r), msg, NULL);
-    if (r != AUTH_FORBIDDEN && r != AUTH_UNAVAILABLE) {
+    if (status_of(r) == 401) {
         res->header_name = "WWW-Authenticate";
         res->header_value = "Bearer realm=\"opsdb\"";
     }
@@ -143,11 +192,7 @@ void http_auth_run(struct http_server *srv, struct request *req, struct response
     if (!srv->deps.auth) {
         req->principal = (struct auth_principal){.role = AUTH_ADMIN};
     } else {
-        char token[CREDENTIAL_MAX];
-        credentials_of(req, token, sizeof token);
-        enum auth_result r =
-            auth_check(srv->deps.auth, token, (enum auth_role)need, &req->principal);
-        sodium_memzero(token, sizeof token);
+        enum auth_result r = check_request(srv, req, (enum auth_role)need);
         if (r != AUTH_OK) {
             refuse(srv, req, res, r, ri->role, peer);
             return;
@@ -216,6 +261,16 @@ void http_auth_metrics(struct http_server *srv, struct buf *out)
                "opsdb_audit_rows_total{outcome=\"dropped\"} %llu\n",
                st.tokens, (unsigned long long)st.audit_rows_written,
                (unsigned long long)st.audit_rows_dropped);
+    buf_printf(out, "# HELP opsdb_auth_logins_total Dashboard sign-ins (POST /api/v1/session) by "
+                    "result.\n# TYPE opsdb_auth_logins_total counter\n");
+    for (int r = 0; r < AUTH_RESULTS; r++)
+        if (st.logins[r] || r == AUTH_OK || r == AUTH_BAD_LOGIN || r == AUTH_LIMITED)
+            buf_printf(out, "opsdb_auth_logins_total{result=\"%s\"} %llu\n",
+                       auth_result_name((enum auth_result)r), (unsigned long long)st.logins[r]);
+    buf_printf(out,
+               "# HELP opsdb_auth_sessions Dashboard sessions open now.\n"
+               "# TYPE opsdb_auth_sessions gauge\nopsdb_auth_sessions %zu\n",
+               st.sessions);
 }
 
 /* ---- GET/POST /api/v1/users, GET/POST /api/v1/tokens, DELETE /api/v1/tokens/{id} ---------- */
@@ -252,7 +307,7 @@ void handle_tokens(struct http_server *srv, struct request *req, struct response
     respond_result(res, auth_token_list(srv->deps.store, request_arg(req, "user"), &r, &e), &r, &e);
 }
 
-static json_t *body_object(struct request *req, struct response *res, const char *shape)
+json_t *http_body_object(struct request *req, struct response *res, const char *shape)
 {
     json_error_t jerr;
     json_t *body = req->body.len ? json_loadb(req->body.data, req->body.len, 0, &jerr) : NULL;
@@ -268,18 +323,22 @@ static json_t *body_object(struct request *req, struct response *res, const char
 
 void handle_user_create(struct http_server *srv, struct request *req, struct response *res)
 {
-    json_t *body = body_object(req, res, "{\"name\": \"ci\", \"role\": \"writer\"}");
+    json_t *body = http_body_object(req, res, "{\"name\": \"ci\", \"role\": \"writer\"}");
     if (!body)
         return;
     const char *name = json_string_value(json_object_get(body, "name"));
     const char *role = json_string_value(json_object_get(body, "role"));
+    json_t *password = json_object_get(body, "password");
     char peer[80];
     struct auth_actor by = actor_of(req, peer, sizeof peer);
     struct auth_target t = {srv->deps.store, srv->deps.writer};
     struct err e;
     if (!name || !role)
         respond_error(res, 400, "name and role (admin, writer or reader) are required", NULL);
-    else if (auth_user_add(&t, &by, name, role, &e) != 0)
+    else if (password && !json_is_string(password))
+        respond_error(res, 400, "password: expected a string (it is stored as an argon2id hash)",
+                      NULL);
+    else if (auth_user_add_with_password(&t, &by, name, role, json_string_value(password), &e) != 0)
         respond_error(res, status_for(e.code), e.msg, NULL);
     else {
         res->status = 201;
@@ -313,7 +372,7 @@ static bool tables_member(json_t *body, char *out, size_t size)
 
 void handle_token_create(struct http_server *srv, struct request *req, struct response *res)
 {
-    json_t *body = body_object(req, res, "{\"user\": \"ci\", \"expires\": \"30d\"}");
+    json_t *body = http_body_object(req, res, "{\"user\": \"ci\", \"expires\": \"30d\"}");
     if (!body)
         return;
     struct auth_token_spec spec = {.user = json_string_value(json_object_get(body, "user")),

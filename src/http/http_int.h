@@ -22,6 +22,7 @@ struct request {
     struct timespec started;
     bool in_flight; /* counted in http_server.in_flight until its response is sent */
     struct auth_principal principal; /* who sent it: filled before the handler runs */
+    char set_cookie[256];            /* the Set-Cookie header of a session route's answer */
 };
 
 struct response {
@@ -156,5 +157,18 @@ void handle_user_create(struct http_server *srv, struct request *req, struct res
 void handle_tokens(struct http_server *srv, struct request *req, struct response *res);
 void handle_token_create(struct http_server *srv, struct request *req, struct response *res);
 void handle_token_revoke(struct http_server *srv, struct request *req, struct response *res);
+/* The client's address and port ("1.2.3.4:5678", "[::1]:5678"; "-" when unknown), or with
+ * with_port false its address alone. */
+void http_peer(struct request *req, bool with_port, char *out, size_t size);
+
+/* The request's body as a JSON object (free with json_decref), or NULL after answering 400
+ * with an example of the shape it must have. Needs <jansson.h>. */
+struct json_t;
+struct json_t *http_body_object(struct request *req, struct response *res, const char *shape);
+
+/* http_session.c: dashboard sessions (POST, GET and DELETE /api/v1/session). */
+void handle_session_create(struct http_server *srv, struct request *req, struct response *res);
+void handle_session_get(struct http_server *srv, struct request *req, struct response *res);
+void handle_session_delete(struct http_server *srv, struct request *req, struct response *res);
 
 #endif

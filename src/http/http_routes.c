@@ -86,7 +86,8 @@ static const struct route routes[] = {
       "Prometheus remote write 1.0, the path other receivers use"},
      handle_prom_write},
     {{"GET", "/api/v1/users", "admin", "users with their roles and active tokens"}, handle_users},
-    {{"POST", "/api/v1/users", "admin", "add a user: {\"name\", \"role\": admin|writer|reader}"},
+    {{"POST", "/api/v1/users", "admin",
+      "add a user: {\"name\", \"role\": admin|writer|reader, \"password\"?}"},
      handle_user_create},
     {{"GET", "/api/v1/tokens", "admin",
       "API tokens (never their secrets): user, role, tables, state, expiry, last use (?user=)"},
@@ -97,6 +98,15 @@ static const struct route routes[] = {
      handle_token_create},
     {{"DELETE", "/api/v1/tokens/{id}", "admin", "revoke a token: refused from now on"},
      handle_token_revoke},
+    {{"POST", "/api/v1/session", "public",
+      "sign in: {\"user\", \"password\"} or {\"token\"}; answers the session cookie and "
+      "csrf_token (X-CSRF-Token on state-changing requests made with the cookie)"},
+     handle_session_create},
+    {{"GET", "/api/v1/session", "public",
+      "the session of the cookie: signed_in, user, role, csrf_token"},
+     handle_session_get},
+    {{"DELETE", "/api/v1/session", "public", "sign out (needs X-CSRF-Token)"},
+     handle_session_delete},
 };
 
 #define NROUTES (sizeof routes / sizeof routes[0])

@@ -197,12 +197,29 @@ static bool hidden(struct sqlite_conn *c, const char *table)
     return false;
 }
 
+/* Columns untrusted SQL reads as NULL, whatever the caller's role: hashes of passwords and
+ * token secrets are of no use to a query and would be worth cracking offline. */
+static const struct {
+    const char *table, *column;
+} secret_columns[] = {
+    {"users", "password_hash"},
+    {"api_tokens", "secret_hash"},
+};
+
+static bool secret(const char *table, const char *column)
+{
+    for (size_t i = 0; table && column && i < sizeof secret_columns / sizeof secret_columns[0]; i++)
+        if (strcmp(table, secret_columns[i].table) == 0 &&
+            strcmp(column, secret_columns[i].column) == 0)
+            return true;
+    return false;
+}
+
 /* Only reads, in the main database, with no way out to files or extensions. Pragmas that only
  * read the schema are allowed so tools can introspect. */
 static int authorizer(void *arg, int action, const char *a1, const char *a2, const char *db,
                       const char *trigger)
 {
-    (void)a2;
     (void)db;
     (void)trigger;
     struct sqlite_conn *c = arg;
@@ -215,7 +232,7 @@ static int authorizer(void *arg, int action, const char *a1, const char *a2, con
                                                    "edit",           "fts3_tokenizer", NULL};
     switch (action) {
     case SQLITE_READ:
-        return hidden(c, a1) ? SQLITE_DENY : SQLITE_OK;
+        return hidden(c, a1) ? SQLITE_DENY : secret(a1, a2) ? SQLITE_IGNORE : SQLITE_OK;
     case SQLITE_SELECT:
     case SQLITE_RECURSIVE:
         return SQLITE_OK;

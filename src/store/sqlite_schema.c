@@ -303,6 +303,8 @@ static const struct migration migrations[] = {
      NULL, false, NULL},
     {16, "users, api_tokens and audit_log: who may call the HTTP API, and what admins did", NULL,
      false, NULL},
+    {17, "users.password_hash: an argon2id hash, for dashboard sessions opened with a password",
+     NULL, false, NULL},
 };
 
 static int read_version(sqlite3 *db, int *version, struct err *e)

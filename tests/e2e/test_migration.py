@@ -15,7 +15,7 @@ import time
 import pytest
 
 NOW_MS = (int(time.time()) - 600) * 1000
-CURRENT_VERSION = 16  # src/core/schema.c SCHEMA_VERSION
+CURRENT_VERSION = 17  # src/core/schema.c SCHEMA_VERSION
 VIEWS = ["system_health", "api_performance", "error_summary", "pipeline_health",
          "handler_performance", "active_alerts", "alert_quality", "job_status",
          "collection_status"]

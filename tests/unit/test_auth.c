@@ -109,9 +109,12 @@ static void hidden_tables_are_the_auth_tables(void **state)
         hidden += listed;
     }
     size_t listed = 0;
+    bool dbstat = false;
     while (h[listed])
-        listed++;
-    assert_int_equal(hidden, listed);
+        dbstat |= strcmp(h[listed++], "dbstat") == 0;
+    /* and SQLite's page statistics, which tell the auth tables' sizes */
+    assert_true(dbstat);
+    assert_int_equal(hidden + 1, listed);
     assert_null(auth_hidden_tables(AUTH_ADMIN));
 }
 
