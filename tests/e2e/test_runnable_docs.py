@@ -80,7 +80,7 @@ def setup_security(run_cli, work):
 
 
 def check_security(run_cli, work, out):
-    sent = re.search(r"agent: stopped: .*rows_sent=(\d+)", out)
+    sent = re.search(r"agent: stopped: .*? rows_sent=(\d+)", out)
     assert sent and int(sent.group(1)) > 0, out  # the agent verified the server and shipped
     n = re.search(r'"n":\s*(\d+)', out)
     assert n and int(n.group(1)) == int(sent.group(1)), out  # read back over HTTPS
