@@ -635,36 +635,54 @@ static int load_node(struct config *c, yaml_document_t *doc, yaml_node_t *n, con
     return 0;
 }
 
-int config_load_file(struct config *c, const char *path, struct err *e)
+/* Loads a YAML document over c, read from f or else from text[0..len); name (the file, or
+ * what a text is called) prefixes the messages. */
+static int load_yaml(struct config *c, const char *name, FILE *f, const char *text, size_t len,
+                     struct err *e)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return err_set(e, E_IO, "cannot open config file %s: %s", path, strerror(errno));
     yaml_parser_t parser;
     yaml_document_t doc;
     yaml_parser_initialize(&parser);
-    yaml_parser_set_input_file(&parser, f);
+    if (f)
+        yaml_parser_set_input_file(&parser, f);
+    else
+        yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     int rc = 0;
     if (!yaml_parser_load(&parser, &doc)) {
-        rc = err_set(e, E_INVALID, "%s line %zu: %s", path, parser.problem_mark.line + 1,
+        rc = err_set(e, E_INVALID, "%s line %zu: %s", name, parser.problem_mark.line + 1,
                      parser.problem ? parser.problem : "invalid YAML");
-        goto out_parser;
+        yaml_parser_delete(&parser);
+        return rc;
     }
-    snprintf(c->config_path, sizeof c->config_path, "%s", path);
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     if (root && !(root->type == YAML_SCALAR_NODE && root->data.scalar.length == 0)) {
         rc = load_node(c, &doc, root, "", e);
         if (rc != 0) {
             char msg[sizeof e->msg];
             snprintf(msg, sizeof msg, "%s", e->msg);
-            err_set(e, rc, "%s: %.400s", path, msg);
+            err_set(e, rc, "%s: %.400s", name, msg);
         }
     }
     yaml_document_delete(&doc);
-out_parser:
     yaml_parser_delete(&parser);
+    return rc;
+}
+
+int config_load_file(struct config *c, const char *path, struct err *e)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return err_set(e, E_IO, "cannot open config file %s: %s", path, strerror(errno));
+    snprintf(c->config_path, sizeof c->config_path, "%s", path);
+    int rc = load_yaml(c, path, f, NULL, 0, e);
     fclose(f);
     return rc;
+}
+
+int config_load_text(struct config *c, const char *name, const char *text, size_t len,
+                     struct err *e)
+{
+    return load_yaml(c, name, NULL, text, len, e);
 }
 
 int config_markdown(struct buf *b)

@@ -404,6 +404,10 @@ struct config {
 void config_defaults(struct config *c);
 /* Loads a YAML file over c (keys as in `opsdb config --help`, nested maps use dots). */
 int config_load_file(struct config *c, const char *path, struct err *e);
+/* Loads YAML text of len bytes over c, as config_load_file() loads a file (name prefixes the
+ * messages; config_path is left as it is, so relative paths stay those of the last file). */
+int config_load_text(struct config *c, const char *name, const char *text, size_t len,
+                     struct err *e);
 /* Sets one option by its dotted name from text (flags, environment). */
 int config_set(struct config *c, const char *name, const char *value, struct err *e);
 /* Applies OPSDB_<NAME> environment variables (dots and dashes become underscores). */
