@@ -304,6 +304,33 @@ static const struct option options[] = {
          "Graphite TCP connections open at once; more are refused (and counted)"),
     DUR("graphite.flush_interval", graphite_flush_ms, "200ms", 10, 60000,
         "longest a received Graphite sample waits before its batch is written"),
+    BYTES("http.max_header_bytes", max_header_bytes, "16KiB", 1024, 1024.0 * 1024,
+          "request line and headers of one request at most, in bytes (431 beyond; "
+          "docs/security.md)"),
+    INTO("http.max_connections_per_client", max_connections_per_client, "64", 0, 10000,
+         "HTTP connections one client address may hold open at once; more are closed at once "
+         "(0 = no limit beyond http.max_connections)"),
+    DUR("http.connection_timeout", connection_timeout_ms, "30s", 1000, 3600000,
+        "an HTTP connection on which nothing arrives or is taken for this long is closed (an "
+        "idle keep-alive connection, a client that stopped sending its request)"),
+    INTO("http.rate_limit", rate_limit, "0", 0, 1000000,
+         "requests per second one client may make on average (a token bucket per bearer token, "
+         "or per address for requests without one); beyond it 429 with Retry-After "
+         "(0 = off; /healthz and /readyz are never limited)"),
+    INTO("http.rate_limit_burst", rate_limit_burst, "0", 0, 10000000,
+         "requests one client may make at once above http.rate_limit (the bucket's size; 0 = "
+         "one second's worth, http.rate_limit)"),
+    INTO("ingest.max_json_depth", max_json_depth, "32", 2, 256,
+         "JSON bodies: objects and arrays nested deeper than this are rejected (400)"),
+    BYTES("ingest.max_string_bytes", max_string_bytes, "1MiB", 64, 64.0 * 1024 * 1024,
+          "JSON bodies: a string (a value or a member name, before unescaping) longer than this "
+          "rejects the request (400) before it is copied"),
+    INTO("limits.max_series_per_metric", max_series_per_metric, "100000", 0, 100000000,
+         "series (host, component, labels) one metric may have; a sample that would create "
+         "one more is rejected with its request (400, nothing written; 0 = no limit)"),
+    INTO("limits.max_labels", max_labels, "64", 0, 1000,
+         "labels one metric sample may carry (members of its labels object; host and "
+         "component are columns, not labels); more rejects the sample (400; 0 = no limit)"),
 };
 
 #define NOPTIONS (sizeof options / sizeof options[0])

@@ -275,6 +275,7 @@ struct validate_opts {
     const int *retention_days;     /* per table index in schema_tables(); rows older rejected */
     enum time_precision precision; /* of epoch numbers in ts columns */
     const struct fingerprint_rules *fingerprints;
+    size_t max_labels; /* members of a series table's labels object at most; 0 = no limit */
 };
 
 /* Converts text input (CSV cell, line-protocol tag) into the column's type. An empty string is
@@ -398,6 +399,13 @@ struct config {
     int64_t logs_max_line_bytes;    /* longer lines are cut (and counted) */
     int64_t logs_multiline_wait_ms; /* an idle file completes its pending multi-line event */
     int64_t logs_rotate_wait_ms;    /* a renamed file is read this long after it went quiet */
+    /* limits on what clients send (docs/security.md, "Limits") */
+    int64_t max_header_bytes;           /* http.max_header_bytes */
+    int64_t max_connections_per_client; /* 0 = none */
+    int64_t connection_timeout_ms;
+    int64_t rate_limit, rate_limit_burst; /* requests/s per client (0 = off); bucket size */
+    int64_t max_json_depth, max_string_bytes;
+    int64_t max_series_per_metric, max_labels; /* 0 = no limit */
 };
 
 /* Fills c with every default. */

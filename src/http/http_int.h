@@ -19,6 +19,7 @@ struct request {
     struct buf body;
     bool body_too_large;
     struct timespec started;
+    char retry_after[24]; /* Retry-After of a 429 */
 };
 
 struct response {
@@ -44,12 +45,30 @@ struct http_metrics {
 
 enum reject_reason { REJ_VALIDATION, REJ_TOO_LARGE, REJ_STORE, REJ_BAD_BODY };
 
+struct http_limits;
+
 struct http_server {
     struct MHD_Daemon *daemon;
     struct http_deps deps;
     struct http_metrics metrics;
     int port;
+    struct http_limits *limits; /* http_limits.c */
 };
+
+/* ---- limits (http_limits.c; docs/security.md, "Limits") ---------------------------------- */
+
+/* The rate limiter of cfg's http.rate_limit (its buckets only when the limit is on). Free with
+ * http_limits_free(). */
+int http_limits_new(struct http_limits **out, const struct config *cfg, struct err *e);
+void http_limits_free(struct http_limits **l);
+/* Checks the request against http.max_header_bytes (431) and takes a token of its client's
+ * rate limit (429 with Retry-After); true when it filled res with the refusal, and the request
+ * must not be handled. Any connection thread. */
+bool http_limits_check(struct http_server *srv, struct request *req, struct response *res);
+/* Counters of the refusals, as /metrics lines. */
+void http_limits_metrics(struct http_limits *l, struct buf *out);
+/* The client's address as text ("?" when unknown), for log lines. */
+void http_peer_name(struct request *req, char *out, size_t size);
 
 /* Route table lookup: index or -1; fills req->path_arg for "{name}" routes. */
 int route_match(const char *method, const char *url, struct request *req, bool *path_known);
