@@ -25,6 +25,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define REPLAY_MAX_BYTES (16u << 20)
+#define REPLAY_SECONDS 20
 
 /* Reads path whole into an exact-size heap copy (NULL when it cannot be read). */
 static uint8_t *read_input(const char *path, size_t *size)
@@ -54,6 +55,7 @@ static bool replay_one(const char *path)
         return false;
     }
     if (pid == 0) {
+        alarm(REPLAY_SECONDS); /* a hang (what libFuzzer reports as a timeout) fails the file */
         size_t size;
         uint8_t *data = read_input(path, &size);
         if (!data) {

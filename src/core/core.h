@@ -309,6 +309,11 @@ void fingerprint_normalize(const struct fingerprint_rules *r, const char *msg, s
 void fingerprint_compute(const struct fingerprint_rules *r, const char *error_type,
                          const char *component, const char *msg, char out[17]);
 
+/* Whether compiling the POSIX extended regex re stays cheap: no quantifier right after
+ * another ("a++"), counted repetitions whose upper bounds multiply to at most 1000. Every
+ * pattern is checked with this before regcomp(); false with the reason in why. */
+bool regex_cost_ok(const char *re, char *why, size_t why_size);
+
 /* 64-bit FNV-1a, used for fingerprints and hash tables. */
 uint64_t hash64(const void *data, size_t len, uint64_t seed);
 

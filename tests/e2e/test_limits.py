@@ -218,3 +218,28 @@ def test_bad_limit_values_are_refused(run_cli, tmp_db, option, value):
                 "--set", f"{option}={value}", timeout=30)
     assert r.returncode != 0
     assert option in r.stderr, r.stderr
+
+
+COSTLY_REGEX = "user +" + "+" * 90 + "[p-9]+"
+
+
+def test_costly_regexes_are_refused(server_factory, run_cli, tmp_path, tmp_db):
+    """Regression of fuzz/crashes/config-fingerprint-regex-regcomp-blowup: stacked quantifiers
+    made glibc's regcomp take seconds and gigabytes. Patterns from clients and from the config
+    are refused before they are compiled."""
+    srv = server_factory()
+    t0 = time.monotonic()
+    r = srv.get("/api/v1/series", params={"metric": "m", "filter": "host=~a" + "+" * 60})
+    assert r.status_code == 400 and "too costly" in r.text, r.text
+    r = srv.get("/api/v1/series", params={"metric": "m", "filter": "host=~((a{1,50}){1,50})"})
+    assert r.status_code == 400 and "too costly" in r.text, r.text
+    r = srv.get("/api/v1/query", params={"sql": "SELECT 'x' REGEXP 'x" + "*" * 60 + "' AS v"})
+    assert r.status_code == 400 and "too costly" in r.text, r.text
+    assert time.monotonic() - t0 < 10
+    ok = srv.get("/api/v1/series", params={"metric": "m", "filter": "host=~web-[0-9]{1,3}"})
+    assert ok.status_code == 200, ok.text
+    config = tmp_path / "costly.yaml"
+    config.write_text(f'fingerprint:\n  rules:\n    - {{regex: "{COSTLY_REGEX}"}}\n')
+    r = run_cli("serve", "--db", str(tmp_db), "--config", str(config), "--listen",
+                "127.0.0.1:0", "--no-collect", timeout=30)
+    assert r.returncode != 0 and "too costly" in r.stderr, r.stderr
