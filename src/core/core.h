@@ -310,8 +310,9 @@ void fingerprint_compute(const struct fingerprint_rules *r, const char *error_ty
                          const char *component, const char *msg, char out[17]);
 
 /* Whether compiling the POSIX extended regex re stays cheap: no quantifier right after
- * another ("a++"), counted repetitions whose upper bounds multiply to at most 1000. Every
- * pattern is checked with this before regcomp(); false with the reason in why. */
+ * another ("a++"), and at most 2000 atoms once repetitions are expanded as glibc expands them
+ * ("x+" is two copies of x, "x{n,m}" m copies, nested ones multiply). Every pattern is checked
+ * with this before regcomp(); false with the reason in why. */
 bool regex_cost_ok(const char *re, char *why, size_t why_size);
 
 /* 64-bit FNV-1a, used for fingerprints and hash tables. */

@@ -233,6 +233,9 @@ def test_costly_regexes_are_refused(server_factory, run_cli, tmp_path, tmp_db):
     assert r.status_code == 400 and "too costly" in r.text, r.text
     r = srv.get("/api/v1/series", params={"metric": "m", "filter": "host=~((a{1,50}){1,50})"})
     assert r.status_code == 400 and "too costly" in r.text, r.text
+    r = srv.get("/api/v1/series", params={"metric": "m", "filter": "host=~" + "(" * 12 + "a" +
+                                          "+)" * 12})
+    assert r.status_code == 400 and "too costly" in r.text, r.text
     r = srv.get("/api/v1/query", params={"sql": "SELECT 'x' REGEXP 'x" + "*" * 60 + "' AS v"})
     assert r.status_code == 400 and "too costly" in r.text, r.text
     assert time.monotonic() - t0 < 10
