@@ -36,6 +36,9 @@ CSTD      += -I$(GEN_DIR)
 REL_OBJ   += $(PROTO_C:%.c=$(REL_DIR)/%.o)
 ASAN_OBJ  += $(PROTO_C:%.c=$(ASAN_DIR)/%.o)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(ASAN_DIR)/%)
+# the fuzz targets' corpora and kept crashes, replayed without libFuzzer (fuzz/replay.c)
+FUZZ_SRC    := $(sort $(wildcard fuzz/fuzz_*.c))
+REPLAY_BIN  := $(FUZZ_SRC:fuzz/fuzz_%.c=$(ASAN_DIR)/fuzz_replay_%)
 
 .PHONY: all run test deps test-deps unit e2e lint clean docs fuzz
 all: opsdb
@@ -64,6 +67,11 @@ $(ASAN_DIR)/test_%: tests/unit/test_%.c $(ASAN_LIB) $(wildcard tests/unit/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(WARN) $(ASAN_CFLAGS) $(PKG_CFLAGS) -o $@ $< $(ASAN_LIB) $(PKG_LIBS) -lcmocka
 
+$(ASAN_DIR)/fuzz_replay_%: fuzz/fuzz_%.c fuzz/replay.c $(ASAN_LIB) $(wildcard fuzz/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) $(ASAN_CFLAGS) $(PKG_CFLAGS) -DFUZZ_TARGET='"$*"' -o $@ fuzz/replay.c $< \
+		$(ASAN_LIB) $(PKG_LIBS)
+
 $(GEN_DIR)/%.pb-c.c $(GEN_DIR)/%.pb-c.h: src/%.proto
 	@mkdir -p $(GEN_DIR)
 	protoc-c -Isrc --c_out=$(GEN_DIR) $<
@@ -82,16 +90,16 @@ run: deps
 	mkdir -p data
 	./opsdb serve
 
-# The whole suite: banned calls and formatting (lint), unit tests and end-to-end tests (which
-# include the generated-docs check), all against the sanitizer build. Ends with the runner's
-# summary line.
+# The whole suite: banned calls and formatting (lint), unit tests, the replay of every fuzz
+# target's corpus and kept crashes, and end-to-end tests (which include the generated-docs
+# check), all against the sanitizer build. Ends with the runner's summary line.
 test: test-deps
-	$(MAKE) $(ASAN_DIR)/opsdb $(UNIT_BIN) opsdb
+	$(MAKE) $(ASAN_DIR)/opsdb $(UNIT_BIN) $(REPLAY_BIN) opsdb
 	$(MAKE) lint
-	scripts/run-tests.sh $(ASAN_DIR) $(UNIT_BIN)
+	scripts/run-tests.sh $(ASAN_DIR) $(UNIT_BIN) $(REPLAY_BIN)
 
-unit: $(UNIT_BIN)
-	@for t in $(UNIT_BIN); do $$t || exit 1; done
+unit: $(UNIT_BIN) $(REPLAY_BIN)
+	@for t in $(UNIT_BIN) $(REPLAY_BIN); do $$t || exit 1; done
 
 lint:
 	@scripts/check-banned.sh

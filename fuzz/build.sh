@@ -6,7 +6,8 @@
 #                                      build, then fuzz each target (or the NAMEs: lineproto,
 #                                      json, csv, rfc3339, gunzip, sketch, chunk, colpack,
 #                                      minutes, promtext, remote_write, accesslog, applog,
-#                                      syslog, graphite) for SECONDS (default 10);
+#                                      syslog, graphite, cron, rules, config, query) for
+#                                      SECONDS (default 10);
 #                                      exits non-zero when any target crashed
 #
 # Targets are built with clang (CLANG=...) and -fsanitize=fuzzer,address,undefined against the
@@ -20,8 +21,8 @@ cd "$(dirname "$0")/.."
 
 CLANG=${CLANG:-clang}
 OUT=build/fuzz
-PKGS="sqlite3 libmicrohttpd jansson yaml-0.1 zlib libzstd libprotobuf-c snappy"
-TARGETS="lineproto json csv rfc3339 gunzip sketch chunk colpack minutes promtext remote_write accesslog applog syslog graphite"
+PKGS="sqlite3 libmicrohttpd jansson yaml-0.1 zlib libzstd libsodium libcurl libprotobuf-c snappy"
+TARGETS="lineproto json csv rfc3339 gunzip sketch chunk colpack minutes promtext remote_write accesslog applog syslog graphite cron rules config query"
 # the remote-write messages, compiled from src/*/*.proto with protoc-c (as the Makefile does)
 GEN=$OUT/gen
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"

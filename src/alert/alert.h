@@ -71,6 +71,11 @@ struct alert_rules {
  * default_interval_ms is a group's interval when it gives none. */
 int alert_rules_load(struct alert_rules *out, const char *files, const char *base_dir,
                      int64_t default_interval_ms, struct err *e);
+/* Reads the rules of one rule file's text (NUL-terminated; name is what messages call it, as
+ * "name:12: ..."), as alert_rules_load() reads a file. out is freed with alert_rules_free()
+ * whatever the result; errors as alert_rules_load(). */
+int alert_rules_load_text(struct alert_rules *out, const char *name, const char *text,
+                          int64_t default_interval_ms, struct err *e);
 /* The rules a server runs: cfg's alerting.rule_files (relative to the config file's
  * directory) and, with alerting.default_rules on, the default set (alert_default_rules()) but
  * for its groups that a user group of the same name replaces. Errors as alert_rules_load(). */

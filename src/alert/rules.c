@@ -523,6 +523,14 @@ int alert_rules_load(struct alert_rules *out, const char *files, const char *bas
     return rc;
 }
 
+int alert_rules_load_text(struct alert_rules *out, const char *name, const char *text,
+                          int64_t default_interval_ms, struct err *e)
+{
+    memset(out, 0, sizeof *out);
+    size_t cap = 0;
+    return load_one(out, &cap, NULL, name, text, default_interval_ms, e);
+}
+
 void alert_rules_free(struct alert_rules *r)
 {
     for (size_t i = 0; i < r->ngroups; i++)

@@ -336,6 +336,33 @@ static const struct option options[] = {
     DUR("auth.session_ttl", auth_session_ttl_ms, "12h", 1000, 30.0 * 86400000,
         "a dashboard session (POST /api/v1/session) ends this long after it was opened; sessions "
         "are held in memory and end with the server too (docs/security.md)"),
+    BYTES("http.max_header_bytes", max_header_bytes, "16KiB", 1024, 1024.0 * 1024,
+          "request line and headers of one request at most, in bytes (431 beyond; "
+          "docs/security.md)"),
+    INTO("http.max_connections_per_client", max_connections_per_client, "64", 0, 10000,
+         "HTTP connections one client address may hold open at once; more are closed at once "
+         "(0 = no limit beyond http.max_connections)"),
+    DUR("http.connection_timeout", connection_timeout_ms, "30s", 1000, 3600000,
+        "an HTTP connection on which nothing arrives or is taken for this long is closed (an "
+        "idle keep-alive connection, a client that stopped sending its request)"),
+    INTO("http.rate_limit", rate_limit, "0", 0, 1000000,
+         "requests per second one client may make on average (a token bucket per bearer token, "
+         "or per address for requests without one); beyond it 429 with Retry-After "
+         "(0 = off; /healthz and /readyz are never limited)"),
+    INTO("http.rate_limit_burst", rate_limit_burst, "0", 0, 10000000,
+         "requests one client may make at once above http.rate_limit (the bucket's size; 0 = "
+         "one second's worth, http.rate_limit)"),
+    INTO("ingest.max_json_depth", max_json_depth, "32", 2, 256,
+         "JSON bodies: objects and arrays nested deeper than this are rejected (400)"),
+    BYTES("ingest.max_string_bytes", max_string_bytes, "1MiB", 64, 64.0 * 1024 * 1024,
+          "JSON bodies: a string (a value or a member name, before unescaping) longer than this "
+          "rejects the request (400) before it is copied"),
+    INTO("limits.max_series_per_metric", max_series_per_metric, "100000", 0, 100000000,
+         "series (host, component, labels) one metric may have; a sample that would create "
+         "one more is rejected with its request (400, nothing written; 0 = no limit)"),
+    INTO("limits.max_labels", max_labels, "64", 0, 1000,
+         "labels one metric sample may carry (members of its labels object; host and "
+         "component are columns, not labels); more rejects the sample (400; 0 = no limit)"),
 };
 
 #define NOPTIONS (sizeof options / sizeof options[0])
@@ -668,36 +695,54 @@ static int load_node(struct config *c, yaml_document_t *doc, yaml_node_t *n, con
     return 0;
 }
 
-int config_load_file(struct config *c, const char *path, struct err *e)
+/* Loads a YAML document over c, read from f or else from text[0..len); name (the file, or
+ * what a text is called) prefixes the messages. */
+static int load_yaml(struct config *c, const char *name, FILE *f, const char *text, size_t len,
+                     struct err *e)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return err_set(e, E_IO, "cannot open config file %s: %s", path, strerror(errno));
     yaml_parser_t parser;
     yaml_document_t doc;
     yaml_parser_initialize(&parser);
-    yaml_parser_set_input_file(&parser, f);
+    if (f)
+        yaml_parser_set_input_file(&parser, f);
+    else
+        yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     int rc = 0;
     if (!yaml_parser_load(&parser, &doc)) {
-        rc = err_set(e, E_INVALID, "%s line %zu: %s", path, parser.problem_mark.line + 1,
+        rc = err_set(e, E_INVALID, "%s line %zu: %s", name, parser.problem_mark.line + 1,
                      parser.problem ? parser.problem : "invalid YAML");
-        goto out_parser;
+        yaml_parser_delete(&parser);
+        return rc;
     }
-    snprintf(c->config_path, sizeof c->config_path, "%s", path);
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     if (root && !(root->type == YAML_SCALAR_NODE && root->data.scalar.length == 0)) {
         rc = load_node(c, &doc, root, "", e);
         if (rc != 0) {
             char msg[sizeof e->msg];
             snprintf(msg, sizeof msg, "%s", e->msg);
-            err_set(e, rc, "%s: %.400s", path, msg);
+            err_set(e, rc, "%s: %.400s", name, msg);
         }
     }
     yaml_document_delete(&doc);
-out_parser:
     yaml_parser_delete(&parser);
+    return rc;
+}
+
+int config_load_file(struct config *c, const char *path, struct err *e)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return err_set(e, E_IO, "cannot open config file %s: %s", path, strerror(errno));
+    snprintf(c->config_path, sizeof c->config_path, "%s", path);
+    int rc = load_yaml(c, path, f, NULL, 0, e);
     fclose(f);
     return rc;
+}
+
+int config_load_text(struct config *c, const char *name, const char *text, size_t len,
+                     struct err *e)
+{
+    return load_yaml(c, name, NULL, text, len, e);
 }
 
 int config_markdown(struct buf *b)

@@ -286,6 +286,7 @@ struct validate_opts {
     const int *retention_days;     /* per table index in schema_tables(); rows older rejected */
     enum time_precision precision; /* of epoch numbers in ts columns */
     const struct fingerprint_rules *fingerprints;
+    size_t max_labels; /* members of a series table's labels object at most; 0 = no limit */
 };
 
 /* Converts text input (CSV cell, line-protocol tag) into the column's type. An empty string is
@@ -318,6 +319,12 @@ void fingerprint_normalize(const struct fingerprint_rules *r, const char *msg, s
 /* 16 hex digits of a 64-bit hash of type, component and the normalised message. */
 void fingerprint_compute(const struct fingerprint_rules *r, const char *error_type,
                          const char *component, const char *msg, char out[17]);
+
+/* Whether compiling the POSIX extended regex re stays cheap: no quantifier right after
+ * another ("a++"), and at most 2000 atoms once repetitions are expanded as glibc expands them
+ * ("x+" is two copies of x, "x{n,m}" m copies, nested ones multiply). Every pattern is checked
+ * with this before regcomp(); false with the reason in why. */
+bool regex_cost_ok(const char *re, char *why, size_t why_size);
 
 /* 64-bit FNV-1a, used for fingerprints and hash tables. */
 uint64_t hash64(const void *data, size_t len, uint64_t seed);
@@ -440,12 +447,23 @@ struct config {
     char alert_ca_file[4096];           /* receivers that give no ca_file of their own */
     char ca_file[4096];                 /* the CLI's requests to a server (--ca-file) */
     int64_t auth_session_ttl_ms;        /* auth.session_ttl: dashboard sessions' lifetime */
+    /* limits on what clients send (docs/security.md, "Limits") */
+    int64_t max_header_bytes;           /* http.max_header_bytes */
+    int64_t max_connections_per_client; /* 0 = none */
+    int64_t connection_timeout_ms;
+    int64_t rate_limit, rate_limit_burst; /* requests/s per client (0 = off); bucket size */
+    int64_t max_json_depth, max_string_bytes;
+    int64_t max_series_per_metric, max_labels; /* 0 = no limit */
 };
 
 /* Fills c with every default. */
 void config_defaults(struct config *c);
 /* Loads a YAML file over c (keys as in `opsdb config --help`, nested maps use dots). */
 int config_load_file(struct config *c, const char *path, struct err *e);
+/* Loads YAML text of len bytes over c, as config_load_file() loads a file (name prefixes the
+ * messages; config_path is left as it is, so relative paths stay those of the last file). */
+int config_load_text(struct config *c, const char *name, const char *text, size_t len,
+                     struct err *e);
 /* Sets one option by its dotted name from text (flags, environment). */
 int config_set(struct config *c, const char *name, const char *value, struct err *e);
 /* Applies OPSDB_<NAME> environment variables (dots and dashes become underscores). */

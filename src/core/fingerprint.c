@@ -53,6 +53,10 @@ int fingerprint_rules_add(struct fingerprint_rules *r, const char *regex, const 
     if (r->n >= CONFIG_MAX_FP_RULES)
         return err_set(e, E_LIMIT, "too many fingerprint rules (limit %d)", CONFIG_MAX_FP_RULES);
     struct fp_rule *rule = &r->rules[r->n];
+    char why[128];
+    if (!regex_cost_ok(regex, why, sizeof why))
+        return err_set(e, E_INVALID, "fingerprint rule '%.100s' is too costly a regex: %s", regex,
+                       why);
     int rc = regcomp(&rule->re, regex, REG_EXTENDED);
     if (rc != 0) {
         char msg[128];

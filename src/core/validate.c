@@ -374,6 +374,39 @@ static bool labels_clash(const struct table *t, const struct value *row, size_t 
     return false;
 }
 
+/* Members of a series table's labels: an object of strings in canonical text, so every member
+ * is two strings, four quotes that are not escaped. */
+static size_t label_count(const struct value *v)
+{
+    size_t quotes = 0;
+    for (uint32_t i = 0; i < v->len; i++) {
+        if (v->s[i] == '\\')
+            i++;
+        else if (v->s[i] == '"')
+            quotes++;
+    }
+    return quotes / 4;
+}
+
+/* limits.max_labels: a bound on what one sample costs in every index and answer. */
+static bool too_many_labels(const struct validate_opts *o, const struct table *t,
+                            const struct value *row, size_t input_index, struct rejects *r)
+{
+    for (size_t i = 0; i < t->ncolumns; i++) {
+        const struct column *c = &t->columns[i];
+        if (c->type != COL_JSON || !c->series_key || row[i].type != VAL_TEXT)
+            continue;
+        size_t n = label_count(&row[i]);
+        if (n > o->max_labels) {
+            rejects_add(r, input_index, c->name,
+                        "%s has %zu labels, more than the limit of %zu (limits.max_labels)",
+                        c->name, n, o->max_labels);
+            return true;
+        }
+    }
+    return false;
+}
+
 static void derive_fingerprint(const struct validate_opts *o, struct batch *b, struct value *row,
                                int col)
 {
@@ -417,6 +450,8 @@ bool validate_row(const struct validate_opts *o, struct batch *b, size_t row_i, 
             ok = false;
     }
     if (!ok || (t->kind == TABLE_SERIES && labels_clash(t, row, input_index, r)))
+        return false;
+    if (t->kind == TABLE_SERIES && o->max_labels && too_many_labels(o, t, row, input_index, r))
         return false;
     for (size_t i = 0; i < t->ncolumns; i++)
         if (t->columns[i].derived && row[i].type == VAL_NULL)

@@ -118,7 +118,12 @@ static void ingest(struct http_server *srv, struct request *req, struct response
         metrics_reject(&srv->metrics, t, REJ_VALIDATION, r->count);
     } else {
         struct err e;
-        if ((rc = writer_submit(srv->deps.writer, &b, &e)) != 0) {
+        if ((rc = writer_submit(srv->deps.writer, &b, &e)) == E_INVALID) {
+            /* a limit of the store (limits.max_series_per_metric): retrying will not help */
+            snprintf(msg, sizeof msg, "rejected: %.240s; nothing was written", e.msg);
+            respond_error(res, 400, msg, NULL);
+            metrics_reject(&srv->metrics, t, REJ_VALIDATION, b.nrows);
+        } else if (rc != 0) {
             snprintf(msg, sizeof msg,
                      "the database did not take the rows (%.200s): nothing was "
                      "written, retry",

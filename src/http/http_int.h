@@ -23,6 +23,7 @@ struct request {
     bool in_flight; /* counted in http_server.in_flight until its response is sent */
     struct auth_principal principal; /* who sent it: filled before the handler runs */
     char set_cookie[256];            /* the Set-Cookie header of a session route's answer */
+    char retry_after[24];            /* Retry-After of a 429 */
 };
 
 struct response {
@@ -48,6 +49,8 @@ struct http_metrics {
 
 enum reject_reason { REJ_VALIDATION, REJ_TOO_LARGE, REJ_STORE, REJ_BAD_BODY };
 
+struct http_limits;
+
 struct http_server {
     struct MHD_Daemon *daemon;
     struct http_deps deps;
@@ -60,7 +63,23 @@ struct http_server {
     pthread_cond_t drained;
     unsigned in_flight;
     bool stopping;
+    struct http_limits *limits; /* http_limits.c */
 };
+
+/* ---- limits (http_limits.c; docs/security.md, "Limits") ---------------------------------- */
+
+/* The rate limiter of cfg's http.rate_limit (its buckets only when the limit is on). Free with
+ * http_limits_free(). */
+int http_limits_new(struct http_limits **out, const struct config *cfg, struct err *e);
+void http_limits_free(struct http_limits **l);
+/* Checks the request against http.max_header_bytes (431) and takes a token of its client's
+ * rate limit (429 with Retry-After); true when it filled res with the refusal, and the request
+ * must not be handled. Any connection thread. */
+bool http_limits_check(struct http_server *srv, struct request *req, struct response *res);
+/* Counters of the refusals, as /metrics lines. */
+void http_limits_metrics(struct http_limits *l, struct buf *out);
+/* The client's address as text ("?" when unknown), for log lines. */
+void http_peer_name(struct request *req, char *out, size_t size);
 
 /* Route table lookup: index or -1; fills req->path_arg for "{name}" routes. */
 int route_match(const char *method, const char *url, struct request *req, bool *path_known);

@@ -169,6 +169,7 @@ void metrics_write(struct http_server *srv, struct buf *out)
     write_routes(&srv->metrics, out);
     pthread_mutex_unlock(&srv->metrics.lock);
     http_auth_metrics(srv, out);
+    http_limits_metrics(srv->limits, out);
     header(out, "opsdb_database_size_bytes", "gauge", "Bytes the database occupies on disk.");
     buf_printf(out, "opsdb_database_size_bytes %lld\n",
                (long long)store_size_bytes(srv->deps.store));

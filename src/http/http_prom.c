@@ -103,7 +103,10 @@ static size_t write_body(struct http_server *srv, struct request *req, struct re
         refuse(srv, res, t, rc, &e, r, b.nrows);
     } else if (b.nrows == 0) {
         res->status = 204; /* only metadata, or only NaN samples: nothing to write */
-    } else if ((rc = writer_submit(srv->deps.writer, &b, &e)) != 0) {
+    } else if ((rc = writer_submit(srv->deps.writer, &b, &e)) == E_INVALID) {
+        refuse(srv, res, t, rc, &e, r, b.nrows); /* a store limit: 400, no retry */
+        *failed = true;
+    } else if (rc != 0) {
         char msg[300];
         snprintf(msg, sizeof msg, "the database did not take the rows (%.200s): retry", e.msg);
         respond_error(res, rc == E_STORE ? 503 : status_for(rc), msg, NULL);

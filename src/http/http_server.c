@@ -97,6 +97,8 @@ static enum MHD_Result send_response(struct http_server *srv, struct request *re
 static void dispatch(struct http_server *srv, struct request *req, struct response *res,
                      bool path_known)
 {
+    if (http_limits_check(srv, req, res))
+        return;
     if (req->route < 0) {
         char msg[400];
         if (path_known) {
@@ -261,7 +263,12 @@ int http_start(struct http_server **out, const struct http_deps *deps, struct er
     srv->deps = *deps;
     pthread_mutex_init(&srv->drain_lock, NULL);
     pthread_cond_init(&srv->drained, NULL);
+    if ((rc = http_limits_new(&srv->limits, deps->cfg, e)) != 0) {
+        free(srv);
+        return rc;
+    }
     if ((rc = http_tls_new(&srv->tls, deps->cfg, e)) != 0) {
+        http_limits_free(&srv->limits);
         free(srv);
         return rc;
     }
@@ -271,15 +278,23 @@ int http_start(struct http_server **out, const struct http_deps *deps, struct er
     size_t nroutes;
     http_routes(&nroutes);
     metrics_init(&srv->metrics, nroutes);
+    /* poll, not select: connections past descriptor 1024 must work too */
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                     MHD_USE_ERROR_LOG | (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0) |
-                     (ntls ? MHD_USE_TLS : 0);
+                     MHD_USE_POLL | MHD_USE_ERROR_LOG |
+                     (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0) | (ntls ? MHD_USE_TLS : 0);
+    const struct config *cfg = deps->cfg;
+    /* a connection's memory holds its request line and headers (http_limits.c answers 431 past
+     * http.max_header_bytes) and its read buffer: room for both, so the 431 is ours */
+    size_t conn_memory = (size_t)cfg->max_header_bytes * 2 + 32768;
     srv->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)deps->cfg->max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-        MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_client,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)((cfg->connection_timeout_ms + 999) / 1000),
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, conn_memory, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+        srv, MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
     if (!srv->daemon) {
+        http_limits_free(&srv->limits);
         metrics_release(&srv->metrics);
         http_tls_free(&srv->tls);
         free(srv);
@@ -317,6 +332,7 @@ void http_stop(struct http_server **sp)
     MHD_stop_daemon(s->daemon);
     pthread_cond_destroy(&s->drained);
     pthread_mutex_destroy(&s->drain_lock);
+    http_limits_free(&s->limits);
     metrics_release(&s->metrics);
     http_tls_free(&s->tls);
     free(s);

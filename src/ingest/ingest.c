@@ -19,6 +19,9 @@ void ingest_ctx_init(struct ingest_ctx *ctx, const struct config *cfg,
         ctx->retention_days[i] = (int)cfg->retention_days[i];
     ctx->validate.retention_days = ctx->retention_days;
     ctx->max_rows = (size_t)cfg->max_rows_per_request;
+    ctx->validate.max_labels = (size_t)cfg->max_labels;
+    ctx->max_json_depth = (int)cfg->max_json_depth;
+    ctx->max_string_bytes = (size_t)cfg->max_string_bytes;
 }
 
 bool ingest_set_text(const struct ingest_ctx *ctx, struct batch *b, int col, const char *s,

@@ -14,6 +14,10 @@ struct ingest_ctx {
     size_t max_rows;                       /* rows (points) per request; more is E_LIMIT */
     int retention_days[SCHEMA_MAX_TABLES]; /* per schema table; validate.retention_days points here
                                             */
+    /* JSON bodies: nesting and string bounds (ingest.max_json_depth, ingest.max_string_bytes);
+     * past them the request is rejected naming the option. 0: the scanner's defaults. */
+    int max_json_depth;
+    size_t max_string_bytes;
 };
 
 /* Fills ctx from the configuration, with now = the current time and the given precision. The

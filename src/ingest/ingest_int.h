@@ -72,7 +72,13 @@ struct json_cursor {
     size_t len, pos;
     const char *error; /* first syntax error, NULL while none */
     bool first_member;
+    int max_depth;        /* nesting at most (JSON_MAX_DEPTH unless set after init) */
+    size_t max_string;    /* bytes of a string as written at most (SIZE_MAX unless set) */
+    const char *limit_of; /* the option whose limit stopped the scan (error says which), or
+                             NULL when error is a syntax error */
 };
+
+#define JSON_MAX_DEPTH 32
 
 void json_cursor_init(struct json_cursor *c, const char *data, size_t len);
 /* Expects '{' (after whitespace). */

@@ -110,6 +110,32 @@ static bool set_field(struct json_parse *p, int col, const struct json_value *v,
     return false;
 }
 
+/* A cursor over data[0..len) with the request's limits. */
+static void cursor_init(const struct json_parse *p, struct json_cursor *c, const char *data,
+                        size_t len)
+{
+    json_cursor_init(c, data, len);
+    if (p->ctx->max_json_depth)
+        c->max_depth = p->ctx->max_json_depth;
+    if (p->ctx->max_string_bytes)
+        c->max_string = p->ctx->max_string_bytes;
+}
+
+/* Records why the scan stopped at c->pos (where: "column" in a line, "byte" in the body). */
+static void reject_scan(struct json_parse *p, const struct json_cursor *c, size_t index,
+                        const char *where, size_t at, const char *fallback)
+{
+    if (!c->limit_of)
+        rejects_add(p->r, index, "", "invalid JSON at %s %zu: %s", where, at,
+                    c->error ? c->error : fallback);
+    else if (c->max_depth && strcmp(c->limit_of, "ingest.max_json_depth") == 0)
+        rejects_add(p->r, index, "", "at %s %zu: %s of %d levels (%s)", where, at, c->error,
+                    c->max_depth, c->limit_of);
+    else
+        rejects_add(p->r, index, "", "at %s %zu: %s of %zu bytes (%s)", where, at, c->error,
+                    c->max_string, c->limit_of);
+}
+
 /* Parses the object at the cursor into a new row. Returns false on a syntax error (the cursor
  * cannot continue); a row with bad fields is rejected but parsing goes on. */
 static bool add_object(struct json_parse *p, struct json_cursor *c, size_t index,
@@ -145,8 +171,7 @@ static bool add_object(struct json_parse *p, struct json_cursor *c, size_t index
         }
     }
     if (rc < 0) {
-        rejects_add(p->r, index, "", "invalid JSON at column %zu: %s", c->pos - column_base + 1,
-                    c->error);
+        reject_scan(p, c, index, "column", c->pos - column_base + 1, "invalid value");
         batch_drop_last(p->b);
         return false;
     }
@@ -161,7 +186,7 @@ static int parse_ndjson(struct json_parse *p, const char *data, size_t len)
         const char *nl = memchr(data + pos, '\n', len - pos);
         size_t end = nl ? (size_t)(nl - data) : len;
         struct json_cursor c;
-        json_cursor_init(&c, data + pos, end - pos);
+        cursor_init(p, &c, data + pos, end - pos);
         if (!json_at_end(&c)) {
             if (++rows > p->ctx->max_rows)
                 return E_LIMIT;
@@ -181,7 +206,7 @@ static int parse_ndjson(struct json_parse *p, const char *data, size_t len)
 static int parse_array(struct json_parse *p, const char *data, size_t len)
 {
     struct json_cursor c;
-    json_cursor_init(&c, data, len);
+    cursor_init(p, &c, data, len);
     json_array_begin(&c);
     size_t index = 0;
     int more;
@@ -193,8 +218,7 @@ static int parse_array(struct json_parse *p, const char *data, size_t len)
         index++;
     }
     if (more < 0 || !json_at_end(&c)) {
-        rejects_add(p->r, index, "", "invalid JSON at byte %zu: %s", c.pos + 1,
-                    c.error ? c.error : "unexpected data after the array");
+        reject_scan(p, &c, index, "byte", c.pos + 1, "unexpected data after the array");
         return E_INVALID;
     }
     return p->r->count ? E_INVALID : 0;
@@ -208,7 +232,7 @@ int ingest_parse_json(const struct ingest_ctx *ctx, const char *data, size_t len
     buf_init(&p.val_scratch, 1 << 26);
     buf_init(&p.last_object, 1 << 16);
     struct json_cursor c;
-    json_cursor_init(&c, data, len);
+    cursor_init(&p, &c, data, len);
     int rc;
     if (json_at_end(&c)) {
         rejects_add(r, 0, "", "the body is empty: send a JSON object, an array or NDJSON");

@@ -6,9 +6,8 @@
  */
 #include "ingest/ingest_int.h"
 
+#include <stdint.h>
 #include <string.h>
-
-#define JSON_MAX_DEPTH 32
 
 static void skip_ws(struct json_cursor *c)
 {
@@ -24,6 +23,16 @@ static bool fail(struct json_cursor *c, const char *why)
 {
     if (!c->error)
         c->error = why;
+    return false;
+}
+
+/* A named limit stopped the scan: error says what, limit_of names the option. */
+static bool over_limit(struct json_cursor *c, const char *what, const char *option)
+{
+    if (!c->error) {
+        c->error = what;
+        c->limit_of = option;
+    }
     return false;
 }
 
@@ -116,7 +125,9 @@ static bool read_escape(struct json_cursor *c, struct buf *out)
 static bool read_string(struct json_cursor *c, const char **s, size_t *len, struct buf *scratch)
 {
     size_t start = ++c->pos;
-    while (c->pos < c->len) {
+    /* room for max_string bytes and the closing quote */
+    size_t end = c->len - start > c->max_string ? start + c->max_string + 1 : c->len;
+    while (c->pos < end) {
         unsigned char ch = (unsigned char)c->data[c->pos];
         if (ch == '"') {
             *s = c->data + start;
@@ -130,11 +141,13 @@ static bool read_string(struct json_cursor *c, const char **s, size_t *len, stru
             return fail(c, "control character in string");
         c->pos++;
     }
-    if (c->pos >= c->len)
-        return fail(c, "unterminated string");
+    if (c->pos >= end)
+        return end < c->len
+                   ? over_limit(c, "a string is longer than the limit", "ingest.max_string_bytes")
+                   : fail(c, "unterminated string");
     scratch->len = 0;
     buf_append(scratch, c->data + start, c->pos - start);
-    while (c->pos < c->len) {
+    while (c->pos < end) {
         unsigned char ch = (unsigned char)c->data[c->pos];
         if (ch == '"') {
             c->pos++;
@@ -152,6 +165,8 @@ static bool read_string(struct json_cursor *c, const char **s, size_t *len, stru
             buf_putc(scratch, (char)ch);
         }
     }
+    if (end < c->len)
+        return over_limit(c, "a string is longer than the limit", "ingest.max_string_bytes");
     return fail(c, "unterminated string");
 }
 
@@ -199,8 +214,9 @@ static bool skip_value(struct json_cursor *c, struct buf *scratch, int depth);
 static bool skip_container(struct json_cursor *c, struct buf *scratch, int depth)
 {
     char open = c->data[c->pos], close = open == '{' ? '}' : ']';
-    if (depth > JSON_MAX_DEPTH)
-        return fail(c, "nested too deeply");
+    if (depth > c->max_depth)
+        return over_limit(c, "objects and arrays are nested deeper than the limit",
+                          "ingest.max_json_depth");
     c->pos++;
     skip_ws(c);
     if (c->pos < c->len && c->data[c->pos] == close) {
@@ -284,6 +300,9 @@ void json_cursor_init(struct json_cursor *c, const char *data, size_t len)
     c->len = len;
     c->pos = 0;
     c->error = NULL;
+    c->max_depth = JSON_MAX_DEPTH;
+    c->max_string = SIZE_MAX;
+    c->limit_of = NULL;
 }
 
 bool json_object_begin(struct json_cursor *c)

@@ -43,6 +43,12 @@ static int parse_one(const char *text, size_t len, struct matcher *m, struct err
     memcpy(m->value, v, vl);
     m->value[vl] = '\0';
     if (m->op == MATCH_RE || m->op == MATCH_NRE) {
+        char costly[128];
+        if (!regex_cost_ok(m->value, costly, sizeof costly)) {
+            m->op = MATCH_EQ; /* nothing compiled to release */
+            return err_set(e, E_INVALID, "filter: '%.80s' is too costly a regular expression: %s",
+                           m->value, costly);
+        }
         char anchored[sizeof m->value + 8];
         snprintf(anchored, sizeof anchored, "^(%s)$", m->value); /* whole value, as Prometheus */
         int rc = regcomp(&m->re, anchored, REG_EXTENDED | REG_NOSUB);

@@ -291,6 +291,13 @@ static void regexp_func(sqlite3_context *ctx, int argc, sqlite3_value **argv)
             sqlite3_result_null(ctx);
             return;
         }
+        char costly[128], refusal[300];
+        if (!regex_cost_ok(pattern, costly, sizeof costly)) {
+            snprintf(refusal, sizeof refusal,
+                     "regexp: '%.100s' is too costly a regular expression: %s", pattern, costly);
+            sqlite3_result_error(ctx, refusal, -1);
+            return;
+        }
         char *anchored = sqlite3_mprintf("^(%s)$", pattern);
         re = sqlite3_malloc(sizeof *re);
         if (!anchored || !re) {

@@ -38,6 +38,9 @@ struct sqlite_store {
     struct sqlite_partitions
         *parts[SCHEMA_MAX_TABLES]; /* per schema table index: event tables' partitions */
     struct series_map series;
+    /* series per metric (limits.max_series_per_metric): key the metric, id its count */
+    struct series_map metric_series;
+    int64_t max_series_per_metric; /* 0 = no limit */
     bool in_group;
     /* fault injection for tests (STYLE 21): OPSDB_FAULT=commit:N fails every Nth commit */
     long fault_commit_every, commits;
@@ -197,6 +200,18 @@ static void series_key(struct buf *k, const struct value *row, const int *cols, 
     }
 }
 
+/* Series of metric so far (0 for a metric without any). */
+static int64_t metric_series_count(struct sqlite_store *st, const char *metric, uint32_t len)
+{
+    return series_map_get(&st->metric_series, hash64(metric, len, 0), metric, len);
+}
+
+static void count_series(struct sqlite_store *st, const char *metric, uint32_t len)
+{
+    int64_t n = metric_series_count(st, metric, len);
+    series_map_put(&st->metric_series, hash64(metric, len, 0), metric, len, n + 1);
+}
+
 static int series_load(struct sqlite_store *st, const struct table *t, struct err *e)
 {
     int cols[16];
@@ -213,6 +228,10 @@ static int series_load(struct sqlite_store *st, const struct table *t, struct er
     if (rc != SQLITE_OK)
         return err_set(e, E_STORE, "loading series: %s", sqlite3_errmsg(st->writer.db));
     series_map_clear(&st->series);
+    series_map_clear(&st->metric_series);
+    size_t metric_at = 0;
+    while (metric_at + 1 < n && strcmp(t->columns[cols[metric_at]].name, "metric") != 0)
+        metric_at++;
     struct buf key;
     buf_init(&key, 1 << 20);
     while (sqlite3_step(q) == SQLITE_ROW) {
@@ -225,6 +244,9 @@ static int series_load(struct sqlite_store *st, const struct table *t, struct er
         }
         series_map_put(&st->series, hash64(key.data, key.len, 0), key.data, (uint32_t)key.len,
                        sqlite3_column_int64(q, 0));
+        const char *metric = (const char *)sqlite3_column_text(q, (int)metric_at + 1);
+        count_series(st, metric ? metric : "",
+                     (uint32_t)sqlite3_column_bytes(q, (int)metric_at + 1));
     }
     buf_release(&key);
     sqlite3_finalize(q);
@@ -371,6 +393,7 @@ static void sort_points(const struct point *pts, struct point *out, size_t n)
     }
 }
 
+/* The id of the row's series, created when new; or an error code (negative) with e filled. */
 static int64_t series_resolve(struct sqlite_store *st, const struct value *row, const int *cols,
                               size_t ncols, struct buf *key, struct err *e)
 {
@@ -379,6 +402,14 @@ static int64_t series_resolve(struct sqlite_store *st, const struct value *row, 
     int64_t id = series_map_get(&st->series, h, key->data, (uint32_t)key->len);
     if (id)
         return id;
+    const struct value *metric = &row[schema_column(schema_table("system_metrics"), "metric")];
+    if (st->max_series_per_metric &&
+        metric_series_count(st, metric->s, metric->len) >= st->max_series_per_metric) {
+        return err_set(e, E_INVALID,
+                       "metric %.200s has %lld series, the limit (limits.max_series_per_metric): a "
+                       "sample with new host, component or labels cannot add another",
+                       metric->s, (long long)st->max_series_per_metric);
+    }
     for (size_t j = 0; j < ncols; j++)
         sqlite_bind_value(st->series_insert, (int)j + 1, &row[cols[j]]);
     int rc = sqlite3_step(st->series_insert);
@@ -386,11 +417,10 @@ static int64_t series_resolve(struct sqlite_store *st, const struct value *row, 
     while (rc == SQLITE_ROW)
         rc = sqlite3_step(st->series_insert);
     sqlite3_reset(st->series_insert);
-    if (rc != SQLITE_DONE || !id) {
-        err_set(e, E_STORE, "write failed: %s", sqlite3_errmsg(st->writer.db));
-        return -1;
-    }
+    if (rc != SQLITE_DONE || !id)
+        return err_set(e, E_STORE, "write failed: %s", sqlite3_errmsg(st->writer.db));
     series_map_put(&st->series, h, key->data ? key->data : "", (uint32_t)key->len, id);
+    count_series(st, metric->s, metric->len);
     return id;
 }
 
@@ -412,8 +442,8 @@ static int write_series(struct sqlite_store *st, const struct batch *b, struct e
     for (size_t i = 0; i < b->nrows; i++) {
         const struct value *row = b->values + i * t->ncolumns;
         int64_t id = series_resolve(st, row, cols, ncols, &key, e);
-        if (id < 0) {
-            rc = E_STORE;
+        if (id < 0) { /* an error code */
+            rc = (int)id;
             goto out;
         }
         in[i] = (struct point){id, row[ts_col].i, row[value_col].d, i, false};
@@ -887,6 +917,7 @@ static int sq_open(struct store *s, enum store_mode mode, struct err *e)
     st->rollup_1m_retention_ms = s->cfg.rollup_1m_retention_ms;
     st->event_rollup_1m_retention_ms = s->cfg.event_rollup_1m_retention_ms;
     st->rollup_1h_retention_ms = s->cfg.rollup_1h_retention_ms;
+    st->max_series_per_metric = s->cfg.max_series_per_metric;
     const char *fault = getenv("OPSDB_FAULT");
     if (fault && strncmp(fault, "commit:", 7) == 0)
         st->fault_commit_every = strtol(fault + 7, NULL, 10);
@@ -951,6 +982,7 @@ static void sq_close(struct store *s)
     for (size_t i = 0; i < sizeof st->parts / sizeof st->parts[0]; i++)
         sqlite_partitions_free(&st->parts[i]);
     series_map_clear(&st->series);
+    series_map_clear(&st->metric_series);
     if (!st->readonly) /* refresh planner statistics where they are stale, as SQLite advises */
         sqlite3_exec(st->writer.db, "PRAGMA optimize", NULL, NULL, NULL);
     sqlite_conn_close(&st->writer);

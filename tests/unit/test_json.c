@@ -368,6 +368,41 @@ static void row_limits(void **state)
     buf_release(&nd);
 }
 
+/* ingest.max_json_depth and ingest.max_string_bytes: at the limit a body parses, one past it
+ * the request is rejected with a reason naming the option. */
+static void depth_and_string_limits(void **state)
+{
+    (void)state;
+    char deep[512], fits[512], longer[512];
+    struct parse *t = parse_new("error_logs", PREC_MS, 0);
+    t->ctx.max_json_depth = 3;
+    t->ctx.max_string_bytes = 30; /* the ts text is 24 */
+    char now[40];
+    ut_time_text(-60000, now);
+    snprintf(deep, sizeof deep,
+             "{\"ts\":\"%s\",\"level\":\"error\",\"message\":\"m\",\"context\":"
+             "{\"a\":{\"b\":{\"c\":{}}}}}",
+             now);
+    t->rc = ingest_parse_json(&t->ctx, deep, strlen(deep), false, &t->b, &t->r);
+    assert_reject_at(t, 1, "nested deeper than the limit of 3 levels (ingest.max_json_depth)");
+    parse_reset(t);
+    snprintf(fits, sizeof fits,
+             "[{\"ts\":\"%s\",\"level\":\"error\",\"message\":\"123456789012345678901234567890\","
+             "\"context\":"
+             "{\"a\":{\"b\":{}}}}]",
+             now);
+    t->rc = ingest_parse_json(&t->ctx, fits, strlen(fits), false, &t->b, &t->r);
+    assert_parsed(t);
+    parse_reset(t);
+    snprintf(
+        longer, sizeof longer,
+        "[{\"ts\":\"%s\",\"level\":\"error\",\"message\":\"1234567890123456789012345\\u00e9\"}]",
+        now);
+    t->rc = ingest_parse_json(&t->ctx, longer, strlen(longer), false, &t->b, &t->r);
+    assert_reject_at(t, 0, "longer than the limit of 30 bytes (ingest.max_string_bytes)");
+    parse_free(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -381,6 +416,7 @@ int main(void)
         cmocka_unit_test(bool_for_json_column_message),
         cmocka_unit_test(nul_in_member_name),
         cmocka_unit_test(row_limits),
+        cmocka_unit_test(depth_and_string_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
