@@ -79,8 +79,11 @@ bool time_epoch_to_ms(double epoch, enum time_precision p, int64_t *ms)
     static const double scale[] = {1e-6, 1e-3, 1.0, 1e3};
     if (!isfinite(epoch))
         return false;
-    /* 1.001 s is 1000.9999999999999 ms in binary: a tolerance far below 1 ms keeps it 1001 */
-    double v = floor(epoch * scale[p] + 1e-6);
+    /* 1.001 s is 1000.9999999999999 ms in binary: a tolerance far below 1 ms keeps it 1001. It
+     * grows with the value (a double holds about 16 digits: 1796008000.625 s can come out as
+     * 1796008000624.9998 ms), and stays under a thousandth of a millisecond for any date. */
+    double x = epoch * scale[p];
+    double v = floor(x + 1e-6 + fabs(x) * 1e-15);
     if (v < (double)MS_MIN || v > (double)MS_MAX)
         return false;
     *ms = (int64_t)v;
