@@ -1192,7 +1192,7 @@ static void config_errors(void **state)
          "path"},
         {"alerting:\n  receivers:\n    - name: am\n      alertmanager: {url: \"http://x:9093\", "
          "send_resolved: false}\n  route: {receiver: am}\n",
-         "4: receivers[0].alertmanager: unknown key 'send_resolved' (known: url, timeout)"},
+         "4: receivers[0].alertmanager: unknown key 'send_resolved' (known: url, ca_file, timeout)"},
         {"alerting:\n  receivers: [\n", "3: "},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
