@@ -84,6 +84,7 @@ int collect_filesystem(struct host_collector *c, int64_t mono_ms, struct samples
     if (!text)
         return E_IO;
     struct seen_sources seen = {.n = 0};
+    bool root_seen = false;
     for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
         char source[SAMPLE_LABEL_MAX], mount[SAMPLE_LABEL_MAX], type[64];
         if (sscanf(p, "%255s %255s %63s", source, mount, type) != 3 || skipped(type))
@@ -93,6 +94,12 @@ int collect_filesystem(struct host_collector *c, int64_t mono_ms, struct samples
         if (statvfs(mount, &st) != 0 || st.f_blocks == 0 || !first_time(&seen, source))
             continue;
         add_mount(out, mount, &st);
+        root_seen |= strcmp(mount, "/") == 0;
     }
+    /* in a chroot (and some containers) the root is no mount of /proc/mounts; it still holds
+     * what the host writes, so it is always reported */
+    struct statvfs st;
+    if (!root_seen && !c->root[0] && statvfs("/", &st) == 0 && st.f_blocks > 0)
+        add_mount(out, "/", &st);
     return 0;
 }
