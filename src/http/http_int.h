@@ -64,6 +64,7 @@ struct http_server {
     unsigned in_flight;
     bool stopping;
     struct http_limits *limits; /* http_limits.c */
+    struct http_conns *conns;   /* http_conns.c */
 };
 
 /* ---- limits (http_limits.c; docs/security.md, "Limits") ---------------------------------- */
@@ -123,13 +124,35 @@ void http_source_note(struct http_server *srv, const struct http_source *src, ui
  * E_IO with a message naming the option and the file. Free with http_tls_free(). */
 int http_tls_new(struct http_tls **out, const struct config *cfg, struct err *e);
 void http_tls_free(struct http_tls **t);
-/* Writes the libmicrohttpd options that serve t (certificate callback, TLS 1.2+ priorities,
- * connection notification) into out, which has room for HTTP_TLS_OPTIONS_MAX; returns how
- * many (0 when t is NULL). Start the daemon with MHD_USE_TLS when it is not 0. */
-#define HTTP_TLS_OPTIONS_MAX 3
+/* Writes the libmicrohttpd options that serve t (certificate callback, TLS 1.2+ priorities)
+ * into out, which has room for HTTP_TLS_OPTIONS_MAX; returns how many (0 when t is NULL). Start
+ * the daemon with MHD_USE_TLS when it is not 0. */
+#define HTTP_TLS_OPTIONS_MAX 2
 size_t http_tls_options(struct http_tls *t, struct MHD_OptionItem *out);
+/* A connection's TLS state, made when it opens and given back when it closes (http_conns.c
+ * holds it; the close of a connection whose handshake never got to the certificate is logged
+ * and counted). */
+void *http_tls_conn_open(struct http_tls *t);
+void http_tls_conn_closed(struct http_tls *t, struct MHD_Connection *conn, void *state);
 /* Appends t's series to /metrics (nothing when t is NULL). */
 void http_tls_metrics(struct http_tls *t, struct buf *out);
+
+/* Open connections (http_conns.c): counted, and the one idle longest is closed when fewer than
+ * a headroom of max_connections' places is free, so idle and slow clients cannot fill them. tls
+ * (or NULL) gets each connection's TLS state. Free with http_conns_free(). */
+struct http_conns;
+int http_conns_new(struct http_conns **out, unsigned max_connections, struct http_tls *tls,
+                   struct err *e);
+void http_conns_free(struct http_conns **c);
+/* Writes the libmicrohttpd option that reports connections to c into out (room for 1). */
+size_t http_conns_options(struct http_conns *c, struct MHD_OptionItem *out);
+/* A request of conn began (it is not idle until its answer went out, http_conns_idle). */
+void http_conns_busy(struct http_conns *c, struct MHD_Connection *conn);
+void http_conns_idle(struct http_conns *c, struct MHD_Connection *conn);
+/* The TLS state http_tls_conn_open gave conn, or NULL. */
+void *http_conns_tls_state(struct MHD_Connection *conn);
+/* Appends the open and taken-back counts to /metrics. */
+void http_conns_metrics(struct http_conns *c, struct buf *out);
 
 /* Handlers. */
 void handle_healthz(struct http_server *srv, struct request *req, struct response *res);

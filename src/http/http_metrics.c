@@ -170,6 +170,7 @@ void metrics_write(struct http_server *srv, struct buf *out)
     pthread_mutex_unlock(&srv->metrics.lock);
     http_auth_metrics(srv, out);
     http_limits_metrics(srv->limits, out);
+    http_conns_metrics(srv->conns, out);
     header(out, "opsdb_database_size_bytes", "gauge", "Bytes the database occupies on disk.");
     buf_printf(out, "opsdb_database_size_bytes %lld\n",
                (long long)store_size_bytes(srv->deps.store));

@@ -154,6 +154,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         lower_thread_priority();
         clock_gettime(CLOCK_MONOTONIC, &req->started);
         req->conn = conn;
+        http_conns_busy(srv->conns, conn);
         req->method = method;
         req->url = url;
         buf_init(&req->body, (size_t)srv->deps.cfg->max_body_bytes);
@@ -195,12 +196,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)conn;
     (void)toe;
     struct http_server *srv = cls;
     struct request *req = *con_cls;
     if (!req)
         return;
+    http_conns_idle(srv->conns, conn);
     if (req->in_flight) {
         pthread_mutex_lock(&srv->drain_lock);
         if (--srv->in_flight == 0)
@@ -272,9 +273,16 @@ int http_start(struct http_server **out, const struct http_deps *deps, struct er
         free(srv);
         return rc;
     }
-    struct MHD_OptionItem tls_options[HTTP_TLS_OPTIONS_MAX + 1];
-    size_t ntls = http_tls_options(srv->tls, tls_options);
-    tls_options[ntls] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    if ((rc = http_conns_new(&srv->conns, (unsigned)deps->cfg->max_connections, srv->tls, e))) {
+        http_tls_free(&srv->tls);
+        http_limits_free(&srv->limits);
+        free(srv);
+        return rc;
+    }
+    struct MHD_OptionItem more_options[HTTP_TLS_OPTIONS_MAX + 2];
+    size_t ntls = http_tls_options(srv->tls, more_options);
+    size_t nmore = ntls + http_conns_options(srv->conns, more_options + ntls);
+    more_options[nmore] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     size_t nroutes;
     http_routes(&nroutes);
     metrics_init(&srv->metrics, nroutes);
@@ -292,8 +300,9 @@ int http_start(struct http_server **out, const struct http_deps *deps, struct er
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_client,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)((cfg->connection_timeout_ms + 999) / 1000),
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, conn_memory, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-        srv, MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
+        srv, MHD_OPTION_ARRAY, more_options, MHD_OPTION_END);
     if (!srv->daemon) {
+        http_conns_free(&srv->conns);
         http_limits_free(&srv->limits);
         metrics_release(&srv->metrics);
         http_tls_free(&srv->tls);
@@ -332,6 +341,7 @@ void http_stop(struct http_server **sp)
     MHD_stop_daemon(s->daemon);
     pthread_cond_destroy(&s->drained);
     pthread_mutex_destroy(&s->drain_lock);
+    http_conns_free(&s->conns);
     http_limits_free(&s->limits);
     metrics_release(&s->metrics);
     http_tls_free(&s->tls);

@@ -8,7 +8,7 @@
  * server instead answers GnuTLS's certificate callback (MHD_OPTION_HTTPS_CERT_CALLBACK) from
  * here: each handshake gets the pair loaded last. The callback has no argument of its own; it
  * finds this struct through the connection (GnuTLS's session pointer is the MHD_Connection,
- * whose socket context on_connection() set when the connection was accepted).
+ * whose TLS state http_tls_conn_open() made when the connection was accepted).
  *
  * A pair that was served once is kept until the server stops: GnuTLS does not copy what the
  * callback returns, and a session that began with the old pair may still refer to it. Reloads
@@ -155,7 +155,7 @@ static struct tls_pair *pair_load(const char *cert_path, const char *key_path, s
     return p;
 }
 
-/* What a connection's socket context points to (set by on_connection). */
+/* A connection's TLS state (http_tls_conn_open). */
 struct tls_conn {
     struct http_tls *t;
     atomic_bool cert_sent; /* the handshake got as far as the server's certificate */
@@ -169,9 +169,7 @@ static int retrieve_cert(gnutls_session_t session, const gnutls_datum_t *req_ca_
 {
     (void)req_ca_dn, (void)nreqs, (void)pk_algos, (void)pk_algos_length;
     struct MHD_Connection *conn = gnutls_session_get_ptr(session);
-    const union MHD_ConnectionInfo *ci =
-        conn ? MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT) : NULL;
-    struct tls_conn *tc = ci ? ci->socket_context : NULL;
+    struct tls_conn *tc = http_conns_tls_state(conn);
     if (!tc)
         return -1; /* not one of ours: the handshake fails */
     struct http_tls *t = tc->t;
@@ -205,26 +203,25 @@ static void peer_text(struct MHD_Connection *conn, char *out, size_t size)
     snprintf(out, size, sa && sa->sa_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, port);
 }
 
-/* MHD_OPTION_NOTIFY_CONNECTION: a new connection gets a tls_conn as its socket context (for
- * retrieve_cert). One that closes before the handshake reached the certificate is logged with
- * its peer and counted: plain HTTP to the HTTPS port, a client that offers only TLS 1.0 or 1.1
- * or no cipher suite in common. (The GnuTLS session is not looked at here: libmicrohttpd may
- * have freed it by the time it reports the close.) */
-static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
-                          enum MHD_ConnectionNotificationCode toe)
+/* A new connection's TLS state, kept by http_conns.c (for retrieve_cert); NULL when out of
+ * memory, and then its handshake fails (retrieve_cert finds no state: no certificate to send). */
+void *http_tls_conn_open(struct http_tls *t)
 {
-    struct http_tls *t = cls;
-    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-        struct tls_conn *tc = calloc(1, sizeof *tc);
-        if (tc) { /* without it the handshake fails (retrieve_cert): no certificate to send */
-            tc->t = t;
-            atomic_init(&tc->cert_sent, false);
-        }
-        *socket_context = tc;
-        return;
+    struct tls_conn *tc = calloc(1, sizeof *tc);
+    if (tc) {
+        tc->t = t;
+        atomic_init(&tc->cert_sent, false);
     }
-    struct tls_conn *tc = *socket_context;
-    *socket_context = NULL;
+    return tc;
+}
+
+/* A connection that closes before the handshake reached the certificate is logged with its peer
+ * and counted: plain HTTP to the HTTPS port, a client that offers only TLS 1.0 or 1.1 or no
+ * cipher suite in common. (The GnuTLS session is not looked at here: libmicrohttpd may have
+ * freed it by the time it reports the close.) */
+void http_tls_conn_closed(struct http_tls *t, struct MHD_Connection *conn, void *state)
+{
+    struct tls_conn *tc = state;
     bool failed = !tc || !atomic_load(&tc->cert_sent);
     free(tc);
     if (!failed)
@@ -245,8 +242,7 @@ size_t http_tls_options(struct http_tls *t, struct MHD_OptionItem *out)
     /* libmicrohttpd takes each option's value as a pointer here, functions included */
     out[0] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_CERT_CALLBACK, 0, (void *)retrieve_cert};
     out[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)TLS_PRIORITIES};
-    out[2] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, t};
-    return 3;
+    return 2;
 }
 
 static void log_loaded(const char *what, const struct http_tls *t, const struct tls_pair *p)

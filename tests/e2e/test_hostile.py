@@ -32,8 +32,9 @@ def timed_request(srv, path="/api/v1/schema"):
 
 
 def test_slowloris_and_idle_connections_leave_service_for_others(server_factory):
-    srv = server_factory("--set", f"http.max_connections={IDLE_CONNECTIONS + 200}",
-                         "--set", "http.connection_timeout=30s")
+    """With the default http.max_connections (256), far below the 1,000 idle connections: the
+    server takes back the connections idle longest as new ones arrive, so others are served."""
+    srv = server_factory()
     stop = threading.Event()
     slow_sent = [0]
 
@@ -61,7 +62,7 @@ def test_slowloris_and_idle_connections_leave_service_for_others(server_factory)
         for i in range(IDLE_CONNECTIONS):
             source = f"127.0.{2 + i // (IDLE_PER_ADDRESS * 250)}.{2 + (i // IDLE_PER_ADDRESS) % 250}"
             idle.append(connect(srv.port, source))
-        # the idle connections are held and the slow ones are still sending: normal requests
+        # the idle connections were opened and the slow ones are still sending: normal requests
         # from 127.0.0.1 are served within the bound, over new connections every time
         slowest = 0.0
         for _ in range(20):
@@ -70,9 +71,14 @@ def test_slowloris_and_idle_connections_leave_service_for_others(server_factory)
             slowest = max(slowest, took)
         assert slowest < NORMAL_BOUND_S, f"a normal request took {slowest:.2f} s"
         assert slow_sent[0] > 20, "the slow clients did not get to send"
-        # the server holds them all (none was refused for lack of room)
-        alive = sum(1 for s in idle[:50] if not _closed(s))
-        assert alive == 50
+        # room was made by closing the oldest idle connections, and only as much as needed: the
+        # newest idle ones are still open
+        assert all(_closed(s) for s in idle[:50]), "the oldest idle connections are still open"
+        newest_open = sum(1 for s in idle[-50:] if not _closed(s))
+        assert newest_open >= 40, f"only {newest_open} of the 50 newest idle connections are open"
+        taken_back = metric(srv, "opsdb_http_connections_taken_back_total")
+        assert taken_back >= IDLE_CONNECTIONS - 256, taken_back
+        assert metric(srv, "opsdb_http_connections_open") <= 256
     finally:
         stop.set()
         for s in idle:
@@ -80,6 +86,44 @@ def test_slowloris_and_idle_connections_leave_service_for_others(server_factory)
         for t in slow:
             t.join(timeout=10)
     assert timed_request(srv, "/healthz")[0] == 200
+
+
+def metric(srv, name):
+    for line in requests.get(srv.url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not in /metrics")
+
+
+def test_a_request_being_answered_is_never_taken_back(server_factory):
+    """Near the limit, only idle connections are closed: a keep-alive connection between
+    requests may be, one whose request is being answered is not."""
+    srv = server_factory("--set", "http.max_connections=16")
+    # a slow query holds its connection busy while new connections arrive
+    result = {}
+
+    def slow_query():
+        t0 = time.monotonic()
+        r = requests.post(srv.url + "/api/v1/query", timeout=30, data=(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+            "WHERE x < 1000000) SELECT count(*) AS n FROM c"))
+        result["took"] = time.monotonic() - t0
+        result["status"] = r.status_code
+        result["body"] = r.json()
+
+    t = threading.Thread(target=slow_query)
+    t.start()
+    time.sleep(0.2)
+    idle = [connect(srv.port, f"127.0.3.{i + 2}") for i in range(40)]
+    t.join(timeout=30)
+    try:
+        assert result.get("status") == 200, result
+        assert result["body"]["rows"][0]["n"] == 1000000, result
+        assert result["took"] > 0.3, "the query was over before the connections arrived"
+        assert timed_request(srv)[0] == 200
+    finally:
+        for s in idle:
+            s.close()
 
 
 def _closed(sock):
