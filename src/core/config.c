@@ -317,6 +317,10 @@ static const struct option options[] = {
            "whether HTTP requests need a token (docs/security.md): required, off (on an address "
            "that is not loopback only with `opsdb serve --insecure`), or auto: off when listen "
            "is a loopback address, required on any other (`opsdb serve --auth`)"),
+    STR("http.allowed_origins", allowed_origins, "",
+        "origins (scheme://host[:port], comma-separated) besides the server's own whose web "
+        "pages may send requests that change state; a browser request from any other origin "
+        "is refused with 403 (docs/security.md)"),
     STR("tls.cert", tls_cert, "",
         "`opsdb serve` answers HTTPS only, with this certificate (PEM: the server's certificate "
         "first, then its intermediates; `--tls-cert`); reread on SIGHUP. Needs tls.key; empty: "

@@ -447,6 +447,8 @@ struct config {
     char alert_ca_file[4096];           /* receivers that give no ca_file of their own */
     char ca_file[4096];                 /* the CLI's requests to a server (--ca-file) */
     int64_t auth_session_ttl_ms;        /* auth.session_ttl: dashboard sessions' lifetime */
+    char allowed_origins[2048];         /* http.allowed_origins: other origins whose pages may send
+                                           requests that change state, comma-separated */
     /* limits on what clients send (docs/security.md, "Limits") */
     int64_t max_header_bytes;           /* http.max_header_bytes */
     int64_t max_connections_per_client; /* 0 = none */

@@ -177,6 +177,69 @@ static void refuse(struct http_server *srv, struct request *req, struct response
                                                     .detail = auth_result_name(r)});
 }
 
+/* Whether origin ("scheme://host[:port]") is one of the comma-separated origins of list. */
+static bool origin_listed(const char *list, const char *origin)
+{
+    size_t n = strlen(origin);
+    for (const char *s = list; *s;) {
+        s += strspn(s, " ");
+        size_t len = strcspn(s, ",");
+        size_t trimmed = len;
+        while (trimmed && s[trimmed - 1] == ' ')
+            trimmed--;
+        if (trimmed == n && strncasecmp(s, origin, n) == 0)
+            return true;
+        s += len + (s[len] == ',');
+    }
+    return false;
+}
+
+/* Browsers send Origin with every request a page makes that is not a GET or HEAD; other clients
+ * send none. A page from another origin must not change state here, even with auth off: a page
+ * on the open web could otherwise write to (or silence the alerts of) a server on the visitor's
+ * loopback through a simple cross-site POST, which needs no CORS approval. The server's own
+ * origin is the one whose host[:port] is the request's Host. True when res holds the 403. */
+static bool refuse_cross_origin(struct http_server *srv, struct request *req, struct response *res)
+{
+    if (strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0 ||
+        strcmp(req->method, "OPTIONS") == 0)
+        return false;
+    const char *origin = request_header(req, "Origin");
+    if (!origin)
+        return false;
+    const char *host = request_header(req, MHD_HTTP_HEADER_HOST);
+    const char *sep = strstr(origin, "://");
+    if ((sep && host && strcasecmp(sep + 3, host) == 0) ||
+        origin_listed(srv->deps.cfg->allowed_origins, origin))
+        return false;
+    char msg[400], peer[INET6_ADDRSTRLEN + 16];
+    snprintf(msg, sizeof msg,
+             "a page of origin %.100s may not change state on this server (a cross-site "
+             "request); list that origin in http.allowed_origins to allow it",
+             origin);
+    respond_error(res, 403, msg, NULL);
+    peer_of(req, peer, sizeof peer);
+    log_warn("auth: %s %s from %s refused (403): cross-site request from origin %.100s",
+             req->method, route_info_at(req->route)->path, peer, origin);
+    return true;
+}
+
+/* A token made with --tables calls a route that changes one of opsdb's state tables only when
+ * that table is in its list. True when res holds the 403. */
+static bool refuse_out_of_scope(struct request *req, const struct route_info *ri,
+                                struct response *res)
+{
+    const char *writes = route_writes(req->route);
+    if (!writes || auth_may_write_table(&req->principal, writes))
+        return false;
+    char msg[400];
+    snprintf(msg, sizeof msg,
+             "the token of user %s may write only the tables %.200s; %s %s changes %s",
+             req->principal.user, req->principal.tables, ri->method, ri->path, writes);
+    respond_error(res, 403, msg, NULL);
+    return true;
+}
+
 void http_auth_run(struct http_server *srv, struct request *req, struct response *res)
 {
     const struct route_info *ri = route_info_at(req->route);
@@ -189,6 +252,8 @@ void http_auth_run(struct http_server *srv, struct request *req, struct response
         respond_error(res, 500, "this route has no role: it is refused until it has one", NULL);
         return;
     }
+    if (refuse_cross_origin(srv, req, res))
+        return;
     if (!srv->deps.auth) {
         req->principal = (struct auth_principal){.role = AUTH_ADMIN};
     } else {
@@ -198,6 +263,8 @@ void http_auth_run(struct http_server *srv, struct request *req, struct response
             return;
         }
     }
+    if (refuse_out_of_scope(req, ri, res))
+        return;
     route_handler_at(req->route)(srv, req, res);
     if (!route_audited(req->route) || !srv->deps.auth)
         return;

@@ -88,6 +88,9 @@ route_handler route_handler_at(int i);
 const struct route_info *route_info_at(int i);
 /* Whether a request to route i is recorded in the audit log (admin actions). */
 bool route_audited(int i);
+/* The state table route i changes, which a token made with --tables must list to call it, or
+ * NULL (no such table, or the handler checks the table of each request). */
+const char *route_writes(int i);
 /* The methods routes accept on url, comma-separated (for the Allow header of a 405). */
 void route_allowed_methods(const char *url, char *out, size_t size);
 

@@ -139,14 +139,42 @@ static const char *const audited_routes[] = {
     "POST /api/v1/jobs/{name}/resume", NULL,
 };
 
-bool route_audited(int i)
+/* Whether "METHOD path" names route i. */
+static bool names_route(const char *spec, int i)
 {
     size_t m = strlen(routes[i].info.method);
+    return strncmp(spec, routes[i].info.method, m) == 0 && spec[m] == ' ' &&
+           strcmp(spec + m + 1, routes[i].info.path) == 0;
+}
+
+bool route_audited(int i)
+{
     for (const char *const *a = audited_routes; *a; a++)
-        if (strncmp(*a, routes[i].info.method, m) == 0 && (*a)[m] == ' ' &&
-            strcmp(*a + m + 1, routes[i].info.path) == 0)
+        if (names_route(*a, i))
             return true;
     return false;
+}
+
+/* The writer routes that change one of opsdb's state tables (the ingestion routes check the
+ * table of each request themselves): a token made with --tables calls them only when the
+ * table is in its list. */
+static const struct {
+    const char *route, *table;
+} route_tables[] = {
+    {"POST /api/v1/alerts/{id}/ack", "alert_history"},
+    {"POST /api/v1/silences", "silences"},
+    {"DELETE /api/v1/silences/{id}", "silences"},
+    {"POST /api/v1/jobs/{name}/start", "job_runs"},
+    {"POST /api/v1/jobs/{name}/success", "job_runs"},
+    {"POST /api/v1/jobs/{name}/fail", "job_runs"},
+};
+
+const char *route_writes(int i)
+{
+    for (size_t k = 0; k < sizeof route_tables / sizeof route_tables[0]; k++)
+        if (names_route(route_tables[k].route, i))
+            return route_tables[k].table;
+    return NULL;
 }
 
 /* Matches path against a pattern; "{name}" takes one non-empty segment, at the end or between

@@ -268,6 +268,63 @@ def test_scoped_writer_token_writes_only_its_tables(auth_env):
     assert r.status_code == 403 and "system_metrics" in r.json()["error"]
 
 
+def test_scoped_token_calls_state_routes_only_for_its_tables(auth_env, run_cli, tmp_db):
+    """Acks, silences and job pings change opsdb's state tables: a token made with --tables
+    calls them only when it lists that table."""
+    srv, tokens = auth_env
+    s = tokens["scoped"]  # api_usage only
+    silence = {"matchers": "alertname=X", "duration": "1h",
+               "created_by": "t"}
+    for method, path, body, table in (
+            ("POST", "/api/v1/alerts/nosuchid/ack", None, "alert_history"),
+            ("POST", "/api/v1/silences", silence, "silences"),
+            ("DELETE", "/api/v1/silences/nosuchid", None, "silences"),
+            ("POST", "/api/v1/jobs/nightly-export/start", None, "job_runs"),
+            ("POST", "/api/v1/jobs/nightly-export/success", None, "job_runs"),
+            ("POST", "/api/v1/jobs/nightly-export/fail", None, "job_runs")):
+        r = srv.request(method, path, json=body, headers=bearer(s))
+        assert r.status_code == 403, (path, r.text)
+        assert table in r.json()["error"] and "api_usage" in r.json()["error"]
+    # the heartbeat is the ingestion's own: any writer token sends it
+    r = srv.post("/api/v1/heartbeat", json={"sources": [{"kind": "http", "name": "s1"}]},
+                 headers=bearer(s))
+    assert r.status_code == 200, r.text
+    # a token that lists job_runs pings jobs, and still may not silence
+    pinger = make_token(run_cli, tmp_db, "u-writer", "--tables", "api_usage,job_runs")
+    time.sleep(1.1)  # the server's token cache takes the CLI's new token
+    assert srv.post("/api/v1/jobs/nightly-export/success", headers=bearer(pinger)).status_code \
+        == 200
+    assert srv.post("/api/v1/silences", json=silence,
+                    headers=bearer(pinger)).status_code == 403
+    assert srv.post("/api/v1/silences", json=silence,
+                    headers=bearer(tokens["writer"])).status_code == 200
+
+
+def test_pages_of_other_origins_may_not_change_state(server_factory):
+    """With auth off (loopback), a browser page of another origin could otherwise write through
+    a simple cross-site POST: a request whose Origin is not the server's own, nor listed in
+    http.allowed_origins, is refused when it would change state."""
+    srv = server_factory("--set", "http.allowed_origins=https://grafana.example.com")
+    rows = [{"ts": now_ms() - 1000, "method": "GET", "endpoint": "/origin", "status_code": 200}]
+    before = srv.get("/api/v1/query", params={"sql": "SELECT count(*) AS n FROM api_usage"})
+    r = srv.post("/api/v1/ingest/api_usage", json=rows,
+                 headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403 and "evil.example" in r.json()["error"]
+    assert "http.allowed_origins" in r.json()["error"]
+    r = srv.post("/api/v1/silences", data="{}", headers={"Origin": "null",
+                                                         "Content-Type": "text/plain"})
+    assert r.status_code == 403
+    after = srv.get("/api/v1/query", params={"sql": "SELECT count(*) AS n FROM api_usage"})
+    assert after.json()["rows"] == before.json()["rows"]
+    # reading from another origin is not refused (the browser keeps the answer from the page)
+    assert srv.get("/api/v1/views", headers={"Origin": "https://evil.example"}).status_code == 200
+    # the server's own pages, a listed origin, and clients that send no Origin write
+    own = f"http://127.0.0.1:{srv.port}"
+    for headers in ({"Origin": own}, {"Origin": "https://grafana.example.com"}, {}):
+        r = srv.post("/api/v1/ingest/api_usage", json=rows, headers=headers)
+        assert r.status_code == 200, (headers, r.text)
+
+
 def test_ingest_refuses_auth_tables_with_auth_off(server):
     """The harness' server (127.0.0.1, auth off): the auth tables stay closed to ingestion."""
     r = server.post("/api/v1/ingest/users", json=[{"ts": now_ms(), "name": "x", "role": "admin",
@@ -453,7 +510,7 @@ def test_secrets_never_leave_the_client(auth_env, run_cli, tmp_db):
     (["user", "frobnicate"], 2, "expected add"),
     (["token", "create", "nobody"], 1, "no user 'nobody'"),
     (["token", "create", "admin", "--expires", "soon"], 2, "is not a duration"),
-    (["token", "create", "admin", "--tables", "users"], 1, "not a table clients write"),
+    (["token", "create", "admin", "--tables", "users"], 1, "not a table a token can be limited to"),
     (["token", "revoke", "nope"], 1, "is not a token id"),
     (["token", "revoke", "abcdefabcdef"], 1, "no token with id 'abcdefabcdef'"),
     (["token", "list", "--format", "xml"], 2, "--format"),
