@@ -349,6 +349,10 @@ static const struct option options[] = {
     DUR("http.connection_timeout", connection_timeout_ms, "30s", 1000, 3600000,
         "an HTTP connection on which nothing arrives or is taken for this long is closed (an "
         "idle keep-alive connection, a client that stopped sending its request)"),
+    DUR("http.request_timeout", request_timeout_ms, "60s", 1000, 3600000,
+        "a request must have arrived whole (line, headers and body) this long after its "
+        "connection was ready for it (the connect, or the previous answer); a client that "
+        "sends it slower, even a byte at a time, has its connection closed"),
     INTO("http.rate_limit", rate_limit, "0", 0, 1000000,
          "requests per second one client may make on average (a token bucket per bearer token, "
          "or per address for requests without one); beyond it 429 with Retry-After "

@@ -453,6 +453,7 @@ struct config {
     int64_t max_header_bytes;           /* http.max_header_bytes */
     int64_t max_connections_per_client; /* 0 = none */
     int64_t connection_timeout_ms;
+    int64_t request_timeout_ms; /* http.request_timeout: the whole request must arrive in it */
     int64_t rate_limit, rate_limit_burst; /* requests/s per client (0 = off); bucket size */
     int64_t max_json_depth, max_string_bytes;
     int64_t max_series_per_metric, max_labels; /* 0 = no limit */

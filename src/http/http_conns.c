@@ -16,21 +16,29 @@
  * request at once is only taken back if a flood opens the headroom's worth of connections
  * between its connect and its request.
  *
- * Idle connections sit in a list in the order they became idle, so the one to take back is its
- * head. Taking back is shutdown(2) of the connection's socket: its thread then reads the end of
- * the stream and libmicrohttpd closes it as any connection the client closed. The socket stays
- * valid while it is in the list: libmicrohttpd reports the close (on_connection, which takes
- * the lock) before it closes the descriptor.
+ * The same list bounds how long a request may take to arrive (http.request_timeout): once a
+ * second, connections idle for longer are closed, whatever trickle of bytes keeps
+ * libmicrohttpd's own timeout (http.connection_timeout, reset by every byte) from firing. That
+ * is what stops a slowloris client that sends a header byte every few seconds. (A body that
+ * trickles in is timed by the request's handler, http_server.c.)
+ *
+ * Idle connections sit in a list in the order they became idle, so the one to take back, or to
+ * time out, is its head. Taking back is shutdown(2) of the connection's socket: its thread then
+ * reads the end of the stream and libmicrohttpd closes it as any connection the client closed. The
+ * socket stays valid while it is in the list: libmicrohttpd reports the close (on_connection, which
+ * takes the lock) before it closes the descriptor.
  */
 #include "http/http_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <time.h>
 
 struct http_conn {
     struct http_conn *prev, *next; /* in the idle list while idle and not taken back */
     MHD_socket fd;
+    int64_t idle_since_ms; /* monotonic */
     bool idle, evicted;
     void *tls; /* http_tls.c's state of the connection, or NULL */
 };
@@ -40,17 +48,52 @@ struct http_conns {
     unsigned max, headroom;
     unsigned open;
     struct http_conn *idle_head, *idle_tail; /* idle longest first */
-    uint64_t evicted;
+    uint64_t evicted, timed_out;
     struct http_tls *tls;
+    int64_t request_timeout_ms;
+    pthread_t reaper;
+    pthread_cond_t wake;
+    bool reaper_started, stopping;
 };
 
-int http_conns_new(struct http_conns **out, unsigned max_connections, struct http_tls *tls,
-                   struct err *e)
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Closes hc's connection (its thread sees the end of the stream). Under c->lock. */
+static void take_back(struct http_conns *c, struct http_conn *hc);
+
+/* Once a second: the connections idle longer than http.request_timeout are closed. */
+static void *reap(void *arg)
+{
+    struct http_conns *c = arg;
+    pthread_mutex_lock(&c->lock);
+    while (!c->stopping) {
+        int64_t now = mono_ms();
+        while (c->idle_head && now - c->idle_head->idle_since_ms >= c->request_timeout_ms) {
+            c->timed_out++;
+            take_back(c, c->idle_head);
+        }
+        struct timespec until;
+        time_deadline(&until, 1000);
+        pthread_cond_timedwait(&c->wake, &c->lock, &until);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+int http_conns_new(struct http_conns **out, unsigned max_connections, int64_t request_timeout_ms,
+                   struct http_tls *tls, struct err *e)
 {
     struct http_conns *c = calloc(1, sizeof *c);
     if (!c)
         return err_set(e, E_NOMEM, "out of memory");
     pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->wake, NULL);
+    c->request_timeout_ms = request_timeout_ms;
     c->max = max_connections;
     /* enough free places for a burst of new clients while the taken-back ones close */
     c->headroom = max_connections / 8;
@@ -59,6 +102,11 @@ int http_conns_new(struct http_conns **out, unsigned max_connections, struct htt
     if (c->headroom > 64)
         c->headroom = 64;
     c->tls = tls;
+    if (pthread_create(&c->reaper, NULL, reap, c) != 0) {
+        http_conns_free(&c);
+        return err_set(e, E_NOMEM, "cannot start the HTTP request-timeout thread");
+    }
+    c->reaper_started = true;
     *out = c;
     return 0;
 }
@@ -68,6 +116,14 @@ void http_conns_free(struct http_conns **cp)
     struct http_conns *c = *cp;
     if (!c)
         return;
+    if (c->reaper_started) {
+        pthread_mutex_lock(&c->lock);
+        c->stopping = true;
+        pthread_cond_signal(&c->wake);
+        pthread_mutex_unlock(&c->lock);
+        pthread_join(c->reaper, NULL);
+    }
+    pthread_cond_destroy(&c->wake);
     pthread_mutex_destroy(&c->lock);
     free(c);
     *cp = NULL;
@@ -92,6 +148,7 @@ static void unlink_idle(struct http_conns *c, struct http_conn *hc)
 static void append_idle(struct http_conns *c, struct http_conn *hc)
 {
     hc->idle = true;
+    hc->idle_since_ms = mono_ms();
     hc->prev = c->idle_tail;
     hc->next = NULL;
     if (c->idle_tail)
@@ -110,10 +167,15 @@ static void make_room(struct http_conns *c, const struct http_conn *arrived)
     struct http_conn *oldest = c->idle_head;
     if (!oldest || oldest == arrived)
         return;
-    unlink_idle(c, oldest);
-    oldest->evicted = true;
     c->evicted++;
-    shutdown(oldest->fd, SHUT_RDWR);
+    take_back(c, oldest);
+}
+
+static void take_back(struct http_conns *c, struct http_conn *hc)
+{
+    unlink_idle(c, hc);
+    hc->evicted = true;
+    shutdown(hc->fd, SHUT_RDWR);
 }
 
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
@@ -185,6 +247,13 @@ void http_conns_idle(struct http_conns *c, struct MHD_Connection *conn)
     pthread_mutex_unlock(&c->lock);
 }
 
+void http_conns_count_timeout(struct http_conns *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->timed_out++;
+    pthread_mutex_unlock(&c->lock);
+}
+
 void *http_conns_tls_state(struct MHD_Connection *conn)
 {
     struct http_conn *hc = conn_of(conn);
@@ -195,7 +264,7 @@ void http_conns_metrics(struct http_conns *c, struct buf *out)
 {
     pthread_mutex_lock(&c->lock);
     unsigned open = c->open;
-    uint64_t evicted = c->evicted;
+    uint64_t evicted = c->evicted, timed_out = c->timed_out;
     pthread_mutex_unlock(&c->lock);
     buf_printf(out,
                "# HELP opsdb_http_connections_open HTTP connections open now.\n"
@@ -204,6 +273,10 @@ void http_conns_metrics(struct http_conns *c, struct buf *out)
                "# HELP opsdb_http_connections_taken_back_total Idle HTTP connections closed to "
                "make room for new ones near http.max_connections.\n"
                "# TYPE opsdb_http_connections_taken_back_total counter\n"
-               "opsdb_http_connections_taken_back_total %llu\n",
-               open, (unsigned long long)evicted);
+               "opsdb_http_connections_taken_back_total %llu\n"
+               "# HELP opsdb_http_requests_timed_out_total Connections closed because their "
+               "request did not arrive whole within http.request_timeout.\n"
+               "# TYPE opsdb_http_requests_timed_out_total counter\n"
+               "opsdb_http_requests_timed_out_total %llu\n",
+               open, (unsigned long long)evicted, (unsigned long long)timed_out);
 }

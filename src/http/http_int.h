@@ -141,11 +141,14 @@ void http_tls_conn_closed(struct http_tls *t, struct MHD_Connection *conn, void 
 void http_tls_metrics(struct http_tls *t, struct buf *out);
 
 /* Open connections (http_conns.c): counted, and the one idle longest is closed when fewer than
- * a headroom of max_connections' places is free, so idle and slow clients cannot fill them. tls
- * (or NULL) gets each connection's TLS state. Free with http_conns_free(). */
+ * a headroom of max_connections' places is free, so idle and slow clients cannot fill them;
+ * one idle for request_timeout_ms (its request has not arrived whole) is closed too. tls (or
+ * NULL) gets each connection's TLS state. Free with http_conns_free(). */
 struct http_conns;
-int http_conns_new(struct http_conns **out, unsigned max_connections, struct http_tls *tls,
-                   struct err *e);
+int http_conns_new(struct http_conns **out, unsigned max_connections, int64_t request_timeout_ms,
+                   struct http_tls *tls, struct err *e);
+/* Counts a request whose body did not arrive within http.request_timeout. */
+void http_conns_count_timeout(struct http_conns *c);
 void http_conns_free(struct http_conns **c);
 /* Writes the libmicrohttpd option that reports connections to c into out (room for 1). */
 size_t http_conns_options(struct http_conns *c, struct MHD_OptionItem *out);

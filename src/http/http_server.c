@@ -176,6 +176,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (*upload_size) {
+        if (elapsed(&req->started) * 1000 > (double)srv->deps.cfg->request_timeout_ms) {
+            /* a body trickling in: the connection is closed without an answer (libmicrohttpd
+             * cannot send one before the body has been read) */
+            char peer[INET6_ADDRSTRLEN + 16];
+            http_peer_name(req, peer, sizeof peer);
+            log_warn("http: %s %s from %s: the body did not arrive within http.request_timeout; "
+                     "connection closed",
+                     req->method, req->url, peer);
+            http_conns_count_timeout(srv->conns);
+            return MHD_NO;
+        }
         if (!req->body_too_large && buf_append(&req->body, upload_data, *upload_size) != 0) {
             req->body_too_large = true;
             buf_release(&req->body);
@@ -273,7 +284,8 @@ int http_start(struct http_server **out, const struct http_deps *deps, struct er
         free(srv);
         return rc;
     }
-    if ((rc = http_conns_new(&srv->conns, (unsigned)deps->cfg->max_connections, srv->tls, e))) {
+    if ((rc = http_conns_new(&srv->conns, (unsigned)deps->cfg->max_connections,
+                             deps->cfg->request_timeout_ms, srv->tls, e))) {
         http_tls_free(&srv->tls);
         http_limits_free(&srv->limits);
         free(srv);

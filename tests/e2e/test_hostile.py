@@ -95,6 +95,46 @@ def metric(srv, name):
     raise AssertionError(f"{name} is not in /metrics")
 
 
+def _dribble(sock, data, every_s, stop_after_s):
+    """Sends data a byte every every_s; returns the seconds until the server closed the
+    connection (None when it was still open after stop_after_s)."""
+    t0 = time.monotonic()
+    for b in data:
+        if time.monotonic() - t0 > stop_after_s:
+            return None
+        try:
+            sock.sendall(bytes([b]))
+        except OSError:
+            return time.monotonic() - t0
+        if _closed(sock):
+            return time.monotonic() - t0
+        time.sleep(every_s)
+    return None
+
+
+def test_a_request_must_arrive_within_the_request_timeout(server_factory):
+    """A byte every 0.3 s keeps libmicrohttpd's idle timeout (reset by every byte) from firing:
+    http.request_timeout still closes such a connection, in the headers and in the body."""
+    srv = server_factory("--set", "http.request_timeout=2s", "--set",
+                         "http.connection_timeout=30s")
+    headers = b"GET /api/v1/schema HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
+    took = _dribble(connect(srv.port, "127.0.4.2"), headers, 0.3, 10)
+    assert took is not None and 1.5 < took < 6, took
+    body_head = (b"POST /api/v1/ingest/api_usage HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: 400\r\n\r\n")
+    s = connect(srv.port, "127.0.4.3")
+    s.sendall(body_head + b"[")
+    took = _dribble(s, b"1" * 399, 0.3, 10)
+    assert took is not None and took < 6, took
+    assert metric(srv, "opsdb_http_requests_timed_out_total") >= 2
+    # a client that sends its request at once is not affected, nor one that waits between
+    # keep-alive requests for less than the timeout
+    with requests.Session() as session:
+        for _ in range(3):
+            assert session.get(srv.url + "/api/v1/schema", timeout=10).status_code == 200
+            time.sleep(1)
+
+
 def test_a_request_being_answered_is_never_taken_back(server_factory):
     """Near the limit, only idle connections are closed: a keep-alive connection between
     requests may be, one whose request is being answered is not."""
