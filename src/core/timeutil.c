@@ -83,6 +83,8 @@ bool time_epoch_to_ms(double epoch, enum time_precision p, int64_t *ms)
      * grows with the value (a double holds about 16 digits: 1796008000.625 s can come out as
      * 1796008000624.9998 ms), and stays under a thousandth of a millisecond for any date. */
     double x = epoch * scale[p];
+    if (!isfinite(x)) /* -1e308 s is -inf ms, and -inf plus its tolerance +inf is NaN */
+        return false;
     double v = floor(x + 1e-6 + fabs(x) * 1e-15);
     if (v < (double)MS_MIN || v > (double)MS_MAX)
         return false;

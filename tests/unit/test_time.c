@@ -208,6 +208,10 @@ static void epoch_double_precisions(void **state)
     assert_int_equal(ms, -500);
     assert_true(time_epoch_to_ms(-1.5, PREC_MS, &ms));
     assert_int_equal(ms, -2); /* floor, toward the past */
+    /* finite values whose milliseconds overflow a double are refused (the fuzzer's -1e308) */
+    assert_false(time_epoch_to_ms(-1e308, PREC_S, &ms));
+    assert_false(time_epoch_to_ms(1e308, PREC_S, &ms));
+    assert_false(time_epoch_to_ms(-1.7e308, PREC_MS, &ms));
     /* seconds with three decimals, as logs write them: every millisecond of a second in this
      * era comes back exact (1796008000.625 s is 1796008000624.9998 ms in binary) */
     for (int frac = 0; frac < 1000; frac++) {
