@@ -86,6 +86,10 @@ static const struct option options[] = {
         3650.0 * 86400000,
         "event partitions whose whole window is older than this are packed column-wise with "
         "zstd, readable as before; a late row unpacks its partition again (0 = never)"),
+    DUR("storage.pack_quiet", storage_pack_quiet_ms, "10m", 0, 86400000.0,
+        "an event partition that got rows within this long is not packed yet: a backfill "
+        "streaming into an old day would otherwise be packed and unpacked again and again "
+        "(0 = pack as soon as it is past storage.compress_events_after)"),
     STR("alerting.rule_files", alert_rule_files, "",
         "alert rule files (YAML groups shaped like Prometheus rule files), a list or "
         "comma-separated; relative paths are read from the config file's directory; empty: "

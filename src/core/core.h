@@ -379,6 +379,7 @@ struct config {
     int64_t event_rollup_1m_retention_ms; /* the event tables' minute rollups */
     int64_t storage_compress_after_ms, storage_compact_interval_ms, storage_retention_interval_ms;
     int64_t storage_compress_events_after_ms;
+    int64_t storage_pack_quiet_ms;        /* a partition written within this long is not packed */
     char storage_archive_dir[4096];       /* "" = partitions are dropped without an archive */
     int64_t storage_archive_retention_ms; /* 0 = archives are kept forever */
     char backup_dir[4096];                /* where backups are written and looked for */

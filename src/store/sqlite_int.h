@@ -176,10 +176,10 @@ int sqlite_partition_restore(sqlite3 *db, const struct store_archive *a, int64_t
                              struct err *e);
 /* Drops a restored partition; see store_archive_unload(). */
 int sqlite_partition_unload(sqlite3 *db, const char *partition, struct err *e);
-/* Packs the oldest hot partition that ends at or before before_ms (if any) into column-packed
- * blocks (state cold), adding to stats. A late row for a packed partition unpacks it
- * (sqlite_partitions_write). */
-int sqlite_partitions_pack(struct sqlite_partitions *p, int64_t before_ms,
+/* Packs the oldest hot partition that ends at or before before_ms (if any), and that this
+ * process has not written for quiet_ms, into column-packed blocks (state cold), adding to
+ * stats. A late row for a packed partition unpacks it (sqlite_partitions_write). */
+int sqlite_partitions_pack(struct sqlite_partitions *p, int64_t before_ms, int64_t quiet_ms,
                            struct store_pack_stats *stats, struct err *e);
 /* DDL of the table of blocks of the packed partition `partition`, appended to b. */
 void sqlite_packed_blocks_ddl(struct buf *b, const char *partition);

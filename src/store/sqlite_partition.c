@@ -25,6 +25,7 @@ struct part {
     int64_t start_ts, end_ts;
     bool packed;          /* cold: its rows are column-packed blocks (sqlite_packed_vtab.c) */
     bool restored;        /* brought back from an archive: retention leaves it alone */
+    int64_t written_ms;   /* monotonic time of this process's last write to it (0: none) */
     sqlite3_stmt *insert; /* NULL while packed */
     struct sqlite_event_rollup *rollup; /* NULL for a table without rollups */
     struct sqlite_run_rollup *runs;     /* NULL for a table without a per-run rollup */
@@ -446,7 +447,14 @@ static int unpack(struct sqlite_partitions *p, struct part *pt, struct err *e)
     return open_part(p, pt, e);
 }
 
-int sqlite_partitions_pack(struct sqlite_partitions *p, int64_t before_ms,
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int sqlite_partitions_pack(struct sqlite_partitions *p, int64_t before_ms, int64_t quiet_ms,
                            struct store_pack_stats *stats, struct err *e)
 {
     if (!p->loaded) {
@@ -454,9 +462,15 @@ int sqlite_partitions_pack(struct sqlite_partitions *p, int64_t before_ms,
         if (rc)
             return rc;
     }
-    for (size_t i = 0; i < p->n; i++)
-        if (!p->parts[i].packed && p->parts[i].end_ts <= before_ms)
-            return pack(p, &p->parts[i], stats, e);
+    int64_t now = mono_ms();
+    for (size_t i = 0; i < p->n; i++) {
+        struct part *pt = &p->parts[i];
+        if (pt->packed || pt->end_ts > before_ms)
+            continue;
+        if (pt->written_ms && now - pt->written_ms < quiet_ms)
+            continue; /* rows still arrive for it: packing now would be undone by the next */
+        return pack(p, pt, stats, e);
+    }
     return 0;
 }
 
@@ -478,6 +492,7 @@ static int write_part(struct sqlite_partitions *p, struct part *pt, const struct
             return rc;
         pt->restored = false;
     }
+    pt->written_ms = mono_ms();
     size_t ncol = p->t->ncolumns;
     int64_t first_rowid = 0;
     for (size_t i = 0; i < n; i++) {

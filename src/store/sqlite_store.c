@@ -584,7 +584,8 @@ static int sq_pack_step(struct store *s, int64_t before_ms, struct store_pack_st
     struct store_pack_stats before = *stats;
     for (size_t i = 0; i < sizeof st->parts / sizeof st->parts[0] && rc == 0; i++)
         if (st->parts[i] && stats->partitions_packed == before.partitions_packed)
-            rc = sqlite_partitions_pack(st->parts[i], before_ms, stats, e);
+            rc = sqlite_partitions_pack(st->parts[i], before_ms, s->cfg.storage_pack_quiet_ms,
+                                        stats, e);
     stats->done = stats->partitions_packed == before.partitions_packed;
     if (rc == 0 && (rc = sq_write_commit(s, e)) == 0)
         return 0;

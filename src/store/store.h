@@ -160,8 +160,9 @@ struct store_pack_stats {
     int64_t partitions_packed;
     int64_t rows_packed;
     int64_t bytes_packed; /* the blocks' bytes */
-    bool done;            /* no partition before the horizon is left hot */
-    char last[128];       /* the partition packed last */
+    bool done;      /* no partition before the horizon is left to pack now (one that got rows within
+                       storage.pack_quiet waits for a later pass) */
+    char last[128]; /* the partition packed last */
 };
 /* Packs at most one partition (the oldest of some table) that ends at or before before_ms, in
  * its own write transaction, adding to *stats; call again until stats->done. The caller must

@@ -615,7 +615,8 @@ def test_server_packs_by_itself_while_rows_arrive(server_factory, tmp_path):
     data = gen_events(SEED + 5, lo, hi, {"api_usage": 2500})
     data["error_logs"] = realistic_errors(SEED + 6, lo, hi, 1500)
     srv = server_factory(*LONG, "--set", "storage.compact_interval=1s", "--set",
-                         "storage.compress_events_after=1h", "--set", "query.max_rows=100000")
+                         "storage.compress_events_after=1h", "--set", "query.max_rows=100000",
+                         "--set", "storage.pack_quiet=0")
     ref = tmp_path / "ref.db"  # the same batches, in the same order, never packed
     rng = random.Random(SEED + 7)
     for table, rows in data.items():
@@ -685,6 +686,33 @@ def test_server_packs_by_itself_while_rows_arrive(server_factory, tmp_path):
     got = srv.query("SELECT requests, errors, latency_sum FROM api_usage_1m WHERE "
                     "endpoint = '/late'")
     assert got == [{"requests": 1, "errors": 1, "latency_sum": 7.5}]
+
+
+def test_a_partition_still_being_written_waits_for_quiet(server_factory):
+    """A backfill streaming into an old day: the server does not pack the day between its
+    batches (each next batch would unpack it again), but once storage.pack_quiet has passed
+    without rows."""
+    away_from_midnight(60)
+    srv = server_factory(*LONG, "--set", "storage.compact_interval=1s", "--set",
+                         "storage.compress_events_after=1h", "--set", "storage.pack_quiet=3s")
+    day = day_of(now_ms() - 2 * DAY)
+    name = part_name("api_usage", day)
+    t_end = time.monotonic() + 5
+    i = 0
+    while time.monotonic() < t_end:
+        rows = [{"ts": day + HOUR + i * 100 + k, "method": "GET", "endpoint": "/backfill",
+                 "status_code": 200, "client_id": f"b{i}"} for k in range(50)]
+        assert srv.ingest("api_usage", rows).status_code == 200
+        i += 1
+        time.sleep(0.3)
+    state = srv.scalar(f"SELECT state FROM opsdb_partitions WHERE name = '{name}'")
+    assert state == "hot"
+    assert "got a late row" not in srv.run_stderr()
+    assert wait_until(lambda: srv.scalar(f"SELECT state FROM opsdb_partitions WHERE "
+                                         f"name = '{name}'") == "cold", timeout=15), \
+        srv.run_stderr()[-2000:]
+    assert srv.count(name) == i * 50
+    assert "got a late row" not in srv.run_stderr()
 
 
 def test_cli_packs_next_to_a_running_server(server_factory):
