@@ -459,7 +459,7 @@ class PgCluster:
         if self.ssl and not (self.dir / "server.crt").exists():
             self._write_tls_files()
         fixed_port = self.port is not None
-        for attempt in range(1 if fixed_port else 3):
+        for _ in range(1 if fixed_port else 3):
             if not fixed_port:
                 self.port = free_port()
             self._write_config()
@@ -732,7 +732,7 @@ class PgBouncer:
         listens; another port when the chosen one was taken."""
         if self.process is not None and self.process.poll() is None:
             return self
-        for attempt in range(3):
+        for _ in range(3):
             self.port = free_port()
             self._write_files()
             if self._spawn(timeout):
