@@ -184,15 +184,21 @@ static const struct command commands[] = {
      "  --token   the API token sent to the server (default: $OPSDB_TOKEN)\n"
      "Rule syntax: docs/alerts.md.\n",
      cmd_alerts},
-    {"jobs", "list, run, pause and resume a server's scheduled jobs; ping as an external job",
-     "usage: opsdb jobs list [--format table|json|csv] [--server URL]\n"
-     "       opsdb jobs run|pause|resume NAME [--server URL]\n"
+    {"jobs",
+     "list, run, cancel, pause and resume a server's scheduled jobs; ping as an external job",
+     "usage: opsdb jobs list [--all] [--format table|json|csv] [--server URL]\n"
+     "       opsdb jobs run|cancel|pause|resume NAME [--server URL]\n"
      "       opsdb jobs history NAME [--limit 20] [--server URL]\n"
      "       opsdb jobs ping NAME --start|--success|--fail [--exit-code N] [--run-id ID]\n"
      "                          [--body-file FILE|-] [--server URL]\n\n"
      "  list     every job: kind (builtin, command, external), schedule, status (ok, running,\n"
-     "           failed, missed, paused, never), next and last run, failures in a row\n"
+     "           failed, missed, paused, never), next and last run, failures in a row; --all\n"
+     "           adds the jobs whose definitions were removed from the config (status\n"
+     "           removed: never run, missed or alerted on; their history stays)\n"
      "  run      starts a builtin or command job now (409 while it runs and its overlap is skip)\n"
+     "  cancel   stops the running run of a builtin or command job (409 when none runs): a\n"
+     "           command's process group gets SIGTERM, a builtin stops after its current step;\n"
+     "           the run is recorded as cancelled (not a failure, not retried)\n"
      "  pause    no runs and no missed pings until resume\n"
      "  history  the job's last runs (job_runs): start, end, status, exit code, output\n"
      "  ping     reports for an external job, as a cron line would to Healthchecks:\n"
@@ -215,6 +221,22 @@ static const struct command commands[] = {
      "storage.compact_interval; this command is for doing it now (after a bulk load, before a\n"
      "backup). Progress goes to stderr.\n",
      cmd_compact},
+    {"optimize", "optimize the database file; --vacuum shrinks and converts an older one",
+     "usage: opsdb optimize [--vacuum] [--quiet]\n\n"
+     "Without a server on the database (--db): what the builtin job optimize does on a\n"
+     "server (`opsdb jobs run optimize`) — refreshes the query planner's statistics, gives\n"
+     "the free pages that dropped data left back to the file system, and truncates the\n"
+     "write-ahead log — and prints the file's size before and after.\n"
+     "Databases created by this opsdb give free pages back (auto_vacuum incremental); one\n"
+     "created by an opsdb before it keeps them inside the file until --vacuum.\n"
+     "  --vacuum  rewrites the whole database into a compact copy beside it, in the layout\n"
+     "            that gives free pages back, then renames the copy over it (the database\n"
+     "            is as it was until then). Needs free space for the copy, about the size\n"
+     "            of the data, in the database's file system: stated before it starts, and\n"
+     "            refused when there is not enough. Progress goes to stderr.\n"
+     "  --quiet   no progress lines\n"
+     "Refused while a process (a running opsdb serve) has the database open.\n",
+     cmd_optimize},
     {"schema", "print the schema",
      "usage: opsdb schema [--markdown]\n\nPrints the tables and columns; --markdown prints the "
      "reference that is docs/schema.md.\n",

@@ -60,8 +60,9 @@ struct backup_result {
 
 /* Told how far a long step is: step is "copying", "counting", "compressing",
  * "decompressing" or "checking"; done and total in bytes (counting: tables). Called from the
- * thread doing the work. */
-typedef void (*backup_progress)(void *arg, const char *step, int64_t done, int64_t total);
+ * thread doing the work. Returns 0 to go on; anything else stops the work, which then fails
+ * with E_CANCELLED as it fails on any error (a backup, for one, leaves nothing behind). */
+typedef int (*backup_progress)(void *arg, const char *step, int64_t done, int64_t total);
 
 /* Takes a backup of s into dir (created when missing): a consistent copy (store_backup_to:
  * ingestion goes on), its rows counted per table through the store's read path, compressed,

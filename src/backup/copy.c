@@ -41,9 +41,9 @@ int copy_inspect(const struct config *cfg, const char *path, bool integrity,
     int rc = store_open(&s, &copy_cfg, STORE_READONLY, e);
     if (rc)
         return rc;
-    if (integrity) {
-        if (progress)
-            progress(arg, "checking", 0, 1);
+    if (integrity && progress && progress(arg, "checking", 0, 1) != 0)
+        rc = err_set(e, E_CANCELLED, "checking %s: cancelled", path);
+    if (integrity && rc == 0) {
         struct buf report; /* e says what is damaged; the report's lines are not kept */
         buf_init(&report, 4096);
         rc = store_integrity_check(s, false, &report, e);
@@ -58,8 +58,10 @@ int copy_inspect(const struct config *cfg, const char *path, bool integrity,
     b->ntables = 0;
     b->rows = 0;
     for (size_t i = 0; rc == 0 && i < ntables && i < BACKUP_MAX_TABLES; i++) {
-        if (progress)
-            progress(arg, "counting", (int64_t)i, (int64_t)ntables);
+        if (progress && progress(arg, "counting", (int64_t)i, (int64_t)ntables) != 0) {
+            rc = err_set(e, E_CANCELLED, "counting the rows of %s: cancelled", path);
+            break;
+        }
         int64_t rows = 0;
         rc = count_rows(s, &tables[i], &rows, e);
         snprintf(b->tables[i].name, sizeof b->tables[i].name, "%s", tables[i].name);

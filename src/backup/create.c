@@ -19,11 +19,10 @@ struct relay {
     void *arg;
 };
 
-static void copy_progress(void *arg, int64_t done, int64_t total)
+static int copy_progress(void *arg, int64_t done, int64_t total)
 {
     struct relay *r = arg;
-    if (r->fn)
-        r->fn(r->arg, "copying", done, total);
+    return r->fn ? r->fn(r->arg, "copying", done, total) : 0;
 }
 
 /* The backup's name and file paths, from the time it begins; E_INVALID when taken. */

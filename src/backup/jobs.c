@@ -1,7 +1,8 @@
 /*
  * The backup and verify builtin jobs of a server (backup.h): on backup.schedule a backup into
  * backup.dir, then the oldest pruned to backup.keep; on backup.verify_schedule the newest backup
- * verified (decompressed, checked, counted) and the result recorded in its manifest.
+ * verified (decompressed, checked, counted) and the result recorded in its manifest. A cancel
+ * stops either at its next progress report (between steps, every 64 MiB, or during the copy).
  */
 #include "backup/backup.h"
 #include "jobs/jobs.h"
@@ -16,11 +17,19 @@ static void put_bytes(struct buf *out, int64_t n)
         buf_printf(out, "%lld bytes", (long long)n);
 }
 
-static int run_backup(void *arg, struct buf *out, struct err *e)
+/* The runs' progress: a cancelled run stops at the next report (every step, every 64 MiB). */
+static int stop_when_cancelled(void *arg, const char *step, int64_t done, int64_t total)
+{
+    (void)step, (void)done, (void)total;
+    return atomic_load((const atomic_bool *)arg) ? 1 : 0;
+}
+
+static int run_backup(void *arg, const atomic_bool *cancel, struct buf *out, struct err *e)
 {
     struct backup_jobs *b = arg;
     struct backup_result r;
-    int rc = backup_create(b->store, b->cfg, b->cfg->backup_dir, NULL, NULL, &r, e);
+    int rc = backup_create(b->store, b->cfg, b->cfg->backup_dir, stop_when_cancelled,
+                           (void *)cancel, &r, e);
     if (rc)
         return rc;
     buf_printf(out, "%s: %lld rows, ", r.name, (long long)r.rows);
@@ -29,6 +38,8 @@ static int run_backup(void *arg, struct buf *out, struct err *e)
     put_bytes(out, r.bytes);
     buf_printf(out, " in %.1f s (%s)", (double)r.duration_ms / 1000, r.path);
     int64_t removed = 0;
+    if (atomic_load(cancel)) /* the backup is whole: only the pruning is left undone */
+        return err_set(e, E_CANCELLED, "cancelled before older backups were pruned");
     rc = backup_prune(b->cfg->backup_dir, b->cfg->backup_keep, &removed, e);
     if (rc == 0 && removed)
         buf_printf(out, "; %lld older backup%s removed (backup.keep %lld)", (long long)removed,
@@ -36,7 +47,7 @@ static int run_backup(void *arg, struct buf *out, struct err *e)
     return rc;
 }
 
-static int run_verify(void *arg, struct buf *out, struct err *e)
+static int run_verify(void *arg, const atomic_bool *cancel, struct buf *out, struct err *e)
 {
     struct backup_jobs *b = arg;
     struct backup latest;
@@ -44,7 +55,7 @@ static int run_verify(void *arg, struct buf *out, struct err *e)
     if (rc)
         return rc;
     struct backup_result r;
-    rc = backup_verify(b->cfg, &latest, NULL, NULL, &r, e);
+    rc = backup_verify(b->cfg, &latest, stop_when_cancelled, (void *)cancel, &r, e);
     if (rc == 0)
         buf_printf(out, "%s is sound: %lld rows as its manifest says, verified in %.1f s",
                    latest.name, (long long)r.rows, (double)r.duration_ms / 1000);

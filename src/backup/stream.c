@@ -76,7 +76,8 @@ static int pass_write(struct pass *p, size_t len, struct err *e)
     return 0;
 }
 
-/* Reads the next piece of src: its length, 0 at the end, -1 on error (e set). */
+/* Reads the next piece of src: its length, 0 at the end, -1 on error or when progress says to
+ * stop (e set). */
 static ssize_t pass_read(struct pass *p, const char *step, backup_progress progress, void *arg,
                          struct err *e)
 {
@@ -90,8 +91,11 @@ static ssize_t pass_read(struct pass *p, const char *step, backup_progress progr
         }
         crypto_hash_sha256_update(&p->sha_in, p->inb, (unsigned long long)got);
         p->st->bytes_in += got;
-        if (progress && got > 0 && (p->st->bytes_in & ((64 << 20) - 1)) < got)
-            progress(arg, step, p->st->bytes_in, p->total); /* every 64 MiB */
+        if (progress && got > 0 && (p->st->bytes_in & ((64 << 20) - 1)) < got &&
+            progress(arg, step, p->st->bytes_in, p->total) != 0) { /* every 64 MiB */
+            err_set(e, E_CANCELLED, "%s %s: cancelled", step, p->src);
+            return -1;
+        }
         return got;
     }
 }
@@ -133,7 +137,7 @@ int stream_compress(const char *src, const char *dst, backup_progress progress, 
     while (rc == 0 && !last) {
         ssize_t got = pass_read(&p, "compressing", progress, arg, e);
         if (got < 0) {
-            rc = E_IO;
+            rc = e->code;
             break;
         }
         last = got == 0;
@@ -183,7 +187,7 @@ int stream_decompress(const char *src, const char *dst, backup_progress progress
         }
     }
     if (rc == 0 && got < 0)
-        rc = E_IO;
+        rc = e->code;
     if (rc == 0 && frame_left != 0)
         rc = err_set(e, E_CORRUPT, "%s is cut short (the compressed stream does not end)", src);
     ZSTD_freeDCtx(dctx);

@@ -90,7 +90,7 @@ int cli_token_flag(int argc, char **argv, int *i);
 
 /* Progress of a long step on stderr ("backup: compressing 40% (1.2 of 3.0 GB)"): a line a
  * step, updated in place on a terminal and every 5 s otherwise. Zero-initialise with what (the
- * command's name); cli_progress_step is a backup_progress. */
+ * command's name); cli_progress_step is a backup_progress (it never stops the work). */
 struct cli_progress {
     const char *what;
     bool quiet;
@@ -98,7 +98,7 @@ struct cli_progress {
     double last_s; /* CLOCK_MONOTONIC seconds of the last line */
     bool open;     /* a terminal line waits for its end */
 };
-void cli_progress_step(void *arg, const char *step, int64_t done, int64_t total);
+int cli_progress_step(void *arg, const char *step, int64_t done, int64_t total);
 /* Ends the last line. */
 void cli_progress_end(struct cli_progress *p);
 
@@ -110,6 +110,7 @@ int cmd_view(int argc, char **argv);
 int cmd_series(int argc, char **argv);
 int cmd_retention(int argc, char **argv);
 int cmd_compact(int argc, char **argv);
+int cmd_optimize(int argc, char **argv);
 int cmd_archive(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
 int cmd_restore(int argc, char **argv);

@@ -237,15 +237,15 @@ static double monotonic_s(void)
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-void cli_progress_step(void *arg, const char *step, int64_t done, int64_t total)
+int cli_progress_step(void *arg, const char *step, int64_t done, int64_t total)
 {
     struct cli_progress *p = arg;
     if (p->quiet)
-        return;
+        return 0;
     bool tty = isatty(STDERR_FILENO), same = strcmp(p->step, step) == 0;
     double now = monotonic_s();
     if (same && now - p->last_s < (tty ? 0.5 : 5.0))
-        return;
+        return 0;
     if (!same && p->open)
         fputc('\n', stderr);
     snprintf(p->step, sizeof p->step, "%s", step);
@@ -260,6 +260,7 @@ void cli_progress_step(void *arg, const char *step, int64_t done, int64_t total)
         fprintf(stderr, "%s%s: %s %.1f MB%s", tty ? "\r" : "", p->what, step, (double)done / 1e6,
                 tty ? "" : "\n");
     p->open = tty;
+    return 0;
 }
 
 void cli_progress_end(struct cli_progress *p)

@@ -1,5 +1,6 @@
 /*
- * opsdb jobs: a running server's scheduled jobs — list them, run one now, pause and resume,
+ * opsdb jobs: a running server's scheduled jobs — list them, run one now or cancel its run, pause
+ * and resume,
  * show a job's runs, and ping as an external job does (the way a cron line reports to
  * Healthchecks with curl).
  */
@@ -45,12 +46,14 @@ static void put_json(struct store_result *res, struct value *v, json_t *j)
     v->s = arena_strndup(&res->arena, s, v->len);
 }
 
-/* The answer of GET /api/v1/jobs as a table (or as it came, for --format json). */
-static int list(const struct config *cfg, const char *server, int fmt)
+/* The answer of GET /api/v1/jobs (with removed jobs when all) as a table (or as it came, for
+ * --format json). */
+static int list(const struct config *cfg, const char *server, int fmt, bool all)
 {
     struct buf answer;
     buf_init(&answer, 64 << 20);
-    int rc = cli_http_call(cfg, server, "GET", "/api/v1/jobs", NULL, 0, NULL, &answer);
+    int rc = cli_http_call(cfg, server, "GET", all ? "/api/v1/jobs?all=true" : "/api/v1/jobs", NULL,
+                           0, NULL, &answer);
     if (rc == 0 && fmt == FORMAT_JSON)
         printf("%.*s\n", (int)answer.len, answer.data ? answer.data : "");
     if (rc || fmt == FORMAT_JSON) {
@@ -113,6 +116,7 @@ int cmd_jobs(int argc, char **argv)
     const char *server = NULL, *kind = NULL, *exit_code = NULL, *run_id = NULL, *body = NULL;
     const char *limit = "20";
     int fmt = FORMAT_TABLE, nargs = 0;
+    bool all = false;
     char *args[3] = {0};
     int rc = 0;
     for (int i = 1; i < argc && rc == 0; i++) {
@@ -136,6 +140,8 @@ int cmd_jobs(int argc, char **argv)
             run_id = argv[++i];
         else if (strcmp(argv[i], "--body-file") == 0 && i + 1 < argc)
             body = argv[++i];
+        else if (strcmp(argv[i], "--all") == 0)
+            all = true;
         else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc)
             limit = argv[++i];
         else if (strcmp(argv[i], "--format") == 0 && i + 1 < argc &&
@@ -159,13 +165,15 @@ int cmd_jobs(int argc, char **argv)
         server = cfg.listen;
     const char *sub = nargs ? args[0] : "";
     if (strcmp(sub, "list") == 0 && nargs == 1)
-        return list(&cfg, server, fmt);
-    bool named = strcmp(sub, "run") == 0 || strcmp(sub, "pause") == 0 ||
-                 strcmp(sub, "resume") == 0 || strcmp(sub, "history") == 0 ||
-                 strcmp(sub, "ping") == 0;
+        return list(&cfg, server, fmt, all);
+    if (all)
+        return cli_usage(cli_command("jobs"), "--all is an option of jobs list");
+    bool named = strcmp(sub, "run") == 0 || strcmp(sub, "cancel") == 0 ||
+                 strcmp(sub, "pause") == 0 || strcmp(sub, "resume") == 0 ||
+                 strcmp(sub, "history") == 0 || strcmp(sub, "ping") == 0;
     if (!named)
-        return cli_usage(cli_command("jobs"), "expected list, run NAME, pause NAME, resume NAME, "
-                                              "history NAME or ping NAME");
+        return cli_usage(cli_command("jobs"), "expected list, run NAME, cancel NAME, pause NAME, "
+                                              "resume NAME, history NAME or ping NAME");
     if (nargs != 2)
         return cli_usage(cli_command("jobs"), "jobs %s needs a job name", sub);
     if (!name_ok(args[1]))

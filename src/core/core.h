@@ -18,17 +18,18 @@
  */
 enum {
     E_OK = 0,
-    E_INVALID = -1,  /* the caller's input is wrong: 4xx, a CLI usage error */
-    E_NOMEM = -2,    /* allocation failed */
-    E_STORE = -3,    /* the database failed (I/O, busy, full): 503, safe to retry */
-    E_LIMIT = -4,    /* a named limit was hit (body size, rows, time): 413 / 422 */
-    E_NOTFOUND = -5, /* no such table, view, route, file */
-    E_IO = -6,       /* a file or socket outside the database failed */
-    E_CORRUPT = -7,  /* stored data is damaged (a chunk that does not decode): 500, no retry */
-    E_CONFLICT = -8, /* the thing is busy in a way the request cannot wait for (a job that
-                        is running): 409 */
-    E_DENIED = -9,   /* the caller's role does not allow it (a table a reader may not read):
-                        403 */
+    E_INVALID = -1,    /* the caller's input is wrong: 4xx, a CLI usage error */
+    E_NOMEM = -2,      /* allocation failed */
+    E_STORE = -3,      /* the database failed (I/O, busy, full): 503, safe to retry */
+    E_LIMIT = -4,      /* a named limit was hit (body size, rows, time): 413 / 422 */
+    E_NOTFOUND = -5,   /* no such table, view, route, file */
+    E_IO = -6,         /* a file or socket outside the database failed */
+    E_CORRUPT = -7,    /* stored data is damaged (a chunk that does not decode): 500, no retry */
+    E_CONFLICT = -8,   /* the thing is busy in a way the request cannot wait for (a job that
+                          is running): 409 */
+    E_DENIED = -9,     /* the caller's role does not allow it (a table a reader may not read):
+                          403 */
+    E_CANCELLED = -10, /* stopped because it was asked to stop (a job run cancelled) */
 };
 
 struct err {

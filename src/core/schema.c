@@ -24,8 +24,8 @@ static const char *const severities[] = {"info", "warning", "critical", "page", 
 static const char *const delivery_states[] = {"ok", "failed", "retrying", "dropped", NULL};
 static const char *const incident_states[] = {"open", "resolved", NULL};
 static const char *const job_kinds[] = {"builtin", "command", "external", NULL};
-static const char *const job_states[] = {"ok",     "running", "failed", "missed",
-                                         "paused", "never",   NULL};
+static const char *const job_states[] = {"ok",    "running", "failed",    "missed", "paused",
+                                         "never", "removed", "cancelled", NULL};
 
 /* Shorthands keep every column on one line. */
 #define TS(name, req, doc)                                                                         \
@@ -190,7 +190,9 @@ static const struct column scheduled_jobs_cols[] = {
     INT("grace_s", false, 0, 604800, "300", "how late a run may report before it is missed"),
     BOOL("enabled", "1", "whether the job is scheduled"),
     TS("last_run_at", false, "start of the last run"),
-    ENUM("last_status", false, job_states, NULL, "ok, running, failed, missed, paused, never"),
+    ENUM("last_status", false, job_states, NULL,
+         "ok, running, failed, missed, paused, never, cancelled (the last run), removed "
+         "(its definition is gone)"),
     INT("last_duration_ms", false, 0, BIG, NULL, "duration of the last run"),
     TS("next_run_at", false, "next scheduled start"),
     INT("consecutive_failures", false, 0, BIG, "0", "failed runs in a row"),
@@ -201,12 +203,13 @@ static const struct table_index scheduled_jobs_idx[] = {
     {"next_run", "next_run_at", "scheduler: the next due job"},
 };
 
-static const char *const run_states[] = {"running", "ok", "failed", "missed", "timeout", NULL};
+static const char *const run_states[] = {"running", "ok",        "failed", "missed",
+                                         "timeout", "cancelled", NULL};
 static const struct column job_runs_cols[] = {
     TS("ts", true, "start of the run"),
     TEXT("job", true, 255, "job name"),
     TEXT("run_id", false, 128, "run identifier (pairs start and end pings)"),
-    ENUM("status", true, run_states, NULL, "running, ok, failed, missed, timeout"),
+    ENUM("status", true, run_states, NULL, "running, ok, failed, missed, timeout, cancelled"),
     TS("finished_at", false, "end of the run"),
     INT("duration_ms", false, 0, BIG, NULL, "duration"),
     INT("exit_code", false, -255, 255, NULL, "exit status"),

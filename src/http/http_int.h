@@ -182,6 +182,7 @@ void handle_incidents(struct http_server *srv, struct request *req, struct respo
 void handle_silence_create(struct http_server *srv, struct request *req, struct response *res);
 void handle_silence_expire(struct http_server *srv, struct request *req, struct response *res);
 void handle_jobs(struct http_server *srv, struct request *req, struct response *res);
+void handle_job_cancel(struct http_server *srv, struct request *req, struct response *res);
 void handle_job_history(struct http_server *srv, struct request *req, struct response *res);
 void handle_job_run(struct http_server *srv, struct request *req, struct response *res);
 void handle_job_pause(struct http_server *srv, struct request *req, struct response *res);

@@ -1,6 +1,6 @@
 /*
- * The job routes: the jobs and their state, one job's runs, run now, pause and resume, and the
- * pings external jobs send (start, success, fail; ?exit_code=, ?run_id=, the body is the log
+ * The job routes: the jobs and their state, one job's runs, run now, cancel, pause and resume, and
+ * the pings external jobs send (start, success, fail; ?exit_code=, ?run_id=, the body is the log
  * tail), as Healthchecks.io takes them.
  */
 #include "http/http_int.h"
@@ -26,9 +26,14 @@ static void respond_err(struct response *res, const struct err *e)
 
 void handle_jobs(struct http_server *srv, struct request *req, struct response *res)
 {
-    (void)req;
-    if (jobs_on(srv, res))
-        jobs_list_json(srv->deps.jobs, &res->body);
+    if (!jobs_on(srv, res))
+        return;
+    const char *all = request_arg(req, "all");
+    if (all && strcmp(all, "true") != 0 && strcmp(all, "false") != 0) {
+        respond_error(res, 400, "all: expected true or false", NULL);
+        return;
+    }
+    jobs_list_json(srv->deps.jobs, all && strcmp(all, "true") == 0, &res->body);
 }
 
 void handle_job_history(struct http_server *srv, struct request *req, struct response *res)
@@ -51,17 +56,29 @@ void handle_job_history(struct http_server *srv, struct request *req, struct res
         respond_err(res, &e);
 }
 
-void handle_job_run(struct http_server *srv, struct request *req, struct response *res)
+/* An action on a job's run that goes on after the answer: 202 {"job": name, what: true}. */
+static void accepted(struct http_server *srv, struct request *req, struct response *res,
+                     int (*act)(struct jobs *, const char *, struct err *), const char *what)
 {
     struct err e;
     if (!jobs_on(srv, res))
         return;
-    if (jobs_run_now(srv->deps.jobs, req->path_arg, &e) != 0) {
+    if (act(srv->deps.jobs, req->path_arg, &e) != 0) {
         respond_err(res, &e);
         return;
     }
-    buf_printf(&res->body, "{\"job\":\"%s\",\"started\":true}", req->path_arg);
+    buf_printf(&res->body, "{\"job\":\"%s\",\"%s\":true}", req->path_arg, what);
     res->status = 202;
+}
+
+void handle_job_run(struct http_server *srv, struct request *req, struct response *res)
+{
+    accepted(srv, req, res, jobs_run_now, "started");
+}
+
+void handle_job_cancel(struct http_server *srv, struct request *req, struct response *res)
+{
+    accepted(srv, req, res, jobs_cancel, "cancelling");
 }
 
 static void pause_or_resume(struct http_server *srv, struct request *req, struct response *res,

@@ -61,12 +61,16 @@ static const struct route routes[] = {
       "silence alerts: {matchers, ends_at or duration, created_by, comment}"},
      handle_silence_create},
     {{"DELETE", "/api/v1/silences/{id}", "writer", "expire a silence now"}, handle_silence_expire},
-    {{"GET", "/api/v1/jobs", "reader", "scheduled jobs with their state, next run and last result"},
+    {{"GET", "/api/v1/jobs", "reader",
+      "scheduled jobs with their state, next run and last result (?all=true: removed ones too)"},
      handle_jobs},
     {{"GET", "/api/v1/jobs/{name}/history", "reader", "a job's runs, newest first (?limit=20)"},
      handle_job_history},
     {{"POST", "/api/v1/jobs/{name}/run", "admin", "start a builtin or command job now"},
      handle_job_run},
+    {{"POST", "/api/v1/jobs/{name}/cancel", "admin",
+      "stop a builtin or command job's running run (recorded as cancelled)"},
+     handle_job_cancel},
     {{"POST", "/api/v1/jobs/{name}/pause", "admin", "pause a job: no runs, not missed"},
      handle_job_pause},
     {{"POST", "/api/v1/jobs/{name}/resume", "admin", "resume a paused job"}, handle_job_resume},
@@ -133,10 +137,15 @@ const struct route_info *route_info_at(int i)
 /* The routes whose every request is recorded in audit_log: admin actions on live state (the
  * token and user routes record their changes themselves). */
 static const char *const audited_routes[] = {
-    "POST /api/v1/alerts/reload",      "POST /api/v1/alerts/{id}/ack",
-    "POST /api/v1/silences",           "DELETE /api/v1/silences/{id}",
-    "POST /api/v1/jobs/{name}/run",    "POST /api/v1/jobs/{name}/pause",
-    "POST /api/v1/jobs/{name}/resume", NULL,
+    "POST /api/v1/alerts/reload",
+    "POST /api/v1/alerts/{id}/ack",
+    "POST /api/v1/silences",
+    "DELETE /api/v1/silences/{id}",
+    "POST /api/v1/jobs/{name}/run",
+    "POST /api/v1/jobs/{name}/cancel",
+    "POST /api/v1/jobs/{name}/pause",
+    "POST /api/v1/jobs/{name}/resume",
+    NULL,
 };
 
 /* Whether "METHOD path" names route i. */

@@ -4,7 +4,8 @@
  * built on it), one bounded step per call, so requests are committed between steps as they
  * were between the writer's own timed steps; the integrity check reads on a read connection.
  * Each run writes one line of what it did into its output; a failure fills e and leaves in the
- * output what was done before it.
+ * output what was done before it. Compaction and compression stop between their steps when
+ * cancelled; the others are one step each.
  */
 #include "jobs/builtin.h"
 
@@ -31,7 +32,14 @@ static void put_bytes(struct buf *out, int64_t bytes)
 
 /* ---- compaction and compression: a whole pass, a step per writer_run ------------------------ */
 
-static int run_compaction(void *arg, struct buf *out, struct err *e)
+/* A pass stopped by a cancel after steps steps: what they did stays. */
+static int cancelled(int steps, struct err *e)
+{
+    return err_set(e, E_CANCELLED, "cancelled after %d step%s (what they did is kept)", steps,
+                   steps == 1 ? "" : "s");
+}
+
+static int run_compaction(void *arg, const atomic_bool *cancel, struct buf *out, struct err *e)
 {
     const struct jobs_maintenance *m = arg;
     if (m->cfg->storage_compress_after_ms == 0) {
@@ -44,12 +52,14 @@ static int run_compaction(void *arg, struct buf *out, struct err *e)
     do {
         rc = writer_compact_step(m->w, before_ms, &cs, e);
         steps++;
-    } while (rc == 0 && !cs.pass_done);
+    } while (rc == 0 && !cs.pass_done && !atomic_load(cancel));
     buf_printf(out, "compacted %lld samples of %lld series (%lld series visited in %d steps)",
                (long long)cs.samples_moved, (long long)cs.series_compacted,
                (long long)cs.series_seen, steps);
     if (rc)
         return rc;
+    if (!cs.pass_done)
+        return cancelled(steps, e);
     if (cs.series_failed) {
         buf_printf(out, "; %lld series left as they were: %s", (long long)cs.series_failed,
                    cs.first_failure);
@@ -61,7 +71,7 @@ static int run_compaction(void *arg, struct buf *out, struct err *e)
     return 0;
 }
 
-static int run_compression(void *arg, struct buf *out, struct err *e)
+static int run_compression(void *arg, const atomic_bool *cancel, struct buf *out, struct err *e)
 {
     const struct jobs_maintenance *m = arg;
     if (m->cfg->storage_compress_events_after_ms == 0) {
@@ -70,16 +80,17 @@ static int run_compression(void *arg, struct buf *out, struct err *e)
     }
     int64_t before_ms = time_now_ms() - m->cfg->storage_compress_events_after_ms;
     struct store_pack_stats ps = {0};
-    int rc;
-    do
+    int rc, steps = 0;
+    do {
         rc = writer_pack_step(m->w, before_ms, &ps, e);
-    while (rc == 0 && !ps.done);
+        steps++;
+    } while (rc == 0 && !ps.done && !atomic_load(cancel));
     buf_printf(out, "packed %lld partitions: %lld rows into ", (long long)ps.partitions_packed,
                (long long)ps.rows_packed);
     put_bytes(out, ps.bytes_packed);
     if (ps.partitions_packed)
         buf_printf(out, " (the last %s)", ps.last);
-    return rc;
+    return rc == 0 && !ps.done ? cancelled(steps, e) : rc;
 }
 
 /* ---- retention ------------------------------------------------------------------------------ */
@@ -93,8 +104,9 @@ static int retention_task(struct store *s, void *arg, bool *answers_changed, str
     return rc;
 }
 
-static int run_retention(void *arg, struct buf *out, struct err *e)
+static int run_retention(void *arg, const atomic_bool *cancel, struct buf *out, struct err *e)
 {
+    (void)cancel; /* one step: a cancel lets it end as it would */
     const struct jobs_maintenance *m = arg;
     struct store_retention_stats rs = {0};
     int rc = writer_run(m->w, retention_task, &rs, e);
@@ -125,8 +137,9 @@ static int run_retention(void *arg, struct buf *out, struct err *e)
 /* Expired archives go (retention also removes them, but only when it runs, and not at all when
  * storage.retention_interval is 0); an archive whose manifest cannot be read fails the run, so
  * that it shows before the archive is needed. */
-static int run_archiving(void *arg, struct buf *out, struct err *e)
+static int run_archiving(void *arg, const atomic_bool *cancel, struct buf *out, struct err *e)
 {
+    (void)cancel; /* one step: a cancel lets it end as it would */
     const struct jobs_maintenance *m = arg;
     const char *dir = m->cfg->storage_archive_dir;
     if (!dir[0]) {
@@ -169,8 +182,9 @@ static int run_archiving(void *arg, struct buf *out, struct err *e)
 
 #define INTEGRITY_REPORT_BYTES 4096
 
-static int run_integrity_check(void *arg, struct buf *out, struct err *e)
+static int run_integrity_check(void *arg, const atomic_bool *cancel, struct buf *out, struct err *e)
 {
+    (void)cancel; /* one step: a cancel lets it end as it would */
     const struct jobs_maintenance *m = arg;
     struct buf report;
     buf_init(&report, INTEGRITY_REPORT_BYTES);
@@ -193,28 +207,36 @@ static int optimize_task(struct store *s, void *arg, bool *answers_changed, stru
     return store_optimize(s, arg, e);
 }
 
-static int run_optimize(void *arg, struct buf *out, struct err *e)
+void jobs_optimize_summary(const struct store_optimize_stats *os, struct buf *out)
 {
+    buf_printf(out, "database ");
+    put_bytes(out, os->bytes_before);
+    buf_printf(out, " before, ");
+    put_bytes(out, os->bytes_after);
+    buf_printf(out, " after; ");
+    put_bytes(out, os->free_bytes);
+    buf_printf(out, " free inside the file");
+    if (os->bytes_released) {
+        buf_printf(out, " (");
+        put_bytes(out, os->bytes_released);
+        buf_printf(out, " given back)");
+    }
+    if (os->cannot_shrink && os->free_bytes)
+        buf_printf(out, "; the file was made without incremental vacuum and keeps its free "
+                        "pages: `opsdb optimize --vacuum` (server stopped) gives them back");
+    if (os->log_busy)
+        buf_printf(out, "; readers kept the write-ahead log busy: it is truncated next time");
+}
+
+static int run_optimize(void *arg, const atomic_bool *cancel, struct buf *out, struct err *e)
+{
+    (void)cancel; /* one step: a cancel lets it end as it would */
     const struct jobs_maintenance *m = arg;
     struct store_optimize_stats os = {0};
     int rc = writer_run(m->w, optimize_task, &os, e);
-    if (rc)
-        return rc;
-    buf_printf(out, "database ");
-    put_bytes(out, os.bytes_before);
-    buf_printf(out, " before, ");
-    put_bytes(out, os.bytes_after);
-    buf_printf(out, " after; ");
-    put_bytes(out, os.free_bytes);
-    buf_printf(out, " free inside the file");
-    if (os.bytes_released) {
-        buf_printf(out, " (");
-        put_bytes(out, os.bytes_released);
-        buf_printf(out, " given back)");
-    }
-    if (os.log_busy)
-        buf_printf(out, "; readers kept the write-ahead log busy: it is truncated next time");
-    return 0;
+    if (rc == 0)
+        jobs_optimize_summary(&os, out);
+    return rc;
 }
 
 /* ---- the table ------------------------------------------------------------------------------ */
@@ -233,7 +255,7 @@ struct builtin_def {
     const char *name, *what;
     size_t schedule_key;                     /* offset of jobs.<name> in struct config */
     int64_t (*every)(const struct config *); /* the interval when the key is empty */
-    int (*run)(void *arg, struct buf *output, struct err *e);
+    int (*run)(void *arg, const atomic_bool *cancel, struct buf *output, struct err *e);
 };
 
 #define KEY(f) offsetof(struct config, f)

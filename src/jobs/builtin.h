@@ -31,4 +31,8 @@ struct jobs_maintenance {
  * (writer_set_maintenance). */
 size_t jobs_builtins(struct jobs_maintenance *m, struct jobs_builtin *out, size_t max);
 
+/* The one line the optimize job writes of what store_optimize did ("database 1.2 MiB before,
+ * ...; 300 KiB given back"), for `opsdb optimize` too. */
+void jobs_optimize_summary(const struct store_optimize_stats *os, struct buf *out);
+
 #endif

@@ -26,9 +26,10 @@
 #define RETRY_MAX_MS (3600 * 1000) /* and at most this */
 #define IDLE_WAKE_MS 60000
 #define HISTORY_MAX 1000
+#define CATCH_UP_DELAY_MS 60000 /* a builtin's catch-up run: at most this, and as much again */
 
-enum run_status { RUN_OK, RUN_FAILED, RUN_MISSED, RUN_TIMEOUT, NRUN_STATUS };
-static const char *const run_status_names[] = {"ok", "failed", "missed", "timeout"};
+enum run_status { RUN_OK, RUN_FAILED, RUN_MISSED, RUN_TIMEOUT, RUN_CANCELLED, NRUN_STATUS };
+static const char *const run_status_names[] = {"ok", "failed", "missed", "timeout", "cancelled"};
 
 struct open_run {
     char id[65];
@@ -37,10 +38,12 @@ struct open_run {
 
 struct job {
     struct job_def d;
+    bool removed; /* its definition is gone from the config: kept for its row and history */
     bool paused;
-    bool running; /* a builtin or command run's thread is on */
-    bool queued;  /* overlap queue: run again when this run ends */
-    atomic_bool cancel;
+    bool running;        /* a builtin or command run's thread is on */
+    bool queued;         /* overlap queue: run again when this run ends */
+    atomic_bool cancel;  /* the running run should stop: asked for (jobs_cancel), or a stop */
+    bool cancel_asked;   /* by jobs_cancel: a run that stops for it ends as cancelled */
     int64_t next_ms;     /* next start (builtin, command) or expected ping (external); or none */
     int64_t retry_at_ms; /* a failed run's retry; 0: none */
     int retry_attempt;
@@ -173,6 +176,8 @@ static void run_ended(struct jobs *j, struct job *x, const struct run_end *r, st
         x->consecutive_failures = 0;
         x->last_success_ms = r->finished_ms;
         snprintf(x->last_status, sizeof x->last_status, "ok");
+    } else if (r->status == RUN_CANCELLED) { /* asked for: neither a success nor a failure */
+        snprintf(x->last_status, sizeof x->last_status, "cancelled");
     } else {
         x->consecutive_failures++;
         snprintf(x->last_status, sizeof x->last_status, "%s",
@@ -202,6 +207,20 @@ static uint64_t jitter_of(const struct job *x)
                : 0;
 }
 
+/* When a catch-up run starts: now plus the job's jitter; for a builtin (which has none) after a
+ * tenth of its interval (at most CATCH_UP_DELAY_MS) plus as much again at random, so that the
+ * server serves first (agents flushing their spools after a restart) and the builtins due at
+ * start do not all start at once. */
+static int64_t catch_up_at(const struct job *x, int64_t now)
+{
+    if (x->d.kind != JOB_BUILTIN)
+        return now + (int64_t)jitter_of(x);
+    int64_t delay = CATCH_UP_DELAY_MS;
+    if (x->d.cron.every_ms > 0 && x->d.cron.every_ms / 10 < delay)
+        delay = x->d.cron.every_ms / 10;
+    return now + delay + (delay > 0 ? (int64_t)randombytes_uniform((uint32_t)delay) : 0);
+}
+
 /* The next time after after_ms the schedule says, plus jitter; never without a schedule. */
 static int64_t next_after(const struct job *x, int64_t after_ms)
 {
@@ -211,16 +230,32 @@ static int64_t next_after(const struct job *x, int64_t after_ms)
     return t == never() ? t : t + (int64_t)jitter_of(x);
 }
 
-static struct job *find(struct jobs *j, const char *name)
+/* The job of that name, a removed one too when removed is true. */
+static struct job *find_job(struct jobs *j, const char *name, bool removed)
 {
     for (size_t i = 0; i < j->n; i++)
-        if (strcmp(j->jobs[i]->d.name, name) == 0)
+        if (strcmp(j->jobs[i]->d.name, name) == 0 && (removed || !j->jobs[i]->removed))
             return j->jobs[i];
     return NULL;
 }
 
+/* A job that is defined (not removed). */
+static struct job *find(struct jobs *j, const char *name)
+{
+    return find_job(j, name, false);
+}
+
+/* A new job, in the place of a removed one of the same name if there is one. */
 static struct job *add_job(struct jobs *j, const struct job_def *d)
 {
+    struct job *old = find_job(j, d->name, true);
+    if (old) { /* only a removed one: names of defined jobs are unique */
+        memset(old, 0, sizeof *old);
+        old->d = *d;
+        old->next_ms = never();
+        snprintf(old->last_status, sizeof old->last_status, "never");
+        return old;
+    }
     if (j->n == j->cap) {
         size_t cap = j->cap ? 2 * j->cap : 16;
         struct job **more = realloc(j->jobs, cap * sizeof *more);
@@ -261,6 +296,71 @@ static int64_t backoff_ms(int attempt)
     return ms < RETRY_MAX_MS ? ms : RETRY_MAX_MS;
 }
 
+/* A builtin's run: its summary, and its error, into output; why gets the error for the log.
+ * Returns the run's result. */
+static int run_builtin(const struct job_def *d, const atomic_bool *cancel, struct buf *output,
+                       char why[512])
+{
+    struct err e = {0};
+    int rc = d->builtin->run(d->builtin->arg, cancel, output, &e);
+    if (rc) {
+        buf_printf(output, "%s%s%s", output->len ? "\n" : "", e.msg,
+                   rc == E_CORRUPT ? "\nnot retried: the data is damaged" : "");
+        snprintf(why, 512, "%s", e.msg);
+    }
+    return rc;
+}
+
+/* A command's run: its output into output, its exit status into r. */
+static void run_command(struct jobs *j, const struct job_def *d, const char *run_id,
+                        atomic_bool *cancel, struct command_result *cr, struct buf *output,
+                        struct run_end *r)
+{
+    char name_env[200], id_env[100];
+    snprintf(name_env, sizeof name_env, "OPSDB_JOB=%s", d->name);
+    snprintf(id_env, sizeof id_env, "OPSDB_RUN_ID=%s", run_id);
+    /* TZ as opsdb found it: jobs.timezone is the schedules' zone, not the command's */
+    const char *tz = cron_original_zone();
+    char tz_env[300];
+    snprintf(tz_env, sizeof tz_env, "TZ%s%s", tz ? "=" : "", tz ? tz : "");
+    const char *env[] = {name_env, id_env, tz_env, NULL};
+    struct err e;
+    if (command_run(d->command, env, d->timeout_ms, (size_t)j->cfg.jobs_output_bytes, cancel, cr,
+                    &e) != 0) {
+        buf_printf(output, "%s", e.msg);
+        r->status = RUN_FAILED;
+        return;
+    }
+    r->has_exit_code = true;
+    r->exit_code = cr->exit_code;
+    r->status = cr->timed_out ? RUN_TIMEOUT : cr->exit_code == 0 ? RUN_OK : RUN_FAILED;
+    if (cr->output_dropped)
+        buf_printf(output, "[%zu bytes before these]\n", cr->output_dropped);
+    buf_append(output, cr->output, cr->output_len);
+}
+
+/* The log line of a run that did not end well (rc: a builtin's result). */
+static void log_end(const struct job_def *d, const struct run_end *r, int rc, const char *why,
+                    const struct buf *output)
+{
+    if (r->status == RUN_CANCELLED) {
+        log_info("job %s cancelled (run %s)", d->name, r->run_id);
+    } else if (why[0]) {
+        log_warn("job %s failed (run %s): %s%s", d->name, r->run_id, why,
+                 rc == E_CORRUPT ? " (not retried: the data is damaged)" : "");
+    } else { /* a command: its output's last line says most */
+        size_t end = output->len;
+        while (end && (output->data[end - 1] == '\n' || output->data[end - 1] == ' '))
+            end--;
+        size_t start = end;
+        while (start && output->data[start - 1] != '\n' && end - start < 300)
+            start--;
+        log_warn("job %s %s (run %s, exit %d)%s%.*s", d->name, run_status_names[r->status],
+                 r->run_id, r->exit_code, end > start ? ": " : "", (int)(end - start),
+                 output->data ? output->data + start : "");
+    }
+}
+
 static void *run_main(void *arg)
 {
     struct run_arg *ra = arg;
@@ -279,36 +379,12 @@ static void *run_main(void *arg)
     buf_init(&output, 1 << 20);
     struct command_result cr = {0};
     char why[512] = ""; /* a builtin's error, for the log */
+    int rc = 0;         /* a builtin's */
     if (d.kind == JOB_BUILTIN) {
-        struct err e = {0};
-        int rc = d.builtin->run(d.builtin->arg, &output, &e);
-        if (rc) {
-            buf_printf(&output, "%s%s", output.len ? "\n" : "", e.msg);
-            snprintf(why, sizeof why, "%s", e.msg);
-            r.status = RUN_FAILED;
-        }
+        rc = run_builtin(&d, &x->cancel, &output, why);
+        r.status = rc ? RUN_FAILED : RUN_OK;
     } else {
-        char name_env[200], id_env[100];
-        snprintf(name_env, sizeof name_env, "OPSDB_JOB=%s", d.name);
-        snprintf(id_env, sizeof id_env, "OPSDB_RUN_ID=%s", run_id);
-        /* TZ as opsdb found it: jobs.timezone is the schedules' zone, not the command's */
-        const char *tz = cron_original_zone();
-        char tz_env[300];
-        snprintf(tz_env, sizeof tz_env, "TZ%s%s", tz ? "=" : "", tz ? tz : "");
-        const char *env[] = {name_env, id_env, tz_env, NULL};
-        struct err e;
-        if (command_run(d.command, env, d.timeout_ms, (size_t)j->cfg.jobs_output_bytes, &x->cancel,
-                        &cr, &e) != 0) {
-            buf_printf(&output, "%s", e.msg);
-            r.status = RUN_FAILED;
-        } else {
-            r.has_exit_code = true;
-            r.exit_code = cr.exit_code;
-            r.status = cr.timed_out ? RUN_TIMEOUT : cr.exit_code == 0 ? RUN_OK : RUN_FAILED;
-            if (cr.output_dropped)
-                buf_printf(&output, "[%zu bytes before these]\n", cr.output_dropped);
-            buf_append(&output, cr.output, cr.output_len);
-        }
+        run_command(j, &d, run_id, &x->cancel, &cr, &output, &r);
     }
     r.output = output.data;
     r.output_len = output.len;
@@ -316,31 +392,26 @@ static void *run_main(void *arg)
     struct out o;
     out_init(&o);
     pthread_mutex_lock(&j->lock);
+    /* stopped because jobs_cancel asked: cancelled; stopped by the server's stop: failed */
+    if (x->cancel_asked && (rc == E_CANCELLED || cr.cancelled))
+        r.status = RUN_CANCELLED;
+    x->cancel_asked = false;
     r.finished_ms = time_now_ms();
     if (r.finished_ms < r.started_ms)
         r.finished_ms = r.started_ms;
     x->running = false;
     run_ended(j, x, &r, &o);
-    if (r.status != RUN_OK && x->retry_attempt < d.retries && !j->stopping) {
+    /* a retry meets damaged data (E_CORRUPT) again; a cancelled run is not to run */
+    bool retry = r.status != RUN_OK && r.status != RUN_CANCELLED && rc != E_CORRUPT;
+    if (retry && x->retry_attempt < d.retries && !j->stopping) {
         x->retry_at_ms = r.finished_ms + backoff_ms(x->retry_attempt);
         x->retry_attempt++;
     } else {
         x->retry_at_ms = 0;
         x->retry_attempt = 0;
     }
-    if (r.status != RUN_OK && why[0]) {
-        log_warn("job %s failed (run %s): %s", d.name, run_id, why);
-    } else if (r.status != RUN_OK) { /* a command: its output's last line says most */
-        size_t end = output.len;
-        while (end && (output.data[end - 1] == '\n' || output.data[end - 1] == ' '))
-            end--;
-        size_t start = end;
-        while (start && output.data[start - 1] != '\n' && end - start < 300)
-            start--;
-        log_warn("job %s %s (run %s, exit %d)%s%.*s", d.name, run_status_names[r.status], run_id,
-                 r.exit_code, end > start ? ": " : "", (int)(end - start),
-                 output.data ? output.data + start : "");
-    }
+    if (r.status != RUN_OK)
+        log_end(&d, &r, rc, why, &output);
     pthread_cond_broadcast(&j->wake);
     pthread_mutex_unlock(&j->lock);
     out_flush(j, &o);
@@ -365,6 +436,7 @@ static int start_run(struct jobs *j, struct job *x, int64_t now, struct out *o, 
     x->started_ms = now;
     new_run_id(x->run_id);
     atomic_store(&x->cancel, false);
+    x->cancel_asked = false;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -467,7 +539,7 @@ static void *scheduler_main(void *arg)
         out_init(&o);
         for (size_t i = 0; i < j->n; i++) {
             struct job *x = j->jobs[i];
-            if (x->paused)
+            if (x->paused || x->removed)
                 continue;
             int64_t t =
                 x->d.kind == JOB_EXTERNAL ? watch_external(j, x, now, &o) : run_due(j, x, now, &o);
@@ -502,15 +574,44 @@ static int read_rows(struct jobs *j, const char *sql, struct store_result *res, 
     return rc;
 }
 
+/* A builtin or command job whose row is in scheduled_jobs but whose definition is gone: kept
+ * as removed (never scheduled, run, missed or alerted on; its history stays readable), its row
+ * marked so in o unless it was already. */
+static void add_removed(struct jobs *j, const struct value *row, int64_t now, struct out *o)
+{
+    struct job_def d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.name, sizeof d.name, "%.*s", (int)row[0].len, row[0].s);
+    d.kind = strcmp(row[1].s, "builtin") == 0 ? JOB_BUILTIN : JOB_COMMAND;
+    if (row[2].type == VAL_TEXT)
+        snprintf(d.schedule, sizeof d.schedule, "%.*s", (int)row[2].len, row[2].s);
+    if (row[10].type == VAL_TEXT)
+        snprintf(d.command, sizeof d.command, "%.*s", (int)row[10].len, row[10].s);
+    d.grace_ms = row[3].type == VAL_INT ? row[3].i * 1000 : 0;
+    d.timeout_ms = row[11].type == VAL_INT ? row[11].i * 1000 : 0;
+    d.alert_after = row[12].type == VAL_INT ? (int)row[12].i : 1;
+    struct job *x = add_job(j, &d);
+    if (!x)
+        return;
+    x->removed = true;
+    snprintf(x->last_status, sizeof x->last_status, "removed");
+    if (row[6].type == VAL_TEXT && strcmp(row[6].s, "removed") == 0)
+        return;
+    log_info("job %s is no longer defined: marked removed (its runs stay in job_runs)", d.name);
+    state_row(o, x, now);
+}
+
 /* The jobs' last state from scheduled_jobs: paused, failures, last run; one catch-up run for a
- * job whose start fell while opsdb was down; external jobs pings created come back. */
-static void restore(struct jobs *j, int64_t now)
+ * job whose start fell while opsdb was down; external jobs pings created come back; the rows
+ * of definitions since removed are marked removed (rows for o). */
+static void restore(struct jobs *j, int64_t now, struct out *o)
 {
     struct store_result res;
     struct err e;
     if (read_rows(j,
                   "SELECT name, kind, schedule, grace_s, enabled, last_run_at, last_status,"
-                  " last_duration_ms, next_run_at, consecutive_failures FROM scheduled_jobs",
+                  " last_duration_ms, next_run_at, consecutive_failures, command, timeout_s,"
+                  " alert_after FROM scheduled_jobs",
                   &res, &e) != 0) {
         log_error("jobs: reading scheduled_jobs failed: %s", e.msg);
         store_result_release(&res);
@@ -526,12 +627,15 @@ static void restore(struct jobs *j, int64_t now)
             job_def_auto(&d, row[0].s);
             x = add_job(j, &d);
         }
-        if (!x)
-            continue; /* a definition since removed */
+        if (!x) {
+            if (job_name_ok(row[0].s))
+                add_removed(j, row, now, o);
+            continue;
+        }
         x->paused = row[4].type == VAL_INT && row[4].i == 0;
         x->last_run_ms = row[5].type == VAL_INT ? row[5].i : 0;
         if (row[6].type == VAL_TEXT && strcmp(row[6].s, "paused") != 0 &&
-            strcmp(row[6].s, "running") != 0)
+            strcmp(row[6].s, "running") != 0 && strcmp(row[6].s, "removed") != 0)
             snprintf(x->last_status, sizeof x->last_status, "%s", row[6].s);
         else if (row[6].type == VAL_TEXT && strcmp(row[6].s, "running") == 0)
             snprintf(x->last_status, sizeof x->last_status, "failed"); /* cut by the stop */
@@ -541,9 +645,24 @@ static void restore(struct jobs *j, int64_t now)
         if (x->d.kind == JOB_EXTERNAL && stored_next)
             x->next_ms = stored_next; /* pings due while down are still expected */
         else if (stored_next && stored_next < now && job_def_scheduled(&x->d))
-            x->next_ms = now + (int64_t)jitter_of(x); /* one catch-up run */
+            x->next_ms = catch_up_at(x, now); /* one catch-up run */
     }
     store_result_release(&res);
+}
+
+/* A builtin on an interval (compaction, retention, ...) counts from its last start, kept over
+ * restarts: one that never ran, or whose last start is an interval or more ago, runs soon after
+ * start, not a whole interval later. (A command job's first run comes one interval after it is
+ * defined, as `@every` says.) */
+static void first_runs(struct jobs *j, int64_t now)
+{
+    for (size_t i = 0; i < j->n; i++) {
+        struct job *x = j->jobs[i];
+        if (x->d.kind != JOB_BUILTIN || x->d.cron.every_ms <= 0 || !job_def_scheduled(&x->d))
+            continue;
+        int64_t due = x->last_run_ms ? x->last_run_ms + x->d.cron.every_ms : now;
+        x->next_ms = due <= now ? catch_up_at(x, now) : due;
+    }
 }
 
 int jobs_new(struct jobs **out, struct store *s, struct writer *w, const struct config *cfg,
@@ -590,11 +709,13 @@ int jobs_new(struct jobs **out, struct store *s, struct writer *w, const struct 
     int64_t now = time_now_ms();
     for (size_t i = 0; i < j->n; i++)
         j->jobs[i]->next_ms = next_after(j->jobs[i], now);
-    restore(j, now);
     struct out o;
     out_init(&o);
+    restore(j, now, &o);
+    first_runs(j, now);
     for (size_t i = 0; i < j->n; i++)
-        state_row(&o, j->jobs[i], now);
+        if (!j->jobs[i]->removed)
+            state_row(&o, j->jobs[i], now);
     out_flush(j, &o);
     *out = j;
     return 0;
@@ -717,18 +838,28 @@ int jobs_ping(struct jobs *j, const char *name, const struct jobs_ping *p, struc
     return rc;
 }
 
+/* The builtin or command job of that name (under the lock), or NULL with e set: E_NOTFOUND, or
+ * E_INVALID for an external job (why: what cannot be done with it). */
+static struct job *find_run_by_opsdb(struct jobs *j, const char *name, const char *why,
+                                     struct err *e)
+{
+    struct job *x = find(j, name);
+    if (!x)
+        err_set(e, E_NOTFOUND, "no job '%.128s' (GET /api/v1/jobs lists them)", name);
+    else if (x->d.kind == JOB_EXTERNAL)
+        err_set(e, E_INVALID, "job %s is external: it runs elsewhere%s", name, why);
+    return x && x->d.kind != JOB_EXTERNAL ? x : NULL;
+}
+
 int jobs_run_now(struct jobs *j, const char *name, struct err *e)
 {
     struct out o;
     out_init(&o);
     int rc = 0;
     pthread_mutex_lock(&j->lock);
-    struct job *x = find(j, name);
+    struct job *x = find_run_by_opsdb(j, name, " and reports by pings", e);
     if (!x)
-        rc = err_set(e, E_NOTFOUND, "no job '%.128s' (GET /api/v1/jobs lists them)", name);
-    else if (x->d.kind == JOB_EXTERNAL)
-        rc = err_set(e, E_INVALID, "job %s is external: it runs elsewhere and reports by pings",
-                     name);
+        rc = e->code;
     else if (x->running && x->d.overlap == OVERLAP_SKIP)
         rc = err_set(e, E_CONFLICT,
                      "job %s is running (since its run %s started); its overlap "
@@ -741,6 +872,25 @@ int jobs_run_now(struct jobs *j, const char *name, struct err *e)
     pthread_cond_broadcast(&j->wake);
     pthread_mutex_unlock(&j->lock);
     out_flush(j, &o);
+    return rc;
+}
+
+int jobs_cancel(struct jobs *j, const char *name, struct err *e)
+{
+    int rc = 0;
+    pthread_mutex_lock(&j->lock);
+    struct job *x = find_run_by_opsdb(j, name, ", and opsdb cannot stop it", e);
+    if (!x)
+        rc = e->code;
+    else if (!x->running)
+        rc = err_set(e, E_CONFLICT, "job %s is not running: there is no run to cancel", name);
+    if (rc == 0) {
+        x->cancel_asked = true;
+        x->queued = false;
+        atomic_store(&x->cancel, true);
+        log_info("job %s: cancel of run %s asked for", name, x->run_id);
+    }
+    pthread_mutex_unlock(&j->lock);
     return rc;
 }
 
@@ -779,6 +929,8 @@ static json_t *time_json(int64_t ms)
 
 static const char *status_of(const struct job *x, int64_t now)
 {
+    if (x->removed)
+        return "removed";
     if (x->paused)
         return "paused";
     if (x->running || x->nopen)
@@ -788,13 +940,15 @@ static const char *status_of(const struct job *x, int64_t now)
     return x->last_status;
 }
 
-void jobs_list_json(struct jobs *j, struct buf *out)
+void jobs_list_json(struct jobs *j, bool removed, struct buf *out)
 {
     json_t *list = json_array();
     int64_t now = time_now_ms();
     pthread_mutex_lock(&j->lock);
     for (size_t i = 0; i < j->n; i++) {
         const struct job *x = j->jobs[i];
+        if (x->removed && !removed)
+            continue;
         json_t *o = json_pack(
             "{s:s, s:s, s:s, s:s, s:o, s:o, s:I, s:I, s:b, s:I, s:s}", "name", x->d.name, "kind",
             job_kind_name(x->d.kind), "schedule", x->d.schedule, "status", status_of(x, now),
@@ -831,7 +985,7 @@ void jobs_list_json(struct jobs *j, struct buf *out)
 int jobs_history_json(struct jobs *j, const char *name, int limit, struct buf *out, struct err *e)
 {
     pthread_mutex_lock(&j->lock);
-    bool known = find(j, name) != NULL;
+    bool known = find_job(j, name, true) != NULL;
     pthread_mutex_unlock(&j->lock);
     if (!known)
         return err_set(e, E_NOTFOUND, "no job '%.128s' (GET /api/v1/jobs lists them)", name);
@@ -890,25 +1044,28 @@ void jobs_metrics(struct jobs *j, struct buf *out)
                     "# TYPE opsdb_job_runs_total counter\n");
     pthread_mutex_lock(&j->lock);
     for (size_t i = 0; i < j->n; i++)
-        for (int s = 0; s < NRUN_STATUS; s++)
+        for (int s = 0; s < NRUN_STATUS && !j->jobs[i]->removed; s++)
             buf_printf(out, "opsdb_job_runs_total{job=\"%s\",status=\"%s\"} %llu\n",
                        j->jobs[i]->d.name, run_status_names[s],
                        (unsigned long long)j->jobs[i]->runs[s]);
     buf_printf(out, "# HELP opsdb_job_consecutive_failures Failed or missed runs in a row.\n"
                     "# TYPE opsdb_job_consecutive_failures gauge\n");
     for (size_t i = 0; i < j->n; i++)
-        buf_printf(out, "opsdb_job_consecutive_failures{job=\"%s\"} %lld\n", j->jobs[i]->d.name,
-                   (long long)j->jobs[i]->consecutive_failures);
+        if (!j->jobs[i]->removed)
+            buf_printf(out, "opsdb_job_consecutive_failures{job=\"%s\"} %lld\n", j->jobs[i]->d.name,
+                       (long long)j->jobs[i]->consecutive_failures);
     buf_printf(out, "# HELP opsdb_job_last_success_timestamp_seconds When each job last "
                     "succeeded (0: not since opsdb started).\n"
                     "# TYPE opsdb_job_last_success_timestamp_seconds gauge\n");
     for (size_t i = 0; i < j->n; i++)
-        buf_printf(out, "opsdb_job_last_success_timestamp_seconds{job=\"%s\"} %.3f\n",
-                   j->jobs[i]->d.name, (double)j->jobs[i]->last_success_ms / 1000);
+        if (!j->jobs[i]->removed)
+            buf_printf(out, "opsdb_job_last_success_timestamp_seconds{job=\"%s\"} %.3f\n",
+                       j->jobs[i]->d.name, (double)j->jobs[i]->last_success_ms / 1000);
     buf_printf(out, "# HELP opsdb_job_running Whether each job is running.\n"
                     "# TYPE opsdb_job_running gauge\n");
     for (size_t i = 0; i < j->n; i++)
-        buf_printf(out, "opsdb_job_running{job=\"%s\"} %d\n", j->jobs[i]->d.name,
-                   j->jobs[i]->running || j->jobs[i]->nopen ? 1 : 0);
+        if (!j->jobs[i]->removed)
+            buf_printf(out, "opsdb_job_running{job=\"%s\"} %d\n", j->jobs[i]->d.name,
+                       j->jobs[i]->running || j->jobs[i]->nopen ? 1 : 0);
     pthread_mutex_unlock(&j->lock);
 }

@@ -33,6 +33,8 @@ void sqlite_conn_close(struct sqlite_conn *c);
 int sqlite_register_functions(struct sqlite_conn *c);
 /* Runs SQL with no result; fills e with the SQLite message on failure. */
 int sqlite_exec(sqlite3 *db, const char *sql, struct err *e);
+/* The first column of the first row of sql (a PRAGMA) as an integer; -1 when it fails. */
+int64_t sqlite_pragma_int(sqlite3 *db, const char *sql);
 
 /* Backups and the database's files (sqlite_backup.c): the store_ops of the same names. */
 int sqlite_backup_to(struct store *s, const char *path, store_backup_progress progress, void *arg,
@@ -40,6 +42,10 @@ int sqlite_backup_to(struct store *s, const char *path, store_backup_progress pr
 int sqlite_file_in_use(const char *path, long *pid, struct err *e);
 int sqlite_file_set_aside(const char *path, const char *aside, struct err *e);
 int sqlite_file_remove(const char *path, struct err *e);
+int sqlite_file_vacuum_plan(const struct config *cfg, struct store_vacuum_stats *stats,
+                            struct err *e);
+int sqlite_file_vacuum(const struct config *cfg, store_backup_progress progress, void *arg,
+                       struct store_vacuum_stats *stats, struct err *e);
 
 /* One metric sample on its way into <table>_samples. */
 struct point {

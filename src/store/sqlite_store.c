@@ -107,6 +107,15 @@ void sqlite_conn_close(struct sqlite_conn *c)
 static int pragmas(struct sqlite_conn *c, const struct config *cfg, bool writer, struct err *e)
 {
     char sql[256];
+    /* A new file gives the pages that dropped data leave back to the file system when optimize
+     * asks (incremental vacuum). It can only be said before the first table, and before the
+     * switch to WAL writes the file's first page; an older file is converted by a full vacuum
+     * (store_file_vacuum). */
+    if (writer && sqlite_pragma_int(c->db, "PRAGMA page_count") == 0) {
+        int rc = sqlite_exec(c->db, "PRAGMA auto_vacuum=INCREMENTAL", e);
+        if (rc)
+            return rc;
+    }
     if (writer) {
         snprintf(sql, sizeof sql,
                  "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA cache_size=-%lld;"
@@ -729,7 +738,7 @@ static int sq_unload_partition(struct store *s, const char *partition, struct er
 
 /* ---- checks and upkeep ---------------------------------------------------------------------- */
 
-static int64_t pragma_int(sqlite3 *db, const char *sql)
+int64_t sqlite_pragma_int(sqlite3 *db, const char *sql)
 {
     sqlite3_stmt *q;
     int64_t v = -1;
@@ -750,13 +759,14 @@ static int sq_optimize(struct store *s, struct store_optimize_stats *stats, stru
     /* a bounded ANALYZE of what is stale, as SQLite advises for long-lived connections */
     int rc =
         sqlite_exec(db, "PRAGMA analysis_limit=400; PRAGMA optimize; PRAGMA analysis_limit=0", e);
-    int64_t page_size = pragma_int(db, "PRAGMA page_size");
-    int64_t free_before = pragma_int(db, "PRAGMA freelist_count");
+    int64_t page_size = sqlite_pragma_int(db, "PRAGMA page_size");
+    int64_t free_before = sqlite_pragma_int(db, "PRAGMA freelist_count");
     /* only a file created with auto_vacuum=incremental can shrink without a full VACUUM, which
      * would copy the whole database while ingestion waits */
-    if (rc == 0 && pragma_int(db, "PRAGMA auto_vacuum") == 2)
+    stats->cannot_shrink = sqlite_pragma_int(db, "PRAGMA auto_vacuum") != 2;
+    if (rc == 0 && !stats->cannot_shrink)
         rc = sqlite_exec(db, "PRAGMA incremental_vacuum", e);
-    int64_t free_after = pragma_int(db, "PRAGMA freelist_count");
+    int64_t free_after = sqlite_pragma_int(db, "PRAGMA freelist_count");
     if (rc == 0) {
         sqlite3_busy_timeout(db, 1000);
         int crc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
@@ -1220,6 +1230,8 @@ const struct store_ops store_sqlite_ops = {
     .file_in_use = sqlite_file_in_use,
     .file_set_aside = sqlite_file_set_aside,
     .file_remove = sqlite_file_remove,
+    .file_vacuum_plan = sqlite_file_vacuum_plan,
+    .file_vacuum = sqlite_file_vacuum,
     .optimize = sq_optimize,
     .reader_open = sq_reader_open,
     .reader_close = sq_reader_close,

@@ -339,10 +339,10 @@ static const char *const views[] = {
     " GROUP BY rule",
 
     /* job_status: every job with its live state; missed when the next run is overdue by more
-     * than its grace period. */
+     * than its grace period; removed (and nothing else) when its definition is gone. */
     "CREATE VIEW job_status AS "
     "SELECT j.name, j.kind, j.schedule, j.enabled,"
-    " CASE WHEN j.enabled = 0 THEN 'paused'"
+    " CASE WHEN j.last_status = 'removed' THEN 'removed' WHEN j.enabled = 0 THEN 'paused'"
     "  WHEN j.last_status = 'running' OR lr.status = 'running' THEN 'running'"
     "  WHEN j.next_run_at IS NOT NULL AND j.next_run_at + CASE WHEN j.kind = 'external'"
     "   THEN j.grace_s * 1000 ELSE 300000 END < " NOW " THEN 'missed'"

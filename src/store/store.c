@@ -210,6 +210,22 @@ int store_file_remove(const char *path, struct err *e)
     return ops ? ops->file_remove(path, e) : E_INVALID;
 }
 
+int store_file_vacuum_plan(const struct config *cfg, struct store_vacuum_stats *stats,
+                           struct err *e)
+{
+    const struct store_ops *ops = ops_for(cfg->db, e);
+    memset(stats, 0, sizeof *stats);
+    return ops ? ops->file_vacuum_plan(cfg, stats, e) : E_INVALID;
+}
+
+int store_file_vacuum(const struct config *cfg, store_backup_progress progress, void *arg,
+                      struct store_vacuum_stats *stats, struct err *e)
+{
+    const struct store_ops *ops = ops_for(cfg->db, e);
+    memset(stats, 0, sizeof *stats);
+    return ops ? ops->file_vacuum(cfg, progress, arg, stats, e) : E_INVALID;
+}
+
 struct store_reader *store_reader_get(struct store *s)
 {
     pthread_mutex_lock(&s->readers_lock);

@@ -235,8 +235,9 @@ int store_archive_expire(const char *dir, int64_t before_ms, int64_t *removed, s
  * A copy of the whole database as of one moment, the integrity check, and the database's files
  * named by a path (cfg->db), for restoring one in place of another. */
 
-/* Told now and then how far a copy is: bytes written so far of about total_bytes. */
-typedef void (*store_backup_progress)(void *arg, int64_t bytes_done, int64_t total_bytes);
+/* Told now and then how far a copy is: bytes written so far of about total_bytes. Returns 0 to
+ * go on; anything else stops the copy, which then fails with E_CANCELLED. */
+typedef int (*store_backup_progress)(void *arg, int64_t bytes_done, int64_t total_bytes);
 /* Writes a consistent copy of the whole database to path, a file that must not exist yet
  * (E_INVALID): every transaction committed before the call began is in it and none that
  * commits later, while the writer goes on committing — the copy is read in one snapshot on a
@@ -260,6 +261,30 @@ int store_file_set_aside(const char *path, const char *aside, struct err *e);
  * not an error. E_IO. */
 int store_file_remove(const char *path, struct err *e);
 
+/* ---- a full vacuum: shrinking and converting a database file no process has open ---------- */
+
+struct store_vacuum_stats {
+    int64_t bytes_before;    /* the database file and its write-ahead log */
+    int64_t bytes_needed;    /* free space the copy takes beside the file: the data's pages */
+    int64_t bytes_available; /* free space of the file system the database is on */
+    int64_t bytes_after;     /* the compact file (store_file_vacuum) */
+    bool shrinks_before;     /* the file could give pages back already (see store_optimize) */
+};
+/* What store_file_vacuum of the database at cfg->db would take: fills every field but
+ * bytes_after. E_NOTFOUND when there is no database, E_STORE when it cannot be read. */
+int store_file_vacuum_plan(const struct config *cfg, struct store_vacuum_stats *stats,
+                           struct err *e);
+/* Rewrites the database at cfg->db whole into a compact copy beside it, in the layout that lets
+ * store_optimize give free pages back from then on (SQLite: VACUUM INTO with
+ * auto_vacuum=incremental), and renames the copy over it. The database stays as it was until
+ * that rename; a copy left by a stopped vacuum is removed by the next. progress (may be NULL)
+ * hears of the copy's bytes. E_CONFLICT while another process has the database open (checked
+ * before the copy and again before the rename), E_LIMIT when the file system has less free
+ * space than the copy needs, E_NOTFOUND, E_STORE, E_IO. No store may be open on the file in
+ * this process. */
+int store_file_vacuum(const struct config *cfg, store_backup_progress progress, void *arg,
+                      struct store_vacuum_stats *stats, struct err *e);
+
 /* ---- checks and upkeep of the database ----------------------------------------------------- */
 
 /* Checks the structure of the database (SQLite: PRAGMA quick_check when quick, else PRAGMA
@@ -273,7 +298,9 @@ struct store_optimize_stats {
     int64_t bytes_before, bytes_after; /* store_size_bytes() before and after */
     int64_t free_bytes;                /* free pages left inside the file, reused by writes */
     int64_t bytes_released;            /* free pages given back to the file system */
-    bool log_busy; /* readers kept the write-ahead log from being emptied; the next run does */
+    bool cannot_shrink; /* a file made without incremental vacuum: only store_file_vacuum shrinks
+                           it */
+    bool log_busy;      /* readers kept the write-ahead log from being emptied; the next run does */
 };
 /* Upkeep of the database file: refreshes the query planner's statistics where they are stale
  * (SQLite: PRAGMA optimize), gives free pages back to the file system where the file allows it

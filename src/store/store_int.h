@@ -36,6 +36,10 @@ struct store_ops {
     int (*file_in_use)(const char *path, long *pid, struct err *e);
     int (*file_set_aside)(const char *path, const char *aside, struct err *e);
     int (*file_remove)(const char *path, struct err *e);
+    int (*file_vacuum_plan)(const struct config *cfg, struct store_vacuum_stats *stats,
+                            struct err *e);
+    int (*file_vacuum)(const struct config *cfg, store_backup_progress progress, void *arg,
+                       struct store_vacuum_stats *stats, struct err *e);
     int (*optimize)(struct store *s, struct store_optimize_stats *stats, struct err *e);
     /* A read connection, owned by the generic reader pool. */
     void *(*reader_open)(struct store *s, struct err *e);

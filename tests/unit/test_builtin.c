@@ -2,14 +2,18 @@
  * The builtin jobs (src/jobs/builtin.c) on a real store and writer in a temporary directory:
  * their schedules from the configuration, and each run doing its work and saying so —
  * compaction, compression, retention (the hooks hear of what it dropped), archiving, the
- * integrity check on a sound database and on a damaged copy, and optimize.
+ * integrity check on a sound database and on a damaged copy, and optimize — and runs cancelled:
+ * compression stopping between its steps, a backup leaving nothing behind.
  */
 #include "unit_store.h"
 
+#include "backup/backup.h"
 #include "jobs/builtin.h"
 #include "jobs/cron.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sqlite3.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
 
@@ -22,8 +26,12 @@ static const struct jobs_builtin *find(const struct jobs_builtin *b, size_t n, c
     return NULL;
 }
 
-/* Runs the builtin job name on d and returns its result; out gets its summary. */
-static int run_job(struct ut_db *d, const char *name, struct buf *out, struct err *e)
+static const atomic_bool not_cancelled = false, cancelled = true;
+
+/* Runs the builtin job name on d with *cancel as its cancel flag and returns its result; out
+ * gets its summary. */
+static int run_job_cancel(struct ut_db *d, const char *name, const atomic_bool *cancel,
+                          struct buf *out, struct err *e)
 {
     struct jobs_maintenance m = {.w = d->w, .s = d->store, .cfg = &d->cfg};
     struct jobs_builtin b[JOBS_BUILTIN_MAX];
@@ -31,7 +39,12 @@ static int run_job(struct ut_db *d, const char *name, struct buf *out, struct er
     buf_release(out);
     buf_init(out, 4096);
     err_clear(e);
-    return find(b, n, name)->run(find(b, n, name)->arg, out, e);
+    return find(b, n, name)->run(find(b, n, name)->arg, cancel, out, e);
+}
+
+static int run_job(struct ut_db *d, const char *name, struct buf *out, struct err *e)
+{
+    return run_job_cancel(d, name, &not_cancelled, out, e);
 }
 
 #define assert_contains(hay, needle)                                                               \
@@ -140,6 +153,72 @@ static void test_compression(void **state)
     ut_db_remove(&d);
 }
 
+/* A cancelled pass stops after its first step and keeps what it did; the next run does the
+ * rest. */
+static void test_compression_cancelled(void **state)
+{
+    (void)state;
+    struct ut_db d;
+    ut_db_init(&d, "builtin-compression-cancel");
+    ut_db_start(&d);
+    writer_set_maintenance(d.w, false);
+    for (int day = 3; day <= 5; day++)
+        ut_db_write_requests(&d, (time_now_ms() / DAY_MS - day) * DAY_MS, 20);
+    const char *cold = "SELECT count(*) FROM opsdb_partitions WHERE table_name = 'api_usage' AND "
+                       "state = 'cold'";
+
+    struct buf out = {0};
+    struct err e;
+    assert_int_equal(run_job_cancel(&d, "compression", &cancelled, &out, &e), E_CANCELLED);
+    assert_contains(e.msg, "cancelled after 1 step");
+    assert_contains(out.data, "packed 1 partitions: 20 rows into ");
+    assert_int_equal(ut_db_int(&d, cold), 1);
+    assert_int_equal(run_job(&d, "compression", &out, &e), 0);
+    assert_int_equal(ut_db_int(&d, cold), 3);
+    assert_int_equal(ut_db_int(&d, "SELECT count(*) FROM api_usage"), 60);
+    buf_release(&out);
+    ut_db_remove(&d);
+}
+
+/* A cancelled backup leaves nothing in the backup directory; one not cancelled is whole. */
+static void test_backup_cancelled(void **state)
+{
+    (void)state;
+    struct ut_db d;
+    ut_db_init(&d, "builtin-backup-cancel");
+    snprintf(d.cfg.backup_dir, sizeof d.cfg.backup_dir, "%s/backups", d.dir);
+    ut_db_start(&d);
+    ut_db_write_requests(&d, time_now_ms() - 60000, 50);
+    struct backup_jobs bj = {.store = d.store, .cfg = &d.cfg};
+    struct jobs_builtin b[2];
+    assert_int_equal(backup_jobs(&bj, b, 2), 2);
+    const struct jobs_builtin *backup = find(b, 2, "backup");
+    struct buf out;
+    buf_init(&out, 4096);
+    struct err e;
+    assert_int_equal(backup->run(backup->arg, &cancelled, &out, &e), E_CANCELLED);
+    assert_contains(e.msg, "cancelled");
+    struct backup *all = NULL;
+    size_t n = 99;
+    int rc = backup_list(d.cfg.backup_dir, &all, &n, &e);
+    assert_true(rc == 0 || rc == E_NOTFOUND);
+    assert_int_equal(rc == 0 ? n : 0, 0);
+    free(all);
+    DIR *dir = opendir(d.cfg.backup_dir); /* not even a temporary file */
+    for (struct dirent *ent; dir && (ent = readdir(dir)) != NULL;)
+        if (strcmp(ent->d_name, ".") != 0 && strcmp(ent->d_name, "..") != 0)
+            fail_msg("a cancelled backup left %s", ent->d_name);
+    if (dir)
+        closedir(dir);
+
+    assert_int_equal(backup->run(backup->arg, &not_cancelled, &out, &e), 0);
+    assert_int_equal(backup_list(d.cfg.backup_dir, &all, &n, &e), 0);
+    assert_int_equal(n, 1);
+    free(all);
+    buf_release(&out);
+    ut_db_remove(&d);
+}
+
 static atomic_int all_changed;
 
 static void count_all_changed(void *arg, const struct batch *const *batches, size_t n)
@@ -230,19 +309,34 @@ static void test_optimize(void **state)
     ut_db_remove(&d);
 }
 
-/* Overwrites the middle of the last pages of path with a pattern that no b-tree page holds. */
+/* Overwrites the middle of the last leaf pages of the api_usage partitions in path with a
+ * pattern that no b-tree page holds. SQLite's dbstat says where they are: the layout of a file
+ * (auto_vacuum keeps pointer-map pages and moves root pages) puts other pages at its end. */
 static void damage(const char *path)
 {
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT pageno FROM dbstat WHERE name LIKE 'api_usage_p%'"
+                                        " AND pagetype = 'leaf' ORDER BY pageno DESC LIMIT 6",
+                                        -1, &q, NULL),
+                     SQLITE_OK);
+    int64_t pages[6];
+    int n = 0;
+    while (n < 6 && sqlite3_step(q) == SQLITE_ROW)
+        pages[n++] = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    assert_true(n >= 3);
     int fd = open(path, O_RDWR);
     assert_true(fd >= 0);
-    struct stat sb;
-    assert_int_equal(fstat(fd, &sb), 0);
     const off_t page = 4096;
-    assert_true(sb.st_size > 16 * page);
     char junk[3000];
     memset(junk, 0xa5, sizeof junk);
-    for (off_t p = sb.st_size / page - 6; p < sb.st_size / page; p++)
-        assert_int_equal(pwrite(fd, junk, sizeof junk, p * page + 500), (ssize_t)sizeof junk);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(pwrite(fd, junk, sizeof junk, (pages[i] - 1) * page + 500),
+                         (ssize_t)sizeof junk);
     close(fd);
 }
 
@@ -276,7 +370,7 @@ static void test_integrity_check(void **state)
     const struct jobs_builtin *check = find(b, n, "integrity_check");
     buf_release(&out);
     buf_init(&out, 4096);
-    assert_int_equal(check->run(check->arg, &out, &e), E_CORRUPT);
+    assert_int_equal(check->run(check->arg, &not_cancelled, &out, &e), E_CORRUPT);
     assert_contains(e.msg, "quick_check found the database damaged");
     assert_true(out.len > 0);
     assert_null(strstr(out.data, "ok:"));
@@ -290,9 +384,14 @@ int main(void)
 {
     log_set_level(LOG_WARN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_schedules),   cmocka_unit_test(test_compaction),
-        cmocka_unit_test(test_compression), cmocka_unit_test(test_retention_and_archiving),
-        cmocka_unit_test(test_optimize),    cmocka_unit_test(test_integrity_check),
+        cmocka_unit_test(test_schedules),
+        cmocka_unit_test(test_compaction),
+        cmocka_unit_test(test_compression),
+        cmocka_unit_test(test_retention_and_archiving),
+        cmocka_unit_test(test_compression_cancelled),
+        cmocka_unit_test(test_backup_cancelled),
+        cmocka_unit_test(test_optimize),
+        cmocka_unit_test(test_integrity_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
