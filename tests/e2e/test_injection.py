@@ -122,6 +122,7 @@ ROUTE_PARAMS = {
     "/api/v1/ingest/{table}": ["format", "precision"],
     "/write": ["precision", "db", "rp", "u", "p"],
     "/api/v2/write": ["precision", "org", "bucket"],
+    "/api/v1/jobs": ["all"],
     "/api/v1/jobs/{name}/history": ["limit"],
     "/api/v1/jobs/{name}/start": ["run_id", "rid"],
     "/api/v1/jobs/{name}/success": ["run_id", "rid", "exit_code"],
