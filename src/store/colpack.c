@@ -76,8 +76,9 @@ enum {
     TPL_HEX = 1,
     TPL_ESCAPE = 2,
     TPL_REF = 3,
-    REF_MIN_BYTES = 8,   /* a shorter text is not worth a reference */
-    REF_SAMPLE_ROWS = 64 /* rows a reference is looked for in */
+    REF_MIN_BYTES = 8,    /* a shorter text is not worth a reference */
+    REF_SAMPLE_ROWS = 64, /* rows a reference is looked for in */
+    PICK_ROWS = 2048      /* rows a group column is picked on */
 };
 
 static uint64_t bits_of(double d)
@@ -688,6 +689,8 @@ static bool could_group(const struct value *cells, size_t nrows, size_t ncols, s
 int colpack_pick_group(const struct value *cells, size_t nrows, size_t ncols)
 {
     struct err e;
+    if (nrows > PICK_ROWS) /* enough to tell, and the candidates cost an encoding each */
+        nrows = PICK_ROWS;
     if (nrows == 0 || nrows > COLPACK_MAX_ROWS || ncols == 0 || ncols > COLPACK_MAX_COLUMNS ||
         raw_size(cells, nrows, ncols, &e) == 0)
         return -1;

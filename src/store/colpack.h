@@ -28,10 +28,10 @@ int colpack_encode(const struct value *cells, size_t nrows, size_t ncols, int gr
                    struct buf *out, struct err *e);
 
 /* The column to group rows like these by for colpack_encode, or -1 for none: the one (among
- * the columns of texts with at most one distinct text in 4 rows) that makes them pack
- * smallest. It packs the rows once per candidate, so call it on a sample (the first block of a
- * partition) and use its answer for the blocks like it. -1 too on any error (no memory, rows
- * colpack_encode refuses): grouping only saves bytes. */
+ * the columns of texts with at most one distinct text in 4 rows) that makes the first 2048 of
+ * them pack smallest. It packs those once per candidate, so call it once on a sample (the first
+ * block of a partition) and use its answer for the blocks like it. -1 too on any error (no
+ * memory, rows colpack_encode refuses): grouping only saves bytes. */
 int colpack_pick_group(const struct value *cells, size_t nrows, size_t ncols);
 
 /* A decoded block: its values, row-major; text values point into the block's own memory (not
