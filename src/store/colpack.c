@@ -41,7 +41,8 @@
  *                     01 uv L is a run of L lowercase hex digits (at least one a digit):
  *                     (L + 1) / 2 bytes of nibbles, high first, in the tokens; 02 b is the byte
  *                     b itself (for bytes 00..03 of the text); 03 is the ref column's text of
- *                     the row; any other byte is itself.
+ *                     the row (not empty); any other byte is itself. So each piece of a
+ *                     template yields a byte of text or more: expanding costs what it writes.
  *   Group order: the group column's texts are numbered by first appearance (from 1; a row
  *   without a text is 0) and its rows sorted by that number, stably. So rows of one error,
  *   endpoint or handler lie together and their messages, stack traces and counters repeat
@@ -897,7 +898,7 @@ static int expand_token(struct dec *d, uint8_t c, struct reader *t, struct reade
         *used += (size_t)u;
         tok->pos += (size_t)(u + 1) / 2;
     } else if (c == TPL_REF) {
-        if (!w || w->type != VAL_TEXT)
+        if (!w || w->type != VAL_TEXT || w->len == 0) /* each template byte must yield bytes */
             return corrupt(e, "a text refers to a text it cannot have");
         if (!text_room(d, *used, w->len))
             return corrupt(e, "its texts are longer than declared");

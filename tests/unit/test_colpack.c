@@ -1022,6 +1022,10 @@ static void forged2_columns(void **state)
     expect_forged2(col0, col1, bad_ref, 1, 28, "a text refers to a text it cannot have");
     c2[1] = 2; /* column 1: decoded, but its values are integers */
     expect_forged2(col0, col1, bad_ref, 1, 28, "a text refers to a text it cannot have");
+    /* column 0's text of row 0 is empty: a \3 must not stand for nothing (it would cost
+     * nothing, and a template of them work without end) */
+    expect_forged2(PART(0, 3, 3, 3, 3, 0, 0, 0, 1, 'a', 1, 2), col1, col2, 1, 27,
+                   "a text refers to a text it cannot have");
     expect_forged2(col0, col1, PART(2, 1, 0x7f, 7), 1, 28, "a column's tokens are cut short");
     expect_forged2(col0, col1, PART(2, 1), 1, 28, "a column's tokens are cut short");
     expect_forged2(col0, col1, PART(2), 1, 28, "a column's reference is cut short");
