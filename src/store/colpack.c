@@ -282,6 +282,19 @@ static uint32_t dict_add(struct dict *d, const uint8_t *p, uint32_t len, bool *a
     return (uint32_t)(d->n - 1);
 }
 
+/* Writes the decimal digits of u at out (room for 20); returns how many. */
+static size_t put_decimal(uint8_t *out, uint64_t u)
+{
+    char digits[20];
+    size_t n = 0;
+    do
+        digits[n++] = (char)('0' + u % 10);
+    while ((u /= 10) != 0);
+    for (size_t i = 0; i < n; i++)
+        out[i] = (uint8_t)digits[n - 1 - i];
+    return n;
+}
+
 /* Group order: the rows sorted by their group numbers gid (0..n), stably; NULL without memory.
  * The caller frees it. */
 static uint32_t *group_order(const uint32_t *gid, size_t n)
@@ -306,15 +319,33 @@ static uint32_t *group_order(const uint32_t *gid, size_t n)
  * Version 2 encoding.
  */
 
+/* Where one row's template and tokens lie in a templated column's streams. */
+struct piece {
+    size_t tpl_at, tpl_len, tok_at, tok_len;
+};
+
+/* One token of a template: its kind, hex digits, and in the first row of the template where its
+ * bytes lie among the row's tokens and whether every row has the same. */
+struct slot {
+    uint8_t kind;
+    uint64_t hex_digits;
+    size_t at, len;
+    bool constant;
+};
+
 struct enc {
     const struct value *cells;
     size_t nrows, ncols;
-    int group;           /* column, or -1 */
-    uint32_t *perm;      /* group order: the k-th row; NULL without a group */
-    struct dict dict;    /* a column's distinct texts or templates */
-    struct stream tpl;   /* a templated column's templates ... */
-    struct stream tok;   /* ... and tokens */
-    size_t *tpl_at;      /* where each row's template starts in tpl (nrows + 1) */
+    int group;                /* column, or -1 */
+    uint32_t *perm;           /* group order: the k-th row; NULL without a group */
+    struct dict dict;         /* a column's distinct texts or templates */
+    struct stream tpl;        /* a templated column's templates ... */
+    struct stream tok;        /* ... and tokens */
+    struct piece *pieces;     /* each row's template and tokens in tpl and tok (nrows) */
+    struct stream tpl2, tok2; /* what inline_constants rewrites them into */
+    uint32_t *tid;            /* each row's template number (nrows) */
+    struct slot *slots;       /* one template's tokens */
+    size_t slots_cap;
     struct stream trial; /* a candidate column */
     struct stream best;  /* the best candidate so far */
     struct stream zbuf;  /* a candidate compressed */
@@ -409,18 +440,168 @@ static void split_text(struct enc *x, const uint8_t *s, size_t n, const struct v
     }
 }
 
-/* Templates and tokens of column c's texts in the given order, templates at tpl_at. */
+/* Templates and tokens of column c's texts in the given order, each row's in pieces. */
 static void split_column(struct enc *x, size_t c, bool grouped, int ref)
 {
     x->tpl.len = x->tok.len = 0;
     for (size_t k = 0; k < x->nrows; k++) {
         const struct value *v = enc_cell(x, k, c, grouped);
-        x->tpl_at[k] = x->tpl.len;
+        struct piece *pc = &x->pieces[k];
+        pc->tpl_at = x->tpl.len;
+        pc->tok_at = x->tok.len;
         if (v->type == VAL_TEXT)
             split_text(x, (const uint8_t *)v->s, v->len,
                        ref >= 0 ? enc_cell(x, k, (size_t)ref, grouped) : NULL);
+        pc->tpl_len = x->tpl.len - pc->tpl_at;
+        pc->tok_len = x->tok.len - pc->tok_at;
     }
-    x->tpl_at[x->nrows] = x->tpl.len;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Constant tokens back into their templates: a token that has one value in every row of its
+ * template (a port, the line of a fixed stack frame, the 1 of /v1/) costs a byte or more a row
+ * as a token and nothing as text of a template the rows share.
+ */
+
+/* The tokens of template t[0..len) (made by split_text) into x->slots; returns how many, or
+ * SIZE_MAX without memory. */
+static size_t template_slots(struct enc *x, const uint8_t *t, size_t len)
+{
+    if (x->slots_cap < len) {
+        struct slot *p = realloc(x->slots, len * sizeof *p);
+        if (!p)
+            return SIZE_MAX;
+        x->slots = p;
+        x->slots_cap = len;
+    }
+    size_t n = 0;
+    for (struct reader r = {t, len, 0}; r.pos < r.len;) {
+        uint8_t b = r.p[r.pos++];
+        uint64_t digits = 0;
+        if (b == TPL_ESCAPE)
+            r.pos++;
+        else if (b == TPL_DECIMAL || (b == TPL_HEX && get_uvarint(&r, &digits)))
+            x->slots[n++] = (struct slot){b, digits, 0, 0, true};
+    }
+    return n;
+}
+
+/* Bytes of the token of slot sl at tok (a varint, or the nibbles of its hex digits). */
+static size_t token_len(const struct slot *sl, const uint8_t *tok)
+{
+    size_t len = 1;
+    if (sl->kind == TPL_HEX)
+        return (size_t)(sl->hex_digits + 1) / 2;
+    while (tok[len - 1] & 0x80)
+        len++;
+    return len;
+}
+
+/* Where each token of a row lies among its tokens tok, into the slots' at and len (first) or
+ * compared with them (not first: constant cleared where they differ). */
+static void match_slots(struct slot *slots, size_t n, const uint8_t *first, const uint8_t *tok,
+                        bool is_first)
+{
+    size_t at = 0;
+    for (size_t j = 0; j < n; j++) {
+        size_t len = token_len(&slots[j], tok + at);
+        if (is_first) {
+            slots[j].at = at;
+            slots[j].len = len;
+        } else if (slots[j].len != len || memcmp(first + slots[j].at, tok + at, len) != 0) {
+            slots[j].constant = false;
+        }
+        at += len;
+    }
+}
+
+/* Template t with its constant tokens written as text, appended to x->tpl2; the tokens' bytes
+ * are those of the template's first row (first). */
+static void put_refined(struct enc *x, const uint8_t *t, size_t len, const uint8_t *first)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t j = 0;
+    for (struct reader r = {t, len, 0}; r.pos < r.len;) {
+        size_t start = r.pos;
+        uint8_t b = r.p[r.pos++];
+        uint64_t digits = 0;
+        if (b == TPL_ESCAPE)
+            r.pos++;
+        else if (b == TPL_HEX)
+            get_uvarint(&r, &digits);
+        if ((b != TPL_DECIMAL && b != TPL_HEX) || !x->slots[j++].constant) {
+            put_bytes(&x->tpl2, t + start, r.pos - start);
+            continue;
+        }
+        const struct slot *sl = &x->slots[j - 1];
+        struct reader v = {first + sl->at, sl->len, 0};
+        uint8_t text[20];
+        if (b == TPL_DECIMAL && get_uvarint(&v, &digits))
+            put_bytes(&x->tpl2, text, put_decimal(text, digits));
+        for (size_t i = 0; b == TPL_HEX && i < digits; i++)
+            put_byte(&x->tpl2, (uint8_t)hex[v.p[i / 2] >> (i % 2 ? 0 : 4) & 15]);
+    }
+}
+
+/* The tokens of a row that are not constant, appended to x->tok2. */
+static void put_varying(struct enc *x, const struct slot *slots, size_t n, const uint8_t *tok)
+{
+    size_t at = 0;
+    for (size_t j = 0; j < n; j++) {
+        size_t len = token_len(&slots[j], tok + at);
+        if (!slots[j].constant)
+            put_bytes(&x->tok2, tok + at, len);
+        at += len;
+    }
+}
+
+/* Rewrites the pieces of a templated column (split_column) with the tokens that are constant
+ * in every row of a template shared by two rows or more written into the template: templates
+ * into tpl2 and tokens into tok2, which then take the place of tpl and tok. */
+static bool inline_constants(struct enc *x, size_t c, bool grouped)
+{
+    dict_clear(&x->dict);
+    for (size_t k = 0; k < x->nrows; k++) {
+        const struct piece *pc = &x->pieces[k];
+        bool added;
+        x->tid[k] =
+            enc_cell(x, k, c, grouped)->type == VAL_TEXT
+                ? 1 + dict_add(&x->dict, x->tpl.p + pc->tpl_at, (uint32_t)pc->tpl_len, &added)
+                : 0;
+    }
+    uint32_t *order = group_order(x->tid, x->nrows); /* the rows of each template together */
+    x->tpl2.len = x->tok2.len = 0;
+    for (size_t i = 0, end; order && i < x->nrows; i = end) {
+        uint32_t t = x->tid[order[i]];
+        for (end = i; end < x->nrows && x->tid[order[end]] == t;)
+            end++;
+        const struct piece p0 = x->pieces[order[i]];
+        const uint8_t *tpl = x->tpl.p + p0.tpl_at, *first = x->tok.p + p0.tok_at;
+        size_t ns = t ? template_slots(x, tpl, p0.tpl_len) : 0;
+        if (ns == SIZE_MAX)
+            break;
+        for (size_t r = i; r < end; r++)
+            match_slots(x->slots, ns, first, x->tok.p + x->pieces[order[r]].tok_at, r == i);
+        for (size_t j = 0; end - i < 2 && j < ns; j++)
+            x->slots[j].constant = false; /* one row: its tokens are its own */
+        size_t at = x->tpl2.len;
+        put_refined(x, tpl, p0.tpl_len, first);
+        for (size_t r = i; r < end; r++) {
+            struct piece *pc = &x->pieces[order[r]];
+            size_t tok_at = x->tok2.len;
+            put_varying(x, x->slots, ns, x->tok.p + pc->tok_at);
+            *pc = (struct piece){at, x->tpl2.len - at, tok_at, x->tok2.len - tok_at};
+        }
+    }
+    bool ok = order && !x->tpl2.failed && !x->tok2.failed;
+    free(order);
+    struct stream tmp = x->tpl;
+    x->tpl = x->tpl2;
+    x->tpl2 = tmp;
+    tmp = x->tok;
+    x->tok = x->tok2;
+    x->tok2 = tmp;
+    return ok;
 }
 
 /* Writes column c to out in the given order, its texts plain or templated. */
@@ -432,9 +613,11 @@ static void put_column_v2(struct enc *x, size_t c, bool grouped, bool templated,
     put_byte(out, (uint8_t)((grouped ? FLAG_GROUP_ORDER : 0) | (templated ? FLAG_TEMPLATE : 0)));
     if (templated) {
         split_column(x, c, grouped, ref);
+        out->failed |= !inline_constants(x, c, grouped);
         put_uv(out, (uint64_t)(ref + 1));
         put_uv(out, x->tok.len);
-        put_bytes(out, x->tok.p, x->tok.len);
+        for (size_t k = 0; k < x->nrows; k++)
+            put_bytes(out, x->tok.p + x->pieces[k].tok_at, x->pieces[k].tok_len);
     }
     out->failed |= x->tpl.failed || x->tok.failed;
     if (!need(out, x->nrows))
@@ -454,8 +637,8 @@ static void put_column_v2(struct enc *x, size_t c, bool grouped, bool templated,
             for (int i = 0; i < 8; i++)
                 put_byte(out, (uint8_t)(d >> (8 * i)));
         } else if (v->type == VAL_TEXT) {
-            const uint8_t *p = templated ? x->tpl.p + x->tpl_at[k] : (const uint8_t *)v->s;
-            uint32_t len = templated ? (uint32_t)(x->tpl_at[k + 1] - x->tpl_at[k]) : v->len;
+            const uint8_t *p = templated ? x->tpl.p + x->pieces[k].tpl_at : (const uint8_t *)v->s;
+            uint32_t len = templated ? (uint32_t)x->pieces[k].tpl_len : v->len;
             bool added;
             uint32_t n = dict_add(&x->dict, p, len, &added);
             put_uv(out, added ? 0 : n + 1);
@@ -553,7 +736,11 @@ static void enc_release(struct enc *x)
     free(x->perm);
     free(x->tpl.p);
     free(x->tok.p);
-    free(x->tpl_at);
+    free(x->pieces);
+    free(x->tpl2.p);
+    free(x->tok2.p);
+    free(x->tid);
+    free(x->slots);
     free(x->trial.p);
     free(x->best.p);
     free(x->zbuf.p);
@@ -562,8 +749,10 @@ static void enc_release(struct enc *x)
 /* The version 2 payload of the rows into payload (whose failed says there was no memory). */
 static void encode_v2(struct enc *x, struct stream *payload)
 {
-    x->tpl_at = malloc((x->nrows + 1) * sizeof *x->tpl_at);
-    if (!dict_init(&x->dict, x->nrows) || !x->tpl_at || (x->group >= 0 && !group_rows(x))) {
+    x->pieces = malloc(x->nrows * sizeof *x->pieces);
+    x->tid = malloc(x->nrows * sizeof *x->tid);
+    if (!dict_init(&x->dict, x->nrows) || !x->pieces || !x->tid ||
+        (x->group >= 0 && !group_rows(x))) {
         payload->failed = true;
         return;
     }
@@ -846,19 +1035,6 @@ static size_t literal_run(const uint8_t *t, size_t pos, size_t len)
     while (i < len && t[i] > TPL_REF)
         i++;
     return i - pos;
-}
-
-/* Writes the decimal digits of u at out (room for 20); returns how many. */
-static size_t put_decimal(uint8_t *out, uint64_t u)
-{
-    char digits[20];
-    size_t n = 0;
-    do
-        digits[n++] = (char)('0' + u % 10);
-    while ((u /= 10) != 0);
-    for (size_t i = 0; i < n; i++)
-        out[i] = (uint8_t)digits[n - 1 - i];
-    return n;
 }
 
 /* One token or escape of template t (its marker c already read) expanded at out + *used. */

@@ -377,6 +377,58 @@ static void appends(void **state)
     buf_release(&out);
 }
 
+/* Texts that make templates of every kind: decimal numbers (0, 19 digits, leading zeros), hex
+ * runs of odd and even length, runs of hex letters alone, bytes that need escaping, tokens
+ * constant in every row of their template and tokens that vary, a template of one row, a text
+ * that contains another column's text; grouped and not. */
+static void templated_texts(void **state)
+{
+    (void)state;
+    enum { ROWS = 600, COLS = 3 };
+    static const char *const kinds[] = {"api", "db", "cache", "queue", "web"};
+    static char text[ROWS][128], other[ROWS][48];
+    static struct value v[ROWS * COLS];
+    for (size_t r = 0; r < ROWS; r++) {
+        unsigned a = (unsigned)(rnd() % 100000), b = (unsigned)(rnd() % 7);
+        int len = 0, olen = snprintf(other[r], sizeof other[r], "order %u of cafe %u", a, b);
+        switch (r % 8) {
+        case 0:
+            len = snprintf(text[r], sizeof text[r], "GET /v1/users/%u took %ums", a, b);
+            break;
+        case 1:
+            len =
+                snprintf(text[r], sizeof text[r], "dial tcp 10.1.%u.%u:5432: refused", b, a % 256);
+            break;
+        case 2:
+            len = snprintf(text[r], sizeof text[r], "trace 0abc%04x span %05u f0f deadbeef", a, b);
+            break;
+        case 3:
+            len = snprintf(text[r], sizeof text[r], "max 18446744073709551615 and %s 0 %u",
+                           b % 2 ? "9999999999999999999" : "10000000000000000000", b);
+            break;
+        case 4:
+            len = snprintf(text[r], sizeof text[r], "x%cy%c\x03z %u", 1, 2, b);
+            text[r][6] = '\0'; /* a NUL inside the text */
+            break;
+        case 5:
+            len = snprintf(text[r], sizeof text[r], "failed: %s (retry %u)", other[r], b);
+            break;
+        case 6:
+            len = r == 6 ? snprintf(text[r], sizeof text[r], "only once %u", a) : 0;
+            break;
+        default:
+            len = -1;
+        }
+        v[r * COLS] = vtext(other[r], (size_t)olen);
+        v[r * COLS + 1] = len < 0 ? vnull() : vtext(text[r], (size_t)len);
+        v[r * COLS + 2] = vtext(kinds[b % 5], strlen(kinds[b % 5]));
+    }
+    round_trip(v, ROWS, COLS);
+    round_trip_group(v, ROWS, COLS, 2);
+    round_trip_group(v, 7, COLS, 2);
+    round_trip_group(v + 5 * COLS, 1, COLS, 1);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Encoder errors.
  */
@@ -1051,6 +1103,10 @@ static void forged2_columns(void **state)
                         1, 0, 2, 'x', 2),
                    1, 21, "a text ends in an escape");
     expect_forged2(col0, col1, col2, 1, 27, "its texts are longer than declared");
+    expect_forged2(col0, col1, col2, 1, 2, "its texts are longer than declared");  /* "id " */
+    expect_forged2(col0, col1, col2, 1, 3, "its texts are longer than declared");  /* 7 */
+    expect_forged2(col0, col1, col2, 1, 20, "its texts are longer than declared"); /* \1 */
+    expect_forged2(col0, col1, PART(0, 3, 3, 3, 0), 1, 0, "a text is cut short");
     expect_forged2(col0, col1, col2, 1, 18, "its texts are longer than declared");
     expect_forged2(col0, col1, col2, 1, 29, "its texts are shorter than declared");
     /* a text that refers to one not seen before, in the group column and in a template */
@@ -1076,21 +1132,35 @@ static void forged2_columns(void **state)
     colpack_block_release(&b);
 }
 
-/* The encoder writes version 1 when version 2 would pass the bounds: 64 texts of 1 MiB - 4
- * bytes are COLPACK_MAX_RAW_BYTES in version 1, and in version 2 a byte a text more (the mark
- * of a text not seen before) and the column's flags. */
+/* The encoder writes version 1 when version 2 would pass the bounds: integers 0..63, reals and
+ * texts that make COLPACK_MAX_RAW_BYTES in version 1 take in version 2 a byte a text more (the
+ * mark of a text not seen before) and a byte a column (its flags). */
 static void falls_back_to_version1(void **state)
 {
     (void)state;
-    struct value v[BIG_TEXTS];
-    for (size_t i = 0; i < BIG_TEXTS; i++)
-        v[i] = vtext(noise + i, BIG_TEXT_BYTES);
+    enum { N = BIG_TEXTS, COLS = 3 };
+    size_t fixed = N * COLS /* types */ + N /* integer deltas of 1 */ + N * 8 /* reals */ +
+                   N * 3 /* text lengths */;
+    size_t len = (COLPACK_MAX_RAW_BYTES - fixed) / N;
+    assert_int_equal(fixed + N * len, COLPACK_MAX_RAW_BYTES);
+    struct value v[N * COLS];
+    for (size_t i = 0; i < N; i++) {
+        v[i * COLS] = vint((int64_t)i);
+        v[i * COLS + 1] = vreal(special_reals[i % NSPECIAL]);
+        v[i * COLS + 2] = vtext(noise + i, len);
+    }
     struct buf out;
-    encode_ok(v, BIG_TEXTS, 1, -1, &out);
+    encode_ok(v, N, COLS, -1, &out);
     assert_int_equal(out.data[2], 1);
+    struct colpack_block b;
+    colpack_block_init(&b);
+    struct err e;
+    assert_int_equal(decode(out.data, out.len, &b, &e), 0);
+    assert_same_cells(v, N, COLS, &b);
+    colpack_block_release(&b);
     buf_release(&out);
-    v[0].len -= 100; /* now it fits */
-    encode_ok(v, BIG_TEXTS, 1, -1, &out);
+    v[2].len -= 100; /* now it fits */
+    encode_ok(v, N, COLS, -1, &out);
     assert_int_equal(out.data[2], 2);
     buf_release(&out);
 }
@@ -1312,6 +1382,7 @@ int main(void)
         cmocka_unit_test(extreme_integers),
         cmocka_unit_test(special_reals_round_trip),
         cmocka_unit_test(texts),
+        cmocka_unit_test(templated_texts),
         cmocka_unit_test(random_mixes),
         cmocka_unit_test(most_rows),
         cmocka_unit_test(most_columns),
