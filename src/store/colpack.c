@@ -32,17 +32,19 @@
  *                     is plain, in row order.
  *            ref      templated only: uv 0, or r: templates may stand for column r - 1's text
  *                     of their row; that column comes earlier in the payload
+ *            tokens   templated only: uv length, then the tokens of its texts, in order, used
+ *                     up exactly
  *            types    nrows bytes as in version 1, in the column's order
  *            values   as in version 1, in the column's order, but for texts: uv 0, uv length,
  *                     the bytes: a text not seen before in this column; uv k: the k-th of them
- *                     (from 1) again. A templated column stores each text's template that way
- *                     and after its last value its tokens, in order: a template's byte 00 is a
- *                     decimal number (1 to 19 digits, no leading zero): uv value in the tokens;
- *                     01 uv L is a run of L lowercase hex digits (at least one a digit):
- *                     (L + 1) / 2 bytes of nibbles, high first, in the tokens; 02 b is the byte
- *                     b itself (for bytes 00..03 of the text); 03 is the ref column's text of
- *                     the row (not empty); any other byte is itself. So each piece of a
- *                     template yields a byte of text or more: expanding costs what it writes.
+ *                     (from 1) again. A templated column stores each text's template that way,
+ *                     expanded with the next tokens: a template's byte 00 is a decimal number
+ *                     (1 to 19 digits, no leading zero): a uv value among the tokens; 01 uv L
+ *                     is a run of L lowercase hex digits (at least one a digit): (L + 1) / 2
+ *                     bytes of nibbles, high first, among the tokens; 02 b is the byte b itself
+ *                     (for bytes 00..03 of the text); 03 is the ref column's text of the row
+ *                     (not empty); any other byte is itself. So each piece of a template
+ *                     yields a byte of text or more: expanding costs what it writes.
  *   Group order: the group column's texts are numbered by first appearance (from 1; a row
  *   without a text is 0) and its rows sorted by that number, stably. So rows of one error,
  *   endpoint or handler lie together and their messages, stack traces and counters repeat
@@ -570,16 +572,19 @@ static bool inline_constants(struct enc *x, size_t c, bool grouped)
                 : 0;
     }
     uint32_t *order = group_order(x->tid, x->nrows); /* the rows of each template together */
+    bool ok = order != NULL;
     x->tpl2.len = x->tok2.len = 0;
-    for (size_t i = 0, end; order && i < x->nrows; i = end) {
+    for (size_t i = 0, end; ok && i < x->nrows; i = end) {
         uint32_t t = x->tid[order[i]];
         for (end = i; end < x->nrows && x->tid[order[end]] == t;)
             end++;
         const struct piece p0 = x->pieces[order[i]];
         const uint8_t *tpl = x->tpl.p + p0.tpl_at, *first = x->tok.p + p0.tok_at;
         size_t ns = t ? template_slots(x, tpl, p0.tpl_len) : 0;
-        if (ns == SIZE_MAX)
+        if (ns == SIZE_MAX) {
+            ok = false;
             break;
+        }
         for (size_t r = i; r < end; r++)
             match_slots(x->slots, ns, first, x->tok.p + x->pieces[order[r]].tok_at, r == i);
         for (size_t j = 0; end - i < 2 && j < ns; j++)
@@ -593,7 +598,7 @@ static bool inline_constants(struct enc *x, size_t c, bool grouped)
             *pc = (struct piece){at, x->tpl2.len - at, tok_at, x->tok2.len - tok_at};
         }
     }
-    bool ok = order && !x->tpl2.failed && !x->tok2.failed;
+    ok = ok && !x->tpl2.failed && !x->tok2.failed;
     free(order);
     struct stream tmp = x->tpl;
     x->tpl = x->tpl2;
@@ -751,7 +756,9 @@ static void encode_v2(struct enc *x, struct stream *payload)
 {
     x->pieces = malloc(x->nrows * sizeof *x->pieces);
     x->tid = malloc(x->nrows * sizeof *x->tid);
-    if (!dict_init(&x->dict, x->nrows) || !x->pieces || !x->tid ||
+    /* the streams always have memory: offsets into them are taken even when nothing was put */
+    bool streams = need(&x->tpl, 1) && need(&x->tok, 1) && need(&x->tpl2, 1) && need(&x->tok2, 1);
+    if (!dict_init(&x->dict, x->nrows) || !x->pieces || !x->tid || !streams ||
         (x->group >= 0 && !group_rows(x))) {
         payload->failed = true;
         return;
