@@ -9,13 +9,15 @@
  *               payload before zstd, which is compressed with its size and a checksum.
  *               Mutations of a real blob's payload rarely get past zstd's checksum; this way
  *               they reach the column parser.
- *   odd         rows for colpack_encode: a byte of the column count (1 + b % 64), then cells in
- *               row order, each a type byte (bits 0-1 the type; for an integer bit 2 picks 8
- *               bytes over a 1-byte step from the column's previous one) and its bytes: 8 for a
- *               real, a length byte and that many bytes for a text. Whole rows must come back
- *               bit for bit.
+ *   odd         rows for colpack_encode: a byte b of the column count (1 + b % 64) and the
+ *               group column (b >> 6: 0 none, 1 the one colpack_pick_group picks, 2 the first
+ *               column, 3 the last), then cells in row order, each a type byte (bits 0-1 the
+ *               type; for an integer bit 2 picks 8 bytes over a 1-byte step from the column's
+ *               previous one) and its bytes: 8 for a real, a length byte and that many bytes for
+ *               a text. Whole rows must come back bit for bit.
  *
- * The seeds are encoded blocks in each of the first two forms, and row sets.
+ * Blobs that decode are encoded again without a group and grouped by their last column. The
+ * seeds are encoded blocks in each of the first two forms (versions 1 and 2), and row sets.
  */
 #include "fuzz_common.h"
 #include "store/colpack.h"
@@ -37,15 +39,16 @@ static bool same_value(const struct value *a, const struct value *b)
     return true;
 }
 
-/* Encodes cells and decodes them again: the same values, bit for bit. */
-static void round_trip(const struct value *cells, size_t nrows, size_t ncols)
+/* Encodes cells grouped by group and decodes them again: the same values, bit for bit. */
+static void round_trip(const struct value *cells, size_t nrows, size_t ncols, int group)
 {
     struct buf blob;
     buf_init(&blob, 256u << 20);
     struct err e;
     err_clear(&e);
-    int rc = colpack_encode(cells, nrows, ncols, &blob, &e);
-    fuzz_check(rc == 0, "encoding %zu rows of %zu columns: rc %d: %s", nrows, ncols, rc, e.msg);
+    int rc = colpack_encode(cells, nrows, ncols, group, &blob, &e);
+    fuzz_check(rc == 0, "encoding %zu rows of %zu columns (group %d): rc %d: %s", nrows, ncols,
+               group, rc, e.msg);
     struct colpack_block b;
     colpack_block_init(&b);
     rc = colpack_decode(blob.data, blob.len, &b, &e);
@@ -79,7 +82,8 @@ static void decode_blob(const uint8_t *blob, size_t len)
                "%zu rows of %zu columns", b.nrows, b.ncols);
     for (size_t i = 0; i < b.nrows * b.ncols; i++)
         fuzz_check(b.cells[i].type <= VAL_TEXT, "cell %zu has type %u", i, b.cells[i].type);
-    round_trip(b.cells, b.nrows, b.ncols);
+    round_trip(b.cells, b.nrows, b.ncols, -1);
+    round_trip(b.cells, b.nrows, b.ncols, (int)b.ncols - 1);
     colpack_block_release(&b);
 }
 
@@ -133,6 +137,7 @@ static void encode_rows(const uint8_t *data, size_t size)
     if (size < 2)
         return;
     size_t ncols = 1 + data[0] % COLPACK_MAX_COLUMNS, n = 0;
+    unsigned grouping = data[0] >> 6;
     int64_t prev_int[COLPACK_MAX_COLUMNS] = {0};
     data++;
     size--;
@@ -144,8 +149,15 @@ static void encode_rows(const uint8_t *data, size_t size)
         size -= used;
         n++;
     }
-    if (n >= ncols)
-        round_trip(fuzz_cells, n / ncols, ncols);
+    if (n < ncols)
+        return;
+    size_t nrows = n / ncols;
+    int group = grouping == 0   ? -1
+                : grouping == 1 ? colpack_pick_group(fuzz_cells, nrows, ncols)
+                : grouping == 2 ? 0
+                                : (int)ncols - 1;
+    fuzz_check(group >= -1 && group < (int)ncols, "picked group %d of %zu columns", group, ncols);
+    round_trip(fuzz_cells, nrows, ncols, group);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

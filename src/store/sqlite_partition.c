@@ -245,11 +245,14 @@ static int part_for(struct sqlite_partitions *p, int64_t ts, struct part **out, 
 #define PACK_BLOCK_ROWS 8192
 #define PACK_BLOCK_TEXT_BYTES (4u << 20) /* bounds what reading one block takes */
 
-/* The rows of the block being packed: rowid, then the table's columns; strings in the arena. */
+/* The rows of the block being packed: rowid, then the table's columns; strings in the arena.
+ * The column that groups the rows is picked on the partition's first block (colpack.h). */
 struct pack_block {
     size_t ncols, nrows, text_bytes;
     struct value *cells;
     struct arena arena;
+    int group;
+    bool group_picked;
 };
 
 static bool same_value(const struct value *a, const struct value *b)
@@ -273,7 +276,11 @@ static int flush_block(struct pack_block *pb, sqlite3_stmt *insert, int ts_col, 
                        struct store_pack_stats *stats, struct err *e)
 {
     blob->len = 0;
-    int rc = colpack_encode(pb->cells, pb->nrows, pb->ncols, blob, e);
+    if (!pb->group_picked) {
+        pb->group = colpack_pick_group(pb->cells, pb->nrows, pb->ncols);
+        pb->group_picked = true;
+    }
+    int rc = colpack_encode(pb->cells, pb->nrows, pb->ncols, pb->group, blob, e);
     if (rc)
         return rc;
     struct colpack_block check;
